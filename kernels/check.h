@@ -1,0 +1,35 @@
+// Error type and check macros shared by every layer. Errors are exceptions that carry
+// file:line and the failing call; callers add context (file name, tensor name) in the message.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace cllm {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+[[noreturn]] inline void throw_error(const char* file, int line, const std::string& msg) {
+  std::ostringstream os;
+  os << msg << " [" << file << ":" << line << "]";
+  throw Error(os.str());
+}
+}  // namespace detail
+
+}  // namespace cllm
+
+// CLLM_CHECK(cond, "text " << value): throws cllm::Error with the streamed message.
+#define CLLM_CHECK(cond, msg)                                        \
+  do {                                                               \
+    if (!(cond)) {                                                   \
+      std::ostringstream cllm_check_os_;                             \
+      cllm_check_os_ << msg;                                         \
+      ::cllm::detail::throw_error(__FILE__, __LINE__, cllm_check_os_.str()); \
+    }                                                                \
+  } while (0)
+
+#define CLLM_FAIL(msg) CLLM_CHECK(false, msg)

@@ -1,0 +1,81 @@
+#include "kernels/cpu/gemm_invariant.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/cpu/thread_pool.h"
+
+namespace cllm::cpu {
+namespace {
+
+// Rows of w handled together: a tile of kTileN * K floats is reused across all M tokens.
+constexpr int kTileN = 4;
+
+// Scalar twin of the AVX2 dot below: same 8 partial sums, same final reduction order.
+float dot_portable(const float* a, const float* b, int K) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int k = 0;
+  for (; k + 8 <= K; k += 8)
+    for (int l = 0; l < 8; ++l) acc[l] = __builtin_fmaf(a[k + l], b[k + l], acc[l]);
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; k < K; ++k) s = __builtin_fmaf(a[k], b[k], s);
+  return s;
+}
+
+__attribute__((target("avx2,fma"))) float hsum_fixed(__m256 v) {
+  // Same pairing as dot_portable: (l, l+4) first, then ((0+1)+(2+3)).
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  __m128 s = _mm_add_ps(lo, hi);  // s[l] = acc[l] + acc[l+4]
+  float t[4];
+  _mm_storeu_ps(t, s);
+  return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+// y[m, n0..n0+nt) for all m, for one tile of nt <= kTileN weight rows.
+__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* w, float* y,
+                                                    int M, int N, int K, int n0, int nt) {
+  const int K8 = K & ~7;
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + static_cast<size_t>(m) * K;
+    __m256 acc[kTileN];
+    for (int j = 0; j < nt; ++j) acc[j] = _mm256_setzero_ps();
+    for (int k = 0; k < K8; k += 8) {
+      __m256 xv = _mm256_loadu_ps(xr + k);
+      for (int j = 0; j < nt; ++j)
+        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w + static_cast<size_t>(n0 + j) * K + k), xv, acc[j]);
+    }
+    for (int j = 0; j < nt; ++j) {
+      float s = hsum_fixed(acc[j]);
+      const float* wr = w + static_cast<size_t>(n0 + j) * K;
+      for (int k = K8; k < K; ++k) s = __builtin_fmaf(wr[k], xr[k], s);
+      y[static_cast<size_t>(m) * N + n0 + j] = s;
+    }
+  }
+}
+
+void tile_portable(const float* x, const float* w, float* y, int M, int N, int K, int n0, int nt) {
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < nt; ++j)
+      y[static_cast<size_t>(m) * N + n0 + j] =
+          dot_portable(w + static_cast<size_t>(n0 + j) * K, x + static_cast<size_t>(m) * K, K);
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+
+}  // namespace
+
+void matmul_wt_invariant(const float* x, const float* w, float* y, int M, int N, int K) {
+  const int tiles = (N + kTileN - 1) / kTileN;
+  parallel_for_range(tiles, 8, [&](size_t begin, size_t end) {
+    for (int t = static_cast<int>(begin); t < static_cast<int>(end); ++t) {
+      const int n0 = t * kTileN, nt = std::min(kTileN, N - n0);
+      if (kHaveAvx2)
+        tile_avx2(x, w, y, M, N, K, n0, nt);
+      else
+        tile_portable(x, w, y, M, N, K, n0, nt);
+    }
+  });
+}
+
+}  // namespace cllm::cpu

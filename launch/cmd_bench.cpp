@@ -1,0 +1,128 @@
+// cllm bench: decode speed against the machine's own memory bandwidth, measured in the same run.
+//   1. read and copy bandwidth (STREAM-like) -> the floor: bytes one step reads / read bandwidth
+//   2. AR decode tokens/s over a real generation
+//   3. one forward over a block of n tokens after a context of c tokens, for each n
+// Results print as a table and, with --json, go to a file for docs/plot_bench.py.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/check.h"
+#include "kernels/cpu/membw.h"
+#include "kernels/cpu/thread_pool.h"
+#include "launch/cli_common.h"
+#include "runtime/generate.h"
+
+namespace cllm::cli {
+namespace {
+
+std::vector<int> parse_list(const std::string& s, const char* flag) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      out.push_back(std::stoi(item));
+    } catch (const std::exception&) {
+      CLLM_FAIL("--" << flag << " expects comma-separated integers, got '" << s << "'");
+    }
+    CLLM_CHECK(out.back() > 0, "--" << flag << " values must be positive, got " << out.back());
+  }
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int bench_main(int argc, char** argv) {
+  po::options_description opts("cllm bench");
+  std::string model_path, device, ns_text, json_path;
+  int threads = 0, context = 0, tokens = 0, reps = 0;
+  opts.add_options()
+      ("model", po::value(&model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
+      ("device", po::value(&device)->default_value("cpu"), "cpu | cuda")
+      ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
+      ("ns", po::value(&ns_text)->default_value("1,2,4,8,16,32,64"), "block sizes n to time")
+      ("context", po::value(&context)->default_value(128), "tokens already in the KV cache when timing a block")
+      ("tokens", po::value(&tokens)->default_value(64), "tokens generated for the AR decode figure")
+      ("reps", po::value(&reps)->default_value(5), "repetitions per block size (median reported)")
+      ("json", po::value(&json_path), "also write the results to this JSON file");
+  po::variables_map vm;
+  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--context 128] [--json FILE]", opts, vm))
+    return 0;
+  const std::vector<int> ns = parse_list(ns_text, "ns");
+  CLLM_CHECK(context >= 1 && tokens >= 1 && reps >= 1, "--context, --tokens and --reps must be >= 1");
+  if (threads > 0) cpu::set_pool_size(threads);
+
+  LoadedModel m = load_model(model_path, parse_device(device));
+  Model& model = *m.model;
+  const ModelConfig& cfg = model.config();
+
+  // 1. Bandwidth, with a buffer well past the last-level cache.
+  const size_t bw_bytes = size_t{1} << 30;
+  const double read_gbs = cpu::measure_read_bandwidth_gbs(bw_bytes, 5);
+  const double copy_gbs = cpu::measure_copy_bandwidth_gbs(bw_bytes / 2, 5);
+  std::printf("memory bandwidth: read %.2f GB/s, copy %.2f GB/s (%d threads)\n", read_gbs, copy_gbs, cpu::pool_size());
+
+  // 2. AR decode after a short prompt of synthetic ids.
+  std::vector<int32_t> prompt(16);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 13) % cfg.vocab_size);
+  GenerateOptions gen;
+  gen.max_new_tokens = tokens;
+  const int max_n = *std::max_element(ns.begin(), ns.end());
+  model.reset(std::max(kv_rows_needed(static_cast<int>(prompt.size()), tokens, 1), context + max_n));
+  const GenerateResult ar = generate_ar(model, prompt, gen);
+  const double ar_tps = (ar.stats.tokens - 1) / ar.stats.decode_seconds;  // first token comes from prefill
+  const int ar_ctx = static_cast<int>(prompt.size()) + tokens / 2;
+  const double floor_s = model.step_bytes(ar_ctx) / (read_gbs * 1e9);
+  std::printf("AR decode: %.2f tokens/s (%.2f ms/token); floor %.2f ms/token (%.1f MB/step): %.0f%% of the bandwidth floor\n",
+              ar_tps, 1e3 / ar_tps, floor_s * 1e3, model.step_bytes(ar_ctx) / 1e6, 100.0 * floor_s * ar_tps);
+
+  // 3. One forward over n tokens at positions context .. context+n-1.
+  std::vector<int32_t> ctx_ids(context), block(max_n), out(std::max(context, max_n));
+  for (int i = 0; i < context; ++i) ctx_ids[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
+  for (int i = 0; i < max_n; ++i) block[i] = static_cast<int32_t>((i * 31 + 5) % cfg.vocab_size);
+  model.predict(ctx_ids.data(), context, 0, out.data());
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("\n%6s %12s %14s %12s %10s\n", "n", "forward ms", "ms per token", "vs n=1", "floor x");
+  double t1 = 0;
+  for (int n : ns) {
+    std::vector<double> times;
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      model.predict(block.data(), n, context, out.data());
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double t = median(times);
+    if (n == ns.front()) t1 = t;
+    const double floor_n = model.step_bytes(context + n) / (read_gbs * 1e9);
+    std::printf("%6d %12.3f %14.3f %11.2fx %9.2fx\n", n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
+    rows.push_back({{"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}});
+  }
+
+  if (vm.count("json")) {
+    nlohmann::json j = {{"model", model_path},
+                        {"device", device},
+                        {"threads", cpu::pool_size()},
+                        {"read_gbs", read_gbs},
+                        {"copy_gbs", copy_gbs},
+                        {"ar_tokens_per_s", ar_tps},
+                        {"ar_floor_ms", floor_s * 1e3},
+                        {"context", context},
+                        {"forward", rows}};
+    std::ofstream(json_path) << j.dump(2) << "\n";
+    std::fprintf(stderr, "wrote %s\n", json_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace cllm::cli

@@ -1,0 +1,65 @@
+// cllm random-model: a randomly initialised HF checkpoint of a named or custom LLaMA shape.
+#include <cstdio>
+
+#include "kernels/check.h"
+#include "launch/cli_common.h"
+#include "runtime/random_model.h"
+
+namespace cllm::cli {
+
+int random_model_main(int argc, char** argv) {
+  po::options_description opts("cllm random-model");
+  std::string shape, out, dtype;
+  RandomModelOptions ro;
+  ModelConfig custom;
+  bool tied = false;
+  opts.add_options()
+      ("shape", po::value(&shape)->default_value("tiny"), "tiny | 135m | 7b | 13b | 70b | custom")
+      ("out", po::value(&out)->required(), "output directory")
+      ("seed", po::value(&ro.seed)->default_value(1), "weights are a function of (seed, tensor name)")
+      ("dtype", po::value(&dtype)->default_value("f32"), "f32 | f16 | bf16 on disk")
+      ("vocab", po::value(&custom.vocab_size), "custom: vocabulary size")
+      ("hidden", po::value(&custom.hidden_size), "custom: model width")
+      ("ffn", po::value(&custom.intermediate_size), "custom: MLP width")
+      ("layers", po::value(&custom.num_layers), "custom: layer count")
+      ("heads", po::value(&custom.num_heads), "custom: attention heads")
+      ("kv-heads", po::value(&custom.num_kv_heads), "custom: KV heads (default: heads)")
+      ("ctx", po::value(&custom.max_position_embeddings)->default_value(4096), "custom: max positions")
+      ("tied", po::bool_switch(&tied), "custom: tie the LM head to the embedding");
+  po::variables_map vm;
+  if (!parse_flags(argc, argv, "cllm random-model --shape tiny|135m|7b|13b|70b|custom --out DIR [--dtype bf16]", opts, vm))
+    return 0;
+  if (dtype == "f32")
+    ro.dtype = DType::F32;
+  else if (dtype == "f16")
+    ro.dtype = DType::F16;
+  else if (dtype == "bf16")
+    ro.dtype = DType::BF16;
+  else
+    CLLM_FAIL("--dtype must be f32, f16 or bf16, got '" << dtype << "'");
+
+  ModelConfig cfg;
+  if (shape == "custom") {
+    for (const char* f : {"vocab", "hidden", "ffn", "layers", "heads"})
+      CLLM_CHECK(vm.count(f), "--shape custom needs --" << f);
+    cfg = custom;
+    if (!vm.count("kv-heads")) cfg.num_kv_heads = cfg.num_heads;
+    CLLM_CHECK(cfg.num_heads > 0 && cfg.hidden_size % cfg.num_heads == 0,
+               "--hidden " << cfg.hidden_size << " must be a multiple of --heads " << cfg.num_heads);
+    cfg.head_dim = cfg.hidden_size / cfg.num_heads;
+    cfg.tie_word_embeddings = tied;
+    cfg.bos_token_id = random_model_shape("tiny").bos_token_id;
+    cfg.eos_token_ids = random_model_shape("tiny").eos_token_ids;
+  } else {
+    cfg = random_model_shape(shape);
+  }
+  write_random_model(cfg, out, ro, [](int done, int total) {
+    if (done == total || done % 16 == 0) std::fprintf(stderr, "\rwriting tensors %d/%d", done, total);
+    if (done == total) std::fprintf(stderr, "\n");
+  });
+  std::printf("wrote a random %s model (%d layers, hidden %d, %d heads / %d kv) to %s\n", shape.c_str(),
+              cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, out.c_str());
+  return 0;
+}
+
+}  // namespace cllm::cli

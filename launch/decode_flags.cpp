@@ -1,0 +1,39 @@
+#include "launch/decode_flags.h"
+
+#include "kernels/check.h"
+
+namespace cllm::cli {
+
+namespace po = boost::program_options;
+
+DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, JacobiOptions& jac)
+    : gen_(gen), jac_(jac) {
+  opts.add_options()
+      ("max-new-tokens", po::value(&gen.max_new_tokens)->default_value(64), "tokens to generate at most")
+      ("block", po::value(&jac.block)->default_value(16), "Jacobi block size n (1..64)")
+      ("window", po::value(&window_)->default_value(window_), "sliding | blockwise (the paper's mode)")
+      ("init", po::value(&init_)->default_value(init_), "initial guesses: random (from the prompt, seeded) | repeat | pad")
+      ("seed", po::value(&jac.seed)->default_value(0), "seed of the random initial guesses")
+      ("pad-id", po::value(&jac.pad_id)->default_value(0), "token id used by --init pad");
+}
+
+void DecodeFlags::finish() {
+  CLLM_CHECK(gen_.max_new_tokens > 0, "--max-new-tokens must be positive, got " << gen_.max_new_tokens);
+  CLLM_CHECK(jac_.block >= 1 && jac_.block <= 64, "--block must be in 1..64, got " << jac_.block);
+  if (window_ == "sliding")
+    jac_.window = JacobiWindow::Sliding;
+  else if (window_ == "blockwise")
+    jac_.window = JacobiWindow::Blockwise;
+  else
+    CLLM_FAIL("--window must be sliding or blockwise, got '" << window_ << "'");
+  if (init_ == "random")
+    jac_.init = InitialGuess::RandomFromContext;
+  else if (init_ == "repeat")
+    jac_.init = InitialGuess::RepeatLast;
+  else if (init_ == "pad")
+    jac_.init = InitialGuess::Pad;
+  else
+    CLLM_FAIL("--init must be random, repeat or pad, got '" << init_ << "'");
+}
+
+}  // namespace cllm::cli

@@ -1,0 +1,25 @@
+// Decoding flags shared by generate, bench and trajectories: block size, window mode, initial
+// guesses, seed, max_new_tokens. Construct before parsing, call finish() after.
+#pragma once
+#include <string>
+
+#include <boost/program_options.hpp>
+
+#include "runtime/decoding.h"
+
+namespace cllm::cli {
+
+class DecodeFlags {
+ public:
+  DecodeFlags(boost::program_options::options_description& opts, GenerateOptions& gen, JacobiOptions& jac);
+  // Translates the string flags into the option structs; throws naming a bad value.
+  void finish();
+
+ private:
+  GenerateOptions& gen_;
+  JacobiOptions& jac_;
+  std::string window_ = "sliding";
+  std::string init_ = "random";
+};
+
+}  // namespace cllm::cli

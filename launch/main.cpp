@@ -1,0 +1,56 @@
+// `cllm SUBCOMMAND [flags]`: dispatches to the subcommand table below.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "kernels/check.h"
+#include "launch/commands.h"
+
+namespace {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  int (*main)(int, char**);
+};
+
+const Subcommand kSubcommands[] = {
+    {"generate", "generate text from a prompt with AR and/or Jacobi decoding, with stats", cllm::cli::generate_main},
+    {"bench", "measure decode speed, forward time per block size, and memory bandwidth", cllm::cli::bench_main},
+    {"random-model", "write a randomly initialised HF-format checkpoint of a given shape", cllm::cli::random_model_main},
+    {"convert", "convert a checkpoint (e.g. GGUF) to an HF safetensors directory", cllm::cli::convert_main},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "cllm: a runtime for Consistency LLMs (greedy Jacobi decoding of LLaMA-family models)\n\n"
+               "usage: cllm SUBCOMMAND [flags]    (cllm SUBCOMMAND --help for its flags)\n\nsubcommands:\n");
+  for (const Subcommand& s : kSubcommands) std::fprintf(out, "  %-14s %s\n", s.name, s.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "--help" || name == "-h" || name == "help") {
+    usage(stdout);
+    return 0;
+  }
+  for (const Subcommand& s : kSubcommands) {
+    if (name != s.name) continue;
+    try {
+      return s.main(argc - 1, argv + 1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "cllm %s: error: %s\n", s.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "cllm: unknown subcommand '%s'\n\n", name.c_str());
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,57 @@
+// One interface over every checkpoint format (HF safetensors dir, GGUF file, cllm HDF5).
+// Tensor names are the HF LLaMA names ("model.layers.3.self_attn.q_proj.weight"), shapes are
+// HF order ([out, in] for linear weights), whatever the file stores. GGUF q/k weights are
+// un-permuted back to HF's rotate_half layout, so one RoPE serves every format.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/model_config.h"
+
+namespace cllm {
+
+// Everything needed to build a tokenizer, from whichever file carries it.
+struct TokenizerSpec {
+  enum class Kind { None, SentencePieceModel, HfJson, GgufBpe, GgufSpm };
+  Kind kind = Kind::None;
+  std::string path;                 // tokenizer.model / tokenizer.json (file kinds)
+  std::string pre;                  // GGUF pre-tokenizer name: "smollm", "llama-bpe", "gpt2", ...
+  std::vector<std::string> tokens;  // GGUF kinds: id -> token text
+  std::vector<std::string> merges;  // GgufBpe: "a b" ranked by order
+  std::vector<float> scores;        // GgufSpm
+  std::vector<int32_t> token_types; // GGUF: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte
+  int bos_id = -1;
+  int eos_id = -1;
+  bool add_bos = false;
+  std::string chat_template;        // jinja text from tokenizer_config.json or GGUF metadata
+};
+
+// A half-open range of rows and columns of a 1-D or 2-D tensor (columns ignored for 1-D).
+// Tensor parallelism reads only its slice; end = -1 means "to the end".
+struct TensorRange {
+  int64_t row_begin = 0, row_end = -1;
+  int64_t col_begin = 0, col_end = -1;
+};
+
+class CheckpointReader {
+ public:
+  virtual ~CheckpointReader() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual const TokenizerSpec& tokenizer() const = 0;
+  virtual bool has_tensor(const std::string& name) const = 0;
+  // Logical shape in HF order; throws naming the file and tensor if absent.
+  virtual std::vector<int64_t> shape(const std::string& name) const = 0;
+  // Converts (dequantizes) the selected range to fp32, row-major, into dst
+  // (rows * cols floats). Throws naming the file and tensor on any inconsistency.
+  virtual void read_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
+  // Human-readable origin for messages ("models/x.gguf").
+  virtual std::string source() const = 0;
+};
+
+// Opens a GGUF file, an HF checkpoint directory (config.json + safetensors [+ index]) or a
+// cllm .h5 checkpoint, and validates the config against the tensor shapes before returning.
+std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path);
+
+}  // namespace cllm

@@ -1,0 +1,60 @@
+// Greedy decoding options, results and statistics, shared by AR and Jacobi.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cllm {
+
+enum class JacobiWindow {
+  Sliding,    // after each iteration, refill the block to n with fresh guesses
+  Blockwise,  // the paper's mode: iterate one n-token block until all of it is fixed, then the next
+};
+
+enum class InitialGuess {
+  RandomFromContext,  // the paper's default: tokens drawn (seeded) from prompt + generated text
+  RepeatLast,         // the last final token, repeated
+  Pad,                // the pad id
+};
+
+struct JacobiOptions {
+  int block = 16;  // n: guesses forwarded per iteration
+  JacobiWindow window = JacobiWindow::Sliding;
+  InitialGuess init = InitialGuess::RandomFromContext;
+  uint64_t seed = 0;
+  int32_t pad_id = 0;
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 128;
+  std::vector<int32_t> stop_ids;  // EOS and other stop tokens: generation ends before them
+};
+
+// Statistics of one request. An "iteration" is one forward pass, the prompt prefill included,
+// so with block n = 1 Jacobi makes exactly one iteration per generated token, like AR.
+struct DecodeStats {
+  int iterations = 0;
+  int tokens = 0;           // generated tokens returned
+  int fast_forwarded = 0;   // tokens accepted beyond the first one in an iteration
+  int stationary = 0;       // fast-forwarded tokens whose guess was already right one iteration earlier
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+
+  double tokens_per_iteration() const { return iterations ? static_cast<double>(tokens) / iterations : 0; }
+  double tokens_per_second() const {
+    const double s = prefill_seconds + decode_seconds;
+    return s > 0 ? tokens / s : 0;
+  }
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;   // generated ids, stop token excluded
+  std::string finish_reason;     // "stop" (a stop id) or "length" (max_new_tokens)
+  DecodeStats stats;
+};
+
+// Called with each run of newly final tokens, in order, as soon as they are known.
+using TokenSink = std::function<void(const int32_t* ids, int n)>;
+
+}  // namespace cllm

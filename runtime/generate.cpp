@@ -1,0 +1,109 @@
+#include "runtime/generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "kernels/check.h"
+#include "runtime/jacobi.h"
+
+namespace cllm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Collects final tokens, applies stop ids and max_new_tokens, and forwards them to the sink.
+class Output {
+ public:
+  Output(const GenerateOptions& opts, const TokenSink& sink, GenerateResult& result)
+      : opts_(opts), sink_(sink), r_(result) {}
+
+  // Returns true when generation is over.
+  bool push(const std::vector<int32_t>& ids) {
+    size_t take = 0;
+    for (; take < ids.size(); ++take) {
+      if (static_cast<int>(r_.tokens.size() + take) >= opts_.max_new_tokens) {
+        r_.finish_reason = "length";
+        break;
+      }
+      if (std::find(opts_.stop_ids.begin(), opts_.stop_ids.end(), ids[take]) != opts_.stop_ids.end()) {
+        r_.finish_reason = "stop";
+        break;
+      }
+    }
+    if (take > 0) {
+      if (sink_) sink_(ids.data(), static_cast<int>(take));
+      r_.tokens.insert(r_.tokens.end(), ids.begin(), ids.begin() + static_cast<long>(take));
+    }
+    if (r_.finish_reason.empty() && static_cast<int>(r_.tokens.size()) >= opts_.max_new_tokens)
+      r_.finish_reason = "length";
+    return !r_.finish_reason.empty();
+  }
+
+ private:
+  const GenerateOptions& opts_;
+  const TokenSink& sink_;
+  GenerateResult& r_;
+};
+
+// Forwards the whole prompt; returns the argmax after its last token.
+int32_t prefill(BlockPredictor& model, const std::vector<int32_t>& prompt, DecodeStats& stats) {
+  CLLM_CHECK(!prompt.empty(), "the prompt is empty: nothing to condition on");
+  const auto t0 = Clock::now();
+  std::vector<int32_t> ids(prompt.size());
+  model.predict(prompt.data(), static_cast<int>(prompt.size()), 0, ids.data());
+  stats.prefill_seconds = seconds_since(t0);
+  stats.iterations = 1;
+  return ids.back();
+}
+
+}  // namespace
+
+int kv_rows_needed(int prompt_tokens, int max_new_tokens, int block) {
+  return prompt_tokens + max_new_tokens + std::max(block, 1);
+}
+
+GenerateResult generate_ar(BlockPredictor& model, const std::vector<int32_t>& prompt,
+                           const GenerateOptions& opts, const TokenSink& sink) {
+  GenerateResult r;
+  CLLM_CHECK(opts.max_new_tokens > 0, "max_new_tokens must be positive, got " << opts.max_new_tokens);
+  Output out(opts, sink, r);
+  int32_t next = prefill(model, prompt, r.stats);
+  const auto t0 = Clock::now();
+  int pos = static_cast<int>(prompt.size());
+  while (!out.push({next})) {
+    int32_t y = 0;
+    model.predict(&next, 1, pos++, &y);
+    ++r.stats.iterations;
+    next = y;
+  }
+  r.stats.decode_seconds = seconds_since(t0);
+  r.stats.tokens = static_cast<int>(r.tokens.size());
+  return r;
+}
+
+GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>& prompt,
+                               const GenerateOptions& opts, const JacobiOptions& jacobi, const TokenSink& sink) {
+  GenerateResult r;
+  CLLM_CHECK(opts.max_new_tokens > 0, "max_new_tokens must be positive, got " << opts.max_new_tokens);
+  Output out(opts, sink, r);
+  const int32_t first = prefill(model, prompt, r.stats);
+  const auto t0 = Clock::now();
+  JacobiDecoder dec(jacobi, prompt, first);
+  std::vector<int32_t> y;
+  bool done = out.push({first});
+  while (!done) {
+    const std::vector<int32_t>& g = dec.block();
+    y.resize(g.size());
+    model.predict(g.data(), static_cast<int>(g.size()), dec.position(), y.data());
+    ++r.stats.iterations;
+    done = out.push(dec.accept(y.data()));
+  }
+  r.stats.decode_seconds = seconds_since(t0);
+  r.stats.tokens = static_cast<int>(r.tokens.size());
+  r.stats.fast_forwarded = dec.fast_forwarded();
+  r.stats.stationary = dec.stationary();
+  return r;
+}
+
+}  // namespace cllm

@@ -1,0 +1,50 @@
+// The model as the decoders see it: forward a block of tokens of one sequence over its KV cache.
+// Backends (CPU now, CUDA later) implement Model; decoding code never sees weights or kernels.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "loaders/checkpoint.h"
+#include "runtime/model_config.h"
+
+namespace cllm {
+
+// What a decoder needs: argmax predictions for a block of tokens.
+class BlockPredictor {
+ public:
+  virtual ~BlockPredictor() = default;
+  // tokens[0..n) sit at positions pos..pos+n-1; the cache must hold exact KV for [0, pos).
+  // Writes KV rows [pos, pos+n) and out_ids[i] = argmax of the logits at position pos+i.
+  virtual void predict(const int32_t* tokens, int n, int pos, int32_t* out_ids) = 0;
+};
+
+class Model : public BlockPredictor {
+ public:
+  virtual const ModelConfig& config() const = 0;
+  // Makes room for a sequence of up to max_tokens positions and forgets the old one.
+  virtual void reset(int max_tokens) = 0;
+  // As predict(), and if logits != nullptr also writes logits [n, vocab] (fp32).
+  virtual void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) = 0;
+  void predict(const int32_t* tokens, int n, int pos, int32_t* out_ids) override {
+    forward(tokens, n, pos, out_ids, nullptr);
+  }
+  // Bytes one decode step must read (weights + KV of `context` positions): the bandwidth floor.
+  virtual double step_bytes(int context) const = 0;
+};
+
+// Called while weights load: (bytes done, bytes total, current tensor name).
+using LoadProgress = std::function<void(double, double, const std::string&)>;
+
+enum class Device { Cpu, Cuda };
+Device parse_device(const std::string& name);  // "cpu" | "cuda"; throws naming the valid ones
+
+#ifdef CLLM_HAVE_CUDA
+std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress);
+#endif
+
+std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device,
+                                  const LoadProgress& progress = {});
+
+}  // namespace cllm

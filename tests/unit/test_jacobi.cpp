@@ -1,0 +1,151 @@
+// The Jacobi decoder against a fake model that follows an oracle sequence: its prediction at a
+// position is right only if every token up to there is right (as a causal LM would be), so the
+// decoder must reproduce the oracle exactly, with the iteration counts the contract implies.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "runtime/generate.h"
+#include "runtime/jacobi.h"
+
+namespace cllm {
+namespace {
+
+class OracleModel final : public BlockPredictor {
+ public:
+  // oracle[i]: the correct token at position i (the prompt occupies the first positions).
+  // lookahead: how many positions past the first wrong one the model still predicts correctly
+  // anyway ("stationary" behaviour of a CLLM); 0 = plain causal behaviour.
+  OracleModel(std::vector<int32_t> oracle, int lookahead = 0) : oracle_(std::move(oracle)), lookahead_(lookahead) {}
+  std::vector<int32_t> seen;  // KV "cache": the tokens at each position
+
+  void predict(const int32_t* tokens, int n, int pos, int32_t* out) override {
+    seen.resize(pos + n);
+    for (int i = 0; i < n; ++i) seen[pos + i] = tokens[i];
+    ++forwards;
+    for (int i = 0; i < n; ++i) {
+      const int p = pos + i;
+      int first_wrong = -1;
+      for (int q = 0; q <= p && first_wrong < 0; ++q)
+        if (seen[q] != oracle_[q]) first_wrong = q;
+      const bool right = first_wrong < 0 || p - first_wrong < lookahead_;
+      // A wrong prediction is deterministic garbage that never equals an oracle token (< 50).
+      out[i] = right ? oracle_[p + 1] : static_cast<int32_t>(1000 + (p * 7 + tokens[i]) % 97);
+    }
+  }
+  int forwards = 0;
+
+ private:
+  std::vector<int32_t> oracle_;
+  int lookahead_;
+};
+
+std::vector<int32_t> make_oracle(int len, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> o(len);
+  for (int32_t& t : o) t = static_cast<int32_t>(rng() % 50);
+  return o;
+}
+
+constexpr int kPrompt = 5;
+
+TEST(Jacobi, MatchesOracleForEveryBlockSizeAndMode) {
+  const std::vector<int32_t> oracle = make_oracle(200, 1);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + kPrompt);
+  const std::vector<int32_t> expected(oracle.begin() + kPrompt, oracle.begin() + kPrompt + 40);
+  for (int n : {1, 2, 3, 4, 16, 32}) {
+    for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise}) {
+      for (InitialGuess init : {InitialGuess::RandomFromContext, InitialGuess::RepeatLast, InitialGuess::Pad}) {
+        OracleModel model(oracle);
+        GenerateOptions gen;
+        gen.max_new_tokens = 40;
+        JacobiOptions jac;
+        jac.block = n;
+        jac.window = w;
+        jac.init = init;
+        const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
+        EXPECT_EQ(r.tokens, expected) << "n=" << n;
+        EXPECT_EQ(r.finish_reason, "length");
+        EXPECT_EQ(r.stats.iterations, model.forwards);
+      }
+    }
+  }
+}
+
+TEST(Jacobi, BlockOfOneTakesOneIterationPerToken) {
+  const std::vector<int32_t> oracle = make_oracle(100, 2);
+  OracleModel model(oracle);
+  GenerateOptions gen;
+  gen.max_new_tokens = 30;
+  JacobiOptions jac;
+  jac.block = 1;
+  const GenerateResult r = generate_jacobi(model, {oracle.begin(), oracle.begin() + kPrompt}, gen, jac);
+  EXPECT_EQ(r.stats.tokens, 30);
+  EXPECT_EQ(r.stats.iterations, 30);
+  EXPECT_EQ(r.stats.fast_forwarded, 0);
+}
+
+TEST(Jacobi, PerfectGuessesFinishInOneIterationPerBlock) {
+  // A model that also predicts correctly after wrong tokens (lookahead) lets the guesses converge
+  // fast: with lookahead >= n every iteration after the first accepts the whole block.
+  const std::vector<int32_t> oracle = make_oracle(300, 3);
+  OracleModel model(oracle, /*lookahead=*/64);
+  GenerateOptions gen;
+  gen.max_new_tokens = 64;
+  JacobiOptions jac;
+  jac.block = 16;
+  const GenerateResult r = generate_jacobi(model, {oracle.begin(), oracle.begin() + kPrompt}, gen, jac);
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + kPrompt, oracle.begin() + kPrompt + 64));
+  EXPECT_GT(r.stats.tokens_per_iteration(), 4.0);
+  EXPECT_GT(r.stats.fast_forwarded, 0);
+  EXPECT_GT(r.stats.stationary, 0);
+  EXPECT_LE(r.stats.stationary, r.stats.fast_forwarded);
+}
+
+TEST(Jacobi, StopTokenInsideAcceptedSpanTruncates) {
+  std::vector<int32_t> oracle = make_oracle(100, 4);
+  oracle[kPrompt + 10] = 99;  // stop id, never produced by make_oracle (values < 50)
+  OracleModel model(oracle, 64);
+  GenerateOptions gen;
+  gen.max_new_tokens = 50;
+  gen.stop_ids = {99};
+  JacobiOptions jac;
+  jac.block = 16;
+  const GenerateResult r = generate_jacobi(model, {oracle.begin(), oracle.begin() + kPrompt}, gen, jac);
+  EXPECT_EQ(r.finish_reason, "stop");
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + kPrompt, oracle.begin() + kPrompt + 10));
+  const GenerateResult ar = generate_ar(model, {oracle.begin(), oracle.begin() + kPrompt}, gen);
+  EXPECT_EQ(ar.tokens, r.tokens);
+}
+
+TEST(Jacobi, SinkReceivesExactlyTheReturnedTokens) {
+  const std::vector<int32_t> oracle = make_oracle(100, 5);
+  OracleModel model(oracle, 3);
+  GenerateOptions gen;
+  gen.max_new_tokens = 23;
+  JacobiOptions jac;
+  jac.block = 8;
+  std::vector<int32_t> streamed;
+  const GenerateResult r = generate_jacobi(model, {oracle.begin(), oracle.begin() + kPrompt}, gen, jac,
+                                           [&](const int32_t* ids, int n) { streamed.insert(streamed.end(), ids, ids + n); });
+  EXPECT_EQ(streamed, r.tokens);
+  EXPECT_EQ(static_cast<int>(r.tokens.size()), 23);
+}
+
+TEST(Jacobi, AcceptCommitsLongestMatchingRun) {
+  JacobiOptions jac;
+  jac.block = 4;
+  jac.init = InitialGuess::Pad;
+  jac.pad_id = 7;
+  JacobiDecoder dec(jac, {1, 2, 3}, 10);
+  ASSERT_EQ(dec.block(), (std::vector<int32_t>{10, 7, 7, 7}));
+  EXPECT_EQ(dec.position(), 3);
+  // y[0] == g[1] (7), y[1] != g[2]: m = 1, so g[0..1] commit and y[1] = 8 becomes the next g[0].
+  const int32_t y[4] = {7, 8, 9, 5};
+  EXPECT_EQ(dec.accept(y), (std::vector<int32_t>{7, 8}));
+  EXPECT_EQ(dec.position(), 5);
+  EXPECT_EQ(dec.block(), (std::vector<int32_t>{8, 9, 5, 7}));  // y[1..3] + one fresh pad guess
+}
+
+}  // namespace
+}  // namespace cllm
