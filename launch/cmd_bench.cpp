@@ -45,22 +45,24 @@ double median(std::vector<double> v) {
 
 int bench_main(int argc, char** argv) {
   po::options_description opts("cllm bench");
-  std::string model_path, device, ns_text, json_path;
-  int threads = 0, context = 0, tokens = 0, reps = 0;
+  std::string model_path, device, ns_text, contexts_text, json_path;
+  int threads = 0, tokens = 0, reps = 0, prefill = 0;
   opts.add_options()
       ("model", po::value(&model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
       ("device", po::value(&device)->default_value("cpu"), "cpu | cuda")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
       ("ns", po::value(&ns_text)->default_value("1,2,4,8,16,32,64"), "block sizes n to time")
-      ("context", po::value(&context)->default_value(128), "tokens already in the KV cache when timing a block")
+      ("contexts", po::value(&contexts_text)->default_value("128"), "tokens already in the KV cache when timing a block")
+      ("prefill", po::value(&prefill)->default_value(0), "also time the prefill of a prompt of this many tokens")
       ("tokens", po::value(&tokens)->default_value(64), "tokens generated for the AR decode figure")
       ("reps", po::value(&reps)->default_value(5), "repetitions per block size (median reported)")
       ("json", po::value(&json_path), "also write the results to this JSON file");
   po::variables_map vm;
-  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--context 128] [--json FILE]", opts, vm))
+  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--json FILE]", opts, vm))
     return 0;
   const std::vector<int> ns = parse_list(ns_text, "ns");
-  CLLM_CHECK(context >= 1 && tokens >= 1 && reps >= 1, "--context, --tokens and --reps must be >= 1");
+  const std::vector<int> contexts = parse_list(contexts_text, "contexts");
+  CLLM_CHECK(tokens >= 1 && reps >= 1 && prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
   if (threads > 0) cpu::set_pool_size(threads);
 
   LoadedModel m = load_model(model_path, parse_device(device));
@@ -79,7 +81,8 @@ int bench_main(int argc, char** argv) {
   GenerateOptions gen;
   gen.max_new_tokens = tokens;
   const int max_n = *std::max_element(ns.begin(), ns.end());
-  model.reset(std::max(kv_rows_needed(static_cast<int>(prompt.size()), tokens, 1), context + max_n));
+  const int max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  model.reset(std::max({kv_rows_needed(static_cast<int>(prompt.size()), tokens, 1), max_ctx + max_n, prefill}));
   const GenerateResult ar = generate_ar(model, prompt, gen);
   const double ar_tps = (ar.stats.tokens - 1) / ar.stats.decode_seconds;  // first token comes from prefill
   const int ar_ctx = static_cast<int>(prompt.size()) + tokens / 2;
@@ -88,25 +91,37 @@ int bench_main(int argc, char** argv) {
               ar_tps, 1e3 / ar_tps, floor_s * 1e3, model.step_bytes(ar_ctx) / 1e6, 100.0 * floor_s * ar_tps);
 
   // 3. One forward over n tokens at positions context .. context+n-1.
-  std::vector<int32_t> ctx_ids(context), block(max_n), out(std::max(context, max_n));
-  for (int i = 0; i < context; ++i) ctx_ids[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
-  for (int i = 0; i < max_n; ++i) block[i] = static_cast<int32_t>((i * 31 + 5) % cfg.vocab_size);
-  model.predict(ctx_ids.data(), context, 0, out.data());
+  std::vector<int32_t> ids(std::max({max_ctx + max_n, prefill})), out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("\n%6s %12s %14s %12s %10s\n", "n", "forward ms", "ms per token", "vs n=1", "floor x");
-  double t1 = 0;
-  for (int n : ns) {
+  std::printf("\n%8s %6s %12s %14s %10s %10s\n", "context", "n", "forward ms", "ms per token", "vs n=1", "floor x");
+  for (int context : contexts) {
+    model.predict(ids.data(), context, 0, out.data());
+    double t1 = 0;
+    for (int n : ns) {
+      std::vector<double> times;
+      for (int r = 0; r <= reps; ++r) {  // r == 0 warms up (and on CUDA captures the graph)
+        const auto t0 = std::chrono::steady_clock::now();
+        model.predict(ids.data() + context, n, context, out.data());
+        if (r > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      const double t = median(times);
+      if (n == ns.front()) t1 = t;
+      const double floor_n = model.step_bytes(context + n) / (read_gbs * 1e9);
+      std::printf("%8d %6d %12.3f %14.3f %9.2fx %9.2fx\n", context, n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
+      rows.push_back({{"context", context}, {"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}});
+    }
+  }
+  double prefill_ms = 0;
+  if (prefill > 0) {
     std::vector<double> times;
-    for (int r = 0; r < reps; ++r) {
+    for (int r = 0; r < 3; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      model.predict(block.data(), n, context, out.data());
+      model.predict(ids.data(), prefill, 0, out.data());
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    const double t = median(times);
-    if (n == ns.front()) t1 = t;
-    const double floor_n = model.step_bytes(context + n) / (read_gbs * 1e9);
-    std::printf("%6d %12.3f %14.3f %11.2fx %9.2fx\n", n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
-    rows.push_back({{"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}});
+    prefill_ms = median(times) * 1e3;
+    std::printf("\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
   }
 
   if (vm.count("json")) {
@@ -117,7 +132,8 @@ int bench_main(int argc, char** argv) {
                         {"copy_gbs", copy_gbs},
                         {"ar_tokens_per_s", ar_tps},
                         {"ar_floor_ms", floor_s * 1e3},
-                        {"context", context},
+                        {"prefill_tokens", prefill},
+                        {"prefill_ms", prefill_ms},
                         {"forward", rows}};
     std::ofstream(json_path) << j.dump(2) << "\n";
     std::fprintf(stderr, "wrote %s\n", json_path.c_str());

@@ -32,7 +32,7 @@ void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
   switch (spec.kind) {
     case TokenizerSpec::Kind::GgufBpe:
       write_hf_tokenizer_json(spec, out + "/tokenizer.json");
-      write_hf_tokenizer_config(spec, out + "/tokenizer_config.json");
+      write_hf_tokenizer_config_json(spec, out + "/tokenizer_config.json");
       return;
     case TokenizerSpec::Kind::HfJson:
     case TokenizerSpec::Kind::SentencePieceModel: {

@@ -29,8 +29,9 @@ ModelConfig llama(int vocab, int d, int ffn, int layers, int heads, int kv, int 
   c.max_position_embeddings = ctx;
   c.rope_theta = theta;
   c.rms_norm_eps = 1e-5f;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
+  // The ids of make_byte_level_spec's "<s>" and "</s>", the tokenizer random models ship with.
+  c.bos_token_id = 0;
+  c.eos_token_ids = {1};
   return c;
 }
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Plots `cllm bench --json` results: forward time per block size n against the bandwidth floor.
+
+usage: python3 docs/plot_bench.py RESULT.json [RESULT2.json ...] --out docs/img/bench.png
+Each JSON file becomes one line (labelled by its model and device); the dashed line of the same
+colour is that run's floor (bytes one step reads / read bandwidth measured in the same run).
+"""
+import argparse
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--title", default="cllm: one forward over n tokens vs the memory-bandwidth floor")
+    args = ap.parse_args()
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for path in args.results:
+        with open(path) as f:
+            r = json.load(f)
+        by_ctx = {}
+        for row in r["forward"]:
+            by_ctx.setdefault(row.get("context", 0), []).append(row)
+        name = f'{os.path.basename(r["model"].rstrip("/"))} ({r["device"]})'
+        for ctx, rows in sorted(by_ctx.items()):
+            ns = [row["n"] for row in rows]
+            line, = ax.plot(ns, [row["forward_ms"] for row in rows], "o-", label=f"{name}, context {ctx}")
+            ax.plot(ns, [row["floor_ms"] for row in rows], "--", color=line.get_color(),
+                    label=f'floor (read {r["read_gbs"]:.1f} GB/s)')
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("tokens per forward (n)")
+    ax.set_ylabel("forward time (ms)")
+    ax.set_title(args.title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

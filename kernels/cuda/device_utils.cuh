@@ -1,0 +1,67 @@
+// Device helpers shared by the kernel .cu files (not a launcher API): 16-byte bf16 vectors,
+// warp/block reductions, alignment checks for the launchers.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace cllm::cuda::detail {
+
+constexpr int kWarp = 32;
+
+// 8 bf16 = 16 bytes: the unit of every vectorised load/store in these kernels.
+struct alignas(16) Bf16x8 {
+  __nv_bfloat162 h[4];
+};
+
+__device__ __forceinline__ void bf16x8_to_float(const Bf16x8& v, float (&f)[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __bfloat1622float2(v.h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+
+__device__ __forceinline__ Bf16x8 float_to_bf16x8(const float (&f)[8]) {
+  Bf16x8 v;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
+// Sum over the whole block; every thread gets the result. blockDim.x must be a multiple of 32
+// (at most 1024). Contains __syncthreads: call from all threads.
+__device__ __forceinline__ float block_sum(float x) {
+  __shared__ float partial[kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int n_warps = blockDim.x / kWarp;
+  x = warp_sum(x);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = x;
+  __syncthreads();
+  x = lane < n_warps ? partial[lane] : 0.f;
+  return warp_sum(x);
+}
+
+}  // namespace cllm::cuda::detail
+
+namespace cllm::cuda {
+// True when p may be accessed with `bytes`-wide vector loads.
+inline bool is_aligned(const void* p, std::size_t bytes) {
+  return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
+}
+}  // namespace cllm::cuda

@@ -1,0 +1,75 @@
+// Shared pieces of the checkpoint readers; see checkpoint_common.h.
+#include "loaders/checkpoint_common.h"
+
+#include <sstream>
+
+#include "kernels/check.h"
+
+namespace cllm::detail {
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
+  const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
+  std::vector<ExpectedTensor> t = {{"model.embed_tokens.weight", {V, H}}, {"model.norm.weight", {H}}};
+  if (!c.tie_word_embeddings) t.push_back({"lm_head.weight", {V, H}});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    t.push_back({p + "input_layernorm.weight", {H}});
+    t.push_back({p + "self_attn.q_proj.weight", {Q, H}});
+    t.push_back({p + "self_attn.k_proj.weight", {KV, H}});
+    t.push_back({p + "self_attn.v_proj.weight", {KV, H}});
+    t.push_back({p + "self_attn.o_proj.weight", {H, Q}});
+    t.push_back({p + "post_attention_layernorm.weight", {H}});
+    t.push_back({p + "mlp.gate_proj.weight", {I, H}});
+    t.push_back({p + "mlp.up_proj.weight", {I, H}});
+    t.push_back({p + "mlp.down_proj.weight", {H, I}});
+  }
+  return t;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab) {
+  for (const auto& e : expected_tensors(cfg)) {
+    CLLM_CHECK(r.has_tensor(e.name), r.source() << ": missing tensor '" << e.name << "'");
+    const auto actual = r.shape(e.name);
+    CLLM_CHECK(actual == e.shape, r.source() << ": tensor '" << e.name << "' has shape " << shape_str(actual)
+                                             << ", the config implies " << shape_str(e.shape));
+  }
+  CLLM_CHECK(tokenizer_vocab <= cfg.vocab_size,
+             r.source() << ": vocab size mismatch: the tokenizer has " << tokenizer_vocab
+                        << " tokens but model.embed_tokens.weight has " << cfg.vocab_size << " rows");
+}
+
+Rect resolve_range(const TensorRange& range, const std::vector<int64_t>& shape, const std::string& source,
+                   const std::string& name) {
+  CLLM_CHECK(!shape.empty(), source << ": tensor '" << name << "' is a scalar");
+  int64_t rows = shape[0], cols = 1;
+  for (size_t d = 1; d < shape.size(); ++d) cols *= shape[d];
+  Rect r{range.row_begin, range.row_end < 0 ? rows : range.row_end, 0, 1};
+  if (shape.size() > 1) {
+    r.c0 = range.col_begin;
+    r.c1 = range.col_end < 0 ? cols : range.col_end;
+  }
+  CLLM_CHECK(0 <= r.r0 && r.r0 <= r.r1 && r.r1 <= rows && 0 <= r.c0 && r.c0 <= r.c1 && r.c1 <= cols,
+             source << ": tensor '" << name << "' of shape " << shape_str(shape) << ": range rows [" << r.r0 << ", "
+                    << r.r1 << ") cols [" << r.c0 << ", " << r.c1 << ") is out of bounds");
+  return r;
+}
+
+void convert_rows(const uint8_t* base, DType dtype, int64_t row_len, const Rect& rect,
+                  const std::function<int64_t(int64_t)>& file_row, float* dst) {
+  const uint64_t row_bytes = dtype_row_bytes(dtype, row_len, "convert_rows");
+  const int64_t w = rect.c1 - rect.c0;
+  for (int64_t r = rect.r0; r < rect.r1; ++r) {
+    const uint8_t* row = base + static_cast<uint64_t>(file_row(r)) * row_bytes;
+    dequantize_row(dtype, row, rect.c0, rect.c1, dst + (r - rect.r0) * w);
+  }
+}
+
+}  // namespace cllm::detail

@@ -1,0 +1,246 @@
+// CheckpointReader over a Hugging Face directory: config.json (+ generation_config.json),
+// model.safetensors or model.safetensors.index.json + shards (all mmapped), and the tokenizer
+// files (tokenizer.json or tokenizer.model, tokenizer_config.json).
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "kernels/check.h"
+#include "loaders/checkpoint_common.h"
+#include "loaders/hf_config.h"
+#include "loaders/mapped_file.h"
+#include "loaders/safetensors.h"
+
+namespace cllm::detail {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+json read_json(const std::string& path) {
+  try {
+    return json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    CLLM_FAIL(path << ": not valid JSON: " << e.what());
+  }
+}
+
+// Number of pieces in a sentencepiece ModelProto: top-level field 1 (repeated SentencePiece),
+// counted by walking the protobuf wire format so loaders need not link sentencepiece.
+int64_t count_spm_pieces(const std::string& path) {
+  const MappedFile f(path);
+  const uint8_t* p = f.data();
+  size_t pos = 0;
+  const auto varint = [&]() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      CLLM_CHECK(pos < f.size(), path << ": truncated protobuf varint at byte " << pos);
+      const uint8_t b = p[pos++];
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if ((b & 0x80) == 0) return v;
+    }
+    CLLM_FAIL(path << ": malformed protobuf varint at byte " << pos);
+  };
+  int64_t pieces = 0;
+  while (pos < f.size()) {
+    const uint64_t tag = varint();
+    uint64_t skip = 0;
+    switch (tag & 7) {
+      case 0: varint(); break;
+      case 1: skip = 8; break;
+      case 2: skip = varint(); pieces += (tag >> 3) == 1; break;
+      case 5: skip = 4; break;
+      default: CLLM_FAIL(path << ": not a sentencepiece model (protobuf wire type " << (tag & 7) << " at byte " << pos << ")");
+    }
+    CLLM_CHECK(skip <= f.size() - pos, path << ": truncated protobuf field at byte " << pos);
+    pos += skip;
+  }
+  return pieces;
+}
+
+// "<s>" or {"content": "<s>", ...} (tokenizer_config.json's two spellings); "" if null/absent.
+std::string special_token_text(const json& cfg, const char* key, const std::string& source) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return "";
+  const json& v = cfg[key];
+  if (v.is_string()) return v.get<std::string>();
+  CLLM_CHECK(v.is_object() && v.contains("content") && v["content"].is_string(),
+             source << ": field '" << key << "' must be a string or {\"content\": ...}, got " << v.dump());
+  return v["content"].get<std::string>();
+}
+
+// Whether tokenizer.json's post-processor puts a special token first in single-sequence mode.
+bool post_processor_adds_bos(const json& tj) {
+  const auto adds = [](const json& pp) {
+    if (!pp.is_object() || pp.value("type", "") != "TemplateProcessing") return false;
+    const json single = pp.value("single", json::array());
+    return single.is_array() && !single.empty() && single[0].is_object() && single[0].contains("SpecialToken");
+  };
+  const json pp = tj.value("post_processor", json());
+  if (adds(pp)) return true;
+  if (pp.is_object() && pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array())
+    for (const auto& p : pp["processors"])
+      if (adds(p)) return true;
+  return false;
+}
+
+TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_t* vocab) {
+  TokenizerSpec t;
+  t.bos_id = cfg.bos_token_id;
+  t.eos_id = cfg.eos_token_ids.empty() ? -1 : cfg.eos_token_ids[0];
+  *vocab = 0;
+  std::unordered_map<std::string, int> ids;  // token text -> id, from tokenizer.json
+  bool default_add_bos = false;
+  const fs::path tj_path = dir / "tokenizer.json", spm_path = dir / "tokenizer.model";
+  if (fs::exists(tj_path)) {
+    t.kind = TokenizerSpec::Kind::HfJson;
+    t.path = tj_path.string();
+    const json tj = read_json(t.path);
+    CLLM_CHECK(tj.is_object(), t.path << ": top level is not a JSON object");
+    const json vocab_map = tj.contains("model") && tj["model"].is_object() ? tj["model"].value("vocab", json()) : json();
+    if (vocab_map.is_object())
+      for (auto it = vocab_map.begin(); it != vocab_map.end(); ++it)
+        if (it->is_number_integer()) ids[it.key()] = it->get<int>();
+    if (tj.contains("added_tokens") && tj["added_tokens"].is_array())
+      for (const auto& a : tj["added_tokens"])
+        if (a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") && a["content"].is_string())
+          ids[a["content"].get<std::string>()] = a["id"].get<int>();
+    for (const auto& [text, id] : ids) *vocab = std::max<int64_t>(*vocab, int64_t{id} + 1);
+    default_add_bos = post_processor_adds_bos(tj);
+  } else if (fs::exists(spm_path)) {
+    t.kind = TokenizerSpec::Kind::SentencePieceModel;
+    t.path = spm_path.string();
+    *vocab = count_spm_pieces(t.path);
+    default_add_bos = true;  // LlamaTokenizer's default
+  }
+  t.add_bos = default_add_bos;
+
+  const fs::path tc_path = dir / "tokenizer_config.json";
+  if (!fs::exists(tc_path)) return t;
+  const std::string src = tc_path.string();
+  const json tc = read_json(src);
+  CLLM_CHECK(tc.is_object(), src << ": top level is not a JSON object");
+  if (tc.contains("add_bos_token") && !tc["add_bos_token"].is_null()) {
+    CLLM_CHECK(tc["add_bos_token"].is_boolean(), src << ": field 'add_bos_token' must be true/false");
+    t.add_bos = tc["add_bos_token"].get<bool>();
+  }
+  if (tc.contains("chat_template") && !tc["chat_template"].is_null()) {
+    const json& ct = tc["chat_template"];
+    if (ct.is_string()) {
+      t.chat_template = ct.get<std::string>();
+    } else {
+      CLLM_CHECK(ct.is_array(), src << ": field 'chat_template' must be a string or a list of {name, template}");
+      for (const auto& e : ct)
+        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+          t.chat_template = e["template"].get<std::string>();
+      CLLM_CHECK(!t.chat_template.empty(), src << ": field 'chat_template' list has no entry named \"default\"");
+    }
+  }
+  // Token strings resolve to ids only through tokenizer.json; sentencepiece keeps config.json's ids.
+  for (auto [key, id] : {std::pair{"bos_token", &t.bos_id}, std::pair{"eos_token", &t.eos_id}}) {
+    const std::string text = special_token_text(tc, key, src);
+    if (text.empty() || ids.empty()) continue;
+    const auto it = ids.find(text);
+    CLLM_CHECK(it != ids.end(), src << ": " << key << " '" << text << "' is not in " << t.path);
+    *id = it->second;
+  }
+  return t;
+}
+
+class HfReader final : public CheckpointReader {
+ public:
+  explicit HfReader(const std::string& dir) : dir_(dir) {
+    cfg_ = load_hf_config(dir);
+    const fs::path single = fs::path(dir) / "model.safetensors", index = fs::path(dir) / "model.safetensors.index.json";
+    if (fs::exists(single)) {
+      add_shard(single.string());
+    } else {
+      CLLM_CHECK(fs::exists(index), dir << ": no model.safetensors or model.safetensors.index.json");
+      load_index(index.string());
+    }
+    int64_t tok_vocab = 0;
+    try {
+      tok_ = load_tokenizer(dir, cfg_, &tok_vocab);
+    } catch (const json::exception& e) {  // a field of an unexpected JSON type
+      CLLM_FAIL(dir << ": malformed tokenizer.json or tokenizer_config.json: " << e.what());
+    }
+    check_tensors(*this, cfg_, tok_vocab);
+  }
+
+  const ModelConfig& config() const override { return cfg_; }
+  const TokenizerSpec& tokenizer() const override { return tok_; }
+  bool has_tensor(const std::string& name) const override { return tensors_.count(name) != 0; }
+  std::string source() const override { return dir_; }
+  std::vector<int64_t> shape(const std::string& name) const override { return entry(name).info.shape; }
+
+  void read_f32(const std::string& name, const TensorRange& range, float* dst) const override {
+    const Entry& e = entry(name);
+    const Rect rect = resolve_range(range, e.info.shape, shards_[e.shard].path(), name);
+    const uint8_t* base = shards_[e.shard].data() + e.info.begin;
+    if (e.info.shape.size() <= 1) {  // a 1-D tensor is one row; the range selects elements
+      dequantize_row(e.info.dtype, base, rect.r0, rect.r1, dst);
+      return;
+    }
+    int64_t row_len = 1;
+    for (size_t d = 1; d < e.info.shape.size(); ++d) row_len *= e.info.shape[d];
+    convert_rows(base, e.info.dtype, row_len, rect, [](int64_t r) { return r; }, dst);
+  }
+
+ private:
+  struct Entry {
+    size_t shard;
+    SafetensorsTensor info;
+  };
+
+  const Entry& entry(const std::string& name) const {
+    const auto it = tensors_.find(name);
+    CLLM_CHECK(it != tensors_.end(), dir_ << ": no tensor '" << name << "'");
+    return it->second;
+  }
+
+  void add_shard(const std::string& path) {
+    shards_.emplace_back(path);
+    const MappedFile& f = shards_.back();
+    for (auto& t : parse_safetensors(f.data(), f.size(), path).tensors) {
+      const std::string name = t.name;
+      const auto [it, inserted] = tensors_.emplace(name, Entry{shards_.size() - 1, std::move(t)});
+      CLLM_CHECK(inserted, path << ": tensor '" << name << "' also appears in " << shards_[it->second.shard].path());
+    }
+  }
+
+  void load_index(const std::string& index) {
+    const json j = read_json(index);
+    CLLM_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+               index << ": missing object field 'weight_map'");
+    std::unordered_map<std::string, size_t> shard_of_file;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      CLLM_CHECK(it->is_string(), index << ": weight_map entry '" << it.key() << "' is not a file name");
+      const std::string file = it->get<std::string>();
+      CLLM_CHECK(file.find('/') == std::string::npos && file != ".." && !file.empty(),
+                 index << ": weight_map entry '" << it.key() << "' names '" << file << "', not a file in " << dir_);
+      if (!shard_of_file.count(file)) {
+        const std::string path = (fs::path(dir_) / file).string();
+        CLLM_CHECK(fs::exists(path), index << ": shard " << file << " (for tensor '" << it.key() << "') does not exist");
+        add_shard(path);
+        shard_of_file[file] = shards_.size() - 1;
+      }
+      const auto t = tensors_.find(it.key());
+      CLLM_CHECK(t != tensors_.end() && t->second.shard == shard_of_file[file],
+                 index << ": tensor '" << it.key() << "' is not in its shard " << file);
+    }
+  }
+
+  std::string dir_;
+  ModelConfig cfg_;
+  TokenizerSpec tok_;
+  std::vector<MappedFile> shards_;
+  std::unordered_map<std::string, Entry> tensors_;
+};
+
+}  // namespace
+
+std::unique_ptr<CheckpointReader> open_hf_checkpoint(const std::string& dir) {
+  return std::make_unique<HfReader>(dir);
+}
+
+}  // namespace cllm::detail

@@ -1,0 +1,26 @@
+// Chat prompt formatting. cllm does not run jinja: it recognises the template families that
+// LLaMA-family chat/CLLM models use, from the jinja text in tokenizer_config.json / GGUF
+// metadata or from a family name, and renders them in C++ exactly as transformers'
+// apply_chat_template renders those templates (tests compare against it).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace cllm {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+
+// "chatml", "llama-2", "llama-3" or "vicuna" for a family name or a recognised jinja
+// template; throws cllm::Error naming the supported families otherwise.
+std::string chat_template_family(const std::string& family_or_jinja);
+
+// The prompt text (special tokens written literally, e.g. "<|im_start|>"), ending with the
+// assistant header when add_generation_prompt. A default system prompt that the jinja
+// template inserts (SmolLM2's, vicuna's) is kept. llama-2 throws if roles do not alternate.
+std::string apply_chat_template(const std::string& family_or_jinja, const std::vector<ChatMessage>& messages,
+                                bool add_generation_prompt);
+
+}  // namespace cllm

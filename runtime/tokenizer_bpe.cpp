@@ -1,0 +1,225 @@
+// Byte-level BPE encoder/decoder. Encoding: split out added tokens (leftmost-longest, as HF's
+// AddedVocabulary), pre-tokenize each remaining segment, map every piece's bytes to their
+// byte tokens, then merge adjacent pairs lowest-rank-first (ties: leftmost), as HF's
+// Word::merge_all and llama.cpp do. Merges are keyed by token-id pairs, and encoded pieces
+// are cached, so steady-state encoding is mostly hash lookups.
+#include "runtime/tokenizer_bpe.h"
+
+#include <array>
+#include <mutex>
+#include <queue>
+#include <unordered_map>
+
+#include "kernels/check.h"
+#include "runtime/unicode_text.h"
+
+namespace cllm {
+
+uint32_t byte_to_unicode(uint8_t b) {
+  // Printable Latin-1 bytes stand for themselves; the other 68 are shifted to U+0100.. in order.
+  if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
+  uint32_t n = 0;
+  for (uint32_t c = 0; c < b; ++c) {
+    if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174)) ++n;
+  }
+  return 256 + n;
+}
+
+namespace {
+
+class BpeTokenizer : public Tokenizer {
+ public:
+  BpeTokenizer(BpeVocab v, const std::string& source) : v_(std::move(v)), added_(v_.added) {
+    const int n = static_cast<int>(v_.tokens.size());
+    CLLM_CHECK(n > 0 && v_.attrs.size() == v_.tokens.size(),
+               source << ": tokenizer vocab is empty or its token types do not match it");
+    CLLM_CHECK(v_.bos_id < n && v_.eos_id < n, source << ": bos/eos id out of range of " << n << " tokens");
+    for (int32_t id = 0; id < n; ++id) ids_.emplace(v_.tokens[id], id);
+
+    std::array<int, 324> cp_to_byte;  // byte-level code points are all < 324
+    cp_to_byte.fill(-1);
+    for (int b = 0; b < 256; ++b) {
+      uint32_t cp = byte_to_unicode(static_cast<uint8_t>(b));
+      cp_to_byte[cp] = b;
+      std::string s;
+      unicode::append_utf8(s, cp);
+      auto it = ids_.find(s);
+      byte_id_[b] = it == ids_.end() ? -1 : it->second;
+    }
+
+    for (size_t rank = 0; rank < v_.merges.size(); ++rank) {
+      const std::string& m = v_.merges[rank];
+      size_t sp = m.find(' ', 1);
+      CLLM_CHECK(sp != std::string::npos, source << ": merge " << rank << " '" << m << "' is not 'left right'");
+      int32_t a = id_of(m.substr(0, sp)), b = id_of(m.substr(sp + 1)), ab = id_of(m.substr(0, sp) + m.substr(sp + 1));
+      CLLM_CHECK(a >= 0 && b >= 0 && ab >= 0,
+                 source << ": merge " << rank << " '" << m << "' uses a token that is not in the vocab");
+      merges_.emplace(pair_key(a, b), Merge{static_cast<int32_t>(rank), ab});  // first rank wins
+    }
+
+    bytes_.resize(n);
+    for (int32_t id = 0; id < n; ++id) {
+      const std::string& t = v_.tokens[id];
+      switch (v_.attrs[id]) {
+        case TokenAttr::Control:
+        case TokenAttr::Unused: break;
+        case TokenAttr::UserDefined: bytes_[id] = t; break;
+        case TokenAttr::Normal: {
+          // HF's ByteLevel decoder: a token with any unmapped char is emitted as its raw text.
+          std::string out;
+          bool mapped = true;
+          for (size_t pos = 0; pos < t.size() && mapped;) {
+            size_t len;
+            uint32_t cp = unicode::decode_utf8(t, pos, &len);
+            mapped = cp < cp_to_byte.size() && cp_to_byte[cp] >= 0;
+            if (mapped) out += static_cast<char>(cp_to_byte[cp]);
+            pos += len;
+          }
+          bytes_[id] = mapped ? out : t;
+        }
+      }
+    }
+    for (const AddedToken& a : v_.added) {
+      CLLM_CHECK(a.id >= 0 && a.id < n, source << ": added token id " << a.id << " out of range");
+    }
+  }
+
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<int32_t> out;
+    if (add_bos && v_.bos_id >= 0) out.push_back(v_.bos_id);
+    added_.split(
+        text, [&](std::string_view seg) { encode_segment(seg, out); }, [&](int32_t id) { out.push_back(id); });
+    return out;
+  }
+
+  std::string token_bytes(int32_t id) const override {
+    check_id(id);
+    return bytes_[id];
+  }
+
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::string raw;
+    for (int32_t id : ids) {
+      check_id(id);
+      raw += bytes_[id];
+    }
+    return unicode::to_valid_utf8(raw);
+  }
+
+  int vocab_size() const override { return static_cast<int>(v_.tokens.size()); }
+  int bos_id() const override { return v_.bos_id; }
+  int eos_id() const override { return v_.eos_id; }
+  int32_t token_id(std::string_view token) const override { return id_of(std::string(token)); }
+
+ private:
+  struct Merge {
+    int32_t rank, id;
+  };
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+  int32_t id_of(const std::string& s) const {
+    auto it = ids_.find(s);
+    return it == ids_.end() ? -1 : it->second;
+  }
+  void check_id(int32_t id) const {
+    CLLM_CHECK(id >= 0 && id < vocab_size(), "token id " << id << " out of range [0, " << vocab_size() << ")");
+  }
+  void encode_segment(std::string_view seg, std::vector<int32_t>& out) const {
+    if (seg.empty()) return;
+    std::string prefixed;
+    if (v_.add_prefix_space && seg.front() != ' ') {
+      prefixed = " " + std::string(seg);
+      seg = prefixed;
+    }
+    for (std::string_view piece : pre_tokenize(seg, v_.pre)) encode_piece(piece, out);
+  }
+
+  void encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+    std::string key(piece);
+    {
+      std::lock_guard<std::mutex> lock(cache_mu_);
+      auto it = cache_.find(key);
+      if (it != cache_.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<int32_t> ids = bpe(piece);
+    out.insert(out.end(), ids.begin(), ids.end());
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    if (cache_.size() >= kCacheMax) cache_.clear();  // bounded memory on adversarial input
+    cache_.emplace(std::move(key), std::move(ids));
+  }
+
+  std::vector<int32_t> bpe(std::string_view piece) const {
+    if (v_.ignore_merges) {
+      std::string mapped;
+      for (unsigned char b : piece) unicode::append_utf8(mapped, byte_to_unicode(b));
+      int32_t whole = id_of(mapped);
+      if (whole >= 0 && v_.attrs[whole] == TokenAttr::Normal) return {whole};
+    }
+    // Symbols form a linked list; a byte with no token is dropped, as HF's BPE does without unk.
+    struct Sym {
+      int32_t id;
+      int prev, next;
+    };
+    std::vector<Sym> sym;
+    for (unsigned char b : piece) {
+      if (byte_id_[b] < 0) continue;
+      int i = static_cast<int>(sym.size());
+      sym.push_back({byte_id_[b], i - 1, i + 1});
+    }
+    if (sym.empty()) return {};
+    sym.back().next = -1;
+
+    struct Cand {
+      int32_t rank;
+      int left;
+      int32_t left_id, right_id;
+      bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> pq;
+    auto push = [&](int left) {
+      if (left < 0 || sym[left].next < 0) return;
+      auto it = merges_.find(pair_key(sym[left].id, sym[sym[left].next].id));
+      if (it != merges_.end()) pq.push({it->second.rank, left, sym[left].id, sym[sym[left].next].id});
+    };
+    for (int i = 0; i + 1 < static_cast<int>(sym.size()); ++i) push(i);
+    while (!pq.empty()) {
+      Cand c = pq.top();
+      pq.pop();
+      Sym& l = sym[c.left];
+      // Stale candidate: the left symbol was merged away or one side changed since the push.
+      if (l.id != c.left_id || l.next < 0 || sym[l.next].id != c.right_id) continue;
+      int r = l.next;
+      l.id = merges_.at(pair_key(c.left_id, c.right_id)).id;
+      l.next = sym[r].next;
+      if (l.next >= 0) sym[l.next].prev = c.left;
+      sym[r].id = -1;  // dead; never matches a candidate again
+      push(l.prev);
+      push(c.left);
+    }
+    std::vector<int32_t> ids;
+    for (int i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+    return ids;
+  }
+
+  static constexpr size_t kCacheMax = 1 << 16;
+  BpeVocab v_;
+  std::unordered_map<std::string, int32_t> ids_;
+  std::unordered_map<uint64_t, Merge> merges_;
+  std::array<int32_t, 256> byte_id_;
+  std::vector<std::string> bytes_;  // id -> decoded bytes
+  AddedTokenSplitter added_;
+  mutable std::mutex cache_mu_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source) {
+  return std::make_unique<BpeTokenizer>(std::move(vocab), source);
+}
+
+}  // namespace cllm

@@ -1,0 +1,39 @@
+// UTF-8 and Unicode-category helpers for the tokenizers. Text may hold invalid UTF-8 (the
+// tokenizers accept any bytes): such bytes decode one at a time to kInvalid, which has no
+// category, so they pre-tokenize as punctuation and still encode through their byte tokens.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace cllm::unicode {
+
+constexpr uint32_t kInvalid = 0xFFFFFFFFu;
+
+struct CodepointRange {
+  uint32_t first, last;  // inclusive
+};
+// Generated into unicode_tables.cpp (sorted, disjoint).
+extern const CodepointRange kLetterRanges[];
+extern const size_t kLetterRanges_count;
+extern const CodepointRange kNumberRanges[];
+extern const size_t kNumberRanges_count;
+
+// Decodes the code point at s[pos]; sets len to its byte length (1 for an invalid byte).
+uint32_t decode_utf8(std::string_view s, size_t pos, size_t* len);
+void append_utf8(std::string& out, uint32_t cp);
+
+bool is_letter(uint32_t cp);      // \p{L}
+bool is_number(uint32_t cp);      // \p{N}
+bool is_whitespace(uint32_t cp);  // \s as Oniguruma reads it: the White_Space property
+
+// Replaces every invalid UTF-8 subsequence by U+FFFD, as Rust's String::from_utf8_lossy
+// (which HF tokenizers' decode uses): one U+FFFD per maximal invalid subpart.
+std::string to_valid_utf8(std::string_view s);
+
+// Length of the longest prefix of s that does not end inside a UTF-8 sequence that later
+// bytes could still complete. Streaming emits that prefix and holds back the rest.
+size_t complete_prefix_len(std::string_view s);
+
+}  // namespace cllm::unicode

@@ -1,0 +1,459 @@
+// Every CUDA kernel against its naive CPU reference (kernels/cpu/reference.h), on fresh random
+// inputs. One harness: an Op is a name, an error bound, a list of shapes and a function that builds
+// inputs for one shape, runs the CUDA kernel and the reference, and returns the tensors to compare.
+// Adding an op is one entry in ops().
+//
+// Inputs are drawn in fp32, rounded to bf16 where the kernel takes bf16, and the reference gets the
+// rounded values, so the comparison measures only the kernel's own arithmetic (fp32 accumulation,
+// one bf16 rounding of the output) against the reference's.
+// Error: max |gpu - ref| / max |ref| over each compared tensor, any non-finite gpu value fails.
+// Bounds: 1e-2 for reductions over long dot products (GEMM, attention), 8e-3 for element-wise maths
+// (norm, rope, silu; bf16 output rounding alone is up to 2^-9 = 2e-3 relative), 0 for copies and
+// argmax (exact).
+#include <cuda_bf16.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/reference.h"
+#include "kernels/cuda/activation.cuh"
+#include "kernels/cuda/argmax.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/bf16_host.h"
+#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/norm.cuh"
+#include "kernels/cuda/rope.cuh"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+namespace cu = cllm::cuda;
+
+constexpr double kTolDot = 1e-2;
+constexpr double kTolElementwise = 8e-3;
+constexpr double kExact = 0.0;
+
+// ---- device memory -------------------------------------------------------------------------------
+
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n) : n_(n) { CLLM_CUDA_CHECK(cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T))); }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(o.n_) {}
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_;
+};
+
+template <typename T>
+DeviceBuffer<T> upload(const std::vector<T>& x) {
+  DeviceBuffer<T> d(x.size());
+  CLLM_CUDA_CHECK(cudaMemcpy(d.get(), x.data(), x.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+// x holds bf16-representable floats (from rand_bf16); uploaded as bf16.
+DeviceBuffer<bf16> upload_bf16(const std::vector<float>& x) {
+  std::vector<uint16_t> bits(x.size());
+  std::transform(x.begin(), x.end(), bits.begin(), cllm::float_to_bf16_bits);
+  DeviceBuffer<bf16> d(x.size());
+  CLLM_CUDA_CHECK(cudaMemcpy(d.get(), bits.data(), bits.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <typename T>
+std::vector<T> download(const DeviceBuffer<T>& d) {
+  std::vector<T> x(d.size());
+  CLLM_CUDA_CHECK(cudaMemcpy(x.data(), d.get(), x.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  return x;
+}
+
+std::vector<float> download_bf16(const DeviceBuffer<bf16>& d) {
+  std::vector<uint16_t> bits(d.size());
+  CLLM_CUDA_CHECK(cudaMemcpy(bits.data(), d.get(), bits.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+  std::vector<float> x(bits.size());
+  std::transform(bits.begin(), bits.end(), x.begin(), cllm::bf16_bits_to_float);
+  return x;
+}
+
+// ---- inputs --------------------------------------------------------------------------------------
+
+std::vector<float> rand_f32(std::mt19937& rng, size_t n, float lo, float hi) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> x(n);
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
+std::vector<float> rand_bf16(std::mt19937& rng, size_t n, float lo, float hi) {
+  std::vector<float> x = rand_f32(rng, n, lo, hi);
+  for (float& v : x) v = cllm::round_to_bf16(v);
+  return x;
+}
+
+// Columns [col, col + width) of each row of a row-major [rows, stride] matrix.
+std::vector<float> columns(const std::vector<float>& x, int rows, int stride, int col, int width) {
+  std::vector<float> out(static_cast<size_t>(rows) * width);
+  for (int r = 0; r < rows; ++r)
+    std::copy_n(x.begin() + static_cast<size_t>(r) * stride + col, width, out.begin() + static_cast<size_t>(r) * width);
+  return out;
+}
+
+// HF LLaMA inv_freq with rope_theta 10000: theta^(-2d/head_dim).
+std::vector<float> inv_freq_for(int head_dim) {
+  std::vector<float> f(head_dim / 2);
+  for (int d = 0; d < head_dim / 2; ++d) f[d] = static_cast<float>(std::pow(10000.0, -2.0 * d / head_dim));
+  return f;
+}
+
+struct Stream {
+  cudaStream_t s = nullptr;
+  Stream() { CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(s); }
+  void sync() const { CLLM_CUDA_CHECK(cudaStreamSynchronize(s)); }
+};
+
+// ---- the harness ---------------------------------------------------------------------------------
+
+// Shape of one case; each op reads the fields it needs, unused ones stay 0 and are left out of the name.
+struct Shape {
+  int n = 0, dim = 0, ctx = 0, heads = 0, kv = 0, hd = 0, vocab = 0, M = 0, N = 0, K = 0;
+
+  std::string name() const {
+    std::ostringstream os;
+    const std::pair<const char*, int> fields[] = {{"n", n},   {"dim", dim},     {"ctx", ctx}, {"heads", heads},
+                                                  {"kv", kv}, {"hd", hd},       {"vocab", vocab}, {"M", M},
+                                                  {"N", N},   {"K", K}};
+    for (const auto& [key, value] : fields)
+      if (value != 0) os << (os.tellp() > 0 ? "_" : "") << key << value;
+    return os.str();
+  }
+};
+
+struct Compared {
+  std::string tensor;
+  std::vector<float> gpu, ref;
+};
+
+struct Op {
+  std::string name;
+  double tol;  // bound on max |gpu - ref| / max |ref|, for each compared tensor
+  std::vector<Shape> shapes;
+  std::function<std::vector<Compared>(const Shape&, std::mt19937&)> run;
+};
+
+// ---- ops -----------------------------------------------------------------------------------------
+
+std::vector<Compared> run_embedding(const Shape& s, std::mt19937& rng) {
+  // A vocab shard: table rows are ids [row_begin, row_begin + rows); other ids must give zero rows.
+  const int rows = s.vocab / 2, row_begin = s.vocab / 4;
+  const std::vector<float> table = rand_bf16(rng, static_cast<size_t>(rows) * s.dim, -1.f, 1.f);
+  std::uniform_int_distribution<int32_t> id_dist(0, s.vocab - 1);
+  std::vector<int32_t> ids(s.n);
+  for (auto& id : ids) id = id_dist(rng);
+  const int32_t edges[] = {row_begin, row_begin + rows - 1, row_begin - 1, row_begin + rows};
+  for (int i = 0; i < s.n && i < 4; ++i) ids[i] = edges[i];
+
+  Stream st;
+  auto d_table = upload_bf16(table);
+  auto d_ids = upload(ids);
+  DeviceBuffer<bf16> d_out(static_cast<size_t>(s.n) * s.dim);
+  cu::invoke_embedding(d_table.get(), d_ids.get(), d_out.get(), s.n, s.dim, row_begin, rows, st.s);
+  st.sync();
+
+  std::vector<float> ref(static_cast<size_t>(s.n) * s.dim, 0.f);
+  for (int i = 0; i < s.n; ++i) {
+    const int32_t local = ids[i] - row_begin;
+    if (local >= 0 && local < rows) cllm::ref::embedding(table.data(), &local, ref.data() + static_cast<size_t>(i) * s.dim, 1, s.dim);
+  }
+  return {{"out", download_bf16(d_out), ref}};
+}
+
+std::vector<Compared> run_add_rmsnorm(const Shape& s, std::mt19937& rng, bool with_x) {
+  const size_t count = static_cast<size_t>(s.n) * s.dim;
+  const float eps = 1e-5f;
+  std::vector<float> residual = rand_f32(rng, count, -2.f, 2.f);
+  const std::vector<float> x = rand_bf16(rng, count, -2.f, 2.f);
+  const std::vector<float> w = rand_bf16(rng, s.dim, 0.5f, 1.5f);
+
+  Stream st;
+  auto d_res = upload(residual);
+  auto d_x = upload_bf16(x);
+  auto d_w = upload_bf16(w);
+  DeviceBuffer<bf16> d_out(count);
+  cu::invoke_add_rmsnorm(d_res.get(), with_x ? d_x.get() : nullptr, d_w.get(), d_out.get(), s.n, s.dim, eps, st.s);
+  st.sync();
+
+  if (with_x) cllm::ref::add_inplace(residual.data(), x.data(), count);
+  std::vector<float> ref_out(count);
+  cllm::ref::rmsnorm(residual.data(), w.data(), ref_out.data(), s.n, s.dim, eps);
+  return {{"residual", download(d_res), residual}, {"out", download_bf16(d_out), ref_out}};
+}
+
+std::vector<Compared> run_rope_kv_write(const Shape& s, std::mt19937& rng) {
+  // q, k, v are slices of one fused qkv row, as the qkv GEMM writes them; the block sits at
+  // positions ctx .. ctx+n-1 of a cache with spare rows, pre-filled so stray writes show up.
+  const int q_w = s.heads * s.hd, kv_w = s.kv * s.hd, stride = q_w + 2 * kv_w;
+  const int max_ctx = s.ctx + s.n + 16;
+  const std::vector<float> qkv = rand_bf16(rng, static_cast<size_t>(s.n) * stride, -2.f, 2.f);
+  std::vector<float> k_cache = rand_bf16(rng, static_cast<size_t>(max_ctx) * kv_w, -1.f, 1.f);
+  std::vector<float> v_cache = rand_bf16(rng, static_cast<size_t>(max_ctx) * kv_w, -1.f, 1.f);
+  std::vector<int32_t> pos(s.n);
+  for (int i = 0; i < s.n; ++i) pos[i] = s.ctx + i;
+  const std::vector<float> inv_freq = inv_freq_for(s.hd);
+
+  Stream st;
+  auto d_qkv = upload_bf16(qkv);
+  auto d_k_cache = upload_bf16(k_cache);
+  auto d_v_cache = upload_bf16(v_cache);
+  auto d_pos = upload(pos);
+  auto d_inv_freq = upload(inv_freq);
+  bf16* q = d_qkv.get();
+  cu::invoke_rope_kv_write(q, stride, q + q_w, stride, q + q_w + kv_w, stride, d_k_cache.get(), d_v_cache.get(),
+                           d_pos.get(), d_inv_freq.get(), s.n, s.heads, s.kv, s.hd, st.s);
+  st.sync();
+
+  std::vector<float> ref_q = columns(qkv, s.n, stride, 0, q_w);
+  std::vector<float> k = columns(qkv, s.n, stride, q_w, kv_w);
+  const std::vector<float> v = columns(qkv, s.n, stride, q_w + kv_w, kv_w);
+  cllm::ref::rope(ref_q.data(), pos.data(), s.n, s.heads, s.hd, inv_freq.data());
+  cllm::ref::rope(k.data(), pos.data(), s.n, s.kv, s.hd, inv_freq.data());
+  for (int i = 0; i < s.n; ++i) {
+    std::copy_n(k.begin() + static_cast<size_t>(i) * kv_w, kv_w, k_cache.begin() + static_cast<size_t>(pos[i]) * kv_w);
+    std::copy_n(v.begin() + static_cast<size_t>(i) * kv_w, kv_w, v_cache.begin() + static_cast<size_t>(pos[i]) * kv_w);
+  }
+  return {{"q", columns(download_bf16(d_qkv), s.n, stride, 0, q_w), ref_q},
+          {"k_cache", download_bf16(d_k_cache), k_cache},
+          {"v_cache", download_bf16(d_v_cache), v_cache}};
+}
+
+std::vector<Compared> run_block_attention(const Shape& s, std::mt19937& rng) {
+  // ctx = total cache rows the last query sees (at least n); the block starts at p0 = ctx - n.
+  const int total = std::max(s.ctx, s.n), p0 = total - s.n;
+  const int q_w = s.heads * s.hd, kv_w = s.kv * s.hd, q_stride = q_w + 2 * kv_w;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // q lives in a fused qkv row whose k/v part is NaN, and cache rows >= total are NaN: the kernel
+  // must read neither.
+  std::vector<float> qkv(static_cast<size_t>(s.n) * q_stride, nan);
+  const std::vector<float> q = rand_bf16(rng, static_cast<size_t>(s.n) * q_w, -4.f, 4.f);
+  for (int i = 0; i < s.n; ++i)
+    std::copy_n(q.begin() + static_cast<size_t>(i) * q_w, q_w, qkv.begin() + static_cast<size_t>(i) * q_stride);
+  const int max_ctx = total + 8;
+  std::vector<float> k_cache(static_cast<size_t>(max_ctx) * kv_w, nan), v_cache(k_cache.size(), nan);
+  const std::vector<float> k = rand_bf16(rng, static_cast<size_t>(total) * kv_w, -1.f, 1.f);
+  const std::vector<float> v = rand_bf16(rng, static_cast<size_t>(total) * kv_w, -1.f, 1.f);
+  std::copy(k.begin(), k.end(), k_cache.begin());
+  std::copy(v.begin(), v.end(), v_cache.begin());
+
+  Stream st;
+  auto d_qkv = upload_bf16(qkv);
+  auto d_k = upload_bf16(k_cache);
+  auto d_v = upload_bf16(v_cache);
+  DeviceBuffer<bf16> d_out(static_cast<size_t>(s.n) * q_w);
+  const size_t ws_bytes = cu::block_attention_workspace_bytes(s.n, s.heads, s.hd);
+  DeviceBuffer<unsigned char> d_ws(ws_bytes);
+  cu::invoke_block_attention(d_qkv.get(), q_stride, d_k.get(), d_v.get(), d_out.get(), d_ws.get(), ws_bytes, s.n, p0,
+                             s.heads, s.kv, s.hd, st.s);
+  st.sync();
+
+  std::vector<float> ref(static_cast<size_t>(s.n) * q_w);
+  cllm::ref::block_attention(q.data(), k.data(), v.data(), ref.data(), s.n, p0, s.heads, s.kv, s.hd);
+  return {{"out", download_bf16(d_out), ref}};
+}
+
+std::vector<Compared> run_silu_mul(const Shape& s, std::mt19937& rng) {
+  const int ffn = s.dim;
+  const std::vector<float> gate_up = rand_bf16(rng, static_cast<size_t>(s.n) * 2 * ffn, -6.f, 6.f);
+
+  Stream st;
+  auto d_in = upload_bf16(gate_up);
+  DeviceBuffer<bf16> d_out(static_cast<size_t>(s.n) * ffn);
+  cu::invoke_silu_mul(d_in.get(), d_out.get(), s.n, ffn, st.s);
+  st.sync();
+
+  const std::vector<float> gate = columns(gate_up, s.n, 2 * ffn, 0, ffn), up = columns(gate_up, s.n, 2 * ffn, ffn, ffn);
+  std::vector<float> ref(gate.size());
+  cllm::ref::silu_mul(gate.data(), up.data(), ref.data(), ref.size());
+  return {{"out", download_bf16(d_out), ref}};
+}
+
+template <typename T>
+std::vector<Compared> run_argmax(const Shape& s, std::mt19937& rng) {
+  constexpr bool kBf16 = std::is_same_v<T, bf16>;
+  const int index_offset = 1000;  // as for a vocab shard starting at id 1000
+  std::vector<float> logits = kBf16 ? rand_bf16(rng, static_cast<size_t>(s.n) * s.vocab, -8.f, 8.f)
+                                    : rand_f32(rng, static_cast<size_t>(s.n) * s.vocab, -8.f, 8.f);
+  // Every row gets its maximum twice, at random places (often in different segments): the lower
+  // index must win.
+  std::uniform_int_distribution<int> at(0, s.vocab - 1);
+  for (int r = 0; r < s.n; ++r)
+    for (int copy = 0; copy < 2; ++copy) logits[static_cast<size_t>(r) * s.vocab + at(rng)] = 9.f;
+
+  Stream st;
+  DeviceBuffer<T> d_logits = [&] {
+    if constexpr (kBf16) return upload_bf16(logits); else return upload(logits);
+  }();
+  DeviceBuffer<int32_t> d_ids(s.n);
+  DeviceBuffer<float> d_vals(s.n);
+  const size_t ws_bytes = cu::argmax_workspace_bytes(s.n, s.vocab);
+  DeviceBuffer<unsigned char> d_ws(ws_bytes);
+  cu::invoke_argmax(d_logits.get(), s.n, s.vocab, d_ids.get(), d_vals.get(), index_offset, d_ws.get(), ws_bytes, st.s);
+  st.sync();
+
+  std::vector<float> ref_ids(s.n), ref_vals(s.n), gpu_ids(s.n);
+  for (int r = 0; r < s.n; ++r) {
+    const float* row = logits.data() + static_cast<size_t>(r) * s.vocab;
+    const int32_t id = cllm::ref::argmax(row, s.vocab);
+    ref_ids[r] = static_cast<float>(index_offset + id);
+    ref_vals[r] = row[id];
+  }
+  const std::vector<int32_t> ids = download(d_ids);
+  std::transform(ids.begin(), ids.end(), gpu_ids.begin(), [](int32_t i) { return static_cast<float>(i); });
+  return {{"ids", gpu_ids, ref_ids}, {"values", download(d_vals), ref_vals}};
+}
+
+std::vector<Compared> run_gemm(const Shape& s, std::mt19937& rng) {
+  const std::vector<float> x = rand_bf16(rng, static_cast<size_t>(s.M) * s.K, -1.f, 1.f);
+  const std::vector<float> w = rand_bf16(rng, static_cast<size_t>(s.N) * s.K, -1.f, 1.f);
+
+  struct Lt {
+    cublasLtHandle_t h = nullptr;
+    Lt() { CLLM_CUBLAS_CHECK(cublasLtCreate(&h)); }
+    ~Lt() { cublasLtDestroy(h); }
+  } lt;
+  Stream st;
+  auto d_x = upload_bf16(x);
+  auto d_w = upload_bf16(w);
+  DeviceBuffer<bf16> d_y(static_cast<size_t>(s.M) * s.N);
+  const cu::GemmPlan plan(lt.h, s.M, s.N, s.K);
+  plan.run(d_x.get(), d_w.get(), d_y.get(), st.s);
+  st.sync();
+
+  std::vector<float> ref(static_cast<size_t>(s.M) * s.N);
+  cllm::ref::matmul_wt(x.data(), w.data(), ref.data(), s.M, s.N, s.K);
+  return {{"y", download_bf16(d_y), ref}};
+}
+
+// ---- the table -----------------------------------------------------------------------------------
+
+const int kBlockSizes[] = {1, 4, 16, 64};
+
+std::vector<Shape> rows_by(std::initializer_list<int> dims, int vocab = 0) {
+  std::vector<Shape> shapes;
+  for (int n : kBlockSizes)
+    for (int dim : dims) shapes.push_back({.n = n, .dim = dim, .vocab = vocab});
+  return shapes;
+}
+
+// GQA ratios 1, 4 and 8 for head_dim 64 and 128, at prior contexts `contexts`.
+std::vector<Shape> attention_shapes(std::initializer_list<int> contexts) {
+  const std::pair<int, int> heads_kv[] = {{16, 16}, {32, 8}, {32, 4}};
+  std::vector<Shape> shapes;
+  for (int n : kBlockSizes)
+    for (int ctx : contexts)
+      for (const auto& [heads, kv] : heads_kv)
+        for (int hd : {64, 128}) shapes.push_back({.n = n, .ctx = ctx, .heads = heads, .kv = kv, .hd = hd});
+  return shapes;
+}
+
+std::vector<Shape> vocab_shapes() {
+  std::vector<Shape> shapes;
+  for (int n : kBlockSizes)
+    for (int vocab : {32000, 49152, 128256}) shapes.push_back({.n = n, .vocab = vocab});
+  return shapes;
+}
+
+std::vector<Shape> gemm_shapes() {
+  // (M, N, K): decoding/Jacobi block rows against LLaMA-family projections (576: SmolLM-135M,
+  // 4096/11008: LLaMA-2-7B); M = 7 and N = 1536 are off the power-of-two grid on purpose.
+  const int mnk[][3] = {{1, 576, 576},     {4, 1536, 576},    {16, 4096, 4096}, {64, 11008, 4096},
+                        {256, 576, 1536}, {256, 4096, 576}, {1, 11008, 4096}, {7, 4096, 4096}};
+  std::vector<Shape> shapes;
+  for (const auto& s : mnk) shapes.push_back({.M = s[0], .N = s[1], .K = s[2]});
+  return shapes;
+}
+
+const std::vector<Op>& ops() {
+  static const std::vector<Op> table = {
+      {"embedding", kExact, rows_by({576, 4096}, 32000), run_embedding},
+      {"add_rmsnorm", kTolElementwise, rows_by({576, 4096, 8192}),
+       [](const Shape& s, std::mt19937& rng) { return run_add_rmsnorm(s, rng, true); }},
+      {"rmsnorm", kTolElementwise, rows_by({576, 4096}),
+       [](const Shape& s, std::mt19937& rng) { return run_add_rmsnorm(s, rng, false); }},
+      {"rope_kv_write", kTolElementwise, attention_shapes({0, 2000}), run_rope_kv_write},
+      {"block_attention", kTolDot, attention_shapes({1, 100, 2048}), run_block_attention},
+      {"silu_mul", kTolElementwise, rows_by({1536, 11008, 14336}), run_silu_mul},
+      {"argmax_bf16", kExact, vocab_shapes(), run_argmax<bf16>},
+      {"argmax_f32", kExact, vocab_shapes(), run_argmax<float>},
+      {"gemm", kTolDot, gemm_shapes(), run_gemm},
+  };
+  return table;
+}
+
+struct Case {
+  const Op* op;
+  Shape shape;
+  std::string name() const { return op->name + "__" + shape.name(); }
+};
+
+// gtest prints a failing case's parameter with this instead of its raw bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (const Op& op : ops())
+    for (const Shape& s : op.shapes) cases.push_back({&op, s});
+  return cases;
+}
+
+// FNV-1a of the case name: each case has its own reproducible inputs.
+uint32_t seed_for(const std::string& name) {
+  uint32_t h = 2166136261u;
+  for (const char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return h;
+}
+
+class OpVsReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(OpVsReference, MatchesCpu) {
+  const Case& c = GetParam();
+  std::mt19937 rng(seed_for(c.name()));
+  for (const Compared& t : c.op->run(c.shape, rng)) {
+    SCOPED_TRACE(t.tensor);
+    ASSERT_EQ(t.gpu.size(), t.ref.size());
+    double max_ref = 0, max_diff = 0;
+    size_t worst = 0;
+    for (size_t i = 0; i < t.ref.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(t.gpu[i])) << "gpu[" << i << "] = " << t.gpu[i] << ", ref " << t.ref[i];
+      max_ref = std::max(max_ref, std::fabs(static_cast<double>(t.ref[i])));
+      const double diff = std::fabs(static_cast<double>(t.gpu[i]) - t.ref[i]);
+      if (diff > max_diff) max_diff = diff, worst = i;
+    }
+    const double err = max_diff / std::max(max_ref, 1e-30);
+    EXPECT_LE(err, c.op->tol) << "max |gpu - ref| / max |ref| = " << err << "; worst at " << worst << ": gpu "
+                              << t.gpu[worst] << " ref " << t.ref[worst];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, OpVsReference, ::testing::ValuesIn(all_cases()),
+                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name(); });
+
+}  // namespace

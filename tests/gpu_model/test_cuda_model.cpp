@@ -1,0 +1,269 @@
+// The CUDA Model (runtime/cuda/cuda_model.h) on the GPU:
+//  (a) its logits against the fp32 CPU model on a random checkpoint and on SmolLM2, after a prompt
+//      (itself longer than one device block) and for blocks of n = 1, 7, 64;
+//  (b) CUDA-graph replay against eager launches: identical ids and logits, bit for bit, over steps
+//      whose positions, block sizes and KV buffer change;
+//  (c) greedy Jacobi against greedy AR on the GPU, token for token.
+//
+// Tolerances. The GPU rounds weights, activations, the KV cache and the logits to bf16 (8-bit
+// mantissa, relative step 2^-8); the CPU model is fp32 throughout. Logit error is measured relative
+// to the logit scale S = max |cpu logit| of the compared block:
+//   max |gpu - cpu| <= kTolRandom * S (2 layers) or kTolSmol * S (30 layers);
+//   the GPU's argmax id must be a near-argmax on the CPU: cpu[id] >= max(cpu row) - tol * S.
+// (c): bf16 makes AR (M = 1 GEMMs) and Jacobi (M = n) round differently, so where the two pick
+// different tokens the CPU top-2 margin at that position must be within kMarginFrac * S (a
+// near-tie that bf16 noise may flip); a larger margin is a bug. The margin is reported either way.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "runtime/cuda/cuda_model.h"
+#include "runtime/generate.h"
+#include "runtime/model.h"
+#include "runtime/random_model.h"
+#include "runtime/tokenizer.h"
+#include "test_support.h"
+
+namespace cllm {
+namespace {
+
+using cuda::CudaModel;
+using cuda::CudaModelOptions;
+
+constexpr double kTolRandom = 2e-2;
+constexpr double kTolSmol = 5e-2;
+constexpr double kMarginFrac = 0.05;
+
+// A checkpoint with both backends on it: the fp32 CPU reference, the CUDA model with graphs and one
+// launching eagerly.
+struct Models {
+  std::unique_ptr<CheckpointReader> ckpt;
+  std::unique_ptr<Model> cpu;
+  std::unique_ptr<CudaModel> graph, eager;
+  int vocab() const { return ckpt->config().vocab_size; }
+};
+
+Models open_models(const std::string& path) {
+  Models m;
+  m.ckpt = open_checkpoint(path);
+  m.cpu = make_model(*m.ckpt, Device::Cpu);
+  m.graph = cuda::make_cuda_model(*m.ckpt, {}, CudaModelOptions{true});
+  m.eager = cuda::make_cuda_model(*m.ckpt, {}, CudaModelOptions{false});
+  return m;
+}
+
+// The "tiny" random shape (GQA, llama3 RoPE scaling, untied head) widened to head_dim 64, the
+// smallest head the CUDA attention takes: d 128, 2 heads, 1 KV head, 2 layers, vocab 320.
+Models& random_models() {
+  static Models m = [] {
+    ModelConfig c = random_model_shape("tiny");
+    c.hidden_size = 128;
+    c.num_heads = 2;
+    c.num_kv_heads = 1;
+    c.head_dim = 64;
+    const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_model_random_hd64";
+    RandomModelOptions opts;
+    opts.seed = 7;
+    write_random_model(c, dir, opts);
+    return open_models(dir);
+  }();
+  return m;
+}
+
+Models& smollm2() {
+  static Models m = open_models(test::smollm2_path());
+  return m;
+}
+
+// `count` ids of real text (a paragraph, repeated as needed), so SmolLM2's logits are peaked.
+std::vector<int32_t> text_ids(const Models& m, size_t count) {
+  static const char* kText =
+      "The history of astronomy is a long story of careful observation. Ancient people watched the sky to keep "
+      "track of seasons, and they noticed that a few bright points, the planets, wandered against the fixed "
+      "stars. Later, telescopes revealed moons around Jupiter and phases of Venus, which showed that the Earth "
+      "is not the center of everything. ";
+  const auto tok = make_tokenizer(m.ckpt->tokenizer());
+  std::vector<int32_t> ids;
+  while (ids.size() < count) {
+    const std::vector<int32_t> more = tok->encode(kText, false);
+    ids.insert(ids.end(), more.begin(), more.end());
+  }
+  ids.resize(count);
+  return ids;
+}
+
+std::vector<int32_t> synthetic_ids(int vocab, size_t count, int salt) {
+  std::vector<int32_t> ids(count);
+  for (size_t i = 0; i < count; ++i) ids[i] = static_cast<int32_t>((i * 7919 + 13 * salt + 5) % vocab);
+  return ids;
+}
+
+struct Output {
+  std::vector<int32_t> ids;
+  std::vector<float> logits;  // [n, vocab]
+};
+
+Output run(Model& model, const std::vector<int32_t>& tokens, int pos, int vocab) {
+  Output o;
+  o.ids.resize(tokens.size());
+  o.logits.resize(tokens.size() * static_cast<size_t>(vocab));
+  model.forward(tokens.data(), static_cast<int>(tokens.size()), pos, o.ids.data(), o.logits.data());
+  return o;
+}
+
+// GPU logits and ids against the CPU's for one block (see the header comment for the bounds).
+void expect_close(const Output& gpu, const Output& cpu, int vocab, double tol, const std::string& what) {
+  const size_t n = gpu.ids.size();
+  double scale = 0, max_err = 0, sq_err = 0;
+  for (size_t i = 0; i < cpu.logits.size(); ++i) {
+    scale = std::max(scale, std::fabs(static_cast<double>(cpu.logits[i])));
+    const double e = std::fabs(static_cast<double>(gpu.logits[i]) - cpu.logits[i]);
+    ASSERT_TRUE(std::isfinite(gpu.logits[i])) << what << ": non-finite GPU logit at " << i;
+    max_err = std::max(max_err, e);
+    sq_err += e * e;
+  }
+  const double rms_err = std::sqrt(sq_err / cpu.logits.size());
+  std::printf("[ logits   ] %-34s n=%-4zu scale %7.3f  max err %.4f (%.4f of scale)  rms err %.5f\n", what.c_str(), n,
+              scale, max_err, max_err / scale, rms_err);
+  EXPECT_LE(max_err, tol * scale) << what << ": max |gpu - cpu| " << max_err << " > " << tol << " * scale " << scale;
+  int ids_differ = 0;
+  for (size_t r = 0; r < n; ++r) {
+    const float* g = gpu.logits.data() + r * vocab;
+    const float* c = cpu.logits.data() + r * vocab;
+    // The id the GPU returned is the argmax of the logits it returned (lowest index on ties).
+    EXPECT_EQ(gpu.ids[r], static_cast<int32_t>(std::max_element(g, g + vocab) - g)) << what << " row " << r;
+    const float cmax = *std::max_element(c, c + vocab);
+    EXPECT_GE(c[gpu.ids[r]], cmax - tol * scale)
+        << what << " row " << r << ": GPU picked " << gpu.ids[r] << " (cpu logit " << c[gpu.ids[r]]
+        << "), CPU max is " << cmax << " at " << cpu.ids[r];
+    ids_differ += gpu.ids[r] != cpu.ids[r];
+  }
+  if (ids_differ > 0) std::printf("[ logits   ] %-34s %d of %zu argmax ids differ (near-ties)\n", what.c_str(), ids_differ, n);
+}
+
+// (a) A prompt of `prompt` tokens, then blocks of n = 1, 7, 64 at the next position.
+void compare_with_cpu(Models& m, const std::vector<int32_t>& ids, int prompt, double tol, const std::string& name) {
+  const int V = m.vocab();
+  m.cpu->reset(prompt + 64);
+  m.graph->reset(prompt + 64);
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + prompt);
+  expect_close(run(*m.graph, head, 0, V), run(*m.cpu, head, 0, V), V, tol, name + " prompt");
+  for (int n : {1, 7, 64}) {
+    const std::vector<int32_t> block(ids.begin() + prompt, ids.begin() + prompt + n);
+    expect_close(run(*m.graph, block, prompt, V), run(*m.cpu, block, prompt, V), V, tol,
+                 name + " block at " + std::to_string(prompt));
+  }
+}
+
+TEST(CudaModel, RandomCheckpointMatchesCpu) {
+  Models& m = random_models();
+  compare_with_cpu(m, synthetic_ids(m.vocab(), 40 + 64, 1), 40, kTolRandom, "random");
+}
+
+TEST(CudaModel, SmolLM2MatchesCpu) {
+  Models& m = smollm2();
+  // 300 > CudaModel::kMaxBlock: the prompt runs as two device blocks (256 + 44).
+  compare_with_cpu(m, text_ids(m, 300 + 64), 300, kTolSmol, "SmolLM2");
+}
+
+// (b) The same steps through the graph and the eager model: every id and logit equal.
+void expect_graph_equals_eager(Models& m, const std::vector<int32_t>& ids) {
+  const int V = m.vocab();
+  struct Step {
+    int n, pos;
+  };
+  // Positions advance by uneven amounts and blocks change size; the second half runs after a
+  // reset that reallocates the KV cache, so the graphs must pick up the new buffer.
+  const std::vector<Step> steps = {{37, 0}, {1, 37}, {1, 38}, {7, 39}, {7, 41}, {7, 47}, {64, 50},
+                                   {16, 60}, {1, 76}, {1, 77}, {64, 78}, {7, 100}};
+  for (int capacity : {160, 400}) {
+    m.graph->reset(capacity);
+    m.eager->reset(capacity);
+    for (const Step& s : steps) {
+      const std::vector<int32_t> block(ids.begin() + s.pos, ids.begin() + s.pos + s.n);
+      const Output g = run(*m.graph, block, s.pos, V), e = run(*m.eager, block, s.pos, V);
+      ASSERT_EQ(g.ids, e.ids) << "capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
+      ASSERT_TRUE(g.logits == e.logits) << "capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
+    }
+  }
+  const cuda::CudaGraphStats& st = m.graph->graph_stats();
+  std::printf("[ graphs   ] captures %d, updates %d, instantiations %d\n", st.captures, st.updates, st.instantiations);
+  EXPECT_GT(st.updates, 0) << "no captured step was patched into a cached graph";
+  EXPECT_EQ(st.captures, st.updates + st.instantiations);
+}
+
+TEST(CudaModel, GraphEqualsEagerRandom) {
+  Models& m = random_models();
+  expect_graph_equals_eager(m, synthetic_ids(m.vocab(), 128, 2));
+}
+
+TEST(CudaModel, GraphEqualsEagerSmolLM2) {
+  Models& m = smollm2();
+  expect_graph_equals_eager(m, text_ids(m, 128));
+}
+
+// (c) GPU Jacobi against GPU AR. On a divergence, the CPU logits at the first differing position
+// (after the shared prefix) decide whether it was a near-tie.
+void expect_jacobi_equals_ar(Models& m, const std::vector<int32_t>& prompt, int max_new, const std::string& name) {
+  GenerateOptions gen;
+  gen.max_new_tokens = max_new;
+  CudaModel& gpu = *m.graph;
+  gpu.reset(kv_rows_needed(static_cast<int>(prompt.size()), max_new, 32));
+  const GenerateResult ar = generate_ar(gpu, prompt, gen);
+  ASSERT_EQ(static_cast<int>(ar.tokens.size()), max_new);
+  for (int n : {1, 4, 16, 32}) {
+    for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise}) {
+      JacobiOptions jac;
+      jac.block = n;
+      jac.window = w;
+      jac.seed = 42;
+      const GenerateResult jr = generate_jacobi(gpu, prompt, gen, jac);
+      std::ostringstream tag;
+      tag << name << " n=" << n << (w == JacobiWindow::Sliding ? " sliding" : " blockwise");
+      std::printf("[ jacobi   ] %-32s %.2f tokens/iteration\n", tag.str().c_str(), jr.stats.tokens_per_iteration());
+      if (jr.tokens == ar.tokens) continue;
+      size_t k = 0;
+      while (k < jr.tokens.size() && k < ar.tokens.size() && jr.tokens[k] == ar.tokens[k]) ++k;
+      ASSERT_LT(k, std::min(jr.tokens.size(), ar.tokens.size())) << tag.str() << ": outputs differ in length";
+      std::vector<int32_t> context = prompt;
+      context.insert(context.end(), ar.tokens.begin(), ar.tokens.begin() + k);
+      m.cpu->reset(static_cast<int>(context.size()));
+      const Output cpu = run(*m.cpu, context, 0, m.vocab());
+      const float* row = cpu.logits.data() + (context.size() - 1) * m.vocab();
+      std::vector<float> sorted(row, row + m.vocab());
+      std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+      double scale = 0;
+      for (int j = 0; j < m.vocab(); ++j) scale = std::max(scale, std::fabs(static_cast<double>(row[j])));
+      const double margin = sorted[0] - sorted[1];
+      std::printf("[ jacobi   ] %-32s differs from AR at token %zu (AR %d, Jacobi %d): CPU top-2 margin %.4f = %.4f of "
+                  "scale %.3f\n",
+                  tag.str().c_str(), k, ar.tokens[k], jr.tokens[k], margin, margin / scale, scale);
+      EXPECT_LE(margin, kMarginFrac * scale)
+          << tag.str() << ": Jacobi and AR differ at generated token " << k << " (AR " << ar.tokens[k] << ", Jacobi "
+          << jr.tokens[k] << ") where the CPU top-2 margin " << margin << " exceeds " << kMarginFrac << " * scale "
+          << scale;
+    }
+  }
+}
+
+TEST(CudaModel, JacobiEqualsArSmolLM2Prose) {
+  Models& m = smollm2();
+  expect_jacobi_equals_ar(m, text_ids(m, 48), 64, "prose");
+}
+
+TEST(CudaModel, JacobiEqualsArSmolLM2Code) {
+  Models& m = smollm2();
+  const auto tok = make_tokenizer(m.ckpt->tokenizer());
+  expect_jacobi_equals_ar(m, tok->encode("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", false),
+                          64, "code");
+}
+
+}  // namespace
+}  // namespace cllm

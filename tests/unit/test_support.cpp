@@ -1,0 +1,45 @@
+#include "test_support.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "runtime/random_model.h"
+
+namespace cllm::test {
+
+std::string smollm2_path() {
+  const std::string p = std::string(CLLM_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(p))
+    ADD_FAILURE() << p << " is missing: run launch/fetch_model.sh (tests/run does it)";
+  return p;
+}
+
+std::string fixture_path(const std::string& rel) { return std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/" + rel; }
+
+std::filesystem::path temp_dir(const std::string& tag) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string name = tag;
+  if (info) name += std::string("_") + info->test_suite_name() + "_" + info->name();
+  for (char& c : name)
+    if (c == '/') c = '_';
+  const std::filesystem::path dir = std::filesystem::path(CLLM_BINARY_DIR) / "test_tmp" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string random_model_dir(const std::string& shape, uint64_t seed) {
+  static std::map<std::string, std::string> made;
+  const std::string key = shape + "_seed" + std::to_string(seed);
+  auto it = made.find(key);
+  if (it != made.end()) return it->second;
+  const std::filesystem::path dir = std::filesystem::path(CLLM_BINARY_DIR) / "test_tmp" / ("random_" + key);
+  std::filesystem::remove_all(dir);
+  RandomModelOptions opts;
+  opts.seed = seed;
+  write_random_model(random_model_shape(shape), dir.string(), opts);
+  return made[key] = dir.string();
+}
+
+}  // namespace cllm::test

@@ -1,0 +1,303 @@
+// Tokenizer tests against HF `tokenizers` / python sentencepiece, through the fixtures that
+// tests/reference/make_tokenizer_fixtures.py writes: the real SmolLM2 GGUF vocabulary, tiny
+// GPT-2- and LLaMA-3-style byte-level BPEs, and a tiny sentencepiece model, each on the same
+// ~270 strings. Also the llama.cpp SPM algorithm, streaming decode, export and the byte-level spec.
+#include <gtest/gtest.h>
+#include <sentencepiece_processor.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "kernels/check.h"
+#include "loaders/checkpoint.h"
+#include "runtime/tokenizer.h"
+#include "runtime/tokenizer_export.h"
+#include "runtime/unicode_text.h"
+
+namespace fs = std::filesystem;
+using namespace cllm;
+using nlohmann::json;
+
+namespace {
+
+const std::string kFixtures = std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/tokenizer/";
+const std::string kModel = std::string(CLLM_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+json read_json(const std::string& name) {
+  std::ifstream f(kFixtures + name);
+  if (!f) throw std::runtime_error("missing fixture " + kFixtures + name);
+  return json::parse(f);
+}
+
+const std::vector<std::string>& strings() {
+  static const std::vector<std::string> s = read_json("strings.json").get<std::vector<std::string>>();
+  return s;
+}
+
+// Loud, not skipped: the default model is part of the test setup (launch/fetch_model.sh).
+const TokenizerSpec& smollm2_spec() {
+  static const TokenizerSpec spec = [] {
+    if (!fs::exists(kModel)) throw std::runtime_error("model file missing: " + kModel + " (run launch/fetch_model.sh)");
+    return open_checkpoint(kModel)->tokenizer();
+  }();
+  return spec;
+}
+
+const Tokenizer& smollm2() {
+  static const std::unique_ptr<Tokenizer> tok = make_tokenizer(smollm2_spec());
+  return *tok;
+}
+
+std::string stream_all(const Tokenizer& tok, const std::vector<int32_t>& ids) {
+  StreamDecoder d(tok);
+  std::string out;
+  for (int32_t id : ids) {
+    std::string piece = d.push(id);
+    EXPECT_EQ(unicode::to_valid_utf8(piece), piece) << "streamed piece is not valid UTF-8";
+    out += piece;
+  }
+  return out + d.flush();
+}
+
+// Compares ids (and decode, and streaming decode) with the fixture on every string that has
+// expected ids; reports the first few mismatches by index and text.
+void expect_matches_fixture(const Tokenizer& tok, const json& fx) {
+  const auto& s = strings();
+  ASSERT_EQ(fx["ids"].size(), s.size());
+  int checked = 0, bad = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (fx["ids"][i].is_null()) continue;
+    ++checked;
+    const auto want = fx["ids"][i].get<std::vector<int32_t>>();
+    const auto got = tok.encode(s[i], false);
+    if (got != want && ++bad <= 5) ADD_FAILURE() << "ids differ on string " << i << ": '" << s[i] << "'";
+    const std::string want_text = fx["decoded"][i].get<std::string>();
+    EXPECT_EQ(tok.decode(want), want_text) << "decode differs on string " << i;
+    EXPECT_EQ(stream_all(tok, want), want_text) << "streaming decode differs on string " << i;
+  }
+  EXPECT_EQ(bad, 0) << bad << " of " << checked << " strings encode differently";
+  EXPECT_GT(checked, 200);
+}
+
+TokenizerSpec hf_json_spec(const std::string& path) {
+  TokenizerSpec spec;
+  spec.kind = TokenizerSpec::Kind::HfJson;
+  spec.path = path;
+  return spec;
+}
+
+template <typename Fn>
+void expect_error(Fn fn, const std::string& needle) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    return;
+  }
+  ADD_FAILURE() << "no cllm::Error (expected one containing '" << needle << "')";
+}
+
+TEST(TokenizerSmolLM2, IdsMatchHuggingFace) { expect_matches_fixture(smollm2(), read_json("smollm2_ids.json")); }
+
+TEST(TokenizerSmolLM2, RoundTripAndSpecials) {
+  const Tokenizer& tok = smollm2();
+  EXPECT_EQ(tok.vocab_size(), 49152);
+  EXPECT_EQ(tok.token_id("<|im_start|>"), 1);
+  EXPECT_EQ(tok.token_id("Ġthe"), tok.encode(" the", false).at(0));
+  EXPECT_EQ(tok.token_id("no such token"), -1);
+  EXPECT_EQ(tok.encode("<|im_start|>user", false).front(), 1);
+  EXPECT_EQ(tok.encode("hi", true).front(), tok.bos_id());
+  EXPECT_EQ(tok.token_bytes(tok.token_id("<|im_end|>")), "");
+  EXPECT_EQ(tok.token_bytes(tok.token_id("Ġthe")), " the");
+  for (const std::string& s : {std::string("plain text"), std::string("naïve café 😀 中文"), std::string("  \t\n x  ")}) {
+    EXPECT_EQ(tok.decode(tok.encode(s, false)), s);
+  }
+  expect_error([&] { tok.token_bytes(tok.vocab_size()); }, "out of range");
+}
+
+TEST(TokenizerSmolLM2, EncodesKilobytesInMilliseconds) {
+  auto tok_ptr = make_tokenizer(smollm2_spec());  // fresh: nothing cached yet
+  const Tokenizer& tok = *tok_ptr;
+  std::string text;
+  for (const auto& s : strings()) text += s;  // ~12 KB of varied text
+  auto t0 = std::chrono::steady_clock::now();
+  auto ids = tok.encode(text, false);
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(tok.decode(ids).size() > 0, true);
+  EXPECT_LT(ms, 100.0) << "encoding " << text.size() << " bytes took " << ms << " ms";
+}
+
+TEST(TokenizerStream, HoldsBackIncompleteUtf8) {
+  const Tokenizer& tok = smollm2();
+  // A 4-byte emoji becomes several byte-level tokens; nothing may come out mid-character.
+  auto ids = tok.encode("a😀", false);
+  ASSERT_GE(ids.size(), 2u);
+  StreamDecoder d(tok);
+  std::string out;
+  for (size_t i = 0; i + 1 < ids.size(); ++i) out += d.push(ids[i]);
+  EXPECT_EQ(out.find("\xF0"), std::string::npos);
+  out += d.push(ids.back());
+  EXPECT_EQ(out + d.flush(), "a😀");
+  // A dangling lead byte is held back, then flushed as U+FFFD.
+  StreamDecoder d2(tok);
+  int32_t lead = tok.token_id("ð");  // byte 0xF0 in GPT-2's byte-level spelling
+  ASSERT_GE(lead, 0);
+  EXPECT_EQ(d2.push(lead), "");
+  EXPECT_EQ(d2.flush(), "\xEF\xBF\xBD");
+}
+
+TEST(TokenizerTinyBpe, Gpt2RegexMatchesHuggingFace) {
+  auto tok = make_tokenizer(hf_json_spec(kFixtures + "gpt2_tiny.json"));
+  expect_matches_fixture(*tok, read_json("tiny_ids.json")["gpt2"]);
+  EXPECT_GE(tok->token_id("<mask>"), 0);
+  EXPECT_EQ(tok->token_bytes(tok->token_id("<mask>")), "<mask>");  // non-special: kept by decode
+}
+
+TEST(TokenizerTinyBpe, Llama3RegexMatchesHuggingFace) {
+  auto tok = make_tokenizer(hf_json_spec(kFixtures + "llama3_tiny.json"));
+  expect_matches_fixture(*tok, read_json("tiny_ids.json")["llama3"]);
+}
+
+TEST(TokenizerHfJson, RefusesWhatItCannotReproduce) {
+  fs::path dir = fs::temp_directory_path() / ("cllm_tok_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  json j = read_json("gpt2_tiny.json");
+  j["pre_tokenizer"] = {{"type", "Whitespace"}};
+  std::ofstream(dir / "bad.json") << j.dump();
+  expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad.json").string())); }, "Whitespace");
+  j = read_json("gpt2_tiny.json");
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}, {"invert", false}};
+  std::ofstream(dir / "bad2.json") << j.dump();
+  expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad2.json").string())); }, "unsupported Split regex");
+  expect_error([&] { make_tokenizer(hf_json_spec((dir / "absent.json").string())); }, "cannot open");
+  fs::remove_all(dir);
+
+  TokenizerSpec spec = smollm2_spec();
+  spec.pre = "qwen2";
+  expect_error([&] { make_tokenizer(spec); }, "unsupported GGUF pre-tokenizer 'qwen2'");
+  expect_error([] { make_tokenizer(TokenizerSpec{}); }, "no tokenizer");
+}
+
+TEST(TokenizerExport, HfJsonFromGgufGivesSameIds) {
+  const std::string dir = std::string(CLLM_BINARY_DIR) + "/tokenizer_export";
+  fs::create_directories(dir);
+  write_hf_tokenizer_json(smollm2_spec(), dir + "/tokenizer.json");
+  write_hf_tokenizer_config_json(smollm2_spec(), dir + "/tokenizer_config.json");
+  TokenizerSpec spec = hf_json_spec(dir + "/tokenizer.json");
+  spec.bos_id = smollm2_spec().bos_id;
+  spec.eos_id = smollm2_spec().eos_id;
+  auto exported = make_tokenizer(spec);
+  EXPECT_EQ(exported->vocab_size(), smollm2().vocab_size());
+  for (const auto& s : strings()) EXPECT_EQ(exported->encode(s, false), smollm2().encode(s, false)) << s;
+  std::ifstream cfg(dir + "/tokenizer_config.json");
+  json c = json::parse(cfg);
+  EXPECT_EQ(c["eos_token"], "<|im_end|>");
+  EXPECT_EQ(c["chat_template"], smollm2_spec().chat_template);
+}
+
+TEST(TokenizerByteLevel, AnyVocabSize) {
+  for (int n : {258, 1000, 32000}) {
+    TokenizerSpec spec = make_byte_level_spec(n);
+    auto tok = make_tokenizer(spec);
+    EXPECT_EQ(tok->vocab_size(), n);
+    EXPECT_EQ(tok->bos_id(), 0);
+    EXPECT_EQ(tok->eos_id(), 1);
+    const std::string s = "Byte-level: é 中 😀\n\t";
+    auto ids = tok->encode(s, true);
+    ASSERT_EQ(ids.size(), s.size() + 1);  // one token per byte, after BOS
+    EXPECT_EQ(ids[0], 0);
+    for (size_t i = 0; i < s.size(); ++i) EXPECT_EQ(ids[i + 1], 2 + static_cast<uint8_t>(s[i]));
+    EXPECT_EQ(tok->decode(ids), s);
+    if (n > 258) {
+      EXPECT_EQ(tok->decode({n - 1}), "");  // fillers decode to nothing
+    }
+  }
+  expect_error([] { make_byte_level_spec(100); }, ">= 258");
+}
+
+TokenizerSpec tiny_sp_spec() {
+  TokenizerSpec spec;
+  spec.kind = TokenizerSpec::Kind::SentencePieceModel;
+  spec.path = kFixtures + "tiny_sp.model";
+  return spec;
+}
+
+TEST(TokenizerSentencePiece, IdsMatchPythonSentencePiece) {
+  auto tok = make_tokenizer(tiny_sp_spec());
+  expect_matches_fixture(*tok, read_json("tiny_sp_ids.json"));
+  EXPECT_EQ(tok->bos_id(), 1);
+  EXPECT_EQ(tok->eos_id(), 2);
+  // Control pieces written in the text are split out; the rest is encoded as on its own.
+  auto rest = tok->encode("hello world", false);
+  auto ids = tok->encode("<s>hello world</s>", false);
+  std::vector<int32_t> want = {1};
+  want.insert(want.end(), rest.begin(), rest.end());
+  want.push_back(2);
+  EXPECT_EQ(ids, want);
+  EXPECT_EQ(tok->decode(ids), "hello world");
+  EXPECT_EQ(stream_all(*tok, ids), "hello world");  // the dummy-prefix space is dropped
+  EXPECT_EQ(tok->token_bytes(tok->token_id("<0x41>")), "A");
+}
+
+// The GGUF form of the tiny sentencepiece model (pieces, scores, types as llama.cpp's
+// converter writes them), encoded with llama.cpp's SPM algorithm.
+TokenizerSpec tiny_sp_as_gguf() {
+  sentencepiece::SentencePieceProcessor sp;
+  EXPECT_TRUE(sp.Load(kFixtures + "tiny_sp.model").ok());
+  TokenizerSpec spec;
+  spec.kind = TokenizerSpec::Kind::GgufSpm;
+  for (int id = 0; id < sp.GetPieceSize(); ++id) {
+    spec.tokens.push_back(sp.IdToPiece(id));
+    spec.scores.push_back(sp.GetScore(id));
+    spec.token_types.push_back(sp.IsUnknown(id) ? 2 : sp.IsControl(id) ? 3 : sp.IsByte(id) ? 6 : sp.IsUnused(id) ? 5 : 1);
+  }
+  spec.bos_id = sp.bos_id();
+  spec.eos_id = sp.eos_id();
+  return spec;
+}
+
+TEST(TokenizerGgufSpm, AgreesWithSentencePieceOnItsModel) {
+  auto tok = make_tokenizer(tiny_sp_as_gguf());
+  expect_matches_fixture(*tok, read_json("tiny_sp_ids.json"));
+}
+
+// A hand-made vocab where scores, not order, decide the merges.
+TEST(TokenizerGgufSpm, HighestScoreMergesFirstWithByteFallback) {
+  TokenizerSpec spec;
+  spec.kind = TokenizerSpec::Kind::GgufSpm;
+  auto add = [&](const std::string& t, float score, int type) {
+    spec.tokens.push_back(t);
+    spec.scores.push_back(score);
+    spec.token_types.push_back(type);
+    return static_cast<int32_t>(spec.tokens.size() - 1);
+  };
+  add("<unk>", 0, 2);
+  int32_t bos = add("<s>", 0, 3);
+  add("</s>", 0, 3);
+  for (int b = 0; b < 256; ++b) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    add(buf, 0, 6);
+  }
+  int32_t sp = add("\xE2\x96\x81", -1, 1), a = add("a", -1, 1), b = add("b", -1, 1), c = add("c", -1, 1);
+  int32_t ab = add("ab", -3, 1), bc = add("bc", -2, 1), sp_a = add("\xE2\x96\x81" "a", -5, 1);
+  spec.bos_id = bos;
+  spec.eos_id = 2;
+  auto tok = make_tokenizer(spec);
+  // "▁abc": bc (-2) beats ab (-3) and ▁a (-5); then ▁a.
+  EXPECT_EQ(tok->encode("abc", false), (std::vector<int32_t>{sp_a, bc}));
+  EXPECT_EQ(tok->encode("ab", false), (std::vector<int32_t>{sp, ab}));  // ab (-3) beats ▁a (-5)
+  EXPECT_EQ(tok->encode("cab", false), (std::vector<int32_t>{sp, c, ab}));
+  // é is not in the vocab: its two UTF-8 bytes.
+  EXPECT_EQ(tok->encode("é", false), (std::vector<int32_t>{sp, 3 + 0xC3, 3 + 0xA9}));
+  // After a special token the text gets its own "▁" prefix.
+  EXPECT_EQ(tok->encode("<s>a", true), (std::vector<int32_t>{bos, bos, sp_a}));
+  EXPECT_EQ(tok->decode({bos, sp_a, bc, sp, c}), "abc c");
+  EXPECT_EQ(stream_all(*tok, {bos, sp_a, bc, sp, 3 + 0xC3, 3 + 0xA9}), "abc é");
+  EXPECT_EQ(tok->encode("ba", false), (std::vector<int32_t>{sp, b, a}));
+}
+
+}  // namespace
