@@ -17,6 +17,9 @@
 #include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
 #include "runtime/generate.h"
+#ifdef CLLM_HAVE_CUDA
+#include "runtime/cuda/device_bandwidth.h"
+#endif
 
 namespace cllm::cli {
 namespace {
@@ -70,10 +73,20 @@ int bench_main(int argc, char** argv) {
   const ModelConfig& cfg = model.config();
 
   // 1. Bandwidth, with a buffer well past the last-level cache.
-  const size_t bw_bytes = size_t{1} << 30;
-  const double read_gbs = cpu::measure_read_bandwidth_gbs(bw_bytes, 5);
-  const double copy_gbs = cpu::measure_copy_bandwidth_gbs(bw_bytes / 2, 5);
-  std::printf("memory bandwidth: read %.2f GB/s, copy %.2f GB/s (%d threads)\n", read_gbs, copy_gbs, cpu::pool_size());
+  double read_gbs = 0, copy_gbs = 0;
+  if (parse_device(device) == Device::Cuda) {
+#ifdef CLLM_HAVE_CUDA
+    read_gbs = cuda::measure_device_read_bandwidth_gbs(size_t{2} << 30, 5);
+    copy_gbs = cuda::measure_device_copy_bandwidth_gbs(size_t{1} << 30, 5);
+#endif
+    std::printf("device memory bandwidth: read %.1f GB/s, copy %.1f GB/s\n", read_gbs, copy_gbs);
+  } else {
+    const size_t bw_bytes = size_t{1} << 30;
+    read_gbs = cpu::measure_read_bandwidth_gbs(bw_bytes, 5);
+    copy_gbs = cpu::measure_copy_bandwidth_gbs(bw_bytes / 2, 5);
+    std::printf("memory bandwidth: read %.2f GB/s, copy %.2f GB/s (%d threads)\n", read_gbs, copy_gbs,
+                cpu::pool_size());
+  }
 
   // 2. AR decode after a short prompt of synthetic ids.
   std::vector<int32_t> prompt(16);

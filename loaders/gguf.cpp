@@ -18,6 +18,7 @@ class Cursor {
  public:
   Cursor(const uint8_t* p, size_t size, const std::string& file) : p_(p), size_(size), file_(file) {}
 
+  const std::string& file() const { return file_; }
   size_t pos() const { return pos_; }
   size_t remaining() const { return size_ - pos_; }
 
@@ -72,7 +73,7 @@ void read_scalar(Cursor& c, GgufType t, const std::string& what, int64_t* i, dou
     case GgufType::I16: *i = static_cast<int16_t>(raw); break;
     case GgufType::I32: *i = static_cast<int32_t>(raw); break;
     case GgufType::BOOL:
-      CLLM_CHECK(raw <= 1, what << ": bool value " << raw << " is not 0 or 1");
+      CLLM_CHECK(raw <= 1, c.file() << ": " << what << ": bool value " << raw << " is not 0 or 1");
       *i = static_cast<int64_t>(raw);
       break;
     case GgufType::F32: {
@@ -97,16 +98,16 @@ void read_value(Cursor& c, GgufType t, GgufValue& v, const std::string& what, in
     read_scalar(c, t, what, &v.i, &v.f);
     return;
   }
-  CLLM_CHECK(depth < kMaxArrayDepth, what << ": arrays nested deeper than " << kMaxArrayDepth);
+  CLLM_CHECK(depth < kMaxArrayDepth, c.file() << ": " << what << ": arrays nested deeper than " << kMaxArrayDepth);
   const uint32_t et = c.u32(what + " element type");
-  CLLM_CHECK(valid_type(et), what << ": unknown array element type " << et);
+  CLLM_CHECK(valid_type(et), c.file() << ": " << what << ": unknown array element type " << et);
   v.elem_type = static_cast<GgufType>(et);
   v.array_size = c.u64(what + " element count");
   // Every element takes at least 1 byte (8 for strings and arrays), so this bounds the loop
   // and the reservations by the file size before any allocation.
   const int min_elem = scalar_bytes(v.elem_type) > 0 ? scalar_bytes(v.elem_type) : 8;
   CLLM_CHECK(v.array_size <= c.remaining() / static_cast<uint64_t>(min_elem),
-             what << ": array of " << v.array_size << " " << gguf_type_name(v.elem_type)
+             c.file() << ": " << what << ": array of " << v.array_size << " " << gguf_type_name(v.elem_type)
                   << " runs past the end of the file");
   const size_t n = static_cast<size_t>(v.array_size);
   if (v.elem_type == GgufType::STRING) {
@@ -185,12 +186,12 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filena
 
   for (uint64_t k = 0; k < n_kv; ++k) {
     const std::string key = c.str("metadata key #" + std::to_string(k));
-    const std::string what = filename + ": metadata key '" + key + "'";
+    const std::string what = "metadata key '" + key + "'";
     const uint32_t t = c.u32(what + " type");
-    CLLM_CHECK(valid_type(t), what << ": unknown value type " << t);
+    CLLM_CHECK(valid_type(t), filename << ": " << what << ": unknown value type " << t);
     GgufValue v;
     read_value(c, static_cast<GgufType>(t), v, what, 0);
-    CLLM_CHECK(g.kv.emplace(key, std::move(v)).second, what << ": duplicate key");
+    CLLM_CHECK(g.kv.emplace(key, std::move(v)).second, filename << ": " << what << ": duplicate key");
   }
 
   if (const GgufValue* a = g.find("general.alignment")) {
@@ -204,14 +205,15 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filena
   std::unordered_set<std::string> names;
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensorInfo t;
-    t.name = c.str(filename + ": tensor #" + std::to_string(k) + " name");
-    const std::string what = filename + ": tensor '" + t.name + "'";
-    const uint32_t n_dims = c.u32(what + " n_dims");
+    t.name = c.str("tensor #" + std::to_string(k) + " name");
+    const std::string tname = "tensor '" + t.name + "'";  // for the cursor, which adds the file name
+    const std::string what = filename + ": " + tname;
+    const uint32_t n_dims = c.u32(tname + " n_dims");
     CLLM_CHECK(n_dims >= 1 && n_dims <= 4, what << ": n_dims " << n_dims << " not in [1, 4]");
     // Both the row count (ne[1..]) and the element count must fit in int64, even when ne[0] = 0.
     uint64_t rows = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
-      const uint64_t ne = c.u64(what + " ne");
+      const uint64_t ne = c.u64(tname + " ne");
       const uint64_t lim = static_cast<uint64_t>(INT64_MAX);
       const bool ok = ne <= lim && (d == 0 || ne == 0 || rows <= lim / ne);
       CLLM_CHECK(ok, what << ": element count overflows (ne[" << d << "] = " << ne << ")");
@@ -220,14 +222,14 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filena
     }
     CLLM_CHECK(t.ne[0] == 0 || rows <= static_cast<uint64_t>(INT64_MAX) / static_cast<uint64_t>(t.ne[0]),
                what << ": element count overflows");
-    t.ggml_type = c.u32(what + " type");
+    t.ggml_type = c.u32(tname + " type");
     CLLM_CHECK(dtype_from_ggml(t.ggml_type, &t.dtype),
                what << ": unsupported tensor type " << ggml_type_name(t.ggml_type)
                     << " (accepted: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
     const uint64_t row = dtype_row_bytes(t.dtype, t.ne[0], what);
     CLLM_CHECK(rows == 0 || row <= UINT64_MAX / rows, what << ": byte size overflows");
     t.nbytes = row * rows;
-    const uint64_t off = c.u64(what + " offset");
+    const uint64_t off = c.u64(tname + " offset");
     CLLM_CHECK(off % g.alignment == 0, what << ": data offset " << off << " is not a multiple of the alignment "
                                             << g.alignment);
     rel_offsets.push_back(off);

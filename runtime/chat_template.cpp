@@ -122,7 +122,8 @@ std::string render_llama2(const std::vector<ChatMessage>& m) {
     if (m[i].role == "user") {
       out += "<s>[INST] " + py_strip(content) + " [/INST]";
     } else if (m[i].role == "assistant") {
-      out += " " + py_strip(content) + " </s>";
+      out += ' ';
+      out += py_strip(content) + " </s>";
     }
   }
   return out;

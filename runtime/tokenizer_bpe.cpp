@@ -129,7 +129,8 @@ class BpeTokenizer : public Tokenizer {
     if (seg.empty()) return;
     std::string prefixed;
     if (v_.add_prefix_space && seg.front() != ' ') {
-      prefixed = " " + std::string(seg);
+      prefixed.reserve(seg.size() + 1);
+      prefixed.append(" ").append(seg);
       seg = prefixed;
     }
     for (std::string_view piece : pre_tokenize(seg, v_.pre)) encode_piece(piece, out);

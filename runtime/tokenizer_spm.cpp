@@ -167,7 +167,8 @@ class GgufSpmTokenizer : public SpmBase {
         text,
         [&](std::string_view seg) {
           if (seg.empty()) return;
-          std::string s = (add_space_prefix_ && after_special) ? " " + std::string(seg) : std::string(seg);
+          std::string s = (add_space_prefix_ && after_special) ? " " : "";
+          s.append(seg);
           encode_segment(replace_all(s, " ", kSpace), out);
           after_special = false;
         },

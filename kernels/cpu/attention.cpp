@@ -11,6 +11,7 @@
 // walks the same key tiles in the same order, so the arithmetic is identical.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/check.h"
@@ -20,18 +21,87 @@
 namespace cllm::cpu {
 namespace {
 
+// The two hot loops are compiled twice, for AVX2+FMA and for baseline x86-64, and picked at load
+// time (GCC ifunc), so one portable binary still runs 8-wide FMAs where the CPU has them.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CLLM_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CLLM_SIMD_CLONES
+#endif
+
 constexpr int kKeyTile = 64;       // keys per tile
 constexpr int kMaxQueryBlock = 16;  // queries per work item (rows = this * group)
 
-float dot(const float* a, const float* b, int n) {
-  float part[8] = {};
-  int d = 0;
-  for (; d + 8 <= n; d += 8)
-    for (int u = 0; u < 8; ++u) part[u] += a[d + u] * b[d + u];
+// 8 floats in a GCC/Clang vector: one ymm register in the AVX2 clone, two xmm in the baseline one.
+// Explicit vectors because auto-vectorising these reductions without -ffast-math gives shuffles.
+typedef float f32x8 __attribute__((vector_size(32)));
+// load8 returns f32x8 by value; it is internal and inlined, so GCC's warning that this ABI
+// differs between the AVX and baseline clones does not apply. The others take references.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+inline f32x8 load8(const float* p) {
+  f32x8 v;
+  std::memcpy(&v, p, sizeof v);  // unaligned load
+  return v;
+}
+inline void store8(float* p, const f32x8& v) { std::memcpy(p, &v, sizeof v); }
+inline float hsum(const f32x8& v) {
   float s = 0;
-  for (; d < n; ++d) s += a[d] * b[d];
-  for (float p : part) s += p;
+  for (int u = 0; u < 8; ++u) s += v[u];
   return s;
+}
+
+// s[j] = q · k_j for j < cnt, k_j = k + j * stride. Four keys per pass share each load of q.
+CLLM_SIMD_CLONES void scores(const float* q, const float* k, size_t stride, int cnt, int hd, float* s) {
+  const int hd8 = hd & ~7;
+  int j = 0;
+  for (; j + 4 <= cnt; j += 4) {
+    const float *k0 = k + j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+    f32x8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int d = 0; d < hd8; d += 8) {
+      const f32x8 x = load8(q + d);
+      a0 += x * load8(k0 + d);
+      a1 += x * load8(k1 + d);
+      a2 += x * load8(k2 + d);
+      a3 += x * load8(k3 + d);
+    }
+    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    for (int d = hd8; d < hd; ++d) {
+      s0 += q[d] * k0[d];
+      s1 += q[d] * k1[d];
+      s2 += q[d] * k2[d];
+      s3 += q[d] * k3[d];
+    }
+    s[j] = s0, s[j + 1] = s1, s[j + 2] = s2, s[j + 3] = s3;
+  }
+  for (; j < cnt; ++j) {
+    const float* kj = k + j * stride;
+    f32x8 a = {};
+    for (int d = 0; d < hd8; d += 8) a += load8(q + d) * load8(kj + d);
+    float sj = hsum(a);
+    for (int d = hd8; d < hd; ++d) sj += q[d] * kj[d];
+    s[j] = sj;
+  }
+}
+
+// acc[0, hd) += sum_j p[j] * v_j for j < cnt, v_j = v + j * stride. acc is walked in 32-float
+// slices held in registers across all keys, so it is loaded and stored once per tile.
+CLLM_SIMD_CLONES void accumulate(const float* p, const float* v, size_t stride, int cnt, int hd, float* acc) {
+  int d0 = 0;
+  for (; d0 + 32 <= hd; d0 += 32) {
+    f32x8 a0 = load8(acc + d0), a1 = load8(acc + d0 + 8), a2 = load8(acc + d0 + 16), a3 = load8(acc + d0 + 24);
+    for (int j = 0; j < cnt; ++j) {
+      const float* vj = v + j * stride + d0;
+      const float pj = p[j];
+      a0 += pj * load8(vj);
+      a1 += pj * load8(vj + 8);
+      a2 += pj * load8(vj + 16);
+      a3 += pj * load8(vj + 24);
+    }
+    store8(acc + d0, a0), store8(acc + d0 + 8, a1), store8(acc + d0 + 16, a2), store8(acc + d0 + 24, a3);
+  }
+  for (int d = d0; d < hd; ++d)
+    for (int j = 0; j < cnt; ++j) acc[d] += p[j] * v[j * stride + d];
 }
 
 struct Shape {
@@ -70,11 +140,10 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
       if (lim <= t0) continue;  // this tile lies entirely in the row's future
       const float* qr = &sc.q[size_t(r) * hd];
       float* acc = &sc.acc[size_t(r) * hd];
+      const int cnt = lim - t0;
+      scores(qr, kg + t0 * kv_stride, kv_stride, cnt, hd, sc.s);
       float tile_max = -INFINITY;
-      for (int t = t0; t < lim; ++t) {
-        sc.s[t - t0] = dot(qr, kg + t * kv_stride, hd);
-        tile_max = std::max(tile_max, sc.s[t - t0]);
-      }
+      for (int j = 0; j < cnt; ++j) tile_max = std::max(tile_max, sc.s[j]);
       const float m_new = std::max(sc.m[r], tile_max);
       if (m_new > sc.m[r]) {
         const float corr = std::exp(sc.m[r] - m_new);  // 0 on the first tile (m = -inf)
@@ -82,14 +151,11 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
         for (int d = 0; d < hd; ++d) acc[d] *= corr;
         sc.m[r] = m_new;
       }
-      float l = sc.l[r];
-      for (int t = t0; t < lim; ++t) {
-        const float p = std::exp(sc.s[t - t0] - m_new);
-        l += p;
-        const float* vt = vg + t * kv_stride;
-        for (int d = 0; d < hd; ++d) acc[d] += p * vt[d];
+      for (int j = 0; j < cnt; ++j) {
+        sc.s[j] = std::exp(sc.s[j] - m_new);  // scores become probabilities (unnormalised)
+        sc.l[r] += sc.s[j];
       }
-      sc.l[r] = l;
+      accumulate(sc.s, vg + t0 * kv_stride, kv_stride, cnt, hd, acc);
     }
   }
 

@@ -121,10 +121,13 @@ void CudaModel::run_block(const int32_t* tokens, int n, int pos, int32_t* out_id
   std::memcpy(io, tokens, n * sizeof(int32_t));
   for (int i = 0; i < n; ++i) io[n + i] = pos + i;
 
-  if (opts_.use_graphs)
+  // The first step of each block size runs eagerly, so one-time lazy work (cuBLASLt kernel
+  // selection state, module loading) never happens inside a capture.
+  if (opts_.use_graphs && p.warmed_up)
     launch_graph(p, n, pos);
   else
     enqueue_step(p, n, pos);
+  p.warmed_up = true;
   const size_t V = cfg_.vocab_size;
   if (logits != nullptr) {
     logits_host_.resize(static_cast<size_t>(kMaxBlock) * V);  // host only; sized once

@@ -62,6 +62,7 @@ class CudaModel final : public Model {
     ~BlockPlans();
     GemmPlan qkv, o, gate_up, down, head;
     cudaGraphExec_t exec = nullptr;
+    bool warmed_up = false;  // ran once eagerly
   };
 
   // Stream and cuBLASLt handle; declared first so they are destroyed last.
