@@ -2,12 +2,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "kernels/check.h"
+#include "kernels/cpu/ops.h"
+#include "parallel/coordinator.h"
+#include "parallel/tp_model.h"
 
 namespace cllm::cli {
 
@@ -16,13 +21,13 @@ bool parse_flags(int argc, char** argv, const std::string& usage_line, po::optio
   opts.add_options()("help,h", "show this help");
   try {
     po::store(po::command_line_parser(argc, argv).options(opts).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: " << usage_line << "\n\n" << opts << "\n";
+      return false;
+    }
     po::notify(vm);
   } catch (const po::error& e) {
     CLLM_FAIL(e.what() << " (see --help)");
-  }
-  if (vm.count("help")) {
-    std::cout << "usage: " << usage_line << "\n\n" << opts << "\n";
-    return false;
   }
   return true;
 }
@@ -67,17 +72,57 @@ class ProgressBar {
 }  // namespace
 
 LoadedModel load_model(const std::string& path, Device device) {
+  const std::unique_ptr<Comm> one = make_single_comm();
+  return load_model(path, device, *one);
+}
+
+LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
   const auto t0 = std::chrono::steady_clock::now();
+  const bool lead = comm.rank() == 0;
   LoadedModel m;
   m.checkpoint = open_checkpoint(path);
-  m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
-  ProgressBar bar("loading " + std::filesystem::path(path).filename().string());
-  m.model = make_model(*m.checkpoint, device, [&](double done, double total, const std::string&) {
-    bar.update(done, total);
-  });
-  bar.finish();
+  if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
+  std::string label = "loading " + std::filesystem::path(path).filename().string();
+  if (comm.size() > 1) label += " (rank 0 of " + std::to_string(comm.size()) + ")";
+  ProgressBar bar(label);
+  LoadProgress progress;
+  if (lead) progress = [&](double done, double total, const std::string&) { bar.update(done, total); };
+  m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+  if (lead) bar.finish();
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (comm.size() > 1) {
+    const std::vector<RankLoad> loads = gather_loads(comm, describe_load(*m.model, m.load_seconds));
+    for (int r = 0; lead && r < comm.size(); ++r)
+      std::fprintf(stderr, "rank %d: loaded %.1f MB of weights in %.2f s, peak memory %.1f MB\n", r,
+                   loads[r].weight_bytes / 1e6, loads[r].seconds, loads[r].peak_rss_bytes / 1e6);
+  }
   return m;
+}
+
+void add_comm_flags(po::options_description& opts, double& deadline_s) {
+  opts.add_options()("comm-deadline", po::value(&deadline_s)->default_value(60.0),
+                     "under mpirun: seconds any collective may wait for the other ranks before every rank stops");
+}
+
+void set_cpu_threads(int requested, const Comm& comm) {
+  if (requested > 0) {
+    cpu::set_num_threads(requested);
+  } else if (comm.local_size() > 1) {
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    cpu::set_num_threads(std::max(1, cores / comm.local_size()));
+  }
+}
+
+int lead_or_serve(LoadedModel& m, Comm& comm, const std::function<int(Model&)>& lead) {
+  if (comm.size() == 1) return lead(*m.model);
+  if (comm.rank() != 0) {
+    worker_loop(*m.model, comm);
+    return 0;
+  }
+  CoordinatorModel group(*m.model, comm);
+  const int status = lead(group);
+  group.stop();
+  return status;
 }
 
 }  // namespace cllm::cli

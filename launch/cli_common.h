@@ -1,17 +1,20 @@
-// Pieces shared by the subcommands: flag parsing with --help, and model loading with progress.
+// Pieces shared by the subcommands: flag parsing with --help, model loading with progress, and
+// the per-rank setup of commands that run under mpirun (tensor parallelism, cluster/README.md).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
-#include <boost/program_options.hpp>
+#include "launch/flags.h"
 
 #include "loaders/checkpoint.h"
+#include "parallel/comm.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
 
 namespace cllm::cli {
 
-namespace po = boost::program_options;
+namespace po = cllm::flags;
 
 // Parses argv against `opts` (adds --help). Returns false when --help was printed.
 // Throws cllm::Error naming the bad flag.
@@ -23,13 +26,28 @@ std::string default_model_path();
 
 struct LoadedModel {
   std::unique_ptr<CheckpointReader> checkpoint;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;  // rank 0 only
+  std::unique_ptr<Model> model;          // this rank's model: the whole one, or its shard
   double load_seconds = 0;
 };
 
 // Opens the checkpoint, builds the tokenizer and loads the weights, drawing a progress bar on
 // stderr when it is a terminal (a line per 10% otherwise).
 LoadedModel load_model(const std::string& path, Device device);
+// The same on each rank of comm: every rank loads only its shard. Rank 0 draws the progress of
+// its own shard (the shards are the same size), then prints one line per rank (time, bytes, peak
+// memory) once every rank has finished; the other ranks print nothing.
+LoadedModel load_model(const std::string& path, Device device, Comm& comm);
+
+// Adds --comm-deadline (seconds a collective may wait before every rank stops).
+void add_comm_flags(po::options_description& opts, double& deadline_s);
+
+// CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
+void set_cpu_threads(int requested, const Comm& comm);
+
+// Rank 0 runs lead(model) where model is what decoders use: the local model with one rank, a
+// CoordinatorModel over the group with several. The other ranks serve it (worker_loop) until
+// lead returns. Returns lead's status on rank 0, 0 elsewhere.
+int lead_or_serve(LoadedModel& m, Comm& comm, const std::function<int(Model&)>& lead);
 
 }  // namespace cllm::cli

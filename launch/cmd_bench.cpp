@@ -3,19 +3,24 @@
 //   2. AR decode tokens/s over a real generation
 //   3. one forward over a block of n tokens after a context of c tokens, for each n
 // Results print as a table and, with --json, go to a file for docs/plot_bench.py.
+// Under mpirun, rank 0 times the tensor-parallel group and prints; the ranks of one node share
+// its memory bandwidth, so the floor counts the bytes of all of them against it.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "kernels/check.h"
 #include "kernels/cpu/membw.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
+#include "parallel/coordinator.h"
 #include "runtime/generate.h"
 #ifdef CLLM_HAVE_CUDA
 #include "runtime/cuda/device_bandwidth.h"
@@ -44,48 +49,44 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-}  // namespace
-
-int bench_main(int argc, char** argv) {
-  po::options_description opts("cllm bench");
+struct Flags {
   std::string model_path, device, ns_text, contexts_text, json_path;
   int threads = 0, tokens = 0, reps = 0, prefill = 0;
-  opts.add_options()
-      ("model", po::value(&model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
-      ("device", po::value(&device)->default_value("cpu"), "cpu | cuda")
-      ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)")
-      ("ns", po::value(&ns_text)->default_value("1,2,4,8,16,32,64"), "block sizes n to time")
-      ("contexts", po::value(&contexts_text)->default_value("128"), "tokens already in the KV cache when timing a block")
-      ("prefill", po::value(&prefill)->default_value(0), "also time the prefill of a prompt of this many tokens")
-      ("tokens", po::value(&tokens)->default_value(64), "tokens generated for the AR decode figure")
-      ("reps", po::value(&reps)->default_value(5), "repetitions per block size (median reported)")
-      ("json", po::value(&json_path), "also write the results to this JSON file");
-  po::variables_map vm;
-  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--json FILE]", opts, vm))
-    return 0;
-  const std::vector<int> ns = parse_list(ns_text, "ns");
-  const std::vector<int> contexts = parse_list(contexts_text, "contexts");
-  CLLM_CHECK(tokens >= 1 && reps >= 1 && prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
-  if (threads > 0) cpu::set_pool_size(threads);
+  double deadline_s = 0;
+  bool json = false;
+};
 
-  LoadedModel m = load_model(model_path, parse_device(device));
-  Model& model = *m.model;
+// Rank 0's part: every measurement, through `model` (the whole model or the TP group).
+int run_bench(Model& model, const Flags& f, const Comm& comm) {
+  const std::vector<int> ns = parse_list(f.ns_text, "ns");
+  const std::vector<int> contexts = parse_list(f.contexts_text, "contexts");
   const ModelConfig& cfg = model.config();
+  const int tokens = f.tokens, reps = f.reps, prefill = f.prefill;
+  // Bytes read per step from this node's memory: every rank on the node reads its own shard.
+  const int node_ranks = comm.local_size();
+  auto node_bytes = [&](int context) { return model.step_bytes(context) * node_ranks; };
+  if (comm.size() > 1)
+    std::printf("tensor parallel: %d ranks, %d on this node; floors count the %d shards read on this node\n",
+                comm.size(), node_ranks, node_ranks);
 
   // 1. Bandwidth, with a buffer well past the last-level cache.
   double read_gbs = 0, copy_gbs = 0;
-  if (parse_device(device) == Device::Cuda) {
+  if (parse_device(f.device) == Device::Cuda) {
 #ifdef CLLM_HAVE_CUDA
     read_gbs = cuda::measure_device_read_bandwidth_gbs(size_t{2} << 30, 5);
     copy_gbs = cuda::measure_device_copy_bandwidth_gbs(size_t{1} << 30, 5);
 #endif
     std::printf("device memory bandwidth: read %.1f GB/s, copy %.1f GB/s\n", read_gbs, copy_gbs);
   } else {
+    // The node's bandwidth, with all its cores: the other ranks idle while rank 0 measures.
+    const int rank_threads = cpu::pool_size();
+    if (node_ranks > 1) cpu::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
     const size_t bw_bytes = size_t{1} << 30;
     read_gbs = cpu::measure_read_bandwidth_gbs(bw_bytes, 5);
     copy_gbs = cpu::measure_copy_bandwidth_gbs(bw_bytes / 2, 5);
     std::printf("memory bandwidth: read %.2f GB/s, copy %.2f GB/s (%d threads)\n", read_gbs, copy_gbs,
                 cpu::pool_size());
+    if (node_ranks > 1) cpu::set_num_threads(rank_threads);
   }
 
   // 2. AR decode after a short prompt of synthetic ids.
@@ -99,9 +100,9 @@ int bench_main(int argc, char** argv) {
   const GenerateResult ar = generate_ar(model, prompt, gen);
   const double ar_tps = (ar.stats.tokens - 1) / ar.stats.decode_seconds;  // first token comes from prefill
   const int ar_ctx = static_cast<int>(prompt.size()) + tokens / 2;
-  const double floor_s = model.step_bytes(ar_ctx) / (read_gbs * 1e9);
+  const double floor_s = node_bytes(ar_ctx) / (read_gbs * 1e9);
   std::printf("AR decode: %.2f tokens/s (%.2f ms/token); floor %.2f ms/token (%.1f MB/step): %.0f%% of the bandwidth floor\n",
-              ar_tps, 1e3 / ar_tps, floor_s * 1e3, model.step_bytes(ar_ctx) / 1e6, 100.0 * floor_s * ar_tps);
+              ar_tps, 1e3 / ar_tps, floor_s * 1e3, node_bytes(ar_ctx) / 1e6, 100.0 * floor_s * ar_tps);
 
   // 3. One forward over n tokens at positions context .. context+n-1.
   std::vector<int32_t> ids(std::max({max_ctx + max_n, prefill})), out(ids.size());
@@ -120,7 +121,7 @@ int bench_main(int argc, char** argv) {
       }
       const double t = median(times);
       if (n == ns.front()) t1 = t;
-      const double floor_n = model.step_bytes(context + n) / (read_gbs * 1e9);
+      const double floor_n = node_bytes(context + n) / (read_gbs * 1e9);
       std::printf("%8d %6d %12.3f %14.3f %9.2fx %9.2fx\n", context, n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
       rows.push_back({{"context", context}, {"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}});
     }
@@ -137,10 +138,11 @@ int bench_main(int argc, char** argv) {
     std::printf("\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
   }
 
-  if (vm.count("json")) {
-    nlohmann::json j = {{"model", model_path},
-                        {"device", device},
+  if (f.json) {
+    nlohmann::json j = {{"model", f.model_path},
+                        {"device", f.device},
                         {"threads", cpu::pool_size()},
+                        {"tp", comm.size()},
                         {"read_gbs", read_gbs},
                         {"copy_gbs", copy_gbs},
                         {"ar_tokens_per_s", ar_tps},
@@ -148,10 +150,45 @@ int bench_main(int argc, char** argv) {
                         {"prefill_tokens", prefill},
                         {"prefill_ms", prefill_ms},
                         {"forward", rows}};
-    std::ofstream(json_path) << j.dump(2) << "\n";
-    std::fprintf(stderr, "wrote %s\n", json_path.c_str());
+    std::ofstream(f.json_path) << j.dump(2) << "\n";
+    std::fprintf(stderr, "wrote %s\n", f.json_path.c_str());
   }
   return 0;
+}
+
+int bench_on_rank(int argc, char** argv, Comm& comm) {
+  po::options_description opts("cllm bench");
+  Flags f;
+  opts.add_options()
+      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
+      ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
+      ("threads", po::value(&f.threads)->default_value(0), "CPU threads (0: all cores, shared among a node's ranks)")
+      ("ns", po::value(&f.ns_text)->default_value("1,2,4,8,16,32,64"), "block sizes n to time")
+      ("contexts", po::value(&f.contexts_text)->default_value("128"), "tokens already in the KV cache when timing a block")
+      ("prefill", po::value(&f.prefill)->default_value(0), "also time the prefill of a prompt of this many tokens")
+      ("tokens", po::value(&f.tokens)->default_value(64), "tokens generated for the AR decode figure")
+      ("reps", po::value(&f.reps)->default_value(5), "repetitions per block size (median reported)")
+      ("json", po::value(&f.json_path), "also write the results to this JSON file");
+  add_comm_flags(opts, f.deadline_s);
+  po::variables_map vm;
+  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--json FILE]", opts, vm))
+    return 0;
+  parse_list(f.ns_text, "ns");  // bad lists fail here, on every rank, before any loading
+  parse_list(f.contexts_text, "contexts");
+  CLLM_CHECK(f.tokens >= 1 && f.reps >= 1 && f.prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
+  f.json = vm.count("json") > 0;
+  comm.set_deadline_seconds(f.deadline_s);
+  set_cpu_threads(f.threads, comm);
+
+  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+  return lead_or_serve(m, comm, [&](Model& model) { return run_bench(model, f, comm); });
+}
+
+}  // namespace
+
+int bench_main(int argc, char** argv) {
+  const std::unique_ptr<Comm> comm = init_comm_from_environment();
+  return run_on_all_ranks(*comm, [&] { return bench_on_rank(argc, argv, *comm); });
 }
 
 }  // namespace cllm::cli

@@ -8,5 +8,6 @@ int generate_main(int argc, char** argv);
 int random_model_main(int argc, char** argv);
 int bench_main(int argc, char** argv);
 int convert_main(int argc, char** argv);
+int trajectories_main(int argc, char** argv);
 
 }  // namespace cllm::cli

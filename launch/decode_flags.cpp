@@ -4,7 +4,7 @@
 
 namespace cllm::cli {
 
-namespace po = boost::program_options;
+namespace po = cllm::flags;
 
 DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, JacobiOptions& jac)
     : gen_(gen), jac_(jac) {

@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include <boost/program_options.hpp>
+#include "launch/flags.h"
 
 #include "runtime/decoding.h"
 
@@ -11,7 +11,7 @@ namespace cllm::cli {
 
 class DecodeFlags {
  public:
-  DecodeFlags(boost::program_options::options_description& opts, GenerateOptions& gen, JacobiOptions& jac);
+  DecodeFlags(flags::options_description& opts, GenerateOptions& gen, JacobiOptions& jac);
   // Translates the string flags into the option structs; throws naming a bad value.
   void finish();
 

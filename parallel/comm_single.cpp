@@ -1,5 +1,13 @@
+// The single-rank communicator, the shared parts of Comm, and the choice of communicator at
+// process start (init_comm_from_environment).
+#include <cstdlib>
+#include <cstring>
+
 #include "kernels/check.h"
 #include "parallel/comm.h"
+#ifdef CLLM_HAVE_MPI
+#include "parallel/comm_mpi.h"
+#endif
 
 namespace cllm {
 namespace {
@@ -8,14 +16,49 @@ class SingleComm final : public Comm {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  void all_reduce_sum(float*, size_t) override {}
-  void broadcast(void*, size_t, int root) override {
-    CLLM_CHECK(root == 0, "broadcast root " << root << " does not exist in a 1-rank communicator");
+  int local_size() const override { return 1; }
+  void all_reduce_sum(float*, size_t, const CommPhase&) override {}
+  void all_reduce_max_loc(ValueIndex*, size_t, const CommPhase&) override {}
+  void broadcast(void*, size_t, int root, const CommPhase& phase) override {
+    CLLM_CHECK(root == 0, "broadcast in " << phase.str() << ": root " << root
+                                          << " does not exist in a 1-rank communicator");
   }
+  void all_gather(const void* send, size_t bytes, void* recv, const CommPhase&) override {
+    if (send != recv) std::memmove(recv, send, bytes);
+  }
+  [[noreturn]] void abort(const std::string& message) override { throw Error("rank 0: " + message); }
 };
+
+// World size announced by the launcher: Open MPI's mpirun, a PMI launcher, or a Slurm job step
+// (srun; not sbatch, whose SLURM_NTASKS a plain command in the batch script also sees).
+int launcher_world_size() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return 1;
+}
 
 }  // namespace
 
+std::string CommPhase::str() const {
+  return layer >= 0 ? "layer " + std::to_string(layer) + " " + what : std::string(what);
+}
+
+void Comm::set_deadline_seconds(double s) {
+  CLLM_CHECK(s > 0, "the collective deadline must be positive, got " << s << " s");
+  deadline_s_ = s;
+}
+
 std::unique_ptr<Comm> make_single_comm() { return std::make_unique<SingleComm>(); }
+
+std::unique_ptr<Comm> init_comm_from_environment() {
+  const int world = launcher_world_size();
+  if (world <= 1) return make_single_comm();
+#ifdef CLLM_HAVE_MPI
+  return make_mpi_comm();
+#else
+  CLLM_FAIL("started as one of " << world << " ranks, but this cllm was built without MPI (-DCLLM_MPI=ON)");
+#endif
+}
 
 }  // namespace cllm

@@ -1,8 +1,11 @@
 // LLaMA weights in fp32 host memory: plain data, HF layout ([out, in] row-major for linears).
+// A tensor-parallel rank holds only its slice (parallel/shard_plan.h); the shapes below are those
+// of the slice, with heads, kv, ffn and vocab the rank's own counts (the whole model at TP=1).
 #pragma once
 #include <vector>
 
 #include "loaders/checkpoint.h"
+#include "parallel/shard_plan.h"
 #include "runtime/model.h"
 
 namespace cllm {
@@ -29,6 +32,10 @@ struct ModelWeights {
   size_t bytes() const;
 };
 
+// Reads the whole model.
 ModelWeights load_weights_f32(const CheckpointReader& ckpt, const LoadProgress& progress);
+// Reads only the slices of `plan` (TensorRange reads), checking each tensor's full shape first.
+// progress counts this rank's bytes.
+ModelWeights load_weights_f32(const CheckpointReader& ckpt, const ShardPlan& plan, const LoadProgress& progress);
 
 }  // namespace cllm

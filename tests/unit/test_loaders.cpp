@@ -36,11 +36,18 @@ void expect_error(const std::function<void()>& fn, const std::vector<std::string
   ADD_FAILURE() << "no cllm::Error thrown (expected one naming " << needles.front() << ")";
 }
 
-// Fresh empty directory per test, under the system temp dir.
+// Fresh empty directory per test under one per-process root, removed when the binary exits.
 fs::path temp_dir() {
+  struct Root {
+    fs::path path = fs::temp_directory_path() / ("cllm_test_loaders_" + std::to_string(getpid()));
+    ~Root() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  };
+  static const Root root;
   const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-  fs::path d = fs::temp_directory_path() /
-               ("cllm_loaders_" + std::to_string(getpid()) + "_" + info->test_suite_name() + "_" + info->name());
+  const fs::path d = root.path / (std::string(info->test_suite_name()) + "_" + info->name());
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

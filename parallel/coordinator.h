@@ -1,0 +1,45 @@
+// The control plane of a tensor-parallel group (design.md, "One request, end to end", 4-8).
+// Rank 0, the coordinator, owns the prompt and the decoding; the other ranks, the workers, only
+// run forwards. Before every call of the sharded model, rank 0 broadcasts a step plan (what to
+// run: reset, forward over which tokens at which position, or stop) and every rank runs the same
+// call, so every rank meets the same collectives in the same order. After each forward the ranks
+// vote: one all-gather of (step, accept count, hash of the predicted ids); a disagreement stops
+// every rank with a message naming the ranks that differ.
+#pragma once
+#include <functional>
+
+#include "parallel/comm.h"
+#include "runtime/model.h"
+
+namespace cllm {
+
+// Rank 0's view of the group: a Model whose reset() and forward() lead the workers through the
+// same call on their shards. Decoders (generate_ar, generate_jacobi) use it unchanged.
+class CoordinatorModel final : public Model {
+ public:
+  // local: rank 0's shard of the model; comm.rank() must be 0. Both must outlive this.
+  CoordinatorModel(Model& local, Comm& comm);
+  const ModelConfig& config() const override { return local_.config(); }
+  void reset(int max_tokens) override;
+  void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
+  // Rank 0's bytes per step (its weight slices plus KV heads); every rank's shard is the same size.
+  double step_bytes(int context) const override { return local_.step_bytes(context); }
+  // Ends worker_loop on every worker. Call once, after the last forward.
+  void stop();
+
+ private:
+  Model& local_;
+  Comm& comm_;
+  int64_t step_ = 0;
+  bool stopped_ = false;
+};
+
+// Every rank but 0: runs the calls that rank 0 plans, on local (this rank's shard), until a stop.
+void worker_loop(Model& local, Comm& comm);
+
+// Runs body on this rank. An exception in a group of more than one rank stops every rank
+// (Comm::abort names this rank and the error), since the others may be waiting in a collective
+// that this rank will never join. With one rank the exception propagates as usual.
+int run_on_all_ranks(Comm& comm, const std::function<int()>& body);
+
+}  // namespace cllm

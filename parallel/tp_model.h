@@ -1,0 +1,35 @@
+// Building a rank's model for tensor parallelism, and the group-wide report of the load.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "parallel/comm.h"
+#include "runtime/model.h"
+
+namespace cllm {
+
+// One rank: make_model (the whole model, any device). Several: this rank's shard of the model
+// (parallel/shard_plan.h), read slice by slice so that host memory peaks near the shard's size.
+// The sharded forward is collective: run it through CoordinatorModel / worker_loop.
+// Throws naming the numbers when the model cannot be split over comm.size() ranks.
+std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device device, Comm& comm,
+                                          const LoadProgress& progress = {});
+
+// What one rank's load cost.
+struct RankLoad {
+  double seconds = 0;
+  double weight_bytes = 0;    // fp32 bytes of the rank's slices
+  double peak_rss_bytes = 0;  // VmHWM after loading
+  uint64_t config_hash = 0;   // of the ModelConfig the rank loaded: every rank must agree
+};
+
+RankLoad describe_load(const Model& model, double seconds);
+
+// All-gathers every rank's RankLoad (index = rank). Stops every rank if their configs differ,
+// naming the ranks. The gather also confirms that every rank finished loading.
+std::vector<RankLoad> gather_loads(Comm& comm, const RankLoad& mine);
+
+// Peak resident set size of this process (VmHWM in /proc/self/status), in bytes.
+double peak_rss_bytes();
+
+}  // namespace cllm

@@ -1,0 +1,47 @@
+// main() of the tensor-parallel tests: one process per rank under mpirun (or a single process).
+// Rank 0 prints gtest's usual report; the other ranks print only their failures, prefixed with
+// the rank, so that a failure on a worker is still seen.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "mpi_support.h"
+
+namespace cllm::test {
+namespace {
+
+std::unique_ptr<Comm> g_world;
+
+class RankFailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit RankFailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (r.failed())
+      std::fprintf(stderr, "rank %d: %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
+                   r.message());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
+
+Comm& world() { return *g_world; }
+
+}  // namespace cllm::test
+
+int main(int argc, char** argv) {
+  cllm::test::g_world = cllm::init_comm_from_environment();
+  ::testing::InitGoogleTest(&argc, argv);
+  const int rank = cllm::test::g_world->rank();
+  if (rank != 0) {
+    ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new cllm::test::RankFailurePrinter(rank));
+  }
+  const int status = RUN_ALL_TESTS();
+  cllm::test::g_world.reset();  // MPI_Finalize
+  return status;
+}
