@@ -19,6 +19,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--peer", help="hf_peer_bench.py JSON from the same run, drawn dotted per context")
+    ap.add_argument("--contexts", help="comma-separated contexts to draw (default: all)")
     ap.add_argument("--title", default="cllm: one forward over n tokens vs the memory-bandwidth floor")
     args = ap.parse_args()
 
@@ -31,10 +33,23 @@ def main():
             by_ctx.setdefault(row.get("context", 0), []).append(row)
         name = f'{os.path.basename(r["model"].rstrip("/"))} ({r["device"]})'
         for ctx, rows in sorted(by_ctx.items()):
+            if args.contexts and str(ctx) not in args.contexts.split(","):
+                continue
             ns = [row["n"] for row in rows]
             line, = ax.plot(ns, [row["forward_ms"] for row in rows], "o-", label=f"{name}, context {ctx}")
             ax.plot(ns, [row["floor_ms"] for row in rows], "--", color=line.get_color(),
                     label=f'floor (read {r["read_gbs"]:.1f} GB/s)')
+    if args.peer:
+        with open(args.peer) as f:
+            peer = json.load(f)
+        by_ctx = {}
+        for row in peer["forward"]:
+            by_ctx.setdefault(row["context"], []).append(row)
+        for ctx, rows in sorted(by_ctx.items()):
+            if args.contexts and str(ctx) not in args.contexts.split(","):
+                continue
+            ax.plot([r["n"] for r in rows], [r["forward_ms"] for r in rows], ":x",
+                    label=f'HF transformers eager (torch {peer["torch"]}), context {ctx}')
     ax.set_xscale("log", base=2)
     ax.set_xlabel("tokens per forward (n)")
     ax.set_ylabel("forward time (ms)")

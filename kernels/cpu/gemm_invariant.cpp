@@ -32,26 +32,40 @@ __attribute__((target("avx2,fma"))) float hsum_fixed(__m256 v) {
   return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-// y[m, n0..n0+nt) for all m, for one tile of nt <= kTileN weight rows.
-__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* w, float* y,
-                                                    int M, int N, int K, int n0, int nt) {
+// y[m0..m0+MT, n0..n0+nt) for one tile of nt <= kTileN weight rows and MT tokens. Each output
+// has its own accumulator fed in k order, so the result does not depend on MT (or nt).
+template <int MT>
+__attribute__((target("avx2,fma"))) inline void tile_tokens_avx2(const float* x, const float* w, float* y, int N,
+                                                                 int K, int m0, int n0, int nt) {
   const int K8 = K & ~7;
-  for (int m = 0; m < M; ++m) {
-    const float* xr = x + static_cast<size_t>(m) * K;
-    __m256 acc[kTileN];
-    for (int j = 0; j < nt; ++j) acc[j] = _mm256_setzero_ps();
-    for (int k = 0; k < K8; k += 8) {
-      __m256 xv = _mm256_loadu_ps(xr + k);
-      for (int j = 0; j < nt; ++j)
-        acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w + static_cast<size_t>(n0 + j) * K + k), xv, acc[j]);
-    }
+  __m256 acc[kTileN][MT];
+  for (int j = 0; j < kTileN; ++j)
+    for (int t = 0; t < MT; ++t) acc[j][t] = _mm256_setzero_ps();
+  for (int k = 0; k < K8; k += 8) {
+    __m256 xv[MT];
+    for (int t = 0; t < MT; ++t) xv[t] = _mm256_loadu_ps(x + static_cast<size_t>(m0 + t) * K + k);
     for (int j = 0; j < nt; ++j) {
-      float s = hsum_fixed(acc[j]);
-      const float* wr = w + static_cast<size_t>(n0 + j) * K;
-      for (int k = K8; k < K; ++k) s = __builtin_fmaf(wr[k], xr[k], s);
-      y[static_cast<size_t>(m) * N + n0 + j] = s;
+      const __m256 wv = _mm256_loadu_ps(w + static_cast<size_t>(n0 + j) * K + k);
+      for (int t = 0; t < MT; ++t) acc[j][t] = _mm256_fmadd_ps(wv, xv[t], acc[j][t]);
     }
   }
+  for (int j = 0; j < nt; ++j) {
+    const float* wr = w + static_cast<size_t>(n0 + j) * K;
+    for (int t = 0; t < MT; ++t) {
+      const float* xr = x + static_cast<size_t>(m0 + t) * K;
+      float s = hsum_fixed(acc[j][t]);
+      for (int k = K8; k < K; ++k) s = __builtin_fmaf(wr[k], xr[k], s);
+      y[static_cast<size_t>(m0 + t) * N + n0 + j] = s;
+    }
+  }
+}
+
+// All M tokens for one weight tile: pairs of tokens share each weight load (the tile stays in L1).
+__attribute__((target("avx2,fma"))) void tile_avx2(const float* x, const float* w, float* y, int M, int N, int K,
+                                                    int n0, int nt) {
+  int m = 0;
+  for (; m + 2 <= M; m += 2) tile_tokens_avx2<2>(x, w, y, N, K, m, n0, nt);
+  if (m < M) tile_tokens_avx2<1>(x, w, y, N, K, m, n0, nt);
 }
 
 void tile_portable(const float* x, const float* w, float* y, int M, int N, int K, int n0, int nt) {

@@ -211,12 +211,12 @@ void expect_graph_equals_eager(Models& m, const std::vector<int32_t>& ids) {
 
 TEST(CudaModel, GraphEqualsEagerRandom) {
   Models& m = random_models();
-  expect_graph_equals_eager(m, synthetic_ids(m.vocab(), 128, 2));
+  expect_graph_equals_eager(m, synthetic_ids(m.vocab(), 160, 2));
 }
 
 TEST(CudaModel, GraphEqualsEagerSmolLM2) {
   Models& m = smollm2();
-  expect_graph_equals_eager(m, text_ids(m, 128));
+  expect_graph_equals_eager(m, text_ids(m, 160));
 }
 
 // (c) GPU Jacobi against GPU AR. On a divergence, the CPU logits at the first differing position
