@@ -32,4 +32,10 @@ namespace detail {
     }                                                                \
   } while (0)
 
-#define CLLM_FAIL(msg) CLLM_CHECK(false, msg)
+// Unconditional failure; [[noreturn]] all the way down, so it ends a switch case.
+#define CLLM_FAIL(msg)                                                              \
+  do {                                                                              \
+    std::ostringstream cllm_fail_os_;                                               \
+    cllm_fail_os_ << msg;                                                           \
+    ::cllm::detail::throw_error(__FILE__, __LINE__, cllm_fail_os_.str());           \
+  } while (0)

@@ -8,7 +8,8 @@ cd "$root"
 
 packages=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip
           libopenblas-dev libsentencepiece-dev libhdf5-dev nlohmann-json3-dev libgtest-dev
-          libopenmpi-dev openmpi-bin libboost-dev)
+          libopenmpi-dev openmpi-bin libboost-dev
+          python3-torch python3-h5py python3-numpy python3-pytest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -46,11 +46,15 @@ class Comm {
 
   // Prints "rank R: message" on stderr and ends every rank with a non-zero exit status.
   // A single-rank communicator throws cllm::Error instead (the usual error path).
-  [[noreturn]] virtual void abort(const std::string& message) = 0;
+  [[noreturn]] void abort(const std::string& message);
 
   // Deadline of every later collective, in seconds (default 60).
   void set_deadline_seconds(double s);
   double deadline_seconds() const { return deadline_s_; }
+
+ protected:
+  // abort()'s work; must not return (abort() ends the process if one does).
+  virtual void stop_all_ranks(const std::string& message) = 0;
 
  private:
   double deadline_s_ = 60.0;

@@ -109,11 +109,11 @@ class MpiComm final : public Comm {
     wait(req, "all-gather", phase);
   }
 
-  [[noreturn]] void abort(const std::string& message) override {
+ protected:
+  void stop_all_ranks(const std::string& message) override {
     std::fprintf(stderr, "rank %d: %s\n", rank_, message.c_str());
     std::fflush(stderr);
     MPI_Abort(comm_, 1);
-    std::_Exit(1);  // MPI_Abort does not return; this keeps [[noreturn]] honest if it did
   }
 
  private:

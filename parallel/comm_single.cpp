@@ -26,7 +26,9 @@ class SingleComm final : public Comm {
   void all_gather(const void* send, size_t bytes, void* recv, const CommPhase&) override {
     if (send != recv) std::memmove(recv, send, bytes);
   }
-  [[noreturn]] void abort(const std::string& message) override { throw Error("rank 0: " + message); }
+
+ protected:
+  void stop_all_ranks(const std::string& message) override { throw Error("rank 0: " + message); }
 };
 
 // World size announced by the launcher: Open MPI's mpirun, a PMI launcher, or a Slurm job step
@@ -42,6 +44,11 @@ int launcher_world_size() {
 
 std::string CommPhase::str() const {
   return layer >= 0 ? "layer " + std::to_string(layer) + " " + what : std::string(what);
+}
+
+void Comm::abort(const std::string& message) {
+  stop_all_ranks(message);
+  std::abort();
 }
 
 void Comm::set_deadline_seconds(double s) {

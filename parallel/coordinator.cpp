@@ -1,6 +1,5 @@
 #include "parallel/coordinator.h"
 
-#include <cstdio>
 #include <sstream>
 #include <vector>
 
@@ -81,6 +80,7 @@ void CoordinatorModel::forward(const int32_t* tokens, int n, int pos, int32_t* o
   CLLM_CHECK(n > 0, "forward needs n > 0, got " << n);
   StepPlan p{++step_, StepPlan::kForward, n, pos, logits != nullptr};
   comm_.broadcast(&p, sizeof p, 0, {"step plan"});
+  // The root's buffer is only read by a broadcast.
   comm_.broadcast(const_cast<int32_t*>(tokens), sizeof(int32_t) * n, 0, {"step tokens"});
   run_forward(local_, comm_, p, tokens, out_ids, logits);
 }

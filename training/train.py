@@ -61,8 +61,7 @@ def cosine_with_warmup(step, total, warmup):
 def example_loss(model, ex, rng, args, device):
     """(total, consistency, ar) for one block example, from one forward over 2-3 rows."""
     i = rng.randrange(len(ex.states)) if len(ex.states) else None
-    fixed_row = np.concatenate([ex.prefix, ex.fixed])
-    rows = [fixed_row]
+    rows = [np.concatenate([ex.prefix, ex.fixed])]  # AR input, and the global consistency target
     if i is not None:
         rows.append(np.concatenate([ex.prefix, ex.states[i]]))
         if args.loss == "local":
@@ -77,9 +76,8 @@ def example_loss(model, ex, rng, args, device):
     if i is None:  # converged in one iteration: nothing to make consistent
         cons = logits.sum() * 0.0
     else:
-        target = ids[2 if args.loss == "local" else 0, P:]
-        cons = losses.consistency_loss(logits[1], logits[2 if args.loss == "local" else 0], ids[1, P:], target,
-                                       P, ex.valid)
+        t = 2 if args.loss == "local" else 0
+        cons = losses.consistency_loss(logits[1], logits[t], ids[1, P:], ids[t, P:], P, ex.valid)
     return args.consistency_weight * cons + args.ar_weight * ar, cons.detach(), ar.detach()
 
 
@@ -161,7 +159,6 @@ def main(argv=None):
     if writer:
         writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds"])
 
-    rng = random.Random(args.seed * 1000003 + rank)
     order, cursor, epoch = [], 0, 0
     t0 = time.time()
     model.train()
@@ -173,11 +170,14 @@ def main(argv=None):
                 order = list(range(len(examples)))
                 random.Random(args.seed * 7919 + epoch).shuffle(order)
                 order, cursor, epoch = order[rank::world], 0, epoch + 1
-            ex = examples[order[cursor]]
+            index = order[cursor]
             cursor += 1
+            # The state drawn depends only on (seed, epoch, example), not on the rank layout: N ranks
+            # of batch b train exactly as one rank of batch N * b.
+            rng = random.Random(f"{args.seed}/{epoch}/{index}")
             sync = micro == args.batch_size - 1 or world == 1
             with (train_model.no_sync() if not sync else contextlib.nullcontext()):
-                loss, cons, ar = example_loss(train_model, ex, rng, args, device)
+                loss, cons, ar = example_loss(train_model, examples[index], rng, args, device)
                 (loss / args.batch_size).backward()
             sums += torch.stack([loss.detach().float().cpu(), cons.float().cpu(), ar.float().cpu()]) / args.batch_size
         if world > 1:

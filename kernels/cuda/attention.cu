@@ -93,22 +93,40 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     for (int x = 0; x < 2 * kPairsPerLane; ++x) acc[rr][x] = 0.f;
   }
 
-  for (int t0 = c0; t0 < c1; t0 += kTile) {
-    __syncthreads();  // the previous tile is consumed (first pass: q_s is written)
-    for (int e = threadIdx.x; e < kTile * kVecsPerRow; e += kThreads) {
+  // K/V tiles go global -> registers -> shared memory, software-pipelined: the next tile's loads
+  // (kLoadIters 16-byte vectors of K and of V per thread, all issued back to back) are in flight
+  // while the current tile is scored, so each tile costs about one memory latency, overlapped.
+  constexpr int kLoadIters = kTile * kVecsPerRow / kThreads;
+  static_assert(kTile * kVecsPerRow % kThreads == 0);
+  uint4 k_reg[kLoadIters], v_reg[kLoadIters];
+  auto load_tile = [&](int t0) {
+#pragma unroll
+    for (int it = 0; it < kLoadIters; ++it) {
+      const int e = threadIdx.x + it * kThreads;
       const int j = e / kVecsPerRow, c = e % kVecsPerRow, t = t0 + j;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      k_reg[it] = v_reg[it] = make_uint4(0, 0, 0, 0);
       if (t < c1) {
         const size_t off = static_cast<size_t>(t) * cache_row_stride + kvh * HD + c * 8;
-        kv = *reinterpret_cast<const uint4*>(p.k_cache + off);
-        vv = *reinterpret_cast<const uint4*>(p.v_cache + off);
+        k_reg[it] = *reinterpret_cast<const uint4*>(p.k_cache + off);
+        v_reg[it] = *reinterpret_cast<const uint4*>(p.v_cache + off);
       }
+    }
+  };
+  if (c0 < c1) load_tile(c0);
+
+  for (int t0 = c0; t0 < c1; t0 += kTile) {
+    __syncthreads();  // the previous tile is consumed (first pass: q_s is written)
+#pragma unroll
+    for (int it = 0; it < kLoadIters; ++it) {
+      const int e = threadIdx.x + it * kThreads;
+      const int j = e / kVecsPerRow, c = e % kVecsPerRow;
       uint32_t* kr = &k_s[j][4 * c];
       uint32_t* vr = &v_s[j][4 * c];
-      kr[0] = kv.x; kr[1] = kv.y; kr[2] = kv.z; kr[3] = kv.w;
-      vr[0] = vv.x; vr[1] = vv.y; vr[2] = vv.z; vr[3] = vv.w;
+      kr[0] = k_reg[it].x; kr[1] = k_reg[it].y; kr[2] = k_reg[it].z; kr[3] = k_reg[it].w;
+      vr[0] = v_reg[it].x; vr[1] = v_reg[it].y; vr[2] = v_reg[it].z; vr[3] = v_reg[it].w;
     }
     __syncthreads();
+    if (t0 + kTile < c1) load_tile(t0 + kTile);
 
     // Scores: lane holds keys t0 + lane (s[.][0]) and t0 + lane + 32 (s[.][1]) for each owned row.
     float s[kRowsPerWarp][2];

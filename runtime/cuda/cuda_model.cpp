@@ -1,6 +1,7 @@
 #include "runtime/cuda/cuda_model.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/check.h"
@@ -12,6 +13,7 @@
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/skinny_gemm.cuh"
 #include "runtime/rope.h"
 
 namespace cllm::cuda {
@@ -42,12 +44,26 @@ CudaModel::Handles::~Handles() {
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
-CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const ModelConfig& c, int n)
-    : qkv(lt, n, c.q_dim() + 2 * c.kv_dim(), c.hidden_size),
-      o(lt, n, c.hidden_size, c.q_dim()),
-      gate_up(lt, n, 2 * c.intermediate_size, c.hidden_size),
-      down(lt, n, c.hidden_size, c.intermediate_size),
-      head(lt, n, c.vocab_size, c.hidden_size) {}
+CudaModel::Linear::Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m) : m_(M), n_(N), k_(K) {
+  // The scratch and weight buffers are whole cudaMalloc allocations (256-byte aligned), so the
+  // skinny kernel's pointer requirements hold; its shape ones are checked here.
+  const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;
+  if (!skinny) plan_.emplace(lt, M, N, K);
+}
+
+void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t stream) const {
+  if (plan_)
+    plan_->run(x, w, y, stream);
+  else
+    invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
+}
+
+CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const ModelConfig& c, int n, int skinny_max_m)
+    : qkv(lt, n, c.q_dim() + 2 * c.kv_dim(), c.hidden_size, skinny_max_m),
+      o(lt, n, c.hidden_size, c.q_dim(), skinny_max_m),
+      gate_up(lt, n, 2 * c.intermediate_size, c.hidden_size, skinny_max_m),
+      down(lt, n, c.hidden_size, c.intermediate_size, skinny_max_m),
+      head(lt, n, c.vocab_size, c.hidden_size, skinny_max_m) {}
 
 CudaModel::BlockPlans::~BlockPlans() {
   if (exec != nullptr) cudaGraphExecDestroy(exec);
@@ -74,6 +90,9 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
   argmax_ws_ = DeviceBuffer(argmax_workspace_bytes(kMaxBlock, cfg_.vocab_size));
   io_host_ = PinnedBuffer(2 * kMaxBlock * sizeof(int32_t));
   ids_host_ = PinnedBuffer(kMaxBlock * sizeof(int32_t));
+  // cudaMemcpy from pageable memory (inv_freq above; weights, when a loader stages them in pageable
+  // memory) may return before its DMA lands, and h_.stream is non-blocking: it would not wait.
+  CLLM_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 CudaModel::~CudaModel() {
@@ -96,7 +115,7 @@ double CudaModel::step_bytes(int context) const {
 
 CudaModel::BlockPlans& CudaModel::plans_for(int n) {
   std::unique_ptr<BlockPlans>& p = plans_[n];
-  if (!p) p = std::make_unique<BlockPlans>(h_.lt, cfg_, n);
+  if (!p) p = std::make_unique<BlockPlans>(h_.lt, cfg_, n, opts_.skinny_gemm_max_m);
   return *p;
 }
 
@@ -241,7 +260,15 @@ std::unique_ptr<CudaModel> make_cuda_model(const CheckpointReader& ckpt, const L
 namespace cllm {
 
 std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress) {
-  return cuda::make_cuda_model(ckpt, progress, cuda::CudaModelOptions{});
+  cuda::CudaModelOptions opts;
+  // CLLM_CUDA_SKINNY_MAX_M=0 puts every GEMM on cuBLASLt (A/B comparisons of the skinny kernel).
+  if (const char* env = std::getenv("CLLM_CUDA_SKINNY_MAX_M"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    CLLM_CHECK(*end == '\0' && v >= 0, "CLLM_CUDA_SKINNY_MAX_M=" << env << ": expected an integer >= 0");
+    opts.skinny_gemm_max_m = static_cast<int>(std::min<long>(v, cuda::kSkinnyGemmMaxM));
+  }
+  return cuda::make_cuda_model(ckpt, progress, opts);
 }
 
 }  // namespace cllm

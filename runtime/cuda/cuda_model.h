@@ -13,9 +13,11 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/skinny_gemm.cuh"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/model.h"
@@ -24,6 +26,10 @@ namespace cllm::cuda {
 
 struct CudaModelOptions {
   bool use_graphs = true;  // false: enqueue the kernels directly (the eager path tests compare against)
+  // Blocks of at most this many tokens run their linear layers on the skinny bandwidth-bound GEMM
+  // (kernels/cuda/skinny_gemm.cuh), larger ones on cuBLASLt; 0 = cuBLASLt always. Capped at
+  // kSkinnyGemmMaxM. make_cuda_model(ckpt, progress) reads it from CLLM_CUDA_SKINNY_MAX_M when set.
+  int skinny_gemm_max_m = kSkinnyGemmMaxM;
 };
 
 // What the graph cache did, for tests and benchmarks.
@@ -56,11 +62,23 @@ class CudaModel final : public Model {
   const CudaGraphStats& graph_stats() const { return stats_; }
 
  private:
-  // GEMM plans for one block size (M = n) and that size's executable graph.
+  // One linear layer y[M, N] = x[M, K] . W[N, K]^T at one block size: the skinny kernel when M is
+  // small enough, else a cuBLASLt plan (only then created: plans allocate workspace).
+  class Linear {
+   public:
+    Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m);
+    void run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, cudaStream_t stream) const;
+
+   private:
+    int m_, n_, k_;
+    std::optional<GemmPlan> plan_;  // empty: skinny kernel
+  };
+
+  // Linear layers for one block size (M = n) and that size's executable graph.
   struct BlockPlans {
-    BlockPlans(cublasLtHandle_t lt, const ModelConfig& c, int n);
+    BlockPlans(cublasLtHandle_t lt, const ModelConfig& c, int n, int skinny_max_m);
     ~BlockPlans();
-    GemmPlan qkv, o, gate_up, down, head;
+    Linear qkv, o, gate_up, down, head;
     cudaGraphExec_t exec = nullptr;
     bool warmed_up = false;  // ran once eagerly
   };

@@ -27,6 +27,7 @@
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/skinny_gemm.cuh"
 
 namespace {
 
@@ -208,12 +209,17 @@ int run(int argc, char** argv) {
   bf16* gx = alloc<bf16>(size_t{256} * ffn);
   bf16* gy = alloc<bf16>(size_t{256} * vocab);
   CLLM_CUDA_CHECK(cudaDeviceSynchronize());
-  for (const int m : {1, 16, 64, 256})
+  // Each cuBLASLt row is followed, for M <= kSkinnyGemmMaxM, by the skinny kernel at the same shape
+  // (the one CudaModel uses there).
+  for (const int m : {1, 4, 8, 16, 32, 64, 256})
     for (int g = 0; g < 5; ++g) {
       const int N = nk[g][0], K = nk[g][1];
+      const double bytes = 2.0 * (double(N) * K + double(m) * K + double(m) * N), flops = 2.0 * m * N * K;
       const cu::GemmPlan plan(lt, m, N, K);
-      b.row(names[g], fmt("M%d N%d K%d", m, N, K), 2.0 * (double(N) * K + double(m) * K + double(m) * N),
-            2.0 * m * N * K, [&] { plan.run(gx, weight, gy, s); });
+      b.row(names[g], fmt("M%d N%d K%d", m, N, K), bytes, flops, [&] { plan.run(gx, weight, gy, s); });
+      if (m <= cu::kSkinnyGemmMaxM)
+        b.row(std::string("skinny") + (names[g] + 4), fmt("M%d N%d K%d", m, N, K), bytes, flops,
+              [&] { cu::invoke_skinny_gemm(gx, weight, gy, m, N, K, s); });
     }
   CLLM_CUBLAS_CHECK(cublasLtDestroy(lt));
   return 0;

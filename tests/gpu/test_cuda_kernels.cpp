@@ -35,6 +35,7 @@
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/skinny_gemm.cuh"
 
 namespace {
 
@@ -63,10 +64,17 @@ class DeviceBuffer {
   size_t n_;
 };
 
+// cudaMemcpy from pageable host memory may return before its DMA to the device has landed (it
+// runs on the legacy default stream), and the ops run on a cudaStreamNonBlocking stream, which does
+// not wait for the legacy stream: without this synchronisation a kernel can read the tail of a large
+// input before it arrives (seen: silu_mul n16 dim14336 read zeros in its last rows).
+void finish_upload() { CLLM_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 template <typename T>
 DeviceBuffer<T> upload(const std::vector<T>& x) {
   DeviceBuffer<T> d(x.size());
   CLLM_CUDA_CHECK(cudaMemcpy(d.get(), x.data(), x.size() * sizeof(T), cudaMemcpyHostToDevice));
+  finish_upload();
   return d;
 }
 
@@ -76,6 +84,7 @@ DeviceBuffer<bf16> upload_bf16(const std::vector<float>& x) {
   std::transform(x.begin(), x.end(), bits.begin(), cllm::float_to_bf16_bits);
   DeviceBuffer<bf16> d(x.size());
   CLLM_CUDA_CHECK(cudaMemcpy(d.get(), bits.data(), bits.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
+  finish_upload();
   return d;
 }
 
@@ -352,6 +361,39 @@ std::vector<Compared> run_gemm(const Shape& s, std::mt19937& rng) {
   return {{"y", download_bf16(d_y), ref}};
 }
 
+std::vector<Compared> run_skinny_gemm(const Shape& s, std::mt19937& rng) {
+  const std::vector<float> x = rand_bf16(rng, static_cast<size_t>(s.M) * s.K, -1.f, 1.f);
+  const std::vector<float> w = rand_bf16(rng, static_cast<size_t>(s.N) * s.K, -1.f, 1.f);
+
+  // y is pre-filled with NaN (bf16 0xffff) and has a guard tail: an element the kernel forgets
+  // fails the finiteness check, a write past the end shows in the guard.
+  constexpr size_t kGuard = 64;
+  const size_t count = static_cast<size_t>(s.M) * s.N;
+  Stream st;
+  auto d_x = upload_bf16(x);
+  auto d_w = upload_bf16(w);
+  DeviceBuffer<bf16> d_y(count + kGuard);
+  CLLM_CUDA_CHECK(cudaMemset(d_y.get(), 0xff, (count + kGuard) * sizeof(bf16)));
+  finish_upload();
+  EXPECT_TRUE(cu::skinny_gemm_supported(s.M, s.N, s.K, d_x.get(), d_w.get()));
+  cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_y.get(), s.M, s.N, s.K, st.s);
+  st.sync();
+  std::vector<uint16_t> bits(count + kGuard), again(count + kGuard);
+  CLLM_CUDA_CHECK(cudaMemcpy(bits.data(), d_y.get(), bits.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+  for (size_t i = count; i < bits.size(); ++i) EXPECT_EQ(bits[i], 0xffff) << "write past y[M, N] at " << i;
+  // Deterministic: a second run gives the same bits.
+  cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_y.get(), s.M, s.N, s.K, st.s);
+  st.sync();
+  CLLM_CUDA_CHECK(cudaMemcpy(again.data(), d_y.get(), again.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+  EXPECT_TRUE(bits == again) << "two runs on the same inputs differ";
+
+  std::vector<float> gpu(count);
+  std::transform(bits.begin(), bits.begin() + count, gpu.begin(), cllm::bf16_bits_to_float);
+  std::vector<float> ref(count);
+  cllm::ref::matmul_wt(x.data(), w.data(), ref.data(), s.M, s.N, s.K);
+  return {{"y", gpu, ref}};
+}
+
 // ---- the table -----------------------------------------------------------------------------------
 
 const int kBlockSizes[] = {1, 4, 16, 64};
@@ -391,6 +433,22 @@ std::vector<Shape> gemm_shapes() {
   return shapes;
 }
 
+std::vector<Shape> skinny_gemm_shapes() {
+  // Every M up to 32 at one small shape (each M picks its tile variant: <= 8, <= 16, <= 32, with
+  // tokens past M masked); then the LLaMA-2-7B projections at the M the model uses; N not a multiple of
+  // 16 or 32 and K not a multiple of 32 (K % 8 == 0 is required) exercise the masked edges.
+  std::vector<Shape> shapes;
+  for (int m = 1; m <= 32; ++m) shapes.push_back({.M = m, .N = 200, .K = 264});
+  // (The CPU reference is a serial fp64 loop, about 1 GFMA/s: the widest shapes run at M = 1 and 16 only.)
+  const int wide[][2] = {{12288, 4096}, {22016, 4096}, {32000, 4096}};
+  const int narrow[][2] = {{4096, 4096}, {4096, 11008}, {576, 576}, {1000, 1000}, {1, 8}, {17, 4104}};
+  for (const int m : {1, 16})
+    for (const auto& s : wide) shapes.push_back({.M = m, .N = s[0], .K = s[1]});
+  for (const int m : {1, 7, 16, 32})
+    for (const auto& s : narrow) shapes.push_back({.M = m, .N = s[0], .K = s[1]});
+  return shapes;
+}
+
 const std::vector<Op>& ops() {
   static const std::vector<Op> table = {
       {"embedding", kExact, rows_by({576, 4096}, 32000), run_embedding},
@@ -404,6 +462,7 @@ const std::vector<Op>& ops() {
       {"argmax_bf16", kExact, vocab_shapes(), run_argmax<bf16>},
       {"argmax_f32", kExact, vocab_shapes(), run_argmax<float>},
       {"gemm", kTolDot, gemm_shapes(), run_gemm},
+      {"skinny_gemm", kTolDot, skinny_gemm_shapes(), run_skinny_gemm},
   };
   return table;
 }

@@ -3,8 +3,12 @@
 // the rank, so that a failure on a worker is still seen.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <thread>
+
+#include "kernels/cpu/ops.h"
 
 #include "mpi_support.h"
 
@@ -36,6 +40,9 @@ int main(int argc, char** argv) {
   cllm::test::g_world = cllm::init_comm_from_environment();
   ::testing::InitGoogleTest(&argc, argv);
   const int rank = cllm::test::g_world->rank();
+  // The node's cores shared among its ranks, as `cllm` does (launch/cli_common.h).
+  const int local = cllm::test::g_world->local_size();
+  if (local > 1) cllm::cpu::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
   if (rank != 0) {
     ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());

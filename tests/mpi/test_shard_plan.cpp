@@ -2,6 +2,7 @@
 // collectives are identities there, so it must reproduce the plain model bit for bit.
 #include <gtest/gtest.h>
 
+#include "kernels/check.h"
 #include "mpi_support.h"
 #include "parallel/shard_plan.h"
 #include "runtime/cpu_model.h"

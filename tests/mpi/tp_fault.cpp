@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <string>
 
+#include "kernels/check.h"
 #include "parallel/coordinator.h"
 #include "parallel/tp_model.h"
 #include "runtime/generate.h"

@@ -78,7 +78,9 @@ TEST(Trajectories, StatesEndInFixedPointsThatAreGreedyAR) {
       EXPECT_EQ(state_row(t, s - 1), fixed_row(t, b)) << "n=" << n << " block " << b;
     }
     EXPECT_EQ(s, t.num_states());
-    if (n == 1) EXPECT_EQ(t.num_states(), t.num_blocks());
+    if (n == 1) {
+      EXPECT_EQ(t.num_states(), t.num_blocks());
+    }
 
     GenerateOptions gen;
     gen.max_new_tokens = t.num_tokens;
@@ -212,12 +214,14 @@ TEST(Trajectories, ResumeAfterInterruptionHasNoDuplicatesOrLosses) {
     EXPECT_EQ(s.skipped, 3);
     EXPECT_EQ(s.kept, 2);
   }
-  TrajectoryReader a(once), b(resumed);
-  ASSERT_EQ(b.samples(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  EXPECT_TRUE(b.dropped().empty());
-  for (int64_t i : b.samples()) {
-    EXPECT_EQ(b.read(i), a.read(i)) << "prompt " << i;
-    EXPECT_EQ(b.read(i).prompt, all[i]);
+  {
+    TrajectoryReader a(once), b(resumed);
+    ASSERT_EQ(b.samples(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+    EXPECT_TRUE(b.dropped().empty());
+    for (int64_t i : b.samples()) {
+      EXPECT_EQ(b.read(i), a.read(i)) << "prompt " << i;
+      EXPECT_EQ(b.read(i).prompt, all[i]);
+    }
   }
   // A third run finds nothing to do.
   {

@@ -26,4 +26,4 @@ def test_pipeline_runs_end_to_end(tiny_model, tmp_path):
     rows = (work / "eval.tsv").read_text().strip().split("\n")
     assert len(rows) == 1 + 2 * 2
     lines = r.stdout.strip().split("\n")
-    assert lines[0].startswith("base: ") and lines[1].startswith("cllm: "), r.stdout
+    assert lines[-2].startswith("base: ") and lines[-1].startswith("cllm: "), r.stdout
