@@ -76,7 +76,12 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
     const double ar_s = runs[0].result.stats.decode_seconds, jac_s = runs[1].result.stats.decode_seconds;
     std::printf("jacobi vs ar: decode speedup %.2fx, outputs %s\n", jac_s > 0 ? ar_s / jac_s : 0.0,
                 same ? "identical" : "DIFFERENT");
-    if (!same) return 3;
+    // On the CPU the decode path is bit-exact, so a difference is a bug. In bf16 on the GPU a
+    // block GEMM rounds differently from a 1-token one and can flip a near-tie argmax.
+    if (!same && f.device == "cpu") return 3;
+    if (!same)
+      std::printf("(bf16 on %s: a near-tie argmax can differ between block and 1-token forwards; "
+                  "tests/gpu_model checks the margin)\n", f.device.c_str());
   }
   return 0;
 }

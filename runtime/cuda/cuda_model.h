@@ -29,7 +29,9 @@ struct CudaModelOptions {
   // Blocks of at most this many tokens run their linear layers on the skinny bandwidth-bound GEMM
   // (kernels/cuda/skinny_gemm.cuh), larger ones on cuBLASLt; 0 = cuBLASLt always. Capped at
   // kSkinnyGemmMaxM. make_cuda_model(ckpt, progress) reads it from CLLM_CUDA_SKINNY_MAX_M when set.
-  int skinny_gemm_max_m = kSkinnyGemmMaxM;
+  // Default 8: on the H200 (2026-11-28, docs/benchmarks.md) the skinny kernel beats cuBLASLt by
+  // 5-20% per GEMM at M <= 8 and loses at M = 16 and 32.
+  int skinny_gemm_max_m = 8;
 };
 
 // What the graph cache did, for tests and benchmarks.
