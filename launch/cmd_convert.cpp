@@ -1,11 +1,17 @@
-// cllm convert: any checkpoint cllm reads (GGUF, HF dir) -> an HF safetensors directory that
-// both cllm and HF transformers load. GGUF weights are dequantized; GGUF tokenizers are exported
-// as tokenizer.json + tokenizer_config.json (with the chat template).
+// cllm convert: any checkpoint cllm reads (GGUF, HF dir, cllm .h5) ->
+//   --to hf: an HF safetensors directory that both cllm and HF transformers load. GGUF weights are
+//            dequantized; GGUF tokenizers are exported as tokenizer.json + tokenizer_config.json;
+//   --to h5: cllm's HDF5 checkpoint (loaders/h5_checkpoint.h), chunked for tensor-parallel reads.
+// --to defaults to h5 when --out ends in .h5, else hf.
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
 #include "kernels/check.h"
 #include "launch/cli_common.h"
+#include "loaders/h5_checkpoint.h"
 #include "loaders/hf_config.h"
 #include "loaders/safetensors.h"
 #include "runtime/tokenizer_export.h"
@@ -49,40 +55,87 @@ void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
   }
 }
 
-}  // namespace
+// Progress on stderr: a rewritten line on a terminal, a line per 10% otherwise.
+void report_progress(double done, double total, const std::string& name) {
+  static const bool tty = isatty(STDERR_FILENO);
+  static int last_decile = 0;
+  const int pct = total > 0 ? static_cast<int>(100.0 * done / total) : 100;
+  if (tty) {
+    std::fprintf(stderr, "\rconverting %3d%% (%.0f of %.0f MB fp32) %-48.48s", pct, done / 1e6, total / 1e6, name.c_str());
+    if (done >= total) std::fprintf(stderr, "\n");
+  } else if (pct / 10 > last_decile) {
+    std::fprintf(stderr, "converting %d%% (%.0f of %.0f MB fp32)\n", pct, done / 1e6, total / 1e6);
+  }
+  last_decile = pct / 10;
+}
 
-int convert_main(int argc, char** argv) {
-  po::options_description opts("cllm convert");
-  std::string in, out, dtype;
-  opts.add_options()
-      ("model", po::value(&in)->required(), "input: GGUF file or HF checkpoint directory")
-      ("out", po::value(&out)->required(), "output HF directory")
-      ("dtype", po::value(&dtype)->default_value("f32"), "f32 | f16 | bf16 on disk");
-  po::variables_map vm;
-  if (!parse_flags(argc, argv, "cllm convert --model IN --out DIR [--dtype f32|f16|bf16]", opts, vm)) return 0;
-  const DType dt = dtype == "f32" ? DType::F32 : dtype == "f16" ? DType::F16 : dtype == "bf16" ? DType::BF16 : DType::Q8_0;
-  CLLM_CHECK(dt != DType::Q8_0, "--dtype must be f32, f16 or bf16, got '" << dtype << "'");
-
-  auto ckpt = open_checkpoint(in);
-  const ModelConfig& cfg = ckpt->config();
+void write_hf_dir(const CheckpointReader& ckpt, const std::string& out, DType dt) {
+  const ModelConfig& cfg = ckpt.config();
   std::filesystem::create_directories(out);
   const std::vector<std::string> names = tensor_names(cfg);
   std::vector<std::vector<float>> data(names.size());
   std::vector<SafetensorsWriteTensor> tensors;
+  double total = 0, done = 0;
+  for (const std::string& name : names) {
+    double numel = 1;
+    for (int64_t s : ckpt.shape(name)) numel *= static_cast<double>(s);
+    total += 4 * numel;
+  }
   for (size_t i = 0; i < names.size(); ++i) {
-    const std::vector<int64_t> shape = ckpt->shape(names[i]);
+    const std::vector<int64_t> shape = ckpt.shape(names[i]);
     size_t numel = 1;
     for (int64_t s : shape) numel *= static_cast<size_t>(s);
     data[i].resize(numel);
-    ckpt->read_f32(names[i], TensorRange{}, data[i].data());
+    ckpt.read_f32(names[i], TensorRange{}, data[i].data());
     tensors.push_back({names[i], dt, shape, data[i].data()});
-    std::fprintf(stderr, "\rconverting %zu/%zu", i + 1, names.size());
+    done += 4.0 * static_cast<double>(numel);
+    report_progress(done, total, names[i]);
   }
-  std::fprintf(stderr, "\n");
   write_safetensors(out + "/model.safetensors", tensors, {{"format", "pt"}});
   write_hf_config(cfg, out);
-  export_tokenizer(ckpt->tokenizer(), out);
-  std::printf("wrote %s (%zu tensors, %s)\n", out.c_str(), names.size(), dtype.c_str());
+  export_tokenizer(ckpt.tokenizer(), out);
+}
+
+}  // namespace
+
+int convert_main(int argc, char** argv) {
+  po::options_description opts("cllm convert");
+  std::string in, out, dtype, to;
+  int tp_chunks = 8;
+  opts.add_options()
+      ("model", po::value(&in)->required(), "input: GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
+      ("out", po::value(&out)->required(), "output: HF directory (--to hf) or .h5 file (--to h5)")
+      ("to", po::value(&to), "hf | h5 (default: h5 when --out ends in .h5, else hf)")
+      ("dtype", po::value(&dtype)->default_value("f32"), "f32 | f16 | bf16 on disk")
+      ("tp-chunks", po::value(&tp_chunks), "h5: chunks along each tensor's split axis, gcd(N, dim); every TP "
+                                           "dividing it reads whole chunks (default 8: TP 1, 2, 4, 8)");
+  po::variables_map vm;
+  if (!parse_flags(argc, argv, "cllm convert --model IN --out OUT [--to hf|h5] [--dtype f32|f16|bf16] [--tp-chunks N]",
+                   opts, vm))
+    return 0;
+  const DType dt = dtype == "f32" ? DType::F32 : dtype == "f16" ? DType::F16 : dtype == "bf16" ? DType::BF16 : DType::Q8_0;
+  CLLM_CHECK(dt != DType::Q8_0, "--dtype must be f32, f16 or bf16, got '" << dtype << "'");
+  if (to.empty()) to = std::filesystem::path(out).extension() == ".h5" ? "h5" : "hf";
+  CLLM_CHECK(to == "hf" || to == "h5", "--to must be hf or h5, got '" << to << "'");
+  CLLM_CHECK(to == "h5" || !vm.count("tp-chunks"), "--tp-chunks applies to --to h5 only");
+  CLLM_CHECK(to == "hf" || std::filesystem::path(out).extension() == ".h5",
+             "--to h5 writes a file whose name ends in .h5 (open_checkpoint picks the reader by it), got '" << out << "'");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ckpt = open_checkpoint(in);
+  const double open_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (to == "h5") {
+    H5WriteOptions wo;
+    wo.dtype = dt;
+    wo.tp_chunks = tp_chunks;
+    wo.progress = report_progress;
+    write_h5_checkpoint(*ckpt, out, wo);
+  } else {
+    write_hf_dir(*ckpt, out, dt);
+  }
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("wrote %s (%s, %s, %zu tensors) in %.2f s (opening the input %.2f s)\n", out.c_str(), to.c_str(),
+              dtype.c_str(), tensor_names(ckpt->config()).size(), total_s, open_s);
   return 0;
 }
 

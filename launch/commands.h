@@ -9,5 +9,6 @@ int random_model_main(int argc, char** argv);
 int bench_main(int argc, char** argv);
 int convert_main(int argc, char** argv);
 int trajectories_main(int argc, char** argv);
+int serve_main(int argc, char** argv);
 
 }  // namespace cllm::cli

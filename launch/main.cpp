@@ -20,6 +20,7 @@ const Subcommand kSubcommands[] = {
     {"bench", "measure decode speed, forward time per block size, and memory bandwidth", cllm::cli::bench_main},
     {"random-model", "write a randomly initialised HF-format checkpoint of a given shape", cllm::cli::random_model_main},
     {"convert", "convert a checkpoint (e.g. GGUF) to an HF safetensors directory", cllm::cli::convert_main},
+    {"serve", "serve an OpenAI-compatible HTTP API (completions, chat, SSE streaming, metrics)", cllm::cli::serve_main},
     {"trajectories", "collect Jacobi trajectories of a prompts file into HDF5 for consistency training", cllm::cli::trajectories_main},
 };
 

@@ -5,6 +5,7 @@
 
 #include "kernels/check.h"
 #include "loaders/checkpoint_common.h"
+#include "loaders/h5_checkpoint.h"
 
 namespace cllm {
 
@@ -14,9 +15,11 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path) {
   const fs::file_status st = fs::status(path, ec);
   CLLM_CHECK(fs::exists(st), "checkpoint " << path << " does not exist");
   if (fs::is_directory(st)) return detail::open_hf_checkpoint(path);
-  if (fs::path(path).extension() == ".gguf") return detail::open_gguf_checkpoint(path);
-  CLLM_FAIL("checkpoint " << path << ": unrecognised format (accepted: a .gguf file, or a Hugging Face "
-                          "directory with config.json and model.safetensors or model.safetensors.index.json)");
+  const fs::path ext = fs::path(path).extension();
+  if (ext == ".gguf") return detail::open_gguf_checkpoint(path);
+  if (ext == ".h5") return detail::open_h5_checkpoint(path);
+  CLLM_FAIL("checkpoint " << path << ": unrecognised format (accepted: a .gguf file, a cllm .h5 checkpoint, or a "
+                          "Hugging Face directory with config.json and model.safetensors or model.safetensors.index.json)");
 }
 
 }  // namespace cllm

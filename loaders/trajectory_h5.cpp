@@ -1,42 +1,24 @@
 // HDF5 trajectory files (layout in trajectory_h5.h) through the HDF5 C API (1.10+).
 #include "loaders/trajectory_h5.h"
 
-#include <hdf5.h>
-
 #include <cstdio>
 #include <filesystem>
 
 #include "kernels/check.h"
-
-// CLLM_H5(call): throws with the call text when an HDF5 call returns a negative id/status.
-#define CLLM_H5(call)                                                          \
-  ([&] {                                                                       \
-    const auto cllm_h5_r_ = (call);                                            \
-    CLLM_CHECK(cllm_h5_r_ >= 0, "HDF5 call failed: " << #call);                \
-    return cllm_h5_r_;                                                         \
-  }())
+#include "loaders/h5_check.h"
 
 namespace cllm {
 namespace {
 
+using detail::H5Handle;
+using detail::h5_link_exists;
+using detail::h5_read_attr;
+using detail::h5_read_string_attr;
+using detail::h5_write_attr;
+using detail::h5_write_string_attr;
+
 constexpr int kFormatVersion = 1;
 constexpr const char* kTempName = "/samples/.incomplete";
-
-// Owns one HDF5 id and closes it with the matching H5?close.
-class Handle {
- public:
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  ~Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  operator hid_t() const { return id_; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
 
 std::string sample_name(const char* group, int64_t index) {
   char buf[64];
@@ -44,77 +26,31 @@ std::string sample_name(const char* group, int64_t index) {
   return buf;
 }
 
-bool link_exists(hid_t loc, const std::string& name) {
-  htri_t r = 0;
-  H5E_BEGIN_TRY { r = H5Lexists(loc, name.c_str(), H5P_DEFAULT); }
-  H5E_END_TRY;
-  return r > 0;
-}
-
 // --- attributes ---
 
-template <typename T>
-void write_attr(hid_t obj, const char* name, hid_t type, T value) {
-  Handle space(CLLM_H5(H5Screate(H5S_SCALAR)), H5Sclose);
-  Handle attr(CLLM_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
-  CLLM_H5(H5Awrite(attr, type, &value));
-}
-
-void write_string_attr(hid_t obj, const char* name, const std::string& value) {
-  Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
-  CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
-  CLLM_H5(H5Tset_cset(type, H5T_CSET_UTF8));
-  Handle space(CLLM_H5(H5Screate(H5S_SCALAR)), H5Sclose);
-  Handle attr(CLLM_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
-  const char* p = value.c_str();
-  CLLM_H5(H5Awrite(attr, type, &p));
-}
-
-template <typename T>
-T read_attr(hid_t obj, const char* name, hid_t type, const std::string& where) {
-  CLLM_CHECK(H5Aexists(obj, name) > 0, where << ": missing attribute '" << name << "'");
-  Handle attr(CLLM_H5(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
-  T value{};
-  CLLM_H5(H5Aread(attr, type, &value));
-  return value;
-}
-
-std::string read_string_attr(hid_t obj, const char* name, const std::string& where) {
-  CLLM_CHECK(H5Aexists(obj, name) > 0, where << ": missing attribute '" << name << "'");
-  Handle attr(CLLM_H5(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
-  Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
-  CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
-  CLLM_H5(H5Tset_cset(type, H5T_CSET_UTF8));
-  char* p = nullptr;
-  CLLM_H5(H5Aread(attr, type, &p));
-  std::string s = p ? p : "";
-  H5free_memory(p);
-  return s;
-}
-
 void write_info(hid_t file, const TrajectoryFileInfo& info) {
-  write_attr<int32_t>(file, "format_version", H5T_NATIVE_INT32, kFormatVersion);
-  write_string_attr(file, "model", info.model);
-  write_attr<int32_t>(file, "block", H5T_NATIVE_INT32, info.block);
-  write_attr<uint64_t>(file, "seed", H5T_NATIVE_UINT64, info.seed);
-  write_attr<int32_t>(file, "vocab_size", H5T_NATIVE_INT32, info.vocab_size);
-  write_attr<int32_t>(file, "max_new_tokens", H5T_NATIVE_INT32, info.max_new_tokens);
-  write_attr<int32_t>(file, "augment", H5T_NATIVE_INT32, info.augment ? 1 : 0);
-  write_attr<int32_t>(file, "max_repeat", H5T_NATIVE_INT32, info.max_repeat);
+  h5_write_attr<int32_t>(file, "format_version", H5T_NATIVE_INT32, kFormatVersion);
+  h5_write_string_attr(file, "model", info.model);
+  h5_write_attr<int32_t>(file, "block", H5T_NATIVE_INT32, info.block);
+  h5_write_attr<uint64_t>(file, "seed", H5T_NATIVE_UINT64, info.seed);
+  h5_write_attr<int32_t>(file, "vocab_size", H5T_NATIVE_INT32, info.vocab_size);
+  h5_write_attr<int32_t>(file, "max_new_tokens", H5T_NATIVE_INT32, info.max_new_tokens);
+  h5_write_attr<int32_t>(file, "augment", H5T_NATIVE_INT32, info.augment ? 1 : 0);
+  h5_write_attr<int32_t>(file, "max_repeat", H5T_NATIVE_INT32, info.max_repeat);
 }
 
 TrajectoryFileInfo read_info(hid_t file, const std::string& path) {
-  const int version = read_attr<int32_t>(file, "format_version", H5T_NATIVE_INT32, path);
+  const int version = h5_read_attr<int32_t>(file, "format_version", H5T_NATIVE_INT32, path);
   CLLM_CHECK(version == kFormatVersion,
              path << ": trajectory format_version " << version << ", this build reads " << kFormatVersion);
   TrajectoryFileInfo info;
-  info.model = read_string_attr(file, "model", path);
-  info.block = read_attr<int32_t>(file, "block", H5T_NATIVE_INT32, path);
-  info.seed = read_attr<uint64_t>(file, "seed", H5T_NATIVE_UINT64, path);
-  info.vocab_size = read_attr<int32_t>(file, "vocab_size", H5T_NATIVE_INT32, path);
-  info.max_new_tokens = read_attr<int32_t>(file, "max_new_tokens", H5T_NATIVE_INT32, path);
-  info.augment = read_attr<int32_t>(file, "augment", H5T_NATIVE_INT32, path) != 0;
-  info.max_repeat = read_attr<int32_t>(file, "max_repeat", H5T_NATIVE_INT32, path);
+  info.model = h5_read_string_attr(file, "model", path);
+  info.block = h5_read_attr<int32_t>(file, "block", H5T_NATIVE_INT32, path);
+  info.seed = h5_read_attr<uint64_t>(file, "seed", H5T_NATIVE_UINT64, path);
+  info.vocab_size = h5_read_attr<int32_t>(file, "vocab_size", H5T_NATIVE_INT32, path);
+  info.max_new_tokens = h5_read_attr<int32_t>(file, "max_new_tokens", H5T_NATIVE_INT32, path);
+  info.augment = h5_read_attr<int32_t>(file, "augment", H5T_NATIVE_INT32, path) != 0;
+  info.max_repeat = h5_read_attr<int32_t>(file, "max_repeat", H5T_NATIVE_INT32, path);
   CLLM_CHECK(info.block >= 1, path << ": attribute 'block' is " << info.block);
   return info;
 }
@@ -140,17 +76,17 @@ void check_same_info(const TrajectoryFileInfo& file, const TrajectoryFileInfo& r
 void write_ints(hid_t group, const char* name, const std::vector<int32_t>& data, hsize_t cols) {
   const hsize_t rows = cols ? data.size() / cols : data.size();
   const hsize_t dims[2] = {rows, cols};
-  Handle space(CLLM_H5(H5Screate_simple(cols ? 2 : 1, dims, nullptr)), H5Sclose);
-  Handle ds(CLLM_H5(H5Dcreate2(group, name, H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+  H5Handle space(CLLM_H5(H5Screate_simple(cols ? 2 : 1, dims, nullptr)), H5Sclose);
+  H5Handle ds(CLLM_H5(H5Dcreate2(group, name, H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
             H5Dclose);
   if (!data.empty()) CLLM_H5(H5Dwrite(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()));
 }
 
 // Reads an int32 dataset of rank 1, or rank 2 with `cols` columns.
 std::vector<int32_t> read_ints(hid_t group, const char* name, hsize_t cols, const std::string& where) {
-  CLLM_CHECK(link_exists(group, name), where << ": missing dataset '" << name << "'");
-  Handle ds(CLLM_H5(H5Dopen2(group, name, H5P_DEFAULT)), H5Dclose);
-  Handle space(CLLM_H5(H5Dget_space(ds)), H5Sclose);
+  CLLM_CHECK(h5_link_exists(group, name), where << ": missing dataset '" << name << "'");
+  H5Handle ds(CLLM_H5(H5Dopen2(group, name, H5P_DEFAULT)), H5Dclose);
+  H5Handle space(CLLM_H5(H5Dget_space(ds)), H5Sclose);
   const int rank = CLLM_H5(H5Sget_simple_extent_ndims(space));
   hsize_t dims[2] = {0, 0};
   CLLM_CHECK(rank == (cols ? 2 : 1), where << "/" << name << ": rank " << rank << ", expected " << (cols ? 2 : 1));
@@ -165,8 +101,8 @@ std::vector<int32_t> read_ints(hid_t group, const char* name, hsize_t cols, cons
 // Child names of a group, ascending (the zero-padded names sort as their indices).
 std::vector<int64_t> list_indices(hid_t file, const char* group, const std::string& path) {
   std::vector<int64_t> out;
-  if (!link_exists(file, group)) return out;
-  Handle g(CLLM_H5(H5Gopen2(file, group, H5P_DEFAULT)), H5Gclose);
+  if (!h5_link_exists(file, group)) return out;
+  H5Handle g(CLLM_H5(H5Gopen2(file, group, H5P_DEFAULT)), H5Gclose);
   H5G_info_t gi;
   CLLM_H5(H5Gget_info(g, &gi));
   for (hsize_t i = 0; i < gi.nlinks; ++i) {
@@ -182,7 +118,8 @@ std::vector<int64_t> list_indices(hid_t file, const char* group, const std::stri
 }
 
 void ensure_group(hid_t file, const char* name) {
-  if (!link_exists(file, name)) Handle(CLLM_H5(H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
+  if (!h5_link_exists(file, name))
+    H5Handle(CLLM_H5(H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
 }
 
 hid_t open_existing(const std::string& path, unsigned flags) {
@@ -209,7 +146,7 @@ TrajectoryWriter::TrajectoryWriter(const std::string& path, const TrajectoryFile
   if (std::filesystem::exists(path)) {
     file_->id = open_existing(path, H5F_ACC_RDWR);
     check_same_info(read_info(file_->id, path), info, path);
-    if (link_exists(file_->id, kTempName)) CLLM_H5(H5Ldelete(file_->id, kTempName, H5P_DEFAULT));
+    if (h5_link_exists(file_->id, kTempName)) CLLM_H5(H5Ldelete(file_->id, kTempName, H5P_DEFAULT));
     for (int64_t i : list_indices(file_->id, "/samples", path)) done_.insert(i);
     for (int64_t i : list_indices(file_->id, "/dropped", path)) {
       CLLM_CHECK(done_.insert(i).second, path << ": prompt " << i << " is both kept and dropped");
@@ -227,9 +164,9 @@ TrajectoryWriter::~TrajectoryWriter() = default;
 
 std::vector<int32_t> TrajectoryWriter::stored_prompt(int64_t index) const {
   const std::string kept = sample_name("samples", index);
-  const std::string name = link_exists(file_->id, kept) ? kept : sample_name("dropped", index);
-  CLLM_CHECK(link_exists(file_->id, name), path_ << ": prompt " << index << " is not in the file");
-  Handle g(CLLM_H5(H5Gopen2(file_->id, name.c_str(), H5P_DEFAULT)), H5Gclose);
+  const std::string name = h5_link_exists(file_->id, kept) ? kept : sample_name("dropped", index);
+  CLLM_CHECK(h5_link_exists(file_->id, name), path_ << ": prompt " << index << " is not in the file");
+  H5Handle g(CLLM_H5(H5Gopen2(file_->id, name.c_str(), H5P_DEFAULT)), H5Gclose);
   return read_ints(g, "prompt", 0, path_ + ":" + name);
 }
 
@@ -240,16 +177,16 @@ void TrajectoryWriter::write(int64_t index, const Trajectory& t) {
                  t.augmented.size() == t.augmented_block.size() * n,
              "trajectory of prompt " << index << " has inconsistent shapes for block " << n);
   {
-    Handle g(CLLM_H5(H5Gcreate2(file_->id, kTempName, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
+    H5Handle g(CLLM_H5(H5Gcreate2(file_->id, kTempName, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
     write_ints(g, "prompt", t.prompt, 0);
     write_ints(g, "states", t.states, n);
     write_ints(g, "fixed_points", t.fixed_points, n);
     write_ints(g, "iterations", t.iterations, 0);
     write_ints(g, "augmented", t.augmented, n);
     write_ints(g, "augmented_block", t.augmented_block, 0);
-    write_attr<int64_t>(g, "prompt_index", H5T_NATIVE_INT64, index);
-    write_attr<int32_t>(g, "num_tokens", H5T_NATIVE_INT32, t.num_tokens);
-    write_attr<int32_t>(g, "stopped", H5T_NATIVE_INT32, t.stopped ? 1 : 0);
+    h5_write_attr<int64_t>(g, "prompt_index", H5T_NATIVE_INT64, index);
+    h5_write_attr<int32_t>(g, "num_tokens", H5T_NATIVE_INT32, t.num_tokens);
+    h5_write_attr<int32_t>(g, "stopped", H5T_NATIVE_INT32, t.stopped ? 1 : 0);
   }
   CLLM_H5(H5Lmove(file_->id, kTempName, file_->id, sample_name("samples", index).c_str(), H5P_DEFAULT, H5P_DEFAULT));
   CLLM_H5(H5Fflush(file_->id, H5F_SCOPE_GLOBAL));
@@ -259,7 +196,7 @@ void TrajectoryWriter::write(int64_t index, const Trajectory& t) {
 void TrajectoryWriter::write_dropped(int64_t index, const std::vector<int32_t>& prompt) {
   CLLM_CHECK(!done_.count(index), path_ << ": prompt " << index << " is already in the file");
   {
-    Handle g(CLLM_H5(H5Gcreate2(file_->id, kTempName, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
+    H5Handle g(CLLM_H5(H5Gcreate2(file_->id, kTempName, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
     write_ints(g, "prompt", prompt, 0);
   }
   CLLM_H5(H5Lmove(file_->id, kTempName, file_->id, sample_name("dropped", index).c_str(), H5P_DEFAULT, H5P_DEFAULT));
@@ -287,8 +224,8 @@ std::vector<int64_t> TrajectoryReader::dropped() const { return list_indices(fil
 Trajectory TrajectoryReader::read(int64_t index) const {
   const std::string name = sample_name("samples", index);
   const std::string where = path_ + ":" + name;
-  CLLM_CHECK(link_exists(file_->id, name), path_ << ": no sample for prompt " << index);
-  Handle g(CLLM_H5(H5Gopen2(file_->id, name.c_str(), H5P_DEFAULT)), H5Gclose);
+  CLLM_CHECK(h5_link_exists(file_->id, name), path_ << ": no sample for prompt " << index);
+  H5Handle g(CLLM_H5(H5Gopen2(file_->id, name.c_str(), H5P_DEFAULT)), H5Gclose);
   const hsize_t n = static_cast<hsize_t>(info_.block);
   Trajectory t;
   t.block = info_.block;
@@ -298,9 +235,9 @@ Trajectory TrajectoryReader::read(int64_t index) const {
   t.iterations = read_ints(g, "iterations", 0, where);
   t.augmented = read_ints(g, "augmented", n, where);
   t.augmented_block = read_ints(g, "augmented_block", 0, where);
-  t.num_tokens = read_attr<int32_t>(g, "num_tokens", H5T_NATIVE_INT32, where);
-  t.stopped = read_attr<int32_t>(g, "stopped", H5T_NATIVE_INT32, where) != 0;
-  CLLM_CHECK(read_attr<int64_t>(g, "prompt_index", H5T_NATIVE_INT64, where) == index,
+  t.num_tokens = h5_read_attr<int32_t>(g, "num_tokens", H5T_NATIVE_INT32, where);
+  t.stopped = h5_read_attr<int32_t>(g, "stopped", H5T_NATIVE_INT32, where) != 0;
+  CLLM_CHECK(h5_read_attr<int64_t>(g, "prompt_index", H5T_NATIVE_INT64, where) == index,
              where << ": attribute prompt_index does not match the group name");
   CLLM_CHECK(static_cast<size_t>(t.num_blocks()) * n == t.fixed_points.size(),
              where << ": " << t.num_blocks() << " iterations entries but " << t.fixed_points.size() / n

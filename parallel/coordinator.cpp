@@ -11,7 +11,7 @@ namespace {
 // What every rank runs next; broadcast by rank 0. For a forward, n token ids follow in a
 // second broadcast.
 struct StepPlan {
-  enum Kind : int32_t { kForward = 0, kReset = 1, kStop = 2 };
+  enum Kind : int32_t { kForward = 0, kReset = 1, kStop = 2, kIdle = 3 };
   int64_t step;         // counts plans from 1, so that a rank that missed one notices
   int32_t kind;
   int32_t n;            // forward: tokens; reset: KV rows
@@ -92,6 +92,12 @@ void CoordinatorModel::stop() {
   stopped_ = true;
 }
 
+void CoordinatorModel::keepalive() {
+  CLLM_CHECK(!stopped_, "keepalive after the workers were stopped");
+  StepPlan p{++step_, StepPlan::kIdle, 0, 0, 0};
+  comm_.broadcast(&p, sizeof p, 0, {"step plan"});
+}
+
 void worker_loop(Model& local, Comm& comm) {
   CLLM_CHECK(comm.rank() != 0, "worker_loop runs on ranks other than 0");
   std::vector<int32_t> tokens, out;
@@ -109,6 +115,8 @@ void worker_loop(Model& local, Comm& comm) {
         return;
       case StepPlan::kReset:
         local.reset(p.n);
+        break;
+      case StepPlan::kIdle:
         break;
       case StepPlan::kForward:
         tokens.resize(p.n);

@@ -26,6 +26,9 @@ class CoordinatorModel final : public Model {
   double step_bytes(int context) const override { return local_.step_bytes(context); }
   // Ends worker_loop on every worker. Call once, after the last forward.
   void stop();
+  // A plan that runs nothing: an idle server sends one more often than the comm deadline, since
+  // workers apply the deadline while they wait for the next plan.
+  void keepalive();
 
  private:
   Model& local_;

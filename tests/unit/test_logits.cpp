@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -79,6 +81,16 @@ void check_fixture(const std::string& fixture, const std::string& model_path, do
 }
 
 TEST(LogitsVsTransformers, SmolLM2Gguf) { check_fixture("smollm2_q4_1.json", test::smollm2_path(), 2e-3); }
+
+// The "SmolLM2 converted to safetensors": `cllm convert` writes an HF directory
+// (dequantized F32 safetensors + config.json + tokenizer.json) that must give the same logits.
+TEST(LogitsVsTransformers, SmolLM2ConvertedToSafetensors) {
+  const std::filesystem::path out = test::temp_dir("smollm2_hf");
+  const std::string cmd = std::string(CLLM_BINARY_DIR) + "/cllm convert --model " + test::smollm2_path() +
+                          " --out " + (out / "hf").string() + " > " + (out / "convert.log").string() + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  check_fixture("smollm2_q4_1.json", (out / "hf").string(), 2e-3);
+}
 
 TEST(LogitsVsTransformers, TinyRandomGqaLlama3Rope) {
   check_fixture("tiny_random_seed1.json", test::random_model_dir("tiny", 1), 1e-4);

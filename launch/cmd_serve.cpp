@@ -1,0 +1,183 @@
+// cllm serve: the OpenAI-compatible HTTP API (launch/openai_*.h) on rank 0, over the whole model
+// or, under mpirun, over the tensor-parallel group (the other ranks run worker_loop).
+// Threads on rank 0: the main thread loads the model and then runs the engine loop (it owns MPI:
+// MPI_THREAD_FUNNELED); the HTTP server accepts and serves connections on its own threads from
+// the start, so /health answers 503 while the weights load; a signal thread turns SIGTERM/SIGINT
+// into a drain: no new requests, in-flight ones finish within --grace seconds (the rest are
+// cancelled), then every rank exits 0.
+#include <pthread.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "kernels/check.h"
+#include "launch/cli_common.h"
+#include "launch/commands.h"
+#include "launch/http_server.h"
+#include "launch/openai_engine.h"
+#include "launch/openai_routes.h"
+#include "parallel/coordinator.h"
+#include "runtime/chat_template.h"
+
+namespace cllm::cli {
+namespace {
+
+struct Flags {
+  std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding";
+  int port = 8000, max_batch = 8, max_queue = 64, block = 16, max_context = 2048, threads = 0;
+  int default_chat_max_tokens = 256;
+  size_t max_body = 1 << 20;
+  double grace_s = 30, deadline_s = 60;
+};
+
+// Turns the first SIGTERM/SIGINT into a call of `on_signal` (set once the engine exists; a signal
+// that arrives while loading is remembered). The signals are blocked in every thread, so only
+// sigwait sees them.
+class SignalWatch {
+ public:
+  SignalWatch() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  void start() {
+    std::thread([this] {
+      int sig = 0;
+      sigwait(&set_, &sig);
+      std::fprintf(stderr, "cllm serve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      std::lock_guard<std::mutex> lock(mu_);
+      fired_ = true;
+      if (action_) action_();
+    }).detach();
+  }
+  // Runs action now if a signal came already, else when one comes.
+  void on_signal(std::function<void()> action) {
+    std::lock_guard<std::mutex> lock(mu_);
+    action_ = std::move(action);
+    if (fired_) action_();
+  }
+  bool fired() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fired_;
+  }
+
+ private:
+  sigset_t set_;
+  std::mutex mu_;
+  bool fired_ = false;
+  std::function<void()> action_;
+};
+
+int serve_on_rank(int argc, char** argv, Comm& comm) {
+  po::options_description opts("cllm serve");
+  Flags f;
+  opts.add_options()
+      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
+      ("host", po::value(&f.host)->default_value("127.0.0.1"), "address to listen on (loopback by default)")
+      ("port", po::value(&f.port)->default_value(8000), "TCP port (0: any free port, printed at start)")
+      ("api-key", po::value(&f.api_key), "require 'Authorization: Bearer KEY' on /v1/* (default: no auth)")
+      ("model-name", po::value(&f.model_name), "name in /v1/models and requests (default: the model file's stem)")
+      ("max-batch", po::value(&f.max_batch)->default_value(8), "KV slots: sequences decoded concurrently")
+      ("max-queue", po::value(&f.max_queue)->default_value(64), "requests that may wait for a slot; more get 429")
+      ("max-context", po::value(&f.max_context)->default_value(2048), "KV rows per slot: prompt + max_tokens + block")
+      ("block", po::value(&f.block)->default_value(16), "default Jacobi block size (1..64; requests: cllm_block)")
+      ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
+      ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
+                                                     "instead of the checkpoint's")
+      ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
+       "max_tokens of a chat request that gives none")
+      ("max-body", po::value(&f.max_body)->default_value(f.max_body), "largest request body in bytes (413 above)")
+      ("grace", po::value(&f.grace_s)->default_value(30.0), "seconds in-flight requests may finish after SIGTERM")
+      ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
+      ("threads", po::value(&f.threads)->default_value(0), "CPU threads (0: all cores, shared among a node's ranks)");
+  add_comm_flags(opts, f.deadline_s);
+  po::variables_map vm;
+  if (!parse_flags(argc, argv,
+                   "[mpirun -np N] cllm serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
+                   "[--max-batch N] [--max-queue N] [--block N] [--chat-template FAMILY]",
+                   opts, vm))
+    return 0;
+  CLLM_CHECK(f.block >= 1 && f.block <= Scheduler::kChunk, "--block must be in 1..64, got " << f.block);
+  CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
+  comm.set_deadline_seconds(f.deadline_s);
+  set_cpu_threads(f.threads, comm);
+  // Every rank blocks the signals: workers follow rank 0's stop plan instead of dying under it.
+  SignalWatch signals;
+  std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill
+
+  if (comm.rank() != 0) {
+    LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+    worker_loop(*m.model, comm);
+    return 0;
+  }
+
+  // Rank 0: refuse bad settings before listening or loading.
+  openai::RouteConfig rc;
+  rc.model_name = vm.count("model-name") ? f.model_name : std::filesystem::path(f.model_path).stem().string();
+  rc.api_key = f.api_key;
+  rc.max_context = f.max_context;
+  rc.default_chat_max_tokens = f.default_chat_max_tokens;
+  rc.jacobi.block = f.block;
+  rc.jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
+  if (vm.count("chat-template")) rc.chat_family = chat_template_family(f.chat_template);
+  http::Metrics metrics;
+  openai::Routes routes(rc, metrics);
+  http::Server server({f.host, f.port, f.max_body, 512},
+                      [&](const http::Request& q, http::Responder& r) { routes.handle(q, r); });
+  server.start();
+  signals.start();
+  // The pid: under mpirun, SIGTERM goes to this process (mpirun itself kills the job on SIGTERM).
+  std::fprintf(stderr, "cllm serve: pid %d listening on http://%s:%d (loading the model)\n", static_cast<int>(getpid()),
+               f.host.c_str(), server.port());
+
+  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+  const TokenizerSpec& ts = m.checkpoint->tokenizer();
+  if (rc.chat_family.empty() && !ts.chat_template.empty()) {
+    try {
+      rc.chat_family = chat_template_family(ts.chat_template);
+    } catch (const Error& e) {
+      CLLM_FAIL("the checkpoint's chat template is not supported (" << e.what()
+                                                                   << "); start with --chat-template FAMILY");
+    }
+  }
+  rc.add_bos = ts.add_bos;
+  rc.eos_ids = m.model->config().eos_token_ids;
+  rc.max_context = std::min(f.max_context, m.model->config().max_position_embeddings);
+
+  std::unique_ptr<CoordinatorModel> group;
+  if (comm.size() > 1) group = std::make_unique<CoordinatorModel>(*m.model, comm);
+  Model& model = group ? static_cast<Model&>(*group) : *m.model;
+  openai::EngineOptions eo;
+  eo.limits = {f.max_batch, f.max_queue, rc.max_context};
+  eo.keepalive_s = comm.size() > 1 ? f.deadline_s / 4 : 0;
+  openai::Engine engine(model, *m.tokenizer, eo, metrics, [&] {
+    if (group) group->keepalive();
+  });
+  routes.set_ready(rc, &engine, m.tokenizer.get());
+  std::fprintf(stderr, "cllm serve: ready: model '%s', %d slots x %d positions, queue %d, chat template '%s'\n",
+               rc.model_name.c_str(), f.max_batch, rc.max_context, f.max_queue, rc.chat_family.c_str());
+  signals.on_signal([&] {
+    engine.drain(f.grace_s);
+    server.stop();
+  });
+  engine.run();
+  server.stop();
+  server.join();
+  if (group) group->stop();
+  std::fprintf(stderr, "cllm serve: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+int serve_main(int argc, char** argv) {
+  const std::unique_ptr<Comm> comm = init_comm_from_environment();
+  return run_on_all_ranks(*comm, [&] { return serve_on_rank(argc, argv, *comm); });
+}
+
+}  // namespace cllm::cli

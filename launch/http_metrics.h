@@ -1,0 +1,53 @@
+// Server metrics in the Prometheus text format (GET /metrics). Thread safe: HTTP threads count
+// requests by status, the engine thread records tokens, iterations and latencies.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace cllm::http {
+
+// A cumulative histogram: bucket upper bounds (le), counts, sum.
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1) {}
+  void observe(double v);
+  void render(std::string& out, const std::string& name, const std::string& help) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;  // per bucket, the last one is +Inf
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+struct Gauges {
+  int queue_depth = 0;     // requests waiting for a slot
+  int batch_size = 0;      // sequences advanced by the last step
+  int64_t kv_rows = 0;     // committed tokens of the active sequences
+  int64_t kv_budget = 0;   // slots x context
+};
+
+class Metrics {
+ public:
+  Metrics();
+  void count_request(const std::string& endpoint, int status);
+  void add_tokens(int prompt, int generated);
+  // One iteration of one sequence that made `tokens` tokens final.
+  void observe_iteration(int tokens);
+  void observe_ttft(double seconds);
+  void observe_inter_token(double seconds);
+  void set_gauges(const Gauges& g);
+  std::string render() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_;
+  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, iterations_ = 0;
+  Histogram tokens_per_iteration_, ttft_, inter_token_;
+  Gauges gauges_;
+};
+
+}  // namespace cllm::http

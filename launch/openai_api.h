@@ -1,0 +1,66 @@
+// The OpenAI request and response formats that `cllm serve` speaks: parsing and validation of
+// /v1/completions and /v1/chat/completions bodies, and the JSON it answers with.
+//
+// Field policy: known fields are validated (wrong type or range: 400). Fields that only carry
+// client bookkeeping (user, metadata, store, service_tier) are ignored. Fields that would change
+// the output in ways cllm does not implement (n > 1, penalties, logprobs, logit_bias, tools, ...)
+// are accepted only at their neutral value; any other field is refused with 400, so a client
+// never silently gets something other than what it asked for.
+//
+// Decoding: temperature 0 (the default here, unlike OpenAI's 1) is greedy and decoded with
+// Jacobi iterations; temperature > 0 samples one token per iteration (AR) with top_p, seeded
+// by `seed` (0 when absent, so a request is reproducible). Extensions: cllm_decode "jacobi"
+// (greedy only) or "ar" (greedy AR at temperature 0), cllm_block (Jacobi block, 1..64).
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/chat_template.h"
+
+namespace cllm::openai {
+
+// A request refused before it reaches the engine.
+struct ApiError : std::runtime_error {
+  ApiError(int status, const std::string& message, std::string param = "", std::string code = "")
+      : std::runtime_error(message), status(status), param(std::move(param)), code(std::move(code)) {}
+  int status;
+  std::string param;
+  std::string code;  // OpenAI's error code, e.g. context_length_exceeded
+};
+
+struct ApiRequest {
+  bool chat = false;
+  std::string model;
+  std::string prompt;                   // completions: text ("" when prompt_ids is used)
+  std::vector<int32_t> prompt_ids;      // completions: a prompt given as token ids
+  std::vector<ChatMessage> messages;    // chat
+  int max_tokens = 0;                   // 0: not given
+  std::vector<std::string> stop;
+  double temperature = 0;
+  double top_p = 1;
+  uint64_t seed = 0;
+  bool stream = false;
+  bool include_usage = false;           // stream_options.include_usage
+  std::string decode;                   // "jacobi", "ar" or "" (by temperature)
+  int block = 0;                        // 0: the server's --block
+};
+
+// Throws ApiError (400) naming the field at fault.
+ApiRequest parse_request(const std::string& body, bool chat);
+
+struct Usage {
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  int iterations = 0;  // forward iterations of the request, the prefill included
+};
+
+// Whole responses and SSE chunks ("data: {...}\n\n"); `created` is Unix seconds.
+std::string completion_json(const ApiRequest& r, const std::string& id, int64_t created, const std::string& text,
+                            const std::string& finish_reason, const Usage& u);
+std::string chunk_event(const ApiRequest& r, const std::string& id, int64_t created, const std::string& text,
+                        const std::string& finish_reason, const Usage* usage, bool first);
+std::string usage_event(const ApiRequest& r, const std::string& id, int64_t created, const Usage& u);
+
+}  // namespace cllm::openai

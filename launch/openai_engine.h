@@ -1,0 +1,97 @@
+// The bridge between HTTP threads and the decoding loop. The engine loop runs on the thread that
+// owns MPI (MPI_THREAD_FUNNELED: only it may call the coordinator), HTTP handlers run on their
+// own threads; they meet in a Stream per request. Between iterations the loop takes new
+// requests and cancellations, detokenizes each sequence's new tokens, applies stop strings, and
+// publishes the text to its Stream.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "launch/http_metrics.h"
+#include "runtime/scheduler.h"
+#include "runtime/tokenizer.h"
+
+namespace cllm::openai {
+
+using Clock = std::chrono::steady_clock;
+
+// One request's output, written by the engine thread and read by its HTTP thread.
+class Stream {
+ public:
+  struct Update {
+    std::string text;           // new text since the last take()
+    bool done = false;
+    std::string finish_reason;  // "stop", "length"; "cancelled" when the server gave up on it
+    int completion_tokens = 0;
+    int iterations = 0;
+  };
+  // Waits up to `timeout` for new text or the end; returns what there is.
+  Update take(std::chrono::milliseconds timeout);
+
+ private:
+  friend class Engine;
+  void publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations);
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Update pending_;
+  bool finished_ = false;
+};
+
+struct EngineOptions {
+  SchedulerLimits limits;
+  double keepalive_s = 10;  // an idle engine calls keepalive this often (0: never)
+};
+
+class Engine {
+ public:
+  // keepalive: sent when idle (CoordinatorModel::keepalive under mpirun), may be empty.
+  Engine(Model& model, const Tokenizer& tok, const EngineOptions& opts, http::Metrics& metrics,
+         std::function<void()> keepalive);
+  ~Engine();
+
+  enum class Admission { Accepted, QueueFull, Draining };
+  // Any thread. "" or why spec can never run (then the caller answers 400).
+  std::string check(const SequenceSpec& spec) const { return sched_.check(spec); }
+  // Any thread. On Accepted, *out is the request's stream.
+  Admission submit(SequenceSpec spec, std::vector<std::string> stop, std::shared_ptr<Stream>* out);
+  // Any thread: the client left; the sequence leaves at the next step boundary.
+  void cancel(const std::shared_ptr<Stream>& s);
+  // Any thread: refuse new requests; in-flight ones may finish until grace_s has passed, then the
+  // rest are cancelled and run() returns.
+  void drain(double grace_s);
+  bool draining() const;
+
+  // The MPI thread: decodes until drain() and the last request is gone.
+  void run();
+
+ private:
+  struct Live;
+  bool on_event(const SequenceEvent& ev);
+  void finish(Live& l, const std::string& reason);
+
+  Model& model_;
+  const Tokenizer& tok_;
+  EngineOptions opts_;
+  http::Metrics& metrics_;
+  std::function<void()> keepalive_;
+  Scheduler sched_;  // touched only by run() (check() reads constant limits)
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::pair<std::unique_ptr<Live>, SequenceSpec>> inbox_;
+  std::vector<std::shared_ptr<Stream>> cancel_streams_;
+  int in_system_ = 0;  // admitted and not yet finished: the admission count
+  uint64_t next_id_ = 1;
+  bool draining_ = false;
+  Clock::time_point drain_deadline_;
+  std::vector<std::unique_ptr<Live>> live_;  // run()'s thread only
+};
+
+}  // namespace cllm::openai

@@ -1,0 +1,57 @@
+// The routes of `cllm serve`: /v1/completions, /v1/chat/completions (JSON or SSE), /v1/models,
+// /health and /metrics, with the API key check. Turns validated requests into scheduler specs
+// and waits on their streams, cancelling a request whose client has gone.
+#pragma once
+#include <atomic>
+#include <string>
+
+#include "launch/http_metrics.h"
+#include "launch/http_server.h"
+#include "launch/openai_engine.h"
+#include "runtime/decoding.h"
+#include "runtime/tokenizer.h"
+
+namespace cllm::openai {
+
+struct RouteConfig {
+  std::string model_name;      // what /v1/models lists and requests may name
+  std::string api_key;         // "" : no auth
+  std::string chat_family;     // "" : the model has no chat template (chat answers 400)
+  bool add_bos = false;
+  std::vector<int32_t> eos_ids;
+  JacobiOptions jacobi;        // server defaults (block, window, init)
+  int max_context = 0;         // KV rows of one slot
+  int default_chat_max_tokens = 256;
+};
+
+class Routes {
+ public:
+  Routes(RouteConfig cfg, http::Metrics& metrics) : cfg_(std::move(cfg)), metrics_(metrics) {}
+  // Once the model is loaded: from then on /health is 200 and generation is served. `loaded`
+  // brings what the checkpoint decides (chat family, BOS, EOS ids, context); those fields are
+  // read only by generation, which starts after the engine pointer is published.
+  void set_ready(const RouteConfig& loaded, Engine* engine, const Tokenizer* tok) {
+    cfg_.chat_family = loaded.chat_family;
+    cfg_.add_bos = loaded.add_bos;
+    cfg_.eos_ids = loaded.eos_ids;
+    cfg_.max_context = loaded.max_context;
+    tok_ = tok;
+    engine_.store(engine);
+  }
+  void handle(const http::Request& req, http::Responder& res);
+
+ private:
+  void generate(const http::Request& req, http::Responder& res, bool chat, const std::string& endpoint);
+  void reply(http::Responder& res, const std::string& endpoint, int status, const std::string& body,
+             const http::Headers& extra = {});
+  void error(http::Responder& res, const std::string& endpoint, int status, const std::string& message,
+             const std::string& type, const std::string& code = "");
+
+  RouteConfig cfg_;
+  http::Metrics& metrics_;
+  std::atomic<Engine*> engine_{nullptr};
+  const Tokenizer* tok_ = nullptr;
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace cllm::openai

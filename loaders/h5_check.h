@@ -1,0 +1,127 @@
+// The HDF5 pieces every HDF5 user in loaders/ shares (trajectories, the cllm checkpoint): the
+// CLLM_H5 check macro, an owning id handle, and scalar/string attribute helpers. Internal to
+// loaders/ (not part of its interface). HDF5 C API 1.10+.
+#pragma once
+#include <hdf5.h>
+
+#include <string>
+
+#include "kernels/check.h"
+
+namespace cllm::detail {
+
+// The messages of HDF5's current error stack, innermost last: " (HDF5: a; b; c)", or "" when empty.
+// Call it right after the failing call: the next HDF5 API call clears the stack.
+inline std::string h5_error_text() {
+  std::string text;
+  const auto walk = [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
+    auto& s = *static_cast<std::string*>(out);
+    const std::string d = e->desc ? e->desc : "";
+    const bool repeat = s.size() >= d.size() && s.compare(s.size() - d.size(), d.size(), d) == 0;
+    if (!d.empty() && !repeat) s += (s.empty() ? "" : "; ") + d;
+    return 0;
+  };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &text);
+  return text.empty() ? "" : " (HDF5: " + text + ")";
+}
+
+// While alive, HDF5 does not print its error stack to stderr; failures still throw through
+// CLLM_H5 with the stack's messages in the text.
+class H5QuietErrors {
+ public:
+  H5QuietErrors() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~H5QuietErrors() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  H5QuietErrors(const H5QuietErrors&) = delete;
+  H5QuietErrors& operator=(const H5QuietErrors&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+}  // namespace cllm::detail
+
+// CLLM_H5(call): throws with the call text and HDF5's messages when a call returns a negative
+// id/status; otherwise yields the call's value.
+#define CLLM_H5(call)                                                                               \
+  ([&] {                                                                                            \
+    const auto cllm_h5_r_ = (call);                                                                 \
+    CLLM_CHECK(cllm_h5_r_ >= 0, "HDF5 call failed: " << #call << ::cllm::detail::h5_error_text()); \
+    return cllm_h5_r_;                                                                              \
+  }())
+
+namespace cllm::detail {
+
+// Owns one HDF5 id and closes it with the matching H5?close.
+class H5Handle {
+ public:
+  H5Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~H5Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  H5Handle(const H5Handle&) = delete;
+  H5Handle& operator=(const H5Handle&) = delete;
+  operator hid_t() const { return id_; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+inline bool h5_link_exists(hid_t loc, const std::string& name) {
+  htri_t r = 0;
+  H5E_BEGIN_TRY { r = H5Lexists(loc, name.c_str(), H5P_DEFAULT); }
+  H5E_END_TRY;
+  return r > 0;
+}
+
+template <typename T>
+void h5_write_attr(hid_t obj, const char* name, hid_t type, T value) {
+  H5Handle space(CLLM_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  H5Handle attr(CLLM_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+  CLLM_H5(H5Awrite(attr, type, &value));
+}
+
+// A variable-length UTF-8 string attribute (h5py reads it as str).
+inline void h5_write_string_attr(hid_t obj, const char* name, const std::string& value) {
+  H5Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
+  CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
+  CLLM_H5(H5Tset_cset(type, H5T_CSET_UTF8));
+  H5Handle space(CLLM_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  H5Handle attr(CLLM_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+  const char* p = value.c_str();
+  CLLM_H5(H5Awrite(attr, type, &p));
+}
+
+// A scalar attribute converted to `type`; `where` names the file/object in messages.
+template <typename T>
+T h5_read_attr(hid_t obj, const char* name, hid_t type, const std::string& where) {
+  CLLM_CHECK(H5Aexists(obj, name) > 0, where << ": missing attribute '" << name << "'");
+  H5Handle attr(CLLM_H5(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  H5Handle space(CLLM_H5(H5Aget_space(attr)), H5Sclose);
+  CLLM_CHECK(H5Sget_simple_extent_npoints(space) == 1, where << ": attribute '" << name << "' is not a scalar");
+  T value{};
+  CLLM_H5(H5Aread(attr, type, &value));
+  return value;
+}
+
+inline std::string h5_read_string_attr(hid_t obj, const char* name, const std::string& where) {
+  CLLM_CHECK(H5Aexists(obj, name) > 0, where << ": missing attribute '" << name << "'");
+  H5Handle attr(CLLM_H5(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  H5Handle ftype(CLLM_H5(H5Aget_type(attr)), H5Tclose);
+  CLLM_CHECK(H5Tget_class(ftype) == H5T_STRING && H5Tis_variable_str(ftype) > 0,
+             where << ": attribute '" << name << "' is not a variable-length string");
+  H5Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
+  CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
+  CLLM_H5(H5Tset_cset(type, H5T_CSET_UTF8));
+  char* p = nullptr;
+  CLLM_H5(H5Aread(attr, type, &p));
+  std::string s = p ? p : "";
+  H5free_memory(p);
+  return s;
+}
+
+}  // namespace cllm::detail
