@@ -35,20 +35,28 @@ struct Flags {
 };
 
 // Turns the first SIGTERM/SIGINT into a call of `on_signal` (set once the engine exists; a signal
-// that arrives while loading is remembered). The signals are blocked in every thread, so only
-// sigwait sees them.
+// that arrives while loading is remembered). A process-wide handler writes to a pipe that a
+// watcher thread reads: masking the signals would not cover threads that libraries (OpenBLAS,
+// MPI) started before us, and any such thread could take the signal's default action.
+int g_signal_pipe[2] = {-1, -1};
+extern "C" void on_stop_signal(int sig) {
+  const char c = static_cast<char>(sig);
+  [[maybe_unused]] const ssize_t n = write(g_signal_pipe[1], &c, 1);
+}
+
 class SignalWatch {
  public:
-  SignalWatch() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGTERM);
-    sigaddset(&set_, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-  }
   void start() {
+    CLLM_CHECK(pipe(g_signal_pipe) == 0, "pipe() failed");
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
     std::thread([this] {
-      int sig = 0;
-      sigwait(&set_, &sig);
+      char sig = 0;
+      while (read(g_signal_pipe[0], &sig, 1) != 1) {
+      }
       std::fprintf(stderr, "cllm serve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       std::lock_guard<std::mutex> lock(mu_);
       fired_ = true;
@@ -61,13 +69,8 @@ class SignalWatch {
     action_ = std::move(action);
     if (fired_) action_();
   }
-  bool fired() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return fired_;
-  }
 
  private:
-  sigset_t set_;
   std::mutex mu_;
   bool fired_ = false;
   std::function<void()> action_;
@@ -106,11 +109,12 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   comm.set_deadline_seconds(f.deadline_s);
   set_cpu_threads(f.threads, comm);
-  // Every rank blocks the signals: workers follow rank 0's stop plan instead of dying under it.
-  SignalWatch signals;
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill
 
   if (comm.rank() != 0) {
+    // Workers ignore the signals and follow rank 0's stop plan (or its death, by the deadline).
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
     LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
     worker_loop(*m.model, comm);
     return 0;
@@ -127,6 +131,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   if (vm.count("chat-template")) rc.chat_family = chat_template_family(f.chat_template);
   http::Metrics metrics;
   openai::Routes routes(rc, metrics);
+  SignalWatch signals;
   http::Server server({f.host, f.port, f.max_body, 512},
                       [&](const http::Request& q, http::Responder& r) { routes.handle(q, r); });
   server.start();

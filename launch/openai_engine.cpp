@@ -177,11 +177,12 @@ void Engine::run() {
         finish(*live_.front(), "cancelled");
       }
     if (draining() && live_.empty()) break;
+    int batch = 0;
     if (!sched_.idle()) {
-      const int batch = std::min(sched_.active() + sched_.waiting(), opts_.limits.max_batch);
+      batch = std::min(sched_.active() + sched_.waiting(), opts_.limits.max_batch);
       sched_.step([this](const SequenceEvent& ev) { return on_event(ev); });
-      metrics_.set_gauges({sched_.waiting(), batch, sched_.kv_rows_in_use(), sched_.kv_rows_budget()});
     }
+    metrics_.set_gauges({sched_.waiting(), batch, sched_.kv_rows_in_use(), sched_.kv_rows_budget()});
   }
   metrics_.set_gauges({0, 0, 0, sched_.kv_rows_budget()});
 }

@@ -142,13 +142,18 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat,
   std::string text;
   std::string finish;
   bool first = true;
-  if (r.stream && !res.start_stream("text/event-stream")) return engine.cancel(stream);
+  // A client that leaves cancels its request; counted as 499, nginx's "client closed request".
+  auto client_left = [&] {
+    engine.cancel(stream);
+    metrics_.count_request(endpoint, 499);
+  };
+  if (r.stream && !res.start_stream("text/event-stream")) return client_left();
   for (;;) {
     const Stream::Update u = stream->take(std::chrono::milliseconds(50));
     usage.completion_tokens = u.completion_tokens;
     usage.iterations = u.iterations;
     if (r.stream && (!u.text.empty() || (first && chat))) {
-      if (!res.write_chunk(chunk_event(r, id, created, u.text, "", nullptr, first))) return engine.cancel(stream);
+      if (!res.write_chunk(chunk_event(r, id, created, u.text, "", nullptr, first))) return client_left();
       first = false;
     } else {
       text += u.text;
@@ -164,10 +169,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat,
       finish = u.finish_reason;
       break;
     }
-    if (res.client_gone()) {
-      engine.cancel(stream);
-      return metrics_.count_request(endpoint, 499);  // nginx's "client closed request"
-    }
+    if (res.client_gone()) return client_left();
   }
   if (!r.stream) return reply(res, endpoint, 200, completion_json(r, id, created, text, finish, usage));
   std::string tail = chunk_event(r, id, created, "", finish, &usage, first);

@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-packages=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip
+packages=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip curl
           libopenblas-dev libsentencepiece-dev libhdf5-dev nlohmann-json3-dev libgtest-dev
           libopenmpi-dev openmpi-bin libboost-dev
           python3-torch python3-h5py python3-numpy python3-pytest)

@@ -12,7 +12,8 @@
 //                 Chunked along the tensor-parallel split axis (attribute split_axis): 0 = rows for
 //                 q/k/v/gate/up/embedding/lm_head, 1 = columns for o/down, -1 = one chunk (norms).
 //                 The split dimension holds gcd(tp_chunks, dim) chunks, so every TP that divides that
-//                 count reads whole chunks (tp_chunks 8: TP 1, 2, 4, 8). Fletcher32 on every chunk.
+//                 count reads whole chunks (tp_chunks 8: TP 1, 2, 4, 8); doubled while a chunk would
+//                 pass HDF5's 4 GiB limit. Fletcher32 on every chunk.
 //   /tokenizer    attributes kind ("none" | "sentencepiece_model" | "hf_json" | "gguf_bpe" |
 //                 "gguf_spm"), pre, bos_id, eos_id, add_bos (0/1); datasets (uint8 unless noted,
 //                 chunked with Fletcher32 like the tensors):

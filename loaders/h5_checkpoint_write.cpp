@@ -157,12 +157,13 @@ void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, co
   const std::string tmp = path + ".tmp";
   const ModelConfig& cfg = in.config();
   const std::vector<ExpectedTensor> tensors = expected_tensors(cfg);
+  const auto f32_bytes = [](const ExpectedTensor& e) {
+    double b = 4;
+    for (int64_t s : e.shape) b *= static_cast<double>(s);
+    return b;
+  };
   double total = 0, done = 0;
-  for (const auto& e : tensors) {
-    double numel = 1;
-    for (int64_t s : e.shape) numel *= static_cast<double>(s);
-    total += 4 * numel;
-  }
+  for (const auto& e : tensors) total += f32_bytes(e);
   H5QuietErrors quiet;
   try {
     H5Handle file(CLLM_H5(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
@@ -171,9 +172,7 @@ void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, co
       H5Handle g(CLLM_H5(H5Gcreate2(file, kTensorGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
       for (const auto& e : tensors) {
         write_tensor(g, in, e, opts);
-        double numel = 1;
-        for (int64_t s : e.shape) numel *= static_cast<double>(s);
-        done += 4 * numel;
+        done += f32_bytes(e);
         if (opts.progress) opts.progress(done, total, e.name);
       }
     }

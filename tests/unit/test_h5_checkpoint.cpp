@@ -341,10 +341,9 @@ TEST(H5Checkpoint, SmolLM2RoundTrip) {
   expect_same_tensors(*src, *h5, {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
                                   "model.layers.7.self_attn.k_proj.weight", "model.layers.29.mlp.down_proj.weight",
                                   "model.layers.13.input_layernorm.weight", "model.norm.weight"});
-  const auto tok = make_tokenizer(tb);
-  const std::vector<int32_t> prompt = tok->encode("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", tb.add_bos);
-  EXPECT_EQ(make_tokenizer(ta)->encode("<|im_start|>user\nWhat is 2+2?<|im_end|>\n", ta.add_bos),
-            tok->encode("<|im_start|>user\nWhat is 2+2?<|im_end|>\n", tb.add_bos));
+  const std::string text = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
+  const std::vector<int32_t> prompt = make_tokenizer(tb)->encode(text, tb.add_bos);
+  EXPECT_EQ(make_tokenizer(ta)->encode(text, ta.add_bos), prompt);
   expect_same_model(*src, *h5, prompt, 8);
 }
 

@@ -1,0 +1,170 @@
+# The OpenAI surface: the official client for completions, chat and streaming; curl for raw SSE;
+# stop strings, sampling, extensions, auth, and every bad-input case with its status.
+import json
+import subprocess
+
+import openai
+import pytest
+import requests
+
+
+@pytest.fixture(scope="module")
+def client(base_url, api_key):
+    return openai.OpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, timeout=120)
+
+
+def complete(base_url, auth, **body):
+    r = requests.post(f"{base_url}/v1/completions", json=body, headers=auth, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_health_and_models(base_url, auth, model_name):
+    assert requests.get(f"{base_url}/health", timeout=5).json() == {"status": "ok"}
+    models = requests.get(f"{base_url}/v1/models", headers=auth, timeout=5).json()
+    assert models["object"] == "list" and models["data"][0]["id"] == model_name
+
+
+def test_completion_with_openai_client(client, model_name):
+    r = client.completions.create(model=model_name, prompt="The capital of France is", max_tokens=8)
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 8 and r.usage.prompt_tokens > 0
+    assert "Paris" in r.choices[0].text
+    extra = r.model_extra["cllm"]
+    assert extra["iterations"] >= 1 and extra["tokens_per_iteration"] == pytest.approx(8 / extra["iterations"])
+
+
+def test_chat_stream_equals_chat(client, model_name):
+    msgs = [{"role": "user", "content": "Name a color."}]
+    whole = client.chat.completions.create(model=model_name, messages=msgs, max_tokens=10)
+    assert whole.choices[0].message.role == "assistant"
+    parts, finish = [], None
+    for chunk in client.chat.completions.create(model=model_name, messages=msgs, max_tokens=10, stream=True,
+                                                stream_options={"include_usage": True}):
+        for c in chunk.choices:
+            parts.append(c.delta.content or "")
+            finish = c.finish_reason or finish
+        if chunk.usage:
+            assert chunk.usage.completion_tokens == whole.usage.completion_tokens
+    assert "".join(parts) == whole.choices[0].message.content
+    assert finish == whole.choices[0].finish_reason
+
+
+def test_raw_sse_with_curl(base_url, api_key):
+    out = subprocess.run(
+        ["curl", "-sN", f"{base_url}/v1/completions", "-H", f"Authorization: Bearer {api_key}",
+         "-H", "Content-Type: application/json",
+         "-d", json.dumps({"prompt": "One, two,", "max_tokens": 6, "stream": True})],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    events = [e for e in out.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events), out
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["cllm"]["iterations"] >= 1
+    text = "".join(c["choices"][0]["text"] for c in chunks)
+    assert text == complete(base_url, {"Authorization": f"Bearer {api_key}"}, prompt="One, two,",
+                            max_tokens=6)["choices"][0]["text"]
+
+
+def test_jacobi_equals_greedy_ar(base_url, auth):
+    prompt = "def fibonacci(n):"
+    jac = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_block=8)
+    ar = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_decode="ar")
+    assert jac["choices"][0]["text"] == ar["choices"][0]["text"]
+    assert ar["cllm"]["iterations"] == 12  # prefill + one token per iteration, the first from the prefill
+    assert jac["cllm"]["iterations"] <= ar["cllm"]["iterations"]
+
+
+def test_stop_string_across_tokens(base_url, auth):
+    prompt = "Once upon a time"
+    free = complete(base_url, auth, prompt=prompt, max_tokens=20)["choices"][0]["text"]
+    # The last letter of a word, the space and the next letter: two tokens at least.
+    i = free.index(" ", 5)
+    stop = free[i - 1:i + 2]
+    r = complete(base_url, auth, prompt=prompt, max_tokens=20, stop=[stop, "zzzz-never"])
+    assert r["choices"][0]["finish_reason"] == "stop"
+    assert r["choices"][0]["text"] == free[:free.index(stop)]
+
+
+def test_sampling_is_seeded(base_url, auth):
+    body = dict(prompt="My favourite animal is", max_tokens=16, temperature=1.5, top_p=0.95)
+    a = complete(base_url, auth, seed=1, **body)["choices"][0]["text"]
+    assert complete(base_url, auth, seed=1, **body)["choices"][0]["text"] == a
+    assert complete(base_url, auth, seed=2, **body)["choices"][0]["text"] != a
+
+
+BAD = [
+    ("{bad json", 400),
+    ("[1, 2]", 400),
+    ('{"prompt": 5}', 400),
+    ('{"prompt": ""}', 400),
+    ('{"prompt": "x", "max_tokens": 0}', 400),
+    ('{"prompt": "x", "max_tokens": -3}', 400),
+    ('{"prompt": "x", "max_tokens": 1000000}', 400),
+    ('{"prompt": "x", "max_tokens": "8"}', 400),
+    ('{"prompt": "x", "temperature": "hot"}', 400),
+    ('{"prompt": "x", "temperature": 7}', 400),
+    ('{"prompt": "x", "stop": 3}', 400),
+    ('{"prompt": "x", "stream": "yes"}', 400),
+    ('{"prompt": "x", "n": 2}', 400),
+    ('{"prompt": "x", "frobnicate": 1}', 400),
+    ('{"prompt": "x", "cllm_block": 65}', 400),
+    ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400),
+    ('{"prompt": [999999999]}', 400),
+    ('{"prompt": "x", "model": "no-such-model"}', 404),
+    ('{"prompt": "' + "word " * 3000 + '"}', 400),  # longer than the context
+]
+
+
+@pytest.mark.parametrize("body,status", BAD)
+def test_bad_completion_inputs(base_url, auth, body, status):
+    r = requests.post(f"{base_url}/v1/completions", data=body.encode(), headers=auth, timeout=30)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["message"]
+
+
+def test_ignored_and_neutral_fields(base_url, auth):
+    r = complete(base_url, auth, prompt="Hi", max_tokens=2, user="u1", n=1, presence_penalty=0)
+    assert r["usage"]["completion_tokens"] == 2
+
+
+def test_bad_chat_inputs(base_url, auth):
+    for body in ['{"messages": []}', '{"messages": [{"role": "robot", "content": "x"}]}',
+                 '{"messages": [{"role": "user"}]}', '{"messages": [{"role": "user", "content": 3}]}', '{}']:
+        r = requests.post(f"{base_url}/v1/chat/completions", data=body, headers=auth, timeout=30)
+        assert r.status_code == 400, body
+
+
+def test_invalid_utf8_and_big_body(base_url, auth):
+    r = requests.post(f"{base_url}/v1/completions", data=b'{"prompt": "\xff\xfe"}', headers=auth, timeout=30)
+    assert r.status_code == 400
+    r = requests.post(f"{base_url}/v1/completions", data=b"x" * ((1 << 20) + 1), headers=auth, timeout=30)
+    assert r.status_code == 413
+
+
+def test_routes_and_methods(base_url, auth):
+    assert requests.get(f"{base_url}/v1/nothing", headers=auth, timeout=5).status_code == 404
+    assert requests.get(f"{base_url}/v1/completions", headers=auth, timeout=5).status_code == 405
+    assert requests.delete(f"{base_url}/health", timeout=5).status_code == 405
+
+
+def test_api_key(base_url, model_name):
+    body = {"prompt": "x", "max_tokens": 1}
+    assert requests.post(f"{base_url}/v1/completions", json=body, timeout=10).status_code == 401
+    r = requests.post(f"{base_url}/v1/completions", json=body, headers={"Authorization": "Bearer wrong"}, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base_url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_metrics(base_url, auth):
+    complete(base_url, auth, prompt="Hello", max_tokens=3)
+    text = requests.get(f"{base_url}/metrics", timeout=5).text
+    for name in ["cllm_requests_total{endpoint=\"/v1/completions\",status=\"200\"}", "cllm_prompt_tokens_total",
+                 "cllm_generated_tokens_total", "cllm_jacobi_iterations_total", "cllm_tokens_per_iteration_bucket",
+                 "cllm_time_to_first_token_seconds_bucket", "cllm_inter_token_latency_seconds_bucket",
+                 "cllm_queue_depth", "cllm_batch_size", "cllm_kv_usage_ratio"]:
+        assert name in text, name
+    generated = [l for l in text.splitlines() if l.startswith("cllm_generated_tokens_total ")]
+    assert int(generated[0].split()[1]) >= 3
