@@ -114,12 +114,7 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
 }
 
 void CpuModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) {
-  CLLM_CHECK(n > 0 && pos >= 0, "forward needs n > 0 and pos >= 0, got n=" << n << " pos=" << pos);
-  CLLM_CHECK(pos + n <= capacity_, "forward of " << n << " tokens at position " << pos
-                                                 << " exceeds the KV capacity " << capacity_);
-  for (int i = 0; i < n; ++i)
-    CLLM_CHECK(tokens[i] >= 0 && tokens[i] < cfg_.vocab_size,
-               "token id " << tokens[i] << " outside the vocabulary [0, " << cfg_.vocab_size << ")");
+  check_forward_args(cfg_, tokens, n, pos, capacity_);
   grow_scratch(n);
   const int d = cfg_.hidden_size, hd = cfg_.head_dim;
   const size_t kv_off = static_cast<size_t>(pos) * kvd_;  // this block's first cache row

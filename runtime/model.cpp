@@ -5,6 +5,15 @@
 
 namespace cllm {
 
+void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, int pos, int capacity) {
+  CLLM_CHECK(n > 0 && pos >= 0, "forward needs n > 0 and pos >= 0, got n=" << n << " pos=" << pos);
+  CLLM_CHECK(pos + n <= capacity, "forward of " << n << " tokens at position " << pos
+                                                << " exceeds the KV capacity " << capacity);
+  for (int i = 0; i < n; ++i)
+    CLLM_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size,
+               "token id " << tokens[i] << " outside the vocabulary [0, " << cfg.vocab_size << ")");
+}
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::Cpu;
   if (name == "cuda") return Device::Cuda;

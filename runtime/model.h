@@ -34,6 +34,10 @@ class Model : public BlockPredictor {
   virtual double step_bytes(int context) const = 0;
 };
 
+// Shared argument checks of Model::forward implementations: n > 0, pos >= 0, the block fits the
+// KV capacity, every token id is inside the vocabulary. Throws naming the bad value.
+void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, int pos, int capacity);
+
 // Called while weights load: (bytes done, bytes total, current tensor name).
 using LoadProgress = std::function<void(double, double, const std::string&)>;
 

@@ -120,12 +120,7 @@ CudaModel::BlockPlans& CudaModel::plans_for(int n) {
 }
 
 void CudaModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) {
-  CLLM_CHECK(n > 0 && pos >= 0, "forward needs n > 0 and pos >= 0, got n=" << n << " pos=" << pos);
-  CLLM_CHECK(pos + n <= capacity_, "forward of " << n << " tokens at position " << pos
-                                                 << " exceeds the KV capacity " << capacity_);
-  for (int i = 0; i < n; ++i)
-    CLLM_CHECK(tokens[i] >= 0 && tokens[i] < cfg_.vocab_size,
-               "token id " << tokens[i] << " outside the vocabulary [0, " << cfg_.vocab_size << ")");
+  check_forward_args(cfg_, tokens, n, pos, capacity_);
   for (int done = 0; done < n;) {
     const int m = next_block(n - done);
     run_block(tokens + done, m, pos + done, out_ids + done,
