@@ -70,36 +70,41 @@ fi
 
 # 4. Evaluation: the same prompts through base and CLLM, AR and Jacobi each.
 step "evaluate"
-eval_file="$work/eval_prompts.txt"
-"$python" - "${eval_prompts:-$prompts}" "$eval_n" > "$eval_file" <<'PY'
-import json, sys
-path, n = sys.argv[1], int(sys.argv[2])
-out = []
+eval_dir="$work/eval_prompts"
+rm -rf "$eval_dir" && mkdir -p "$eval_dir"
+# One file per prompt, so multi-line prompts (code) reach cllm generate unchanged.
+"$python" - "${eval_prompts:-$prompts}" "$eval_n" "$eval_dir" <<'PY'
+import json, os, sys
+path, n, out_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+prompts = []
 for line in open(path, encoding="utf-8"):
-    line = line.strip()
-    if not line:
+    line = line.rstrip("\n")
+    if not line.strip():
         continue
     if line.startswith("{"):
         obj = json.loads(line)
-        if "prompt" not in obj:
-            continue  # multi-message prompts: cllm generate takes one user message
-        line = obj["prompt"].replace("\n", " ")
-    out.append(line)
-print("\n".join(out[:n]))
+        if "prompt" in obj:
+            line = obj["prompt"]
+        else:  # {"messages": [...]}: the last user message (cllm generate --chat wraps it)
+            line = [m["content"] for m in obj["messages"] if m["role"] == "user"][-1]
+    prompts.append(line)
+for i, p in enumerate(prompts[:n]):
+    with open(os.path.join(out_dir, f"{i:04d}.txt"), "w", encoding="utf-8") as f:
+        f.write(p)
 PY
 printf 'model\tprompt\tjacobi_tokens_per_iteration\tdecode_speedup\n' > "$work/eval.tsv"
 for name in base cllm; do
   dir="$base"; [[ "$name" == cllm ]] && dir="$work/cllm"
   i=0
-  while IFS= read -r p; do
-    out="$("$cllm" generate --model "$dir" --prompt "$p" --decode both --quiet --block "$block" \
+  for prompt_file in "$eval_dir"/*.txt; do
+    out="$("$cllm" generate --model "$dir" --prompt "$(cat "$prompt_file")" --decode both --quiet --block "$block" \
             --max-new-tokens "$eval_tokens" --device "$device" "${chat[@]}")"
     tpi="$(sed -n 's/^\[jacobi\].* \([0-9.]*\) tokens\/iteration.*/\1/p' <<<"$out")"
     speedup="$(sed -n 's/^jacobi vs ar: decode speedup \([0-9.]*\)x.*/\1/p' <<<"$out")"
     [[ -n "$tpi" && -n "$speedup" ]] || { echo "pipeline.sh: cannot parse cllm generate output:" >&2; echo "$out" >&2; exit 1; }
     printf '%s\t%d\t%s\t%s\n' "$name" "$i" "$tpi" "$speedup" >> "$work/eval.tsv"
     i=$((i + 1))
-  done < "$eval_file"
+  done
 done
 awk -F'\t' 'NR > 1 { t[$1] += $3; s[$1] += $4; n[$1]++ }
   END { for (m in n) printf "%s: %.3f Jacobi tokens/iteration, %.2fx decode speedup over AR (mean of %d prompts)\n", m, t[m] / n[m], s[m] / n[m], n[m] }' \
