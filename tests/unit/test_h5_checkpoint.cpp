@@ -14,6 +14,7 @@
 #include "runtime/generate.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+#include "loader_test_util.h"
 #include "test_support.h"
 
 namespace cllm {
@@ -22,16 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using detail::H5Handle;
 
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no cllm::Error thrown (expected one naming " << needles.front() << ")";
-}
+using loader_test::expect_error;
 
 std::vector<float> read_all(const CheckpointReader& r, const std::string& name, const TensorRange& range = {}) {
   const auto s = r.shape(name);

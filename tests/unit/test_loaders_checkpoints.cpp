@@ -1,0 +1,328 @@
+// Loader tests, checkpoints: HF directories and GGUF files opened through open_checkpoint (valid and
+// corrupted, written from code), and the real SmolLM2 GGUF against values from the python `gguf` package.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include "loaders/checkpoint.h"
+#include "loaders/checkpoint_common.h"
+#include "loaders/dequant.h"
+#include "loaders/gguf.h"
+#include "loaders/hf_config.h"
+#include "loaders/safetensors.h"
+
+#include "kernels/check.h"
+#include "loader_test_util.h"
+
+namespace fs = std::filesystem;
+using namespace cllm;
+using namespace cllm::loader_test;
+
+// ---------------------------------------------------------------- HF checkpoint directories
+
+namespace {
+struct TinyModel {
+  ModelConfig cfg;
+  std::map<std::string, std::vector<float>> w;
+  std::map<std::string, std::vector<int64_t>> shape;
+};
+
+TinyModel tiny_model() {
+  TinyModel m;
+  ModelConfig& c = m.cfg;
+  c.vocab_size = 64, c.hidden_size = 16, c.intermediate_size = 32, c.num_layers = 2;
+  c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 4, c.bos_token_id = 1, c.eos_token_ids = {2};
+  size_t seed = 0;
+  for (const auto& e : detail::expected_tensors(c)) {
+    size_t n = 1;
+    for (int64_t d : e.shape) n *= static_cast<size_t>(d);
+    m.w[e.name] = ramp(n, 1.0f / 64, ++seed);
+    m.shape[e.name] = e.shape;
+  }
+  return m;
+}
+
+// config.json + model.safetensors (F32, or BF16 for every other tensor), without `skip`.
+void write_hf(const TinyModel& m, const fs::path& dir, const std::string& skip = "") {
+  write_hf_config(m.cfg, dir.string());
+  std::vector<SafetensorsWriteTensor> ts;
+  for (const auto& [name, v] : m.w)
+    if (name != skip) ts.push_back({name, ts.size() % 2 ? DType::BF16 : DType::F32, m.shape.at(name), v.data()});
+  write_safetensors((dir / "model.safetensors").string(), ts);
+}
+
+void write_tokenizer_json(const fs::path& dir, int n_tokens) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int i = 0; i < n_tokens; ++i) vocab["t" + std::to_string(i)] = i;
+  const nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", vocab}}},
+                             {"added_tokens", {{{"id", 1}, {"content", "<s>"}}, {{"id", 2}, {"content", "</s>"}}}}};
+  write_file(dir / "tokenizer.json", tj.dump());
+}
+}  // namespace
+
+TEST(HfCheckpoint, OpensAndReadsRanges) {
+  const TinyModel m = tiny_model();
+  const fs::path d = temp_dir();
+  write_hf(m, d);
+  write_tokenizer_json(d, 64);
+  write_file(d / "tokenizer_config.json", R"({"add_bos_token": true, "eos_token": {"content": "</s>"},
+      "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]})");
+  const auto r = open_checkpoint(d.string());
+  EXPECT_EQ(r->config().num_kv_heads, 2);
+  EXPECT_EQ(r->tokenizer().kind, TokenizerSpec::Kind::HfJson);
+  EXPECT_EQ(r->tokenizer().eos_id, 2);
+  EXPECT_TRUE(r->tokenizer().add_bos);
+  EXPECT_EQ(r->tokenizer().chat_template, "D");
+  for (const char* name : {"model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight"}) {
+    const auto shape = r->shape(name);
+    const int64_t cols = shape[1];
+    std::vector<float> full(m.w.at(name).size());
+    r->read_f32(name, {}, full.data());
+    EXPECT_EQ(full, m.w.at(name)) << name;  // multiples of 1/64 are exact in bf16
+    std::vector<float> part(3 * 5);
+    r->read_f32(name, {2, 5, 3, 8}, part.data());
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 5; ++j) EXPECT_EQ(part[i * 5 + j], full[(2 + i) * cols + 3 + j]);
+  }
+  float norm[2];
+  r->read_f32("model.norm.weight", {4, 6}, norm);
+  EXPECT_EQ(norm[1], m.w.at("model.norm.weight")[5]);
+  expect_error([&] { r->read_f32("model.norm.weight", {0, 17}, norm); }, {"model.norm.weight", "out of bounds"});
+}
+
+TEST(HfCheckpoint, TiedEmbeddingsNeedNoLmHead) {
+  TinyModel m = tiny_model();
+  m.cfg.tie_word_embeddings = true;
+  m.w.erase("lm_head.weight");
+  const fs::path d = temp_dir();
+  write_hf(m, d);
+  const auto r = open_checkpoint(d.string());
+  EXPECT_TRUE(r->config().tie_word_embeddings);
+  EXPECT_FALSE(r->has_tensor("lm_head.weight"));
+}
+
+TEST(HfCheckpoint, MissingTensor) {
+  const fs::path d = temp_dir();
+  write_hf(tiny_model(), d, "model.layers.1.mlp.up_proj.weight");
+  expect_error([&] { open_checkpoint(d.string()); }, {d.string(), "missing tensor 'model.layers.1.mlp.up_proj.weight'"});
+}
+
+TEST(HfCheckpoint, ShapeDisagreesWithConfig) {
+  const fs::path d = temp_dir();
+  write_hf(tiny_model(), d);
+  nlohmann::json c = nlohmann::json::parse(read_file(d / "config.json"));
+  c["intermediate_size"] = 48;
+  write_file(d / "config.json", c.dump());
+  expect_error([&] { open_checkpoint(d.string()); },
+               {d.string(), "'model.layers.0.mlp.gate_proj.weight'", "[32, 16]", "[48, 16]"});
+}
+
+TEST(HfCheckpoint, VocabSizeMismatch) {
+  const fs::path d = temp_dir();
+  write_hf(tiny_model(), d);
+  write_tokenizer_json(d, 70);
+  expect_error([&] { open_checkpoint(d.string()); }, {d.string(), "vocab size mismatch", "70 tokens", "64 rows"});
+}
+
+TEST(HfCheckpoint, TruncatedSafetensors) {
+  const fs::path d = temp_dir();
+  write_hf(tiny_model(), d);
+  const std::string img = read_file(d / "model.safetensors");
+  write_file(d / "model.safetensors", img.substr(0, img.size() - 10));
+  expect_error([&] { open_checkpoint(d.string()); }, {(d / "model.safetensors").string(), "out of range"});
+}
+
+TEST(HfCheckpoint, ShardedIndex) {
+  const TinyModel m = tiny_model();
+  const fs::path d = temp_dir();
+  write_hf_config(m.cfg, d.string());
+  std::vector<SafetensorsWriteTensor> a, b;
+  nlohmann::json map = nlohmann::json::object();
+  for (const auto& [name, v] : m.w) {
+    const bool first = name.find("layers.1.") == std::string::npos;
+    (first ? a : b).push_back({name, DType::F32, m.shape.at(name), v.data()});
+    map[name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  write_safetensors((d / "model-00001-of-00002.safetensors").string(), a);
+  write_safetensors((d / "model-00002-of-00002.safetensors").string(), b);
+  write_file(d / "model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  std::vector<float> got(m.w.at("model.layers.1.mlp.up_proj.weight").size());
+  open_checkpoint(d.string())->read_f32("model.layers.1.mlp.up_proj.weight", {}, got.data());
+  EXPECT_EQ(got, m.w.at("model.layers.1.mlp.up_proj.weight"));
+
+  map["model.norm.weight"] = "model-00002-of-00002.safetensors";  // wrong shard
+  write_file(d / "model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  expect_error([&] { open_checkpoint(d.string()); }, {"model.safetensors.index.json", "'model.norm.weight'", "not in its shard"});
+  fs::remove(d / "model-00002-of-00002.safetensors");
+  expect_error([&] { open_checkpoint(d.string()); }, {"model.safetensors.index.json", "model-00002-of-00002.safetensors", "does not exist"});
+}
+
+TEST(HfCheckpoint, UnknownFormatListsAccepted) {
+  const fs::path p = temp_dir() / "weights.bin";
+  write_file(p, "x");
+  expect_error([&] { open_checkpoint(p.string()); }, {p.string(), "unrecognised format", ".gguf", "config.json"});
+}
+
+// ---------------------------------------------------------------- GGUF checkpoints
+
+namespace {
+// A tiny llama GGUF holding the TinyModel's weights, q/k permuted as llama.cpp's converter does.
+std::string tiny_gguf(const TinyModel& m, int n_tokens) {
+  const ModelConfig& c = m.cfg;
+  GgufBuilder b;
+  b.str("general.architecture", "llama");
+  b.u32("llama.block_count", c.num_layers);
+  b.u32("llama.embedding_length", c.hidden_size);
+  b.u32("llama.feed_forward_length", c.intermediate_size);
+  b.u32("llama.attention.head_count", c.num_heads);
+  b.u32("llama.attention.head_count_kv", c.num_kv_heads);
+  b.u32("llama.vocab_size", c.vocab_size);
+  b.f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  b.str("tokenizer.ggml.model", "gpt2");
+  std::vector<std::string> toks;
+  for (int i = 0; i < n_tokens; ++i) toks.push_back("t" + std::to_string(i));
+  b.strs("tokenizer.ggml.tokens", toks);
+  b.strs("tokenizer.ggml.merges", {"t 1"});
+  b.u32("tokenizer.ggml.eos_token_id", 2);
+  const auto permute = [&](const std::vector<float>& w, int n_head) {  // HF -> GGUF row order
+    const size_t hd = c.head_dim, in = c.hidden_size;
+    std::vector<float> out(w.size());
+    for (size_t h = 0; h < static_cast<size_t>(n_head); ++h)
+      for (size_t j = 0; j < 2; ++j)
+        for (size_t i = 0; i < hd / 2; ++i)
+          std::memcpy(&out[(h * hd + 2 * i + j) * in], &w[(h * hd + j * hd / 2 + i) * in], in * 4);
+    return out;
+  };
+  const std::map<std::string, std::string> names = {
+      {"input_layernorm", "attn_norm"}, {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"},
+      {"self_attn.v_proj", "attn_v"}, {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+      {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"}, {"mlp.down_proj", "ffn_down"}};
+  for (const auto& [name, v] : m.w) {
+    const auto& s = m.shape.at(name);
+    std::vector<uint64_t> ne(s.rbegin(), s.rend());
+    std::string g = name == "model.embed_tokens.weight" ? "token_embd.weight"
+                    : name == "model.norm.weight"       ? "output_norm.weight"
+                                                        : "output.weight";
+    std::vector<float> data = v;
+    if (name.rfind("model.layers.", 0) == 0) {
+      const size_t dot = name.find('.', 13);
+      const std::string layer = name.substr(13, dot - 13), part = name.substr(dot + 1, name.size() - dot - 8);
+      g = "blk." + layer + "." + names.at(part) + ".weight";
+      if (part == "self_attn.q_proj") data = permute(v, c.num_heads);
+      if (part == "self_attn.k_proj") data = permute(v, c.num_kv_heads);
+    }
+    b.f32_tensor(g, ne, data);
+  }
+  return b.build();
+}
+}  // namespace
+
+TEST(GgufCheckpoint, UnpermutesQkAndMapsNames) {
+  TinyModel m = tiny_model();
+  const fs::path p = temp_dir() / "tiny.gguf";
+  write_file(p, tiny_gguf(m, 64));
+  const auto r = open_checkpoint(p.string());
+  EXPECT_FALSE(r->config().tie_word_embeddings);
+  EXPECT_EQ(r->config().num_kv_heads, 2);
+  EXPECT_EQ(r->config().head_dim, 4);
+  EXPECT_EQ(r->tokenizer().kind, TokenizerSpec::Kind::GgufBpe);
+  for (const auto& [name, v] : m.w) {
+    EXPECT_EQ(r->shape(name), m.shape.at(name)) << name;
+    std::vector<float> got(v.size());
+    r->read_f32(name, {}, got.data());
+    EXPECT_EQ(got, v) << name;
+  }
+  std::vector<float> rows(3 * 16);
+  r->read_f32("model.layers.0.self_attn.q_proj.weight", {5, 8}, rows.data());
+  EXPECT_TRUE(std::equal(rows.begin(), rows.end(), m.w.at("model.layers.0.self_attn.q_proj.weight").begin() + 5 * 16));
+}
+
+TEST(GgufCheckpoint, VocabSizeMismatch) {
+  const fs::path p = temp_dir() / "tiny.gguf";
+  write_file(p, tiny_gguf(tiny_model(), 70));
+  expect_error([&] { open_checkpoint(p.string()); }, {p.string(), "vocab size mismatch", "70 tokens", "64 rows"});
+}
+
+// ---------------------------------------------------------------- the real SmolLM2 GGUF
+
+namespace {
+std::unique_ptr<CheckpointReader> smollm() {
+  const std::string path = std::string(CLLM_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!fs::exists(path)) ADD_FAILURE() << path << " is missing (fetch it with launch/fetch_model.sh)";
+  return open_checkpoint(path);
+}
+}  // namespace
+
+TEST(SmolLM2, ConfigAndTokenizer) {
+  const auto r = smollm();
+  const ModelConfig& c = r->config();
+  EXPECT_EQ(c.vocab_size, 49152);
+  EXPECT_EQ(c.hidden_size, 576);
+  EXPECT_EQ(c.intermediate_size, 1536);
+  EXPECT_EQ(c.num_layers, 30);
+  EXPECT_EQ(c.num_heads, 9);
+  EXPECT_EQ(c.num_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_EQ(c.rope_theta, 100000.0f);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5f);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(r->has_tensor("lm_head.weight"));
+  const TokenizerSpec& t = r->tokenizer();
+  EXPECT_EQ(t.kind, TokenizerSpec::Kind::GgufBpe);
+  EXPECT_EQ(t.pre, "smollm");
+  EXPECT_EQ(t.tokens.size(), 49152u);
+  EXPECT_EQ(t.merges.size(), 48900u);
+  EXPECT_EQ(t.token_types.size(), 49152u);
+  EXPECT_EQ(t.bos_id, 1);
+  EXPECT_EQ(t.eos_id, 2);
+  EXPECT_FALSE(t.add_bos);
+  EXPECT_NE(t.chat_template.find("<|im_start|>"), std::string::npos);
+  EXPECT_EQ(r->shape("model.layers.0.self_attn.k_proj.weight"), (std::vector<int64_t>{192, 576}));
+}
+
+// Reference values from the python gguf package (gguf 0.x, numpy 2.4), q/k un-permuted in numpy:
+//   python3 -c "import gguf, numpy as np
+//   r = gguf.GGUFReader('models/SmolLM2-135M-Instruct.Q4_1.gguf'); T = {t.name: t for t in r.tensors}
+//   deq = lambda n: gguf.quants.dequantize(T[n].data, T[n].tensor_type)
+//   un = lambda w, h: w.reshape(h, w.shape[0] // h // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
+//   e = deq('token_embd.weight'); print(e[100, :4], e[49151, 572:576])
+//   q = un(deq('blk.0.attn_q.weight'), 9); print(q[1, :4], q[33, 100:103], q[575, 575])
+//   k = un(deq('blk.0.attn_k.weight'), 3); print(k[40, 10:13])
+//   print(deq('blk.29.ffn_down.weight')[575, 1533:1536], deq('output_norm.weight')[:3])"
+TEST(SmolLM2, DequantizedValuesMatchPythonGguf) {
+  const auto r = smollm();
+  const auto check = [&](const std::string& name, TensorRange range, const std::vector<float>& want) {
+    std::vector<float> got(want.size());
+    r->read_f32(name, range, got.data());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6f) << name << " [" << i << "]";
+  };
+  check("model.embed_tokens.weight", {100, 101, 0, 4}, {0.019052505f, -0.08437538f, -0.16602898f, -0.1007061f});
+  check("model.embed_tokens.weight", {49151, 49152, 572, 576}, {0.07819176f, 0.128582f, -0.11989403f, -0.04170227f});
+  check("model.layers.0.self_attn.q_proj.weight", {1, 2, 0, 4}, {-0.15917969f, 0.39794922f, -0.019897461f, -1.2734375f});
+  check("model.layers.0.self_attn.q_proj.weight", {33, 34, 100, 103}, {0.3057251f, 0.58862305f, -0.07147217f});
+  check("model.layers.0.self_attn.q_proj.weight", {575, 576, 575, 576}, {-0.25585938f});
+  check("model.layers.0.self_attn.k_proj.weight", {40, 41, 10, 13}, {0.13671875f, -0.50390625f, 0.45703125f});
+  check("model.layers.29.mlp.down_proj.weight", {575, 576, 1533, 1536}, {0.203125f, -0.08984375f, 0.056640625f});
+  check("model.norm.weight", {0, 3}, {1.7578125f, 1.8203125f, 1.78125f});
+}
+
+TEST(SmolLM2, RowRangeEqualsFullReadAfterUnpermute) {
+  const auto r = smollm();
+  for (const char* name : {"model.layers.3.self_attn.q_proj.weight", "model.layers.3.self_attn.k_proj.weight"}) {
+    const auto s = r->shape(name);
+    std::vector<float> full(static_cast<size_t>(s[0] * s[1]));
+    r->read_f32(name, {}, full.data());
+    const int64_t r0 = 70, r1 = 131, c0 = 17, c1 = 300;  // crosses head and Q4_1 block boundaries
+    std::vector<float> part(static_cast<size_t>((r1 - r0) * (c1 - c0)));
+    r->read_f32(name, {r0, r1, c0, c1}, part.data());
+    for (int64_t i = r0; i < r1; ++i)
+      for (int64_t j = c0; j < c1; ++j)
+        ASSERT_EQ(part[(i - r0) * (c1 - c0) + j - c0], full[i * s[1] + j]) << name << " " << i << "," << j;
+  }
+}
+
