@@ -160,7 +160,7 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   po::options_description opts("cllm bench");
   Flags f;
   opts.add_options()
-      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
+      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
       ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
       ("threads", po::value(&f.threads)->default_value(0), "CPU threads (0: all cores, shared among a node's ranks)")
       ("ns", po::value(&f.ns_text)->default_value("1,2,4,8,16,32,64"), "block sizes n to time")

@@ -90,7 +90,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   po::options_description opts("cllm generate");
   Flags f;
   opts.add_options()
-      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
+      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
       ("prompt", po::value(&f.prompt_text)->default_value("Write a short poem about the sea."), "prompt text")
       ("chat", po::bool_switch(&f.chat), "wrap the prompt in the model's chat template (as a user message)")
       ("system", po::value(&f.system), "system message for --chat (default: the template's own)")

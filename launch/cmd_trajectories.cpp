@@ -92,7 +92,7 @@ int trajectories_main(int argc, char** argv) {
   TrajectoryOptions to;
   to.max_new_tokens = 256;
   opts.add_options()
-      ("model", po::value(&model_path)->default_value(default_model_path()), "GGUF file or HF checkpoint directory")
+      ("model", po::value(&model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
       ("prompts", po::value(&prompts_path)->required(),
        "JSONL ({\"prompt\": ...} or {\"messages\": [...]} per line) or plain text, one prompt per line")
       ("out", po::value(&out_path)->required(), "output .h5 file; an existing one is resumed (its settings must match)")

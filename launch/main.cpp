@@ -19,7 +19,8 @@ const Subcommand kSubcommands[] = {
     {"generate", "generate text from a prompt with AR and/or Jacobi decoding, with stats", cllm::cli::generate_main},
     {"bench", "measure decode speed, forward time per block size, and memory bandwidth", cllm::cli::bench_main},
     {"random-model", "write a randomly initialised HF-format checkpoint of a given shape", cllm::cli::random_model_main},
-    {"convert", "convert a checkpoint (e.g. GGUF) to an HF safetensors directory", cllm::cli::convert_main},
+    {"convert", "convert a checkpoint (e.g. GGUF) to an HF safetensors directory or a cllm .h5 checkpoint",
+     cllm::cli::convert_main},
     {"serve", "serve an OpenAI-compatible HTTP API (completions, chat, SSE streaming, metrics)", cllm::cli::serve_main},
     {"trajectories", "collect Jacobi trajectories of a prompts file into HDF5 for consistency training", cllm::cli::trajectories_main},
 };
