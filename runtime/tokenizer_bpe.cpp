@@ -4,6 +4,7 @@
 // Word::merge_all and llama.cpp do. Merges are keyed by token-id pairs, and encoded pieces
 // are cached, so steady-state encoding is mostly hash lookups.
 #include "runtime/tokenizer_bpe.h"
+#include "runtime/tokenizer_table.h"
 
 #include <array>
 #include <mutex>
@@ -27,7 +28,7 @@ uint32_t byte_to_unicode(uint8_t b) {
 
 namespace {
 
-class BpeTokenizer : public Tokenizer {
+class BpeTokenizer : public TokenTable {
  public:
   BpeTokenizer(BpeVocab v, const std::string& source) : v_(std::move(v)), added_(v_.added) {
     const int n = static_cast<int>(v_.tokens.size());
@@ -35,6 +36,8 @@ class BpeTokenizer : public Tokenizer {
                source << ": tokenizer vocab is empty or its token types do not match it");
     CLLM_CHECK(v_.bos_id < n && v_.eos_id < n, source << ": bos/eos id out of range of " << n << " tokens");
     for (int32_t id = 0; id < n; ++id) ids_.emplace(v_.tokens[id], id);
+    bos_ = v_.bos_id;
+    eos_ = v_.eos_id;
 
     std::array<int, 324> cp_to_byte;  // byte-level code points are all < 324
     cp_to_byte.fill(-1);
@@ -51,7 +54,7 @@ class BpeTokenizer : public Tokenizer {
       const std::string& m = v_.merges[rank];
       size_t sp = m.find(' ', 1);
       CLLM_CHECK(sp != std::string::npos, source << ": merge " << rank << " '" << m << "' is not 'left right'");
-      int32_t a = id_of(m.substr(0, sp)), b = id_of(m.substr(sp + 1)), ab = id_of(m.substr(0, sp) + m.substr(sp + 1));
+      int32_t a = token_id(m.substr(0, sp)), b = token_id(m.substr(sp + 1)), ab = token_id(m.substr(0, sp) + m.substr(sp + 1));
       CLLM_CHECK(a >= 0 && b >= 0 && ab >= 0,
                  source << ": merge " << rank << " '" << m << "' uses a token that is not in the vocab");
       merges_.emplace(pair_key(a, b), Merge{static_cast<int32_t>(rank), ab});  // first rank wins
@@ -92,24 +95,6 @@ class BpeTokenizer : public Tokenizer {
     return out;
   }
 
-  std::string token_bytes(int32_t id) const override {
-    check_id(id);
-    return bytes_[id];
-  }
-
-  std::string decode(const std::vector<int32_t>& ids) const override {
-    std::string raw;
-    for (int32_t id : ids) {
-      check_id(id);
-      raw += bytes_[id];
-    }
-    return unicode::to_valid_utf8(raw);
-  }
-
-  int vocab_size() const override { return static_cast<int>(v_.tokens.size()); }
-  int bos_id() const override { return v_.bos_id; }
-  int eos_id() const override { return v_.eos_id; }
-  int32_t token_id(std::string_view token) const override { return id_of(std::string(token)); }
 
  private:
   struct Merge {
@@ -117,13 +102,6 @@ class BpeTokenizer : public Tokenizer {
   };
   static uint64_t pair_key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  }
-  int32_t id_of(const std::string& s) const {
-    auto it = ids_.find(s);
-    return it == ids_.end() ? -1 : it->second;
-  }
-  void check_id(int32_t id) const {
-    CLLM_CHECK(id >= 0 && id < vocab_size(), "token id " << id << " out of range [0, " << vocab_size() << ")");
   }
   void encode_segment(std::string_view seg, std::vector<int32_t>& out) const {
     if (seg.empty()) return;
@@ -157,7 +135,7 @@ class BpeTokenizer : public Tokenizer {
     if (v_.ignore_merges) {
       std::string mapped;
       for (unsigned char b : piece) unicode::append_utf8(mapped, byte_to_unicode(b));
-      int32_t whole = id_of(mapped);
+      int32_t whole = token_id(mapped);
       if (whole >= 0 && v_.attrs[whole] == TokenAttr::Normal) return {whole};
     }
     // Symbols form a linked list; a byte with no token is dropped, as HF's BPE does without unk.
@@ -208,10 +186,8 @@ class BpeTokenizer : public Tokenizer {
 
   static constexpr size_t kCacheMax = 1 << 16;
   BpeVocab v_;
-  std::unordered_map<std::string, int32_t> ids_;
   std::unordered_map<uint64_t, Merge> merges_;
   std::array<int32_t, 256> byte_id_;
-  std::vector<std::string> bytes_;  // id -> decoded bytes
   AddedTokenSplitter added_;
   mutable std::mutex cache_mu_;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;

@@ -2,6 +2,7 @@
 // each remaining segment on its own, each with its own leading "▁" (HF's legacy LLaMA
 // behaviour and llama.cpp's). Decode strips the single space that the dummy prefix added.
 #include "runtime/tokenizer_spm.h"
+#include "runtime/tokenizer_table.h"
 
 #include <sentencepiece_processor.h>
 
@@ -35,38 +36,10 @@ int parse_byte_piece(const std::string& p) {
   return static_cast<int>(std::stoul(p.substr(3, 2), nullptr, 16));
 }
 
-// Shared by both kinds: id -> bytes table, decode with the dummy-prefix strip, ids.
-class SpmBase : public Tokenizer {
- public:
-  std::string token_bytes(int32_t id) const override {
-    check_id(id);
-    return bytes_[id];
-  }
-  std::string decode(const std::vector<int32_t>& ids) const override {
-    std::string raw;
-    for (int32_t id : ids) {
-      check_id(id);
-      raw += bytes_[id];
-    }
-    if (strip_leading_space_ && !raw.empty() && raw[0] == ' ') raw.erase(0, 1);
-    return unicode::to_valid_utf8(raw);
-  }
-  int vocab_size() const override { return static_cast<int>(bytes_.size()); }
-  int bos_id() const override { return bos_; }
-  int eos_id() const override { return eos_; }
-  int32_t token_id(std::string_view token) const override {
-    auto it = ids_.find(std::string(token));
-    return it == ids_.end() ? -1 : it->second;
-  }
-
+// Both kinds strip sentencepiece's dummy prefix when decoding.
+class SpmBase : public TokenTable {
  protected:
-  void check_id(int32_t id) const {
-    CLLM_CHECK(id >= 0 && id < vocab_size(), "token id " << id << " out of range [0, " << vocab_size() << ")");
-  }
-  std::vector<std::string> bytes_;
-  std::unordered_map<std::string, int32_t> ids_;
-  int bos_ = -1, eos_ = -1;
-  bool strip_leading_space_ = true;
+  SpmBase() { strip_leading_space_ = true; }
 };
 
 class SentencePieceTokenizer : public SpmBase {
