@@ -39,9 +39,7 @@ std::string converted(const std::string& src, const std::string& tag, DType dtyp
   static std::map<std::string, std::string> made;
   const std::string key = tag + "_" + dtype_name(dtype);
   if (made.count(key)) return made[key];
-  const fs::path dir = fs::path(CLLM_BINARY_DIR) / "test_tmp" / ("h5_" + key);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = test::process_dir("h5_" + key);
   H5WriteOptions o;
   o.dtype = dtype;
   write_h5_checkpoint(*open_checkpoint(src), (dir / "model.h5").string(), o);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <map>
 
 #include "runtime/random_model.h"
@@ -29,13 +31,28 @@ std::filesystem::path temp_dir(const std::string& tag) {
   return dir;
 }
 
+std::filesystem::path process_dir(const std::string& name) {
+  struct Root {
+    std::filesystem::path path =
+        std::filesystem::path(CLLM_BINARY_DIR) / "test_tmp" / ("pid" + std::to_string(getpid()));
+    ~Root() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Root root;
+  const std::filesystem::path dir = root.path / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 std::string random_model_dir(const std::string& shape, uint64_t seed) {
   static std::map<std::string, std::string> made;
   const std::string key = shape + "_seed" + std::to_string(seed);
   auto it = made.find(key);
   if (it != made.end()) return it->second;
-  const std::filesystem::path dir = std::filesystem::path(CLLM_BINARY_DIR) / "test_tmp" / ("random_" + key);
-  std::filesystem::remove_all(dir);
+  const std::filesystem::path dir = process_dir("random_" + key);
   RandomModelOptions opts;
   opts.seed = seed;
   write_random_model(random_model_shape(shape), dir.string(), opts);

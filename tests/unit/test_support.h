@@ -16,6 +16,11 @@ std::string fixture_path(const std::string& rel);
 // A fresh empty directory under the build tree, named after the running test.
 std::filesystem::path temp_dir(const std::string& tag);
 
+// <build>/test_tmp/pid<N>/<name>: a directory private to this test process (ctest runs tests as
+// concurrent processes, so files shared across tests of one process must not be shared across
+// processes). Removed when the process exits.
+std::filesystem::path process_dir(const std::string& name);
+
 // A random checkpoint of a named shape (see runtime/random_model.h), written once per process.
 std::string random_model_dir(const std::string& shape, uint64_t seed);
 
