@@ -68,7 +68,8 @@ CoordinatorModel::CoordinatorModel(Model& local, Comm& comm) : local_(local), co
   CLLM_CHECK(comm.rank() == 0, "the coordinator runs on rank 0, not on rank " << comm.rank());
 }
 
-void CoordinatorModel::reset(int max_tokens) {
+void CoordinatorModel::reset(int max_tokens, int slots) {
+  CLLM_CHECK(slots == 1, "CoordinatorModel: one KV slot only for now");
   CLLM_CHECK(!stopped_, "reset after the workers were stopped");
   StepPlan p{++step_, StepPlan::kReset, max_tokens, 0, 0};
   comm_.broadcast(&p, sizeof p, 0, {"step plan"});
@@ -141,6 +142,13 @@ int run_on_all_ranks(Comm& comm, const std::function<int()>& body) {
   } catch (const std::exception& e) {
     comm.abort(std::string("error: ") + e.what());
   }
+}
+
+
+// Placeholder until the batched forward lands: one block on slot 0 only.
+void CoordinatorModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids, float* logits) {
+  CLLM_CHECK(count == 1 && blocks[0].slot == 0, "CoordinatorModel: batched forward not implemented yet");
+  forward(tokens, blocks[0].n, blocks[0].pos, out_ids, logits);
 }
 
 }  // namespace cllm

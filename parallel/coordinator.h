@@ -20,7 +20,9 @@ class CoordinatorModel final : public Model {
   // local: rank 0's shard of the model; comm.rank() must be 0. Both must outlive this.
   CoordinatorModel(Model& local, Comm& comm);
   const ModelConfig& config() const override { return local_.config(); }
-  void reset(int max_tokens) override;
+  void reset(int max_tokens, int slots = 1) override;
+  void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                     float* logits) override;
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
   // Rank 0's bytes per step (its weight slices plus KV heads); every rank's shard is the same size.
   double step_bytes(int context) const override { return local_.step_bytes(context); }

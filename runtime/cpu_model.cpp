@@ -30,7 +30,8 @@ CpuModel::CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan
       ffn_(plan.ffn),
       inv_freq_(rope_inv_freq(cfg)) {}
 
-void CpuModel::reset(int max_tokens) {
+void CpuModel::reset(int max_tokens, int slots) {
+  CLLM_CHECK(slots == 1, "CpuModel: one KV slot only for now");
   CLLM_CHECK(max_tokens > 0, "KV capacity must be positive, got " << max_tokens);
   if (max_tokens > capacity_) {
     k_.assign(cfg_.num_layers, std::vector<float>(static_cast<size_t>(kvd_) * max_tokens));
@@ -150,6 +151,13 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, 
   }
   cpu::rmsnorm(x, w_.final_norm.data(), h, n, d, cfg_.rms_norm_eps);
   lm_head(h, n, out_ids, logits);
+}
+
+
+// Placeholder until the batched forward lands: one block on slot 0 only.
+void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids, float* logits) {
+  CLLM_CHECK(count == 1 && blocks[0].slot == 0, "CpuModel: batched forward not implemented yet");
+  forward(tokens, blocks[0].n, blocks[0].pos, out_ids, logits);
 }
 
 }  // namespace cllm

@@ -19,7 +19,9 @@ class CpuModel final : public Model {
   // One rank of a tensor-parallel group: `weights` holds the slices of `plan`; comm outlives this.
   CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan& plan, Comm& comm);
   const ModelConfig& config() const override { return cfg_; }
-  void reset(int max_tokens) override;
+  void reset(int max_tokens, int slots = 1) override;
+  void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                     float* logits) override;
   // out_ids: the global argmax; logits (if not null): the full [n, vocab] on every rank.
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
   // This rank's bytes: its weight slices plus its KV heads.

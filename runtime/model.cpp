@@ -1,5 +1,7 @@
 #include "runtime/model.h"
 
+#include <vector>
+
 #include "kernels/check.h"
 #include "runtime/cpu_model.h"
 
@@ -12,6 +14,23 @@ void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, in
   for (int i = 0; i < n; ++i)
     CLLM_CHECK(tokens[i] >= 0 && tokens[i] < cfg.vocab_size,
                "token id " << tokens[i] << " outside the vocabulary [0, " << cfg.vocab_size << ")");
+}
+
+int check_batch_args(const ModelConfig& cfg, const int32_t* tokens, const SeqBlock* blocks, int count, int capacity,
+                     int slots) {
+  CLLM_CHECK(count > 0 && count <= slots, "a batch needs 1.." << slots << " blocks, got " << count);
+  std::vector<bool> seen(slots, false);
+  int rows = 0;
+  for (int b = 0; b < count; ++b) {
+    const SeqBlock& s = blocks[b];
+    CLLM_CHECK(s.slot >= 0 && s.slot < slots, "batch block " << b << " names KV slot " << s.slot << ", outside [0, "
+                                                             << slots << ")");
+    CLLM_CHECK(!seen[s.slot], "KV slot " << s.slot << " appears twice in one batch");
+    seen[s.slot] = true;
+    check_forward_args(cfg, tokens + rows, s.n, s.pos, capacity);
+    rows += s.n;
+  }
+  return rows;
 }
 
 Device parse_device(const std::string& name) {

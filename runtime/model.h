@@ -11,6 +11,14 @@
 
 namespace cllm {
 
+// One sequence's block inside a batched forward: `n` consecutive rows of the token array, at
+// positions pos..pos+n-1 of KV slot `slot`. The cache of that slot must hold exact KV for [0, pos).
+struct SeqBlock {
+  int32_t slot = 0;
+  int32_t pos = 0;
+  int32_t n = 0;
+};
+
 // What a decoder needs: argmax predictions for a block of tokens.
 class BlockPredictor {
  public:
@@ -23,10 +31,16 @@ class BlockPredictor {
 class Model : public BlockPredictor {
  public:
   virtual const ModelConfig& config() const = 0;
-  // Makes room for a sequence of up to max_tokens positions and forgets the old one.
-  virtual void reset(int max_tokens) = 0;
-  // As predict(), and if logits != nullptr also writes logits [n, vocab] (fp32).
+  // Makes room for `slots` sequences (KV slots 0..slots-1) of up to max_tokens positions each and
+  // forgets the old ones. Overrides repeat the default `slots = 1`.
+  virtual void reset(int max_tokens, int slots = 1) = 0;
+  // As predict() on slot 0, and if logits != nullptr also writes logits [n, vocab] (fp32).
   virtual void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) = 0;
+  // Continuous batching: the blocks of `count` sequences in one pass. tokens holds the blocks' rows
+  // back to back (sum of blocks[i].n rows); out_ids and logits (if not null, [rows, vocab]) follow
+  // the same row order. Each block only attends to its own slot's KV. Slots in one call are distinct.
+  virtual void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                             float* logits) = 0;
   void predict(const int32_t* tokens, int n, int pos, int32_t* out_ids) override {
     forward(tokens, n, pos, out_ids, nullptr);
   }
@@ -37,6 +51,9 @@ class Model : public BlockPredictor {
 // Shared argument checks of Model::forward implementations: n > 0, pos >= 0, the block fits the
 // KV capacity, every token id is inside the vocabulary. Throws naming the bad value.
 void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, int pos, int capacity);
+// The same for a batch: every block as above, slots inside [0, slots) and distinct. Returns the rows.
+int check_batch_args(const ModelConfig& cfg, const int32_t* tokens, const SeqBlock* blocks, int count, int capacity,
+                     int slots);
 
 // Called while weights load: (bytes done, bytes total, current tensor name).
 using LoadProgress = std::function<void(double, double, const std::string&)>;

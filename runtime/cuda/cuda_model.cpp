@@ -100,7 +100,8 @@ CudaModel::~CudaModel() {
   cudaStreamSynchronize(h_.stream);
 }
 
-void CudaModel::reset(int max_tokens) {
+void CudaModel::reset(int max_tokens, int slots) {
+  CLLM_CHECK(slots == 1, "CudaModel: one KV slot only for now");
   CLLM_CHECK(max_tokens > 0, "KV capacity must be positive, got " << max_tokens);
   if (max_tokens <= capacity_) return;
   CLLM_CUDA_CHECK(cudaStreamSynchronize(h_.stream));
@@ -264,6 +265,13 @@ std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadP
     opts.skinny_gemm_max_m = static_cast<int>(std::min<long>(v, cuda::kSkinnyGemmMaxM));
   }
   return cuda::make_cuda_model(ckpt, progress, opts);
+}
+
+
+// Placeholder until the batched forward lands: one block on slot 0 only.
+void CudaModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids, float* logits) {
+  CLLM_CHECK(count == 1 && blocks[0].slot == 0, "CudaModel: batched forward not implemented yet");
+  forward(tokens, blocks[0].n, blocks[0].pos, out_ids, logits);
 }
 
 }  // namespace cllm

@@ -56,7 +56,9 @@ class CudaModel final : public Model {
   CudaModel& operator=(const CudaModel&) = delete;
 
   const ModelConfig& config() const override { return cfg_; }
-  void reset(int max_tokens) override;
+  void reset(int max_tokens, int slots = 1) override;
+  void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                     float* logits) override;
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
   // bf16 weight bytes a step reads + bf16 K and V rows of `context` positions, all layers.
   double step_bytes(int context) const override;

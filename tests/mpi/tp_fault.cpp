@@ -25,7 +25,11 @@ class FaultyModel final : public Model {
   FaultyModel(Model& inner, std::string mode, int at, double deadline_s)
       : inner_(inner), mode_(std::move(mode)), at_(at), deadline_s_(deadline_s) {}
   const ModelConfig& config() const override { return inner_.config(); }
-  void reset(int max_tokens) override { inner_.reset(max_tokens); }
+  void reset(int max_tokens, int slots = 1) override { inner_.reset(max_tokens, slots); }
+  void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                     float* logits) override {
+    inner_.forward_batch(tokens, blocks, count, out_ids, logits);
+  }
   double step_bytes(int context) const override { return inner_.step_bytes(context); }
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override {
     if (++count_ == at_ && mode_ == "kill") raise(SIGKILL);
