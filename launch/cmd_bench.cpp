@@ -53,6 +53,7 @@ struct Flags {
   std::string model_path, device, ns_text, contexts_text, json_path;
   int threads = 0, tokens = 0, reps = 0, prefill = 0;
   double deadline_s = 0;
+  double load_seconds = 0;  // slowest rank's checkpoint load, measured before the benchmark
   bool json = false;
 };
 
@@ -62,16 +63,21 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   const std::vector<int> contexts = parse_list(f.contexts_text, "contexts");
   const ModelConfig& cfg = model.config();
   const int tokens = f.tokens, reps = f.reps, prefill = f.prefill;
-  // Bytes read per step from this node's memory: every rank on the node reads its own shard.
+  // Bytes read per step from one memory: on the CPU every rank of the node reads its own shard from
+  // the node's shared memory; on GPUs each rank reads its shard from its own HBM (the per-rank floor).
+  const bool gpu = parse_device(f.device) == Device::Cuda;
   const int node_ranks = comm.local_size();
-  auto node_bytes = [&](int context) { return model.step_bytes(context) * node_ranks; };
+  const int sharing = gpu ? 1 : node_ranks;
+  auto node_bytes = [&](int context) { return model.step_bytes(context) * sharing; };
   if (comm.size() > 1)
-    std::printf("tensor parallel: %d ranks, %d on this node; floors count the %d shards read on this node\n",
-                comm.size(), node_ranks, node_ranks);
+    std::printf("tensor parallel: %d ranks, %d on this node; floor = %s\n", comm.size(), node_ranks,
+                gpu ? "one rank's shard over its GPU's bandwidth" : "the node's shards over the node's bandwidth");
+
+  std::printf("load: %.2f s (slowest of %d ranks)\n", f.load_seconds, comm.size());
 
   // 1. Bandwidth, with a buffer well past the last-level cache.
   double read_gbs = 0, copy_gbs = 0;
-  if (parse_device(f.device) == Device::Cuda) {
+  if (gpu) {
 #ifdef CLLM_HAVE_CUDA
     read_gbs = cuda::measure_device_read_bandwidth_gbs(size_t{2} << 30, 5);
     copy_gbs = cuda::measure_device_copy_bandwidth_gbs(size_t{1} << 30, 5);
@@ -143,6 +149,7 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                         {"device", f.device},
                         {"threads", cpu::pool_size()},
                         {"tp", comm.size()},
+                        {"load_seconds", f.load_seconds},
                         {"read_gbs", read_gbs},
                         {"copy_gbs", copy_gbs},
                         {"ar_tokens_per_s", ar_tps},
@@ -180,7 +187,13 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   comm.set_deadline_seconds(f.deadline_s);
   set_cpu_threads(f.threads, comm);
 
+  const auto t0 = std::chrono::steady_clock::now();
   LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+  // Load time of the slowest rank: the group is ready when its last shard is.
+  const double mine = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<double> all(comm.size());
+  comm.all_gather(&mine, sizeof mine, all.data(), {"load time"});
+  f.load_seconds = *std::max_element(all.begin(), all.end());
   return lead_or_serve(m, comm, [&](Model& model) { return run_bench(model, f, comm); });
 }
 
