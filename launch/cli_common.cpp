@@ -13,6 +13,10 @@
 #include "kernels/cpu/ops.h"
 #include "parallel/coordinator.h"
 #include "parallel/tp_model.h"
+#ifdef CLLM_HAVE_NCCL
+#include "parallel/cuda/cuda_tp_model.h"
+#endif
+#include "runtime/random_model.h"
 
 namespace cllm::cli {
 
@@ -44,6 +48,13 @@ std::string default_model_path() {
 }
 
 namespace {
+
+// --all-reduce (add_comm_flags). Process-wide because the subcommands pass only the deadline to
+// load_model; one model per process, so one setting.
+std::string& all_reduce_flag() {
+  static std::string value = "auto";
+  return value;
+}
 
 class ProgressBar {
  public:
@@ -80,14 +91,28 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = comm.rank() == 0;
   LoadedModel m;
-  m.checkpoint = open_checkpoint(path);
+  // "random:7b": random weights of a named shape, computed while loading (no file).
+  if (path.rfind("random:", 0) == 0)
+    m.checkpoint = random_checkpoint(random_model_shape(path.substr(7)));
+  else
+    m.checkpoint = open_checkpoint(path);
   if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
   std::string label = "loading " + std::filesystem::path(path).filename().string();
   if (comm.size() > 1) label += " (rank 0 of " + std::to_string(comm.size()) + ")";
   ProgressBar bar(label);
   LoadProgress progress;
   if (lead) progress = [&](double done, double total, const std::string&) { bar.update(done, total); };
+#ifdef CLLM_HAVE_NCCL
+  if (device == Device::Cuda && comm.size() > 1) {
+    CudaTpOptions tp;
+    tp.all_reduce = parse_cuda_all_reduce(all_reduce_flag());
+    m.model = make_cuda_sharded_model(*m.checkpoint, comm, tp, progress);
+  } else {
+    m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+  }
+#else
   m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+#endif
   if (lead) bar.finish();
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (comm.size() > 1) {
@@ -101,7 +126,10 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
 
 void add_comm_flags(po::options_description& opts, double& deadline_s) {
   opts.add_options()("comm-deadline", po::value(&deadline_s)->default_value(60.0),
-                     "under mpirun: seconds any collective may wait for the other ranks before every rank stops");
+                     "under mpirun: seconds any collective may wait for the other ranks before every rank stops")
+      ("all-reduce", po::value(&all_reduce_flag())->default_value("auto"),
+       "under mpirun with --device cuda: auto (NCCL + CUDA IPC when every rank has its own GPU, else host), nccl, "
+       "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)");
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

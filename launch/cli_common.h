@@ -32,14 +32,16 @@ struct LoadedModel {
 };
 
 // Opens the checkpoint, builds the tokenizer and loads the weights, drawing a progress bar on
-// stderr when it is a terminal (a line per 10% otherwise).
+// stderr when it is a terminal (a line per 10% otherwise). A path "random:SHAPE" (tiny, 135m,
+// 7b, 13b, 70b) loads random weights of that shape with a byte-level tokenizer, from no file.
 LoadedModel load_model(const std::string& path, Device device);
 // The same on each rank of comm: every rank loads only its shard. Rank 0 draws the progress of
 // its own shard (the shards are the same size), then prints one line per rank (time, bytes, peak
 // memory) once every rank has finished; the other ranks print nothing.
 LoadedModel load_model(const std::string& path, Device device, Comm& comm);
 
-// Adds --comm-deadline (seconds a collective may wait before every rank stops).
+// Adds --comm-deadline (seconds a collective may wait before every rank stops) and --all-reduce
+// (how CUDA ranks sum activations; load_model reads it).
 void add_comm_flags(po::options_description& opts, double& deadline_s);
 
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.

@@ -2,6 +2,8 @@
 //   1. read and copy bandwidth (STREAM-like) -> the floor: bytes one step reads / read bandwidth
 //   2. AR decode tokens/s over a real generation
 //   3. one forward over a block of n tokens after a context of c tokens, for each n
+//   4. with --batch-sizes: one batched step (Model::forward_batch, continuous batching) of B
+//      sequences, each forwarding n tokens after its own context of --batch-context tokens
 // Results print as a table and, with --json, go to a file for docs/plot_bench.py.
 // Under mpirun, rank 0 times the tensor-parallel group and prints; the ranks of one node share
 // its memory bandwidth, so the floor counts the bytes of all of them against it.
@@ -50,12 +52,70 @@ double median(std::vector<double> v) {
 }
 
 struct Flags {
-  std::string model_path, device, ns_text, contexts_text, json_path;
-  int threads = 0, tokens = 0, reps = 0, prefill = 0;
+  std::string model_path, device, ns_text, contexts_text, json_path, batch_sizes_text, batch_ns_text;
+  int threads = 0, tokens = 0, reps = 0, prefill = 0, batch_context = 0;
   double deadline_s = 0;
   double load_seconds = 0;  // slowest rank's checkpoint load, measured before the benchmark
   bool json = false;
 };
+
+// 4. Batched steps: B sequences in KV slots 0..B-1, each with `batch_context` tokens of its own
+// (different ids per slot, prefilled by batched forwards), each forwarding n tokens at positions
+// context .. context+n-1 in one forward_batch. The floor counts the weights once and every
+// sequence's KV, times `sharing` (the ranks reading one memory, as run_bench counts them).
+// Returns the JSON rows.
+nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int sharing) {
+  const std::vector<int> sizes = parse_list(f.batch_sizes_text, "batch-sizes");
+  const std::vector<int> ns = parse_list(f.batch_ns_text, "batch-ns");
+  const int max_b = *std::max_element(sizes.begin(), sizes.end());
+  const int max_n = *std::max_element(ns.begin(), ns.end());
+  const int ctx = f.batch_context, V = model.config().vocab_size;
+  model.reset(ctx + max_n, max_b);
+  std::vector<int32_t> tokens, out;
+  std::vector<SeqBlock> blocks;
+  auto fill = [&](int count, int pos, int n) {
+    tokens.clear();
+    blocks.clear();
+    for (int b = 0; b < count; ++b) {
+      for (int i = 0; i < n; ++i)
+        tokens.push_back(static_cast<int32_t>((static_cast<int64_t>(pos + i) * 104729 + b * 7919 + 7) % V));
+      blocks.push_back({b, pos, n});
+    }
+    out.resize(tokens.size());
+  };
+  if (ctx > 0) {
+    fill(max_b, 0, ctx);
+    model.forward_batch(tokens.data(), blocks.data(), max_b, out.data(), nullptr);
+  }
+  const double weights = model.step_bytes(0);
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("\nbatched steps after a context of %d tokens per sequence\n%6s %4s %6s %10s %12s %12s %10s %9s\n", ctx,
+              "B", "n", "rows", "step ms", "rows/s", "seq-steps/s", "floor ms", "floor x");
+  for (int count : sizes) {
+    for (int n : ns) {
+      fill(count, ctx, n);
+      std::vector<double> times;
+      for (int r = 0; r <= f.reps; ++r) {  // r == 0 warms up (and on CUDA captures the graph)
+        const auto t0 = std::chrono::steady_clock::now();
+        model.forward_batch(tokens.data(), blocks.data(), count, out.data(), nullptr);
+        if (r > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      const double t = median(times);
+      const double bytes = sharing * (weights + count * (model.step_bytes(ctx + n) - weights));
+      const double floor_s = bytes / (read_gbs * 1e9);
+      std::printf("%6d %4d %6d %10.3f %12.0f %12.1f %10.3f %8.2fx\n", count, n, count * n, t * 1e3, count * n / t,
+                  count / t, floor_s * 1e3, t / floor_s);
+      rows.push_back({{"batch", count},
+                      {"n", n},
+                      {"context", ctx},
+                      {"rows", count * n},
+                      {"step_ms", t * 1e3},
+                      {"rows_per_s", count * n / t},
+                      {"floor_ms", floor_s * 1e3}});
+    }
+  }
+  return rows;
+}
 
 // Rank 0's part: every measurement, through `model` (the whole model or the TP group).
 int run_bench(Model& model, const Flags& f, const Comm& comm) {
@@ -144,6 +204,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     std::printf("\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
   }
 
+  const nlohmann::json batch = f.batch_sizes_text.empty() ? nlohmann::json::array() : bench_batches(model, f, read_gbs, sharing);
+
   if (f.json) {
     nlohmann::json j = {{"model", f.model_path},
                         {"device", f.device},
@@ -156,7 +218,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                         {"ar_floor_ms", floor_s * 1e3},
                         {"prefill_tokens", prefill},
                         {"prefill_ms", prefill_ms},
-                        {"forward", rows}};
+                        {"forward", rows},
+                        {"batch", batch}};
     std::ofstream(f.json_path) << j.dump(2) << "\n";
     std::fprintf(stderr, "wrote %s\n", f.json_path.c_str());
   }
@@ -175,13 +238,21 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
       ("prefill", po::value(&f.prefill)->default_value(0), "also time the prefill of a prompt of this many tokens")
       ("tokens", po::value(&f.tokens)->default_value(64), "tokens generated for the AR decode figure")
       ("reps", po::value(&f.reps)->default_value(5), "repetitions per block size (median reported)")
+      ("batch-sizes", po::value(&f.batch_sizes_text)->default_value(""), "also time batched steps of these many sequences (e.g. 1,4,16,64)")
+      ("batch-ns", po::value(&f.batch_ns_text)->default_value("1,16"), "tokens per sequence in a batched step")
+      ("batch-context", po::value(&f.batch_context)->default_value(512), "tokens already in each sequence's KV slot for the batched steps")
       ("json", po::value(&f.json_path), "also write the results to this JSON file");
   add_comm_flags(opts, f.deadline_s);
   po::variables_map vm;
-  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--json FILE]", opts, vm))
+  if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--batch-sizes 1,4,16,64] [--json FILE]", opts, vm))
     return 0;
   parse_list(f.ns_text, "ns");  // bad lists fail here, on every rank, before any loading
   parse_list(f.contexts_text, "contexts");
+  if (!f.batch_sizes_text.empty()) {
+    parse_list(f.batch_sizes_text, "batch-sizes");
+    parse_list(f.batch_ns_text, "batch-ns");
+  }
+  CLLM_CHECK(f.batch_context >= 0, "--batch-context must be >= 0");
   CLLM_CHECK(f.tokens >= 1 && f.reps >= 1 && f.prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
   f.json = vm.count("json") > 0;
   comm.set_deadline_seconds(f.deadline_s);

@@ -80,7 +80,8 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   po::options_description opts("cllm serve");
   Flags f;
   opts.add_options()
-      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
+      ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory, cllm .h5 checkpoint, or random:SHAPE "
+                                                                     "(random weights of tiny|135m|7b|13b|70b, byte-level tokenizer: for benchmarks)")
       ("host", po::value(&f.host)->default_value("127.0.0.1"), "address to listen on (loopback by default)")
       ("port", po::value(&f.port)->default_value(8000), "TCP port (0: any free port, printed at start)")
       ("api-key", po::value(&f.api_key), "require 'Authorization: Bearer KEY' on /v1/* (default: no auth)")

@@ -28,7 +28,9 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 Metrics::Metrics()
     : tokens_per_iteration_({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64}),
       ttft_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
-      inter_token_({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}) {}
+      inter_token_({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}),
+      step_sequences_({1, 2, 4, 8, 16, 32, 64, 128, 256}),
+      step_rows_({1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096}) {}
 
 void Metrics::count_request(const std::string& endpoint, int status) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -57,6 +59,13 @@ void Metrics::observe_inter_token(double s) {
   inter_token_.observe(s);
 }
 
+void Metrics::observe_step(int sequences, int rows) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++steps_;
+  step_sequences_.observe(sequences);
+  step_rows_.observe(rows);
+}
+
 void Metrics::set_gauges(const Gauges& g) {
   std::lock_guard<std::mutex> lock(mu_);
   gauges_ = g;
@@ -78,7 +87,9 @@ std::string Metrics::render() const {
   counter("cllm_generated_tokens_total", "Generated tokens returned to clients.", generated_tokens_);
   counter("cllm_jacobi_iterations_total", "Forward iterations of all sequences (prefill included).", iterations_);
   gauge("cllm_queue_depth", "Requests waiting for a KV slot.", gauges_.queue_depth);
-  gauge("cllm_batch_size", "Sequences advanced by the last engine step.", gauges_.batch_size);
+  counter("cllm_forward_steps_total", "Batched forwards (engine steps); each advances every active sequence.", steps_);
+  gauge("cllm_batch_size", "Sequences in the last engine step's batched forward.", gauges_.batch_size);
+  gauge("cllm_batch_rows", "Token rows in the last engine step's batched forward.", gauges_.batch_rows);
   gauge("cllm_kv_rows_in_use", "Committed tokens of the active sequences.", static_cast<double>(gauges_.kv_rows));
   gauge("cllm_kv_usage_ratio", "kv_rows_in_use / (slots x context).",
         gauges_.kv_budget ? static_cast<double>(gauges_.kv_rows) / gauges_.kv_budget : 0.0);
@@ -86,6 +97,8 @@ std::string Metrics::render() const {
   tokens_per_iteration_.render(out, "cllm_tokens_per_iteration", "Tokens made final per iteration of a sequence.");
   ttft_.render(out, "cllm_time_to_first_token_seconds", "From arrival to the first generated token.");
   inter_token_.render(out, "cllm_inter_token_latency_seconds", "Between successive token deliveries of a request.");
+  step_sequences_.render(out, "cllm_step_sequences", "Sequences sharing one batched forward, per engine step.");
+  step_rows_.render(out, "cllm_step_rows", "Token rows of one batched forward, per engine step.");
   return out;
 }
 

@@ -25,7 +25,8 @@ class Histogram {
 
 struct Gauges {
   int queue_depth = 0;     // requests waiting for a slot
-  int batch_size = 0;      // sequences advanced by the last step
+  int batch_size = 0;      // sequences in the last step's batched forward
+  int batch_rows = 0;      // token rows in the last step's batched forward
   int64_t kv_rows = 0;     // committed tokens of the active sequences
   int64_t kv_budget = 0;   // slots x context
 };
@@ -39,14 +40,16 @@ class Metrics {
   void observe_iteration(int tokens);
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds);
+  // One batched forward (engine step) over `sequences` sequences and `rows` token rows.
+  void observe_step(int sequences, int rows);
   void set_gauges(const Gauges& g);
   std::string render() const;
 
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
-  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, iterations_ = 0;
-  Histogram tokens_per_iteration_, ttft_, inter_token_;
+  uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, iterations_ = 0, steps_ = 0;
+  Histogram tokens_per_iteration_, ttft_, inter_token_, step_sequences_, step_rows_;
   Gauges gauges_;
 };
 

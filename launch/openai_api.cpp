@@ -130,6 +130,9 @@ ApiRequest parse_request(const std::string& body, bool chat) {
       r.decode = v.get<std::string>();
     } else if (key == "cllm_block") {
       r.block = int_field(v, key, 1, 64);
+    } else if (key == "cllm_ignore_eos") {
+      if (!v.is_boolean()) bad(key, "cllm_ignore_eos must be a boolean");
+      r.ignore_eos = v.get<bool>();
     } else if (kIgnored.count(key)) {
       continue;
     } else if (kNeutralOnly.count(key)) {
@@ -154,8 +157,11 @@ json usage_json(const Usage& u) {
 }
 
 json cllm_json(const Usage& u) {
-  return {{"iterations", u.iterations},
-          {"tokens_per_iteration", u.iterations ? static_cast<double>(u.completion_tokens) / u.iterations : 0.0}};
+  return {{"completion_tokens", u.completion_tokens},
+          {"iterations", u.iterations},
+          {"tokens_per_iteration", u.iterations ? static_cast<double>(u.completion_tokens) / u.iterations : 0.0},
+          {"server_ttft_s", u.server_ttft_s},
+          {"server_total_s", u.server_total_s}};
 }
 
 json envelope(const ApiRequest& r, const std::string& id, int64_t created, const char* object) {

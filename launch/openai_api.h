@@ -10,7 +10,8 @@
 // Decoding: temperature 0 (the default here, unlike OpenAI's 1) is greedy and decoded with
 // Jacobi iterations; temperature > 0 samples one token per iteration (AR) with top_p, seeded
 // by `seed` (0 when absent, so a request is reproducible). Extensions: cllm_decode "jacobi"
-// (greedy only) or "ar" (greedy AR at temperature 0), cllm_block (Jacobi block, 1..64).
+// (greedy only) or "ar" (greedy AR at temperature 0), cllm_block (Jacobi block, 1..64),
+// cllm_ignore_eos (true: generate exactly max_tokens, for load benchmarks).
 #pragma once
 #include <cstdint>
 #include <stdexcept>
@@ -45,6 +46,7 @@ struct ApiRequest {
   bool include_usage = false;           // stream_options.include_usage
   std::string decode;                   // "jacobi", "ar" or "" (by temperature)
   int block = 0;                        // 0: the server's --block
+  bool ignore_eos = false;              // cllm_ignore_eos: no stop ids
 };
 
 // Throws ApiError (400) naming the field at fault.
@@ -54,6 +56,11 @@ struct Usage {
   int prompt_tokens = 0;
   int completion_tokens = 0;
   int iterations = 0;  // forward iterations of the request, the prefill included
+  // Measured by the engine from admission (after parsing and tokenizing) to the first token and to
+  // the last event: the server's own time without HTTP, JSON and SSE delivery, so a client can
+  // tell the engine's latency from the transport's (tests/server/bench_serve.py).
+  double server_ttft_s = 0;
+  double server_total_s = 0;
 };
 
 // Whole responses and SSE chunks ("data: {...}\n\n"); `created` is Unix seconds.

@@ -14,7 +14,8 @@ Stream::Update Stream::take(std::chrono::milliseconds timeout) {
   return u;
 }
 
-void Stream::publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations) {
+void Stream::publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations,
+                     double ttft_s, double total_s) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (pending_.done) return;
@@ -23,6 +24,8 @@ void Stream::publish(const std::string& text, bool done, const std::string& fini
     pending_.finish_reason = finish;
     pending_.completion_tokens = tokens;
     pending_.iterations = iterations;
+    pending_.ttft_s = ttft_s;
+    pending_.total_s = total_s;
   }
   cv_.notify_all();
 }
@@ -38,13 +41,18 @@ struct Engine::Live {
   Clock::time_point arrived = Clock::now(), last_delivery;
   bool delivered = false;
   int tokens = 0, iterations = 0;
+  double ttft_s = 0;  // arrival to the first token, once there is one
 };
+
+namespace {
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+}  // namespace
 
 Engine::Engine(Model& model, const Tokenizer& tok, const EngineOptions& opts, http::Metrics& metrics,
                std::function<void()> keepalive)
     : model_(model), tok_(tok), opts_(opts), metrics_(metrics), keepalive_(std::move(keepalive)),
       sched_(model, opts.limits) {
-  metrics_.set_gauges({0, 0, 0, sched_.kv_rows_budget()});
+  metrics_.set_gauges({0, 0, 0, 0, sched_.kv_rows_budget()});
 }
 
 Engine::~Engine() = default;
@@ -86,7 +94,7 @@ bool Engine::draining() const {
 }
 
 void Engine::finish(Live& l, const std::string& reason) {
-  l.stream->publish(l.held, true, reason, l.tokens, l.iterations);
+  l.stream->publish(l.held, true, reason, l.tokens, l.iterations, l.ttft_s, seconds(Clock::now() - l.arrived));
   metrics_.add_tokens(0, l.tokens);
   const uint64_t id = l.id;
   live_.erase(std::remove_if(live_.begin(), live_.end(), [id](const auto& p) { return p->id == id; }), live_.end());
@@ -102,7 +110,8 @@ bool Engine::on_event(const SequenceEvent& ev) {
   metrics_.observe_iteration(static_cast<int>(ev.tokens.size()) + (ev.finish_reason == "stop" ? 1 : 0));
   if (!ev.tokens.empty()) {
     if (!l.delivered) {
-      metrics_.observe_ttft(std::chrono::duration<double>(now - l.arrived).count());
+      l.ttft_s = seconds(now - l.arrived);
+      metrics_.observe_ttft(l.ttft_s);
     } else {
       const double gap = std::chrono::duration<double>(now - l.last_delivery).count() / ev.tokens.size();
       for (size_t i = 0; i < ev.tokens.size(); ++i) metrics_.observe_inter_token(gap);
@@ -135,7 +144,7 @@ bool Engine::on_event(const SequenceEvent& ev) {
         keep = k;
         break;
       }
-  l.stream->publish(l.held.substr(0, l.held.size() - keep), false, "", l.tokens, l.iterations);
+  l.stream->publish(l.held.substr(0, l.held.size() - keep), false, "", l.tokens, l.iterations, l.ttft_s, 0);
   l.held.erase(0, l.held.size() - keep);
   return true;
 }
@@ -177,14 +186,16 @@ void Engine::run() {
         finish(*live_.front(), "cancelled");
       }
     if (draining() && live_.empty()) break;
-    int batch = 0;
+    StepStats batch;
     if (!sched_.idle()) {
-      batch = std::min(sched_.active() + sched_.waiting(), opts_.limits.max_batch);
       sched_.step([this](const SequenceEvent& ev) { return on_event(ev); });
+      batch = sched_.last_step();
+      if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows);
     }
-    metrics_.set_gauges({sched_.waiting(), batch, sched_.kv_rows_in_use(), sched_.kv_rows_budget()});
+    metrics_.set_gauges({sched_.waiting(), batch.sequences, batch.rows, sched_.kv_rows_in_use(),
+                         sched_.kv_rows_budget()});
   }
-  metrics_.set_gauges({0, 0, 0, sched_.kv_rows_budget()});
+  metrics_.set_gauges({0, 0, 0, 0, sched_.kv_rows_budget()});
 }
 
 }  // namespace cllm::openai

@@ -1,8 +1,9 @@
 // The bridge between HTTP threads and the decoding loop. The engine loop runs on the thread that
 // owns MPI (MPI_THREAD_FUNNELED: only it may call the coordinator), HTTP handlers run on their
-// own threads; they meet in a Stream per request. Between iterations the loop takes new
-// requests and cancellations, detokenizes each sequence's new tokens, applies stop strings, and
-// publishes the text to its Stream.
+// own threads; they meet in a Stream per request. Each loop step is one batched forward over
+// every active request (Scheduler::step); between steps the loop takes new requests and
+// cancellations, detokenizes each sequence's new tokens, applies stop strings, and publishes the
+// text to its Stream.
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -30,13 +31,16 @@ class Stream {
     std::string finish_reason;  // "stop", "length"; "cancelled" when the server gave up on it
     int completion_tokens = 0;
     int iterations = 0;
+    double ttft_s = 0;   // engine-measured, from submit(): to the first token (0 before it)
+    double total_s = 0;  // ... to the end (0 before it)
   };
   // Waits up to `timeout` for new text or the end; returns what there is.
   Update take(std::chrono::milliseconds timeout);
 
  private:
   friend class Engine;
-  void publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations);
+  void publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations,
+               double ttft_s, double total_s);
 
   std::mutex mu_;
   std::condition_variable cv_;

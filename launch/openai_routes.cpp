@@ -119,7 +119,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat,
                                                  cfg_.max_context - prompt_len - spec.jacobi.block))
                           : 16;
     spec.gen.max_new_tokens = r.max_tokens;
-    spec.gen.stop_ids = cfg_.eos_ids;
+    if (!r.ignore_eos) spec.gen.stop_ids = cfg_.eos_ids;
     const std::string why = engine.check(spec);
     if (!why.empty()) throw ApiError(400, why, "prompt", "context_length_exceeded");
   } catch (const ApiError& e) {
@@ -152,8 +152,12 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat,
     const Stream::Update u = stream->take(std::chrono::milliseconds(50));
     usage.completion_tokens = u.completion_tokens;
     usage.iterations = u.iterations;
+    usage.server_ttft_s = u.ttft_s;
+    usage.server_total_s = u.total_s;
     if (r.stream && (!u.text.empty() || (first && chat))) {
-      if (!res.write_chunk(chunk_event(r, id, created, u.text, "", nullptr, first))) return client_left();
+      // Every chunk carries the request's counts so far (cllm.completion_tokens...): a client can
+      // tell how many tokens a chunk holds (a Jacobi iteration can make several final).
+      if (!res.write_chunk(chunk_event(r, id, created, u.text, "", &usage, first))) return client_left();
       first = false;
     } else {
       text += u.text;

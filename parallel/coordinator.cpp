@@ -1,5 +1,6 @@
 #include "parallel/coordinator.h"
 
+#include <algorithm>
 #include <sstream>
 #include <vector>
 
@@ -8,56 +9,69 @@
 namespace cllm {
 namespace {
 
-// What every rank runs next; broadcast by rank 0. For a forward, n token ids follow in a
-// second broadcast.
+// What every rank runs next; broadcast by rank 0. A forward's batch follows in a second
+// broadcast of int32s: `count` SeqBlocks (slot, pos, n), then the `rows` token ids.
 struct StepPlan {
   enum Kind : int32_t { kForward = 0, kReset = 1, kStop = 2, kIdle = 3 };
   int64_t step;         // counts plans from 1, so that a rank that missed one notices
   int32_t kind;
-  int32_t n;            // forward: tokens; reset: KV rows
-  int32_t pos;          // forward: position of the first token
+  int32_t rows;         // forward: token rows of the batch; reset: KV rows per slot
+  int32_t count;        // forward: blocks (sequences); reset: KV slots
   int32_t want_logits;  // forward: 1 if rank 0 asked for logits (the gather is collective)
 };
 
-// One rank's vote on a forward.
-struct Ballot {
-  int64_t step;
-  int32_t n;
-  int32_t accept;     // Jacobi accept count m: longest run with g[j] == y[j-1], j = 1..m
-  uint64_t ids_hash;  // FNV-1a over the predicted ids
-};
-
-Ballot make_ballot(int64_t step, const int32_t* g, const int32_t* y, int n) {
-  Ballot b{step, n, 0, 1469598103934665603ULL};
-  while (b.accept + 1 < n && g[b.accept + 1] == y[b.accept]) ++b.accept;
-  for (int i = 0; i < n; ++i) {
+// One rank's vote on a batched forward, as int64s: step, rows, count, hash of the predicted ids,
+// then the Jacobi accept count m of every block (longest run with g[j] == y[j-1], j = 1..m).
+// count comes from the broadcast plan, so every rank's ballot has the same size.
+std::vector<int64_t> make_ballot(int64_t step, const int32_t* g, const int32_t* y, const SeqBlock* blocks,
+                                 int count, int rows) {
+  uint64_t hash = 1469598103934665603ULL;  // FNV-1a over the predicted ids
+  for (int i = 0; i < rows; ++i)
     for (int byte = 0; byte < 4; ++byte)
-      b.ids_hash = (b.ids_hash ^ ((static_cast<uint32_t>(y[i]) >> (8 * byte)) & 0xff)) * 1099511628211ULL;
+      hash = (hash ^ ((static_cast<uint32_t>(y[i]) >> (8 * byte)) & 0xff)) * 1099511628211ULL;
+  std::vector<int64_t> b = {step, rows, count, static_cast<int64_t>(hash)};
+  for (int k = 0, row = 0; k < count; row += blocks[k++].n) {
+    int accept = 0;
+    while (accept + 1 < blocks[k].n && g[row + accept + 1] == y[row + accept]) ++accept;
+    b.push_back(accept);
   }
   return b;
 }
 
-bool same(const Ballot& a, const Ballot& b) {
-  return a.step == b.step && a.n == b.n && a.accept == b.accept && a.ids_hash == b.ids_hash;
+// "accept A, ids hash H" (one block) or "accept [A0 A1 ...], ids hash H" (a batch).
+std::string describe(const int64_t* b, size_t len) {
+  std::ostringstream os;
+  os << "accept ";
+  if (len == 5) {
+    os << b[4];
+  } else {
+    os << "[";
+    for (size_t i = 4; i < len; ++i) os << (i > 4 ? " " : "") << b[i];
+    os << "]";
+  }
+  os << ", ids hash " << std::hex << static_cast<uint64_t>(b[3]) << std::dec;
+  return os.str();
 }
 
 // The forward of one step on this rank's shard, then the vote. Every rank runs this for every
 // forward plan, so the collectives inside match.
-void run_forward(Model& local, Comm& comm, const StepPlan& p, const int32_t* tokens, int32_t* out, float* logits) {
-  local.forward(tokens, p.n, p.pos, out, logits);
-  const Ballot mine = make_ballot(p.step, tokens, out, p.n);
-  std::vector<Ballot> all(comm.size());
-  comm.all_gather(&mine, sizeof mine, all.data(), {"convergence vote"});
+void run_forward(Model& local, Comm& comm, const StepPlan& p, const int32_t* tokens, const SeqBlock* blocks,
+                 int32_t* out, float* logits) {
+  local.forward_batch(tokens, blocks, p.count, out, logits);
+  const std::vector<int64_t> mine = make_ballot(p.step, tokens, out, blocks, p.count, p.rows);
+  const size_t len = mine.size();
+  std::vector<int64_t> all(len * comm.size());
+  comm.all_gather(mine.data(), len * sizeof(int64_t), all.data(), {"convergence vote"});
   std::ostringstream os;
   for (int r = 1; r < comm.size(); ++r) {
-    if (same(all[r], all[0])) continue;
-    os << (os.tellp() > 0 ? "; " : "") << "rank " << r << " (step " << all[r].step << ", accept " << all[r].accept
-       << ", ids hash " << std::hex << all[r].ids_hash << std::dec << ")";
+    if (std::equal(all.begin() + r * len, all.begin() + (r + 1) * len, all.begin())) continue;
+    os << (os.tellp() > 0 ? "; " : "") << "rank " << r << " (step " << all[r * len] << ", "
+       << describe(&all[r * len], len) << ")";
   }
   if (os.tellp() > 0) {
     std::ostringstream msg;
-    msg << "convergence vote failed at step " << p.step << ": rank 0 has accept " << all[0].accept << ", ids hash "
-        << std::hex << all[0].ids_hash << std::dec << "; disagreeing: " << os.str();
+    msg << "convergence vote failed at step " << p.step << ": rank 0 has " << describe(all.data(), len)
+        << "; disagreeing: " << os.str();
     comm.abort(msg.str());
   }
 }
@@ -69,21 +83,34 @@ CoordinatorModel::CoordinatorModel(Model& local, Comm& comm) : local_(local), co
 }
 
 void CoordinatorModel::reset(int max_tokens, int slots) {
-  CLLM_CHECK(slots == 1, "CoordinatorModel: one KV slot only for now");
   CLLM_CHECK(!stopped_, "reset after the workers were stopped");
-  StepPlan p{++step_, StepPlan::kReset, max_tokens, 0, 0};
+  CLLM_CHECK(max_tokens > 0 && slots > 0,
+             "KV capacity and slots must be positive, got " << max_tokens << " rows x " << slots << " slots");
+  StepPlan p{++step_, StepPlan::kReset, max_tokens, slots, 0};
   comm_.broadcast(&p, sizeof p, 0, {"step plan"});
-  local_.reset(max_tokens);
+  local_.reset(max_tokens, slots);
+  capacity_ = max_tokens;
+  slots_ = slots;
 }
 
 void CoordinatorModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) {
+  const SeqBlock block{0, pos, n};
+  forward_batch(tokens, &block, 1, out_ids, logits);
+}
+
+void CoordinatorModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                                     float* logits) {
   CLLM_CHECK(!stopped_, "forward after the workers were stopped");
-  CLLM_CHECK(n > 0, "forward needs n > 0, got " << n);
-  StepPlan p{++step_, StepPlan::kForward, n, pos, logits != nullptr};
+  // Refused here, on rank 0 alone, a bad call leaves the workers waiting for the next plan
+  // instead of failing inside the collective forward on every rank.
+  const int rows = check_batch_args(config(), tokens, blocks, count, capacity_, slots_);
+  StepPlan p{++step_, StepPlan::kForward, rows, count, logits != nullptr};
   comm_.broadcast(&p, sizeof p, 0, {"step plan"});
-  // The root's buffer is only read by a broadcast.
-  comm_.broadcast(const_cast<int32_t*>(tokens), sizeof(int32_t) * n, 0, {"step tokens"});
-  run_forward(local_, comm_, p, tokens, out_ids, logits);
+  batch_.clear();
+  for (int k = 0; k < count; ++k) batch_.insert(batch_.end(), {blocks[k].slot, blocks[k].pos, blocks[k].n});
+  batch_.insert(batch_.end(), tokens, tokens + rows);
+  comm_.broadcast(batch_.data(), sizeof(int32_t) * batch_.size(), 0, {"step batch"});
+  run_forward(local_, comm_, p, tokens, blocks, out_ids, logits);
 }
 
 void CoordinatorModel::stop() {
@@ -101,7 +128,8 @@ void CoordinatorModel::keepalive() {
 
 void worker_loop(Model& local, Comm& comm) {
   CLLM_CHECK(comm.rank() != 0, "worker_loop runs on ranks other than 0");
-  std::vector<int32_t> tokens, out;
+  std::vector<int32_t> batch, out;
+  std::vector<SeqBlock> blocks;
   std::vector<float> logits;
   for (int64_t expected = 1;; ++expected) {
     StepPlan p{};
@@ -115,17 +143,26 @@ void worker_loop(Model& local, Comm& comm) {
       case StepPlan::kStop:
         return;
       case StepPlan::kReset:
-        local.reset(p.n);
+        local.reset(p.rows, p.count);
         break;
       case StepPlan::kIdle:
         break;
-      case StepPlan::kForward:
-        tokens.resize(p.n);
-        out.resize(p.n);
-        comm.broadcast(tokens.data(), sizeof(int32_t) * p.n, 0, {"step tokens"});
-        if (p.want_logits) logits.resize(static_cast<size_t>(p.n) * local.config().vocab_size);
-        run_forward(local, comm, p, tokens.data(), out.data(), p.want_logits ? logits.data() : nullptr);
+      case StepPlan::kForward: {
+        if (p.count <= 0 || p.rows <= 0) {
+          std::ostringstream msg;
+          msg << "step plan " << p.step << " forwards " << p.count << " blocks of " << p.rows << " rows";
+          comm.abort(msg.str());
+        }
+        batch.resize(static_cast<size_t>(3) * p.count + p.rows);
+        comm.broadcast(batch.data(), sizeof(int32_t) * batch.size(), 0, {"step batch"});
+        blocks.resize(p.count);
+        for (int k = 0; k < p.count; ++k) blocks[k] = {batch[3 * k], batch[3 * k + 1], batch[3 * k + 2]};
+        out.resize(p.rows);
+        if (p.want_logits) logits.resize(static_cast<size_t>(p.rows) * local.config().vocab_size);
+        run_forward(local, comm, p, batch.data() + 3 * p.count, blocks.data(), out.data(),
+                    p.want_logits ? logits.data() : nullptr);
         break;
+      }
       default: {
         std::ostringstream msg;
         msg << "unknown step plan kind " << p.kind << " at step " << p.step;
@@ -142,13 +179,6 @@ int run_on_all_ranks(Comm& comm, const std::function<int()>& body) {
   } catch (const std::exception& e) {
     comm.abort(std::string("error: ") + e.what());
   }
-}
-
-
-// Placeholder until the batched forward lands: one block on slot 0 only.
-void CoordinatorModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids, float* logits) {
-  CLLM_CHECK(count == 1 && blocks[0].slot == 0, "CoordinatorModel: batched forward not implemented yet");
-  forward(tokens, blocks[0].n, blocks[0].pos, out_ids, logits);
 }
 
 }  // namespace cllm

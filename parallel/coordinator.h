@@ -1,20 +1,23 @@
 // The control plane of a tensor-parallel group (design.md, "One request, end to end", 4-8).
-// Rank 0, the coordinator, owns the prompt and the decoding; the other ranks, the workers, only
+// Rank 0, the coordinator, owns the prompts and the decoding; the other ranks, the workers, only
 // run forwards. Before every call of the sharded model, rank 0 broadcasts a step plan (what to
-// run: reset, forward over which tokens at which position, or stop) and every rank runs the same
-// call, so every rank meets the same collectives in the same order. After each forward the ranks
-// vote: one all-gather of (step, accept count, hash of the predicted ids); a disagreement stops
-// every rank with a message naming the ranks that differ.
+// run: reset of how many slots, a batched forward, keepalive or stop), then for a forward the
+// batch itself (its SeqBlocks and token ids), and every rank runs the same call, so every rank
+// meets the same collectives in the same order. After each forward the ranks vote: one
+// all-gather of (step, the accept count of every block, hash of the predicted ids); a
+// disagreement stops every rank with a message naming the ranks that differ.
 #pragma once
 #include <functional>
+#include <vector>
 
 #include "parallel/comm.h"
 #include "runtime/model.h"
 
 namespace cllm {
 
-// Rank 0's view of the group: a Model whose reset() and forward() lead the workers through the
-// same call on their shards. Decoders (generate_ar, generate_jacobi) use it unchanged.
+// Rank 0's view of the group: a Model whose reset(), forward() and forward_batch() lead the
+// workers through the same call on their shards. Decoders (generate_ar, generate_jacobi) and the
+// Scheduler use it unchanged.
 class CoordinatorModel final : public Model {
  public:
   // local: rank 0's shard of the model; comm.rank() must be 0. Both must outlive this.
@@ -37,6 +40,8 @@ class CoordinatorModel final : public Model {
   Comm& comm_;
   int64_t step_ = 0;
   bool stopped_ = false;
+  int capacity_ = 0, slots_ = 0;  // of the last reset: calls are checked on rank 0 before any broadcast
+  std::vector<int32_t> batch_;    // the broadcast batch: [count][3] SeqBlocks, then the rows' token ids
 };
 
 // Every rank but 0: runs the calls that rank 0 plans, on local (this rank's shard), until a stop.

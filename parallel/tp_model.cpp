@@ -13,8 +13,11 @@ namespace cllm {
 std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device device, Comm& comm,
                                           const LoadProgress& progress) {
   if (comm.size() == 1) return make_model(ckpt, device, progress);
+  // The GPU's sharded model lives in cllm_parallel_cuda (parallel/cuda/cuda_tp_model.h), which
+  // needs CUDA, MPI and NCCL; the cllm executable calls it directly when it was built with them.
   CLLM_CHECK(device == Device::Cpu, "tensor parallelism over " << comm.size()
-                                        << " ranks runs on the CPU only so far; use --device cpu or one rank");
+                                        << " ranks with --device cuda needs cllm built with CUDA, MPI and NCCL "
+                                           "(parallel/cuda/cuda_tp_model.h); use --device cpu or one rank");
   const ModelConfig& cfg = ckpt.config();
   const ShardPlan plan = make_shard_plan(cfg, comm.rank(), comm.size());
   return std::make_unique<CpuModel>(cfg, load_weights_f32(ckpt, plan, progress), plan, comm);

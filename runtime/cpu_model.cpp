@@ -6,6 +6,7 @@
 #include "kernels/check.h"
 #include "kernels/cpu/gemm_invariant.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/thread_pool.h"
 #include "runtime/rope.h"
 
 namespace cllm {
@@ -31,12 +32,23 @@ CpuModel::CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan
       inv_freq_(rope_inv_freq(cfg)) {}
 
 void CpuModel::reset(int max_tokens, int slots) {
-  CLLM_CHECK(slots == 1, "CpuModel: one KV slot only for now");
-  CLLM_CHECK(max_tokens > 0, "KV capacity must be positive, got " << max_tokens);
-  if (max_tokens > capacity_) {
-    k_.assign(cfg_.num_layers, std::vector<float>(static_cast<size_t>(kvd_) * max_tokens));
-    v_.assign(cfg_.num_layers, std::vector<float>(static_cast<size_t>(kvd_) * max_tokens));
-    capacity_ = max_tokens;
+  CLLM_CHECK(max_tokens > 0 && slots > 0,
+             "KV capacity and slots must be positive, got " << max_tokens << " rows x " << slots << " slots");
+  // The allocation only grows (a smaller reset keeps the larger one; its layout changes with
+  // either dimension, and reset forgets the old KV anyway); forwards are checked against this
+  // reset's sizes, whatever is allocated.
+  limit_tokens_ = max_tokens;
+  limit_slots_ = slots;
+  if (max_tokens > capacity_ || slots > slots_) {
+    capacity_ = std::max(capacity_, max_tokens);
+    slots_ = std::max(slots_, slots);
+    const size_t floats = static_cast<size_t>(slots_) * capacity_ * kvd_;
+    k_.clear();  // free the old cache before allocating the new one
+    v_.clear();
+    for (int l = 0; l < cfg_.num_layers; ++l) {
+      k_.emplace_back(new float[floats]);
+      v_.emplace_back(new float[floats]);
+    }
   }
 }
 
@@ -53,16 +65,17 @@ void CpuModel::grow_scratch(int n) {
   att_.resize(sn * qd_);
   gate_.resize(sn * ffn_);
   up_.resize(sn * ffn_);
-  logits_.resize(sn * plan_.vocab);
+  k_new_.resize(sn * kvd_);
+  v_new_.resize(sn * kvd_);
   best_.resize(sn);
   positions_.resize(sn);
 }
 
 void CpuModel::linear(const float* x, const float* w, float* y, int n, int out, int in) const {
-  if (n <= kInvariantMaxTokens)
-    cpu::matmul_wt_invariant(x, w, y, n, out, in);
-  else
+  if (blas_)
     cpu::matmul_wt(x, w, y, n, out, in);
+  else
+    cpu::matmul_wt_invariant(x, w, y, n, out, in);
 }
 
 void CpuModel::all_reduce(float* x, size_t count, const CommPhase& phase) {
@@ -89,25 +102,42 @@ void CpuModel::embed(const int32_t* tokens, int n, float* x) {
 
 void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
   const int d = cfg_.hidden_size, vs = plan_.vocab;
-  float* local = !comm_ && logits ? logits : logits_.data();  // [n, vs]
-  linear(h, w_.head(), local, n, vs, d);
-  if (!comm_) {
-    for (int i = 0; i < n; ++i) out_ids[i] = cpu::argmax(local + static_cast<size_t>(i) * vs, vs);
-    return;
+  // Per row: (max logit, lowest id holding it) over this rank's vocab shard.
+  auto best_of = [&](const float* y, int cols, int first_id) {
+    cpu::parallel_for_range(n, 4, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) {
+        const float* row = y + i * cols;
+        const int32_t j = cpu::argmax(row, cols);
+        // Chunks come in id order, so keeping the earlier one on ties keeps the lowest id.
+        if (first_id == plan_.vocab_begin || row[j] > best_[i].value) best_[i] = {row[j], first_id + j};
+      }
+    });
+  };
+  if (logits) {
+    if (comm_) logits_.resize(static_cast<size_t>(n) * vs);
+    float* local = comm_ ? logits_.data() : logits;  // [n, vs]: this rank's shard
+    linear(h, w_.head(), local, n, vs, d);
+    best_of(local, vs, plan_.vocab_begin);
+  } else {
+    // Only the argmax is wanted: the head in vocab chunks with a running max, so the scratch stays
+    // near 8 MB however many rows the batch has (512 rows x 49152 ids would be 100 MB). Every
+    // logit is the same number either way (each output of the GEMM is computed on its own).
+    const int chunk = std::clamp((2 << 20) / n, 256, vs);
+    logits_.resize(static_cast<size_t>(n) * chunk);
+    for (int v0 = 0; v0 < vs; v0 += chunk) {
+      const int cols = std::min(chunk, vs - v0);
+      linear(h, w_.head() + static_cast<size_t>(v0) * d, logits_.data(), n, cols, d);
+      best_of(logits_.data(), cols, plan_.vocab_begin + v0);
+    }
   }
-  // Local argmax over the shard, then the global (max, lowest id) pair: the same choice as an
-  // argmax over the whole row, which takes the lowest index on ties.
-  for (int i = 0; i < n; ++i) {
-    const float* row = local + static_cast<size_t>(i) * vs;
-    const int32_t j = cpu::argmax(row, vs);
-    best_[i] = {row[j], plan_.vocab_begin + j};
-  }
-  comm_->all_reduce_max_loc(best_.data(), n, {"LM-head argmax"});
+  // The global (max, lowest id) pair over the shards: the same choice as an argmax over the whole
+  // row, which takes the lowest index on ties.
+  if (comm_) comm_->all_reduce_max_loc(best_.data(), n, {"LM-head argmax"});
   for (int i = 0; i < n; ++i) out_ids[i] = best_[i].index;
-  if (!logits) return;
+  if (!logits || !comm_) return;
   const size_t shard = static_cast<size_t>(n) * vs;
   gathered_.resize(shard * plan_.size);
-  comm_->all_gather(local, shard * sizeof(float), gathered_.data(), {"logits gather"});
+  comm_->all_gather(logits_.data(), shard * sizeof(float), gathered_.data(), {"logits gather"});
   for (int r = 0; r < plan_.size; ++r)
     for (int i = 0; i < n; ++i)
       std::memcpy(logits + static_cast<size_t>(i) * cfg_.vocab_size + static_cast<size_t>(r) * vs,
@@ -115,28 +145,44 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
 }
 
 void CpuModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) {
-  check_forward_args(cfg_, tokens, n, pos, capacity_);
+  const SeqBlock block{0, pos, n};
+  forward_batch(tokens, &block, 1, out_ids, logits);
+}
+
+void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                             float* logits) {
+  const int n = check_batch_args(cfg_, tokens, blocks, count, limit_tokens_, limit_slots_);  // rows of the batch
   grow_scratch(n);
+  blas_ = count == 1 && n > kInvariantMaxTokens;
   const int d = cfg_.hidden_size, hd = cfg_.head_dim;
-  const size_t kv_off = static_cast<size_t>(pos) * kvd_;  // this block's first cache row
-  for (int i = 0; i < n; ++i) positions_[i] = pos + i;
+  attn_blocks_.resize(count);
+  for (int b = 0, row = 0; b < count; row += blocks[b++].n)
+    for (int i = 0; i < blocks[b].n; ++i) positions_[row + i] = blocks[b].pos + i;
 
   float* x = x_.data();  // residual stream [n, d], replicated on every rank
   float* h = h_.data();
   embed(tokens, n, x);
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const LayerWeights& L = w_.layers[l];
-    float* kc = k_[l].data();
-    float* vc = v_[l].data();
-    // Attention over this rank's heads: q, k, v projections; k and v go straight into the cache
-    // rows of this block. o is row-parallel: h holds a partial sum until the all-reduce.
+    // Attention over this rank's heads: q, k, v projections over all rows; each block's k and v
+    // rows then go to its slot's cache rows [pos, pos + n), and each block attends over its
+    // slot. o is row-parallel: h holds a partial sum until the all-reduce.
     cpu::rmsnorm(x, L.attn_norm.data(), h, n, d, cfg_.rms_norm_eps);
     linear(h, L.wq.data(), q_.data(), n, qd_, d);
-    linear(h, L.wk.data(), kc + kv_off, n, kvd_, d);
-    linear(h, L.wv.data(), vc + kv_off, n, kvd_, d);
+    linear(h, L.wk.data(), k_new_.data(), n, kvd_, d);
+    linear(h, L.wv.data(), v_new_.data(), n, kvd_, d);
     cpu::rope(q_.data(), positions_.data(), n, plan_.heads, hd, inv_freq_.data());
-    cpu::rope(kc + kv_off, positions_.data(), n, plan_.kv_heads, hd, inv_freq_.data());
-    cpu::block_attention(q_.data(), kc, vc, att_.data(), n, pos, plan_.heads, plan_.kv_heads, hd);
+    cpu::rope(k_new_.data(), positions_.data(), n, plan_.kv_heads, hd, inv_freq_.data());
+    for (int b = 0, row = 0; b < count; row += blocks[b++].n) {
+      const SeqBlock& s = blocks[b];
+      float* kc = k_[l].get() + kv_offset(s.slot, 0);
+      float* vc = v_[l].get() + kv_offset(s.slot, 0);
+      const size_t off = static_cast<size_t>(row) * kvd_, len = static_cast<size_t>(s.n) * kvd_;
+      std::memcpy(kc + static_cast<size_t>(s.pos) * kvd_, k_new_.data() + off, len * sizeof(float));
+      std::memcpy(vc + static_cast<size_t>(s.pos) * kvd_, v_new_.data() + off, len * sizeof(float));
+      attn_blocks_[b] = {kc, vc, s.n, s.pos};
+    }
+    cpu::batch_attention(q_.data(), att_.data(), attn_blocks_.data(), count, plan_.heads, plan_.kv_heads, hd);
     linear(att_.data(), L.wo.data(), h, n, d, qd_);
     all_reduce(h, static_cast<size_t>(n) * d, {"attention", l});
     cpu::add_inplace(x, h, static_cast<size_t>(n) * d);
@@ -151,13 +197,6 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, 
   }
   cpu::rmsnorm(x, w_.final_norm.data(), h, n, d, cfg_.rms_norm_eps);
   lm_head(h, n, out_ids, logits);
-}
-
-
-// Placeholder until the batched forward lands: one block on slot 0 only.
-void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids, float* logits) {
-  CLLM_CHECK(count == 1 && blocks[0].slot == 0, "CpuModel: batched forward not implemented yet");
-  forward(tokens, blocks[0].n, blocks[0].pos, out_ids, logits);
 }
 
 }  // namespace cllm

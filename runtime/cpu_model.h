@@ -1,10 +1,18 @@
-// The LLaMA forward on the CPU in fp32: weights, KV cache and scratch for one sequence.
+// The LLaMA forward on the CPU in fp32: weights, the KV cache of `slots` sequences, and scratch.
+// forward_batch runs the blocks of several sequences in one pass (continuous batching): the
+// embedding, the norms, every linear layer and the LM head run over all rows of the batch at
+// once, so each weight is read once per step; RoPE takes per-row positions and attention runs
+// per block over that block's own KV slot. Results of a block do not depend on the rest of the
+// batch (batch-invariant GEMM, per-row kernels), so a request decodes the same alone or batched.
 // Tensor parallel (parallel/shard_plan.h): a rank holds its slice of the weights and of the KV
-// heads; forward() is then collective (every rank calls it with the same arguments) with one
-// all-reduce after the embedding, after o and after down, and a max-loc for the LM-head argmax.
+// heads; forwards are then collective (every rank calls them with the same arguments) with one
+// all-reduce over all rows after the embedding, after o and after down, and a max-loc for the
+// LM-head argmax.
 #pragma once
+#include <memory>
 #include <vector>
 
+#include "kernels/cpu/ops.h"
 #include "parallel/comm.h"
 #include "parallel/shard_plan.h"
 #include "runtime/model.h"
@@ -27,8 +35,10 @@ class CpuModel final : public Model {
   // This rank's bytes: its weight slices plus its KV heads.
   double step_bytes(int context) const override;
 
-  // Blocks of at most this many tokens use the batch-invariant GEMM (see gemm_invariant.h), so
-  // Jacobi blocks reproduce AR bit for bit; longer ones (prompt prefill) use OpenBLAS.
+  // A batch whose blocks all have at most this many tokens uses the batch-invariant GEMM (see
+  // gemm_invariant.h), whatever its total rows, so Jacobi blocks reproduce AR bit for bit and a
+  // block's result does not depend on its batch. Only a single longer block (a whole-prompt
+  // prefill) uses OpenBLAS.
   static constexpr int kInvariantMaxTokens = 64;
 
  private:
@@ -40,6 +50,10 @@ class CpuModel final : public Model {
   void embed(const int32_t* tokens, int n, float* x);
   // LM head over h[n, d]: out_ids = global argmax, logits (if not null) = full [n, vocab].
   void lm_head(const float* h, int n, int32_t* out_ids, float* logits);
+  // First float of KV row `pos` of `slot` in a layer's cache.
+  size_t kv_offset(int slot, int pos) const {
+    return (static_cast<size_t>(slot) * capacity_ + static_cast<size_t>(pos)) * kvd_;
+  }
 
   ModelConfig cfg_;
   ModelWeights w_;
@@ -47,14 +61,21 @@ class CpuModel final : public Model {
   Comm* comm_ = nullptr;                  // nullptr: one rank, no collectives
   int qd_, kvd_, ffn_;                    // this rank's q, kv and FFN widths (floats per token)
   std::vector<float> inv_freq_;           // [head_dim / 2]
-  int capacity_ = 0;                      // KV rows allocated per layer
-  std::vector<std::vector<float>> k_, v_; // per layer [capacity, kvd_]
-  // Scratch for a block of n tokens.
+  int capacity_ = 0;                      // KV rows per slot (allocated)
+  int slots_ = 0;                         // KV slots (allocated)
+  int limit_tokens_ = 0, limit_slots_ = 0;  // the last reset's sizes: what forwards are checked against
+  // Per layer [slots_, capacity_, kvd_], left uninitialised: the OS commits the pages of the rows
+  // that are written, so idle slots of a large --max-batch x --max-context cost no memory.
+  std::vector<std::unique_ptr<float[]>> k_, v_;
+  bool blas_ = false;                     // this forward uses OpenBLAS (see kInvariantMaxTokens)
+  // Scratch for a batch of n rows.
   std::vector<float> x_, h_, q_, att_, gate_, up_;  // [n, d], [n, d], [n, qd_] x2, [n, ffn_] x2
-  std::vector<float> logits_;             // [n, plan_.vocab]: this rank's vocab shard
+  std::vector<float> k_new_, v_new_;      // [n, kvd_]: the batch's keys and values before they go to their slots
+  std::vector<float> logits_;             // [n, vocab chunk], or [n, plan_.vocab] when logits are asked for
   std::vector<float> gathered_;           // [size, n, plan_.vocab]: every shard, when logits are asked for
   std::vector<ValueIndex> best_;          // [n]: per-token (max logit, id) for the max-loc
-  std::vector<int32_t> positions_;
+  std::vector<int32_t> positions_;        // [n]
+  std::vector<cpu::AttentionBlock> attn_blocks_;
 };
 
 }  // namespace cllm

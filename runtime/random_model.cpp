@@ -110,6 +110,65 @@ ModelConfig random_model_shape(const std::string& name) {
   CLLM_FAIL("unknown model shape '" << name << "' (expected tiny, 135m, 7b, 13b, 70b or custom)");
 }
 
+namespace {
+
+class RandomCheckpoint final : public CheckpointReader {
+ public:
+  RandomCheckpoint(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg), seed_(seed), tok_(make_byte_level_spec(cfg.vocab_size)) {
+    validate(cfg_, source());
+    // Random weights mostly predict ids past the 256 bytes; as normal tokens they decode to their
+    // names ("<|unused_7|>") instead of nothing, so every generated token streams some text.
+    for (size_t id = 258; id < tok_.token_types.size(); ++id) tok_.token_types[id] = 1;
+    for (PlannedTensor& t : plan(cfg_)) tensors_.emplace(t.name, std::move(t));
+  }
+  const ModelConfig& config() const override { return cfg_; }
+  const TokenizerSpec& tokenizer() const override { return tok_; }
+  bool has_tensor(const std::string& name) const override { return tensors_.count(name) > 0; }
+  std::vector<int64_t> shape(const std::string& name) const override { return get(name).shape; }
+  std::string source() const override { return "random weights (seed " + std::to_string(seed_) + ")"; }
+
+  // Element i of a tensor (row-major over its whole shape) is the value fill_uniform gives it.
+  void read_f32(const std::string& name, const TensorRange& r, float* dst) const override {
+    const PlannedTensor& t = get(name);
+    const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1, cols = t.shape.back();
+    const int64_t r0 = t.shape.size() == 2 ? r.row_begin : 0, r1 = t.shape.size() == 2 && r.row_end >= 0 ? r.row_end : rows;
+    const int64_t c0 = t.shape.size() == 2 ? r.col_begin : r.row_begin;
+    const int64_t c1 = t.shape.size() == 2 ? (r.col_end >= 0 ? r.col_end : cols) : (r.row_end >= 0 ? r.row_end : cols);
+    CLLM_CHECK(0 <= r0 && r0 <= r1 && r1 <= rows && 0 <= c0 && c0 <= c1 && c1 <= cols,
+               source() << ": range outside tensor " << name);
+    const uint64_t key = hash_name(name, seed_);
+    cpu::parallel_for_range(static_cast<size_t>(r1 - r0), 1, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) {
+        const int64_t row = r0 + static_cast<int64_t>(i);
+        float* out = dst + i * static_cast<size_t>(c1 - c0);
+        for (int64_t c = c0; c < c1; ++c) {
+          const double u = static_cast<double>(mix(key + static_cast<uint64_t>(row * cols + c)) >> 11) *
+                           (1.0 / 9007199254740992.0);
+          out[c - c0] = t.center + t.scale * static_cast<float>(2.0 * u - 1.0);
+        }
+      }
+    });
+  }
+
+ private:
+  const PlannedTensor& get(const std::string& name) const {
+    const auto it = tensors_.find(name);
+    CLLM_CHECK(it != tensors_.end(), source() << " has no tensor " << name);
+    return it->second;
+  }
+
+  ModelConfig cfg_;
+  uint64_t seed_;
+  TokenizerSpec tok_;
+  std::map<std::string, PlannedTensor> tensors_;
+};
+
+}  // namespace
+
+std::unique_ptr<CheckpointReader> random_checkpoint(const ModelConfig& cfg, uint64_t seed) {
+  return std::make_unique<RandomCheckpoint>(cfg, seed);
+}
+
 void write_random_model(const ModelConfig& cfg, const std::string& dir, const RandomModelOptions& opts,
                         const std::function<void(int, int)>& progress) {
   validate(cfg, "random-model shape");

@@ -4,8 +4,10 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "loaders/checkpoint.h"
 #include "loaders/dequant.h"
 #include "runtime/model_config.h"
 
@@ -24,5 +26,11 @@ struct RandomModelOptions {
 // Writes the checkpoint into `dir` (created if needed). progress(done, total) counts tensors.
 void write_random_model(const ModelConfig& cfg, const std::string& dir, const RandomModelOptions& opts,
                         const std::function<void(int, int)>& progress = {});
+
+// The weights write_random_model(cfg, dir, {seed, F32}) would write, computed on read instead of
+// stored: serving or benchmarking a 7B shape needs no 13 GB file (`--model random:7b`, see
+// launch/cli_common.h). Its tokenizer is the byte-level one random checkpoints ship with, except
+// that the ids past the bytes decode to their names, so a server streams text for every token.
+std::unique_ptr<CheckpointReader> random_checkpoint(const ModelConfig& cfg, uint64_t seed = 1);
 
 }  // namespace cllm

@@ -7,28 +7,33 @@
 
 namespace cllm {
 
-// Invariant once prefilled: the model's KV (when this sequence holds it) can be exact for every
-// token but the last, which is the next block's g[0] and has not been forwarded yet.
+// KV of slot `slot` is exact for the first `prefilled` prompt tokens while the prompt prefills,
+// then for every token but the last, which is the next block's g[0] and not yet forwarded.
 struct Scheduler::Sequence {
   uint64_t id = 0;
   SequenceSpec spec;
   std::vector<int32_t> tokens;  // prompt + final tokens
   std::optional<JacobiDecoder> jacobi;
   std::optional<Sampler> sampler;
-  bool prefilled = false;
-  bool dropped = false;  // cancelled during step(): removed when the step ends
+  int slot = -1;
+  int prefilled = 0;     // prompt tokens forwarded so far
+  bool dropped = false;  // cancelled or finished during step(): removed when the step ends
   int iterations = 0;
   int generated = 0;
+  int row = 0;           // this step's block: rows [row, row + n) of the batch
+  int n = 0;
+  bool want_logits = false;
 
   bool sampled() const { return spec.sampling.temperature > 0; }
+  bool prefilling() const { return prefilled < static_cast<int>(spec.prompt.size()); }
 };
 
 Scheduler::Scheduler(Model& model, const SchedulerLimits& limits) : model_(model), limits_(limits) {
   CLLM_CHECK(limits.max_batch > 0 && limits.max_queue >= 0 && limits.max_context > 0,
              "scheduler limits must be positive: batch " << limits.max_batch << ", queue " << limits.max_queue
                                                          << ", context " << limits.max_context);
-  // One slot's worth of KV rows: sequences take turns in it (see SequenceSlots in the header).
-  model_.reset(limits.max_context);
+  model_.reset(limits.max_context, limits.max_batch);
+  for (int slot = limits.max_batch - 1; slot >= 0; --slot) free_slots_.push_back(slot);  // slot 0 goes first
 }
 
 Scheduler::~Scheduler() = default;
@@ -55,6 +60,7 @@ bool Scheduler::submit(uint64_t id, SequenceSpec spec) {
   s->id = id;
   s->tokens = spec.prompt;
   s->spec = std::move(spec);
+  if (s->sampled()) s->sampler.emplace(s->spec.sampling);
   waiting_.push_back(std::move(s));
   return true;
 }
@@ -62,7 +68,6 @@ bool Scheduler::submit(uint64_t id, SequenceSpec spec) {
 void Scheduler::cancel(uint64_t id) {
   auto match = [id](const std::unique_ptr<Sequence>& s) { return s->id == id; };
   waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), match), waiting_.end());
-  if (resident_ == id) resident_ = 0;
   // The sink may cancel while step() walks active_: mark now, erase when the walk is over.
   for (auto& s : active_)
     if (s->id == id) s->dropped = true;
@@ -70,6 +75,8 @@ void Scheduler::cancel(uint64_t id) {
 }
 
 void Scheduler::erase_dropped() {
+  for (const auto& s : active_)
+    if (s->dropped) free_slots_.push_back(s->slot);
   active_.erase(std::remove_if(active_.begin(), active_.end(), [](const auto& s) { return s->dropped; }),
                 active_.end());
 }
@@ -81,53 +88,78 @@ int64_t Scheduler::kv_rows_in_use() const {
 }
 
 void Scheduler::step(const EventSink& emit) {
-  while (static_cast<int>(active_.size()) < limits_.max_batch && !waiting_.empty()) {
+  while (!free_slots_.empty() && !waiting_.empty()) {
     active_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
+    active_.back()->slot = free_slots_.back();
+    free_slots_.pop_back();
   }
-  // The sequence whose KV the model already holds goes first: one recompute fewer per step.
-  auto resident = std::find_if(active_.begin(), active_.end(), [&](const auto& s) { return s->id == resident_; });
-  if (resident != active_.end()) std::rotate(active_.begin(), resident, active_.end());
-  stepping_ = true;
+  // One block per sequence, in admission order.
+  blocks_.clear();
+  tokens_.clear();
+  last_step_ = {};
+  bool want_logits = false;
   for (auto& s : active_) {
-    if (s->dropped) continue;
-    bool finished = true;
-    try {
-      finished = iterate(*s, emit);
-    } catch (...) {
-      stepping_ = false;
-      throw;
+    s->row = static_cast<int>(tokens_.size());
+    if (s->prefilling()) {
+      s->n = std::min(kChunk, static_cast<int>(s->spec.prompt.size()) - s->prefilled);
+      tokens_.insert(tokens_.end(), s->spec.prompt.begin() + s->prefilled,
+                     s->spec.prompt.begin() + s->prefilled + s->n);
+      blocks_.push_back({s->slot, s->prefilled, s->n});
+      last_step_.prefill_rows += s->n;
+      // The chunk that completes the prompt predicts the first token.
+      s->want_logits = s->sampled() && s->prefilled + s->n == static_cast<int>(s->spec.prompt.size());
+    } else {
+      const std::vector<int32_t> last = {s->tokens.back()};
+      const std::vector<int32_t>& block = s->jacobi ? s->jacobi->block() : last;
+      s->n = static_cast<int>(block.size());
+      tokens_.insert(tokens_.end(), block.begin(), block.end());
+      blocks_.push_back({s->slot, static_cast<int32_t>(s->tokens.size()) - 1, s->n});
+      s->want_logits = s->sampled();
     }
-    if (finished) {
-      s->dropped = true;
-      if (resident_ == s->id) resident_ = 0;
+    want_logits = want_logits || s->want_logits;
+  }
+  if (blocks_.empty()) return;
+  last_step_.sequences = static_cast<int>(blocks_.size());
+  last_step_.rows = static_cast<int>(tokens_.size());
+  ids_.resize(tokens_.size());
+  if (want_logits) logits_.resize(tokens_.size() * static_cast<size_t>(model_.config().vocab_size));
+  // A throw leaves every sequence as it was: the forward only wrote KV rows past what is exact.
+  model_.forward_batch(tokens_.data(), blocks_.data(), static_cast<int>(blocks_.size()), ids_.data(),
+                       want_logits ? logits_.data() : nullptr);
+
+  stepping_ = true;
+  try {
+    for (auto& s : active_) {
+      if (s->dropped) continue;  // cancelled by the sink earlier in this walk
+      if (advance(*s, emit)) s->dropped = true;
     }
+  } catch (...) {
+    stepping_ = false;
+    throw;
   }
   stepping_ = false;
   erase_dropped();
 }
 
-bool Scheduler::iterate(Sequence& s, const EventSink& emit) {
-  std::vector<int32_t> finals;
+bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   const int vocab = model_.config().vocab_size;
-  if (!s.prefilled) {
-    // The prompt, with its last token as a one-token block: the prediction after the prompt.
-    if (s.sampled()) s.sampler.emplace(s.spec.sampling);
-    const std::vector<int32_t> y = forward(s, {s.tokens.back()}, s.sampled());
-    const int32_t first = s.sampled() ? s.sampler->sample(logits_.data(), vocab) : y[0];
+  const size_t last_row = static_cast<size_t>(s.row + s.n - 1);
+  std::vector<int32_t> finals;
+  if (s.prefilling()) {
+    s.prefilled += s.n;
+    if (s.prefilling()) return false;  // more chunks to come: nothing final yet
+    // The prompt's last row predicts the first token. The whole prefill counts as one iteration.
+    const int32_t first = s.sampled() ? s.sampler->sample(logits_.data() + last_row * vocab, vocab) : ids_[last_row];
     if (!s.sampled()) s.jacobi.emplace(s.spec.jacobi, s.spec.prompt, first);
-    s.prefilled = true;
     finals = {first};
   } else if (s.sampled()) {
-    forward(s, {s.tokens.back()}, true);
-    finals = {s.sampler->sample(logits_.data(), vocab)};
+    finals = {s.sampler->sample(logits_.data() + last_row * vocab, vocab)};
   } else {
-    const std::vector<int32_t> y = forward(s, s.jacobi->block(), false);
-    finals = s.jacobi->accept(y.data());
+    finals = s.jacobi->accept(ids_.data() + s.row);
   }
   ++s.iterations;
   s.tokens.insert(s.tokens.end(), finals.begin(), finals.end());
-  if (resident_ == s.id) resident_rows_ = static_cast<int>(s.tokens.size()) - 1;
 
   // The limits as generate.cpp applies them: length first, then stop ids, cut before either.
   SequenceEvent ev;
@@ -151,29 +183,6 @@ bool Scheduler::iterate(Sequence& s, const EventSink& emit) {
   ev.generated = s.generated;
   const bool wanted = emit(ev);
   return ev.done || !wanted;
-}
-
-std::vector<int32_t> Scheduler::forward(Sequence& s, const std::vector<int32_t>& block, bool want_logits) {
-  const int start = resident_ == s.id ? resident_rows_ : 0;
-  const int kv_end = static_cast<int>(s.tokens.size()) - 1;
-  std::vector<int32_t> feed(s.tokens.begin() + start, s.tokens.begin() + kv_end);
-  feed.insert(feed.end(), block.begin(), block.end());
-  const int total = static_cast<int>(feed.size());
-  const int vocab = model_.config().vocab_size;
-  std::vector<int32_t> out(total);
-  // Until the forward completes, the KV holds no sequence exactly (a throw leaves it that way).
-  resident_ = 0;
-  for (int off = 0; off < total; off += kChunk) {
-    const int n = std::min(kChunk, total - off);
-    const bool last = off + n == total;
-    if (last && want_logits) logits_.resize(static_cast<size_t>(n) * vocab);
-    model_.forward(feed.data() + off, n, start + off, out.data() + off, last && want_logits ? logits_.data() : nullptr);
-    if (last && want_logits && n > 1)
-      std::copy(logits_.end() - vocab, logits_.end(), logits_.begin());  // keep only the last row's
-  }
-  resident_ = s.id;
-  resident_rows_ = kv_end;  // the block's rows are exact only once accepted (iterate() updates)
-  return std::vector<int32_t>(out.end() - static_cast<long>(block.size()), out.end());
 }
 
 }  // namespace cllm

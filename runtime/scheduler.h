@@ -1,15 +1,12 @@
-// Iteration-level scheduling of many sequences over one Model (design.md, "One request, end to
-// end", 3-7). Sequences join and leave between iterations; each step() advances every active
-// sequence by one iteration (one Jacobi iteration, or one sampled AR token at temperature > 0).
-//
-// What is missing: the Model interface holds the KV of ONE sequence and forwards one sequence per
-// call, so the active sequences do not yet share a forward pass; step() makes one forward per
-// active sequence. SequenceSlots below switches the model's KV between sequences by recomputing
-// the committed tokens of the sequence that takes the model (no KV save/restore API exists, and
-// copying KV would cost as much as the weights it saves on a small model). Blocks of at most
-// kChunk tokens go through the batch-invariant GEMM, and the recompute rides in the same forward
-// as the sequence's Jacobi block, so the recomputed KV is bit-identical to the original: a
-// sequence's output does not depend on what else is running (tests/unit/test_scheduler.cpp).
+// Iteration-level scheduling with continuous batching (design.md, "One request, end to end",
+// 3-7). Sequences join and leave between steps; each step() makes ONE Model::forward_batch over
+// every active sequence, so they share each pass over the weights. Each active sequence owns a
+// KV slot (model.reset(max_context, max_batch)) and contributes one block to the batch:
+//   - while its prompt prefills: the next chunk of at most kChunk prompt tokens (a long prompt
+//     prefills over several steps, beside the others' decoding: chunked prefill);
+//   - then its Jacobi block (greedy), or its last token (sampled AR, temperature > 0).
+// Every block has at most kChunk rows, so the batch-invariant GEMM serves it and a sequence's
+// output does not depend on what else runs beside it (tests/unit/test_scheduler.cpp).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -52,9 +49,16 @@ struct SchedulerLimits {
   int max_context = 0;   // KV rows of one slot (prompt + generated + block)
 };
 
+// The shape of one step's forward: how much work shared one pass over the weights.
+struct StepStats {
+  int sequences = 0;  // blocks in the batch
+  int rows = 0;       // token rows in the batch (prefill chunks + Jacobi blocks + AR tokens)
+  int prefill_rows = 0;
+};
+
 class Scheduler {
  public:
-  // Forwards of at most this many tokens are batch invariant (CpuModel::kInvariantMaxTokens).
+  // Rows of one block at most: the batch-invariant GEMM's limit (CpuModel::kInvariantMaxTokens).
   static constexpr int kChunk = 64;
 
   Scheduler(Model& model, const SchedulerLimits& limits);
@@ -68,7 +72,9 @@ class Scheduler {
   // Unknown ids are ignored.
   void cancel(uint64_t id);
 
-  // Fills free slots from the queue, then runs one iteration of every active sequence.
+  // Fills free slots from the queue, then runs one batched forward over every active sequence
+  // and emits an event for each sequence that made tokens final (not for a prefill chunk that
+  // leaves part of the prompt for later steps).
   void step(const EventSink& emit);
 
   bool idle() const { return active_.empty() && waiting_.empty(); }
@@ -77,26 +83,27 @@ class Scheduler {
   int64_t kv_rows_in_use() const;  // committed tokens of the active sequences
   int64_t kv_rows_budget() const { return int64_t{limits_.max_batch} * limits_.max_context; }
   const SchedulerLimits& limits() const { return limits_; }
+  // The last step's batch (all zero before the first step, or when it had nothing to run).
+  const StepStats& last_step() const { return last_step_; }
 
  private:
   struct Sequence;
-  // One iteration of s; returns true when s is finished (or dropped by the sink).
-  bool iterate(Sequence& s, const EventSink& emit);
-  // Forwards `block` (block[0] = the last final token) at the sequence's position, preceded by
-  // the committed tokens whose KV the model lacks (all of them when another sequence held it).
-  // Returns the predictions of the block's rows; with want_logits, logits_ holds the last row's.
-  std::vector<int32_t> forward(Sequence& s, const std::vector<int32_t>& block, bool want_logits);
-
-  void erase_dropped();
+  // Turns the batch's predictions for s (rows [row, row + n) of ids_, logits_ if asked) into
+  // final tokens and an event; returns true when s is finished (or dropped by the sink).
+  bool advance(Sequence& s, const EventSink& emit);
+  void erase_dropped();  // and frees their slots
 
   Model& model_;
   SchedulerLimits limits_;
   bool stepping_ = false;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> active_;  // in admission order
-  // SequenceSlots: which sequence's KV the model holds, and how many of its rows are exact.
-  uint64_t resident_ = 0;  // 0: none
-  int resident_rows_ = 0;
+  std::vector<int> free_slots_;                    // KV slots no active sequence holds
+  StepStats last_step_;
+  // The step's batch: blocks, their token rows, predictions, and logits when a sampled sequence
+  // needs its last row's ([rows, vocab]: the Model returns all rows or none).
+  std::vector<SeqBlock> blocks_;
+  std::vector<int32_t> tokens_, ids_;
   std::vector<float> logits_;
 };
 

@@ -7,8 +7,9 @@
 // Per row we keep a running max m, a running denominator l and an unnormalised output acc[hd];
 // each tile rescales them by exp(m_old - m_new). Rows see keys 0 .. p0+i (causal).
 //
-// Results do not depend on the thread count: the query blocking changes with it, but every row
-// walks the same key tiles in the same order, so the arithmetic is identical.
+// Results do not depend on the thread count nor on the other blocks of a batch: the query
+// blocking changes with them, but every row walks the same key tiles in the same order, so the
+// arithmetic is identical (continuous batching relies on this: tests/unit/test_batch_forward.cpp).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -168,26 +169,58 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
 
 }  // namespace
 
+void batch_attention(const float* q, float* out, const AttentionBlock* blocks, int count, int n_heads, int n_kv,
+                     int head_dim) {
+  CLLM_CHECK(count >= 0 && head_dim > 0, "attention: bad shape count=" << count << " head_dim=" << head_dim);
+  CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " not a multiple of n_kv " << n_kv);
+  int rows = 0;
+  for (int b = 0; b < count; ++b) {
+    CLLM_CHECK(blocks[b].n >= 0 && blocks[b].p0 >= 0,
+               "attention: bad block " << b << ": n=" << blocks[b].n << " p0=" << blocks[b].p0);
+    rows += blocks[b].n;
+  }
+  if (rows == 0) return;
+
+  // A work item is (block, kv head, query block of that block). Enough items for ~4 per thread
+  // (dynamic scheduling evens out the causal imbalance), but query blocks as large as possible,
+  // since each one reads its kv head's keys once.
+  struct Item {
+    int b, g, i0, i1;
+    size_t first_row;  // of the block, in q / out
+    double cost;       // keys read x rows: the most expensive items go first
+  };
+  const int want_items = 4 * num_threads();
+  const int blocks_per_head = std::max(1, (want_items + n_kv * count - 1) / (n_kv * count));
+  std::vector<Item> items;
+  size_t first_row = 0;
+  for (int b = 0; b < count; ++b) {
+    const int n = blocks[b].n;
+    const int qblock = std::clamp((n + blocks_per_head - 1) / std::max(1, blocks_per_head), 1, kMaxQueryBlock);
+    for (int i0 = 0; i0 < n; i0 += qblock)
+      for (int g = 0; g < n_kv; ++g) {
+        const int i1 = std::min(n, i0 + qblock);
+        items.push_back({b, g, i0, i1, first_row, double(blocks[b].p0 + i1) * (i1 - i0)});
+      }
+    first_row += size_t(n);
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& c) { return a.cost > c.cost; });
+
+  const size_t row_floats = size_t(n_heads) * head_dim;
+  parallel_for(items.size(), [&](size_t i) {
+    thread_local Scratch sc;
+    const Item& it = items[i];
+    const AttentionBlock& blk = blocks[it.b];
+    const Shape sh{blk.n, blk.p0, n_heads, n_kv, head_dim, n_heads / n_kv};
+    attend_block(q + it.first_row * row_floats, blk.k, blk.v, out + it.first_row * row_floats, sh, it.g, it.i0,
+                 it.i1, sc);
+  });
+}
+
 void block_attention(const float* q, const float* k, const float* v, float* out, int n, int p0,
                      int n_heads, int n_kv, int head_dim) {
   CLLM_CHECK(n >= 0 && p0 >= 0 && head_dim > 0, "attention: bad shape n=" << n << " p0=" << p0 << " head_dim=" << head_dim);
-  CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " not a multiple of n_kv " << n_kv);
-  if (n == 0) return;
-  const Shape sh{n, p0, n_heads, n_kv, head_dim, n_heads / n_kv};
-
-  // Enough items for ~4 per thread (dynamic scheduling evens out the causal imbalance), but
-  // blocks as large as possible, since each block reads its kv head's keys once.
-  const int want_items = 4 * num_threads();
-  const int blocks_per_head = std::max(1, (want_items + n_kv - 1) / n_kv);
-  const int qblock = std::clamp((n + blocks_per_head - 1) / blocks_per_head, 1, kMaxQueryBlock);
-  const int n_qblocks = (n + qblock - 1) / qblock;
-
-  parallel_for(size_t(n_kv) * n_qblocks, [&](size_t item) {
-    thread_local Scratch sc;
-    const int g = int(item % n_kv);
-    const int i0 = (n_qblocks - 1 - int(item / n_kv)) * qblock;  // longest (latest) blocks first
-    attend_block(q, k, v, out, sh, g, i0, std::min(n, i0 + qblock), sc);
-  });
+  const AttentionBlock block{k, v, n, p0};
+  batch_attention(q, out, &block, 1, n_heads, n_kv, head_dim);
 }
 
 }  // namespace cllm::cpu

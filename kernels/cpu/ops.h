@@ -26,6 +26,23 @@ void rope(float* x, const int32_t* positions, int n_tok, int n_heads, int head_d
 void block_attention(const float* q, const float* k, const float* v, float* out, int n, int p0,
                      int n_heads, int n_kv, int head_dim);
 
+// One sequence's block in a batched attention call (continuous batching): n query rows at
+// positions p0 .. p0+n-1 over that sequence's own cache k, v ([T, n_kv, head_dim], rows
+// 0 .. p0+n-1 already written). The blocks' rows sit back to back in q and out.
+struct AttentionBlock {
+  const float* k;
+  const float* v;
+  int n;
+  int p0;
+};
+
+// block_attention for several sequences in one call: the work of every block is spread over the
+// pool together (a decode step of many one-row blocks has too little work per block to split).
+// Every row's result is bit-identical to block_attention over its block alone.
+// q, out: [sum of n, n_heads, head_dim].
+void batch_attention(const float* q, float* out, const AttentionBlock* blocks, int count, int n_heads, int n_kv,
+                     int head_dim);
+
 // out[i] = silu(gate[i]) * up[i]
 void silu_mul(const float* gate, const float* up, float* out, size_t n);
 

@@ -1,10 +1,13 @@
 // Block attention over a bf16 KV cache: n queries at positions p0 .. p0+n-1 (a Jacobi block, or
-// n = 1 for plain decoding), grouped-query heads, causal inside the block.
+// n = 1 for plain decoding), grouped-query heads, causal inside the block; and the batched form,
+// where several such blocks (one per sequence, each in its own KV slot) run in one launch.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 namespace cllm::cuda {
 
@@ -25,5 +28,61 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
                             const __nv_bfloat16* v_cache, __nv_bfloat16* out, void* workspace,
                             size_t workspace_bytes, int n, int p0, int n_heads, int n_kv, int head_dim,
                             cudaStream_t stream);
+
+// ---- batched form (continuous batching) ---------------------------------------------------------
+//
+// A batch is `count` blocks; block b owns query rows q_row .. q_row+n-1 of the q/out arrays, sits
+// at positions pos .. pos+n-1 and attends to KV slot `slot`, whose cache rows start at element
+// slot * slot_stride of k_cache / v_cache. Query row q_row+i sees that slot's rows 0 .. pos+i.
+struct AttnBlock {
+  int32_t q_row = 0, pos = 0, n = 0, slot = 0;
+};
+
+// The device form of one block, as the kernels read it (32 bytes). chunk_len: keys per split-K
+// chunk (a multiple of 64); n_chunks = ceil((pos + n) / chunk_len); part_base: first partial-result
+// slot of the block in the workspace (used when n_chunks > 1).
+struct AttnBlockDesc {
+  int32_t q_row, pos, n, slot, chunk_len, n_chunks, part_base, pad;
+};
+
+// Host-side plan of one batched call: how the work is cut (one chunk length for all blocks, sized so
+// that about two CTAs per SM exist in total, and so the partial results fit the workspace), and the
+// tables the kernels read, packed into one device buffer (`table`) that the caller uploads, for
+// example in the same copy as the step's token ids, so a CUDA graph replays it by a memcpy node.
+struct BatchedAttentionPlan {
+  int n_heads = 0, n_kv = 0, head_dim = 0;  // the shape it was planned for
+  int count = 0, rows = 0;   // blocks; query rows (1 + the last row any block covers)
+  int items = 0;             // CTAs per KV head: (block, chunk, row tile) triples
+  int chunk_len = 0;         // keys per chunk, all blocks
+  int rows_per_warp = 4;     // query rows per warp (CTA = 4 warps): 1 when every block has <= 4 per KV head
+  size_t partials = 0;       // partial-result slots in the workspace: (head_dim + 2) floats each
+  bool combine = false;      // some block has more than one chunk
+  std::vector<uint8_t> table;  // descs [count] | work items uint32 [items] | row -> block int32 [rows]
+  size_t work_offset = 0, row_block_offset = 0;  // byte offsets inside table
+};
+
+// Bytes of the device table of a batch of up to max_rows query rows in up to max_blocks blocks,
+// with room for splitting the context into chunks (the planner never needs more).
+size_t batched_attention_table_bytes(int max_rows, int max_blocks, int n_heads, int n_kv);
+
+// Fills `plan` for blocks[0..count). The chunk length starts at the value that gives about two
+// CTAs per SM over the whole batch and doubles until the partial results fit workspace_bytes and
+// the table fits table_bytes (at worst one chunk per block, which needs no workspace). Throws when
+// even that table does not fit, or a block is empty, or rows overlap the limits of the packing
+// (blocks < 65536, n * n_heads / n_kv <= 16384).
+void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
+                            size_t workspace_bytes, size_t table_bytes, BatchedAttentionPlan& plan);
+
+// Every block of `plan` (whose table is at table_dev on the device, uploaded by the caller before
+// this launch on the same stream) at once:
+//   out[q_row+i, h, :] = softmax_t(q[q_row+i, h, :] . K_slot[t, h/g, :] / sqrt(hd)) . V_slot[t, h/g, :]
+// over t = 0 .. pos+i, with K_slot = k_cache + slot * slot_stride (likewise V). Shapes and
+// alignment as invoke_block_attention; slot_stride (elements) a multiple of 8; rows not covered by a
+// block are left untouched. A one-block plan gives the same numbers as invoke_block_attention only
+// when both pick the same chunk length (not guaranteed): call that one for single sequences.
+void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k_cache,
+                              const __nv_bfloat16* v_cache, size_t slot_stride, __nv_bfloat16* out,
+                              void* workspace, size_t workspace_bytes, const BatchedAttentionPlan& plan,
+                              const void* table_dev, int n_heads, int n_kv, int head_dim, cudaStream_t stream);
 
 }  // namespace cllm::cuda

@@ -12,7 +12,8 @@
 
 namespace cllm::cuda {
 
-GemmPlan::GemmPlan(cublasLtHandle_t lt, int M, int N, int K, size_t workspace_bytes, unsigned alignment)
+GemmPlan::GemmPlan(cublasLtHandle_t lt, int M, int N, int K, size_t workspace_bytes, unsigned alignment,
+                   void* shared_workspace)
     : lt_(lt), m_(M), n_(N), k_(K), alignment_(alignment), workspace_bytes_(workspace_bytes) {
   CLLM_CHECK(M > 0 && N > 0 && K > 0, "GemmPlan: bad shape M=" << M << " N=" << N << " K=" << K);
   CLLM_CHECK(alignment >= 16 && (alignment & (alignment - 1)) == 0 && alignment <= 256,
@@ -45,7 +46,12 @@ GemmPlan::GemmPlan(cublasLtHandle_t lt, int M, int N, int K, size_t workspace_by
                                                                             << " workspace bytes");
     algo_ = result.algo;
     workspace_bytes_ = result.workspaceSize;  // the chosen algorithm's need, <= workspace_bytes
-    if (workspace_bytes_ > 0) CLLM_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+    if (shared_workspace != nullptr) {
+      workspace_ = shared_workspace;
+    } else if (workspace_bytes_ > 0) {
+      CLLM_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+      owns_workspace_ = true;
+    }
     CLLM_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
   } catch (...) {
     if (pref != nullptr) cublasLtMatmulPreferenceDestroy(pref);
@@ -73,18 +79,20 @@ GemmPlan& GemmPlan::operator=(GemmPlan&& other) noexcept {
     algo_ = other.algo_;
     workspace_ = std::exchange(other.workspace_, nullptr);
     workspace_bytes_ = std::exchange(other.workspace_bytes_, 0);
+    owns_workspace_ = std::exchange(other.owns_workspace_, false);
   }
   return *this;
 }
 
 void GemmPlan::release() noexcept {
   // Destruction paths must not throw: statuses are ignored here.
-  if (workspace_ != nullptr) cudaFree(workspace_);
+  if (workspace_ != nullptr && owns_workspace_) cudaFree(workspace_);
   if (y_layout_ != nullptr) cublasLtMatrixLayoutDestroy(y_layout_);
   if (x_layout_ != nullptr) cublasLtMatrixLayoutDestroy(x_layout_);
   if (w_layout_ != nullptr) cublasLtMatrixLayoutDestroy(w_layout_);
   if (op_ != nullptr) cublasLtMatmulDescDestroy(op_);
   workspace_ = nullptr;
+  owns_workspace_ = false;
   y_layout_ = x_layout_ = w_layout_ = nullptr;
   op_ = nullptr;
 }

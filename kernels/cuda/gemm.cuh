@@ -16,8 +16,10 @@ class GemmPlan {
   // the alignment every x, W and y passed to run() will have: 256 for whole cudaMalloc buffers;
   // less (down to 16) admits slices at row offsets but may exclude faster algorithms.
   // Throws cllm::Error when cuBLASLt offers no algorithm for the shape.
+  // shared_workspace: when not null, device memory of workspace_bytes (256-byte aligned) that the plan
+  // uses instead of allocating its own; plans whose runs never overlap (one stream) may share one.
   GemmPlan(cublasLtHandle_t lt, int M, int N, int K, size_t workspace_bytes = size_t{8} << 20,
-           unsigned alignment = 256);
+           unsigned alignment = 256, void* shared_workspace = nullptr);
   ~GemmPlan();
   GemmPlan(const GemmPlan&) = delete;
   GemmPlan& operator=(const GemmPlan&) = delete;
@@ -43,6 +45,7 @@ class GemmPlan {
   cublasLtMatmulAlgo_t algo_{};
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  bool owns_workspace_ = false;
   float alpha_ = 1.f, beta_ = 0.f;  // host scalars; read by cuBLASLt at enqueue time
 };
 

@@ -25,8 +25,9 @@ __device__ __forceinline__ void rotate_pair(const __nv_bfloat16* src, __nv_bfloa
 __global__ void rope_kv_write_kernel(__nv_bfloat16* __restrict__ q, int q_stride, const __nv_bfloat16* __restrict__ k,
                                      int k_stride, const __nv_bfloat16* __restrict__ v, int v_stride,
                                      __nv_bfloat16* __restrict__ k_cache, __nv_bfloat16* __restrict__ v_cache,
-                                     const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
-                                     int n_tok, int n_heads, int n_kv, int head_dim) {
+                                     const int32_t* __restrict__ positions, const int32_t* __restrict__ cache_rows,
+                                     const float* __restrict__ inv_freq, int n_tok, int n_heads, int n_kv,
+                                     int head_dim) {
   const int half = head_dim / 2;
   const int per_tok = (n_heads + 2 * n_kv) * half;
   const size_t item = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
@@ -34,7 +35,7 @@ __global__ void rope_kv_write_kernel(__nv_bfloat16* __restrict__ q, int q_stride
   const int i = static_cast<int>(item / per_tok), r = static_cast<int>(item % per_tok);
   const int hs = r / half, d = r % half;
   const int pos = positions[i];
-  const size_t cache_row = static_cast<size_t>(pos) * n_kv * head_dim;
+  const size_t cache_row = static_cast<size_t>(cache_rows != nullptr ? cache_rows[i] : pos) * n_kv * head_dim;
   if (hs < n_heads) {
     __nv_bfloat16* qh = q + static_cast<size_t>(i) * q_stride + hs * head_dim;
     rotate_pair(qh, qh, d, half, static_cast<float>(pos), inv_freq);
@@ -57,6 +58,14 @@ void invoke_rope_kv_write(__nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
                           const __nv_bfloat16* v, int v_stride, __nv_bfloat16* k_cache, __nv_bfloat16* v_cache,
                           const int32_t* positions, const float* inv_freq, int n_tok, int n_heads, int n_kv,
                           int head_dim, cudaStream_t stream) {
+  invoke_rope_kv_write(q, q_stride, k, k_stride, v, v_stride, k_cache, v_cache, positions, nullptr, inv_freq, n_tok,
+                       n_heads, n_kv, head_dim, stream);
+}
+
+void invoke_rope_kv_write(__nv_bfloat16* q, int q_stride, const __nv_bfloat16* k, int k_stride,
+                          const __nv_bfloat16* v, int v_stride, __nv_bfloat16* k_cache, __nv_bfloat16* v_cache,
+                          const int32_t* positions, const int32_t* cache_rows, const float* inv_freq, int n_tok,
+                          int n_heads, int n_kv, int head_dim, cudaStream_t stream) {
   CLLM_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope: head_dim " << head_dim << " must be even");
   CLLM_CHECK(q_stride >= n_heads * head_dim && k_stride >= n_kv * head_dim && v_stride >= n_kv * head_dim,
              "rope: row strides smaller than the rows");
@@ -65,7 +74,8 @@ void invoke_rope_kv_write(__nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
   const size_t items = static_cast<size_t>(n_tok) * (n_heads + 2 * n_kv) * (head_dim / 2);
   const unsigned blocks = static_cast<unsigned>((items + kThreads - 1) / kThreads);
   rope_kv_write_kernel<<<blocks, kThreads, 0, stream>>>(q, q_stride, k, k_stride, v, v_stride, k_cache, v_cache,
-                                                        positions, inv_freq, n_tok, n_heads, n_kv, head_dim);
+                                                        positions, cache_rows, inv_freq, n_tok, n_heads, n_kv,
+                                                        head_dim);
   CLLM_CUDA_LAUNCH_CHECK(stream);
 }
 

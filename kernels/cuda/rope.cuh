@@ -23,4 +23,13 @@ void invoke_rope_kv_write(__nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
                           const int32_t* positions, const float* inv_freq, int n_tok, int n_heads, int n_kv,
                           int head_dim, cudaStream_t stream);
 
+// The same, writing token i's K and V to cache row cache_rows[i] instead of positions[i] (the angle
+// still comes from positions[i]): with several sequences' KV slots in one cache of
+// [slots * capacity, n_kv, head_dim], cache_rows[i] = slot * capacity + positions[i]. cache_rows:
+// int32 [n_tok] on the device; nullptr means positions.
+void invoke_rope_kv_write(__nv_bfloat16* q, int q_stride, const __nv_bfloat16* k, int k_stride,
+                          const __nv_bfloat16* v, int v_stride, __nv_bfloat16* k_cache, __nv_bfloat16* v_cache,
+                          const int32_t* positions, const int32_t* cache_rows, const float* inv_freq, int n_tok,
+                          int n_heads, int n_kv, int head_dim, cudaStream_t stream);
+
 }  // namespace cllm::cuda

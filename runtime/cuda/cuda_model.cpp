@@ -24,6 +24,14 @@ constexpr size_t kBf16 = sizeof(bf16);
 
 DeviceBuffer bf16_rows(int rows, int cols) { return DeviceBuffer(static_cast<size_t>(rows) * cols * kBf16); }
 
+// Bytes before the attention block table in the step's input buffer: tokens, positions and cache
+// rows of kMaxRows rows (a multiple of 16).
+constexpr size_t kTableOffsetMax = 3 * CudaModel::kMaxRows * sizeof(int32_t);
+static_assert(kTableOffsetMax % 16 == 0);
+
+// Shared cuBLASLt workspace: the most any GemmPlan may ask for (GemmPlan's default).
+constexpr size_t kGemmWorkspaceBytes = size_t{8} << 20;
+
 // Tokens in the next device forward of a longer one with `remaining` tokens left: at most
 // kExactMax exactly, else the largest of 256, 128, 64 that fits (see CudaModel::kMaxBlock).
 int next_block(int remaining) {
@@ -44,11 +52,12 @@ CudaModel::Handles::~Handles() {
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
-CudaModel::Linear::Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m) : m_(M), n_(N), k_(K) {
+CudaModel::Linear::Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m, void* gemm_ws, size_t ws_bytes)
+    : m_(M), n_(N), k_(K) {
   // The scratch and weight buffers are whole cudaMalloc allocations (256-byte aligned), so the
   // skinny kernel's pointer requirements hold; its shape ones are checked here.
   const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;
-  if (!skinny) plan_.emplace(lt, M, N, K);
+  if (!skinny) plan_.emplace(lt, M, N, K, ws_bytes, 256, gemm_ws);
 }
 
 void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t stream) const {
@@ -58,38 +67,75 @@ void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t 
     invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
 }
 
-CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const ModelConfig& c, int n, int skinny_max_m)
-    : qkv(lt, n, c.q_dim() + 2 * c.kv_dim(), c.hidden_size, skinny_max_m),
-      o(lt, n, c.hidden_size, c.q_dim(), skinny_max_m),
-      gate_up(lt, n, 2 * c.intermediate_size, c.hidden_size, skinny_max_m),
-      down(lt, n, c.hidden_size, c.intermediate_size, skinny_max_m),
-      head(lt, n, c.vocab_size, c.hidden_size, skinny_max_m) {}
+CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws,
+                                  size_t ws_bytes)
+    : qkv(lt, n, c.q + 2 * c.kv, c.d, skinny_max_m, gemm_ws, ws_bytes),
+      o(lt, n, c.d, c.q, skinny_max_m, gemm_ws, ws_bytes),
+      gate_up(lt, n, 2 * c.ffn, c.d, skinny_max_m, gemm_ws, ws_bytes),
+      down(lt, n, c.d, c.ffn, skinny_max_m, gemm_ws, ws_bytes),
+      head(lt, n, c.vocab, c.d, skinny_max_m, gemm_ws, ws_bytes) {}
 
 CudaModel::BlockPlans::~BlockPlans() {
   if (exec != nullptr) cudaGraphExecDestroy(exec);
 }
 
 CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts)
-    : cfg_(cfg), opts_(opts), w_(std::move(weights)), plans_(kMaxBlock + 1) {
-  const int d = cfg_.hidden_size, q = cfg_.q_dim(), kv = cfg_.kv_dim(), f = cfg_.intermediate_size;
+    : CudaModel(cfg, std::move(weights), opts, ShardPlan::whole(cfg), nullptr, nullptr) {}
+
+CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts, const ShardPlan& plan,
+                     DeviceAllReduce& all_reduce, Comm& comm)
+    : CudaModel(cfg, std::move(weights), opts, plan, &all_reduce, &comm) {
+  CLLM_CHECK(comm.size() == plan.size && comm.rank() == plan.rank,
+             "shard plan of rank " << plan.rank << "/" << plan.size << " given to rank " << comm.rank() << "/"
+                                   << comm.size());
+}
+
+CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts, const ShardPlan& plan,
+                     std::unique_ptr<DeviceAllReduce> all_reduce, Comm& comm)
+    : CudaModel(cfg, std::move(weights), opts, plan, *all_reduce, comm) {
+  owned_all_reduce_ = std::move(all_reduce);
+}
+
+CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts, const ShardPlan& plan,
+                     DeviceAllReduce* all_reduce, Comm* comm)
+    : cfg_(cfg),
+      opts_(opts),
+      w_(std::move(weights)),
+      plan_(plan),
+      all_reduce_(all_reduce),
+      comm_(comm),
+      dims_{cfg.hidden_size, plan.heads * cfg.head_dim, plan.kv_heads * cfg.head_dim, plan.ffn, plan.vocab},
+      plans_(kMaxRows + 1) {
+  // A group's forwards hold host collectives between kernels when the sum is host-staged: no graphs.
+  if (all_reduce_ != nullptr && !all_reduce_->capturable()) opts_.use_graphs = false;
+  const int d = dims_.d, q = dims_.q, kv = dims_.kv, f = dims_.ffn;
   const std::vector<float> inv_freq = rope_inv_freq(cfg_);
   inv_freq_ = DeviceBuffer(inv_freq.size() * sizeof(float));
   CLLM_CUDA_CHECK(cudaMemcpy(inv_freq_.as<float>(), inv_freq.data(), inv_freq_.bytes(), cudaMemcpyHostToDevice));
 
-  io_dev_ = DeviceBuffer(2 * kMaxBlock * sizeof(int32_t));
-  ids_dev_ = DeviceBuffer(kMaxBlock * sizeof(int32_t));
-  residual_ = DeviceBuffer(static_cast<size_t>(kMaxBlock) * d * sizeof(float));
-  sub_ = bf16_rows(kMaxBlock, d);
-  normed_ = bf16_rows(kMaxBlock, d);
-  qkv_ = bf16_rows(kMaxBlock, q + 2 * kv);
-  att_ = bf16_rows(kMaxBlock, q);
-  gate_up_ = bf16_rows(kMaxBlock, 2 * f);
-  act_ = bf16_rows(kMaxBlock, f);
-  logits_ = bf16_rows(kMaxBlock, cfg_.vocab_size);
-  attn_ws_ = DeviceBuffer(block_attention_workspace_bytes(kMaxBlock, cfg_.num_heads, cfg_.head_dim));
-  argmax_ws_ = DeviceBuffer(argmax_workspace_bytes(kMaxBlock, cfg_.vocab_size));
-  io_host_ = PinnedBuffer(2 * kMaxBlock * sizeof(int32_t));
-  ids_host_ = PinnedBuffer(kMaxBlock * sizeof(int32_t));
+  table_bytes_ = batched_attention_table_bytes(kMaxRows, kMaxRows, plan_.heads, plan_.kv_heads);
+  const size_t io_bytes = kTableOffsetMax + table_bytes_;
+  io_dev_ = DeviceBuffer(io_bytes);
+  io_host_ = PinnedBuffer(io_bytes);
+  ids_dev_ = DeviceBuffer(kMaxRows * sizeof(int32_t));
+  ids_host_ = PinnedBuffer(kMaxRows * sizeof(int32_t));
+  values_dev_ = DeviceBuffer(kMaxRows * sizeof(float));
+  values_host_ = PinnedBuffer(kMaxRows * sizeof(float));
+  residual_ = DeviceBuffer(static_cast<size_t>(kMaxRows) * d * sizeof(float));
+  sub_ = bf16_rows(kMaxRows, d);
+  normed_ = bf16_rows(kMaxRows, d);
+  qkv_ = bf16_rows(kMaxRows, q + 2 * kv);
+  att_ = bf16_rows(kMaxRows, q);
+  gate_up_ = bf16_rows(kMaxRows, 2 * f);
+  act_ = bf16_rows(kMaxRows, f);
+  logits_ = bf16_rows(kMaxRows, dims_.vocab);
+  attn_ws_ = DeviceBuffer(block_attention_workspace_bytes(kMaxBlock, plan_.heads, cfg_.head_dim));
+  argmax_ws_ = DeviceBuffer(argmax_workspace_bytes(kMaxRows, dims_.vocab));
+  gemm_ws_ = DeviceBuffer(kGemmWorkspaceBytes);
+  // The GEMMs read rows past a step's real ones (gemm_rows padding): start them as zeros, not
+  // whatever the allocator left (their results are never read either way).
+  for (DeviceBuffer* b : {&sub_, &normed_, &qkv_, &att_, &gate_up_, &act_})
+    CLLM_CUDA_CHECK(cudaMemset(b->as<void>(), 0, b->bytes()));
   // cudaMemcpy from pageable memory (inv_freq above; weights, when a loader stages them in pageable
   // memory) may return before its DMA lands, and h_.stream is non-blocking: it would not wait.
   CLLM_CUDA_CHECK(cudaDeviceSynchronize());
@@ -101,65 +147,172 @@ CudaModel::~CudaModel() {
 }
 
 void CudaModel::reset(int max_tokens, int slots) {
-  CLLM_CHECK(slots == 1, "CudaModel: one KV slot only for now");
   CLLM_CHECK(max_tokens > 0, "KV capacity must be positive, got " << max_tokens);
-  if (max_tokens <= capacity_) return;
+  CLLM_CHECK(slots > 0, "KV slots must be positive, got " << slots);
+  // Forwards are checked against what was asked for; the allocation only grows.
+  limit_tokens_ = limit_slots_ = 0;
+  if (max_tokens <= capacity_ && slots <= slots_) {
+    limit_tokens_ = max_tokens;
+    limit_slots_ = slots;
+    return;
+  }
+  CLLM_CHECK(static_cast<int64_t>(slots) * max_tokens <= INT32_MAX,
+             "KV cache of " << slots << " slots x " << max_tokens << " positions: too many rows for int32 indices");
+  const size_t bytes = static_cast<size_t>(cfg_.num_layers) * 2 * slots * static_cast<size_t>(max_tokens) *
+                       dims_.kv * kBf16;
   CLLM_CUDA_CHECK(cudaStreamSynchronize(h_.stream));
   kv_ = DeviceBuffer();  // free the old cache before allocating the larger one
-  kv_ = DeviceBuffer(static_cast<size_t>(cfg_.num_layers) * 2 * max_tokens * cfg_.kv_dim() * kBf16);
-  capacity_ = max_tokens;
+  capacity_ = slots_ = 0;
+  try {
+    kv_ = DeviceBuffer(bytes);
+  } catch (const Error& e) {
+    CLLM_FAIL("KV cache of " << slots << " slots x " << max_tokens << " positions (" << bytes / 1e9
+                              << " GB) does not fit on the device: " << e.what());
+  }
+  capacity_ = limit_tokens_ = max_tokens;
+  slots_ = limit_slots_ = slots;
 }
 
 double CudaModel::step_bytes(int context) const {
-  return w_.step_weight_bytes() + 2.0 * cfg_.num_layers * context * cfg_.kv_dim() * kBf16;
+  return w_.step_weight_bytes() + 2.0 * cfg_.num_layers * context * dims_.kv * kBf16;
 }
 
-CudaModel::BlockPlans& CudaModel::plans_for(int n) {
-  std::unique_ptr<BlockPlans>& p = plans_[n];
-  if (!p) p = std::make_unique<BlockPlans>(h_.lt, cfg_, n, opts_.skinny_gemm_max_m);
+CudaModel::BlockPlans& CudaModel::plans_for(int gemm_rows) {
+  std::unique_ptr<BlockPlans>& p = plans_[gemm_rows];
+  if (!p)
+    p = std::make_unique<BlockPlans>(h_.lt, dims_, gemm_rows, opts_.skinny_gemm_max_m, gemm_ws_.as<void>(),
+                                     gemm_ws_.bytes());
   return *p;
 }
 
 void CudaModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) {
-  check_forward_args(cfg_, tokens, n, pos, capacity_);
+  check_forward_args(cfg_, tokens, n, pos, limit_tokens_);
+  run_sequence(tokens, n, pos, 0, out_ids, logits);
+}
+
+void CudaModel::run_sequence(const int32_t* tokens, int n, int pos, int slot, int32_t* out_ids, float* logits) {
   for (int done = 0; done < n;) {
     const int m = next_block(n - done);
-    run_block(tokens + done, m, pos + done, out_ids + done,
-              logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : nullptr);
+    const SeqBlock b{slot, pos + done, m};
+    run_device_forward(tokens + done, &b, 1, out_ids + done,
+                       logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : nullptr);
     done += m;
   }
 }
 
-void CudaModel::run_block(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) {
-  BlockPlans& p = plans_for(n);  // before capture: plan creation allocates
-  int32_t* io = io_host_.as<int32_t>();
-  std::memcpy(io, tokens, n * sizeof(int32_t));
-  for (int i = 0; i < n; ++i) io[n + i] = pos + i;
-
-  // The first step of each block size runs eagerly, so one-time lazy work (cuBLASLt kernel
-  // selection state, module loading) never happens inside a capture.
-  if (opts_.use_graphs && p.warmed_up)
-    launch_graph(p, n, pos);
-  else
-    enqueue_step(p, n, pos);
-  p.warmed_up = true;
-  const size_t V = cfg_.vocab_size;
-  if (logits != nullptr) {
-    logits_host_.resize(static_cast<size_t>(kMaxBlock) * V);  // host only; sized once
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), logits_.as<bf16>(), n * V * kBf16, cudaMemcpyDeviceToHost,
-                                    h_.stream));
+void CudaModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                              float* logits) {
+  check_batch_args(cfg_, tokens, blocks, count, limit_tokens_, limit_slots_);
+  if (count == 1) {  // one sequence: exactly forward()'s path, on its slot
+    run_sequence(tokens, blocks[0].n, blocks[0].pos, blocks[0].slot, out_ids, logits);
+    return;
   }
-  CLLM_CUDA_CHECK(cudaStreamSynchronize(h_.stream));
-  std::memcpy(out_ids, ids_host_.as<int32_t>(), n * sizeof(int32_t));
-  if (logits != nullptr)
-    for (size_t i = 0; i < n * V; ++i) logits[i] = bf16_bits_to_float(logits_host_[i]);
+  // Consecutive rows in device forwards of at most kMaxRows; a block may be cut between two.
+  const size_t V = cfg_.vocab_size;
+  std::vector<SeqBlock> pieces;
+  int first_row = 0, rows = 0;
+  auto flush = [&] {
+    run_device_forward(tokens + first_row, pieces.data(), static_cast<int>(pieces.size()), out_ids + first_row,
+                       logits ? logits + first_row * V : nullptr);
+    first_row += rows;
+    rows = 0;
+    pieces.clear();
+  };
+  for (int b = 0; b < count; ++b) {
+    for (int done = 0; done < blocks[b].n;) {
+      const int take = std::min(blocks[b].n - done, kMaxRows - rows);
+      pieces.push_back({blocks[b].slot, blocks[b].pos + done, take});
+      rows += take;
+      done += take;
+      if (rows == kMaxRows) flush();
+    }
+  }
+  if (rows > 0) flush();
 }
 
-void CudaModel::launch_graph(BlockPlans& p, int n, int pos) {
+void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                                   float* logits) {
+  int rows = 0;
+  for (int b = 0; b < count; ++b) rows += blocks[b].n;
+  CLLM_CHECK(rows > 0 && rows <= kMaxRows, "device forward of " << rows << " rows (1.." << kMaxRows << ")");
+  step_ = Step{};
+  step_.rows = rows;
+  step_.gemm_rows = gemm_rows(rows);
+  // One block of at most kMaxBlock rows takes the single-sequence attention (its own chunking, the
+  // descriptor by value); anything else the batched one.
+  step_.batched = count > 1 || rows > kMaxBlock;
+  step_.one = blocks[0];
+  BlockPlans& p = plans_for(step_.gemm_rows);  // before capture: plan creation allocates
+
+  int32_t* io = io_host_.as<int32_t>();
+  std::memcpy(io, tokens, rows * sizeof(int32_t));
+  int32_t* positions = io + rows;
+  int32_t* cache_rows = io + 2 * rows;
+  std::vector<AttnBlock>& attn = attn_blocks_;
+  attn.clear();
+  for (int b = 0, row = 0; b < count; ++b) {
+    const SeqBlock& s = blocks[b];
+    for (int i = 0; i < s.n; ++i, ++row) {
+      positions[row] = s.pos + i;
+      cache_rows[row] = s.slot * capacity_ + s.pos + i;
+    }
+    attn.push_back({row - s.n, s.pos, s.n, s.slot});
+  }
+  step_.table_offset = (3 * static_cast<size_t>(rows) * sizeof(int32_t) + 15) / 16 * 16;
+  step_.upload_bytes = 3 * static_cast<size_t>(rows) * sizeof(int32_t);
+  if (step_.batched) {
+    plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
+                           table_bytes_, attn_plan_);
+    std::memcpy(io_host_.as<char>() + step_.table_offset, attn_plan_.table.data(), attn_plan_.table.size());
+    step_.upload_bytes = step_.table_offset + attn_plan_.table.size();
+  }
+
+  // The first step of each GEMM row count runs eagerly, so one-time lazy work (cuBLASLt kernel
+  // selection state, module loading) never happens inside a capture.
+  if (opts_.use_graphs && p.warmed_up)
+    launch_graph(p);
+  else
+    enqueue_step(p);
+  p.warmed_up = true;
+  const size_t Vl = dims_.vocab;  // this rank's vocab rows (all of them with one rank)
+  if (logits != nullptr) {
+    logits_host_.resize(static_cast<size_t>(rows) * Vl);
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), logits_.as<bf16>(), rows * Vl * kBf16,
+                                    cudaMemcpyDeviceToHost, h_.stream));
+  }
+  if (all_reduce_ != nullptr)
+    all_reduce_->wait(h_.stream, {"forward"});
+  else
+    CLLM_CUDA_CHECK(cudaStreamSynchronize(h_.stream));
+  if (comm_ == nullptr) {
+    std::memcpy(out_ids, ids_host_.as<int32_t>(), rows * sizeof(int32_t));
+    if (logits != nullptr)
+      for (size_t i = 0; i < rows * Vl; ++i) logits[i] = bf16_bits_to_float(logits_host_[i]);
+    return;
+  }
+  // Tensor parallel: every rank has the (max, id) of its vocab shard; the max-loc picks the global
+  // pair (the largest value, the lowest id among equal ones: the whole row's argmax).
+  best_.resize(rows);
+  for (int i = 0; i < rows; ++i) best_[i] = {values_host_.as<float>()[i], ids_host_.as<int32_t>()[i]};
+  comm_->all_reduce_max_loc(best_.data(), rows, {"LM-head argmax"});
+  for (int i = 0; i < rows; ++i) out_ids[i] = best_[i].index;
+  if (logits == nullptr) return;
+  const size_t shard = rows * Vl;
+  local_logits_.resize(shard);
+  for (size_t i = 0; i < shard; ++i) local_logits_[i] = bf16_bits_to_float(logits_host_[i]);
+  gathered_.resize(shard * plan_.size);
+  comm_->all_gather(local_logits_.data(), shard * sizeof(float), gathered_.data(), {"logits gather"});
+  const size_t V = cfg_.vocab_size;
+  for (int r = 0; r < plan_.size; ++r)
+    for (int i = 0; i < rows; ++i)
+      std::memcpy(logits + i * V + r * Vl, gathered_.data() + r * shard + i * Vl, Vl * sizeof(float));
+}
+
+void CudaModel::launch_graph(BlockPlans& p) {
   cudaGraph_t graph = nullptr;
   CLLM_CUDA_CHECK(cudaStreamBeginCapture(h_.stream, cudaStreamCaptureModeThreadLocal));
   try {
-    enqueue_step(p, n, pos);
+    enqueue_step(p);
   } catch (...) {
     // Leave the stream usable: end the (invalidated) capture and drop what it recorded.
     if (cudaStreamEndCapture(h_.stream, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
@@ -191,17 +344,24 @@ void CudaModel::launch_graph(BlockPlans& p, int n, int pos) {
   CLLM_CUDA_CHECK(cudaGraphLaunch(p.exec, h_.stream));
 }
 
-void CudaModel::enqueue_step(const BlockPlans& p, int n, int pos) {
+void CudaModel::enqueue_step(const BlockPlans& p) {
   cudaStream_t s = h_.stream;
-  const int d = cfg_.hidden_size, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), f = cfg_.intermediate_size;
-  const int V = cfg_.vocab_size, ld_qkv = qd + 2 * kvd;
+  const int n = step_.rows;
+  const int d = dims_.d, qd = dims_.q, kvd = dims_.kv, f = dims_.ffn, ld_qkv = qd + 2 * kvd;
+  const int heads = plan_.heads, kv_heads = plan_.kv_heads, hd = cfg_.head_dim;
   const float eps = cfg_.rms_norm_eps;
+  // Tensor parallel: the row-parallel outputs (and the vocab-parallel embedding) summed over ranks.
+  auto all_reduce = [&](bf16* x, const CommPhase& phase) {
+    if (all_reduce_ != nullptr) all_reduce_->sum_bf16(x, static_cast<size_t>(n) * d, s, phase);
+  };
 
-  // Tokens and positions from pinned memory (a memcpy node reading io_host_ at replay time).
-  int32_t* tokens_dev = io_dev_.as<int32_t>();
-  int32_t* pos_dev = tokens_dev + n;
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(tokens_dev, io_host_.as<int32_t>(), 2 * n * sizeof(int32_t),
-                                  cudaMemcpyHostToDevice, s));
+  // Tokens, positions, cache rows (and the block table) from pinned memory: a memcpy node reading
+  // io_host_ at replay time.
+  CLLM_CUDA_CHECK(cudaMemcpyAsync(io_dev_.as<void>(), io_host_.as<void>(), step_.upload_bytes, cudaMemcpyHostToDevice, s));
+  const int32_t* tokens_dev = io_dev_.as<int32_t>();
+  const int32_t* pos_dev = tokens_dev + n;
+  const int32_t* rows_dev = tokens_dev + 2 * n;
+  const void* table_dev = io_dev_.as<char>() + step_.table_offset;
 
   float* residual = residual_.as<float>();
   bf16* sub = sub_.as<bf16>();
@@ -211,34 +371,50 @@ void CudaModel::enqueue_step(const BlockPlans& p, int n, int pos) {
   bf16* gate_up = gate_up_.as<bf16>();
   bf16* act = act_.as<bf16>();
   bf16* logits = logits_.as<bf16>();
-  const size_t layer_cache = static_cast<size_t>(capacity_) * kvd;  // elements in one layer's K (or V)
+  const size_t slot_stride = static_cast<size_t>(capacity_) * kvd;  // elements of one slot's K (or V)
+  const size_t layer_cache = slot_stride * slots_;                    // elements of one layer's K (or V)
 
-  // The residual starts at 0; the first add_rmsnorm adds the embedding into it.
-  invoke_embedding(w_.embed.as<bf16>(), tokens_dev, sub, n, d, 0, V, s);
+  // The residual starts at 0; the first add_rmsnorm adds the embedding into it. A vocab shard writes
+  // zero rows for ids it does not hold, so the sum over ranks is exact.
+  invoke_embedding(w_.embed.as<bf16>(), tokens_dev, sub, n, d, plan_.vocab_begin, plan_.vocab, s);
+  all_reduce(sub, {"embedding"});
   CLLM_CUDA_CHECK(cudaMemsetAsync(residual, 0, static_cast<size_t>(n) * d * sizeof(float), s));
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const DeviceLayer& L = w_.layers[l];
     bf16* k_cache = kv_.as<bf16>() + 2 * l * layer_cache;
     bf16* v_cache = k_cache + layer_cache;
-    // Attention: fused q|k|v GEMM; RoPE on q in place, k rotated and v copied into cache rows pos..pos+n-1.
+    // Attention: fused q|k|v GEMM; RoPE on q in place, k rotated and v copied into each row's cache row.
     invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
     p.qkv.run(normed, L.wqkv.as<bf16>(), qkv, s);
-    invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev,
-                         inv_freq_.as<float>(), n, cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, s);
-    invoke_block_attention(qkv, ld_qkv, k_cache, v_cache, att, attn_ws_.as<void>(), attn_ws_.bytes(), n, pos,
-                           cfg_.num_heads, cfg_.num_kv_heads, cfg_.head_dim, s);
+    invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev, rows_dev,
+                         inv_freq_.as<float>(), n, heads, kv_heads, hd, s);
+    if (step_.batched) {
+      invoke_batched_attention(qkv, ld_qkv, k_cache, v_cache, slot_stride, att, attn_ws_.as<void>(), attn_ws_.bytes(),
+                               attn_plan_, table_dev, heads, kv_heads, hd, s);
+    } else {
+      const size_t slot0 = static_cast<size_t>(step_.one.slot) * slot_stride;
+      invoke_block_attention(qkv, ld_qkv, k_cache + slot0, v_cache + slot0, att, attn_ws_.as<void>(), attn_ws_.bytes(),
+                             n, step_.one.pos, heads, kv_heads, hd, s);
+    }
     p.o.run(att, L.wo.as<bf16>(), sub, s);
+    all_reduce(sub, {"attention", l});
     // SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
     invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
     p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
     invoke_silu_mul(gate_up, act, n, f, s);
     p.down.run(act, L.wdown.as<bf16>(), sub, s);
+    all_reduce(sub, {"mlp", l});
   }
   invoke_add_rmsnorm(residual, sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);
   p.head.run(normed, w_.head(), logits, s);
-  invoke_argmax(logits, n, V, ids_dev_.as<int32_t>(), nullptr, 0, argmax_ws_.as<void>(), argmax_ws_.bytes(), s);
+  // This rank's argmax over its vocab rows, as global ids; with several ranks also the values.
+  float* values = comm_ != nullptr ? values_dev_.as<float>() : nullptr;
+  invoke_argmax(logits, n, dims_.vocab, ids_dev_.as<int32_t>(), values, plan_.vocab_begin, argmax_ws_.as<void>(),
+                argmax_ws_.bytes(), s);
   CLLM_CUDA_CHECK(cudaMemcpyAsync(ids_host_.as<int32_t>(), ids_dev_.as<int32_t>(), n * sizeof(int32_t),
                                   cudaMemcpyDeviceToHost, s));
+  if (values != nullptr)
+    CLLM_CUDA_CHECK(cudaMemcpyAsync(values_host_.as<float>(), values, n * sizeof(float), cudaMemcpyDeviceToHost, s));
 }
 
 std::unique_ptr<CudaModel> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
@@ -267,11 +443,5 @@ std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadP
   return cuda::make_cuda_model(ckpt, progress, opts);
 }
 
-
-// Placeholder until the batched forward lands: one block on slot 0 only.
-void CudaModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids, float* logits) {
-  CLLM_CHECK(count == 1 && blocks[0].slot == 0, "CudaModel: batched forward not implemented yet");
-  forward(tokens, blocks[0].n, blocks[0].pos, out_ids, logits);
-}
 
 }  // namespace cllm

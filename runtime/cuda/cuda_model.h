@@ -1,13 +1,35 @@
 // The LLaMA forward on one NVIDIA GPU in bf16 (`--device cuda`): weights and KV cache bf16, residual
 // stream fp32, fp32 accumulation everywhere; 4 GEMMs per layer (fused qkv, o, fused gate|up, down).
-// One forward of n tokens is one CUDA graph launch plus one synchronisation: only the n argmax ids
-// (and, on request, the logits) come back to the host.
+// One device forward is one CUDA graph launch plus one synchronisation: only the argmax ids (and,
+// on request, the logits) come back to the host.
 //
-// Graphs: every call captures the step into a fresh cudaGraph_t (cheap host work) and updates the
-// executable graph cached for that block size with cudaGraphExecUpdate, so changed positions,
-// attention grids and buffer addresses are patched in place; when the topology changed (the
-// attention's split-K combine appears once the context passes its first chunk) the update fails and
-// the graph is instantiated again. This is llama.cpp's scheme.
+// KV slots (continuous batching). The cache holds `slots` sequences of `capacity` rows each, laid
+// out [layers][k, v][slots][capacity][n_kv][head_dim], so one layer's K (or V) of every slot is one
+// array of slots * capacity rows: sequence s's position t is row s * capacity + t. forward_batch
+// runs the blocks of several sequences as one device forward: embedding, norms, GEMMs, LM head and
+// argmax see all rows at once (M = total rows); RoPE and the KV write take per-row positions and
+// per-row cache rows; the attention takes per-block descriptors (query rows, position, slot) from a
+// table in device memory (kernels/cuda/attention.cuh), so every block attends to its own slot only.
+// A batch of more than kMaxRows rows runs as several device forwards over consecutive rows; a block
+// cut between two of them keeps its meaning, since the first writes its KV before the second reads.
+//
+// Graphs. Every device forward captures the step into a fresh cudaGraph_t (cheap host work) and
+// updates the executable graph cached for its GEMM row count with cudaGraphExecUpdate, so changed
+// positions, grids and buffer addresses are patched in place; when the topology changed (the
+// attention's split-K combine appears or goes) the update fails and the graph is instantiated
+// again. This is llama.cpp's scheme. It serves batches unchanged: everything a step varies that is
+// not a launch parameter (token ids, positions, cache rows, the attention's block table) travels
+// in one pinned host buffer that the graph's first node copies to the device, so the step's
+// composition never needs a graph of its own. Graphs and GEMM plans are keyed by the row count
+// rounded up to a multiple of 16 above kExactMax (at most 124 keys up to kMaxRows); the GEMMs run
+// over the padded rows (their extra rows are never read), every other kernel over the real ones.
+//
+// Tensor parallelism (Megatron, parallel/shard_plan.h): a rank holds its heads, KV heads, FFN units
+// and vocab rows; the step is the same with its narrower widths plus three in-stream all-reduces
+// (bf16, summed in fp32) after the embedding, o and down (DeviceAllReduce: NCCL or CUDA IPC,
+// capturable, or host-staged for ranks sharing one GPU, eager). The LM head computes this rank's
+// vocab rows and their argmax on the device; the ids and values come back with the step and one
+// host max-loc (Comm, MPI) picks the global argmax, so the graph holds no max-loc collective.
 #pragma once
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -16,9 +38,13 @@
 #include <optional>
 #include <vector>
 
+#include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
+#include "parallel/comm.h"
+#include "parallel/shard_plan.h"
 #include "runtime/cuda/cuda_weights.h"
+#include "runtime/cuda/device_all_reduce.h"
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/model.h"
 
@@ -43,14 +69,30 @@ struct CudaGraphStats {
 
 class CudaModel final : public Model {
  public:
-  // A device forward handles at most this many tokens; longer forwards (prompt prefill) run as a
-  // sequence of blocks of kMaxBlock, 128 and 64 tokens and a rest of at most kExactMax, each over
-  // the KV the previous ones wrote, which is the same computation. So GEMM plans and graphs exist
-  // for at most 66 distinct block sizes, and all scratch is sized once, for kMaxBlock rows.
+  // One sequence's device forward handles at most this many tokens; longer forwards (prompt
+  // prefill) run as a sequence of blocks of kMaxBlock, 128 and 64 tokens and a rest of at most
+  // kExactMax, each over the KV the previous ones wrote, which is the same computation. So a single
+  // sequence needs GEMM plans and graphs for at most 66 distinct block sizes.
   static constexpr int kMaxBlock = 256;
   static constexpr int kExactMax = 64;
+  // Rows of one batched device forward (e.g. 64 sequences x 16); all scratch is sized for it.
+  static constexpr int kMaxRows = 1024;
+  // GEMM rows (and graph key) of a device forward of `rows` rows: exact up to kExactMax, else
+  // rounded up to a multiple of 16.
+  static int gemm_rows(int rows) { return rows <= kExactMax ? rows : (rows + 15) / 16 * 16; }
 
   CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts);
+  // One rank of a tensor-parallel group (design.md, "Tensor parallelism"): `weights` holds the
+  // slices of `plan` (load_device_weights(ckpt, plan, ...)) and the KV cache only this rank's KV
+  // heads. Every reset and forward is then collective (all ranks call it with the same arguments):
+  // all_reduce sums the embedding, o and down outputs inside the step (a non-capturable one turns
+  // graphs off), and comm (host memory; MPI) picks the LM-head argmax (max-loc of every rank's
+  // (max, id) over its vocab rows) and gathers the logits when they are asked for. Both outlive this.
+  CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts, const ShardPlan& plan,
+            DeviceAllReduce& all_reduce, Comm& comm);
+  // The same, owning the all-reduce (and whatever communicator it holds).
+  CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts, const ShardPlan& plan,
+            std::unique_ptr<DeviceAllReduce> all_reduce, Comm& comm);
   ~CudaModel() override;
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -64,13 +106,15 @@ class CudaModel final : public Model {
   double step_bytes(int context) const override;
 
   const CudaGraphStats& graph_stats() const { return stats_; }
+  const ShardPlan& shard_plan() const { return plan_; }
+  bool uses_graphs() const { return opts_.use_graphs; }
 
  private:
   // One linear layer y[M, N] = x[M, K] . W[N, K]^T at one block size: the skinny kernel when M is
   // small enough, else a cuBLASLt plan (only then created: plans allocate workspace).
   class Linear {
    public:
-    Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m);
+    Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     void run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, cudaStream_t stream) const;
 
    private:
@@ -78,9 +122,14 @@ class CudaModel final : public Model {
     std::optional<GemmPlan> plan_;  // empty: skinny kernel
   };
 
-  // Linear layers for one block size (M = n) and that size's executable graph.
+  // This rank's widths (the whole model's with one rank): hidden, q, k (= v), FFN, vocab rows.
+  struct Dims {
+    int d, q, kv, ffn, vocab;
+  };
+
+  // Linear layers for one GEMM row count (M = n) and that count's executable graph.
   struct BlockPlans {
-    BlockPlans(cublasLtHandle_t lt, const ModelConfig& c, int n, int skinny_max_m);
+    BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     ~BlockPlans();
     Linear qkv, o, gate_up, down, head;
     cudaGraphExec_t exec = nullptr;
@@ -95,39 +144,75 @@ class CudaModel final : public Model {
     cublasLtHandle_t lt = nullptr;
   };
 
-  BlockPlans& plans_for(int n);
-  // One device forward of n <= kMaxBlock tokens; logits (or nullptr) receives [n, vocab] fp32.
-  void run_block(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits);
-  void launch_graph(BlockPlans& p, int n, int pos);
-  // Enqueues the whole step on the stream: token/position upload, layers, head, argmax, id download.
-  void enqueue_step(const BlockPlans& p, int n, int pos);
+  // What the step being enqueued covers (set by run_device_forward, read by enqueue_step).
+  struct Step {
+    int rows = 0;             // real rows
+    int gemm_rows = 0;        // gemm_rows(rows)
+    bool batched = false;     // attention through the block table, else one block (`one`)
+    SeqBlock one;             // the single block (slot, pos, n = rows) when !batched
+    size_t table_offset = 0;  // bytes into io_: the attention block table (batched)
+    size_t upload_bytes = 0;  // bytes of io_ the step copies to the device
+  };
+
+  CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts, const ShardPlan& plan,
+            DeviceAllReduce* all_reduce, Comm* comm);
+  BlockPlans& plans_for(int gemm_rows);
+  // One sequence on one slot: device forwards of at most kMaxBlock tokens (see kMaxBlock).
+  void run_sequence(const int32_t* tokens, int n, int pos, int slot, int32_t* out_ids, float* logits);
+  // One device forward over `count` blocks whose rows (sum of n <= kMaxRows) follow each other in
+  // tokens; logits (or nullptr) receives [rows, vocab] fp32.
+  void run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
+                          float* logits);
+  void launch_graph(BlockPlans& p);
+  // Enqueues the whole step_ on the stream: input upload, layers, head, argmax, id download.
+  void enqueue_step(const BlockPlans& p);
 
   Handles h_;
+  std::unique_ptr<DeviceAllReduce> owned_all_reduce_;  // destroyed after the buffers, before the stream
   ModelConfig cfg_;
   CudaModelOptions opts_;
   DeviceWeights w_;
+  ShardPlan plan_;                            // ShardPlan::whole with one rank
+  DeviceAllReduce* all_reduce_ = nullptr;     // null: one rank
+  Comm* comm_ = nullptr;                      // null: one rank
+  Dims dims_;
   DeviceBuffer inv_freq_;  // fp32 [head_dim / 2]
-  int capacity_ = 0;       // KV rows per layer
-  DeviceBuffer kv_;        // bf16 [layers][2 (k, v)][capacity][n_kv][head_dim]
+  int capacity_ = 0;       // KV rows per slot (allocated)
+  int slots_ = 0;          // KV slots (allocated)
+  int limit_tokens_ = 0;   // the last reset's max_tokens and slots: what forwards are checked against
+  int limit_slots_ = 0;
+  DeviceBuffer kv_;        // bf16 [layers][2 (k, v)][slots][capacity][n_kv][head_dim]
 
-  // Scratch for kMaxBlock rows. Element types: bf16 unless noted.
-  DeviceBuffer io_dev_;       // int32 [2 * kMaxBlock]: tokens [n] then positions [n]
-  DeviceBuffer ids_dev_;      // int32 [kMaxBlock] argmax ids
-  DeviceBuffer residual_;     // fp32 [kMaxBlock, d]
-  DeviceBuffer sub_;          // [kMaxBlock, d]: embedding, then each sublayer's output
-  DeviceBuffer normed_;       // [kMaxBlock, d]: RMSNorm output, the GEMM input
-  DeviceBuffer qkv_;          // [kMaxBlock, q + 2 kv]
-  DeviceBuffer att_;          // [kMaxBlock, q]
-  DeviceBuffer gate_up_;      // [kMaxBlock, 2 ffn]
-  DeviceBuffer act_;          // [kMaxBlock, ffn]
-  DeviceBuffer logits_;       // [kMaxBlock, vocab]
-  DeviceBuffer attn_ws_;      // block_attention_workspace_bytes(kMaxBlock, ...)
-  DeviceBuffer argmax_ws_;    // argmax_workspace_bytes(kMaxBlock, vocab)
-  PinnedBuffer io_host_;      // int32 [2 * kMaxBlock], mirrors io_dev_
-  PinnedBuffer ids_host_;     // int32 [kMaxBlock]
-  std::vector<uint16_t> logits_host_;  // bf16 bits [kMaxBlock, vocab], only when logits are requested
+  // Scratch for kMaxRows rows. Element types: bf16 unless noted.
+  DeviceBuffer io_dev_;       // the step's inputs, as io_host_
+  DeviceBuffer ids_dev_;      // int32 [kMaxRows] argmax ids
+  DeviceBuffer residual_;     // fp32 [kMaxRows, d]
+  DeviceBuffer sub_;          // [kMaxRows, d]: embedding, then each sublayer's output
+  DeviceBuffer normed_;       // [kMaxRows, d]: RMSNorm output, the GEMM input
+  DeviceBuffer qkv_;          // [kMaxRows, q + 2 kv]
+  DeviceBuffer att_;          // [kMaxRows, q]
+  DeviceBuffer gate_up_;      // [kMaxRows, 2 ffn]
+  DeviceBuffer act_;          // [kMaxRows, ffn]
+  DeviceBuffer logits_;       // [kMaxRows, vocab]
+  DeviceBuffer attn_ws_;      // block_attention_workspace_bytes(kMaxBlock, ...); batches plan within it
+  DeviceBuffer argmax_ws_;    // argmax_workspace_bytes(kMaxRows, vocab)
+  DeviceBuffer gemm_ws_;      // cuBLASLt workspace shared by every GemmPlan (one stream: never concurrent)
+  // The step's inputs in pinned memory: int32 tokens [rows], positions [rows], cache rows [rows]
+  // (slot * capacity + position), then at a 16-byte boundary the attention's block table (batched).
+  PinnedBuffer io_host_;
+  size_t table_bytes_ = 0;    // capacity for the block table
+  PinnedBuffer ids_host_;     // int32 [kMaxRows]
+  DeviceBuffer values_dev_;   // fp32 [kMaxRows]: the argmax values (tensor parallel: for the max-loc)
+  PinnedBuffer values_host_;  // fp32 [kMaxRows]
+  std::vector<uint16_t> logits_host_;  // bf16 bits [rows, this rank's vocab], only when logits are requested
+  std::vector<ValueIndex> best_;       // tensor parallel: [rows] (max, id) for the max-loc
+  std::vector<float> local_logits_;    // tensor parallel: [rows, vocab shard], then
+  std::vector<float> gathered_;        //   [ranks, rows, vocab shard] from the all-gather
 
-  std::vector<std::unique_ptr<BlockPlans>> plans_;  // indexed by n, created on first use
+  Step step_;
+  std::vector<AttnBlock> attn_blocks_;              // the step's blocks, for the planner (reused)
+  BatchedAttentionPlan attn_plan_;                  // of the batched step being enqueued
+  std::vector<std::unique_ptr<BlockPlans>> plans_;  // indexed by GEMM rows, created on first use
   CudaGraphStats stats_;
 };
 

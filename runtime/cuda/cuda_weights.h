@@ -1,13 +1,15 @@
 // LLaMA weights in bf16 device memory, laid out for 4 GEMMs per layer: q|k|v stacked into one
 // [q + 2*kv, d] matrix and gate|up into one [2*ffn, d] matrix (the layouts invoke_rope_kv_write and
 // invoke_silu_mul read). Every matrix is HF row-major [out, in], in its own cudaMalloc (256-byte
-// aligned, as GemmPlan assumes).
+// aligned, as GemmPlan assumes). A tensor-parallel rank holds the slices of its ShardPlan
+// (parallel/shard_plan.h); the shapes below then use its heads, KV heads, FFN units and vocab rows.
 #pragma once
 #include <cuda_bf16.h>
 
 #include <vector>
 
 #include "loaders/checkpoint.h"
+#include "parallel/shard_plan.h"
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/model.h"
 
@@ -37,13 +39,17 @@ struct DeviceWeights {
 };
 
 // Throws, naming the file and the feature, when the CUDA kernels cannot run this shape
-// (head_dim not 64 or 128, hidden or ffn size not a multiple of 8). Call before any allocation.
+// (head_dim not 64 or 128, hidden or ffn size, or a rank's FFN slice, not a multiple of 8). Call
+// before any allocation.
 void check_cuda_supported(const ModelConfig& cfg, const std::string& source);
+void check_cuda_supported(const ModelConfig& cfg, const ShardPlan& plan, const std::string& source);
 
 // Reads every tensor with read_f32 in row slices of at most 64 MiB of fp32 (bounded host memory,
 // whatever the model size), rounds to bf16 (nearest even) and copies it into place. Shapes are
 // checked against the config, naming the file and tensor. progress(done, total, name) counts bf16
 // bytes written to the device.
 DeviceWeights load_device_weights(const CheckpointReader& ckpt, const LoadProgress& progress);
+// Only the slices of `plan` (TensorRange reads: each rank reads its own), full shapes checked first.
+DeviceWeights load_device_weights(const CheckpointReader& ckpt, const ShardPlan& plan, const LoadProgress& progress);
 
 }  // namespace cllm::cuda

@@ -1,5 +1,6 @@
 // Kernel micro-benchmark at decoding shapes (LLaMA-2-7B: dim 4096, 32 heads of 128, ffn 11008,
-// vocab 32000; GQA variant with 8 kv heads), block sizes n = 1, 16, 64, context 2048.
+// vocab 32000; GQA variant with 8 kv heads), block sizes n = 1, 16, 64, context 2048; and the
+// batched attention of B = 4, 16, 64 sequences x n = 1, 16 at context 512 each.
 //
 // Each kernel is timed with CUDA events around every launch, L2 flushed before each one (a memset of
 // twice the L2 size), so every rep reads its inputs from HBM as the real forward does. Reported:
@@ -198,6 +199,39 @@ int run(int argc, char** argv) {
     b.row("silu_mul", fmt("n%d ffn%d", n, ffn), 3.0 * n * ffn * bf, 0, [&] { cu::invoke_silu_mul(x, y, n, ffn, s); });
     b.row("argmax_bf16", fmt("n%d vocab%d", n, vocab), 1.0 * n * vocab * bf, 0,
           [&] { cu::invoke_argmax(logits, n, vocab, ids, vals, 0, argmax_ws, argmax_ws_bytes, s); });
+  }
+
+  // Batched attention (continuous batching): B sequences of n queries, each at the end of its own
+  // context of 512 in its own KV slot, planned as CudaModel plans them (its workspace size, one
+  // table upload before timing). Bytes: every sequence's K and V once, q in and out.
+  {
+    const int bctx = 512, max_b = 64, max_bn = 16;
+    bf16* kb = alloc<bf16>(size_t{max_b} * bctx * heads * hd);
+    bf16* vb = alloc<bf16>(size_t{max_b} * bctx * heads * hd);
+    bf16* bq = alloc<bf16>(size_t{max_b} * max_bn * 3 * heads * hd);
+    bf16* bout = alloc<bf16>(size_t{max_b} * max_bn * heads * hd);
+    const size_t ws_bytes = cu::block_attention_workspace_bytes(256, heads, hd);
+    void* ws = alloc<unsigned char>(ws_bytes);
+    const size_t table_cap = cu::batched_attention_table_bytes(max_b * max_bn, max_b, heads, 8);
+    unsigned char* table = alloc<unsigned char>(table_cap);
+    CLLM_CUDA_CHECK(cudaDeviceSynchronize());
+    for (const int kv : {32, 8})
+      for (const int B : {4, 16, 64})
+        for (const int n : {1, 16}) {
+          std::vector<cu::AttnBlock> blocks;
+          for (int i = 0; i < B; ++i) blocks.push_back({i * n, bctx - n, n, i});
+          cu::BatchedAttentionPlan plan;
+          cu::plan_batched_attention(blocks.data(), B, heads, kv, hd, ws_bytes, table_cap, plan);
+          CLLM_CUDA_CHECK(cudaMemcpy(table, plan.table.data(), plan.table.size(), cudaMemcpyHostToDevice));
+          const int stride = (heads + 2 * kv) * hd;
+          const size_t slot_stride = size_t{bctx} * kv * hd;
+          b.row("batched_attention", fmt("B%d n%d kv%d ctx512", B, n, kv),
+                (2.0 * B * bctx * kv * hd + 2.0 * B * n * heads * hd) * 2, 4.0 * B * n * heads * hd * (bctx - n / 2.0),
+                [&] {
+                  cu::invoke_batched_attention(bq, stride, kb, vb, slot_stride, bout, ws, ws_bytes, plan, table, heads,
+                                               kv, hd, s);
+                });
+        }
   }
 
   // GEMMs: the 7B layer's projections and the LM head; the weights dominate the bytes at small M.

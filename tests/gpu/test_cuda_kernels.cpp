@@ -1,5 +1,5 @@
 // Every CUDA kernel against its naive CPU reference (kernels/cpu/reference.h), on fresh random
-// inputs. One harness: an Op is a name, an error bound, a list of shapes and a function that builds
+// inputs (the batched attention against the single-block reference run on each block's KV slot). One harness: an Op is a name, an error bound, a list of shapes and a function that builds
 // inputs for one shape, runs the CUDA kernel and the reference, and returns the tensors to compare.
 // Adding an op is one entry in ops().
 //
@@ -144,13 +144,13 @@ struct Stream {
 
 // Shape of one case; each op reads the fields it needs, unused ones stay 0 and are left out of the name.
 struct Shape {
-  int n = 0, dim = 0, ctx = 0, heads = 0, kv = 0, hd = 0, vocab = 0, M = 0, N = 0, K = 0;
+  int n = 0, dim = 0, ctx = 0, heads = 0, kv = 0, hd = 0, vocab = 0, M = 0, N = 0, K = 0, count = 0;
 
   std::string name() const {
     std::ostringstream os;
     const std::pair<const char*, int> fields[] = {{"n", n},   {"dim", dim},     {"ctx", ctx}, {"heads", heads},
                                                   {"kv", kv}, {"hd", hd},       {"vocab", vocab}, {"M", M},
-                                                  {"N", N},   {"K", K}};
+                                                  {"N", N},   {"K", K},         {"count", count}};
     for (const auto& [key, value] : fields)
       if (value != 0) os << (os.tellp() > 0 ? "_" : "") << key << value;
     return os.str();
@@ -217,16 +217,22 @@ std::vector<Compared> run_add_rmsnorm(const Shape& s, std::mt19937& rng, bool wi
   return {{"residual", download(d_res), residual}, {"out", download_bf16(d_out), ref_out}};
 }
 
-std::vector<Compared> run_rope_kv_write(const Shape& s, std::mt19937& rng) {
+// slotted: the cache holds 3 KV slots of max_ctx rows and token i goes to slot (i % 3), row
+// slot * max_ctx + position (the batched model's cache_rows), at positions that differ per slot.
+std::vector<Compared> run_rope_kv_write(const Shape& s, std::mt19937& rng, bool slotted) {
   // q, k, v are slices of one fused qkv row, as the qkv GEMM writes them; the block sits at
   // positions ctx .. ctx+n-1 of a cache with spare rows, pre-filled so stray writes show up.
   const int q_w = s.heads * s.hd, kv_w = s.kv * s.hd, stride = q_w + 2 * kv_w;
   const int max_ctx = s.ctx + s.n + 16;
+  const int slots = slotted ? 3 : 1;
   const std::vector<float> qkv = rand_bf16(rng, static_cast<size_t>(s.n) * stride, -2.f, 2.f);
-  std::vector<float> k_cache = rand_bf16(rng, static_cast<size_t>(max_ctx) * kv_w, -1.f, 1.f);
-  std::vector<float> v_cache = rand_bf16(rng, static_cast<size_t>(max_ctx) * kv_w, -1.f, 1.f);
-  std::vector<int32_t> pos(s.n);
-  for (int i = 0; i < s.n; ++i) pos[i] = s.ctx + i;
+  std::vector<float> k_cache = rand_bf16(rng, static_cast<size_t>(slots) * max_ctx * kv_w, -1.f, 1.f);
+  std::vector<float> v_cache = rand_bf16(rng, static_cast<size_t>(slots) * max_ctx * kv_w, -1.f, 1.f);
+  std::vector<int32_t> pos(s.n), rows(s.n);
+  for (int i = 0; i < s.n; ++i) {
+    pos[i] = slotted ? s.ctx + i / 3 + 5 * (i % 3) : s.ctx + i;
+    rows[i] = slotted ? (i % 3) * max_ctx + pos[i] : pos[i];
+  }
   const std::vector<float> inv_freq = inv_freq_for(s.hd);
 
   Stream st;
@@ -234,10 +240,15 @@ std::vector<Compared> run_rope_kv_write(const Shape& s, std::mt19937& rng) {
   auto d_k_cache = upload_bf16(k_cache);
   auto d_v_cache = upload_bf16(v_cache);
   auto d_pos = upload(pos);
+  auto d_rows = upload(rows);
   auto d_inv_freq = upload(inv_freq);
   bf16* q = d_qkv.get();
-  cu::invoke_rope_kv_write(q, stride, q + q_w, stride, q + q_w + kv_w, stride, d_k_cache.get(), d_v_cache.get(),
-                           d_pos.get(), d_inv_freq.get(), s.n, s.heads, s.kv, s.hd, st.s);
+  if (slotted)
+    cu::invoke_rope_kv_write(q, stride, q + q_w, stride, q + q_w + kv_w, stride, d_k_cache.get(), d_v_cache.get(),
+                             d_pos.get(), d_rows.get(), d_inv_freq.get(), s.n, s.heads, s.kv, s.hd, st.s);
+  else
+    cu::invoke_rope_kv_write(q, stride, q + q_w, stride, q + q_w + kv_w, stride, d_k_cache.get(), d_v_cache.get(),
+                             d_pos.get(), d_inv_freq.get(), s.n, s.heads, s.kv, s.hd, st.s);
   st.sync();
 
   std::vector<float> ref_q = columns(qkv, s.n, stride, 0, q_w);
@@ -246,8 +257,8 @@ std::vector<Compared> run_rope_kv_write(const Shape& s, std::mt19937& rng) {
   cllm::ref::rope(ref_q.data(), pos.data(), s.n, s.heads, s.hd, inv_freq.data());
   cllm::ref::rope(k.data(), pos.data(), s.n, s.kv, s.hd, inv_freq.data());
   for (int i = 0; i < s.n; ++i) {
-    std::copy_n(k.begin() + static_cast<size_t>(i) * kv_w, kv_w, k_cache.begin() + static_cast<size_t>(pos[i]) * kv_w);
-    std::copy_n(v.begin() + static_cast<size_t>(i) * kv_w, kv_w, v_cache.begin() + static_cast<size_t>(pos[i]) * kv_w);
+    std::copy_n(k.begin() + static_cast<size_t>(i) * kv_w, kv_w, k_cache.begin() + static_cast<size_t>(rows[i]) * kv_w);
+    std::copy_n(v.begin() + static_cast<size_t>(i) * kv_w, kv_w, v_cache.begin() + static_cast<size_t>(rows[i]) * kv_w);
   }
   return {{"q", columns(download_bf16(d_qkv), s.n, stride, 0, q_w), ref_q},
           {"k_cache", download_bf16(d_k_cache), k_cache},
@@ -285,6 +296,67 @@ std::vector<Compared> run_block_attention(const Shape& s, std::mt19937& rng) {
 
   std::vector<float> ref(static_cast<size_t>(s.n) * q_w);
   cllm::ref::block_attention(q.data(), k.data(), v.data(), ref.data(), s.n, p0, s.heads, s.kv, s.hd);
+  return {{"out", download_bf16(d_out), ref}};
+}
+
+// `count` blocks of 1..n queries at random positions 0..ctx, each in its own KV slot of a cache
+// with 3 spare slots. Cache rows outside [0, pos + n) of each used slot, every unused slot, and the
+// k/v part of the fused qkv rows are NaN: the kernel must read none of them. The reference is the
+// single-block CPU attention of each block over its slot. tiny_ws: no workspace, so the planner must
+// fall back to one chunk per block.
+std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, bool tiny_ws) {
+  const int q_w = s.heads * s.hd, kv_w = s.kv * s.hd, q_stride = q_w + 2 * kv_w;
+  const int slots = s.count + 3, capacity = s.ctx + s.n + 8;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<int> slot_ids(slots);
+  for (int i = 0; i < slots; ++i) slot_ids[i] = i;
+  std::shuffle(slot_ids.begin(), slot_ids.end(), rng);
+  std::uniform_int_distribution<int> n_dist(1, s.n), pos_dist(0, s.ctx);
+  std::vector<cu::AttnBlock> blocks(s.count);
+  int rows = 0;
+  for (int b = 0; b < s.count; ++b) {
+    const bool widest = b == s.count / 2;  // one block at the full n and context
+    blocks[b] = {rows, widest ? s.ctx : pos_dist(rng), widest ? s.n : n_dist(rng), slot_ids[b]};
+    rows += blocks[b].n;
+  }
+  std::vector<float> qkv(static_cast<size_t>(rows) * q_stride, nan);
+  const std::vector<float> q = rand_bf16(rng, static_cast<size_t>(rows) * q_w, -4.f, 4.f);
+  for (int r = 0; r < rows; ++r)
+    std::copy_n(q.begin() + static_cast<size_t>(r) * q_w, q_w, qkv.begin() + static_cast<size_t>(r) * q_stride);
+  const size_t slot_elems = static_cast<size_t>(capacity) * kv_w;
+  std::vector<float> k_cache(slots * slot_elems, nan), v_cache(k_cache.size(), nan);
+  for (const cu::AttnBlock& b : blocks) {
+    const size_t len = static_cast<size_t>(b.pos + b.n) * kv_w;
+    const std::vector<float> k = rand_bf16(rng, len, -1.f, 1.f), v = rand_bf16(rng, len, -1.f, 1.f);
+    std::copy(k.begin(), k.end(), k_cache.begin() + b.slot * slot_elems);
+    std::copy(v.begin(), v.end(), v_cache.begin() + b.slot * slot_elems);
+  }
+
+  const size_t ws_bytes = tiny_ws ? 0 : cu::block_attention_workspace_bytes(rows, s.heads, s.hd);
+  const size_t table_bytes = cu::batched_attention_table_bytes(rows, s.count, s.heads, s.kv);
+  cu::BatchedAttentionPlan plan;
+  cu::plan_batched_attention(blocks.data(), s.count, s.heads, s.kv, s.hd, ws_bytes, table_bytes, plan);
+  EXPECT_EQ(plan.rows, rows);
+  if (tiny_ws) {
+    EXPECT_FALSE(plan.combine) << "no workspace, yet the plan splits a context";
+  }
+
+  Stream st;
+  auto d_qkv = upload_bf16(qkv);
+  auto d_k = upload_bf16(k_cache);
+  auto d_v = upload_bf16(v_cache);
+  auto d_table = upload(plan.table);
+  DeviceBuffer<bf16> d_out(static_cast<size_t>(rows) * q_w);
+  DeviceBuffer<unsigned char> d_ws(ws_bytes);
+  cu::invoke_batched_attention(d_qkv.get(), q_stride, d_k.get(), d_v.get(), slot_elems, d_out.get(), d_ws.get(),
+                               ws_bytes, plan, d_table.get(), s.heads, s.kv, s.hd, st.s);
+  st.sync();
+
+  std::vector<float> ref(static_cast<size_t>(rows) * q_w);
+  for (const cu::AttnBlock& b : blocks)
+    cllm::ref::block_attention(q.data() + static_cast<size_t>(b.q_row) * q_w, k_cache.data() + b.slot * slot_elems,
+                               v_cache.data() + b.slot * slot_elems, ref.data() + static_cast<size_t>(b.q_row) * q_w,
+                               b.n, b.pos, s.heads, s.kv, s.hd);
   return {{"out", download_bf16(d_out), ref}};
 }
 
@@ -416,6 +488,21 @@ std::vector<Shape> attention_shapes(std::initializer_list<int> contexts) {
   return shapes;
 }
 
+// Batches of `counts` blocks of up to n queries at contexts up to ctx, GQA 1, 4 and 8.
+std::vector<Shape> batched_attention_shapes(std::initializer_list<int> counts) {
+  const std::pair<int, int> heads_kv[] = {{16, 16}, {32, 8}, {32, 4}};
+  std::vector<Shape> shapes;
+  for (int count : counts)
+    for (int n : {1, 4, 16})
+      for (int ctx : {1, 100, 1000})
+        for (const auto& [heads, kv] : heads_kv)
+          for (int hd : {64, 128}) {
+            if (count == 16 && ctx == 1000 && hd == 64) continue;  // keeps the CPU reference's time down
+            shapes.push_back({.n = n, .ctx = ctx, .heads = heads, .kv = kv, .hd = hd, .count = count});
+          }
+  return shapes;
+}
+
 std::vector<Shape> vocab_shapes() {
   std::vector<Shape> shapes;
   for (int n : kBlockSizes)
@@ -456,8 +543,15 @@ const std::vector<Op>& ops() {
        [](const Shape& s, std::mt19937& rng) { return run_add_rmsnorm(s, rng, true); }},
       {"rmsnorm", kTolElementwise, rows_by({576, 4096}),
        [](const Shape& s, std::mt19937& rng) { return run_add_rmsnorm(s, rng, false); }},
-      {"rope_kv_write", kTolElementwise, attention_shapes({0, 2000}), run_rope_kv_write},
+      {"rope_kv_write", kTolElementwise, attention_shapes({0, 2000}),
+       [](const Shape& s, std::mt19937& rng) { return run_rope_kv_write(s, rng, false); }},
+      {"rope_kv_write_slots", kTolElementwise, attention_shapes({0, 2000}),
+       [](const Shape& s, std::mt19937& rng) { return run_rope_kv_write(s, rng, true); }},
       {"block_attention", kTolDot, attention_shapes({1, 100, 2048}), run_block_attention},
+      {"batched_attention", kTolDot, batched_attention_shapes({2, 5, 16}),
+       [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false); }},
+      {"batched_attention_no_ws", kTolDot, batched_attention_shapes({5}),
+       [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, true); }},
       {"silu_mul", kTolElementwise, rows_by({1536, 11008, 14336}), run_silu_mul},
       {"argmax_bf16", kExact, vocab_shapes(), run_argmax<bf16>},
       {"argmax_f32", kExact, vocab_shapes(), run_argmax<float>},

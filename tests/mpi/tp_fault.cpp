@@ -1,7 +1,7 @@
 // Fault injection for the failure-semantics tests (design.md: no rank waits forever).
 //   tp_fault MODEL_DIR MODE VICTIM_RANK AT_FORWARD DEADLINE_S
 // Every rank loads its shard; rank 0 decodes with Jacobi (block 4) through a CoordinatorModel
-// and the others serve, as in `cllm generate`. On the victim, forward number AT_FORWARD:
+// and the others serve, as in `cllm generate`. On the victim, forward (batch) number AT_FORWARD:
 //   kill     raise(SIGKILL): the launcher sees the death and ends the job
 //   stall    sleeps far past the deadline: the others' collectives time out and abort
 //   diverge  flips its first predicted id after the forward: the convergence vote fails
@@ -26,16 +26,19 @@ class FaultyModel final : public Model {
       : inner_(inner), mode_(std::move(mode)), at_(at), deadline_s_(deadline_s) {}
   const ModelConfig& config() const override { return inner_.config(); }
   void reset(int max_tokens, int slots = 1) override { inner_.reset(max_tokens, slots); }
+  // Workers and the coordinator both run every step through forward_batch (coordinator.h);
+  // forward is kept faulty too for a direct caller.
   void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                      float* logits) override {
+    before();
     inner_.forward_batch(tokens, blocks, count, out_ids, logits);
+    after(out_ids);
   }
   double step_bytes(int context) const override { return inner_.step_bytes(context); }
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override {
-    if (++count_ == at_ && mode_ == "kill") raise(SIGKILL);
-    if (count_ == at_ && mode_ == "stall") sleep(static_cast<unsigned>(10 * deadline_s_));
+    before();
     inner_.forward(tokens, n, pos, out_ids, logits);
-    if (count_ == at_ && mode_ == "diverge") out_ids[0] ^= 1;
+    after(out_ids);
   }
 
  private:
@@ -44,6 +47,14 @@ class FaultyModel final : public Model {
   int at_;
   double deadline_s_;
   int count_ = 0;
+
+  void before() {
+    if (++count_ == at_ && mode_ == "kill") raise(SIGKILL);
+    if (count_ == at_ && mode_ == "stall") sleep(static_cast<unsigned>(10 * deadline_s_));
+  }
+  void after(int32_t* out_ids) const {
+    if (count_ == at_ && mode_ == "diverge") out_ids[0] ^= 1;
+  }
 };
 
 int run(int argc, char** argv, Comm& comm) {

@@ -76,6 +76,18 @@ def test_jacobi_equals_greedy_ar(base_url, auth):
     assert jac["cllm"]["iterations"] <= ar["cllm"]["iterations"]
 
 
+def test_ignore_eos_runs_to_max_tokens(base_url, auth):
+    def chat(**extra):
+        r = requests.post(f"{base_url}/v1/chat/completions", headers=auth, timeout=120,
+                          json={"messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 48, **extra})
+        assert r.status_code == 200, r.text
+        return r.json()
+    short = chat()
+    assert short["choices"][0]["finish_reason"] == "stop"  # EOS well before 48 tokens
+    full = chat(cllm_ignore_eos=True)
+    assert full["choices"][0]["finish_reason"] == "length" and full["usage"]["completion_tokens"] == 48
+
+
 def test_stop_string_across_tokens(base_url, auth):
     prompt = "Once upon a time"
     free = complete(base_url, auth, prompt=prompt, max_tokens=20)["choices"][0]["text"]
@@ -110,6 +122,7 @@ BAD = [
     ('{"prompt": "x", "n": 2}', 400),
     ('{"prompt": "x", "frobnicate": 1}', 400),
     ('{"prompt": "x", "cllm_block": 65}', 400),
+    ('{"prompt": "x", "cllm_ignore_eos": 1}', 400),
     ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400),
     ('{"prompt": [999999999]}', 400),
     ('{"prompt": "x", "model": "no-such-model"}', 404),

@@ -38,13 +38,14 @@ TEST(GemmInvariant, MatchesReference) {
 }
 
 TEST(GemmInvariant, RowsDoNotDependOnBatchSize) {
-  const int N = 257, K = 583, Mmax = 64;
+  // Up to a continuous batch's worth of rows (32 sequences x 16), past the kernel's row blocking.
+  const int N = 257, K = 583, Mmax = 515;
   const auto x = random_vec(static_cast<size_t>(Mmax) * K, 3), w = random_vec(static_cast<size_t>(N) * K, 4);
   std::vector<float> single(static_cast<size_t>(Mmax) * N);
   for (int m = 0; m < Mmax; ++m)
     cpu::matmul_wt_invariant(x.data() + static_cast<size_t>(m) * K, w.data(), single.data() + static_cast<size_t>(m) * N,
                              1, N, K);
-  for (int M : {2, 3, 7, 16, 33, 64}) {
+  for (int M : {2, 3, 7, 16, 33, 64, 65, 112, 113, 200, 515}) {
     std::vector<float> batch(static_cast<size_t>(M) * N);
     cpu::matmul_wt_invariant(x.data(), w.data(), batch.data(), M, N, K);
     EXPECT_EQ(0, std::memcmp(batch.data(), single.data(), batch.size() * sizeof(float))) << "M=" << M;

@@ -249,6 +249,29 @@ TEST(BlockAttention, BitwiseIndependentOfThreadCount) {
   EXPECT_EQ(outs[0], outs[1]);
 }
 
+// Continuous batching: each block of a batch_attention call, over its own cache, gives bit for
+// bit what block_attention gives for that block alone (decode rows beside a long prefill chunk).
+TEST(BlockAttention, BatchEqualsEachBlockAlone) {
+  const int nh = 8, nkv = 2, hd = 64;
+  const int shapes[][2] = {{1, 300}, {64, 0}, {16, 70}, {1, 0}, {5, 129}};  // (n, p0) per block
+  std::mt19937 rng(10);
+  std::vector<AttnInputs> ins;
+  std::vector<cpu::AttentionBlock> blocks;
+  std::vector<float> q, alone;
+  for (const auto& [n, p0] : shapes) {
+    ins.push_back(attn_inputs(rng, n, p0, nh, nkv, hd));
+    q.insert(q.end(), ins.back().q.begin(), ins.back().q.end());
+    std::vector<float> out(ins.back().q.size());
+    cpu::block_attention(ins.back().q.data(), ins.back().k.data(), ins.back().v.data(), out.data(), n, p0, nh, nkv,
+                         hd);
+    alone.insert(alone.end(), out.begin(), out.end());
+  }
+  for (size_t b = 0; b < ins.size(); ++b) blocks.push_back({ins[b].k.data(), ins[b].v.data(), shapes[b][0], shapes[b][1]});
+  std::vector<float> batched(q.size());
+  cpu::batch_attention(q.data(), batched.data(), blocks.data(), int(blocks.size()), nh, nkv, hd);
+  EXPECT_EQ(alone, batched);
+}
+
 TEST(Argmax, TiesChooseLowestIndex) {
   std::vector<float> x(1000, 0.0f);
   x[3] = x[517] = x[999] = 2.0f;
