@@ -67,7 +67,13 @@ class SignalWatch {
   void on_signal(std::function<void()> action) {
     std::lock_guard<std::mutex> lock(mu_);
     action_ = std::move(action);
-    if (fired_) action_();
+    if (fired_ && action_) action_();
+  }
+  // Forgets the action; returns only once an action already running has finished, so what it
+  // references may be destroyed afterwards (the watcher thread runs it under the same mutex).
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    action_ = nullptr;
   }
 
  private:
@@ -132,7 +138,8 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   if (vm.count("chat-template")) rc.chat_family = chat_template_family(f.chat_template);
   http::Metrics metrics;
   openai::Routes routes(rc, metrics);
-  SignalWatch signals;
+  // Static: the detached watcher thread outlives this function (it may still be blocked in read()).
+  static SignalWatch signals;
   http::Server server({f.host, f.port, f.max_body, 512},
                       [&](const http::Request& q, http::Responder& r) { routes.handle(q, r); });
   server.start();
@@ -172,6 +179,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     server.stop();
   });
   engine.run();
+  signals.clear();  // the action touches engine and server, which die with this scope
   server.stop();
   server.join();
   if (group) group->stop();
