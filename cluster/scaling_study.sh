@@ -3,8 +3,10 @@
 # checkpoints of the LLaMA-2 shapes, one JSON per (model, TP), then tables and plots.
 #
 #   cluster/scaling_study.sh OUT_DIR [--models 7b,13b] [--tps 1,2,4] [--ns 1,16,32] [--context 512]
-#       [--with-70b] [--device cuda] [--scratch DIR]
+#       [--with-70b] [--device cuda] [--scratch DIR] [--random]
 #
+# --random benchmarks random:SHAPE weights made in memory (no checkpoint on disk, so the load time is
+# that of generating the weights, not of reading them).
 # --with-70b adds the LLaMA-2-70B shape at TP = 4 (140 GB of bf16 on disk in --scratch, written once).
 # Each run's JSON holds ms per forward at every n, the per-rank floor (this rank's weight + KV bytes
 # over its own GPU's read bandwidth, measured in the same run) and the load time of the slowest rank
@@ -16,9 +18,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cllm="${CLLM_BIN:-$root/build/cllm}"
-[[ $# -ge 1 && "$1" != -* ]] || { sed -n '2,16p' "$0"; exit 2; }
+[[ $# -ge 1 && "$1" != -* ]] || { sed -n '2,19p' "$0"; exit 2; }
 out="$1"; shift
-models=7b,13b tps=1,2,4 ns=1,16,32 context=512 with70=0 device=cuda scratch="${TMPDIR:-/tmp}/cllm_scaling"
+models=7b,13b tps=1,2,4 ns=1,16,32 context=512 with70=0 device=cuda scratch="${TMPDIR:-/tmp}/cllm_scaling" random=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --models) models="$2"; shift 2 ;;
@@ -28,7 +30,8 @@ while [[ $# -gt 0 ]]; do
     --with-70b) with70=1; shift ;;
     --device) device="$2"; shift 2 ;;
     --scratch) scratch="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --random) random=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "scaling_study.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,7 +47,8 @@ for m in ${models//,/ }; do for tp in ${tps//,/ }; do runs+=("$m:$tp"); done; do
 for run in "${runs[@]}"; do
   m="${run%%:*}" tp="${run##*:}"
   ckpt="$scratch/$m"
-  if [[ ! -f "$ckpt/config.json" ]]; then
+  [[ $random == 1 ]] && ckpt="random:$m"
+  if [[ $random == 0 && ! -f "$ckpt/config.json" ]]; then
     echo "=== writing random $m checkpoint to $ckpt ===" >&2
     "$cllm" random-model --shape "$m" --dtype bf16 --out "$ckpt"
   fi
