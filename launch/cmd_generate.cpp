@@ -1,12 +1,20 @@
 // cllm generate: one prompt, decoded with AR, Jacobi or both; streams text, then prints stats.
+// Batch mode (--prompts FILE): every prompt of a prompts file (launch/prompts_file.h) through the
+// model loaded once, with --json-out writing one JSON line per prompt (ids, iterations, decode
+// seconds of each decoding): what training/evaluate.py measures base and CLLM with.
 // Under mpirun every rank runs this: each loads its shard, rank 0 decodes and prints, and the
 // other ranks serve its forwards (parallel/coordinator.h).
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+
+#include <nlohmann/json.hpp>
 
 #include "kernels/check.h"
 #include "launch/cli_common.h"
 #include "launch/decode_flags.h"
+#include "launch/prompts_file.h"
 #include "parallel/coordinator.h"
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
@@ -44,10 +52,12 @@ void print_stats(const Run& r) {
   std::printf(", finish: %s\n", r.result.finish_reason.c_str());
 }
 
+const char* const kDefaultPrompt = "Write a short poem about the sea.";
+
 struct Flags {
-  std::string model_path, prompt_text, decode, device, system;
+  std::string model_path, prompt_text, decode, device, system, prompts_path, json_out;
   bool chat = false, quiet = false, has_system = false;
-  int threads = 0;
+  int threads = 0, limit = 0, warmup_tokens = 16;
   double deadline_s = 0;
   GenerateOptions gen;
   JacobiOptions jac;
@@ -86,35 +96,130 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
   return 0;
 }
 
+nlohmann::json run_json(const Run& r) {
+  const DecodeStats& s = r.result.stats;
+  nlohmann::json j = {{"ids", r.result.tokens},
+                      {"tokens", s.tokens},
+                      {"iterations", s.iterations},
+                      {"tokens_per_iteration", s.tokens_per_iteration()},
+                      {"prefill_seconds", s.prefill_seconds},
+                      {"decode_seconds", s.decode_seconds},
+                      {"finish", r.result.finish_reason}};
+  if (std::string(r.name) == "jacobi") {
+    j["fast_forwarded"] = s.fast_forwarded;
+    j["stationary"] = s.stationary;
+  }
+  return j;
+}
+
+// Batch mode: each prompt decoded by every requested method, one JSON line each, totals at the end.
+int decode_batch(Model& model, const LoadedModel& m, Flags f) {
+  const TokenizerSpec& spec = m.checkpoint->tokenizer();
+  std::vector<std::vector<int32_t>> prompts =
+      tokenize_prompts(read_prompts(f.prompts_path, f.chat), *m.tokenizer, spec.chat_template, spec.add_bos,
+                       f.prompts_path);
+  if (f.limit > 0 && static_cast<size_t>(f.limit) < prompts.size()) prompts.resize(f.limit);
+  if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
+  std::fprintf(stderr, "model loaded in %.2f s; %zu prompts from %s\n", m.load_seconds, prompts.size(),
+               f.prompts_path.c_str());
+  std::ofstream json;
+  if (!f.json_out.empty()) {
+    json.open(f.json_out);
+    CLLM_CHECK(json, "cannot write --json-out " << f.json_out);
+  }
+  // The first decodes pay one-time costs (GPU graphs, allocator, caches): run them untimed.
+  if (f.warmup_tokens > 0) {
+    GenerateOptions warm = f.gen;
+    warm.max_new_tokens = std::min(f.warmup_tokens, f.gen.max_new_tokens);
+    if (f.decode != "jacobi") run_one("ar", false, model, *m.tokenizer, prompts[0], warm, f.jac, false);
+    if (f.decode != "ar") run_one("jacobi", true, model, *m.tokenizer, prompts[0], warm, f.jac, false);
+  }
+  DecodeStats ar_sum, jac_sum;
+  int identical = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    nlohmann::json line = {{"index", i}, {"prompt_ids", prompts[i]}};
+    std::vector<Run> runs;
+    if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompts[i], f.gen, f.jac, false));
+    if (f.decode != "ar") runs.push_back(run_one("jacobi", true, model, *m.tokenizer, prompts[i], f.gen, f.jac, false));
+    for (const Run& r : runs) {
+      line[r.name] = run_json(r);
+      DecodeStats& sum = std::string(r.name) == "ar" ? ar_sum : jac_sum;
+      sum.tokens += r.result.stats.tokens;
+      sum.iterations += r.result.stats.iterations;
+      sum.decode_seconds += r.result.stats.decode_seconds;
+    }
+    if (runs.size() == 2) {
+      const bool same = runs[0].result.tokens == runs[1].result.tokens;
+      line["identical"] = same;
+      identical += same;
+    }
+    if (json.is_open()) json << line.dump() << "\n" << std::flush;
+    if (!f.quiet) {
+      std::fprintf(stderr, "[%zu/%zu] %zu prompt tokens", i + 1, prompts.size(), prompts[i].size());
+      for (const Run& r : runs)
+        std::fprintf(stderr, "; %s %d tokens, %d iterations, %.3f s", r.name, r.result.stats.tokens,
+                     r.result.stats.iterations, r.result.stats.decode_seconds);
+      std::fprintf(stderr, "\n");
+    }
+  }
+  for (const auto& [name, s] : {std::pair<const char*, const DecodeStats&>{"ar", ar_sum}, {"jacobi", jac_sum}})
+    if (s.iterations)
+      std::printf("[%s] %zu prompts: %d tokens, %d iterations (%.3f tokens/iteration), decode %.3f s (%.1f tokens/s)\n",
+                  name, prompts.size(), s.tokens, s.iterations, s.tokens_per_iteration(), s.decode_seconds,
+                  s.decode_seconds > 0 ? s.tokens / s.decode_seconds : 0.0);
+  if (ar_sum.iterations && jac_sum.iterations) {
+    std::printf("jacobi vs ar: decode speedup %.2fx (total AR / total Jacobi decode time), %d/%zu outputs identical\n",
+                jac_sum.decode_seconds > 0 ? ar_sum.decode_seconds / jac_sum.decode_seconds : 0.0, identical,
+                prompts.size());
+    // As in the single-prompt mode: on the CPU decoding is bit-exact, so a difference is a bug.
+    if (identical != static_cast<int>(prompts.size()) && f.device == "cpu") return 3;
+  }
+  return 0;
+}
+
 int generate_on_rank(int argc, char** argv, Comm& comm) {
   po::options_description opts("cllm generate");
   Flags f;
   opts.add_options()
       ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
-      ("prompt", po::value(&f.prompt_text)->default_value("Write a short poem about the sea."), "prompt text")
+      ("prompt", po::value(&f.prompt_text)->default_value(kDefaultPrompt), "prompt text")
       ("chat", po::bool_switch(&f.chat), "wrap the prompt in the model's chat template (as a user message)")
       ("system", po::value(&f.system), "system message for --chat (default: the template's own)")
       ("decode", po::value(&f.decode)->default_value("both"), "ar | jacobi | both (both also checks they agree)")
       ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
       ("threads", po::value(&f.threads)->default_value(0), "CPU threads (0: all cores, shared among a node's ranks)")
-      ("quiet", po::bool_switch(&f.quiet), "print only the stats, not the text");
+      ("quiet", po::bool_switch(&f.quiet), "print only the stats, not the text (batch mode: no per-prompt lines)")
+      ("prompts", po::value(&f.prompts_path),
+       "batch mode: decode every prompt of this file (JSONL or plain text, as cllm trajectories reads) instead of --prompt")
+      ("json-out", po::value(&f.json_out),
+       "write one JSON line per prompt: prompt_ids and, per decoding, ids, tokens, iterations, tokens_per_iteration, "
+       "prefill_seconds, decode_seconds, finish (with --decode both: identical)")
+      ("limit", po::value(&f.limit)->default_value(0), "batch mode: the first N prompts only (0: all)")
+      ("warmup-tokens", po::value(&f.warmup_tokens)->default_value(16),
+       "batch mode: first decode the first prompt untimed, this many tokens (0: no warm-up)");
   add_comm_flags(opts, f.deadline_s);
   DecodeFlags decode_flags(opts, f.gen, f.jac);
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "cllm generate [--model PATH] [--prompt TEXT] [--chat] [--decode ar|jacobi|both] [--block N] "
-                   "[--max-new-tokens N]",
+                   "[--max-new-tokens N] [--prompts FILE --json-out FILE]",
                    opts, vm))
     return 0;
   decode_flags.finish();
   f.has_system = vm.count("system") > 0;
+  const bool batch = !f.prompts_path.empty();
+  CLLM_CHECK(!batch || f.prompt_text == kDefaultPrompt, "give --prompt or --prompts, not both");
+  CLLM_CHECK(!batch || !f.has_system, "--system applies to --prompt only; give system messages in the --prompts file");
+  CLLM_CHECK(batch || f.json_out.empty(), "--json-out needs --prompts (batch mode)");
+  CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");
   CLLM_CHECK(f.decode == "ar" || f.decode == "jacobi" || f.decode == "both",
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");
   comm.set_deadline_seconds(f.deadline_s);
   set_cpu_threads(f.threads, comm);
 
   LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
-  return lead_or_serve(m, comm, [&](Model& model) { return decode_and_print(model, m, f); });
+  return lead_or_serve(m, comm,
+                       [&](Model& model) { return batch ? decode_batch(model, m, f) : decode_and_print(model, m, f); });
 }
 
 }  // namespace

@@ -6,86 +6,23 @@
 //     always go through the model's chat template (ending with the assistant header), "prompt"
 //     only with --chat;
 //   plain text otherwise: one prompt per line (wrapped as a user message with --chat).
-// Empty lines are skipped; prompt i is the i-th non-empty line. An existing --out file is resumed.
+// Empty lines are skipped; prompt i is the i-th non-empty line (launch/prompts_file.h). An existing
+// --out file is resumed. --shard I/K collects only the prompts with index % K == I, so K processes
+// can share one GPU, each writing its own file (training reads them together).
 #include <cstdio>
-#include <fstream>
-
-#include <nlohmann/json.hpp>
 
 #include "kernels/check.h"
 #include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
-#include "runtime/chat_template.h"
+#include "launch/prompts_file.h"
 #include "runtime/trajectory.h"
 
 namespace cllm::cli {
-namespace {
-
-struct PromptLine {
-  std::vector<ChatMessage> messages;  // non-empty: render with the chat template
-  std::string text;                   // used as is otherwise
-};
-
-std::string json_string(const nlohmann::json& j, const char* key, const std::string& where) {
-  CLLM_CHECK(j.contains(key) && j[key].is_string(), where << ": '" << key << "' must be a string");
-  return j[key].get<std::string>();
-}
-
-PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    CLLM_FAIL(where << ": not valid JSON: " << e.what());
-  }
-  CLLM_CHECK(j.is_object(), where << ": expected a JSON object");
-  CLLM_CHECK(j.contains("prompt") != j.contains("messages"), where << ": needs exactly one of 'prompt' or 'messages'");
-  PromptLine p;
-  if (j.contains("prompt")) {
-    p.text = json_string(j, "prompt", where);
-    if (chat) p.messages.push_back({"user", p.text});
-    return p;
-  }
-  const nlohmann::json& ms = j["messages"];
-  CLLM_CHECK(ms.is_array() && !ms.empty(), where << ": 'messages' must be a non-empty list");
-  for (size_t k = 0; k < ms.size(); ++k) {
-    const std::string mw = where + ": messages[" + std::to_string(k) + "]";
-    CLLM_CHECK(ms[k].is_object(), mw << " must be an object with 'role' and 'content'");
-    p.messages.push_back({json_string(ms[k], "role", mw), json_string(ms[k], "content", mw)});
-  }
-  return p;
-}
-
-std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
-  std::ifstream in(path);
-  CLLM_CHECK(in, "cannot read the prompts file " << path);
-  std::vector<PromptLine> out;
-  std::string line;
-  int line_no = 0;
-  int jsonl = -1;  // decided by the first non-empty line
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    if (jsonl < 0) jsonl = line[line.find_first_not_of(" \t")] == '{';
-    const std::string where = path + ":" + std::to_string(line_no);
-    if (jsonl) {
-      out.push_back(parse_jsonl_line(line, chat, where));
-    } else {
-      PromptLine p{{}, line};
-      if (chat) p.messages.push_back({"user", line});
-      out.push_back(std::move(p));
-    }
-  }
-  CLLM_CHECK(!out.empty(), path << " holds no prompts");
-  return out;
-}
-
-}  // namespace
 
 int trajectories_main(int argc, char** argv) {
   po::options_description opts("cllm trajectories");
-  std::string model_path, prompts_path, out_path, device, init = "random";
+  std::string model_path, prompts_path, out_path, device, init = "random", shard = "0/1";
+  CollectPlan plan;
   bool chat = false;
   int threads = 0;
   uint64_t seed = 0;
@@ -105,12 +42,16 @@ int trajectories_main(int argc, char** argv) {
       ("init", po::value(&init)->default_value(init), "initial guesses: random (from the prompt, seeded) | repeat | pad")
       ("seed", po::value(&seed)->default_value(0), "seed of the initial guesses and augmentation (per prompt)")
       ("chat", po::bool_switch(&chat), "wrap plain prompts in the model's chat template (as a user message)")
+      ("shard", po::value(&shard)->default_value(shard),
+       "I/K: collect only the prompts with index % K == I (K processes, one output file each)")
+      ("max-seconds", po::value(&plan.max_seconds)->default_value(0),
+       "start no prompt after this many seconds of collecting (0: no limit); rerun to resume")
       ("device", po::value(&device)->default_value("cpu"), "cpu | cuda")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "cllm trajectories --model PATH --prompts FILE --out FILE.h5 [--block N] [--max-new-tokens N] "
-                   "[--augment] [--chat] [--seed S] [--device cpu|cuda]",
+                   "[--augment] [--chat] [--seed S] [--shard I/K] [--max-seconds S] [--device cpu|cuda]",
                    opts, vm))
     return 0;
   CLLM_CHECK(to.block >= 1 && to.block <= 64, "--block must be in 1..64, got " << to.block);
@@ -125,23 +66,23 @@ int trajectories_main(int argc, char** argv) {
   else
     CLLM_FAIL("--init must be random, repeat or pad, got '" << init << "'");
   if (threads > 0) cpu::set_pool_size(threads);
+  const Shard sh = parse_shard(shard);
+  plan.shard = sh.index;
+  plan.num_shards = sh.count;
+  CLLM_CHECK(plan.max_seconds >= 0, "--max-seconds must be >= 0, got " << plan.max_seconds);
 
   // Read and tokenize every prompt before any work, so a malformed file fails at once.
   const std::vector<PromptLine> lines = read_prompts(prompts_path, chat);
   LoadedModel m = load_model(model_path, parse_device(device));
   const TokenizerSpec& spec = m.checkpoint->tokenizer();
-  std::vector<std::vector<int32_t>> prompts;
-  for (const PromptLine& p : lines) {
-    const std::string text = p.messages.empty() ? p.text : apply_chat_template(spec.chat_template, p.messages, true);
-    prompts.push_back(m.tokenizer->encode(text, spec.add_bos));
-    CLLM_CHECK(!prompts.back().empty(), prompts_path << ": prompt " << prompts.size() - 1 << " encodes to no tokens");
-  }
+  const std::vector<std::vector<int32_t>> prompts =
+      tokenize_prompts(lines, *m.tokenizer, spec.chat_template, spec.add_bos, prompts_path);
   to.stop_ids = m.model->config().eos_token_ids;
 
   TrajectoryWriter out(out_path, {model_path, to.block, seed, m.tokenizer->vocab_size(), to.max_new_tokens,
                                   to.augment, to.max_repeat});
-  std::fprintf(stderr, "model loaded in %.2f s; %zu prompts, %zu already in %s\n", m.load_seconds, prompts.size(),
-               out.done().size(), out_path.c_str());
+  std::fprintf(stderr, "model loaded in %.2f s; %zu prompts (shard %d/%d), %zu already in %s\n", m.load_seconds,
+               prompts.size(), plan.shard, plan.num_shards, out.done().size(), out_path.c_str());
   const CollectSummary s = collect_trajectories(
       *m.model, prompts, out, to, seed, [&](int64_t i, const Trajectory& t, bool dropped) {
         int iters = 0;
@@ -150,10 +91,11 @@ int trajectories_main(int argc, char** argv) {
                      static_cast<long long>(i + 1), prompts.size(), t.prompt.size(), t.num_tokens, t.num_blocks(),
                      iters, iters ? static_cast<double>(t.num_tokens) / iters : 0.0,
                      dropped ? " DROPPED (repeated tokens)" : "");
-      });
-  std::printf("%d kept, %d dropped (runs of %d identical tokens), %d already present; kept: %lld tokens in %lld "
-              "iterations (%.2f tokens/iteration); wrote %s\n",
-              s.kept, s.dropped, to.max_repeat, s.skipped, static_cast<long long>(s.tokens),
+      },
+      plan);
+  std::printf("%d kept, %d dropped (runs of %d identical tokens), %d already present, %d left for a resumed run "
+              "(--max-seconds); kept: %lld tokens in %lld iterations (%.2f tokens/iteration); wrote %s\n",
+              s.kept, s.dropped, to.max_repeat, s.skipped, s.remaining, static_cast<long long>(s.tokens),
               static_cast<long long>(s.iterations), s.iterations ? static_cast<double>(s.tokens) / s.iterations : 0.0,
               out_path.c_str());
   return 0;

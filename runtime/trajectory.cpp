@@ -1,6 +1,7 @@
 #include "runtime/trajectory.h"
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 
 #include "kernels/check.h"
@@ -112,9 +113,16 @@ bool has_repeated_run(const Trajectory& t, int run) {
 
 CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                     TrajectoryWriter& out, const TrajectoryOptions& opts, uint64_t seed,
-                                    const CollectProgress& progress) {
+                                    const CollectProgress& progress, const CollectPlan& plan) {
+  CLLM_CHECK(plan.num_shards >= 1 && plan.shard >= 0 && plan.shard < plan.num_shards,
+             "shard " << plan.shard << " of " << plan.num_shards << " does not exist");
+  for (int64_t index : out.done())
+    CLLM_CHECK(index % plan.num_shards == plan.shard,
+               "the output file holds prompt " << index << ", which is not in shard " << plan.shard << "/"
+                   << plan.num_shards << ": it was collected with another shard (use one file per shard)");
+  const auto start = std::chrono::steady_clock::now();
   CollectSummary sum;
-  for (size_t i = 0; i < prompts.size(); ++i) {
+  for (size_t i = plan.shard; i < prompts.size(); i += plan.num_shards) {
     const int64_t index = static_cast<int64_t>(i);
     if (out.done().count(index)) {
       CLLM_CHECK(out.stored_prompt(index) == prompts[i],
@@ -122,6 +130,11 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
                            "the prompts file or the tokenization changed since the interrupted run");
       ++sum.skipped;
       continue;
+    }
+    if (plan.max_seconds > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= plan.max_seconds) {
+      ++sum.remaining;
+      continue;  // keep counting: the summary says how many a resumed run still has to do
     }
     model.reset(trajectory_kv_rows(static_cast<int>(prompts[i].size()), opts));
     const Trajectory t = collect_trajectory(model, prompts[i], opts, trajectory_seed(seed, index));

@@ -41,17 +41,29 @@ bool has_repeated_run(const Trajectory& t, int run);
 
 struct CollectSummary {
   int kept = 0, dropped = 0, skipped = 0;  // skipped: already in the file (resume)
+  int remaining = 0;                       // of this shard, not started before max_seconds ran out
   int64_t tokens = 0, iterations = 0;      // valid generated tokens and Jacobi iterations of kept samples
+};
+
+// Which prompts a run collects, and for how long. Sharding lets K processes share one GPU (a small
+// model's steps are bound by the host, not the GPU): process I collects the prompts whose index
+// % K == I into its own file, indices staying those of the whole prompts file, so the files merge
+// without renumbering. max_seconds > 0 starts no prompt after that many seconds: the run ends with
+// a complete file that a later run resumes.
+struct CollectPlan {
+  int shard = 0, num_shards = 1;
+  double max_seconds = 0;
 };
 
 // Called after each prompt collected in this run: its index, its trajectory, whether it was dropped.
 using CollectProgress = std::function<void(int64_t, const Trajectory&, bool)>;
 
-// Collects every prompt whose index is not yet in `out` (prompt i is prompts[i]) and writes it,
-// kept or dropped, as soon as it is done. A prompt already in the file must have the same ids
-// (else throws: the prompts file changed). Resets `model` per prompt.
+// Collects every prompt of the plan's shard whose index is not yet in `out` (prompt i is
+// prompts[i]) and writes it, kept or dropped, as soon as it is done. A prompt already in the file
+// must have the same ids (else throws: the prompts file changed), and belong to the shard (else
+// throws: the file was collected with another shard). Resets `model` per prompt.
 CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                     TrajectoryWriter& out, const TrajectoryOptions& opts, uint64_t seed,
-                                    const CollectProgress& progress = {});
+                                    const CollectProgress& progress = {}, const CollectPlan& plan = {});
 
 }  // namespace cllm

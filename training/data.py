@@ -11,22 +11,47 @@ class BlockExample:
     fixed [n]: the block's fixed point; valid: tokens of it that count (the rest follow EOS).
     states [k, n]: intermediate states that are not yet the fixed point (then augmented ones).
     next_states [k, n]: the state one Jacobi iteration later (the fixed point for augmented rows),
-    the target of the local consistency loss."""
+    the target of the local consistency loss.
+    prompt_index, block: where it comes from (examples of one prompt pack into one sequence)."""
 
-    def __init__(self, prefix, prompt_len, fixed, valid, states, next_states):
+    def __init__(self, prefix, prompt_len, fixed, valid, states, next_states, prompt_index=None, block=None):
         self.prefix, self.prompt_len, self.fixed, self.valid = prefix, prompt_len, fixed, valid
         self.states, self.next_states = states, next_states
+        self.prompt_index, self.block = prompt_index, block
+
+
+def _paths(path_or_paths):
+    return [path_or_paths] if isinstance(path_or_paths, str) else list(path_or_paths)
 
 
 def read_info(path):
-    """The root attributes (model, block, seed, vocab_size, ...) as a dict of Python values."""
-    with h5py.File(path, "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
-                for k, v in f.attrs.items()}
+    """The root attributes (model, block, seed, vocab_size, ...) as a dict of Python values. Given
+    several files (the shards of one collection), those of the first, after checking that the
+    settings that shape the examples agree."""
+    infos = []
+    for p in _paths(path):
+        with h5py.File(p, "r") as f:
+            infos.append({k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+                          for k, v in f.attrs.items()})
+    for p, info in zip(_paths(path)[1:], infos[1:]):
+        for key in ("block", "vocab_size", "max_new_tokens", "seed", "augment"):
+            if info.get(key) != infos[0].get(key):
+                raise ValueError(f"{p}: {key} {info.get(key)} differs from {_paths(path)[0]}'s {infos[0].get(key)}")
+    return infos[0]
 
 
 def read_samples(path):
-    """{prompt index: dict of numpy arrays + num_tokens/stopped} for every kept sample."""
+    """{prompt index: dict of numpy arrays + num_tokens/stopped} for every kept sample. Several files
+    (`cllm trajectories --shard I/K` writes one per shard) merge; a prompt in two of them is refused."""
+    if not isinstance(path, str):
+        out, where = {}, {}
+        for p in _paths(path):
+            for index, s in read_samples(p).items():
+                if index in out:
+                    raise ValueError(f"prompt {index} is in both {where[index]} and {p}: "
+                                     "give each shard's file once")
+                out[index], where[index] = s, p
+        return out
     out = {}
     with h5py.File(path, "r") as f:
         if f.attrs.get("format_version") != 1:
@@ -61,5 +86,6 @@ def block_examples(samples):
             examples.append(BlockExample(
                 prefix=np.concatenate([prompt, fixed[:b].reshape(-1)]), prompt_len=len(prompt), fixed=fixed[b],
                 valid=valid, states=np.concatenate([rows[keep], aug]).reshape(-1, n),
-                next_states=np.concatenate([nexts[keep], np.repeat(fixed[b:b + 1], len(aug), axis=0)]).reshape(-1, n)))
+                next_states=np.concatenate([nexts[keep], np.repeat(fixed[b:b + 1], len(aug), axis=0)]).reshape(-1, n),
+                prompt_index=index, block=b))
     return examples

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Real prompts that no one here wrote: functions from the Python standard library's own sources.
+"""Real prompts that no one here wrote: functions and methods from the Python standard library's own sources.
 
 usage: python3 training/make_prompts.py --out-train train.jsonl --out-eval eval.jsonl [--limit 2000]
                                          [--eval-fraction 0.1] [--stdlib DIR]
 
-Each prompt asks the model to implement one stdlib function from its signature and docstring
-(the body is left out). The split is by a hash of "module.qualname", so it is stable across
+Each prompt asks the model to implement one stdlib function, or one method of a top-level class
+(--no-methods leaves those out: functions alone give only ~1000 prompts), from its signature and
+docstring (the body is left out). The split is by a hash of "module.qualname", so it is stable across
 machines and Python versions that share a function, and the evaluation split never overlaps
 the training split. Output lines: {"messages": [{"role": "user", "content": ...}], "source": ...}
 for `cllm trajectories --chat` and training/pipeline.sh.
@@ -20,7 +21,16 @@ import sysconfig
 MAX_DOC_CHARS = 600
 
 
-def functions(stdlib):
+def documented(node):
+    """The docstring of a public function node when it is a useful size, else None."""
+    if not isinstance(node, ast.FunctionDef) or node.name.startswith("_"):
+        return None
+    doc = ast.get_docstring(node)
+    return doc if doc and 40 <= len(doc) <= MAX_DOC_CHARS else None
+
+
+def functions(stdlib, methods=True):
+    """Yields (module, class name or None, function node, docstring) in a stable file order."""
     for dirpath, dirnames, filenames in os.walk(stdlib):
         dirnames[:] = sorted(d for d in dirnames if d not in ("test", "tests", "idlelib", "site-packages", "__pycache__"))
         for name in sorted(filenames):
@@ -34,16 +44,21 @@ def functions(stdlib):
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
             for node in tree.body:
-                if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
-                    doc = ast.get_docstring(node)
-                    if doc and 40 <= len(doc) <= MAX_DOC_CHARS:
-                        yield module, node, doc
+                doc = documented(node)
+                if doc:
+                    yield module, None, node, doc
+                if methods and isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                    for member in node.body:
+                        doc = documented(member)
+                        if doc:
+                            yield module, node.name, member, doc
 
 
-def prompt_for(node, doc):
+def prompt_for(node, doc, module=None, cls=None):
     args = ast.unparse(node.args)
     indented = "\n    ".join(doc.splitlines())
-    return ("Implement this Python function. Reply with the code only.\n\n"
+    what = "this Python function" if cls is None else f"this method of the Python class `{cls}` (module `{module}`)"
+    return (f"Implement {what}. Reply with the code only.\n\n"
             f"```python\ndef {node.name}({args}):\n    \"\"\"{indented}\n    \"\"\"\n```")
 
 
@@ -51,15 +66,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-train", required=True)
     ap.add_argument("--out-eval", required=True)
-    ap.add_argument("--limit", type=int, default=2000, help="at most this many prompts in all")
+    ap.add_argument("--limit", type=int, default=4000, help="at most this many prompts in all")
+    ap.add_argument("--no-methods", action="store_true", help="module-level functions only")
     ap.add_argument("--eval-fraction", type=float, default=0.1)
     ap.add_argument("--stdlib", default=sysconfig.get_paths()["stdlib"])
     args = ap.parse_args()
 
     rows = []
-    for module, node, doc in functions(args.stdlib):
-        key = f"{module}.{node.name}"
-        rows.append((hashlib.sha256(key.encode()).hexdigest(), key, prompt_for(node, doc)))
+    for module, cls, node, doc in functions(args.stdlib, methods=not args.no_methods):
+        key = f"{module}.{cls + '.' if cls else ''}{node.name}"
+        rows.append((hashlib.sha256(key.encode()).hexdigest(), key, prompt_for(node, doc, module, cls)))
     rows.sort()  # hash order: a stable shuffle
     rows = rows[: args.limit]
     n_train = n_eval = 0

@@ -92,7 +92,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kv, bias=False)
         self.o_proj = nn.Linear(q, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, mask=None):
+        """mask: None (causal) or [b, 1, t, t] bool, True where a query may attend to a key."""
         b, t, _ = x.shape
         c = self.cfg
         q = self.q_proj(x).view(b, t, c.num_heads, c.head_dim).transpose(1, 2)  # [b, heads, t, hd]
@@ -103,11 +104,15 @@ class Attention(nn.Module):
         rep = c.num_heads // c.num_kv_heads
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         if hasattr(F, "scaled_dot_product_attention"):  # torch >= 2.0: fused kernels
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            if mask is None:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
-            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.float().masked_fill(causal, float("-inf"))
+            if mask is None:
+                mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            scores = scores.float().masked_fill(~mask, float("-inf"))
             out = torch.softmax(scores, dim=-1).to(v.dtype) @ v
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
@@ -131,8 +136,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x, cos, sin, mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -152,16 +157,28 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
-    def forward(self, ids):
-        """ids [b, t] int64 (positions 0..t-1) -> logits [b, t, vocab] float32."""
-        pos = torch.arange(ids.shape[1], device=ids.device, dtype=torch.float32)
-        freqs = torch.outer(pos, self.inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)  # [t, head_dim], HF's rotate_half layout
+    def forward(self, ids, positions=None, mask=None, gather=None):
+        """ids [b, t] int64 -> logits [b, t, vocab] float32.
+        Packed sequences (training/batching.py) pass positions [b, t] (RoPE positions; default
+        0..t-1), mask [b, t, t] bool (True where a query may attend to a key; default causal) and
+        gather = (rows, cols): then only the logits at ids[rows, cols] are computed, [N, vocab]
+        (the head over every position of a long batch would cost more than the layers)."""
+        if positions is None:
+            pos = torch.arange(ids.shape[1], device=ids.device, dtype=torch.float32)
+            freqs = torch.outer(pos, self.inv_freq)  # [t, head_dim / 2]
+        else:
+            freqs = positions.float()[..., None] * self.inv_freq  # [b, t, head_dim / 2]
+            freqs = freqs[:, None]  # broadcast over heads: [b, 1, t, head_dim / 2]
+        emb = torch.cat((freqs, freqs), dim=-1)  # HF's rotate_half layout
         x = self.model.embed_tokens(ids)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        if mask is not None:
+            mask = mask[:, None]  # [b, 1, t, t]: the same for every head
         for layer in self.model.layers:
-            x = layer(x, cos, sin)
+            x = layer(x, cos, sin, mask)
         x = self.model.norm(x)
+        if gather is not None:
+            x = x[gather[0], gather[1]]
         head = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, head).float()
 

@@ -1,12 +1,15 @@
-"""Consistency training: python3 -m training.train --model HF_DIR --trajectories FILE.h5 --out OUT_DIR
+"""Consistency training: python3 -m training.train --model HF_DIR --trajectories FILE.h5 [FILE.h5 ...] --out OUT_DIR
 
 Loss per block example (training/losses.py): L = L_consistency + ar_weight * L_AR. The CLLM code
 (cllm_trainer_global.py) multiplies the AR loss by 10 and adds the global consistency loss with
 weight 1, so --ar-weight defaults to 10. Optimiser AdamW, cosine schedule with 3% linear warm-up,
-gradient clipping 1.0, one epoch by default (the paper's recipe: lr 2e-5, bf16, 1 epoch).
-Each step takes --batch-size block examples per rank (one forward + backward each, gradients
-accumulated: examples differ in length). Several GPUs: torchrun --nproc_per_node N -m training.train
-(torch.distributed starts only when WORLD_SIZE > 1; examples are split across ranks)."""
+gradient clipping 1.0, one epoch by default (the paper's recipe: lr 2e-5, bf16, 1 epoch; a 135M
+model on a few thousand prompts needs more: docs/training.md gives the GPU recipe's settings).
+Each step takes --batch-size units per rank, forwarded as real batches (training/batching.py):
+a unit is one block example, or with --pack all blocks of one prompt in one sequence; lengths are
+bucketed (--sort-buffer) to limit padding; --micro-batch bounds the units per forward.
+Several GPUs: torchrun --nproc_per_node N -m training.train (torch.distributed starts only when
+WORLD_SIZE > 1; each global batch is split across ranks)."""
 import argparse
 import contextlib
 import csv
@@ -20,19 +23,32 @@ import time
 import numpy as np
 import torch
 
-from . import data, losses
+from . import batching, data, losses
 from .model import load_model, save_model
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python3 -m training.train", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="HF checkpoint dir (config.json + safetensors), e.g. from cllm convert")
-    p.add_argument("--trajectories", required=True, help="HDF5 file written by `cllm trajectories`")
+    p.add_argument("--trajectories", required=True, nargs="+",
+                   help="HDF5 file(s) written by `cllm trajectories` (several: the shards of one collection)")
     p.add_argument("--out", required=True, help="output dir: HF checkpoint + loss.csv (+ loss.png with --plot)")
     p.add_argument("--steps", type=int, default=0, help="optimizer steps (0: --epochs over the examples)")
-    p.add_argument("--epochs", type=float, default=1.0, help="passes over the block examples when --steps is 0")
-    p.add_argument("--batch-size", type=int, default=1, help="block examples per step and rank")
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the units (block examples or, with --pack, prompts) when --steps is 0")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="units per step and rank: block examples, or prompts with --pack")
+    p.add_argument("--pack", action="store_true",
+                   help="one sequence per prompt holding all its blocks and their states (far fewer tokens)")
+    p.add_argument("--states-per-example", type=int, default=1,
+                   help="distinct intermediate states of each block example trained per epoch")
+    p.add_argument("--micro-batch", type=int, default=0, help="units per forward pass (0: the whole batch)")
+    p.add_argument("--sort-buffer", type=int, default=32,
+                   help="batches sorted by length together before shuffling them (1: no bucketing)")
+    p.add_argument("--max-seconds", type=float, default=0,
+                   help="stop after this many seconds of training; the cosine schedule follows the time")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (torch >= 2)")
+    p.add_argument("--lr", type=float, default=2e-5,
+                   help="peak learning rate (paper: 2e-5 for 7B; the SmolLM2-135M GPU recipe uses 2e-4)")
     p.add_argument("--warmup", type=float, default=0.03, help="warm-up fraction of the steps")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -59,7 +75,8 @@ def cosine_with_warmup(step, total, warmup):
 
 
 def example_loss(model, ex, rng, args, device):
-    """(total, consistency, ar) for one block example, from one forward over 2-3 rows."""
+    """(total, consistency, ar) for one block example, from one forward over 2-3 rows: the reference
+    that the batched path (training/batching.py) is tested against, and what mean_loss uses."""
     i = rng.randrange(len(ex.states)) if len(ex.states) else None
     rows = [np.concatenate([ex.prefix, ex.fixed])]  # AR input, and the global consistency target
     if i is not None:
@@ -112,6 +129,41 @@ def plot(csv_path, png_path):
     fig.savefig(png_path, dpi=120, bbox_inches="tight")
 
 
+def lr_multiplier(step, total, warmup, time_fraction=0.0):
+    """cosine_with_warmup over the progress max(step / total, time_fraction): with --max-seconds the
+    schedule (warm-up included) follows whichever is further along, the steps or the clock, so a run
+    cut short by its time budget still warms up briefly and ends near lr 0."""
+    if time_fraction <= 0:
+        return cosine_with_warmup(step, total, warmup)
+    progress, warm = max(step / total, time_fraction), warmup / total
+    if progress < warm:
+        return min(1.0, max((step + 1) / warmup, time_fraction / warm))
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warm) / (1.0 - warm))))
+
+
+def train_step(model, units, n_global, args, device, autocast):
+    """Forward + backward of this rank's units of one global batch; returns (loss, consistency, ar)
+    summed over its block examples / n_global (all_reduce makes them the global batch's means)."""
+    units = sorted(units, key=lambda u: batching.unit_tokens(u, args.loss == "local"))
+    m = args.micro_batch or len(units)
+    chunks = [units[i:i + m] for i in range(0, len(units), m)]
+    sums, examples, tokens = torch.zeros(3), 0, 0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    for c, chunk in enumerate(chunks):
+        batch = batching.build(chunk, local=args.loss == "local").to(device)
+        sync = c == len(chunks) - 1 or not hasattr(model, "no_sync")
+        with (model.no_sync() if not sync else contextlib.nullcontext()):
+            with autocast():
+                cons, ar = batching.example_losses(model, batch, args.label_smoothing)
+            total = args.consistency_weight * cons + args.ar_weight * ar
+            # DDP averages gradients over ranks: scale so that the result is the global mean.
+            (total.sum() * (world / n_global)).backward()
+        sums += torch.stack([total.detach().sum(), cons.detach().sum(), ar.detach().sum()]).float().cpu() / n_global
+        examples += batch.examples
+        tokens += batch.real_tokens
+    return sums, examples, tokens
+
+
 def main(argv=None):
     args = parse_args(argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -125,13 +177,20 @@ def main(argv=None):
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         torch.distributed.init_process_group(backend)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts (norms, loss) need no more
     random.seed(args.seed)
     torch.manual_seed(args.seed)
+    local = args.loss == "local"
+    if args.pack and local:
+        raise SystemExit("--pack supports --loss global only")
 
+    t_load = time.time()
     info = data.read_info(args.trajectories)
     examples = data.block_examples(data.read_samples(args.trajectories))
-    if len(examples) < world:
-        raise SystemExit(f"{args.trajectories}: {len(examples)} block examples, fewer than the {world} ranks")
+    units = batching.units_of(examples, args.pack)
+    if len(units) < world:
+        raise SystemExit(f"{args.trajectories}: {len(units)} units, fewer than the {world} ranks")
     model, dtypes = load_model(args.model)
     if info.get("vocab_size") and info["vocab_size"] > model.cfg.vocab_size:
         raise SystemExit(f"{args.trajectories} was collected with a vocabulary of {info['vocab_size']} tokens; "
@@ -141,62 +200,81 @@ def main(argv=None):
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if args.compile:
+        if not hasattr(torch, "compile"):
+            raise SystemExit(f"--compile needs torch >= 2 (this is {torch.__version__})")
+        train_model = torch.compile(train_model, dynamic=True)
+    try:  # one fused kernel per step on the GPU (torch 2.x); the plain loop elsewhere
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                                **({"fused": True} if device.type == "cuda" else {}))
+    except (TypeError, RuntimeError):
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     per_step = args.batch_size * world
-    total = args.steps or max(1, math.ceil(len(examples) * args.epochs / per_step))
+    total = args.steps or max(1, math.ceil(len(units) * args.epochs / per_step))
     warmup = max(1, math.ceil(args.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
+    clock = {"fraction": 0.0}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, total, warmup, clock["fraction"]))
+    autocast = ((lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if args.bf16
+                else contextlib.nullcontext)
 
     os.makedirs(args.out, exist_ok=True)
     if rank == 0:
-        print(f"{len(examples)} block examples (block {info.get('block')}), {total} steps of {per_step}, "
-              f"{args.loss} consistency + {args.ar_weight} x AR, device {device}, world {world}", file=sys.stderr)
+        mean_tokens = sum(batching.unit_tokens([(examples[i], [0] * min(args.states_per_example, len(examples[i].states)))
+                                                for i in u], local) for u in units) / len(units)
+        print(f"{len(examples)} block examples in {len(units)} units (block {info.get('block')}, "
+              f"{len(args.trajectories)} files and the model read in {time.time() - t_load:.1f} s, "
+              f"~{mean_tokens:.0f} tokens each), {total} steps of {per_step} units"
+              f"{f' or {args.max_seconds:.0f} s' if args.max_seconds else ''}, {args.loss} consistency + "
+              f"{args.ar_weight} x AR, lr {args.lr:g}, device {device}, world {world}", file=sys.stderr)
         with open(os.path.join(args.out, "training_args.json"), "w") as f:
             json.dump(vars(args), f, indent=2)
     csv_path = os.path.join(args.out, "loss.csv")
     log = open(csv_path, "w", newline="") if rank == 0 else None
     writer = csv.writer(log) if log else None
     if writer:
-        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds"])
+        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples"])
 
-    order, cursor, epoch = [], 0, 0
+    stream = batching.global_batches(examples, units, per_step, args.seed, args.states_per_example,
+                                     args.sort_buffer, local)
     t0 = time.time()
+    seen = tokens_seen = 0
     model.train()
     for step in range(total):
+        batch = next(stream)
+        n_global = sum(len(u) for u in batch)
         opt.zero_grad(set_to_none=True)
-        sums = torch.zeros(3)
-        for micro in range(args.batch_size):
-            if cursor == len(order):  # a new epoch: one permutation on every rank, this rank's share
-                order = list(range(len(examples)))
-                random.Random(args.seed * 7919 + epoch).shuffle(order)
-                order, cursor, epoch = order[rank::world], 0, epoch + 1
-            index = order[cursor]
-            cursor += 1
-            # The state drawn depends only on (seed, epoch, example), not on the rank layout: N ranks
-            # of batch b train exactly as one rank of batch N * b.
-            rng = random.Random(f"{args.seed}/{epoch}/{index}")
-            sync = micro == args.batch_size - 1 or world == 1
-            with (train_model.no_sync() if not sync else contextlib.nullcontext()):
-                loss, cons, ar = example_loss(train_model, examples[index], rng, args, device)
-                (loss / args.batch_size).backward()
-            sums += torch.stack([loss.detach().float().cpu(), cons.float().cpu(), ar.float().cpu()]) / args.batch_size
+        sums, n_ex, n_tok = train_step(train_model, batch[rank::world], n_global, args, device, autocast)
+        stats = torch.cat([sums, torch.tensor([float(n_ex), float(n_tok)])])
+        elapsed = torch.tensor([time.time() - t0])
         if world > 1:
-            sums = sums.to(device)
-            torch.distributed.all_reduce(sums)
-            sums = sums.cpu() / world
+            stats, elapsed = stats.to(device), elapsed.to(device)
+            torch.distributed.all_reduce(stats)
+            torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)  # ranks stop together
+            stats, elapsed = stats.cpu(), elapsed.cpu()
+        seen += int(stats[3])
+        tokens_seen += int(stats[4])
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         lr = opt.param_groups[0]["lr"]
         opt.step()
+        seconds = float(elapsed[0])
+        clock["fraction"] = seconds / args.max_seconds if args.max_seconds else 0.0
         sched.step()
+        last = step + 1 == total or clock["fraction"] >= 1.0
         if writer:
-            writer.writerow([step + 1, f"{lr:.6g}", f"{sums[0]:.6f}", f"{sums[1]:.6f}", f"{sums[2]:.6f}",
-                             f"{time.time() - t0:.2f}"])
+            writer.writerow([step + 1, f"{lr:.6g}", f"{stats[0]:.6f}", f"{stats[1]:.6f}", f"{stats[2]:.6f}",
+                             f"{seconds:.2f}", seen])
             log.flush()
-            if (step + 1) % args.log_every == 0 or step + 1 == total:
-                print(f"step {step + 1}/{total} lr {lr:.3g} loss {sums[0]:.4f} consistency {sums[1]:.4f} "
-                      f"ar {sums[2]:.4f} ({time.time() - t0:.1f} s)", file=sys.stderr)
+            if (step + 1) % args.log_every == 0 or last:
+                print(f"step {step + 1}/{total} lr {lr:.3g} loss {stats[0]:.4f} consistency {stats[1]:.4f} "
+                      f"ar {stats[2]:.4f} ({seconds:.1f} s, {seen / max(seconds, 1e-9):.1f} examples/s, "
+                      f"{tokens_seen / max(seconds, 1e-9):.0f} tokens/s)", file=sys.stderr)
+        if last:
+            break
     if rank == 0:
         log.close()
+        seconds = time.time() - t0
+        print(f"trained {step + 1} steps, {seen} block examples ({seen / len(examples):.2f} epochs) in {seconds:.1f} s: "
+              f"{seen / max(seconds, 1e-9):.1f} examples/s", file=sys.stderr)
         save_model(model, dtypes, args.model, args.out, None if args.save_dtype == "same" else args.save_dtype)
         if args.plot:
             plot(csv_path, os.path.join(args.out, "loss.png"))

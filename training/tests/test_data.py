@@ -1,9 +1,12 @@
 """Reading a file written by `cllm trajectories` into block examples."""
+import subprocess
+
 import numpy as np
+import pytest
 
 from training import data
 
-from .conftest import PROMPTS
+from .conftest import PROMPTS, cllm_bin, run_cllm
 
 
 def test_reads_cllm_trajectories(tiny_model, trajectories):
@@ -37,3 +40,29 @@ def test_reads_cllm_trajectories(tiny_model, trajectories):
     for e in examples:
         assert e.states.shape == e.next_states.shape
         assert not (e.states == e.fixed).all(axis=1).any()  # converged states teach nothing
+
+
+def test_shard_files_merge_into_the_whole_collection(tiny_model, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS + ["A fourth", "and a fifth"]) + "\n")
+    common = ["trajectories", "--model", tiny_model, "--prompts", prompts, "--block", 8, "--max-new-tokens", 16,
+              "--max-repeat", 0]
+    run_cllm(*common, "--out", tmp_path / "whole.h5")
+    shards = [str(tmp_path / f"s{i}.h5") for i in range(3)]
+    for i, path in enumerate(shards):
+        run_cllm(*common, "--out", path, "--shard", f"{i}/3")
+        assert all(index % 3 == i for index in data.read_samples(path))  # --shard I/K: index % K == I
+    whole, merged = data.read_samples(str(tmp_path / "whole.h5")), data.read_samples(shards)
+    assert sorted(merged) == sorted(whole) == list(range(5))
+    for index, s in whole.items():
+        assert all((s[k] == merged[index][k]).all() for k in ("prompt", "states", "fixed_points", "iterations"))
+    assert data.read_info(shards)["block"] == 8
+    for bad in ("3/3", "1", "a/2", "1/0"):
+        r = subprocess.run([cllm_bin(), *map(str, common), "--out", str(tmp_path / "bad.h5"), "--shard", bad],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and "--shard must be I/K" in r.stderr, (bad, r.stderr)
+    with pytest.raises(ValueError, match="prompt 0 is in both"):
+        data.read_samples([shards[0], str(tmp_path / "whole.h5")])
+    run_cllm(*common[:5], "--block", 4, "--max-new-tokens", 16, "--max-repeat", 0, "--out", tmp_path / "b4.h5")
+    with pytest.raises(ValueError, match="block"):
+        data.read_info([shards[0], str(tmp_path / "b4.h5")])

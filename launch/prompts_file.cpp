@@ -1,0 +1,99 @@
+#include "launch/prompts_file.h"
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "kernels/check.h"
+
+namespace cllm::cli {
+namespace {
+
+std::string json_string(const nlohmann::json& j, const char* key, const std::string& where) {
+  CLLM_CHECK(j.contains(key) && j[key].is_string(), where << ": '" << key << "' must be a string");
+  return j[key].get<std::string>();
+}
+
+PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::string& where) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    CLLM_FAIL(where << ": not valid JSON: " << e.what());
+  }
+  CLLM_CHECK(j.is_object(), where << ": expected a JSON object");
+  CLLM_CHECK(j.contains("prompt") != j.contains("messages"), where << ": needs exactly one of 'prompt' or 'messages'");
+  PromptLine p;
+  if (j.contains("prompt")) {
+    p.text = json_string(j, "prompt", where);
+    if (chat) p.messages.push_back({"user", p.text});
+    return p;
+  }
+  const nlohmann::json& ms = j["messages"];
+  CLLM_CHECK(ms.is_array() && !ms.empty(), where << ": 'messages' must be a non-empty list");
+  for (size_t k = 0; k < ms.size(); ++k) {
+    const std::string mw = where + ": messages[" + std::to_string(k) + "]";
+    CLLM_CHECK(ms[k].is_object(), mw << " must be an object with 'role' and 'content'");
+    p.messages.push_back({json_string(ms[k], "role", mw), json_string(ms[k], "content", mw)});
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
+  std::ifstream in(path);
+  CLLM_CHECK(in, "cannot read the prompts file " << path);
+  std::vector<PromptLine> out;
+  std::string line;
+  int line_no = 0;
+  int jsonl = -1;  // decided by the first non-empty line
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (jsonl < 0) jsonl = line[line.find_first_not_of(" \t")] == '{';
+    const std::string where = path + ":" + std::to_string(line_no);
+    if (jsonl) {
+      out.push_back(parse_jsonl_line(line, chat, where));
+    } else {
+      PromptLine p{{}, line};
+      if (chat) p.messages.push_back({"user", line});
+      out.push_back(std::move(p));
+    }
+  }
+  CLLM_CHECK(!out.empty(), path << " holds no prompts");
+  return out;
+}
+
+std::vector<std::vector<int32_t>> tokenize_prompts(const std::vector<PromptLine>& lines, const Tokenizer& tokenizer,
+                                                   const std::string& chat_template, bool add_bos,
+                                                   const std::string& path) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (const PromptLine& p : lines) {
+    const std::string text = p.messages.empty() ? p.text : apply_chat_template(chat_template, p.messages, true);
+    prompts.push_back(tokenizer.encode(text, add_bos));
+    CLLM_CHECK(!prompts.back().empty(), path << ": prompt " << prompts.size() - 1 << " encodes to no tokens");
+  }
+  return prompts;
+}
+
+Shard parse_shard(const std::string& text) {
+  Shard s;
+  const size_t slash = text.find('/');
+  bool ok = slash != std::string::npos && slash > 0 && slash + 1 < text.size() &&
+            text.find_first_not_of("0123456789/") == std::string::npos && text.find('/', slash + 1) == std::string::npos;
+  if (ok) {
+    try {
+      s.index = std::stoi(text.substr(0, slash));
+      s.count = std::stoi(text.substr(slash + 1));
+    } catch (const std::exception&) {
+      ok = false;
+    }
+  }
+  CLLM_CHECK(ok && s.count >= 1 && s.index < s.count,
+             "--shard must be I/K with 0 <= I < K (e.g. 0/8: prompts whose index % 8 == 0), got '" << text << "'");
+  return s;
+}
+
+}  // namespace cllm::cli

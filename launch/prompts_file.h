@@ -1,0 +1,38 @@
+// Prompts files, shared by `cllm trajectories` and `cllm generate --prompts` so that training and
+// evaluation read the same prompts the same way. Format, decided by the first non-empty line:
+//   JSONL (first line starts with '{'): one object per line, {"prompt": "text"} or
+//     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}; "messages"
+//     always go through the model's chat template (ending with the assistant header), "prompt"
+//     only with chat; other keys (e.g. "source") are ignored;
+//   plain text otherwise: one prompt per line (wrapped as a user message with chat).
+// Empty lines are skipped; prompt i is the i-th non-empty line. Malformed lines throw with file:line.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/chat_template.h"
+#include "runtime/tokenizer.h"
+
+namespace cllm::cli {
+
+struct PromptLine {
+  std::vector<ChatMessage> messages;  // non-empty: render with the chat template
+  std::string text;                   // used as is otherwise
+};
+
+std::vector<PromptLine> read_prompts(const std::string& path, bool chat);
+
+// Token ids of every prompt (chat template and BOS applied as the model asks); throws on a prompt
+// that encodes to nothing.
+std::vector<std::vector<int32_t>> tokenize_prompts(const std::vector<PromptLine>& lines, const Tokenizer& tokenizer,
+                                                   const std::string& chat_template, bool add_bos,
+                                                   const std::string& path);
+
+// "I/K" -> {I, K} with 0 <= I < K; throws naming the flag otherwise.
+struct Shard {
+  int index = 0, count = 1;
+};
+Shard parse_shard(const std::string& text);
+
+}  // namespace cllm::cli

@@ -1,0 +1,72 @@
+"""training/evaluate.py: its metrics on toy records, and one end-to-end run on the tiny model."""
+import json
+import math
+
+import pytest
+import torch
+
+from training import evaluate
+from training.model import load_model
+
+
+def rec(tokens, iterations, seconds, key="jacobi"):
+    return {key: {"tokens": tokens, "iterations": iterations, "decode_seconds": seconds}}
+
+
+def test_tokens_per_iteration_counts_all_tokens_and_iterations():
+    recs = [rec(10, 5, 0), rec(30, 5, 0)]
+    tpi, decode_tpi = evaluate.tokens_per_iteration(recs)
+    assert tpi == 4.0  # 40 / 10, not the mean of 2 and 6
+    assert decode_tpi == pytest.approx(38 / 8)  # without the prefill's token and iteration
+
+
+def test_speedup_is_total_ar_time_over_total_jacobi_time():
+    ar = [rec(1, 1, 2.0, "ar"), rec(1, 1, 4.0, "ar")]
+    jac = [rec(1, 1, 1.0), rec(1, 1, 2.0)]
+    assert evaluate.speedup(ar, jac) == 2.0
+    assert math.isnan(evaluate.speedup(ar, [rec(1, 1, 0.0)]))
+
+
+def test_agreement_positions_exact_matches_and_common_prefix():
+    refs = [[1, 2, 3, 4], [5, 6], [7, 8, 9]]
+    outs = [[1, 2, 3, 4], [5, 0], [7, 8]]
+    tok, exact, prefix = evaluate.agreement(outs, refs)
+    assert tok == pytest.approx((4 + 1 + 2) / (4 + 2 + 3))
+    assert exact == pytest.approx(1 / 3)
+    assert prefix == pytest.approx((1 + 0.5 + 2 / 3) / 3)
+    assert evaluate.agreement([[]], [[1]]) == (0.0, 0.0, 0.0)
+
+
+def test_perplexity_of_a_model_on_its_own_greedy_output_is_low(tiny_model):
+    model = load_model(tiny_model)[0].eval()
+    prompt = [0, 72, 101, 108]
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(8):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    nll, count = evaluate.output_nll(model, [prompt], [ids[len(prompt):]], torch.device("cpu"))
+    greedy = evaluate.perplexity(nll, count)
+    nll_r, _ = evaluate.output_nll(model, [prompt], [[5, 300, 17, 99, 250, 3, 8, 111]], torch.device("cpu"))
+    assert count == 8 and greedy < evaluate.perplexity(nll_r, 8)
+    assert evaluate.perplexity(0.0, 0) != evaluate.perplexity(0.0, 0)  # nan without tokens
+
+
+def test_evaluate_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
+    from .conftest import cllm_bin
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "The sea is"}\n{"prompt": "Once upon a time"}\n{"prompt": "1, 2, 3"}\n')
+    out = tmp_path / "eval"
+    res = evaluate.main(["--base", tiny_model, "--cllm", tiny_model, "--prompts", str(prompts), "--out", str(out),
+                         "--n", "2", "--max-new-tokens", "12", "--block", "4", "--windows", "blockwise,sliding",
+                         "--cllm-bin", cllm_bin(), "--ppl-device", "cpu"])
+    for name in ("base", "cllm"):
+        for window in ("blockwise", "sliding"):
+            r = res["models"][name][window]
+            assert r["prompts"] == 2 and r["tokens_per_iteration"] > 0 and r["identical"] == 1.0
+    # The same model on both sides: its outputs agree with themselves.
+    assert res["quality"]["token_agreement"] == 1.0 and res["quality"]["exact_match"] == 1.0
+    ppl = res["quality"]["perplexity"]
+    assert ppl["base AR outputs"] == pytest.approx(ppl["CLLM Jacobi outputs"])
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["windows"] == ["blockwise", "sliding"]
+    assert "| base | blockwise |" in (out / "eval.md").read_text()
