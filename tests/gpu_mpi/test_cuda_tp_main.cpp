@@ -10,23 +10,13 @@
 #include <vector>
 
 #include "parallel/comm.h"
+#include "tests/rank_report.h"
 
 namespace cllm::test {
 namespace {
 std::unique_ptr<Comm> g_world;
 
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "rank %d: %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
-                   r.message());
-  }
 
- private:
-  int rank_;
-};
 }  // namespace
 
 Comm& tp_world() { return *g_world; }
@@ -37,11 +27,7 @@ int main(int argc, char** argv) {
   cllm::test::g_world = cllm::init_comm_from_environment();
   cllm::Comm& c = *cllm::test::g_world;
   c.set_deadline_seconds(120);
-  if (c.rank() != 0) {
-    ::testing::TestEventListeners& l = ::testing::UnitTest::GetInstance()->listeners();
-    delete l.Release(l.default_result_printer());
-    l.Append(new cllm::test::RankFailurePrinter(c.rank()));
-  }
+  cllm::test::report_failures_only_unless_rank0(c.rank());
   int32_t status = RUN_ALL_TESTS();
   // A test failing on one rank only must fail the run on every rank.
   std::vector<int32_t> all(c.size());

@@ -5,24 +5,14 @@
 
 #include <cstdio>
 
+#include "tests/rank_report.h"
 #include "test_support.h"
 
 namespace cllm::test {
 namespace {
 std::unique_ptr<NcclComm> g_comm;
 
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "rank %d: %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
-                   r.message());
-  }
 
- private:
-  int rank_;
-};
 }  // namespace
 
 NcclComm& gpu_comm() { return *g_comm; }
@@ -38,11 +28,7 @@ int main(int argc, char** argv) {
     o.deadline_s = 60;
     cllm::test::g_comm = std::make_unique<cllm::NcclComm>(o);
     const int rank = cllm::test::g_comm->rank();
-    if (rank != 0) {
-      ::testing::TestEventListeners& l = ::testing::UnitTest::GetInstance()->listeners();
-      delete l.Release(l.default_result_printer());
-      l.Append(new cllm::test::RankFailurePrinter(rank));
-    }
+    cllm::test::report_failures_only_unless_rank0(rank);
     status = RUN_ALL_TESTS();
     // A test failing on one rank only must fail the run on every rank (mpirun reports the first).
     int worst = 0;

@@ -11,24 +11,14 @@
 #include "kernels/cpu/ops.h"
 
 #include "mpi_support.h"
+#include "tests/rank_report.h"
 
 namespace cllm::test {
 namespace {
 
 std::unique_ptr<Comm> g_world;
 
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "rank %d: %s:%d: %s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
-                   r.message());
-  }
 
- private:
-  int rank_;
-};
 
 }  // namespace
 
@@ -43,11 +33,7 @@ int main(int argc, char** argv) {
   // The node's cores shared among its ranks, as `cllm` does (launch/cli_common.h).
   const int local = cllm::test::g_world->local_size();
   if (local > 1) cllm::cpu::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local));
-  if (rank != 0) {
-    ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new cllm::test::RankFailurePrinter(rank));
-  }
+  cllm::test::report_failures_only_unless_rank0(rank);
   const int status = RUN_ALL_TESTS();
   cllm::test::g_world.reset();  // MPI_Finalize
   return status;
