@@ -98,10 +98,23 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
     m.checkpoint = open_checkpoint(path);
   if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
   std::string label = "loading " + std::filesystem::path(path).filename().string();
-  if (comm.size() > 1) label += " (rank 0 of " + std::to_string(comm.size()) + ")";
+  if (comm.size() > 1) label += " (slowest of " + std::to_string(comm.size()) + " ranks)";
   ProgressBar bar(label);
   LoadProgress progress;
-  if (lead) progress = [&](double done, double total, const std::string&) { bar.update(done, total); };
+  if (comm.size() > 1) {
+    // Rank 0 shows every rank's progress as the slowest one's. Every rank reads the same tensors in
+    // the same order (its slices of them) and reports once per tensor, so one 8-byte all-gather per
+    // tensor matches across ranks; it also keeps them in step, and the comm deadline bounds a rank
+    // that stops loading. A 70B checkpoint has ~720 tensors: well under a second of collectives.
+    std::vector<double> fractions(comm.size());
+    progress = [&comm, &bar, lead, fractions](double done, double total, const std::string&) mutable {
+      const double mine = total > 0 ? done / total : 1.0;
+      comm.all_gather(&mine, sizeof mine, fractions.data(), {"load progress"});
+      if (lead) bar.update(*std::min_element(fractions.begin(), fractions.end()), 1.0);
+    };
+  } else if (lead) {
+    progress = [&](double done, double total, const std::string&) { bar.update(done, total); };
+  }
 #ifdef CLLM_HAVE_NCCL
   if (device == Device::Cuda && comm.size() > 1) {
     CudaTpOptions tp;
