@@ -29,6 +29,7 @@ namespace {
 struct Flags {
   std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding";
   int port = 8000, max_batch = 8, max_queue = 64, block = 16, max_context = 2048, threads = 0;
+  int max_step_rows = 512;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
   double grace_s = 30, deadline_s = 60;
@@ -95,6 +96,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("max-batch", po::value(&f.max_batch)->default_value(8), "KV slots: sequences decoded concurrently")
       ("max-queue", po::value(&f.max_queue)->default_value(64), "requests that may wait for a slot; more get 429")
       ("max-context", po::value(&f.max_context)->default_value(2048), "KV rows per slot: prompt + max_tokens + block")
+      ("max-step-rows", po::value(&f.max_step_rows)->default_value(f.max_step_rows),
+       "token rows per engine step at most (0: no limit): decoding blocks always run, prompt prefill "
+       "chunks take the rest, so a burst of long prompts does not stall running requests")
       ("block", po::value(&f.block)->default_value(16), "default Jacobi block size (1..64; requests: cllm_block)")
       ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
@@ -109,10 +113,11 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "[mpirun -np N] cllm serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
-                   "[--max-batch N] [--max-queue N] [--block N] [--chat-template FAMILY]",
+                   "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block N] [--chat-template FAMILY]",
                    opts, vm))
     return 0;
   CLLM_CHECK(f.block >= 1 && f.block <= Scheduler::kChunk, "--block must be in 1..64, got " << f.block);
+  CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   comm.set_deadline_seconds(f.deadline_s);
   set_cpu_threads(f.threads, comm);
@@ -166,14 +171,16 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   if (comm.size() > 1) group = std::make_unique<CoordinatorModel>(*m.model, comm);
   Model& model = group ? static_cast<Model&>(*group) : *m.model;
   openai::EngineOptions eo;
-  eo.limits = {f.max_batch, f.max_queue, rc.max_context};
+  eo.limits = {f.max_batch, f.max_queue, rc.max_context, f.max_step_rows};
   eo.keepalive_s = comm.size() > 1 ? f.deadline_s / 4 : 0;
   openai::Engine engine(model, *m.tokenizer, eo, metrics, [&] {
     if (group) group->keepalive();
   });
   routes.set_ready(rc, &engine, m.tokenizer.get());
-  std::fprintf(stderr, "cllm serve: ready: model '%s', %d slots x %d positions, queue %d, chat template '%s'\n",
-               rc.model_name.c_str(), f.max_batch, rc.max_context, f.max_queue, rc.chat_family.c_str());
+  std::fprintf(stderr,
+               "cllm serve: ready: model '%s', %d slots x %d positions, queue %d, step rows %d, chat template '%s'\n",
+               rc.model_name.c_str(), f.max_batch, rc.max_context, f.max_queue, f.max_step_rows,
+               rc.chat_family.c_str());
   signals.on_signal([&] {
     engine.drain(f.grace_s);
     server.stop();

@@ -1,6 +1,7 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "kernels/check.h"
 #include "runtime/generate.h"
@@ -21,7 +22,7 @@ struct Scheduler::Sequence {
   int iterations = 0;
   int generated = 0;
   int row = 0;           // this step's block: rows [row, row + n) of the batch
-  int n = 0;
+  int n = 0;             // 0: not in this step's batch (a prefill chunk over the row budget)
   bool want_logits = false;
 
   bool sampled() const { return spec.sampling.temperature > 0; }
@@ -29,9 +30,10 @@ struct Scheduler::Sequence {
 };
 
 Scheduler::Scheduler(Model& model, const SchedulerLimits& limits) : model_(model), limits_(limits) {
-  CLLM_CHECK(limits.max_batch > 0 && limits.max_queue >= 0 && limits.max_context > 0,
+  CLLM_CHECK(limits.max_batch > 0 && limits.max_queue >= 0 && limits.max_context > 0 && limits.max_step_rows >= 0,
              "scheduler limits must be positive: batch " << limits.max_batch << ", queue " << limits.max_queue
-                                                         << ", context " << limits.max_context);
+                                                         << ", context " << limits.max_context << ", step rows "
+                                                         << limits.max_step_rows);
   model_.reset(limits.max_context, limits.max_batch);
   for (int slot = limits.max_batch - 1; slot >= 0; --slot) free_slots_.push_back(slot);  // slot 0 goes first
 }
@@ -94,7 +96,18 @@ void Scheduler::step(const EventSink& emit) {
     active_.back()->slot = free_slots_.back();
     free_slots_.pop_back();
   }
-  // One block per sequence, in admission order.
+  // The row budget goes to decoding first: their blocks always run, so a burst of prompts cannot
+  // stall the tokens of running requests. Prefill chunks share what is left.
+  int decode_rows = 0;
+  for (const auto& s : active_)
+    if (!s->prefilling()) decode_rows += s->jacobi ? static_cast<int>(s->jacobi->block().size()) : 1;
+  // Prefill takes what decoding leaves, but never less than one chunk (or the whole budget when it
+  // is smaller): a waiting prompt progresses even when decoding alone fills the budget (64 Jacobi
+  // streams of 16 rows against 512), so its time to first token stays bounded.
+  int prefill_left = limits_.max_step_rows > 0
+                         ? std::max(std::min(kChunk, limits_.max_step_rows), limits_.max_step_rows - decode_rows)
+                         : std::numeric_limits<int>::max();
+  // One block per sequence that gets rows, in admission order.
   blocks_.clear();
   tokens_.clear();
   last_step_ = {};
@@ -102,7 +115,15 @@ void Scheduler::step(const EventSink& emit) {
   for (auto& s : active_) {
     s->row = static_cast<int>(tokens_.size());
     if (s->prefilling()) {
-      s->n = std::min(kChunk, static_cast<int>(s->spec.prompt.size()) - s->prefilled);
+      // A chunk shorter than kChunk keeps the output exact: the KV of the rows before it is in the
+      // cache whichever step wrote it, and every row of a block of <= kChunk rows is computed alike.
+      s->n = std::min({kChunk, static_cast<int>(s->spec.prompt.size()) - s->prefilled, prefill_left});
+      s->want_logits = false;
+      if (s->n == 0) {  // over the budget: waits for a later step (later admissions wait too)
+        ++last_step_.prefill_deferred;
+        continue;
+      }
+      prefill_left -= s->n;
       tokens_.insert(tokens_.end(), s->spec.prompt.begin() + s->prefilled,
                      s->spec.prompt.begin() + s->prefilled + s->n);
       blocks_.push_back({s->slot, s->prefilled, s->n});
@@ -131,7 +152,7 @@ void Scheduler::step(const EventSink& emit) {
   stepping_ = true;
   try {
     for (auto& s : active_) {
-      if (s->dropped) continue;  // cancelled by the sink earlier in this walk
+      if (s->dropped || s->n == 0) continue;  // cancelled by the sink earlier in this walk, or not in the batch
       if (advance(*s, emit)) s->dropped = true;
     }
   } catch (...) {

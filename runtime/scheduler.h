@@ -7,6 +7,9 @@
 //   - then its Jacobi block (greedy), or its last token (sampled AR, temperature > 0).
 // Every block has at most kChunk rows, so the batch-invariant GEMM serves it and a sequence's
 // output does not depend on what else runs beside it (tests/unit/test_scheduler.cpp).
+// SchedulerLimits::max_step_rows caps a step's rows (vLLM's max_num_batched_tokens), so a burst of
+// long prompts does not stretch the inter-token latency of the sequences already decoding:
+// decoding blocks always run, prefill chunks fill what is left of the budget (at least one chunk).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -47,6 +50,13 @@ struct SchedulerLimits {
   int max_batch = 8;     // KV slots: sequences advanced per step
   int max_queue = 64;    // sequences waiting for a slot
   int max_context = 0;   // KV rows of one slot (prompt + generated + block)
+  // Token rows of one step's forward at most (0: no limit). Every decoding sequence's block runs
+  // each step, whatever the budget (decode is never starved); prefill chunks then take what is
+  // left, in admission order, the last one shortened to fit; a prompt that gets no rows waits for
+  // a later step. Prefill always gets at least min(kChunk, max_step_rows) rows when a prompt waits,
+  // even if the decode rows alone reach the budget (a step then has at most decode rows + kChunk),
+  // so new requests are never starved by a full batch of Jacobi blocks.
+  int max_step_rows = 0;
 };
 
 // The shape of one step's forward: how much work shared one pass over the weights.
@@ -54,6 +64,7 @@ struct StepStats {
   int sequences = 0;  // blocks in the batch
   int rows = 0;       // token rows in the batch (prefill chunks + Jacobi blocks + AR tokens)
   int prefill_rows = 0;
+  int prefill_deferred = 0;  // prefilling sequences that got no rows (over max_step_rows)
 };
 
 class Scheduler {
@@ -72,8 +83,8 @@ class Scheduler {
   // Unknown ids are ignored.
   void cancel(uint64_t id);
 
-  // Fills free slots from the queue, then runs one batched forward over every active sequence
-  // and emits an event for each sequence that made tokens final (not for a prefill chunk that
+  // Fills free slots from the queue, then runs one batched forward over the active sequences
+  // (every decoding one, prefilling ones while max_step_rows allows) and emits an event for each sequence that made tokens final (not for a prefill chunk that
   // leaves part of the prompt for later steps).
   void step(const EventSink& emit);
 

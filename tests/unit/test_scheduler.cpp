@@ -52,8 +52,9 @@ struct Outcome {
 
 // Runs specs[i] as id i + 1 through one scheduler until all finish.
 std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, SchedulerLimits limits,
-                                    const std::function<bool(Scheduler&, const SequenceEvent&)>& hook = {}) {
-  Scheduler sched(*tiny().model, limits);
+                                    const std::function<bool(Scheduler&, const SequenceEvent&)>& hook = {},
+                                    Model& model = *tiny().model) {
+  Scheduler sched(model, limits);
   for (size_t i = 0; i < specs.size(); ++i) EXPECT_TRUE(sched.submit(i + 1, specs[i]));
   std::map<uint64_t, Outcome> out;
   for (int steps = 0; !sched.idle(); ++steps) {
@@ -65,13 +66,19 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
       if (ev.done) o.finish = ev.finish_reason;
       return hook ? hook(sched, ev) : true;
     });
+    // Prefill gets what decoding leaves of the budget, or one chunk (at most the budget) if more.
+    const StepStats& st = sched.last_step();
+    if (limits.max_step_rows > 0)
+      EXPECT_LE(st.prefill_rows, std::max(std::min(Scheduler::kChunk, limits.max_step_rows),
+                                          limits.max_step_rows - (st.rows - st.prefill_rows)))
+          << "prefill past the step budget";
     EXPECT_LT(steps, 1000) << "the scheduler does not finish";
     if (steps >= 1000) break;
   }
   return out;
 }
 
-SchedulerLimits limits(int batch, int queue = 64) { return {batch, queue, 256}; }
+SchedulerLimits limits(int batch, int queue = 64, int step_rows = 0) { return {batch, queue, 256, step_rows}; }
 
 TEST(Scheduler, ConcurrentOutputsEqualAloneAndAr) {
   // Prompts past kChunk exercise chunked prefill (over several steps, beside the others).
@@ -149,12 +156,19 @@ class CountingModel final : public Model {
  public:
   explicit CountingModel(const ModelConfig& cfg) : cfg_(cfg) {}
   const ModelConfig& config() const override { return cfg_; }
-  void reset(int max_tokens, int slots) override { resets.push_back({max_tokens, slots}); }
+  void reset(int max_tokens, int slots) override {
+    resets.push_back({max_tokens, slots});
+    written.assign(slots, 0);
+  }
   void forward(const int32_t*, int, int, int32_t*, float*) override { ++plain_forwards; }
   void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                      float* logits) override {
     calls.emplace_back(blocks, blocks + count);
     const int rows = check_batch_args(cfg_, tokens, blocks, count, resets.back().first, resets.back().second);
+    for (int b = 0; b < count; ++b) {  // a block needs KV for [0, pos): no position skipped
+      EXPECT_LE(blocks[b].pos, written[blocks[b].slot]) << "slot " << blocks[b].slot;
+      written[blocks[b].slot] = blocks[b].pos + blocks[b].n;
+    }
     for (int b = 0, row = 0; b < count; row += blocks[b++].n)
       for (int i = 0; i < blocks[b].n; ++i)
         out_ids[row + i] = (tokens[row + i] * 7 + blocks[b].pos + i + 1) % cfg_.vocab_size;
@@ -164,6 +178,7 @@ class CountingModel final : public Model {
 
   std::vector<std::pair<int, int>> resets;     // (max_tokens, slots)
   std::vector<std::vector<SeqBlock>> calls;    // forward_batch calls
+  std::vector<int> written;                    // per slot: KV rows written so far (the last block's end)
   int plain_forwards = 0;
 
  private:
@@ -235,6 +250,109 @@ TEST(Scheduler, LongPrefillDoesNotHoldOthersBack) {
   // (64 x 3 + 8) before its first token.
   EXPECT_EQ(event_steps[2], (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(event_steps[1], (std::vector<int>{3}));
+}
+
+TEST(Scheduler, StepBudgetDecodeFirstThenPrefillInOrder) {
+  CountingModel model(tiny().model->config());
+  const SchedulerLimits lim = limits(4, 64, 100);
+  // Sequence 1 decodes (8 rows a step) while long prompts arrive; 5 waits for a slot.
+  const std::vector<SequenceSpec> specs = {spec(3, 1, 60, 8),       spec(150, 2, 5, 8), spec(130, 3, 6, 16),
+                                           spec(90, 4, 5, 4, 0.7f), spec(70, 5, 5, 8)};
+  Scheduler sched(model, lim);
+  for (size_t i = 0; i < specs.size(); ++i) ASSERT_TRUE(sched.submit(i + 1, specs[i]));
+  std::set<uint64_t> decoding;  // had their first token, not done
+  std::map<uint64_t, Outcome> out;
+  int prefill_total = 0, deferred_steps = 0;
+  for (int steps = 0; !sched.idle(); ++steps) {
+    ASSERT_LT(steps, 200);
+    const int admitted = std::min(lim.max_batch, sched.active() + sched.waiting());
+    const int prefilling = admitted - static_cast<int>(decoding.size());
+    std::set<uint64_t> advanced;
+    sched.step([&](const SequenceEvent& ev) {
+      advanced.insert(ev.id);
+      Outcome& o = out[ev.id];
+      o.tokens.insert(o.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+      if (ev.done) o.finish = ev.finish_reason;
+      return true;
+    });
+    const StepStats& st = sched.last_step();
+    // Decode rows (at most 8 + 8 + 16 + 1 here) stay under the budget: the whole step does.
+    EXPECT_LE(st.rows, lim.max_step_rows) << "step " << steps;
+    for (uint64_t id : decoding) EXPECT_TRUE(advanced.count(id)) << "decoding sequence " << id << " skipped, step " << steps;
+    if (prefilling > 0) EXPECT_GT(st.prefill_rows, 0) << "prefill stalled, step " << steps;
+    // A deferred prompt means the budget was used up: a chunk was shortened or did not fit.
+    if (st.prefill_deferred > 0) {
+      ++deferred_steps;
+      EXPECT_EQ(st.rows, lim.max_step_rows) << "step " << steps;
+    }
+    for (const SeqBlock& b : model.calls.back()) EXPECT_LE(b.n, Scheduler::kChunk);
+    prefill_total += st.prefill_rows;
+    for (uint64_t id : advanced) {
+      if (out[id].finish.empty()) decoding.insert(id);
+      else decoding.erase(id);
+    }
+  }
+  EXPECT_GT(deferred_steps, 0) << "the budget never bound: the test does not test it";
+  int prompts = 0;
+  for (const SequenceSpec& sp : specs) prompts += static_cast<int>(sp.prompt.size());
+  EXPECT_EQ(prefill_total, prompts);  // every prompt row forwarded exactly once
+  for (size_t i = 0; i < specs.size(); ++i) {
+    CountingModel alone_model(tiny().model->config());
+    EXPECT_EQ(out.at(i + 1).tokens, run_all({specs[i]}, limits(1), {}, alone_model).at(1).tokens) << "sequence " << i;
+    EXPECT_EQ(out.at(i + 1).finish, "length");
+  }
+}
+
+TEST(Scheduler, StepBudgetBelowDecodeRowsStillPrefills) {
+  CountingModel model(tiny().model->config());
+  Scheduler sched(model, limits(2, 64, 4));
+  ASSERT_TRUE(sched.submit(1, spec(3, 1, 6, 8)));
+  ASSERT_TRUE(sched.submit(2, spec(20, 2, 3, 4)));
+  std::map<uint64_t, std::vector<int>> event_steps;
+  std::vector<StepStats> stats;
+  for (int step = 0; !sched.idle(); ++step) {
+    ASSERT_LT(step, 100);
+    sched.step([&](const SequenceEvent& ev) {
+      event_steps[ev.id].push_back(step);
+      return true;
+    });
+    stats.push_back(sched.last_step());
+  }
+  // Step 0: both prefill, sequence 2's chunk shortened to the 1 row that 3 leaves of 4.
+  EXPECT_EQ(stats[0].rows, 4);
+  EXPECT_EQ(stats[0].prefill_rows, 4);
+  EXPECT_EQ(model.calls[0][1].n, 1);
+  // Sequence 1 then decodes 8 rows a step, over the budget of 4: it runs every step, and sequence
+  // 2 still prefills the budget's 4 rows beside it (19 rows left: 4, 4, 4, 4, 3), so its first
+  // token comes at step 5 instead of after sequence 1 is done.
+  ASSERT_GE(event_steps[1].size(), 6u);
+  for (int step = 0; step < 6; ++step) EXPECT_EQ(event_steps[1][step], step);
+  for (int step = 1; step < 5; ++step) {
+    EXPECT_EQ(stats[step].prefill_rows, 4) << "step " << step;
+    EXPECT_EQ(stats[step].rows, 12) << "step " << step;
+  }
+  EXPECT_EQ(stats[5].prefill_rows, 3);
+  EXPECT_EQ(event_steps[2].front(), 5);
+  CountingModel alone_model(tiny().model->config());
+  EXPECT_EQ(static_cast<int>(event_steps[2].size()),
+            run_all({spec(20, 2, 3, 4)}, limits(1), {}, alone_model).at(1).events);
+}
+
+TEST(Scheduler, StepBudgetKeepsOutputsExact) {
+  // The real model: prefill chunks cut short by the budget (at positions that depend on what
+  // else runs) must give the same tokens, bit for bit, as running alone in chunks of 64.
+  const std::vector<SequenceSpec> specs = {spec(5, 1, 20, 4),  spec(11, 2, 17, 16), spec(70, 3, 12, 8),
+                                           spec(3, 4, 25, 1),  spec(9, 5, 15, 16, 0.8f), spec(130, 6, 9, 32),
+                                           spec(20, 7, 14, 2)};
+  std::vector<std::vector<int32_t>> alone;
+  for (const SequenceSpec& sp : specs) alone.push_back(run_all({sp}, limits(1)).at(1).tokens);
+  for (int budget : {1, 7, 45, 100}) {
+    const auto together = run_all(specs, limits(3, 64, budget));
+    for (size_t i = 0; i < specs.size(); ++i)
+      EXPECT_EQ(together.at(i + 1).tokens, alone[i]) << "budget " << budget << ", sequence " << i;
+    // Alone with a budget under one chunk: the 130-token prompt prefills `budget` rows a step.
+    EXPECT_EQ(run_all({specs[5]}, limits(1, 64, budget)).at(1).tokens, alone[5]) << "budget " << budget;
+  }
 }
 
 }  // namespace
