@@ -5,11 +5,43 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
+
+#include "loaders/checkpoint.h"
+#include "parallel/coordinator.h"
+#include "parallel/tp_model.h"
 
 namespace cllm::test {
 
 bool world_size_in(std::initializer_list<int> sizes) {
   return std::find(sizes.begin(), sizes.end(), world().size()) != sizes.end();
+}
+
+namespace {
+// Stops the workers however rank 0's test body ends (a failed ASSERT returns early).
+class Group {
+ public:
+  Group(Model& shard, Comm& comm) : coordinator_(shard, comm) {}
+  ~Group() { coordinator_.stop(); }
+  Model& model() { return coordinator_; }
+
+ private:
+  CoordinatorModel coordinator_;
+};
+}  // namespace
+
+void compare_with_one_rank(const std::string& path, const std::function<void(Model& whole, Model& group)>& body) {
+  Comm& comm = world();
+  comm.set_deadline_seconds(60);
+  auto ckpt = open_checkpoint(path);
+  std::unique_ptr<Model> shard = make_sharded_model(*ckpt, Device::Cpu, comm);
+  if (comm.rank() != 0) {
+    worker_loop(*shard, comm);
+    return;
+  }
+  std::unique_ptr<Model> whole = make_model(*ckpt, Device::Cpu);
+  Group group(*shard, comm);
+  body(*whole, group.model());
 }
 
 std::string mpi_model_dir(const std::string& name) {

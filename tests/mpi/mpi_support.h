@@ -2,6 +2,7 @@
 // mpi_test_main.cpp), the random checkpoints written by make_models.sh (the mpi_models ctest
 // fixture), and TP=1-versus-TP=N comparisons.
 #pragma once
+#include <functional>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -24,6 +25,11 @@ std::string mpi_model_dir(const std::string& name);
 
 // models/SmolLM2-135M-Instruct.Q4_1.gguf (fails the test when absent).
 std::string smollm2_path();
+
+// The TP=1-versus-TP=N harness: every rank loads its shard of `path` (CPU); rank 0 also loads the
+// whole model and runs body(whole, group), where group is the tensor-parallel group led by rank 0;
+// the other ranks serve its forwards until body returns (or fails an ASSERT), then all return.
+void compare_with_one_rank(const std::string& path, const std::function<void(Model& whole, Model& group)>& body);
 
 // Largest |a - b| over a row, divided by the largest |ref| of that row, maximised over rows.
 double max_relative_row_error(const std::vector<float>& ref, const std::vector<float>& got, int rows, int cols);

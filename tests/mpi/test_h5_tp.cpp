@@ -25,54 +25,34 @@ std::string h5_model(const std::string& name) {
   return path;
 }
 
-// Releases the workers however rank 0's test body ends.
-class Group {
- public:
-  Group(Model& shard, Comm& comm) : coordinator_(shard, comm) {}
-  ~Group() { coordinator_.stop(); }
-  Model& model() { return coordinator_; }
-
- private:
-  CoordinatorModel coordinator_;
-};
-
 void check_h5(const std::string& path, int len, int max_new) {
-  Comm& comm = test::world();
-  comm.set_deadline_seconds(60);
-  auto ckpt = open_checkpoint(path);
-  std::unique_ptr<Model> shard = make_sharded_model(*ckpt, Device::Cpu, comm);
-  if (comm.rank() != 0) {
-    worker_loop(*shard, comm);
-    return;
-  }
-  std::unique_ptr<Model> ref = make_model(*ckpt, Device::Cpu);
-  Group group(*shard, comm);
-  Model& tp = group.model();
-  const int vocab = ref->config().vocab_size;
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < len; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 5) % vocab));
+  test::compare_with_one_rank(path, [&](Model& ref, Model& tp) {
+    const int vocab = ref.config().vocab_size;
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < len; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 5) % vocab));
 
-  std::vector<float> ref_logits(static_cast<size_t>(len) * vocab), tp_logits(ref_logits.size());
-  std::vector<int32_t> ref_ids(len), tp_ids(len);
-  ref->reset(len);
-  tp.reset(len);
-  ref->forward(prompt.data(), len, 0, ref_ids.data(), ref_logits.data());
-  tp.forward(prompt.data(), len, 0, tp_ids.data(), tp_logits.data());
-  EXPECT_LE(test::max_relative_row_error(ref_logits, tp_logits, len, vocab), 1e-4);
-  EXPECT_EQ(ref_ids, tp_ids);
+    std::vector<float> ref_logits(static_cast<size_t>(len) * vocab), tp_logits(ref_logits.size());
+    std::vector<int32_t> ref_ids(len), tp_ids(len);
+    ref.reset(len);
+    tp.reset(len);
+    ref.forward(prompt.data(), len, 0, ref_ids.data(), ref_logits.data());
+    tp.forward(prompt.data(), len, 0, tp_ids.data(), tp_logits.data());
+    EXPECT_LE(test::max_relative_row_error(ref_logits, tp_logits, len, vocab), 1e-4);
+    EXPECT_EQ(ref_ids, tp_ids);
 
-  GenerateOptions gen;
-  gen.max_new_tokens = max_new;
-  const int rows = kv_rows_needed(len, max_new, 8);
-  ref->reset(rows);
-  tp.reset(rows);
-  const GenerateResult want = generate_ar(*ref, prompt, gen);
-  ASSERT_EQ(static_cast<int>(want.tokens.size()), max_new);
-  EXPECT_EQ(generate_ar(tp, prompt, gen).tokens, want.tokens) << "AR";
-  JacobiOptions jac;
-  jac.block = 8;
-  jac.seed = 7;
-  EXPECT_EQ(generate_jacobi(tp, prompt, gen, jac).tokens, want.tokens) << "Jacobi n=8";
+    GenerateOptions gen;
+    gen.max_new_tokens = max_new;
+    const int rows = kv_rows_needed(len, max_new, 8);
+    ref.reset(rows);
+    tp.reset(rows);
+    const GenerateResult want = generate_ar(ref, prompt, gen);
+    ASSERT_EQ(static_cast<int>(want.tokens.size()), max_new);
+    EXPECT_EQ(generate_ar(tp, prompt, gen).tokens, want.tokens) << "AR";
+    JacobiOptions jac;
+    jac.block = 8;
+    jac.seed = 7;
+    EXPECT_EQ(generate_jacobi(tp, prompt, gen, jac).tokens, want.tokens) << "Jacobi n=8";
+  });
 }
 
 // 8 heads, 4 KV heads: KV heads split at TP=2 and TP=4.

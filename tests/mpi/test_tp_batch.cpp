@@ -18,16 +18,6 @@
 namespace cllm {
 namespace {
 
-// Releases the workers however rank 0's test body ends (a failed ASSERT returns early).
-class Group {
- public:
-  Group(Model& shard, Comm& comm) : coordinator_(shard, comm) {}
-  ~Group() { coordinator_.stop(); }
-  Model& model() { return coordinator_; }
-
- private:
-  CoordinatorModel coordinator_;
-};
 
 struct Batch {
   std::vector<SeqBlock> blocks;
@@ -123,20 +113,12 @@ std::map<uint64_t, std::vector<int32_t>> schedule(Model& model) {
 }
 
 void check(const std::string& path) {
-  Comm& comm = test::world();
-  comm.set_deadline_seconds(60);
-  auto ckpt = open_checkpoint(path);
-  std::unique_ptr<Model> shard = make_sharded_model(*ckpt, Device::Cpu, comm);
-  if (comm.rank() != 0) {
-    worker_loop(*shard, comm);
-    return;
-  }
-  std::unique_ptr<Model> ref = make_model(*ckpt, Device::Cpu);
-  Group group(*shard, comm);
-  expect_batches_match(*ref, group.model(), comm.size() == 1);
-  const auto want = schedule(*ref);
-  ASSERT_EQ(want.size(), 5u);
-  EXPECT_EQ(schedule(group.model()), want);
+  test::compare_with_one_rank(path, [](Model& ref, Model& tp) {
+    expect_batches_match(ref, tp, test::world().size() == 1);
+    const auto want = schedule(ref);
+    ASSERT_EQ(want.size(), 5u);
+    EXPECT_EQ(schedule(tp), want);
+  });
 }
 
 TEST(TpBatch, RandomSplitKv) {

@@ -16,16 +16,6 @@
 namespace cllm {
 namespace {
 
-// Releases the workers however rank 0's test body ends (a failed ASSERT returns early).
-class Group {
- public:
-  Group(Model& shard, Comm& comm) : coordinator_(shard, comm) {}
-  ~Group() { coordinator_.stop(); }
-  Model& model() { return coordinator_; }
-
- private:
-  CoordinatorModel coordinator_;
-};
 
 void expect_same_logits(Model& ref, Model& tp, const std::vector<int32_t>& prompt) {
   const int n = static_cast<int>(prompt.size()), vocab = ref.config().vocab_size;
@@ -62,18 +52,10 @@ void expect_same_tokens(Model& ref, Model& tp, const std::vector<int32_t>& promp
 
 // The whole comparison on rank 0 (the one-rank reference lives there only); the workers serve.
 void check_checkpoint(const std::string& path, const std::vector<int32_t>& prompt, int max_new) {
-  Comm& comm = test::world();
-  comm.set_deadline_seconds(60);
-  auto ckpt = open_checkpoint(path);
-  std::unique_ptr<Model> shard = make_sharded_model(*ckpt, Device::Cpu, comm);
-  if (comm.rank() != 0) {
-    worker_loop(*shard, comm);
-    return;
-  }
-  std::unique_ptr<Model> ref = make_model(*ckpt, Device::Cpu);
-  Group group(*shard, comm);
-  expect_same_logits(*ref, group.model(), prompt);
-  expect_same_tokens(*ref, group.model(), prompt, max_new);
+  test::compare_with_one_rank(path, [&](Model& ref, Model& tp) {
+    expect_same_logits(ref, tp, prompt);
+    expect_same_tokens(ref, tp, prompt, max_new);
+  });
 }
 
 std::vector<int32_t> synthetic_prompt(int vocab, int len) {
