@@ -83,9 +83,8 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
   for (const Run& r : runs) print_stats(r);
   if (runs.size() == 2) {
     const bool same = runs[0].result.tokens == runs[1].result.tokens;
-    const double ar_s = runs[0].result.stats.decode_seconds, jac_s = runs[1].result.stats.decode_seconds;
-    std::printf("jacobi vs ar: decode speedup %.2fx, outputs %s\n", jac_s > 0 ? ar_s / jac_s : 0.0,
-                same ? "identical" : "DIFFERENT");
+    std::printf("jacobi vs ar: decode speedup %.2fx, outputs %s\n",
+                decode_speedup(runs[0].result.stats, runs[1].result.stats), same ? "identical" : "DIFFERENT");
     // On the CPU the decode path is bit-exact, so a difference is a bug. In bf16 on the GPU a
     // block GEMM rounds differently from a 1-token one and can flip a near-tie argmax.
     if (!same && f.device == "cpu") return 3;
@@ -168,9 +167,8 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
                   name, prompts.size(), s.tokens, s.iterations, s.tokens_per_iteration(), s.decode_seconds,
                   s.decode_seconds > 0 ? s.tokens / s.decode_seconds : 0.0);
   if (ar_sum.iterations && jac_sum.iterations) {
-    std::printf("jacobi vs ar: decode speedup %.2fx (total AR / total Jacobi decode time), %d/%zu outputs identical\n",
-                jac_sum.decode_seconds > 0 ? ar_sum.decode_seconds / jac_sum.decode_seconds : 0.0, identical,
-                prompts.size());
+    std::printf("jacobi vs ar: decode speedup %.2fx (Jacobi / AR decode tokens per second), %d/%zu outputs identical\n",
+                decode_speedup(ar_sum, jac_sum), identical, prompts.size());
     // As in the single-prompt mode: on the CPU decoding is bit-exact, so a difference is a bug.
     if (identical != static_cast<int>(prompts.size()) && f.device == "cpu") return 3;
   }

@@ -46,7 +46,16 @@ struct DecodeStats {
     const double s = prefill_seconds + decode_seconds;
     return s > 0 ? tokens / s : 0;
   }
+  double decode_tokens_per_second() const { return decode_seconds > 0 ? tokens / decode_seconds : 0; }
 };
+
+// Jacobi's decode speed over AR's, as a ratio of tokens per second: the two may stop at different
+// lengths (an EOS reached earlier or later after a near-tie), so a ratio of times would not compare
+// like with like.
+inline double decode_speedup(const DecodeStats& ar, const DecodeStats& jacobi) {
+  const double ar_rate = ar.decode_tokens_per_second();
+  return ar_rate > 0 ? jacobi.decode_tokens_per_second() / ar_rate : 0;
+}
 
 struct GenerateResult {
   std::vector<int32_t> tokens;   // generated ids, stop token excluded

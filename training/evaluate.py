@@ -54,10 +54,13 @@ def tokens_per_iteration(records, key="jacobi"):
 
 
 def speedup(ar_records, jacobi_records):
-    """Total AR decode seconds / total Jacobi decode seconds over the same prompts."""
-    ar = sum(r["ar"]["decode_seconds"] for r in ar_records)
-    jac = sum(r["jacobi"]["decode_seconds"] for r in jacobi_records)
-    return ar / jac if jac > 0 else float("nan")
+    """Jacobi decode tokens/s over AR decode tokens/s, each summed over the same prompts. A ratio of
+    rates, not of times: Jacobi and AR may stop at different lengths (an EOS after a bf16 near-tie)."""
+    def rate(records, key):
+        seconds = sum(r[key]["decode_seconds"] for r in records)
+        return sum(r[key]["tokens"] for r in records) / seconds if seconds > 0 else float("nan")
+    ar = rate(ar_records, "ar")
+    return rate(jacobi_records, "jacobi") / ar if ar > 0 else float("nan")
 
 
 def agreement(outputs, references):

@@ -138,7 +138,9 @@ def lr_multiplier(step, total, warmup, time_fraction=0.0):
     progress, warm = max(step / total, time_fraction), warmup / total
     if progress < warm:
         return min(1.0, max((step + 1) / warmup, time_fraction / warm))
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warm) / (1.0 - warm))))
+    if progress >= 1.0:  # the end (also when warm == 1: a one-step run, where 1 - warm would be 0)
+        return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * (progress - warm) / (1.0 - warm)))
 
 
 def train_step(model, units, n_global, args, device, autocast):

@@ -20,11 +20,13 @@ def test_tokens_per_iteration_counts_all_tokens_and_iterations():
     assert decode_tpi == pytest.approx(38 / 8)  # without the prefill's token and iteration
 
 
-def test_speedup_is_total_ar_time_over_total_jacobi_time():
+def test_speedup_is_a_ratio_of_decode_rates():
     ar = [rec(1, 1, 2.0, "ar"), rec(1, 1, 4.0, "ar")]
     jac = [rec(1, 1, 1.0), rec(1, 1, 2.0)]
     assert evaluate.speedup(ar, jac) == 2.0
     assert math.isnan(evaluate.speedup(ar, [rec(1, 1, 0.0)]))
+    # Jacobi stopping at half the length in 0.6 of the time is slower per token, not faster.
+    assert evaluate.speedup([rec(128, 128, 1.0, "ar")], [rec(64, 40, 0.6)]) == pytest.approx((64 / 0.6) / 128)
 
 
 def test_agreement_positions_exact_matches_and_common_prefix():

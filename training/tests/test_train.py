@@ -110,3 +110,5 @@ def test_lr_multiplier_follows_steps_or_time():
     assert train.lr_multiplier(1, 100, 3, 0.5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.47 / 0.97)))
     assert train.lr_multiplier(50, 100, 3, 0.2) == pytest.approx(train.cosine_with_warmup(50, 100, 3))  # steps ahead
     assert train.lr_multiplier(5, 100, 3, 1.0) == pytest.approx(0.0)
+    # A one-step run under --max-seconds: warm-up is the whole schedule; it ends at 0, no ZeroDivisionError.
+    assert train.lr_multiplier(1, 1, 1, 0.5) == pytest.approx(0.0)
