@@ -185,7 +185,17 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     engine.drain(f.grace_s);
     server.stop();
   });
-  engine.run();
+  try {
+    engine.run();
+  } catch (...) {
+    // An engine failure (a lost rank, a deadline) unwinds through engine and server: first stop
+    // everything that could still reach them from another thread (the signal watcher, new HTTP
+    // requests), then let run_on_all_ranks report the error and stop every rank.
+    signals.clear();
+    routes.detach_engine();
+    server.stop();
+    throw;
+  }
   signals.clear();  // the action touches engine and server, which die with this scope
   server.stop();
   server.join();

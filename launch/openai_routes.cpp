@@ -78,7 +78,9 @@ void Routes::handle(const http::Request& req, http::Responder& res) {
 }
 
 void Routes::generate(const http::Request& req, http::Responder& res, bool chat, const std::string& endpoint) {
-  Engine& engine = *engine_.load();
+  Engine* current = engine_.load();
+  if (!current) return error(res, endpoint, 503, "the engine is not available", "");
+  Engine& engine = *current;
   ApiRequest r;
   SequenceSpec spec;
   try {

@@ -38,6 +38,9 @@ class Routes {
     tok_ = tok;
     engine_.store(engine);
   }
+  // The engine failed or is going away: from now on generation answers 503 (requests already
+  // inside generate() keep the reference they took).
+  void detach_engine() { engine_.store(nullptr); }
   void handle(const http::Request& req, http::Responder& res);
 
  private:

@@ -57,7 +57,9 @@ bool Scheduler::submit(uint64_t id, SequenceSpec spec) {
   const std::string why = check(spec);
   CLLM_CHECK(why.empty(), "sequence " << id << " cannot run: " << why);
   CLLM_CHECK(id != 0, "sequence id 0 is reserved");
-  if (static_cast<int>(waiting_.size()) >= limits_.max_queue) return false;
+  // Room is a free KV slot (the next step admits it) or a queue place: the engine counts
+  // max_batch + max_queue the same way, so the two never disagree (with --max-queue 0 as well).
+  if (waiting_.size() >= static_cast<size_t>(limits_.max_queue) + free_slots_.size()) return false;
   auto s = std::make_unique<Sequence>();
   s->id = id;
   s->tokens = spec.prompt;

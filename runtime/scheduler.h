@@ -77,7 +77,7 @@ class Scheduler {
 
   // Why `spec` can never run ("" if it can): empty prompt, more KV rows than a slot holds, ...
   std::string check(const SequenceSpec& spec) const;
-  // Queues a sequence (id != 0, unique); false when the queue is full. Throws if check(spec) is not "".
+  // Queues a sequence (id != 0, unique); false when no free slot and no queue place is left. Throws if check(spec) is not "".
   bool submit(uint64_t id, SequenceSpec spec);
   // Drops a waiting or active sequence (no event is emitted); may be called from the sink.
   // Unknown ids are ignored.

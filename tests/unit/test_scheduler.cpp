@@ -141,14 +141,28 @@ TEST(Scheduler, AdmissionLimits) {
   EXPECT_EQ(sched.check(spec(30, 1, 20, 8)), "");
   EXPECT_NE(sched.check(spec(5, 1, 4, 65)), "");
   EXPECT_THROW(sched.submit(1, spec(40, 1, 20, 8)), std::exception);
+  // Room is the free slot (taken at the next step) plus the queue of 2, as the engine counts it.
   EXPECT_TRUE(sched.submit(1, spec(5, 1, 4, 4)));
   EXPECT_TRUE(sched.submit(2, spec(5, 2, 4, 4)));
-  EXPECT_FALSE(sched.submit(3, spec(5, 3, 4, 4)));  // queue of 2 is full
+  EXPECT_TRUE(sched.submit(3, spec(5, 3, 4, 4)));
+  EXPECT_FALSE(sched.submit(4, spec(5, 4, 4, 4)));  // slot and queue taken
   sched.step([](const SequenceEvent&) { return true; });
   EXPECT_EQ(sched.active(), 1);
-  EXPECT_EQ(sched.waiting(), 1);
+  EXPECT_EQ(sched.waiting(), 2);
   EXPECT_EQ(sched.kv_rows_in_use(), 6);  // prompt + the first token
-  EXPECT_TRUE(sched.submit(3, spec(5, 3, 4, 4)));
+  EXPECT_FALSE(sched.submit(4, spec(5, 4, 4, 4)));
+  sched.cancel(1);  // frees the slot: room for one more
+  EXPECT_TRUE(sched.submit(4, spec(5, 4, 4, 4)));
+}
+
+TEST(Scheduler, NoQueueStillAdmitsIntoFreeSlots) {
+  // --max-queue 0: the engine admits max_batch requests; the scheduler must take them all.
+  Scheduler sched(*tiny().model, {2, 0, 64});
+  EXPECT_TRUE(sched.submit(1, spec(5, 1, 4, 4)));
+  EXPECT_TRUE(sched.submit(2, spec(5, 2, 4, 4)));
+  EXPECT_FALSE(sched.submit(3, spec(5, 3, 4, 4)));
+  sched.step([](const SequenceEvent&) { return true; });
+  EXPECT_EQ(sched.active(), 2);
 }
 
 // A Model that records every call and predicts a fixed function of (token, position).
