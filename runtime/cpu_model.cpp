@@ -122,7 +122,7 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
     // Only the argmax is wanted: the head in vocab chunks with a running max, so the scratch stays
     // near 8 MB however many rows the batch has (512 rows x 49152 ids would be 100 MB). Every
     // logit is the same number either way (each output of the GEMM is computed on its own).
-    const int chunk = std::clamp((2 << 20) / n, 256, vs);
+    const int chunk = std::min(vs, std::max((2 << 20) / n, 256));  // 256..vs ids (vs may be < 256)
     logits_.resize(static_cast<size_t>(n) * chunk);
     for (int v0 = 0; v0 < vs; v0 += chunk) {
       const int cols = std::min(chunk, vs - v0);
