@@ -173,22 +173,42 @@ def global_batches(examples, units, batch_units, seed, states_per_example, sort_
     after epoch, every batch exactly `batch_units` units. Each run of sort_buffer batches is sorted
     by length before it is cut (less padding: similar lengths share a batch), then the batches are
     shuffled. Depends on the global batch size alone, not on how many ranks share it."""
-    def stream():
+    def stream():  # (unit index, unit) pairs, epoch after epoch
         epoch = 0
         while True:
             order = list(range(len(units)))
             random.Random(seed * 7919 + epoch).shuffle(order)
             for u in order:
-                yield [(examples[i], draw_states(examples, i, epoch + 1, seed, states_per_example)) for i in units[u]]
+                yield u, [(examples[i], draw_states(examples, i, epoch + 1, seed, states_per_example)) for i in units[u]]
             epoch += 1
 
     it, round_ = stream(), 0
     while True:
         chunk = [next(it) for _ in range(batch_units * max(1, sort_buffer))]
         if sort_buffer > 1:
-            chunk.sort(key=lambda u: unit_tokens(u, local))
+            chunk.sort(key=lambda pair: unit_tokens(pair[1], local))
         cut = [chunk[i:i + batch_units] for i in range(0, len(chunk), batch_units)]
+        separate_epoch_copies(cut)
         if sort_buffer > 1:
             random.Random(f"{seed}/batches/{round_}").shuffle(cut)
         round_ += 1
-        yield from cut
+        yield from ([unit for _, unit in batch] for batch in cut)
+
+
+def separate_epoch_copies(batches):
+    """A chunk that spans an epoch boundary holds two copies of some units, and sorting by length puts
+    them side by side. Swaps the second copy with a unit of another batch that holds neither, so no
+    batch trains one prompt twice (batch sizes and the chunk's contents stay the same)."""
+    for b, batch in enumerate(batches):
+        seen = set()
+        for k, (u, _) in enumerate(batch):
+            if u not in seen:
+                seen.add(u)
+                continue
+            for other in batches[b + 1:] + batches[:b]:
+                ids = {v for v, _ in other}
+                j = next((j for j, (v, _) in enumerate(other) if v not in seen and u not in ids), None)
+                if j is not None:
+                    batch[k], other[j] = other[j], batch[k]
+                    seen.add(batch[k][0])
+                    break

@@ -114,6 +114,11 @@ def test_stream_draws_states_like_the_one_by_one_loop(setup):
     stream = batching.global_batches(examples, units, 2, seed=3, states_per_example=2, sort_buffer=4)
     batches = [next(stream) for _ in range(4 * 3)]
     assert all(len(b) == 2 for b in batches)
+    # Chunks span epoch boundaries (4 batches of 2 over an odd number of units): still no batch
+    # holds the same unit twice.
+    for b in batches:
+        firsts = [id(unit[0][0]) for unit in b]
+        assert len(set(firsts)) == len(firsts)
     packed = batching.units_of(examples, pack=True)
     assert sorted(i for u in packed for i in u) == list(range(len(examples)))
     assert all(len({examples[i].prompt_index for i in u}) == 1 for u in packed)
