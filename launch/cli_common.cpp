@@ -128,8 +128,10 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
 #endif
   if (lead) bar.finish();
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.slowest_load_seconds = m.load_seconds;
   if (comm.size() > 1) {
     const std::vector<RankLoad> loads = gather_loads(comm, describe_load(*m.model, m.load_seconds));
+    for (const RankLoad& l : loads) m.slowest_load_seconds = std::max(m.slowest_load_seconds, l.seconds);
     for (int r = 0; lead && r < comm.size(); ++r)
       std::fprintf(stderr, "rank %d: loaded %.1f MB of weights in %.2f s, peak memory %.1f MB\n", r,
                    loads[r].weight_bytes / 1e6, loads[r].seconds, loads[r].peak_rss_bytes / 1e6);

@@ -28,7 +28,8 @@ struct LoadedModel {
   std::unique_ptr<CheckpointReader> checkpoint;
   std::unique_ptr<Tokenizer> tokenizer;  // rank 0 only
   std::unique_ptr<Model> model;          // this rank's model: the whole one, or its shard
-  double load_seconds = 0;
+  double load_seconds = 0;          // this rank's load
+  double slowest_load_seconds = 0;  // the group's: the slowest rank's (= load_seconds on one rank)
 };
 
 // Opens the checkpoint, builds the tokenizer and loads the weights, drawing a progress bar on
@@ -36,8 +37,8 @@ struct LoadedModel {
 // 7b, 13b, 70b) loads random weights of that shape with a byte-level tokenizer, from no file.
 LoadedModel load_model(const std::string& path, Device device);
 // The same on each rank of comm: every rank loads only its shard. Rank 0 draws the progress of
-// its own shard (the shards are the same size), then prints one line per rank (time, bytes, peak
-// memory) once every rank has finished; the other ranks print nothing.
+// the slowest rank (one small all-gather per tensor), then prints one line per rank (time, bytes,
+// peak memory) once every rank has finished; the other ranks print nothing.
 LoadedModel load_model(const std::string& path, Device device, Comm& comm);
 
 // Adds --comm-deadline (seconds a collective may wait before every rank stops) and --all-reduce

@@ -258,13 +258,8 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   comm.set_deadline_seconds(f.deadline_s);
   set_cpu_threads(f.threads, comm);
 
-  const auto t0 = std::chrono::steady_clock::now();
   LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
-  // Load time of the slowest rank: the group is ready when its last shard is.
-  const double mine = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<double> all(comm.size());
-  comm.all_gather(&mine, sizeof mine, all.data(), {"load time"});
-  f.load_seconds = *std::max_element(all.begin(), all.end());
+  f.load_seconds = m.slowest_load_seconds;  // the group is ready when its last shard is
   return lead_or_serve(m, comm, [&](Model& model) { return run_bench(model, f, comm); });
 }
 
