@@ -1,5 +1,6 @@
-# Sourced by run_node.sh, run_hosts.sh and slurm_tp.sbatch. Placeholders for the GPU half of
-# tensor parallelism (NCCL): the CPU backend ignores them. Values already in the environment win.
+# Sourced by run_node.sh, run_hosts.sh, slurm_tp.sbatch and scaling_study.sh. NCCL settings for
+# tensor parallelism on GPUs (--device cuda); the CPU backend ignores them. Values already in the
+# environment win; uncomment the site-specific ones for multi-node runs.
 # After sourcing, mpi_env_args holds "-x NAME" for every NCCL_* and CLLM_* variable, so that
 # mpirun passes them to the remote ranks (srun passes the environment itself).
 export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"                 # INFO to see the rings and transports chosen
