@@ -65,6 +65,10 @@ struct AttnParams {
 
 constexpr int kWorkBlockShift = 16, kWorkChunkShift = 10;
 constexpr uint32_t kWorkChunkMask = 63, kWorkTileMask = 1023;
+// A work item that does nothing: plans pad their work lists with it so that the grid (a launch
+// parameter) changes rarely while contexts grow, and a CUDA graph can be replayed as is. Never a
+// real item: blocks are numbered below 65535, so a real item's top 16 bits are never all ones.
+constexpr uint32_t kNoWork = 0xFFFFFFFFu;
 static_assert(kMaxChunks <= kWorkChunkMask + 1);
 
 __device__ __forceinline__ float2 bf16x2_bits_to_float2(uint32_t bits) {
@@ -94,6 +98,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     tile = blockIdx.z;
   } else {
     const uint32_t w = p.work[blockIdx.x];
+    if (w == kNoWork) return;  // padding: the whole CTA leaves before any barrier
     b = p.blocks[w >> kWorkBlockShift];
     chunk = static_cast<int>((w >> kWorkChunkShift) & kWorkChunkMask);
     tile = static_cast<int>(w & kWorkTileMask);
@@ -232,12 +237,14 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     if (row >= rows_total) continue;
     const int i = row / p.group, h = kvh * p.group + row % p.group;
     if (b.n_chunks == 1) {  // key 0 is visible to every row, so l_row > 0
-      const float inv_l = 1.f / l_row;
+      // acc / l, divided as the combine kernel divides: a query row then gets the same bits whether
+      // its block has one chunk or more (chunks past its position weigh exactly 0), so a token's
+      // attention does not depend on how many tokens its block holds (Jacobi equals AR).
       const size_t out_row = static_cast<size_t>(b.q_row + i) * p.n_heads + h;
       __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + out_row * HD);
 #pragma unroll
       for (int q = 0; q < kPairsPerLane; ++q)
-        o[lane + 32 * q] = __floats2bfloat162_rn(acc[rr][2 * q] * inv_l, acc[rr][2 * q + 1] * inv_l);
+        o[lane + 32 * q] = __floats2bfloat162_rn(acc[rr][2 * q] / l_row, acc[rr][2 * q + 1] / l_row);
     } else {
       const size_t slot = b.part_base + (static_cast<size_t>(chunk) * b.n + i) * p.n_heads + h;
       float2* a = reinterpret_cast<float2*>(p.part_acc + slot * HD);
@@ -377,8 +384,8 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
                             size_t workspace_bytes, size_t table_bytes, BatchedAttentionPlan& plan) {
   CLLM_CHECK(head_dim == 64 || head_dim == 128, "attention: head_dim " << head_dim << " not in {64, 128}");
   CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " % n_kv " << n_kv << " != 0");
-  CLLM_CHECK(count > 0 && count <= (1 << (32 - kWorkBlockShift)),
-             "batched attention: " << count << " blocks, expected 1.." << (1 << (32 - kWorkBlockShift)));
+  CLLM_CHECK(count > 0 && count < (1 << (32 - kWorkBlockShift)),
+             "batched attention: " << count << " blocks, expected 1.." << (1 << (32 - kWorkBlockShift)) - 1);
   const int group = n_heads / n_kv;
   int max_n = 0;
   for (int b = 0; b < count; ++b) max_n = std::max(max_n, blocks[b].n);
@@ -421,6 +428,16 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
                                                                    << table_bytes);
     chunk_len = std::min(2 * chunk_len, full);
   }
+  // Pad the work list to a power of two when the table has room: the grid then changes at
+  // doublings of the work only (a context growing by one token rarely changes the launch).
+  const int real_items = items;
+  int padded = 1;
+  while (padded < items) padded *= 2;
+  const size_t padded_bytes = bytes + align16(4 * static_cast<size_t>(padded)) - align16(4 * static_cast<size_t>(items));
+  if (padded_bytes <= table_bytes) {
+    items = padded;
+    bytes = padded_bytes;
+  }
 
   plan.n_heads = n_heads;
   plan.n_kv = n_kv;
@@ -456,6 +473,8 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
       row_block[k.q_row + i] = b;
     }
   }
+  CLLM_CHECK(item == real_items, "batched attention: planned " << real_items << " work items, wrote " << item);
+  std::fill(work + item, work + items, kNoWork);
   CLLM_CHECK(part_base <= static_cast<size_t>(INT32_MAX), "batched attention: partial results overflow int32");
 }
 
@@ -482,7 +501,9 @@ void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_b
   p.v_cache = v_cache;
   p.slot_stride = slot_stride;
   p.out = out;
-  set_partials(p, workspace, plan.partials, head_dim);
+  // Partial slots laid out for the whole workspace, not for this plan's count: the addresses are
+  // launch parameters, and must not change with the context (see BatchedAttentionPlan::launch_shape).
+  set_partials(p, workspace, workspace_bytes / ((head_dim + 2) * sizeof(float)), head_dim);
   p.blocks = reinterpret_cast<const AttnBlockDesc*>(table);
   p.work = reinterpret_cast<const uint32_t*>(table + plan.work_offset);
   p.row_block = reinterpret_cast<const int32_t*>(table + plan.row_block_offset);

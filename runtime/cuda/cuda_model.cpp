@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "kernels/check.h"
 #include "kernels/cuda/activation.cuh"
@@ -171,6 +172,7 @@ void CudaModel::reset(int max_tokens, int slots) {
   }
   capacity_ = limit_tokens_ = max_tokens;
   slots_ = limit_slots_ = slots;
+  ++kv_generation_;
 }
 
 double CudaModel::step_bytes(int context) const {
@@ -238,10 +240,6 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   step_ = Step{};
   step_.rows = rows;
   step_.gemm_rows = gemm_rows(rows);
-  // One block of at most kMaxBlock rows takes the single-sequence attention (its own chunking, the
-  // descriptor by value); anything else the batched one.
-  step_.batched = count > 1 || rows > kMaxBlock;
-  step_.one = blocks[0];
   BlockPlans& p = plans_for(step_.gemm_rows);  // before capture: plan creation allocates
 
   int32_t* io = io_host_.as<int32_t>();
@@ -259,18 +257,15 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
     attn.push_back({row - s.n, s.pos, s.n, s.slot});
   }
   step_.table_offset = (3 * static_cast<size_t>(rows) * sizeof(int32_t) + 15) / 16 * 16;
-  step_.upload_bytes = 3 * static_cast<size_t>(rows) * sizeof(int32_t);
-  if (step_.batched) {
-    plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
-                           table_bytes_, attn_plan_);
-    std::memcpy(io_host_.as<char>() + step_.table_offset, attn_plan_.table.data(), attn_plan_.table.size());
-    step_.upload_bytes = step_.table_offset + attn_plan_.table.size();
-  }
+  plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
+                         table_bytes_, attn_plan_);
+  std::memcpy(io_host_.as<char>() + step_.table_offset, attn_plan_.table.data(), attn_plan_.table.size());
+  step_.upload_bytes = step_.table_offset + attn_plan_.table.size();
 
   // The first step of each GEMM row count runs eagerly, so one-time lazy work (cuBLASLt kernel
   // selection state, module loading) never happens inside a capture.
   if (opts_.use_graphs && p.warmed_up)
-    launch_graph(p);
+    launch_graph(p, GraphKey{rows, step_.upload_bytes, step_.table_offset, attn_plan_.launch_shape(), kv_generation_});
   else
     enqueue_step(p);
   p.warmed_up = true;
@@ -308,7 +303,13 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
       std::memcpy(logits + i * V + r * Vl, gathered_.data() + r * shard + i * Vl, Vl * sizeof(float));
 }
 
-void CudaModel::launch_graph(BlockPlans& p) {
+void CudaModel::launch_graph(BlockPlans& p, const GraphKey& key) {
+  if (opts_.replay_graphs && p.exec != nullptr && p.key == key) {
+    ++stats_.replays;
+    CLLM_CUDA_CHECK(cudaGraphLaunch(p.exec, h_.stream));
+    return;
+  }
+  p.key.reset();  // until exec holds this step's graph
   cudaGraph_t graph = nullptr;
   CLLM_CUDA_CHECK(cudaStreamBeginCapture(h_.stream, cudaStreamCaptureModeThreadLocal));
   try {
@@ -341,6 +342,7 @@ void CudaModel::launch_graph(BlockPlans& p) {
     ++stats_.instantiations;
   }
   cudaGraphDestroy(graph);
+  p.key = key;
   CLLM_CUDA_CHECK(cudaGraphLaunch(p.exec, h_.stream));
 }
 
@@ -388,14 +390,8 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
     p.qkv.run(normed, L.wqkv.as<bf16>(), qkv, s);
     invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev, rows_dev,
                          inv_freq_.as<float>(), n, heads, kv_heads, hd, s);
-    if (step_.batched) {
-      invoke_batched_attention(qkv, ld_qkv, k_cache, v_cache, slot_stride, att, attn_ws_.as<void>(), attn_ws_.bytes(),
-                               attn_plan_, table_dev, heads, kv_heads, hd, s);
-    } else {
-      const size_t slot0 = static_cast<size_t>(step_.one.slot) * slot_stride;
-      invoke_block_attention(qkv, ld_qkv, k_cache + slot0, v_cache + slot0, att, attn_ws_.as<void>(), attn_ws_.bytes(),
-                             n, step_.one.pos, heads, kv_heads, hd, s);
-    }
+    invoke_batched_attention(qkv, ld_qkv, k_cache, v_cache, slot_stride, att, attn_ws_.as<void>(), attn_ws_.bytes(),
+                             attn_plan_, table_dev, heads, kv_heads, hd, s);
     p.o.run(att, L.wo.as<bf16>(), sub, s);
     all_reduce(sub, {"attention", l});
     // SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
@@ -440,6 +436,8 @@ std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadP
     CLLM_CHECK(*end == '\0' && v >= 0, "CLLM_CUDA_SKINNY_MAX_M=" << env << ": expected an integer >= 0");
     opts.skinny_gemm_max_m = static_cast<int>(std::min<long>(v, cuda::kSkinnyGemmMaxM));
   }
+  if (const char* env = std::getenv("CLLM_CUDA_GRAPH_REPLAY"); env != nullptr && std::string(env) == "0")
+    opts.replay_graphs = false;
   return cuda::make_cuda_model(ckpt, progress, opts);
 }
 

@@ -13,16 +13,22 @@
 // A batch of more than kMaxRows rows runs as several device forwards over consecutive rows; a block
 // cut between two of them keeps its meaning, since the first writes its KV before the second reads.
 //
-// Graphs. Every device forward captures the step into a fresh cudaGraph_t (cheap host work) and
-// updates the executable graph cached for its GEMM row count with cudaGraphExecUpdate, so changed
-// positions, grids and buffer addresses are patched in place; when the topology changed (the
-// attention's split-K combine appears or goes) the update fails and the graph is instantiated
-// again. This is llama.cpp's scheme. It serves batches unchanged: everything a step varies that is
-// not a launch parameter (token ids, positions, cache rows, the attention's block table) travels
-// in one pinned host buffer that the graph's first node copies to the device, so the step's
-// composition never needs a graph of its own. Graphs and GEMM plans are keyed by the row count
-// rounded up to a multiple of 16 above kExactMax (at most 124 keys up to kMaxRows); the GEMMs run
-// over the padded rows (their extra rows are never read), every other kernel over the real ones.
+// Graphs. A device forward is one CUDA graph launch. Executable graphs are cached per GEMM row
+// count, each with the key of the step it was captured from: the real rows, the bytes uploaded,
+// the attention's launch shape (grid, kernel variant, table offsets) and the KV allocation. A step
+// whose key equals the cached one launches the graph as is: everything else a step varies (token
+// ids, positions, cache rows, the attention's block table) travels in one pinned host buffer that
+// the graph's first node copies to the device, so no launch parameter changes. The attention pads
+// its work list to a power of two, so a growing context changes the key only at doublings of its
+// work (and when its split-K combine first appears). Otherwise the step is captured into a fresh
+// cudaGraph_t and patched into the cached executable with cudaGraphExecUpdate, or the graph is
+// instantiated again when the topology changed (llama.cpp's scheme). Capturing a ~300-node step
+// costs about a millisecond of host time, as much as a small model's whole forward on the GPU, so
+// replaying instead is what makes a 135M model's decode step cheap. Graphs and GEMM plans are keyed
+// by the row count rounded up to a multiple of 16 above kExactMax (at most 124 keys up to kMaxRows);
+// the GEMMs run over the padded rows (their extra rows are never read), every other kernel over the
+// real ones. Every step, single sequence or batch, takes the batched attention (descriptors in the
+// table), so graph and eager launches run the same kernels.
 //
 // Tensor parallelism (Megatron, parallel/shard_plan.h): a rank holds its heads, KV heads, FFN units
 // and vocab rows; the step is the same with its narrower widths plus three in-stream all-reduces
@@ -52,12 +58,18 @@ namespace cllm::cuda {
 
 struct CudaModelOptions {
   bool use_graphs = true;  // false: enqueue the kernels directly (the eager path tests compare against)
+  // false: capture every step and patch it into the cached graph even when its key is unchanged
+  // (the behaviour before replays; make_cuda_model reads CLLM_CUDA_GRAPH_REPLAY=0 for A/B runs).
+  bool replay_graphs = true;
   // Blocks of at most this many tokens run their linear layers on the skinny bandwidth-bound GEMM
   // (kernels/cuda/skinny_gemm.cuh), larger ones on cuBLASLt; 0 = cuBLASLt always. Capped at
   // kSkinnyGemmMaxM. make_cuda_model(ckpt, progress) reads it from CLLM_CUDA_SKINNY_MAX_M when set.
-  // Default 8: on the H200 (2026-11-28, docs/benchmarks.md) the skinny kernel beats cuBLASLt by
-  // 5-20% per GEMM at M <= 8 and loses at M = 16 and 32.
-  int skinny_gemm_max_m = 8;
+  // Default 16: the skinny kernel computes each row the same way for every M <= 16 (its K split
+  // changes only above), so a token's logits do not depend on how many tokens share its forward, and
+  // greedy Jacobi with blocks of up to 16 equals greedy AR on the GPU as on the CPU. The price: on
+  // the H200 (2026-11-28, docs/benchmarks.md) the skinny kernel beats cuBLASLt by 5-20% per GEMM at
+  // M <= 8 and loses at M = 16 (8 was the default before; set 8 to trade exactness for that).
+  int skinny_gemm_max_m = 16;
 };
 
 // What the graph cache did, for tests and benchmarks.
@@ -65,6 +77,7 @@ struct CudaGraphStats {
   int captures = 0;        // steps captured
   int updates = 0;         // captured steps patched into an existing executable graph
   int instantiations = 0;  // executable graphs (re)built: first use of a block size, or a topology change
+  int replays = 0;         // steps launched from a cached graph without capture (their key was unchanged)
 };
 
 class CudaModel final : public Model {
@@ -127,12 +140,25 @@ class CudaModel final : public Model {
     int d, q, kv, ffn, vocab;
   };
 
+  // What a captured step's launches depend on besides the fixed buffers (see "Graphs" above).
+  struct GraphKey {
+    int rows = 0;
+    size_t upload_bytes = 0, table_offset = 0;
+    AttentionLaunchShape attention;
+    uint64_t kv_generation = 0;
+    bool operator==(const GraphKey& o) const {
+      return rows == o.rows && upload_bytes == o.upload_bytes && table_offset == o.table_offset &&
+             attention == o.attention && kv_generation == o.kv_generation;
+    }
+  };
+
   // Linear layers for one GEMM row count (M = n) and that count's executable graph.
   struct BlockPlans {
     BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     ~BlockPlans();
     Linear qkv, o, gate_up, down, head;
     cudaGraphExec_t exec = nullptr;
+    std::optional<GraphKey> key;  // of the step exec holds; empty when exec is null
     bool warmed_up = false;  // ran once eagerly
   };
 
@@ -148,9 +174,7 @@ class CudaModel final : public Model {
   struct Step {
     int rows = 0;             // real rows
     int gemm_rows = 0;        // gemm_rows(rows)
-    bool batched = false;     // attention through the block table, else one block (`one`)
-    SeqBlock one;             // the single block (slot, pos, n = rows) when !batched
-    size_t table_offset = 0;  // bytes into io_: the attention block table (batched)
+    size_t table_offset = 0;  // bytes into io_: the attention block table
     size_t upload_bytes = 0;  // bytes of io_ the step copies to the device
   };
 
@@ -163,7 +187,8 @@ class CudaModel final : public Model {
   // tokens; logits (or nullptr) receives [rows, vocab] fp32.
   void run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                           float* logits);
-  void launch_graph(BlockPlans& p);
+  // Launches the step through p's graph: as is when `key` matches, else captured and patched first.
+  void launch_graph(BlockPlans& p, const GraphKey& key);
   // Enqueues the whole step_ on the stream: input upload, layers, head, argmax, id download.
   void enqueue_step(const BlockPlans& p);
 
@@ -182,6 +207,7 @@ class CudaModel final : public Model {
   int limit_tokens_ = 0;   // the last reset's max_tokens and slots: what forwards are checked against
   int limit_slots_ = 0;
   DeviceBuffer kv_;        // bf16 [layers][2 (k, v)][slots][capacity][n_kv][head_dim]
+  uint64_t kv_generation_ = 0;  // bumped when kv_ is reallocated: graphs captured before are stale
 
   // Scratch for kMaxRows rows. Element types: bf16 unless noted.
   DeviceBuffer io_dev_;       // the step's inputs, as io_host_
@@ -194,7 +220,7 @@ class CudaModel final : public Model {
   DeviceBuffer gate_up_;      // [kMaxRows, 2 ffn]
   DeviceBuffer act_;          // [kMaxRows, ffn]
   DeviceBuffer logits_;       // [kMaxRows, vocab]
-  DeviceBuffer attn_ws_;      // block_attention_workspace_bytes(kMaxBlock, ...); batches plan within it
+  DeviceBuffer attn_ws_;      // block_attention_workspace_bytes(kMaxBlock, ...); the plans fit within it
   DeviceBuffer argmax_ws_;    // argmax_workspace_bytes(kMaxRows, vocab)
   DeviceBuffer gemm_ws_;      // cuBLASLt workspace shared by every GemmPlan (one stream: never concurrent)
   // The step's inputs in pinned memory: int32 tokens [rows], positions [rows], cache rows [rows]

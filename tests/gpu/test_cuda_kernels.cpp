@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <random>
@@ -604,6 +605,33 @@ TEST_P(OpVsReference, MatchesCpu) {
     EXPECT_LE(err, c.op->tol) << "max |gpu - ref| / max |ref| = " << err << "; worst at " << worst << ": gpu "
                               << t.gpu[worst] << " ref " << t.ref[worst];
   }
+}
+
+// CudaModel replays a step's CUDA graph without capture while the attention's launch shape stays
+// the same: a decoding sequence (one block of n = 1 or a 16-token Jacobi block, as SmolLM2's and
+// a 7B's heads) must change it only a handful of times over a 2048-token context, and the padded
+// work list must be a power of two of items.
+TEST(BatchedAttentionPlan, LaunchShapeChangesRarelyAsContextGrows) {
+  struct Heads {
+    int heads, kv, hd;
+  };
+  for (const Heads h : {Heads{9, 3, 64}, Heads{32, 32, 128}})
+    for (const int n : {1, 16}) {
+      const size_t ws = cu::block_attention_workspace_bytes(256, h.heads, h.hd);
+      const size_t table = cu::batched_attention_table_bytes(1024, 1024, h.heads, h.kv);
+      cu::BatchedAttentionPlan plan;
+      int changes = 0;
+      cu::AttentionLaunchShape last;
+      for (int pos = 0; pos + n <= 2048; ++pos) {
+        const cu::AttnBlock block{0, pos, n, 0};
+        cu::plan_batched_attention(&block, 1, h.heads, h.kv, h.hd, ws, table, plan);
+        ASSERT_EQ(plan.items & (plan.items - 1), 0) << "items " << plan.items << " not a power of two at pos " << pos;
+        if (pos == 0 || !(plan.launch_shape() == last)) ++changes;
+        last = plan.launch_shape();
+      }
+      std::printf("[ shapes   ] heads %d/%d n %d: %d launch shapes over 2048 positions\n", h.heads, h.kv, n, changes);
+      EXPECT_LE(changes, 16) << "heads " << h.heads << "/" << h.kv << " n " << n;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, OpVsReference, ::testing::ValuesIn(all_cases()),
