@@ -7,6 +7,10 @@ decodes every prompt with greedy AR and greedy Jacobi on the same engine. From i
   - quality of the CLLM's greedy (Jacobi) output against the base model's greedy (AR) output:
     token agreement (equal tokens at equal positions / the longer length), exact matches, common
     prefix; and the perplexity of each model's outputs under the base model (training/model.py).
+With --train-prompts FILE, the CLLM is also decoded (AR with the first window, Jacobi with every
+window) on the first --train-n prompts of its training set: its tokens/iteration there against the
+held-out prompts shows over- or under-fitting (eval.json "training_prompts"; eval.md rows
+"cllm (training prompts)").
 Writes eval.json, eval.md (table) and eval.png (needs matplotlib) into --out."""
 import argparse
 import json
@@ -39,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--cllm-bin", default=os.environ.get("CLLM_BIN", os.path.join(REPO, "build", "cllm")))
     p.add_argument("--ppl-device", default="auto", help="torch device for the perplexity: auto | cpu | cuda")
     p.add_argument("--reuse", action="store_true", help="reuse JSON lines already in --out (no decoding)")
+    p.add_argument("--train-prompts", default="", help="also decode the CLLM on these training prompts (AR + Jacobi)")
+    p.add_argument("--train-n", type=int, default=30, help="the first N of --train-prompts (0: all)")
     return p.parse_args(argv)
 
 
@@ -99,14 +105,32 @@ def output_nll(model, prompts, outputs, device):
     return total, count
 
 
+def window_stats(ar_recs, recs):
+    """One table row: Jacobi records of a window, with the AR records of the same prompts."""
+    tpi, decode_tpi = tokens_per_iteration(recs)
+    ar_s = sum(r["ar"]["decode_seconds"] for r in ar_recs)
+    jac_s = sum(r["jacobi"]["decode_seconds"] for r in recs)
+    return {
+        "prompts": len(recs),
+        "tokens_per_iteration": tpi, "decode_tokens_per_iteration": decode_tpi,
+        "speedup": speedup(ar_recs, recs),
+        "ar_tokens_per_s": sum(r["ar"]["tokens"] for r in ar_recs) / max(ar_s, 1e-9),
+        "jacobi_tokens_per_s": sum(r["jacobi"]["tokens"] for r in recs) / max(jac_s, 1e-9),
+        "identical": float(np.mean([a["ar"]["ids"] == j["jacobi"]["ids"] for a, j in zip(ar_recs, recs)])),
+        "per_prompt_tokens_per_iteration": [r["jacobi"]["tokens_per_iteration"] for r in recs],
+    }
+
+
 # ---- running cllm ----
 
-def decode(args, model, name, window, decode_mode):
-    """Runs cllm generate in batch mode once; returns its JSON records."""
+def decode(args, model, name, window, decode_mode, prompts=None, n=None):
+    """Runs cllm generate in batch mode once (on --prompts and --n unless given); returns its JSON records."""
+    prompts = args.prompts if prompts is None else prompts
+    n = args.n if n is None else n
     path = os.path.join(args.out, f"{name}_{window}.jsonl")
     if not (args.reuse and os.path.exists(path)):
-        cmd = [args.cllm_bin, "generate", "--model", model, "--prompts", args.prompts, "--json-out", path,
-               "--limit", str(args.n), "--decode", decode_mode, "--window", window, "--block", str(args.block),
+        cmd = [args.cllm_bin, "generate", "--model", model, "--prompts", prompts, "--json-out", path,
+               "--limit", str(n), "--decode", decode_mode, "--window", window, "--block", str(args.block),
                "--max-new-tokens", str(args.max_new_tokens), "--device", args.device, "--quiet"]
         if args.chat:
             cmd.append("--chat")
@@ -157,12 +181,19 @@ def markdown(results):
              "| model | window | tokens/iteration | decode-only tokens/iteration | AR tokens/s | Jacobi tokens/s | "
              "speedup | Jacobi == AR |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for m, per in results["models"].items():
+    rows = [(m, per) for m, per in results["models"].items()]
+    train = results.get("training_prompts")
+    if train:
+        rows += [(f"{m} (training prompts)", per) for m, per in train["models"].items()]
+    for m, per in rows:
         for w in results["windows"]:
             r = per[w]
             lines.append(f"| {m} | {w} | {r['tokens_per_iteration']:.3f} | {r['decode_tokens_per_iteration']:.3f} | "
                          f"{r['ar_tokens_per_s']:.1f} | {r['jacobi_tokens_per_s']:.1f} | {r['speedup']:.2f}x | "
                          f"{r['identical']:.0%} |")
+    if train:
+        lines += ["", f"Rows \"(training prompts)\": the first {train['prompts_decoded']} prompts of {train['prompts']} "
+                      "(training prompts, not held out: the gap to the held-out rows shows over- or under-fitting)."]
     q = results["quality"]
     lines += ["", "Quality (CLLM greedy Jacobi output vs base greedy AR output; perplexity under the base model):", "",
               "| | value |", "|---|---:|",
@@ -187,20 +218,18 @@ def main(argv=None):
             # AR runs once per model (with the first window); later windows decode Jacobi only.
             recs = decode(args, model, name, window, "both" if w == 0 else "jacobi")
             records[name, window] = recs
-            ar_recs = records[name, windows[0]]
-            tpi, decode_tpi = tokens_per_iteration(recs)
-            ar_s = sum(r["ar"]["decode_seconds"] for r in ar_recs)
-            jac_s = sum(r["jacobi"]["decode_seconds"] for r in recs)
-            per[window] = {
-                "prompts": len(recs),
-                "tokens_per_iteration": tpi, "decode_tokens_per_iteration": decode_tpi,
-                "speedup": speedup(ar_recs, recs),
-                "ar_tokens_per_s": sum(r["ar"]["tokens"] for r in ar_recs) / max(ar_s, 1e-9),
-                "jacobi_tokens_per_s": sum(r["jacobi"]["tokens"] for r in recs) / max(jac_s, 1e-9),
-                "identical": float(np.mean([a["ar"]["ids"] == j["jacobi"]["ids"] for a, j in zip(ar_recs, recs)])),
-                "per_prompt_tokens_per_iteration": [r["jacobi"]["tokens_per_iteration"] for r in recs],
-            }
+            per[window] = window_stats(records[name, windows[0]], recs)
         results["models"][name] = per
+    if args.train_prompts:
+        per = {}
+        for w, window in enumerate(windows):
+            recs = decode(args, args.cllm, "cllm_train", window, "both" if w == 0 else "jacobi",
+                          prompts=args.train_prompts, n=args.train_n)
+            records["cllm_train", window] = recs
+            per[window] = window_stats(records["cllm_train", windows[0]], recs)
+        results["training_prompts"] = {"prompts": args.train_prompts, "n": args.train_n,
+                                       "prompts_decoded": len(records["cllm_train", windows[0]]),
+                                       "models": {"cllm": per}}
 
     base_ar = records["base", windows[0]]
     cllm_jac = records["cllm", windows[0]]

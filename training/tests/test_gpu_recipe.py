@@ -26,8 +26,10 @@ def test_recipe_runs_every_step_and_returns_few_files(tiny_model, tmp_path):
     assert len(files) <= 8 and {"summary.md", "eval.json", "eval.md", "loss.csv", "recipe.log",
                                 "records.tar.gz"} <= set(files), files
     res = json.loads((out / "eval.json").read_text())
-    assert set(res["models"]) == {"base", "cllm"} and res["windows"] == ["blockwise"]
+    # The full run's defaults: both windows, the CLLM on training prompts too, and the serve stage.
+    assert set(res["models"]) == {"base", "cllm"} and res["windows"] == ["blockwise", "sliding"]
+    assert res["training_prompts"]["prompts_decoded"] == 5 and set(res["serve"]["models"]) == {"base", "cllm"}
     assert sorted(os.path.basename(p) for p in work.glob("traj_*.h5")) == ["traj_0.h5", "traj_1.h5"]
-    # Run again: the shards are complete, so the collection only skips (resume), and all still works.
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # Collect again: the shards are complete, so the collection only skips (resume).
+    r = subprocess.run(cmd + ["--stages", "collect"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "5 already present" in r.stderr, r.stderr
