@@ -8,7 +8,9 @@
 //   plain text otherwise: one prompt per line (wrapped as a user message with --chat).
 // Empty lines are skipped; prompt i is the i-th non-empty line (launch/prompts_file.h). An existing
 // --out file is resumed. --shard I/K collects only the prompts with index % K == I, so K processes
-// can share one GPU, each writing its own file (training reads them together).
+// can share one GPU, each writing its own file (training reads them together). --batch B collects B
+// prompts at once in one process (one KV slot each, one batched forward per step for all), which
+// fills a GPU without K processes; samples are then written in completion order.
 #include <cstdio>
 
 #include "kernels/check.h"
@@ -44,6 +46,9 @@ int trajectories_main(int argc, char** argv) {
       ("chat", po::bool_switch(&chat), "wrap plain prompts in the model's chat template (as a user message)")
       ("shard", po::value(&shard)->default_value(shard),
        "I/K: collect only the prompts with index % K == I (K processes, one output file each)")
+      ("batch", po::value(&plan.batch)->default_value(1),
+       "prompts collected concurrently in one process, each in its own KV slot, one forward per step for all; "
+       "use 32-128 on a GPU")
       ("max-seconds", po::value(&plan.max_seconds)->default_value(0),
        "start no prompt after this many seconds of collecting (0: no limit); rerun to resume")
       ("device", po::value(&device)->default_value("cpu"), "cpu | cuda")
@@ -51,7 +56,7 @@ int trajectories_main(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "cllm trajectories --model PATH --prompts FILE --out FILE.h5 [--block N] [--max-new-tokens N] "
-                   "[--augment] [--chat] [--seed S] [--shard I/K] [--max-seconds S] [--device cpu|cuda]",
+                   "[--augment] [--chat] [--seed S] [--shard I/K] [--batch B] [--max-seconds S] [--device cpu|cuda]",
                    opts, vm))
     return 0;
   CLLM_CHECK(to.block >= 1 && to.block <= 64, "--block must be in 1..64, got " << to.block);
@@ -70,6 +75,7 @@ int trajectories_main(int argc, char** argv) {
   plan.shard = sh.index;
   plan.num_shards = sh.count;
   CLLM_CHECK(plan.max_seconds >= 0, "--max-seconds must be >= 0, got " << plan.max_seconds);
+  CLLM_CHECK(plan.batch >= 1, "--batch must be >= 1 (prompts collected at once), got " << plan.batch);
 
   // Read and tokenize every prompt before any work, so a malformed file fails at once.
   const std::vector<PromptLine> lines = read_prompts(prompts_path, chat);
@@ -83,13 +89,16 @@ int trajectories_main(int argc, char** argv) {
                                   to.augment, to.max_repeat});
   std::fprintf(stderr, "model loaded in %.2f s; %zu prompts (shard %d/%d), %zu already in %s\n", m.load_seconds,
                prompts.size(), plan.shard, plan.num_shards, out.done().size(), out_path.c_str());
+  // Prompts finish in completion order with --batch > 1: count them, and name each by its index.
+  const size_t in_shard = (prompts.size() + plan.num_shards - 1 - plan.shard) / plan.num_shards;
   const CollectSummary s = collect_trajectories(
       *m.model, prompts, out, to, seed, [&](int64_t i, const Trajectory& t, bool dropped) {
         int iters = 0;
         for (int32_t it : t.iterations) iters += it;
-        std::fprintf(stderr, "[%lld/%zu] %zu prompt tokens -> %d tokens, %d blocks, %d iterations (%.2f tokens/iteration)%s\n",
-                     static_cast<long long>(i + 1), prompts.size(), t.prompt.size(), t.num_tokens, t.num_blocks(),
-                     iters, iters ? static_cast<double>(t.num_tokens) / iters : 0.0,
+        std::fprintf(stderr, "[%zu/%zu] prompt %lld: %zu prompt tokens -> %d tokens, %d blocks, %d iterations "
+                     "(%.2f tokens/iteration)%s\n",
+                     out.done().size(), in_shard, static_cast<long long>(i), t.prompt.size(), t.num_tokens,
+                     t.num_blocks(), iters, iters ? static_cast<double>(t.num_tokens) / iters : 0.0,
                      dropped ? " DROPPED (repeated tokens)" : "");
       },
       plan);

@@ -49,56 +49,86 @@ uint64_t trajectory_seed(uint64_t seed, int64_t prompt_index) {
   return z ^ (z >> 31);
 }
 
-Trajectory collect_trajectory(BlockPredictor& model, const std::vector<int32_t>& prompt,
-                              const TrajectoryOptions& opts, uint64_t seed) {
+TrajectoryCollector::TrajectoryCollector(std::vector<int32_t> prompt, const TrajectoryOptions& opts, uint64_t seed)
+    : opts_(opts), seed_(seed), aug_rng_(seed ^ 0x5bd1e995ULL) {
   CLLM_CHECK(opts.block >= 1, "trajectory block size must be >= 1, got " << opts.block);
   CLLM_CHECK(opts.max_new_tokens > 0, "max_new_tokens must be positive, got " << opts.max_new_tokens);
   CLLM_CHECK(!prompt.empty(), "the prompt is empty: nothing to condition on");
-  const int n = opts.block;
-  Trajectory t;
-  t.block = n;
-  t.prompt = prompt;
+  t_.block = opts.block;
+  t_.prompt = std::move(prompt);
+}
 
-  std::vector<int32_t> y(prompt.size());
-  model.predict(prompt.data(), static_cast<int>(prompt.size()), 0, y.data());
-  JacobiDecoder dec({n, JacobiWindow::Blockwise, opts.init, seed, opts.pad_id}, prompt, y.back());
-  // Final tokens in order; the last one is always dec.block()[0], the rest are committed.
-  std::vector<int32_t> gen{y.back()};
-  std::mt19937_64 aug_rng(seed ^ 0x5bd1e995ULL);
-
-  for (int b = 0; b < max_blocks(opts); ++b) {
-    const size_t start = static_cast<size_t>(b) * n;  // index in gen of the block's first token
-    const int first_state = t.num_states();
-    int iterations = 0;
-    while (gen.size() < start + n + 1) {  // fixed once the next block's first token is known
-      const std::vector<int32_t>& g = dec.block();
-      // The n-token state: this block's committed tokens, then the current guesses.
-      t.states.insert(t.states.end(), gen.begin() + static_cast<long>(start), gen.end() - 1);
-      t.states.insert(t.states.end(), g.begin(), g.end());
-      CLLM_CHECK(t.states.size() == (static_cast<size_t>(first_state) + iterations + 1) * n,
-                 "blockwise Jacobi state of block " << b << " is not " << n << " tokens");
-      y.resize(g.size());
-      model.predict(g.data(), static_cast<int>(g.size()), dec.position(), y.data());
-      const std::vector<int32_t> final_tokens = dec.accept(y.data());
-      gen.insert(gen.end(), final_tokens.begin(), final_tokens.end());
-      ++iterations;
-    }
-    t.fixed_points.insert(t.fixed_points.end(), gen.begin() + static_cast<long>(start),
-                          gen.begin() + static_cast<long>(start + n));
-    t.iterations.push_back(iterations);
-    if (opts.augment) augment_block(t, b, first_state, aug_rng);
-
-    t.num_tokens = static_cast<int32_t>(start + n);
-    for (int j = 0; j < n; ++j) {
-      if (std::find(opts.stop_ids.begin(), opts.stop_ids.end(), gen[start + j]) != opts.stop_ids.end()) {
-        t.num_tokens = static_cast<int32_t>(start + j + 1);
-        t.stopped = true;
-        break;
-      }
-    }
-    if (t.stopped) break;
+TrajectoryStep TrajectoryCollector::next_block() const {
+  CLLM_CHECK(!done_, "the trajectory is complete: there is no next block");
+  if (prefilling()) {
+    const int n = std::min(kPrefillChunk, static_cast<int>(t_.prompt.size()) - prefilled_);
+    return {t_.prompt.data() + prefilled_, n, prefilled_};
   }
-  return t;
+  const std::vector<int32_t>& g = dec_->block();
+  return {g.data(), static_cast<int>(g.size()), dec_->position()};
+}
+
+void TrajectoryCollector::consume(const int32_t* y) {
+  const TrajectoryStep step = next_block();
+  if (prefilling()) {
+    prefilled_ += step.n;
+    if (prefilling()) return;  // more chunks: only the prompt's last row predicts anything
+    const int32_t first = y[step.n - 1];
+    dec_.emplace(JacobiOptions{opts_.block, JacobiWindow::Blockwise, opts_.init, seed_, opts_.pad_id}, t_.prompt,
+                 first);
+    gen_.assign(1, first);
+    return;
+  }
+  const int n = opts_.block;
+  const size_t start = static_cast<size_t>(block_index_) * n;  // index in gen_ of the block's first token
+  // The n-token state before this iteration: the block's committed tokens, then the guesses forwarded.
+  const size_t rows_before = t_.states.size();
+  t_.states.insert(t_.states.end(), gen_.begin() + static_cast<long>(start), gen_.end() - 1);
+  t_.states.insert(t_.states.end(), step.tokens, step.tokens + step.n);
+  CLLM_CHECK(t_.states.size() == rows_before + n,
+             "blockwise Jacobi state of block " << block_index_ << " is not " << n << " tokens");
+  const std::vector<int32_t> final_tokens = dec_->accept(y);
+  gen_.insert(gen_.end(), final_tokens.begin(), final_tokens.end());
+  if (gen_.size() >= start + n + 1) finish_block();  // fixed once the next block's first token is known
+}
+
+void TrajectoryCollector::finish_block() {
+  const int n = opts_.block, b = block_index_;
+  const size_t start = static_cast<size_t>(b) * n;
+  t_.fixed_points.insert(t_.fixed_points.end(), gen_.begin() + static_cast<long>(start),
+                         gen_.begin() + static_cast<long>(start + n));
+  t_.iterations.push_back(t_.num_states() - first_state_);
+  if (opts_.augment) augment_block(t_, b, first_state_, aug_rng_);
+
+  t_.num_tokens = static_cast<int32_t>(start + n);
+  for (int j = 0; j < n; ++j) {
+    if (std::find(opts_.stop_ids.begin(), opts_.stop_ids.end(), gen_[start + j]) != opts_.stop_ids.end()) {
+      t_.num_tokens = static_cast<int32_t>(start + j + 1);
+      t_.stopped = true;
+      break;
+    }
+  }
+  ++block_index_;
+  first_state_ = t_.num_states();
+  done_ = t_.stopped || block_index_ == max_blocks(opts_);
+}
+
+Trajectory TrajectoryCollector::take() {
+  CLLM_CHECK(done_, "the trajectory is not complete yet");
+  return std::move(t_);
+}
+
+Trajectory collect_trajectory(BlockPredictor& model, const std::vector<int32_t>& prompt,
+                              const TrajectoryOptions& opts, uint64_t seed) {
+  TrajectoryCollector c(prompt, opts, seed);
+  std::vector<int32_t> y;
+  while (!c.done()) {
+    const TrajectoryStep s = c.next_block();
+    y.resize(s.n);
+    model.predict(s.tokens, s.n, s.pos, y.data());
+    c.consume(y.data());
+  }
+  return c.take();
 }
 
 bool has_repeated_run(const Trajectory& t, int run) {
@@ -111,17 +141,72 @@ bool has_repeated_run(const Trajectory& t, int run) {
   return false;
 }
 
+namespace {
+
+// Writes a finished prompt, kept or dropped (has_repeated_run), counts it and reports it.
+void write_result(TrajectoryWriter& out, int64_t index, const Trajectory& t, const TrajectoryOptions& opts,
+                  CollectSummary& sum, const CollectProgress& progress) {
+  const bool drop = has_repeated_run(t, opts.max_repeat);
+  if (drop) {
+    out.write_dropped(index, t.prompt);
+    ++sum.dropped;
+  } else {
+    out.write(index, t);
+    ++sum.kept;
+    sum.tokens += t.num_tokens;
+    for (int32_t it : t.iterations) sum.iterations += it;
+  }
+  if (progress) progress(index, t, drop);
+}
+
+// A prompt being collected in its own KV slot.
+struct Running {
+  int64_t index;
+  int slot;
+  TrajectoryCollector collector;
+  int rows = 0;  // its rows in the current step's forward (0: it waits this step)
+};
+
+// One step's forward: the blocks of the running prompts, in admission order. Every Jacobi block
+// runs; prefill chunks take what is left of max_step_rows, but at least one chunk, so a prompt
+// always progresses. Sets each Running's rows.
+void plan_step(std::vector<Running>& running, int max_step_rows, std::vector<int32_t>& tokens,
+               std::vector<SeqBlock>& blocks) {
+  tokens.clear();
+  blocks.clear();
+  int decode_rows = 0;
+  for (const Running& r : running)
+    if (!r.collector.prefilling()) decode_rows += r.collector.next_block().n;
+  int prefill_left = std::max(TrajectoryCollector::kPrefillChunk, max_step_rows - decode_rows);
+  for (Running& r : running) {
+    const TrajectoryStep s = r.collector.next_block();
+    r.rows = 0;
+    if (r.collector.prefilling()) {
+      if (s.n > prefill_left) continue;
+      prefill_left -= s.n;
+    }
+    r.rows = s.n;
+    tokens.insert(tokens.end(), s.tokens, s.tokens + s.n);
+    blocks.push_back({r.slot, s.pos, s.n});
+  }
+}
+
+}  // namespace
+
 CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                     TrajectoryWriter& out, const TrajectoryOptions& opts, uint64_t seed,
                                     const CollectProgress& progress, const CollectPlan& plan) {
   CLLM_CHECK(plan.num_shards >= 1 && plan.shard >= 0 && plan.shard < plan.num_shards,
              "shard " << plan.shard << " of " << plan.num_shards << " does not exist");
+  CLLM_CHECK(plan.batch >= 1, "the collection batch must be >= 1 prompt, got " << plan.batch);
+  CLLM_CHECK(plan.max_step_rows >= 1, "max_step_rows must be >= 1, got " << plan.max_step_rows);
   for (int64_t index : out.done())
     CLLM_CHECK(index % plan.num_shards == plan.shard,
                "the output file holds prompt " << index << ", which is not in shard " << plan.shard << "/"
                    << plan.num_shards << ": it was collected with another shard (use one file per shard)");
-  const auto start = std::chrono::steady_clock::now();
   CollectSummary sum;
+  std::vector<int64_t> pending;  // this shard's prompts not yet in the file, ascending
+  int kv_rows = 0;               // of the longest of them
   for (size_t i = plan.shard; i < prompts.size(); i += plan.num_shards) {
     const int64_t index = static_cast<int64_t>(i);
     if (out.done().count(index)) {
@@ -131,25 +216,46 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
       ++sum.skipped;
       continue;
     }
-    if (plan.max_seconds > 0 &&
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= plan.max_seconds) {
-      ++sum.remaining;
-      continue;  // keep counting: the summary says how many a resumed run still has to do
-    }
-    model.reset(trajectory_kv_rows(static_cast<int>(prompts[i].size()), opts));
-    const Trajectory t = collect_trajectory(model, prompts[i], opts, trajectory_seed(seed, index));
-    const bool drop = has_repeated_run(t, opts.max_repeat);
-    if (drop) {
-      out.write_dropped(index, t.prompt);
-      ++sum.dropped;
-    } else {
-      out.write(index, t);
-      ++sum.kept;
-      sum.tokens += t.num_tokens;
-      for (int32_t it : t.iterations) sum.iterations += it;
-    }
-    if (progress) progress(index, t, drop);
+    pending.push_back(index);
+    kv_rows = std::max(kv_rows, trajectory_kv_rows(static_cast<int>(prompts[i].size()), opts));
   }
+  if (pending.empty()) return sum;
+
+  const auto start = std::chrono::steady_clock::now();
+  auto out_of_time = [&] {
+    return plan.max_seconds > 0 &&
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= plan.max_seconds;
+  };
+  const int slots = static_cast<int>(std::min<size_t>(plan.batch, pending.size()));
+  model.reset(kv_rows, slots);
+  std::vector<int> free_slots;  // popped from the back: slot 0 first
+  for (int s = slots - 1; s >= 0; --s) free_slots.push_back(s);
+  std::vector<Running> running;  // admission order
+  size_t next = 0;               // pending[next] is the next prompt to start
+  std::vector<int32_t> tokens, ids;
+  std::vector<SeqBlock> blocks;
+  for (;;) {
+    while (!free_slots.empty() && next < pending.size() && !out_of_time()) {
+      const int64_t index = pending[next++];
+      running.push_back({index, free_slots.back(), TrajectoryCollector(prompts[index], opts, trajectory_seed(seed, index))});
+      free_slots.pop_back();
+    }
+    if (running.empty()) break;  // everything done, or the time is up and the last ones finished
+    plan_step(running, plan.max_step_rows, tokens, blocks);
+    ids.resize(tokens.size());
+    model.forward_batch(tokens.data(), blocks.data(), static_cast<int>(blocks.size()), ids.data(), nullptr);
+    size_t row = 0;
+    for (Running& r : running) {
+      if (r.rows == 0) continue;
+      r.collector.consume(ids.data() + row);
+      row += r.rows;
+      if (!r.collector.done()) continue;
+      write_result(out, r.index, r.collector.take(), opts, sum, progress);
+      free_slots.push_back(r.slot);
+    }
+    std::erase_if(running, [](const Running& r) { return r.collector.done(); });
+  }
+  sum.remaining = static_cast<int>(pending.size() - next);
   return sum;
 }
 

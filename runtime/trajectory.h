@@ -5,10 +5,13 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <random>
 #include <vector>
 
 #include "loaders/trajectory_h5.h"
 #include "runtime/decoding.h"
+#include "runtime/jacobi.h"
 #include "runtime/model.h"
 
 namespace cllm {
@@ -25,6 +28,51 @@ struct TrajectoryOptions {
 
 // Positions a collection touches: prompt + whole blocks + the guesses of one more block.
 int trajectory_kv_rows(int prompt_tokens, const TrajectoryOptions& opts);
+
+// One forward of one sequence: tokens[0..n) at positions pos..pos+n-1 of its KV. The tokens stay
+// valid until the collector that gave them is changed.
+struct TrajectoryStep {
+  const int32_t* tokens = nullptr;
+  int n = 0;
+  int pos = 0;
+};
+
+// The collection of one prompt as a state machine driven by the caller, so that one prompt alone
+// (collect_trajectory) and many prompts sharing each forward (collect_trajectories with batch > 1)
+// run the same code. The caller forwards next_block() over the prompt's own KV and hands the
+// argmax of every row to consume(), until done(). The blocks are first the prompt, in prefill
+// chunks of at most kPrefillChunk tokens, then the blockwise Jacobi iterations.
+class TrajectoryCollector {
+ public:
+  // Rows of a prefill chunk at most: the batch-invariant GEMM's limit
+  // (CpuModel::kInvariantMaxTokens), so a trajectory is the same alone or batched. A chunk's KV
+  // is exact whichever step wrote it, so a long prompt prefills over several forwards.
+  static constexpr int kPrefillChunk = 64;
+
+  // `seed` drives the initial guesses and the augmentation (see collect_trajectory).
+  TrajectoryCollector(std::vector<int32_t> prompt, const TrajectoryOptions& opts, uint64_t seed);
+
+  TrajectoryStep next_block() const;  // not after done()
+  bool prefilling() const { return prefilled_ < static_cast<int>(t_.prompt.size()); }
+  // y[0..next_block().n): the argmax at each position of next_block().
+  void consume(const int32_t* y);
+  bool done() const { return done_; }
+  Trajectory take();  // once done(); leaves the collector empty
+
+ private:
+  void finish_block();  // the current block is fixed: record it, apply the stop ids
+
+  TrajectoryOptions opts_;
+  uint64_t seed_;                       // of the initial guesses (the decoder starts after the prefill)
+  Trajectory t_;
+  int prefilled_ = 0;                   // prompt tokens whose KV is written
+  std::optional<JacobiDecoder> dec_;    // once the prompt is prefilled
+  std::vector<int32_t> gen_;            // final tokens; the last one is dec_->block()[0]
+  std::mt19937_64 aug_rng_;
+  int block_index_ = 0;                 // b: the block being iterated
+  int first_state_ = 0;                 // its first row in t_.states
+  bool done_ = false;
+};
 
 // `model` must have room for trajectory_kv_rows() positions (Model::reset); its KV is overwritten.
 // `seed` drives the initial guesses and the augmentation, so a prompt's trajectory is a function
@@ -45,14 +93,21 @@ struct CollectSummary {
   int64_t tokens = 0, iterations = 0;      // valid generated tokens and Jacobi iterations of kept samples
 };
 
-// Which prompts a run collects, and for how long. Sharding lets K processes share one GPU (a small
-// model's steps are bound by the host, not the GPU): process I collects the prompts whose index
-// % K == I into its own file, indices staying those of the whole prompts file, so the files merge
-// without renumbering. max_seconds > 0 starts no prompt after that many seconds: the run ends with
-// a complete file that a later run resumes.
+// Which prompts a run collects, how many at once, and for how long. Sharding lets K processes
+// share one GPU (a small model's steps are bound by the host, not the GPU): process I collects the
+// prompts whose index % K == I into its own file, indices staying those of the whole prompts file,
+// so the files merge without renumbering. batch > 1 does the same inside one process: up to
+// `batch` prompts run at once, each in its own KV slot, with ONE Model::forward_batch per step
+// over all of their blocks; prompts then finish, and are written, in completion order.
+// max_seconds > 0 starts no prompt after that many seconds (the running ones finish): the run
+// ends with a complete file that a later run resumes.
 struct CollectPlan {
   int shard = 0, num_shards = 1;
   double max_seconds = 0;
+  int batch = 1;               // prompts collected concurrently (KV slots)
+  // Token rows of one step at most: every Jacobi block runs each step, prefill chunks share what
+  // is left (at least one chunk per step), the others wait for a later step.
+  int max_step_rows = 1024;
 };
 
 // Called after each prompt collected in this run: its index, its trajectory, whether it was dropped.
@@ -61,7 +116,9 @@ using CollectProgress = std::function<void(int64_t, const Trajectory&, bool)>;
 // Collects every prompt of the plan's shard whose index is not yet in `out` (prompt i is
 // prompts[i]) and writes it, kept or dropped, as soon as it is done. A prompt already in the file
 // must have the same ids (else throws: the prompts file changed), and belong to the shard (else
-// throws: the file was collected with another shard). Resets `model` per prompt.
+// throws: the file was collected with another shard); both are checked before any work. Resets
+// `model` once: min(plan.batch, pending prompts) slots of the longest pending prompt's
+// trajectory_kv_rows().
 CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<int32_t>>& prompts,
                                     TrajectoryWriter& out, const TrajectoryOptions& opts, uint64_t seed,
                                     const CollectProgress& progress = {}, const CollectPlan& plan = {});

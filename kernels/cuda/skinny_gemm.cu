@@ -173,9 +173,14 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
              "skinny_gemm: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
                                            << kSkinnyGemmMaxM << ", K % 8 == 0, x and W 16-byte aligned)");
   // Bytes in flight per warp: U * RT * 1 KiB of W. RT = 2 from M = 9 on halves the x re-reads per W
-  // byte (every CTA reads all of x once: M*K*2 bytes against 16*RT*K*2 of W).
+  // byte (every CTA reads all of x once: M*K*2 bytes against 16*RT*K*2 of W), but also halves the
+  // CTAs: below N = 4096 (a 135M model's projections: 18-96 CTAs at RT = 2) the GPU is short of
+  // CTAs, not of bandwidth, so RT stays 1. U is 4 up to M = 16 whatever RT and NT, so a row's sum
+  // runs in the same order at every M <= 16 (Jacobi blocks equal AR token for token).
   if (M <= 8)
     launch<1, 1, 4>(x, w, y, M, N, K, stream);
+  else if (M <= 16 && N < 4096)
+    launch<2, 1, 4>(x, w, y, M, N, K, stream);
   else if (M <= 16)
     launch<2, 2, 4>(x, w, y, M, N, K, stream);
   else

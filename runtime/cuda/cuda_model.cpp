@@ -77,7 +77,8 @@ CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int
       head(lt, n, c.vocab, c.d, skinny_max_m, gemm_ws, ws_bytes) {}
 
 CudaModel::BlockPlans::~BlockPlans() {
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
+  for (CachedGraph& g : graphs)
+    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
 }
 
 CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts)
@@ -304,12 +305,15 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
 }
 
 void CudaModel::launch_graph(BlockPlans& p, const GraphKey& key) {
-  if (opts_.replay_graphs && p.exec != nullptr && p.key == key) {
-    ++stats_.replays;
-    CLLM_CUDA_CHECK(cudaGraphLaunch(p.exec, h_.stream));
-    return;
-  }
-  p.key.reset();  // until exec holds this step's graph
+  ++graph_clock_;
+  if (opts_.replay_graphs)
+    for (CachedGraph& g : p.graphs)
+      if (g.key == key) {
+        g.last_use = graph_clock_;
+        ++stats_.replays;
+        CLLM_CUDA_CHECK(cudaGraphLaunch(g.exec, h_.stream));
+        return;
+      }
   cudaGraph_t graph = nullptr;
   CLLM_CUDA_CHECK(cudaStreamBeginCapture(h_.stream, cudaStreamCaptureModeThreadLocal));
   try {
@@ -322,28 +326,37 @@ void CudaModel::launch_graph(BlockPlans& p, const GraphKey& key) {
   }
   CLLM_CUDA_CHECK(cudaStreamEndCapture(h_.stream, &graph));
   ++stats_.captures;
-  if (p.exec != nullptr) {
+  // A new entry while there is room, else the least recently used one is patched (or rebuilt).
+  const size_t room = opts_.replay_graphs ? kGraphsPerRows : 1;
+  if (p.graphs.size() < room) p.graphs.push_back({});
+  const auto victim = std::min_element(p.graphs.begin(), p.graphs.end(),
+                                       [](const CachedGraph& a, const CachedGraph& b) { return a.last_use < b.last_use; });
+  CachedGraph& g = *victim;
+  g.key = GraphKey{};  // matches no step until exec holds this one's graph (kv_generation starts at 1)
+  if (g.exec != nullptr) {
     cudaGraphExecUpdateResultInfo info{};
-    if (cudaGraphExecUpdate(p.exec, graph, &info) == cudaSuccess) {
+    if (cudaGraphExecUpdate(g.exec, graph, &info) == cudaSuccess) {
       ++stats_.updates;
     } else {  // topology or node kinds changed: build a new executable graph
       (void)cudaGetLastError();
-      cudaGraphExecDestroy(p.exec);
-      p.exec = nullptr;
+      cudaGraphExecDestroy(g.exec);
+      g.exec = nullptr;
     }
   }
-  if (p.exec == nullptr) {
-    const cudaError_t err = cudaGraphInstantiate(&p.exec, graph, 0);
+  if (g.exec == nullptr) {
+    const cudaError_t err = cudaGraphInstantiate(&g.exec, graph, 0);
     if (err != cudaSuccess) {
-      p.exec = nullptr;
+      g.exec = nullptr;
       cudaGraphDestroy(graph);
+      p.graphs.erase(victim);
       CLLM_CUDA_CHECK(err);
     }
     ++stats_.instantiations;
   }
   cudaGraphDestroy(graph);
-  p.key = key;
-  CLLM_CUDA_CHECK(cudaGraphLaunch(p.exec, h_.stream));
+  g.key = key;
+  g.last_use = graph_clock_;
+  CLLM_CUDA_CHECK(cudaGraphLaunch(g.exec, h_.stream));
 }
 
 void CudaModel::enqueue_step(const BlockPlans& p) {

@@ -152,13 +152,22 @@ class CudaModel final : public Model {
     }
   };
 
-  // Linear layers for one GEMM row count (M = n) and that count's executable graph.
+  // An executable graph and the key of the step it was captured from.
+  struct CachedGraph {
+    GraphKey key;
+    cudaGraphExec_t exec = nullptr;
+    uint64_t last_use = 0;  // graph_clock_ when last launched
+  };
+  // Graphs kept per GEMM row count: a few launch shapes recur (contexts of different lengths, the
+  // split-K combine on or off), e.g. when one process evaluates many prompts one after another.
+  static constexpr size_t kGraphsPerRows = 4;
+
+  // Linear layers for one GEMM row count (M = n) and that count's executable graphs.
   struct BlockPlans {
     BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     ~BlockPlans();
     Linear qkv, o, gate_up, down, head;
-    cudaGraphExec_t exec = nullptr;
-    std::optional<GraphKey> key;  // of the step exec holds; empty when exec is null
+    std::vector<CachedGraph> graphs;  // at most kGraphsPerRows, the least recently used replaced
     bool warmed_up = false;  // ran once eagerly
   };
 
@@ -208,6 +217,7 @@ class CudaModel final : public Model {
   int limit_slots_ = 0;
   DeviceBuffer kv_;        // bf16 [layers][2 (k, v)][slots][capacity][n_kv][head_dim]
   uint64_t kv_generation_ = 0;  // bumped when kv_ is reallocated: graphs captured before are stale
+  uint64_t graph_clock_ = 0;    // counts graph launches, for the least-recently-used replacement
 
   // Scratch for kMaxRows rows. Element types: bf16 unless noted.
   DeviceBuffer io_dev_;       // the step's inputs, as io_host_

@@ -1,11 +1,15 @@
 // Trajectory collection and its HDF5 file: blockwise states end in their fixed points, the fixed
-// points are the greedy AR continuation, the file round-trips, and an interrupted run resumes
-// without duplicates or losses.
+// points are the greedy AR continuation, the file round-trips, an interrupted run resumes
+// without duplicates or losses, and collecting many prompts at once in one batched forward per
+// step gives every prompt the trajectory it gets alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "kernels/check.h"
 #include "loaders/trajectory_h5.h"
@@ -314,6 +318,185 @@ TEST(Trajectories, TimeLimitEndsWithAResumableFile) {
   const CollectSummary s = collect_trajectories(m, test_prompts(), w, o, 2, {}, {0, 1, 1e9});
   EXPECT_EQ(s.kept + s.skipped, 5);
   EXPECT_EQ(s.remaining, 0);
+}
+
+// Prompts of 1 to 150 tokens: the longer ones prefill in several chunks of kPrefillChunk, and
+// with more prompts than slots the slots are reused.
+std::vector<std::vector<int32_t>> mixed_prompts() {
+  std::vector<std::vector<int32_t>> p = test_prompts();
+  p.push_back({0});
+  for (int len : {150, 64, 65, 30}) {
+    std::vector<int32_t> v{0};
+    for (int i = 1; i < len; ++i) v.push_back((i * 37 + len) % 300 + 2);
+    p.push_back(v);
+  }
+  return p;
+}
+
+int longest_run(const Trajectory& t) {
+  int best = 0;
+  for (int run = 1; run <= t.num_tokens; ++run)
+    if (has_repeated_run(t, run)) best = run;
+  return best;
+}
+
+// Collects `prompts` into a new file `name` under `dir` and returns its path.
+std::string collect_file(const std::filesystem::path& dir, const std::string& name,
+                         const std::vector<std::vector<int32_t>>& prompts, const TrajectoryOptions& o, uint64_t seed,
+                         const CollectPlan& plan, CollectSummary* summary = nullptr) {
+  const std::string path = (dir / name).string();
+  TrajectoryWriter w(path, info_for(o, seed));
+  const CollectSummary s = collect_trajectories(*tiny().model, prompts, w, o, seed, {}, plan);
+  if (summary) *summary = s;
+  return path;
+}
+
+TEST(Trajectories, CollectorPrefillsInChunksThenIteratesBlocks) {
+  const std::vector<int32_t> prompt = mixed_prompts()[6];  // 150 tokens
+  ASSERT_EQ(prompt.size(), 150u);
+  TrajectoryCollector c(prompt, small_opts(4), 1);
+  Model& m = *tiny().model;
+  m.reset(trajectory_kv_rows(150, small_opts(4)));
+  std::vector<int32_t> y;
+  for (int pos : {0, 64, 128}) {
+    ASSERT_TRUE(c.prefilling());
+    const TrajectoryStep s = c.next_block();
+    EXPECT_EQ(s.pos, pos);
+    EXPECT_EQ(s.n, std::min(TrajectoryCollector::kPrefillChunk, 150 - pos));
+    EXPECT_EQ(s.tokens[0], prompt[pos]);
+    y.resize(s.n);
+    m.predict(s.tokens, s.n, s.pos, y.data());
+    c.consume(y.data());
+  }
+  EXPECT_FALSE(c.prefilling());
+  const TrajectoryStep s = c.next_block();
+  EXPECT_EQ(s.pos, 150);
+  EXPECT_EQ(s.n, 4);
+  EXPECT_EQ(s.tokens[0], y.back()) << "the first guess is the argmax after the prompt";
+  EXPECT_THROW(c.take(), Error) << "an unfinished trajectory was handed out";
+}
+
+TEST(Trajectories, BatchedCollectionEqualsOnePromptAtATime) {
+  const auto dir = test::temp_dir("traj_batch");
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts();
+  TrajectoryOptions o = small_opts(4);
+  o.augment = true;
+  // A stop id that ends prompt 1 in its second block, and the longest repeated run: the runs below
+  // hold early stops, full-length samples, kept and dropped ones.
+  const Trajectory probe = collect(prompts[1], o, trajectory_seed(3, 1));
+  o.stop_ids = {probe.fixed_points[6]};
+  std::vector<Trajectory> alone;
+  for (size_t i = 0; i < prompts.size(); ++i) alone.push_back(collect(prompts[i], o, trajectory_seed(3, i)));
+  int max_run = 0;
+  for (const Trajectory& t : alone) max_run = std::max(max_run, longest_run(t));
+  o.max_repeat = max_run;
+  const auto stopped = std::count_if(alone.begin(), alone.end(), [](const Trajectory& t) { return t.stopped; });
+  const auto dropped = std::count_if(alone.begin(), alone.end(), [&](const Trajectory& t) { return has_repeated_run(t, max_run); });
+  ASSERT_GT(stopped, 0);
+  ASSERT_LT(stopped, static_cast<long>(prompts.size()));
+  ASSERT_GT(dropped, 0);
+  ASSERT_LT(dropped, static_cast<long>(prompts.size()));
+
+  const TrajectoryReader ref(collect_file(dir, "b1.h5", prompts, o, 3, {}));
+  ASSERT_EQ(ref.samples().size() + ref.dropped().size(), prompts.size());
+  for (int64_t i : ref.samples()) EXPECT_EQ(ref.read(i), alone[i]) << "prompt " << i << ": batch 1 != collect_trajectory";
+  for (int64_t i : ref.dropped()) EXPECT_TRUE(has_repeated_run(alone[i], max_run)) << "prompt " << i;
+
+  // max_step_rows 1: at most one prefill chunk per step, so prefills wait beside running blocks.
+  for (const auto& [batch, step_rows] : std::vector<std::pair<int, int>>{{2, 1024}, {3, 1}, {8, 1024}, {64, 100}}) {
+    CollectPlan plan;
+    plan.batch = batch;
+    plan.max_step_rows = step_rows;
+    CollectSummary s;
+    const TrajectoryReader r(collect_file(dir, "b" + std::to_string(batch) + ".h5", prompts, o, 3, plan, &s));
+    EXPECT_EQ(r.samples(), ref.samples()) << "batch " << batch;
+    EXPECT_EQ(r.dropped(), ref.dropped()) << "batch " << batch;
+    for (int64_t i : r.samples()) EXPECT_EQ(r.read(i), ref.read(i)) << "batch " << batch << " prompt " << i;
+    EXPECT_EQ(s.kept, static_cast<int>(ref.samples().size()));
+    EXPECT_EQ(s.dropped, static_cast<int>(ref.dropped().size()));
+    EXPECT_EQ(s.remaining + s.skipped, 0);
+    int64_t tokens = 0, iterations = 0;
+    for (int64_t i : ref.samples()) {
+      tokens += alone[i].num_tokens;
+      for (int32_t it : alone[i].iterations) iterations += it;
+    }
+    EXPECT_EQ(s.tokens, tokens);
+    EXPECT_EQ(s.iterations, iterations);
+  }
+}
+
+TEST(Trajectories, BatchedRunInterruptedByTheTimeLimitResumes) {
+  const auto dir = test::temp_dir("traj_batch_resume");
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts();
+  const TrajectoryOptions o = small_opts(4);
+  const TrajectoryReader ref(collect_file(dir, "once.h5", prompts, o, 8, {}));
+  const std::string path = (dir / "resumed.h5").string();
+  CollectPlan plan;
+  plan.batch = 3;
+  plan.max_seconds = 0.5;
+  {
+    // The first prompt to finish outlasts the limit: no prompt starts after it, the two others
+    // still running finish, so the file holds exactly the first three.
+    TrajectoryWriter w(path, info_for(o, 8));
+    bool slept = false;
+    const CollectSummary s = collect_trajectories(*tiny().model, prompts, w, o, 8, [&](int64_t, const Trajectory&, bool) {
+      if (!slept) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+      slept = true;
+    }, plan);
+    EXPECT_EQ(s.kept, 3);
+    EXPECT_EQ(s.remaining, static_cast<int>(prompts.size()) - 3);
+    EXPECT_EQ(w.done(), (std::set<int64_t>{0, 1, 2}));
+  }
+  {
+    TrajectoryWriter w(path, info_for(o, 8));
+    plan.max_seconds = 0;
+    const CollectSummary s = collect_trajectories(*tiny().model, prompts, w, o, 8, {}, plan);
+    EXPECT_EQ(s.skipped, 3);
+    EXPECT_EQ(s.kept, static_cast<int>(prompts.size()) - 3);
+    EXPECT_EQ(s.remaining, 0);
+  }
+  const TrajectoryReader r(path);
+  EXPECT_EQ(r.samples(), ref.samples());
+  EXPECT_TRUE(r.dropped().empty());
+  for (int64_t i : r.samples()) EXPECT_EQ(r.read(i), ref.read(i)) << "prompt " << i;
+}
+
+TEST(Trajectories, BatchedShardsPartitionThePrompts) {
+  const auto dir = test::temp_dir("traj_batch_shard");
+  const std::vector<std::vector<int32_t>> prompts = mixed_prompts();
+  const TrajectoryOptions o = small_opts(4);
+  const TrajectoryReader ref(collect_file(dir, "whole.h5", prompts, o, 5, {}));
+  std::set<int64_t> seen;
+  for (int shard = 0; shard < 3; ++shard) {
+    CollectPlan plan{shard, 3, 0};
+    plan.batch = 2;
+    CollectSummary s;
+    const TrajectoryReader r(collect_file(dir, "shard" + std::to_string(shard) + ".h5", prompts, o, 5, plan, &s));
+    EXPECT_EQ(s.kept, static_cast<int>((prompts.size() + 2 - shard) / 3));
+    for (int64_t i : r.samples()) {
+      EXPECT_EQ(i % 3, shard);
+      EXPECT_TRUE(seen.insert(i).second) << "prompt " << i << " in two shards";
+      EXPECT_EQ(r.read(i), ref.read(i)) << "prompt " << i;
+    }
+  }
+  EXPECT_EQ(seen.size(), prompts.size());
+}
+
+TEST(Trajectories, BadBatchIsRefusedBeforeAnyWork) {
+  const auto path = (test::temp_dir("traj_bad_batch") / "t.h5").string();
+  const TrajectoryOptions o = small_opts(4);
+  TrajectoryWriter w(path, info_for(o, 1));
+  for (int batch : {0, -3}) {
+    CollectPlan plan;
+    plan.batch = batch;
+    try {
+      collect_trajectories(*tiny().model, test_prompts(), w, o, 1, {}, plan);
+      FAIL() << "batch " << batch << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("batch"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(w.done().empty());
 }
 
 TEST(Trajectories, NotATrajectoryFileIsRefused) {
