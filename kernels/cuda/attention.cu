@@ -42,6 +42,7 @@ constexpr int kRows = kWarps * kRowsPerWarp;  // query rows per CTA at 4 rows pe
 int rows_per_warp(int max_rows_per_kv_head) { return max_rows_per_kv_head <= kWarps ? 1 : kRowsPerWarp; }
 constexpr int kTile = 64;                     // keys per shared-memory tile: lane owns keys lane, lane+32
 constexpr int kMaxChunks = 32;                // bounds the workspace
+constexpr int kFewRows = 64;                  // query rows per KV head of a batch launched at 1 row per warp
 
 struct AttnParams {
   const __nv_bfloat16* q;
@@ -387,9 +388,15 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   CLLM_CHECK(count > 0 && count < (1 << (32 - kWorkBlockShift)),
              "batched attention: " << count << " blocks, expected 1.." << (1 << (32 - kWorkBlockShift)) - 1);
   const int group = n_heads / n_kv;
-  int max_n = 0;
-  for (int b = 0; b < count; ++b) max_n = std::max(max_n, blocks[b].n);
-  const int rpw = rows_per_warp(max_n * group), cta_rows = kWarps * rpw;
+  int max_n = 0, total_n = 0;
+  for (int b = 0; b < count; ++b) max_n = std::max(max_n, blocks[b].n), total_n += blocks[b].n;
+  // The chunk length is planned with the row tiles of rows_per_warp(max_n * group), as ever; the
+  // launch may then cut the rows finer. Few query rows in all (one Jacobi block): 4-row CTAs, so
+  // the GPU gets 4x the CTAs of a quarter of the work each; a step that small is latency-bound.
+  // Rows per warp never change a row's bits, and the chunking stays what it was, so this changes
+  // speed only.
+  const int plan_cta_rows = kWarps * rows_per_warp(max_n * group);
+  const int rpw = total_n * group <= kFewRows ? 1 : rows_per_warp(max_n * group), cta_rows = kWarps * rpw;
   int rows = 0, max_ctx = 0;
   double tile_keys = 0;  // sum over blocks of row tiles x context: the work to spread
   for (int b = 0; b < count; ++b) {
@@ -397,10 +404,10 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
     CLLM_CHECK(k.n > 0 && k.pos >= 0 && k.q_row >= 0 && k.slot >= 0,
                "batched attention: block " << b << " has n " << k.n << ", pos " << k.pos << ", q_row " << k.q_row
                                            << ", slot " << k.slot);
-    const int tiles = ceil_div(k.n * group, cta_rows);
-    CLLM_CHECK(tiles <= static_cast<int>(kWorkTileMask) + 1,
+    CLLM_CHECK(ceil_div(k.n * group, cta_rows) <= static_cast<int>(kWorkTileMask) + 1,
                "batched attention: block " << b << " of " << k.n << " queries x group " << group << " exceeds "
                                            << (kWorkTileMask + 1) * cta_rows << " rows");
+    const int tiles = ceil_div(k.n * group, plan_cta_rows);
     rows = std::max(rows, k.q_row + k.n);
     max_ctx = std::max(max_ctx, k.pos + k.n);
     tile_keys += static_cast<double>(tiles) * (k.pos + k.n);
