@@ -5,12 +5,12 @@
 # training -> base vs CLLM on the held-out prompts (training/evaluate.py) and through `cllm serve`
 # (training/serve_speedup.py). In one call, or split over several that share --work (--stages).
 #
-#   training/gpu_recipe.sh --out DIR [--stages collect,train,evaluate,serve] [--work DIR] [--budget 540]
+#   training/gpu_recipe.sh --out DIR [--stages collect,train,evaluate,serve] [--work DIR] [--budget 575]
 #       [--collect-seconds S] [--train-seconds S] [--device cuda] [--procs N] [--collect-batch N]
-#       [--gguf FILE] [--prompts-limit 0] [--max-new-tokens 128] [--block 16] [--lr 2e-4]
+#       [--gguf FILE] [--prompts-limit 0] [--max-new-tokens 128] [--block 16] [--lr 3e-4]
 #       [--batch-size 32] [--states 4] [--epochs 8] [--eval-n 100] [--eval-tokens 128]
-#       [--windows blockwise,sliding] [--train-eval-n 30] [--eval-reserve 180]
-#       [--serve-n 30] [--serve-windows blockwise] [--serve-reserve 60] [--smoke]
+#       [--windows blockwise,sliding] [--train-eval-n 30] [--eval-reserve 90]
+#       [--serve-n 30] [--serve-windows blockwise] [--serve-reserve 30] [--smoke]
 #       [--hf-dir DIR (instead of --gguf)] [--train-prompts FILE[,FILE...]] [--eval-prompts FILE] [--random-model]
 #
 # --stages: which of collect, train, evaluate, serve this call runs (always in that order). Each
@@ -39,6 +39,8 @@
 # recipe_history.log). recipe.log is this call's log; every call appends its log to
 # WORK/recipe_history.log and summary.md lists the earlier calls' collect and train lines. Big files
 # stay in --work (default /tmp/cllm_recipe, /tmp/cllm_recipe_smoke with --smoke).
+# The measured run (docs/training.md, 2026-11-29, one H200, ~545 s): the defaults with
+#   training/gpu_recipe.sh --out DIR --collect-seconds 70 --train-seconds 380
 # Env: CLLM_BIN (default build-gpu/cllm if it exists, else build/cllm), PYTHON (default python3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,7 +55,7 @@ out="" work="" gguf="$root/models/SmolLM2-135M-Instruct.Q4_1.gguf" device=cuda s
 # cut short by its deadline has them, then the Debian packages' (training/make_prompts.py --unlike).
 hf_dir="" train_prompts="$root/training/prompts/stdlib_train.jsonl.gz,$root/training/prompts/packages_train.jsonl.gz"
 eval_prompts="$root/training/prompts/stdlib_eval.jsonl.gz"
-budget="" procs="" limit="" max_new="" block=16 lr=2e-4 batch=32 states=4 epochs=8 eval_n="" eval_tokens=""
+budget="" procs="" limit="" max_new="" block=16 lr=3e-4 batch=32 states=4 epochs=8 eval_n="" eval_tokens=""
 windows="" eval_reserve="" stages=collect,train,evaluate,serve collect_seconds="" train_seconds=""
 collect_batch="" train_eval_n="" serve_n="" serve_windows=blockwise serve_reserve=""
 while [[ $# -gt 0 ]]; do
@@ -90,7 +92,7 @@ while [[ $# -gt 0 ]]; do
     --serve-reserve) serve_reserve="$2"; shift 2 ;;
     --smoke) smoke=1; shift ;;
     --random-model) random_model=1; shift ;;
-    -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "gpu_recipe.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -99,7 +101,7 @@ done
 # serve_reserve): the full run or the smoke test's small sizes; explicit flags win over both.
 # (The smoke test has its own work dir: its shards, collected at other settings, cannot be resumed.)
 if [[ $smoke == 1 ]]; then d=(120 16 32 4 32 blockwise 30 /tmp/cllm_recipe_smoke 2 2 20)
-else d=(540 0 128 100 128 blockwise,sliding 180 /tmp/cllm_recipe 30 30 60); fi
+else d=(575 0 128 100 128 blockwise,sliding 90 /tmp/cllm_recipe 30 30 30); fi
 budget=${budget:-${d[0]}} limit=${limit:-${d[1]}} max_new=${max_new:-${d[2]}} eval_n=${eval_n:-${d[3]}}
 eval_tokens=${eval_tokens:-${d[4]}} windows=${windows:-${d[5]}} eval_reserve=${eval_reserve:-${d[6]}}
 work=${work:-${d[7]}} train_eval_n=${train_eval_n:-${d[8]}} serve_n=${serve_n:-${d[9]}}
