@@ -9,8 +9,8 @@
 #       [--collect-seconds S] [--train-seconds S] [--device cuda] [--procs N] [--collect-batch N]
 #       [--gguf FILE] [--prompts-limit 0] [--max-new-tokens 128] [--block 16] [--lr 3e-4]
 #       [--batch-size 32] [--states 4] [--epochs 8] [--eval-n 100] [--eval-tokens 128]
-#       [--windows blockwise,sliding] [--train-eval-n 30] [--eval-reserve 90]
-#       [--serve-n 30] [--serve-windows blockwise] [--serve-reserve 30] [--smoke]
+#       [--windows blockwise,sliding] [--train-eval-n 30] [--eval-reserve 75]
+#       [--serve-n 30] [--serve-windows blockwise] [--serve-reserve 25] [--smoke]
 #       [--hf-dir DIR (instead of --gguf)] [--train-prompts FILE[,FILE...]] [--eval-prompts FILE] [--random-model]
 #
 # --stages: which of collect, train, evaluate, serve this call runs (always in that order). Each
@@ -101,7 +101,7 @@ done
 # serve_reserve): the full run or the smoke test's small sizes; explicit flags win over both.
 # (The smoke test has its own work dir: its shards, collected at other settings, cannot be resumed.)
 if [[ $smoke == 1 ]]; then d=(120 16 32 4 32 blockwise 30 /tmp/cllm_recipe_smoke 2 2 20)
-else d=(575 0 128 100 128 blockwise,sliding 90 /tmp/cllm_recipe 30 30 30); fi
+else d=(575 0 128 100 128 blockwise,sliding 75 /tmp/cllm_recipe 30 30 25); fi
 budget=${budget:-${d[0]}} limit=${limit:-${d[1]}} max_new=${max_new:-${d[2]}} eval_n=${eval_n:-${d[3]}}
 eval_tokens=${eval_tokens:-${d[4]}} windows=${windows:-${d[5]}} eval_reserve=${eval_reserve:-${d[6]}}
 work=${work:-${d[7]}} train_eval_n=${train_eval_n:-${d[8]}} serve_n=${serve_n:-${d[9]}}

@@ -240,7 +240,11 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     if (b.n_chunks == 1) {  // key 0 is visible to every row, so l_row > 0
       // acc / l, divided as the combine kernel divides: a query row then gets the same bits whether
       // its block has one chunk or more (chunks past its position weigh exactly 0), so a token's
-      // attention does not depend on how many tokens its block holds (Jacobi equals AR).
+      // attention does not depend on how many tokens its block holds, provided the block and the lone
+      // token were planned the same chunk length. The planner derives it from the context and the
+      // row tiles, so near some lengths they differ (a 16-token block against one token: contexts
+      // 1862-2047 for 9 heads over 3 KV heads; 16-token windows below each multiple of ~528 for 32
+      // over 32): there Jacobi may round differently from AR.
       const size_t out_row = static_cast<size_t>(b.q_row + i) * p.n_heads + h;
       __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + out_row * HD);
 #pragma unroll

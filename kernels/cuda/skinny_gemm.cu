@@ -176,7 +176,8 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
   // byte (every CTA reads all of x once: M*K*2 bytes against 16*RT*K*2 of W), but also halves the
   // CTAs: below N = 4096 (a 135M model's projections: 18-96 CTAs at RT = 2) the GPU is short of
   // CTAs, not of bandwidth, so RT stays 1. U is 4 up to M = 16 whatever RT and NT, so a row's sum
-  // runs in the same order at every M <= 16 (Jacobi blocks equal AR token for token).
+  // runs in the same order at every M <= 16: one of the two conditions for a Jacobi block to equal AR
+  // token for token (the attention's chunking is the other, see CudaModelOptions).
   if (M <= 8)
     launch<1, 1, 4>(x, w, y, M, N, K, stream);
   else if (M <= 16 && N < 4096)

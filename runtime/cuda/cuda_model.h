@@ -66,7 +66,9 @@ struct CudaModelOptions {
   // kSkinnyGemmMaxM. make_cuda_model(ckpt, progress) reads it from CLLM_CUDA_SKINNY_MAX_M when set.
   // Default 16: the skinny kernel computes each row the same way for every M <= 16 (its K split
   // changes only above), so a token's logits do not depend on how many tokens share its forward, and
-  // greedy Jacobi with blocks of up to 16 equals greedy AR on the GPU as on the CPU. The price: on
+  // greedy Jacobi with blocks of up to 16 equals greedy AR on the GPU as on the CPU, wherever the
+  // attention gives the block and a lone token the same chunk length (kernels/cuda/attention.cu:
+  // not in a few windows of context, e.g. 1862-2047 for SmolLM2's heads). The price: on
   // the H200 (2026-11-28, docs/benchmarks.md) the skinny kernel beats cuBLASLt by 5-20% per GEMM at
   // M <= 8 and loses at M = 16 (8 was the default before; set 8 to trade exactness for that).
   int skinny_gemm_max_m = 16;

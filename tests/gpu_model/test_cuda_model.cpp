@@ -11,7 +11,8 @@
 //   max |gpu - cpu| <= kTolRandom * S (2 layers) or kTolSmol * S (30 layers);
 //   the GPU's argmax id must be a near-argmax on the CPU: cpu[id] >= max(cpu row) - tol * S.
 // (c): up to the skinny GEMM's M (16 by default) every kernel computes a row the same way whatever
-// the block size, so Jacobi must equal AR token for token. Above it (n = 32: cuBLASLt) bf16 makes AR
+// the block size at these contexts (under 150 tokens: the attention plans the same chunk length for
+// a block and a lone token), so Jacobi must equal AR token for token. Above it (n = 32: cuBLASLt) bf16 makes AR
 // and Jacobi round differently, so where the two pick different tokens the CPU top-2 margin at that
 // position must be within kMarginFrac * S (a near-tie that bf16 noise may flip); a larger margin is
 // a bug. The margin is reported either way.
