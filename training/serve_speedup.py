@@ -86,13 +86,15 @@ def read_prompts(path, n=0):
 def summarize(ar, jacobi):
     """ar, jacobi: request records (completion_tokens, iterations, server_ttft_s, server_total_s,
     client_seconds, text) of the same prompts. Returns the table's numbers."""
-    def decode_rate(recs):
-        seconds = sum(max(0.0, r["server_total_s"] - r["server_ttft_s"]) for r in recs)
+    def rate(recs, seconds_of):  # completion tokens per second, summed over the requests
+        seconds = sum(seconds_of(r) for r in recs)
         return sum(r["completion_tokens"] for r in recs) / seconds if seconds > 0 else float("nan")
 
+    def decode_rate(recs):  # the engine's decode time: total minus time to first token
+        return rate(recs, lambda r: max(0.0, r["server_total_s"] - r["server_ttft_s"]))
+
     def client_rate(recs):
-        seconds = sum(r["client_seconds"] for r in recs)
-        return sum(r["completion_tokens"] for r in recs) / seconds if seconds > 0 else float("nan")
+        return rate(recs, lambda r: r["client_seconds"])
 
     ar_rate, jac_rate = decode_rate(ar), decode_rate(jacobi)
     iters = sum(r["iterations"] for r in jacobi)
