@@ -58,17 +58,18 @@ struct AttnParams {
   float* part_l;    // [P]
   AttnBlockDesc one;                // the block, when work == nullptr (single sequence)
   const AttnBlockDesc* blocks;      // batched: [count]
-  const uint32_t* work;             // batched: [items] (block << 16 | chunk << 10 | row tile)
+  const uint32_t* work;             // batched: [items] (block << 20 | chunk << 10 | row tile)
   const int32_t* row_block;         // batched: [rows] block of each query row
   int n_heads, n_kv, group;
   float scale;  // 1/sqrt(head_dim), folded into q
 };
 
-constexpr int kWorkBlockShift = 16, kWorkChunkShift = 10;
-constexpr uint32_t kWorkChunkMask = 63, kWorkTileMask = 1023;
+// 12 bits of block, 10 of chunk (1024 chunks: 131072 keys at kInvariantChunkKeys), 10 of row tile.
+constexpr int kWorkBlockShift = 20, kWorkChunkShift = 10;
+constexpr uint32_t kWorkChunkMask = 1023, kWorkTileMask = 1023;
 // A work item that does nothing: plans pad their work lists with it so that the grid (a launch
 // parameter) changes rarely while contexts grow, and a CUDA graph can be replayed as is. Never a
-// real item: blocks are numbered below 65535, so a real item's top 16 bits are never all ones.
+// real item: blocks are numbered below 4095, so a real item's top 12 bits are never all ones.
 constexpr uint32_t kNoWork = 0xFFFFFFFFu;
 static_assert(kMaxChunks <= kWorkChunkMask + 1);
 
@@ -385,12 +386,21 @@ size_t batched_attention_table_bytes(int max_rows, int max_blocks, int n_heads, 
   return align16(sizeof(AttnBlockDesc) * max_blocks) + align16(4 * items) + align16(4 * static_cast<size_t>(max_rows));
 }
 
+size_t attention_partials_bytes(size_t partials, int head_dim) {
+  return partials * (static_cast<size_t>(head_dim) + 2) * sizeof(float);
+}
+
 void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
-                            size_t workspace_bytes, size_t table_bytes, BatchedAttentionPlan& plan) {
+                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan) {
+  CLLM_CHECK(chunk_keys >= 0 && chunk_keys % kTile == 0,
+             "batched attention: chunk_keys " << chunk_keys << " is not a multiple of " << kTile);
+  const bool fixed = chunk_keys > 0;
+  if (fixed) workspace_bytes = table_bytes = SIZE_MAX;  // the caller sizes both after planning
   CLLM_CHECK(head_dim == 64 || head_dim == 128, "attention: head_dim " << head_dim << " not in {64, 128}");
   CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " % n_kv " << n_kv << " != 0");
   CLLM_CHECK(count > 0 && count < (1 << (32 - kWorkBlockShift)),
              "batched attention: " << count << " blocks, expected 1.." << (1 << (32 - kWorkBlockShift)) - 1);
+  static_assert((1 << (32 - kWorkBlockShift)) - 1 >= 1024, "a step of kMaxRows one-token blocks must fit");
   const int group = n_heads / n_kv;
   int max_n = 0, total_n = 0;
   for (int b = 0; b < count; ++b) max_n = std::max(max_n, blocks[b].n), total_n += blocks[b].n;
@@ -420,7 +430,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   const int full = round_up(max_ctx, kTile);  // one chunk per block
   int chunk_len = std::max(kTile, round_up(ceil_div(max_ctx, kMaxChunks), kTile));
   chunk_len = std::max(chunk_len, round_up(static_cast<int>(std::ceil(n_kv * tile_keys / target)), kTile));
-  chunk_len = std::min(chunk_len, full);
+  chunk_len = fixed ? chunk_keys : std::min(chunk_len, full);
   int items = 0;
   size_t partials = 0, bytes = 0;
   for (;;) {
@@ -433,7 +443,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
     }
     bytes = align16(sizeof(AttnBlockDesc) * count) + align16(4 * static_cast<size_t>(items)) +
             align16(4 * static_cast<size_t>(rows));
-    if (partials * (head_dim + 2) * sizeof(float) <= workspace_bytes && bytes <= table_bytes) break;
+    if (fixed || (attention_partials_bytes(partials, head_dim) <= workspace_bytes && bytes <= table_bytes)) break;
     CLLM_CHECK(chunk_len < full, "batched attention: the table of " << count << " blocks over " << rows
                                                                    << " rows needs " << bytes << " bytes, more than "
                                                                    << table_bytes);
@@ -445,7 +455,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   int padded = 1;
   while (padded < items) padded *= 2;
   const size_t padded_bytes = bytes + align16(4 * static_cast<size_t>(padded)) - align16(4 * static_cast<size_t>(items));
-  if (padded_bytes <= table_bytes) {
+  if (fixed || padded_bytes <= table_bytes) {
     items = padded;
     bytes = padded_bytes;
   }
@@ -472,6 +482,9 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   for (int b = 0; b < count; ++b) {
     const AttnBlock& k = blocks[b];
     const int chunks = ceil_div(k.pos + k.n, chunk_len), tiles = ceil_div(k.n * group, cta_rows);
+    CLLM_CHECK(chunks <= static_cast<int>(kWorkChunkMask) + 1,
+               "batched attention: block " << b << " needs " << chunks << " chunks of " << chunk_len << " keys, more than "
+                                           << kWorkChunkMask + 1);
     descs[b] = AttnBlockDesc{k.q_row, k.pos, k.n, k.slot, chunk_len, chunks, static_cast<int32_t>(part_base), 0};
     if (chunks > 1) part_base += static_cast<size_t>(chunks) * k.n * n_heads;
     for (int c = 0; c < chunks; ++c)

@@ -61,17 +61,27 @@ struct CudaModelOptions {
   // false: capture every step and patch it into the cached graph even when its key is unchanged
   // (the behaviour before replays; make_cuda_model reads CLLM_CUDA_GRAPH_REPLAY=0 for A/B runs).
   bool replay_graphs = true;
-  // Blocks of at most this many tokens run their linear layers on the skinny bandwidth-bound GEMM
-  // (kernels/cuda/skinny_gemm.cuh), larger ones on cuBLASLt; 0 = cuBLASLt always. Capped at
-  // kSkinnyGemmMaxM. make_cuda_model(ckpt, progress) reads it from CLLM_CUDA_SKINNY_MAX_M when set.
-  // Default 16: the skinny kernel computes each row the same way for every M <= 16 (its K split
-  // changes only above), so a token's logits do not depend on how many tokens share its forward, and
-  // greedy Jacobi with blocks of up to 16 equals greedy AR on the GPU as on the CPU, wherever the
-  // attention gives the block and a lone token the same chunk length (kernels/cuda/attention.cu:
-  // not in a few windows of context, e.g. 1862-2047 for SmolLM2's heads). The price: on
-  // the H200 (2026-11-28, docs/benchmarks.md) the skinny kernel beats cuBLASLt by 5-20% per GEMM at
-  // M <= 8 and loses at M = 16 (8 was the default before; set 8 to trade exactness for that).
-  int skinny_gemm_max_m = 16;
+  // Batch invariance (design.md, "GPU numerics"): a token's logits do not depend on what shares its
+  // forward (its block's size, other sequences, prefill chunking), so greedy Jacobi equals greedy AR
+  // and a request's answer does not depend on the load. Two settings give it, and fast() trades
+  // both for speed:
+  //  - Forwards of at most this many rows run their linear layers on the invariant GEMM
+  //    (kernels/cuda/skinny_gemm.cuh: one reduction order for every M), larger ones on cuBLASLt
+  //    (its algorithm and split-K change with M). Default: every forward.
+  int skinny_gemm_max_m = kSkinnyGemmMaxM;
+  //  - The attention's split-K chunk length in keys (kernels/cuda/attention.cuh): a fixed length puts
+  //    chunk boundaries where positions alone decide; 0 sizes chunks to each batch (adaptive).
+  int attention_chunk_keys = kInvariantChunkKeys;
+
+  // The fastest settings without the promise: the invariant GEMM up to 16 rows (where it beats or
+  // matches cuBLASLt), cuBLASLt above, adaptive attention chunks.
+  static CudaModelOptions fast() {
+    CudaModelOptions o;
+    o.skinny_gemm_max_m = 16;
+    o.attention_chunk_keys = 0;
+    return o;
+  }
+  bool batch_invariant() const { return skinny_gemm_max_m >= kSkinnyGemmMaxM && attention_chunk_keys > 0; }
 };
 
 // What the graph cache did, for tests and benchmarks.
@@ -122,6 +132,7 @@ class CudaModel final : public Model {
 
   const CudaGraphStats& graph_stats() const { return stats_; }
   const ShardPlan& shard_plan() const { return plan_; }
+  const CudaModelOptions& options() const { return opts_; }
   bool uses_graphs() const { return opts_.use_graphs; }
 
  private:
@@ -181,6 +192,10 @@ class CudaModel final : public Model {
     cublasLtHandle_t lt = nullptr;
   };
 
+  // Grows the attention workspace and the step's input buffers to what attn_plan_ needs (before any
+  // capture: it allocates); a growth makes every cached graph stale (buffer addresses changed).
+  void fit_attention_plan();
+
   // What the step being enqueued covers (set by run_device_forward, read by enqueue_step).
   struct Step {
     int rows = 0;             // real rows
@@ -218,7 +233,7 @@ class CudaModel final : public Model {
   int limit_tokens_ = 0;   // the last reset's max_tokens and slots: what forwards are checked against
   int limit_slots_ = 0;
   DeviceBuffer kv_;        // bf16 [layers][2 (k, v)][slots][capacity][n_kv][head_dim]
-  uint64_t kv_generation_ = 0;  // bumped when kv_ is reallocated: graphs captured before are stale
+  uint64_t kv_generation_ = 0;  // bumped when kv_, attn_ws_ or io_ are reallocated: graphs captured before are stale
   uint64_t graph_clock_ = 0;    // counts graph launches, for the least-recently-used replacement
 
   // Scratch for kMaxRows rows. Element types: bf16 unless noted.
@@ -232,7 +247,7 @@ class CudaModel final : public Model {
   DeviceBuffer gate_up_;      // [kMaxRows, 2 ffn]
   DeviceBuffer act_;          // [kMaxRows, ffn]
   DeviceBuffer logits_;       // [kMaxRows, vocab]
-  DeviceBuffer attn_ws_;      // block_attention_workspace_bytes(kMaxBlock, ...); the plans fit within it
+  DeviceBuffer attn_ws_;      // attention partials: adaptive plans fit within it, fixed-chunk plans grow it
   DeviceBuffer argmax_ws_;    // argmax_workspace_bytes(kMaxRows, vocab)
   DeviceBuffer gemm_ws_;      // cuBLASLt workspace shared by every GemmPlan (one stream: never concurrent)
   // The step's inputs in pinned memory: int32 tokens [rows], positions [rows], cache rows [rows]
