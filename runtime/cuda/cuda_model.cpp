@@ -57,7 +57,7 @@ CudaModel::Linear::Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_m
     : m_(M), n_(N), k_(K) {
   // The scratch and weight buffers are whole cudaMalloc allocations (256-byte aligned), so the
   // skinny kernel's pointer requirements hold; its shape ones are checked here.
-  const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;
+  const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;  // K checked for invariance
   if (!skinny) plan_.emplace(lt, M, N, K, ws_bytes, 256, gemm_ws);
 }
 
@@ -109,7 +109,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
       dims_{cfg.hidden_size, plan.heads * cfg.head_dim, plan.kv_heads * cfg.head_dim, plan.ffn, plan.vocab},
       plans_(kMaxRows + 1) {
   // The invariant GEMM needs K % 8 == 0; cuBLASLt would take such a layer, with no invariance.
-  if (opts_.skinny_gemm_max_m >= kSkinnyGemmMaxM)
+  if (opts_.invariant_max_rows > 0)
     for (const int k : {dims_.d, dims_.q, dims_.ffn})
       CLLM_CHECK(k % 8 == 0, "batch-invariant CUDA numerics need every GEMM's K to be a multiple of 8; this "
                              "model (rank) has a width of " << k);
@@ -188,7 +188,8 @@ double CudaModel::step_bytes(int context) const {
 CudaModel::BlockPlans& CudaModel::plans_for(int gemm_rows) {
   std::unique_ptr<BlockPlans>& p = plans_[gemm_rows];
   if (!p)
-    p = std::make_unique<BlockPlans>(h_.lt, dims_, gemm_rows, opts_.skinny_gemm_max_m, gemm_ws_.as<void>(),
+    p = std::make_unique<BlockPlans>(h_.lt, dims_, gemm_rows,
+                                     std::max(opts_.invariant_max_rows, CudaModelOptions::kSkinnyBestMaxM), gemm_ws_.as<void>(),
                                      gemm_ws_.bytes());
   return *p;
 }
@@ -252,7 +253,7 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   attn.clear();
   for (int b = 0, row = 0; b < count; row += blocks[b].n, ++b) attn.push_back({row, blocks[b].pos, blocks[b].n, blocks[b].slot});
   plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
-                         table_bytes_, opts_.attention_chunk_keys, attn_plan_);
+                         table_bytes_, invariant_step() ? kInvariantChunkKeys : 0, attn_plan_);
   fit_attention_plan();  // may reallocate io_host_: fill it only after
 
   int32_t* io = io_host_.as<int32_t>();
@@ -465,12 +466,15 @@ std::unique_ptr<CudaModel> make_cuda_model(const CheckpointReader& ckpt, const L
 namespace cllm {
 
 std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress) {
-  // CLLM_CUDA_NUMERICS=fast gives up batch invariance for speed (A/B runs; see CudaModelOptions).
+  // CLLM_CUDA_NUMERICS: invariant (every forward), blocks (the default: forwards of up to 16 rows)
+  // or fast (none); see CudaModelOptions::invariant_max_rows.
   cuda::CudaModelOptions opts;
   if (const char* env = std::getenv("CLLM_CUDA_NUMERICS"); env != nullptr && *env != '\0') {
     const std::string v = env;
-    CLLM_CHECK(v == "invariant" || v == "fast", "CLLM_CUDA_NUMERICS=" << v << ": expected invariant or fast");
+    CLLM_CHECK(v == "invariant" || v == "blocks" || v == "fast",
+               "CLLM_CUDA_NUMERICS=" << v << ": expected invariant, blocks (the default) or fast");
     if (v == "fast") opts = cuda::CudaModelOptions::fast();
+    if (v == "invariant") opts = cuda::CudaModelOptions::invariant();
   }
   if (const char* env = std::getenv("CLLM_CUDA_GRAPH_REPLAY"); env != nullptr && std::string(env) == "0")
     opts.replay_graphs = false;

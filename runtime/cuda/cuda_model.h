@@ -63,25 +63,31 @@ struct CudaModelOptions {
   bool replay_graphs = true;
   // Batch invariance (design.md, "GPU numerics"): a token's logits do not depend on what shares its
   // forward (its block's size, other sequences, prefill chunking), so greedy Jacobi equals greedy AR
-  // and a request's answer does not depend on the load. Two settings give it, and fast() trades
-  // both for speed:
-  //  - Forwards of at most this many rows run their linear layers on the invariant GEMM
-  //    (kernels/cuda/skinny_gemm.cuh: one reduction order for every M), larger ones on cuBLASLt
-  //    (its algorithm and split-K change with M). Default: every forward.
-  int skinny_gemm_max_m = kSkinnyGemmMaxM;
-  //  - The attention's split-K chunk length in keys (kernels/cuda/attention.cuh): a fixed length puts
-  //    chunk boundaries where positions alone decide; 0 sizes chunks to each batch (adaptive).
-  int attention_chunk_keys = kInvariantChunkKeys;
+  // and a request's answer does not depend on the load. Device forwards of at most this many rows
+  // run the invariant kernels: the GEMM with one reduction order for every M (skinny_gemm.cuh) and
+  // attention chunks at fixed key boundaries (kInvariantChunkKeys); larger ones run cuBLASLt (its
+  // algorithm and split-K change with M) and chunks sized to the batch. Any two forwards within the
+  // limit give a token the same bits. The default, 16, covers decoding and Jacobi blocks of up to 16
+  // tokens at no measured cost; kMaxRows (all forwards: 64-token blocks, batches and prefill chunks
+  // too) costs 40-65% on 32-64-row forwards and about 3x on 256-1024-row ones (docs/benchmarks.md).
+  int invariant_max_rows = 16;
 
-  // The fastest settings without the promise: the invariant GEMM up to 16 rows (where it beats or
-  // matches cuBLASLt), cuBLASLt above, adaptive attention chunks.
-  static CudaModelOptions fast() {
+  static CudaModelOptions invariant() {  // every forward
     CudaModelOptions o;
-    o.skinny_gemm_max_m = 16;
-    o.attention_chunk_keys = 0;
+    o.invariant_max_rows = kMaxRowsPerForward;
     return o;
   }
-  bool batch_invariant() const { return skinny_gemm_max_m >= kSkinnyGemmMaxM && attention_chunk_keys > 0; }
+  static CudaModelOptions fast() {  // none: the fastest kernels (skinny up to kSkinnyBestMaxM rows, adaptive chunks)
+    CudaModelOptions o;
+    o.invariant_max_rows = 0;
+    return o;
+  }
+  // Rows of one batched device forward (CudaModel::kMaxRows; here for the presets above).
+  static constexpr int kMaxRowsPerForward = 1024;
+  // GEMM rows up to which the skinny kernel beats cuBLASLt (docs/benchmarks.md: 5-20% faster at
+  // M <= 8 on the 7B projections, 0-20% slower at 9-16); it runs there in every mode.
+  static constexpr int kSkinnyBestMaxM = 8;
+  bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
 };
 
 // What the graph cache did, for tests and benchmarks.
@@ -101,7 +107,7 @@ class CudaModel final : public Model {
   static constexpr int kMaxBlock = 256;
   static constexpr int kExactMax = 64;
   // Rows of one batched device forward (e.g. 64 sequences x 16); all scratch is sized for it.
-  static constexpr int kMaxRows = 1024;
+  static constexpr int kMaxRows = CudaModelOptions::kMaxRowsPerForward;
   // GEMM rows (and graph key) of a device forward of `rows` rows: exact up to kExactMax, else
   // rounded up to a multiple of 16.
   static int gemm_rows(int rows) { return rows <= kExactMax ? rows : (rows + 15) / 16 * 16; }
@@ -192,6 +198,8 @@ class CudaModel final : public Model {
     cublasLtHandle_t lt = nullptr;
   };
 
+  // Whether the step being planned runs the batch-invariant kernels (CudaModelOptions).
+  bool invariant_step() const { return step_.gemm_rows <= opts_.invariant_max_rows; }
   // Grows the attention workspace and the step's input buffers to what attn_plan_ needs (before any
   // capture: it allocates); a growth makes every cached graph stale (buffer addresses changed).
   void fit_attention_plan();
