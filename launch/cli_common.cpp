@@ -13,6 +13,7 @@
 #include "kernels/cpu/ops.h"
 #include "parallel/coordinator.h"
 #include "parallel/tp_model.h"
+#include "runtime/block_rows.h"
 #ifdef CLLM_HAVE_NCCL
 #include "parallel/cuda/cuda_tp_model.h"
 #endif
@@ -138,6 +139,10 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("all-reduce", po::value(&flags.all_reduce)->default_value("auto"),
        "under mpirun with --device cuda: auto (NCCL + CUDA IPC when every rank has its own GPU, else host), nccl, "
        "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)");
+}
+
+void check_block_flag(int block) {
+  CLLM_CHECK(block >= 1 && block <= kMaxBlockRows, "--block must be in 1.." << kMaxBlockRows << ", got " << block);
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

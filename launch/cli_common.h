@@ -50,6 +50,9 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags);
 // the other ranks print nothing.
 LoadedModel load_model(const std::string& path, Device device, Comm& comm, const CommFlags& flags);
 
+// Refuses a --block outside 1..kMaxBlockRows (runtime/block_rows.h), naming the flag and the value.
+void check_block_flag(int block);
+
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
 void set_cpu_threads(int requested, const Comm& comm);
 

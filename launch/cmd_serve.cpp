@@ -21,6 +21,7 @@
 #include "launch/openai_engine.h"
 #include "launch/openai_routes.h"
 #include "parallel/coordinator.h"
+#include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 
 namespace cllm::cli {
@@ -117,7 +118,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
                    "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block N] [--chat-template FAMILY]",
                    opts, vm))
     return 0;
-  CLLM_CHECK(f.block >= 1 && f.block <= kMaxBlockRows, "--block must be in 1.." << kMaxBlockRows << ", got " << f.block);
+  check_block_flag(f.block);
   CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   comm.set_deadline_seconds(f.comm_flags.deadline_s);

@@ -59,7 +59,7 @@ int trajectories_main(int argc, char** argv) {
                    "[--augment] [--chat] [--seed S] [--shard I/K] [--batch B] [--max-seconds S] [--device cpu|cuda]",
                    opts, vm))
     return 0;
-  CLLM_CHECK(to.block >= 1 && to.block <= kMaxBlockRows, "--block must be in 1.." << kMaxBlockRows << ", got " << to.block);
+  check_block_flag(to.block);
   CLLM_CHECK(to.max_new_tokens > 0, "--max-new-tokens must be positive, got " << to.max_new_tokens);
   CLLM_CHECK(to.max_repeat >= 0, "--max-repeat must be >= 0, got " << to.max_repeat);
   if (init == "random")
