@@ -101,7 +101,8 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("max-step-rows", po::value(&f.max_step_rows)->default_value(f.max_step_rows),
        "token rows per engine step at most (0: no limit): decoding blocks always run, prompt prefill "
        "chunks take the rest, so a burst of long prompts does not stall running requests")
-      ("block", po::value(&f.block)->default_value(16), "default Jacobi block size (1.." + std::to_string(kMaxBlockRows) + "; requests: cllm_block)")
+      ("block", po::value(&f.block)->default_value(16),
+       "default Jacobi block size (1.." + std::to_string(kMaxBlockRows) + "; requests: cllm_block)")
       ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
                                                      "instead of the checkpoint's")

@@ -12,7 +12,8 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
     : gen_(gen), jac_(jac) {
   opts.add_options()
       ("max-new-tokens", po::value(&gen.max_new_tokens)->default_value(64), "tokens to generate at most")
-      ("block", po::value(&jac.block)->default_value(16), "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
+      ("block", po::value(&jac.block)->default_value(16),
+       "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
       ("window", po::value(&window_)->default_value(window_), "sliding | blockwise (the paper's mode)")
       ("init", po::value(&init_)->default_value(init_), "initial guesses: random (from the prompt, seeded) | repeat | pad")
       ("seed", po::value(&jac.seed)->default_value(0), "seed of the random initial guesses")

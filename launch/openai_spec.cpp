@@ -22,7 +22,8 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
     }
   } else if (!r.prompt_ids.empty()) {
     for (int32_t id : r.prompt_ids)
-      if (id >= tok.vocab_size()) throw ApiError(400, "token id " + std::to_string(id) + " is out of the vocabulary", "prompt");
+      if (id >= tok.vocab_size())
+        throw ApiError(400, "token id " + std::to_string(id) + " is out of the vocabulary", "prompt");
     spec.prompt = r.prompt_ids;
   } else {
     spec.prompt = tok.encode(r.prompt, cfg.add_bos);
