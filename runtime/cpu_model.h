@@ -35,12 +35,6 @@ class CpuModel final : public Model {
   // This rank's bytes: its weight slices plus its KV heads.
   double step_bytes(int context) const override;
 
-  // A batch whose blocks all have at most this many tokens uses the batch-invariant GEMM (see
-  // gemm_invariant.h), whatever its total rows, so Jacobi blocks reproduce AR bit for bit and a
-  // block's result does not depend on its batch. Only a single longer block (a whole-prompt
-  // prefill) uses OpenBLAS.
-  static constexpr int kInvariantMaxTokens = 64;
-
  private:
   CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan& plan, Comm* comm);
   void linear(const float* x, const float* w, float* y, int n, int out, int in) const;
@@ -67,7 +61,7 @@ class CpuModel final : public Model {
   // Per layer [slots_, capacity_, kvd_], left uninitialised: the OS commits the pages of the rows
   // that are written, so idle slots of a large --max-batch x --max-context cost no memory.
   std::vector<std::unique_ptr<float[]>> k_, v_;
-  bool blas_ = false;                     // this forward uses OpenBLAS (see kInvariantMaxTokens)
+  bool blas_ = false;                     // this forward uses OpenBLAS (a lone block over kMaxBlockRows)
   // Scratch for a batch of n rows.
   std::vector<float> x_, h_, q_, att_, gate_, up_;  // [n, d], [n, d], [n, qd_] x2, [n, ffn_] x2
   std::vector<float> k_new_, v_new_;      // [n, kvd_]: the batch's keys and values before they go to their slots
