@@ -41,9 +41,6 @@ namespace {
 
 using cuda::CudaModel;
 
-// The scheduler cuts blocks at kMaxBlockRows because rows up to it are computed alike; on the GPU
-// that is the unpadded range up to kExactMax. (cuda_model.h could define kExactMax as
-// kMaxBlockRows; until then this keeps the two equal.)
 using cuda::CudaModelOptions;
 
 constexpr double kTolRandom = 2e-2;
