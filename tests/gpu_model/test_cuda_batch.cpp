@@ -29,7 +29,6 @@
 #include <string>
 #include <vector>
 
-#include "runtime/block_rows.h"
 #include "runtime/cuda/cuda_model.h"
 #include "runtime/model.h"
 #include "runtime/random_model.h"
