@@ -53,12 +53,12 @@ struct AttnBlockDesc {
 // else is in the table. Two plans with equal shapes launch the same kernels with the same
 // arguments, so a CUDA graph captured with one replays the other once its table is uploaded.
 struct AttentionLaunchShape {
-  int n_heads = 0, n_kv = 0, head_dim = 0, count = 0, rows = 0, items = 0, rows_per_warp = 0;
+  int n_heads = 0, n_kv = 0, head_dim = 0, count = 0, rows = 0, items = 0;
   bool combine = false;
   size_t work_offset = 0, row_block_offset = 0;
   bool operator==(const AttentionLaunchShape& o) const {  // (the CUDA sources are C++17: no defaulted ==)
     return n_heads == o.n_heads && n_kv == o.n_kv && head_dim == o.head_dim && count == o.count && rows == o.rows &&
-           items == o.items && rows_per_warp == o.rows_per_warp && combine == o.combine &&
+           items == o.items && combine == o.combine &&
            work_offset == o.work_offset && row_block_offset == o.row_block_offset;
   }
 };
@@ -69,14 +69,13 @@ struct BatchedAttentionPlan {
   int items = 0;             // CTAs per KV head: (block, chunk, row tile) triples, padded to a power
                              // of two with no-op items when the table has room
   int chunk_len = 0;         // keys per chunk, all blocks
-  int rows_per_warp = 4;     // query rows per warp (CTA = 4 warps): 1 when every block has <= 4 per KV head
   size_t partials = 0;       // partial-result slots in the workspace: (head_dim + 2) floats each
   bool combine = false;      // some block has more than one chunk
   std::vector<uint8_t> table;  // descs [count] | work items uint32 [items] | row -> block int32 [rows]
   size_t work_offset = 0, row_block_offset = 0;  // byte offsets inside table
 
   AttentionLaunchShape launch_shape() const {
-    return {n_heads, n_kv, head_dim, count, rows, items, rows_per_warp, combine, work_offset, row_block_offset};
+    return {n_heads, n_kv, head_dim, count, rows, items, combine, work_offset, row_block_offset};
   }
 };
 

@@ -63,16 +63,6 @@ __device__ __forceinline__ void load_x(uint32_t (&v)[4], const void* p, bool pre
       : "l"(p), "r"(static_cast<int>(pred)));
 }
 
-// c += A . B, m16n8k16, bf16 inputs, fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see the top)
 
 // NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
@@ -142,7 +132,7 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
           for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt)
-              mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
+              detail::mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
                        a[u][rt][1][2 * s + 1], b[u][nt][2 * s], b[u][nt][2 * s + 1]);
     }
   }
