@@ -64,6 +64,7 @@ __device__ __forceinline__ void load_x(uint32_t (&v)[4], const void* p, bool pre
 }
 
 constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see the top)
+constexpr int kTiledMinM = 65;  // rows from which tiled_gemm_kernel (below) takes over
 
 // NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
 // kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__.
@@ -167,6 +168,149 @@ void launch(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, in
   CLLM_CUDA_LAUNCH_CHECK(stream);
 }
 
+// ---- many rows: the same order from shared-memory tiles -------------------------------------------
+//
+// Above kTiledMinM rows the kernel above re-reads its operands from L2 once per 8 warps' worth of
+// products and runs far below the tensor cores' rate. This one stages 128 W rows x 128 tokens of one
+// K group in shared memory (cp.async, two stages) and gives each warp a 64-row x 32-token tile of C
+// for every K class: it walks the groups class by class (class 0's groups in order, then class 1's,
+// ...), accumulating each class from 0 and adding it to the running total at the class's end, and
+// feeds the mma the same fragments (the fragment trick above: lane t's 8 elements [8t, 8t + 8) of
+// each 32-wide chunk). Each output element therefore sees exactly the sums of the kernel above.
+constexpr int kTiledRows = 128, kTiledTokens = 128;
+constexpr int kTiledK = kChunk * kGroup;       // one group per stage
+constexpr int kTiledPitch = kTiledK + 32;      // elements; 320-byte rows: an LDS.128 phase's rows hit distinct banks
+constexpr size_t kTiledSmem = size_t{2} * (kTiledRows + kTiledTokens) * kTiledPitch * sizeof(__nv_bfloat16);
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+// Group `it` of the class-major walk (class 0's groups c, c + 8, ... first); sets its class.
+__device__ __forceinline__ int group_at(int it, int n_groups, int& cls) {
+  for (int c = 0; c < kWarps; ++c) {
+    const int count = c < n_groups ? (n_groups - 1 - c) / kWarps + 1 : 0;
+    if (it < count) {
+      cls = c;
+      return c + kWarps * it;
+    }
+    it -= count;
+  }
+  cls = kWarps;
+  return 0;
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    tiled_gemm_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                      __nv_bfloat16* __restrict__ y, int M, int N, int K) {
+  extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // stage s: W rows, then tokens, kTiledPitch each
+  const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
+  const int g = lane / 4, t = lane % 4;
+  const int wn = warp % 2, wm = warp / 2;  // this warp's C tile: W rows wn * 64 + [0, 64), tokens wm * 32 + [0, 32)
+  const int tok0 = blockIdx.x * kTiledTokens, row0 = blockIdx.y * kTiledRows;
+  const int n_groups = (K + kTiledK - 1) / kTiledK;
+  constexpr int kVecs = kTiledK / 8;  // 16-byte vectors per staged row
+
+  auto load_group = [&](int grp, int st) {
+    __nv_bfloat16* stage = tiles + st * (kTiledRows + kTiledTokens) * kTiledPitch;
+    const int k0 = grp * kTiledK;
+    for (int e = threadIdx.x; e < (kTiledRows + kTiledTokens) * kVecs; e += kThreads) {
+      const int r = e / kVecs, k = k0 + (e % kVecs) * 8;
+      const bool is_w = r < kTiledRows;
+      const int idx = is_w ? row0 + r : tok0 + r - kTiledRows;
+      const bool ok = k < K && idx < (is_w ? N : M);
+      const __nv_bfloat16* src = (is_w ? w : x) + (ok ? static_cast<size_t>(idx) * K + k : 0);
+      cp_async_16(stage + r * kTiledPitch + (e % kVecs) * 8, src, ok);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+
+  float total[4][4][4], acc[4][4][4];
+#pragma unroll
+  for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) total[rt][nt][e] = acc[rt][nt][e] = 0.f;
+  // Ends classes up to (not including) `upto`: total += acc, acc = 0 (an empty class adds 0).
+  int done_cls = 0;
+  auto end_classes = [&](int upto) {
+    for (; done_cls < upto; ++done_cls)
+#pragma unroll
+      for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            total[rt][nt][e] += acc[rt][nt][e];
+            acc[rt][nt][e] = 0.f;
+          }
+  };
+
+  int cls = 0;
+  if (n_groups > 0) load_group(group_at(0, n_groups, cls), 0);
+  for (int it = 0, st = 0; it < n_groups; ++it, st ^= 1) {
+    group_at(it, n_groups, cls);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();  // this group landed; every warp is done with the other stage
+    if (it + 1 < n_groups) {
+      int next_cls;
+      load_group(group_at(it + 1, n_groups, next_cls), st ^ 1);
+    }
+    end_classes(cls);
+    const __nv_bfloat16* ws = tiles + st * (kTiledRows + kTiledTokens) * kTiledPitch;
+    const __nv_bfloat16* xs = ws + kTiledRows * kTiledPitch;
+#pragma unroll
+    for (int q = 0; q < kGroup; ++q) {
+      uint32_t a[4][2][4], b[4][4];
+#pragma unroll
+      for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint4 v = *reinterpret_cast<const uint4*>(ws + (wn * 64 + rt * 16 + g + 8 * h) * kTiledPitch +
+                                                          q * kChunk + 8 * t);
+          a[rt][h][0] = v.x, a[rt][h][1] = v.y, a[rt][h][2] = v.z, a[rt][h][3] = v.w;
+        }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const uint4 v = *reinterpret_cast<const uint4*>(xs + (wm * 32 + nt * 8 + g) * kTiledPitch + q * kChunk + 8 * t);
+        b[nt][0] = v.x, b[nt][1] = v.y, b[nt][2] = v.z, b[nt][3] = v.w;
+      }
+#pragma unroll
+      for (int s2 = 0; s2 < 2; ++s2)
+#pragma unroll
+        for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt)
+            detail::mma_bf16(acc[rt][nt], a[rt][0][2 * s2], a[rt][1][2 * s2], a[rt][0][2 * s2 + 1],
+                             a[rt][1][2 * s2 + 1], b[nt][2 * s2], b[nt][2 * s2 + 1]);
+    }
+  }
+  end_classes(kWarps);
+
+#pragma unroll
+  for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + wn * 64 + rt * 16 + g + 8 * (e / 2);
+        const int tok = tok0 + wm * 32 + nt * 8 + 2 * t + e % 2;
+        if (row < N && tok < M) y[static_cast<size_t>(tok) * N + row] = __float2bfloat16_rn(total[rt][nt][e]);
+      }
+}
+
+void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
+                  cudaStream_t stream) {
+  static const cudaError_t attr =  // once, before any launch (and any graph capture)
+      cudaFuncSetAttribute(tiled_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTiledSmem);
+  CLLM_CUDA_CHECK(attr);
+  const dim3 grid((M + kTiledTokens - 1) / kTiledTokens, (N + kTiledRows - 1) / kTiledRows);
+  tiled_gemm_kernel<<<grid, kThreads, kTiledSmem, stream>>>(x, w, y, M, N, K);
+  CLLM_CUDA_LAUNCH_CHECK(stream);
+}
+
 }  // namespace
 
 bool skinny_gemm_supported(int M, int N, int K, const void* x, const void* w) {
@@ -185,7 +329,7 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
   // 8*NT*K*2 bytes against 16*RT*K*2 of W), but also halves the CTAs: below N = 4096 (a 135M
   // model's projections: 18-96 CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT
   // stays 1 there. Above 32 rows a CTA takes 64 tokens at one CTA per SM (the registers of 64
-  // accumulators and a chunk of loads per thread).
+  // accumulators and a chunk of loads per thread); from kTiledMinM rows on, the shared-memory tiles.
   if (M <= 8)
     launch<1, 1, 4>(x, w, y, M, N, K, stream);
   else if (M <= 16 && N < 4096)
@@ -194,8 +338,10 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
     launch<2, 2, 4>(x, w, y, M, N, K, stream);
   else if (M <= 32)
     launch<4, 2, 2>(x, w, y, M, N, K, stream);
-  else
+  else if (M < kTiledMinM)
     launch<8, 2, 1, 1>(x, w, y, M, N, K, stream);
+  else
+    launch_tiled(x, w, y, M, N, K, stream);
 }
 
 }  // namespace cllm::cuda
