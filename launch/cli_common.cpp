@@ -84,6 +84,7 @@ LoadedModel load_model(const std::string& path, Device device) {
 LoadedModel load_model(const std::string& path, Device device, Comm& comm, const CommFlags& flags) {
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = comm.rank() == 0;
+  const ModelOptions numerics = parse_numerics(flags.numerics);  // refused before anything loads
   LoadedModel m;
   // "random:7b": random weights of a named shape, computed while loading (no file).
   if (path.rfind("random:", 0) == 0)
@@ -113,12 +114,13 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   if (device == Device::Cuda && comm.size() > 1) {
     CudaTpOptions tp;
     tp.all_reduce = parse_cuda_all_reduce(flags.all_reduce);
+    tp.model = cuda::CudaModelOptions::with(numerics);
     m.model = make_cuda_sharded_model(*m.checkpoint, comm, tp, progress);
   } else {
-    m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+    m.model = make_sharded_model(*m.checkpoint, device, comm, progress, numerics);
   }
 #else
-  m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+  m.model = make_sharded_model(*m.checkpoint, device, comm, progress, numerics);
 #endif
   if (lead) bar.finish();
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -138,7 +140,12 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
                      "under mpirun: seconds any collective may wait for the other ranks before every rank stops")
       ("all-reduce", po::value(&flags.all_reduce)->default_value("auto"),
        "under mpirun with --device cuda: auto (NCCL + CUDA IPC when every rank has its own GPU, else host), nccl, "
-       "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)");
+       "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)")
+      ("numerics", po::value(&flags.numerics)->default_value("blocks"),
+       "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
+       "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "
+       "equals greedy AR; no measured cost), invariant (every forward: any block size, batches and prefill "
+       "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)");
 }
 
 void check_block_flag(int block) {

@@ -14,7 +14,7 @@ namespace cllm {
 // The sharded forward is collective: run it through CoordinatorModel / worker_loop.
 // Throws naming the numbers when the model cannot be split over comm.size() ranks.
 std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device device, Comm& comm,
-                                          const LoadProgress& progress = {});
+                                          const LoadProgress& progress = {}, const ModelOptions& opts = {});
 
 // What one rank's load cost.
 struct RankLoad {

@@ -61,11 +61,24 @@ using LoadProgress = std::function<void(double, double, const std::string&)>;
 enum class Device { Cpu, Cuda };
 Device parse_device(const std::string& name);  // "cpu" | "cuda"; throws naming the valid ones
 
+// How a model computes where its backend has a choice (design.md, "GPU numerics: batch invariance").
+struct ModelOptions {
+  // CUDA: device forwards of up to this many rows run the batch-invariant kernels, so a token's
+  // logits do not depend on what shares such a forward (runtime/cuda/cuda_model.h,
+  // CudaModelOptions). 16: decoding and Jacobi blocks of up to 16 tokens, at no measured cost.
+  // The CPU model is batch-invariant up to kMaxBlockRows rows whatever this says.
+  int cuda_invariant_max_rows = 16;
+};
+// --numerics: "blocks" (the default above), "invariant" (every forward: blocks of any size,
+// batches and prefill chunks too, at a cost) or "fast" (none). Throws naming the valid ones.
+ModelOptions parse_numerics(const std::string& name);
+
 #ifdef CLLM_HAVE_CUDA
-std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress);
+std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
+                                       const ModelOptions& opts);
 #endif
 
-std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device,
-                                  const LoadProgress& progress = {});
+std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device, const LoadProgress& progress = {},
+                                  const ModelOptions& opts = {});
 
 }  // namespace cllm

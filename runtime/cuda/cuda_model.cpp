@@ -465,17 +465,9 @@ std::unique_ptr<CudaModel> make_cuda_model(const CheckpointReader& ckpt, const L
 
 namespace cllm {
 
-std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress) {
-  // CLLM_CUDA_NUMERICS: invariant (every forward), blocks (the default: forwards of up to 16 rows)
-  // or fast (none); see CudaModelOptions::invariant_max_rows.
-  cuda::CudaModelOptions opts;
-  if (const char* env = std::getenv("CLLM_CUDA_NUMERICS"); env != nullptr && *env != '\0') {
-    const std::string v = env;
-    CLLM_CHECK(v == "invariant" || v == "blocks" || v == "fast",
-               "CLLM_CUDA_NUMERICS=" << v << ": expected invariant, blocks (the default) or fast");
-    if (v == "fast") opts = cuda::CudaModelOptions::fast();
-    if (v == "invariant") opts = cuda::CudaModelOptions::invariant();
-  }
+std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
+                                       const ModelOptions& model_opts) {
+  cuda::CudaModelOptions opts = cuda::CudaModelOptions::with(model_opts);
   if (const char* env = std::getenv("CLLM_CUDA_GRAPH_REPLAY"); env != nullptr && std::string(env) == "0")
     opts.replay_graphs = false;
   return cuda::make_cuda_model(ckpt, progress, opts);

@@ -71,16 +71,14 @@ struct CudaModelOptions {
   // limit give a token the same bits. The default, 16, covers decoding and Jacobi blocks of up to 16
   // tokens at no measured cost; kMaxRows (all forwards: 64-token blocks, batches and prefill chunks
   // too) costs 40-65% on 32-64-row forwards and about 3x on 256-1024-row ones (docs/benchmarks.md).
-  int invariant_max_rows = 16;
+  int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
 
-  static CudaModelOptions invariant() {  // every forward
+  static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
+  // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
+  static CudaModelOptions fast() { return with(parse_numerics("fast")); }
+  static CudaModelOptions with(const ModelOptions& m) {
     CudaModelOptions o;
-    o.invariant_max_rows = kMaxRowsPerForward;
-    return o;
-  }
-  static CudaModelOptions fast() {  // none: the fastest kernels (skinny up to kSkinnyBestMaxM rows, adaptive chunks)
-    CudaModelOptions o;
-    o.invariant_max_rows = 0;
+    o.invariant_max_rows = m.cuda_invariant_max_rows;
     return o;
   }
   // Rows of one batched device forward (CudaModel::kMaxRows; here for the presets above).
