@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/cli_common.h"
 #include "loaders/h5_checkpoint.h"
 #include "loaders/hf_config.h"

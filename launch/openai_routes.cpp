@@ -3,7 +3,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/openai_api.h"
 #include "runtime/chat_template.h"
 

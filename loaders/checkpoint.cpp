@@ -3,7 +3,7 @@
 
 #include <filesystem>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/h5_checkpoint.h"
 

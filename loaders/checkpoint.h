@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/model_config.h"
+#include "core/model_config.h"
 
 namespace cllm {
 

@@ -3,7 +3,7 @@
 
 #include <sstream>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm::detail {
 

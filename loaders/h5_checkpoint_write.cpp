@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <numeric>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/h5_checkpoint.h"
 #include "loaders/h5_checkpoint_format.h"

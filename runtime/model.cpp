@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/cpu_model.h"
 
 namespace cllm {

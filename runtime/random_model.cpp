@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/thread_pool.h"
 #include "loaders/hf_config.h"
 #include "loaders/safetensors.h"

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/bf16_host.h"
 
