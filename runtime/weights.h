@@ -1,5 +1,5 @@
 // LLaMA weights in fp32 host memory: plain data, HF layout ([out, in] row-major for linears).
-// A tensor-parallel rank holds only its slice (core/shard_plan.h); the shapes below are those
+// A tensor-parallel rank holds only its slice (core/tensor_manifest.h); the shapes below are those
 // of the slice, with heads, kv, ffn and vocab the rank's own counts (the whole model at TP=1).
 #pragma once
 #include <vector>
