@@ -9,7 +9,7 @@
 #include <iostream>
 #include <thread>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/ops.h"
 #include "parallel/coordinator.h"
 #include "parallel/tp_model.h"

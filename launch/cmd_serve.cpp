@@ -14,7 +14,7 @@
 #include <mutex>
 #include <thread>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/cli_common.h"
 #include "launch/commands.h"
 #include "launch/http_server.h"

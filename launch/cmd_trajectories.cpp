@@ -13,7 +13,7 @@
 // fills a GPU without K processes; samples are then written in completion order.
 #include <cstdio>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
 #include "launch/prompts_file.h"

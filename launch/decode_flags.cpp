@@ -1,6 +1,6 @@
 #include "launch/decode_flags.h"
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/cli_common.h"
 #include "runtime/block_rows.h"
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "core/check.h"
 #include "launch/openai_api.h"
 
 namespace cllm::openai {

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/chat_template.h"
 
 namespace cllm::openai {

@@ -4,8 +4,8 @@
 #include <sstream>
 #include <string>
 
-#include "kernels/check.h"
-#include "parallel/shard_plan.h"
+#include "core/check.h"
+#include "core/shard_plan.h"
 #include "runtime/cpu_model.h"
 
 namespace cllm {

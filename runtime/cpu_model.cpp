@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/gemm_invariant.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"

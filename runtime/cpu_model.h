@@ -4,7 +4,7 @@
 // once, so each weight is read once per step; RoPE takes per-row positions and attention runs
 // per block over that block's own KV slot. Results of a block do not depend on the rest of the
 // batch (batch-invariant GEMM, per-row kernels), so a request decodes the same alone or batched.
-// Tensor parallel (parallel/shard_plan.h): a rank holds its slice of the weights and of the KV
+// Tensor parallel (core/shard_plan.h): a rank holds its slice of the weights and of the KV
 // heads; forwards are then collective (every rank calls them with the same arguments) with one
 // all-reduce over all rows after the embedding, after o and after down, and a max-loc for the
 // LM-head argmax.
@@ -12,9 +12,9 @@
 #include <memory>
 #include <vector>
 
+#include "core/comm.h"
+#include "core/shard_plan.h"
 #include "kernels/cpu/ops.h"
-#include "parallel/comm.h"
-#include "parallel/shard_plan.h"
 #include "runtime/model.h"
 #include "runtime/weights.h"
 

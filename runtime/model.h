@@ -6,18 +6,11 @@
 #include <memory>
 #include <string>
 
+#include "core/model_config.h"
+#include "core/types.h"
 #include "loaders/checkpoint.h"
-#include "runtime/model_config.h"
 
 namespace cllm {
-
-// One sequence's block inside a batched forward: `n` consecutive rows of the token array, at
-// positions pos..pos+n-1 of KV slot `slot`. The cache of that slot must hold exact KV for [0, pos).
-struct SeqBlock {
-  int32_t slot = 0;
-  int32_t pos = 0;
-  int32_t n = 0;
-};
 
 // What a decoder needs: argmax predictions for a block of tokens.
 class BlockPredictor {
@@ -54,9 +47,6 @@ void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, in
 // The same for a batch: every block as above, slots inside [0, slots) and distinct. Returns the rows.
 int check_batch_args(const ModelConfig& cfg, const int32_t* tokens, const SeqBlock* blocks, int count, int capacity,
                      int slots);
-
-// Called while weights load: (bytes done, bytes total, current tensor name).
-using LoadProgress = std::function<void(double, double, const std::string&)>;
 
 enum class Device { Cpu, Cuda };
 Device parse_device(const std::string& name);  // "cpu" | "cuda"; throws naming the valid ones

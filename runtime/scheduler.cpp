@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/generate.h"
 
 namespace cllm {

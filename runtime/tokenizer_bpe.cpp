@@ -12,7 +12,7 @@
 #include <queue>
 #include <unordered_map>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/unicode_text.h"
 
 namespace cllm {

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <random>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/generate.h"
 #include "runtime/jacobi.h"
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/attention.cuh"

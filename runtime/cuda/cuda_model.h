@@ -30,7 +30,7 @@
 // real ones. Every step, single sequence or batch, takes the batched attention (descriptors in the
 // table), so graph and eager launches run the same kernels.
 //
-// Tensor parallelism (Megatron, parallel/shard_plan.h): a rank holds its heads, KV heads, FFN units
+// Tensor parallelism (Megatron, core/shard_plan.h): a rank holds its heads, KV heads, FFN units
 // and vocab rows; the step is the same with its narrower widths plus three in-stream all-reduces
 // (bf16, summed in fp32) after the embedding, o and down (DeviceAllReduce: NCCL or CUDA IPC,
 // capturable, or host-staged for ranks sharing one GPU, eager). The LM head computes this rank's
@@ -44,11 +44,11 @@
 #include <optional>
 #include <vector>
 
+#include "core/comm.h"
+#include "core/shard_plan.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
-#include "parallel/comm.h"
-#include "parallel/shard_plan.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/cuda/device_all_reduce.h"
 #include "runtime/block_rows.h"

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/membw.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/reference.h"

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint.h"
 #include "runtime/tokenizer.h"
 #include "runtime/tokenizer_bpe.h"

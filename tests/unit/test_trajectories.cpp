@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/trajectory_h5.h"
 #include "runtime/generate.h"
 #include "runtime/model.h"
