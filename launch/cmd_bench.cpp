@@ -117,6 +117,18 @@ nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int 
   return rows;
 }
 
+// FLOPs of one rank's prefill of `tokens` tokens (tensor parallel over `ranks`): every linear layer
+// (and the LM head, which cllm applies to every row) at 2 FLOPs per weight per token, plus causal
+// attention, 2 matmuls of 2 FLOPs per (query, key <= query, head dim) per head.
+double prefill_flops(const ModelConfig& c, int tokens, int ranks) {
+  const double q = static_cast<double>(c.num_heads) * c.head_dim, kv = static_cast<double>(c.num_kv_heads) * c.head_dim;
+  const double d = c.hidden_size, f = c.intermediate_size;
+  const double per_layer_weights = d * (q + 2 * kv) + q * d + 3 * d * f;
+  const double weights = c.num_layers * per_layer_weights + static_cast<double>(c.vocab_size) * d;
+  const double attention = c.num_layers * 4.0 * q * tokens * (tokens + 1.0) / 2;
+  return (2.0 * weights * tokens + attention) / ranks;
+}
+
 // Rank 0's part: every measurement, through `model` (the whole model or the TP group).
 int run_bench(Model& model, const Flags& f, const Comm& comm) {
   const std::vector<int> ns = parse_list(f.ns_text, "ns");
@@ -192,7 +204,7 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
       rows.push_back({{"context", context}, {"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}});
     }
   }
-  double prefill_ms = 0;
+  double prefill_ms = 0, prefill_floor_ms = 0, matmul_tflops = 0;
   if (prefill > 0) {
     std::vector<double> times;
     for (int r = 0; r < 3; ++r) {
@@ -202,6 +214,14 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     }
     prefill_ms = median(times) * 1e3;
     std::printf("\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
+#ifdef CLLM_HAVE_CUDA
+    if (gpu) {  // prefill is compute-bound: its floor is its FLOPs over the bf16 matmul rate of this GPU
+      matmul_tflops = cuda::measure_device_bf16_matmul_tflops(8192, 5);
+      prefill_floor_ms = prefill_flops(cfg, prefill, comm.size()) / (matmul_tflops * 1e12) * 1e3;
+      std::printf("bf16 matmul rate: %.0f TFLOP/s; prefill compute floor %.1f ms: %.2fx the floor\n", matmul_tflops,
+                  prefill_floor_ms, prefill_ms / prefill_floor_ms);
+    }
+#endif
   }
 
   const nlohmann::json batch = f.batch_sizes_text.empty() ? nlohmann::json::array() : bench_batches(model, f, read_gbs, sharing);
@@ -218,6 +238,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                         {"ar_floor_ms", floor_s * 1e3},
                         {"prefill_tokens", prefill},
                         {"prefill_ms", prefill_ms},
+                        {"prefill_floor_ms", prefill_floor_ms},
+                        {"matmul_tflops", matmul_tflops},
                         {"forward", rows},
                         {"batch", batch}};
     std::ofstream(f.json_path) << j.dump(2) << "\n";

@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/gemm.cuh"
 #include "runtime/cuda/device_buffer.h"
 
 namespace cllm::cuda {
@@ -33,6 +34,18 @@ __global__ void __launch_bounds__(kThreads) read_kernel(const uint4* __restrict_
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;
+}
+
+// Fills x[0, n) with bf16 values in about [-1, 1) from a hash of the index.
+__global__ void fill_pseudo_random_bf16(__nv_bfloat16* x, size_t n, uint32_t seed) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    x[i] = __float2bfloat16_rn(static_cast<float>(h & 0xffff) / 32768.f - 1.f);
+  }
 }
 
 // Best time of `reps` runs of enqueue(stream) after one warm-up, in seconds.
@@ -90,6 +103,29 @@ double measure_device_copy_bandwidth_gbs(size_t bytes, int reps) {
     CLLM_CUDA_CHECK(cudaMemcpyAsync(dst.as<void>(), src.as<const void>(), bytes, cudaMemcpyDeviceToDevice, stream));
   });
   return 2.0 * static_cast<double>(bytes) / s / 1e9;
+}
+
+double measure_device_bf16_matmul_tflops(int n, int reps) {
+  CLLM_CHECK(n >= 256 && n % 16 == 0 && reps >= 1, "bf16 matmul rate: needs n >= 256, n % 16 == 0, reps >= 1");
+  const size_t elems = static_cast<size_t>(n) * n;
+  DeviceBuffer a(elems * sizeof(__nv_bfloat16)), b(elems * sizeof(__nv_bfloat16)), c(elems * sizeof(__nv_bfloat16));
+  fill_pseudo_random_bf16<<<1024, 256>>>(a.as<__nv_bfloat16>(), elems, 1);
+  fill_pseudo_random_bf16<<<1024, 256>>>(b.as<__nv_bfloat16>(), elems, 2);
+  CLLM_CUDA_CHECK(cudaGetLastError());
+  cublasLtHandle_t lt = nullptr;
+  CLLM_CUBLAS_CHECK(cublasLtCreate(&lt));
+  double s = 0;
+  try {
+    const GemmPlan plan(lt, n, n, n);
+    s = best_seconds(reps, nullptr, [&](cudaStream_t stream) {
+      plan.run(a.as<__nv_bfloat16>(), b.as<__nv_bfloat16>(), c.as<__nv_bfloat16>(), stream);
+    });
+  } catch (...) {
+    cublasLtDestroy(lt);
+    throw;
+  }
+  cublasLtDestroy(lt);
+  return 2.0 * n * static_cast<double>(n) * n / s / 1e12;
 }
 
 }  // namespace cllm::cuda
