@@ -8,6 +8,6 @@ rm -rf "$1"
 python3 "$here/../reference/make_gguf_quant_fixtures.py" --out "$1"
 # SmolLM2 requantized (about a minute each on 2 cores).
 model="$here/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
-for scheme in Q4_K_M Q8_0; do
+for scheme in Q4_K_M Q8_0 Q4_0; do
   python3 "$here/../reference/requantize_gguf.py" --src "$model" --scheme "$scheme" --out "$1/smollm2_$scheme.gguf"
 done

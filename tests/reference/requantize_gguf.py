@@ -10,7 +10,7 @@ Every tensor is dequantized with gguf.quants.dequantize, then written again:
   k-quant. A tensor whose rows are not whole 256-element super-blocks gets llama.cpp's fallback
   (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); in SmolLM2-135M (hidden 576) that is every tensor
   whose input is the hidden size, so only ffn_down (input 1536) is k-quantized.
-- Q8_0: every matrix Q8_0.
+- Q8_0 / Q4_0: every matrix Q8_0 / Q4_0 (gguf.quants.quantize, llama.cpp's reference rounding).
 Norms stay F32. Metadata is copied unchanged (general.file_type aside).
 
 The gguf package (0.19) cannot quantize k-quants (gguf.quants.quantize raises NotImplementedError for
@@ -104,8 +104,8 @@ def use_more_bits(layer, n_layers):
 
 
 def choose(name, cols, scheme, n_layers, tied):
-    if scheme == "Q8_0":
-        t = T.Q8_0
+    if scheme in ("Q8_0", "Q4_0"):
+        t = T[scheme]
     else:
         base = {"Q4_K_M": T.Q4_K, "Q5_K_M": T.Q5_K, "Q6_K": T.Q6_K}[scheme]
         t = base
@@ -123,7 +123,7 @@ def choose(name, cols, scheme, n_layers, tied):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", required=True)
-    ap.add_argument("--scheme", required=True, choices=["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"])
+    ap.add_argument("--scheme", required=True, choices=["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0"])
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     r = gguf.GGUFReader(a.src)
