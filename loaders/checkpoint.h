@@ -26,6 +26,7 @@ struct TokenizerSpec {
   int eos_id = -1;
   bool add_bos = false;
   std::string chat_template;        // jinja text from tokenizer_config.json or GGUF metadata
+  std::string note;                 // which file was chosen when there was a choice, and why
 };
 
 // A half-open range of rows and columns of a 1-D or 2-D tensor (columns ignored for 1-D).
