@@ -120,5 +120,27 @@ TEST(ConfigFields, SlidingWindowAsTransformersReadsIt) {
   expect_error([&] { parse(m); }, {"sliding_window"});
 }
 
+// The config.json files Mistral published: v0.1 (window 4096 at 32768 positions) and
+// Instruct-v0.2 (sliding_window null, rope_theta 1e6).
+TEST(ConfigFields, MistralPublishedConfigs) {
+  const json v01 = json::parse(R"({"architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+    "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.34.0.dev0",
+    "use_cache": true, "vocab_size": 32000})");
+  const ModelConfig a = parse(v01);
+  EXPECT_EQ(a.sliding_window, 4096);
+  EXPECT_EQ(a.num_kv_heads, 8);
+  EXPECT_EQ(a.head_dim, 128);
+  EXPECT_EQ(a.max_position_embeddings, 32768);
+  json v02 = v01;
+  v02["sliding_window"] = nullptr;
+  v02["rope_theta"] = 1000000.0;
+  const ModelConfig b = parse(v02);
+  EXPECT_EQ(b.sliding_window, 0);
+  EXPECT_EQ(b.rope_theta, 1e6f);
+}
+
 }  // namespace
 }  // namespace cllm
