@@ -96,37 +96,22 @@ TEST(LogitsVsTransformers, TinyRandomGqaLlama3Rope) {
   check_fixture("tiny_random_seed1.json", test::random_model_dir("tiny", 1), 1e-4);
 }
 
-// The tiny random model with config.json fields set (null: removed); the tensors are unchanged.
-std::string tiny_with_config(const std::string& name, const nlohmann::json& fields) {
-  namespace fs = std::filesystem;
-  const fs::path dir = test::process_dir(name);
-  fs::create_directories(dir);
-  for (const auto& f : fs::directory_iterator(test::random_model_dir("tiny", 1)))
-    fs::copy_file(f.path(), dir / f.path().filename(), fs::copy_options::overwrite_existing);
-  nlohmann::json c = nlohmann::json::parse(std::ifstream(dir / "config.json"));
-  for (auto it = fields.begin(); it != fields.end(); ++it) {
-    if (it->is_null()) c.erase(it.key());
-    else c[it.key()] = *it;
-  }
-  std::ofstream(dir / "config.json") << c.dump(2);
-  return dir.string();
-}
+// The tiny Mistral (sliding_window 8) and tied-config variants of the tiny random model.
+constexpr const char* kTinyMistral = R"({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+  "sliding_window": 8, "attention_bias": null, "mlp_bias": null})";
 
 // Mistral with sliding_window 8: the 40-token prompt and the greedy steps after it attend past
 // the window (HF's logits there differ from full attention's by up to 0.42).
 TEST(LogitsVsTransformers, MistralSlidingWindow) {
-  const std::string dir = tiny_with_config("tiny_mistral_sw8", {{"architectures", {"MistralForCausalLM"}},
-                                                                {"model_type", "mistral"},
-                                                                {"sliding_window", 8},
-                                                                {"attention_bias", nullptr},
-                                                                {"mlp_bias", nullptr}});
+  const std::string dir = test::random_model_with_config("tiny", 1, "tiny_mistral_sw8", kTinyMistral);
   check_fixture("tiny_mistral_sliding_window8.json", dir, 1e-4);
 }
 
 // tie_word_embeddings: true but the file has its own lm_head.weight: transformers uses the file's
 // head ("we will NOT tie them"), so the logits are those of the untied model.
 TEST(LogitsVsTransformers, TiedConfigWithOwnLmHeadUsesTheFileHead) {
-  const std::string dir = tiny_with_config("tiny_tied_own_head", {{"tie_word_embeddings", true}});
+  const std::string dir =
+      test::random_model_with_config("tiny", 1, "tiny_tied_own_head", R"({"tie_word_embeddings": true})");
   check_fixture("tiny_tied_config_own_lm_head.json", dir, 1e-4);
 }
 
