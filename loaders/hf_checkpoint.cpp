@@ -129,6 +129,18 @@ TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_
     CLLM_CHECK(tc["add_bos_token"].is_boolean(), src << ": field 'add_bos_token' must be true/false");
     t.add_bos = tc["add_bos_token"].get<bool>();
   }
+  // transformers' LlamaTokenizer rebuilds a sentencepiece tokenizer.json's space handling from
+  // add_prefix_space (default true) and legacy (default false): prepend_scheme always, first or never.
+  const std::string cls = tc.contains("tokenizer_class") && tc["tokenizer_class"].is_string()
+                              ? tc["tokenizer_class"].get<std::string>() : "";
+  if (t.kind == TokenizerSpec::Kind::HfJson && (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast")) {
+    const auto flag = [&](const char* key, bool fallback) {
+      if (!tc.contains(key) || tc[key].is_null()) return fallback;
+      CLLM_CHECK(tc[key].is_boolean(), src << ": field '" << key << "' must be true/false");
+      return tc[key].get<bool>();
+    };
+    t.spm_prepend = !flag("add_prefix_space", true) ? "never" : flag("legacy", false) ? "always" : "first";
+  }
   if (tc.contains("chat_template") && !tc["chat_template"].is_null()) {
     const json& ct = tc["chat_template"];
     if (ct.is_string()) {

@@ -13,6 +13,10 @@ Outputs (small, committed) in tests/fixtures/tokenizer/:
                         converters): normalizer Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer
   tiny_sp_json_ids.json per variant: ids and skip-special decode of strings.json, and of extra
                         strings with special tokens written in the text
+
+It also checks what cllm relies on: AutoTokenizer on a directory with the Prepend-form tokenizer.json
+and a tokenizer_config.json naming tokenizer_class LlamaTokenizer gives the "first" ids (legacy false,
+transformers 5's default) or the "always" ids (legacy true): transformers rebuilds the space handling.
 """
 import json
 import os
@@ -20,7 +24,7 @@ import shutil
 import tempfile
 
 from tokenizers import Tokenizer
-from transformers import LlamaTokenizer
+from transformers import AutoTokenizer, LlamaTokenizer
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "tokenizer")
 EXTRA = ["<s>Hello", "Hello</s>", "a<s>b", "a <s> b", "<s> Hello</s> world", "</s></s>x", "x<unk>y",
@@ -53,6 +57,15 @@ def main():
             rec[key + "decoded"] = [tok.decode(i, skip_special_tokens=True) for i in ids]
         rec["extra_strings"] = EXTRA
         out[name] = rec
+    for legacy, variant in [(False, "tiny_sp_first"), (True, "tiny_sp_always")]:
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copy(os.path.join(OUT, "tiny_sp_prepend.json"), os.path.join(d, "tokenizer.json"))
+            shutil.copy(os.path.join(OUT, "tiny_sp.model"), os.path.join(d, "tokenizer.model"))
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+                json.dump({"tokenizer_class": "LlamaTokenizer", "legacy": legacy}, f)
+            auto = AutoTokenizer.from_pretrained(d)
+            got = [auto.encode(x, add_special_tokens=False) for x in EXTRA]
+            assert got == out[variant]["extra_ids"], (legacy, got)
     with open(os.path.join(OUT, "tiny_sp_json_ids.json"), "w") as f:
         json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")

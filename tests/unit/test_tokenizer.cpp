@@ -356,7 +356,8 @@ TEST(TokenizerGgufSpm, SpecialTokensAsSentencePiece) {
 
 // The LLaMA-2 / Mistral / TinyLlama directory layout: tokenizer.json and tokenizer.model together,
 // weights in safetensors shards with an index. cllm loads tokenizer.json, as AutoTokenizer does,
-// says so, and gives HF tokenizers' ids.
+// says so, and gives the ids transformers gives (checked with transformers 5.25 in
+// make_spm_json_fixtures.py's variants).
 TEST(TokenizerHfDir, JsonAndModelTogetherUseTheFastTokenizer) {
   const fs::path dir = fs::temp_directory_path() / ("cllm_tok_dir_" + std::to_string(::getpid()));
   ModelConfig c = random_model_shape("tiny");
@@ -378,6 +379,17 @@ TEST(TokenizerHfDir, JsonAndModelTogetherUseTheFastTokenizer) {
   const json fx = read_json("tiny_sp_json_ids.json")["tiny_sp_prepend"];
   for (size_t i = 0; i < fx["extra_strings"].size(); ++i)
     EXPECT_EQ(tok->encode(fx["extra_strings"][i].get<std::string>(), false), fx["extra_ids"][i].get<std::vector<int32_t>>());
+  // tokenizer_class LlamaTokenizer: transformers replaces the file's Prepend normalizer by
+  // Metaspace, prepend_scheme "first" (legacy false, its default) or "always" (legacy true).
+  for (const auto& [legacy, variant] : {std::pair{"false", "tiny_sp_first"}, std::pair{"true", "tiny_sp_always"}}) {
+    std::ofstream(dir / "tokenizer_config.json")
+        << R"({"tokenizer_class": "LlamaTokenizer", "add_bos_token": false, "legacy": )" << legacy << "}";
+    auto t = make_tokenizer(open_checkpoint(dir.string())->tokenizer());
+    const json v = read_json("tiny_sp_json_ids.json")[variant];
+    for (size_t i = 0; i < v["extra_strings"].size(); ++i)
+      EXPECT_EQ(t->encode(v["extra_strings"][i].get<std::string>(), false), v["extra_ids"][i].get<std::vector<int32_t>>())
+          << variant << ": " << v["extra_strings"][i];
+  }
   auto model = make_model(*ckpt, Device::Cpu);  // every shard's tensors found through the index
   std::vector<int32_t> ids = tok->encode("Hello world", true), argmax(ids.size());
   model->reset(static_cast<int>(ids.size()));
