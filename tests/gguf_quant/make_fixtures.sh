@@ -11,3 +11,5 @@ model="$here/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
 for scheme in Q4_K_M Q8_0 Q4_0; do
   python3 "$here/../reference/requantize_gguf.py" --src "$model" --scheme "$scheme" --out "$1/smollm2_$scheme.gguf"
 done
+# The logits fixture of the Q4_K_M file was made from these exact bytes (the test compares hashes).
+sha256sum "$1/smollm2_Q4_K_M.gguf" | cut -d' ' -f1 > "$1/smollm2_Q4_K_M.gguf.sha256"

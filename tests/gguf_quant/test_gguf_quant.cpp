@@ -13,6 +13,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "loaders/checkpoint.h"
@@ -21,6 +23,7 @@
 #include "runtime/generate.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+#include "logit_fixture.h"
 
 namespace cllm {
 namespace {
@@ -213,6 +216,21 @@ TEST(SmolLM2Requantized, Q4KMDecodesLikeQ8_0) {
   RecordProperty("q4_k_m_top1", std::to_string(double(k.top1_agree) / k.top1_n));
   EXPECT_GE(double(k.top1_agree) / k.top1_n, 0.85) << "Q4_K_M's argmax differs from Q8_0's too often";
   EXPECT_LT(k.kl, base.kl) << "Q4_K_M is further from Q8_0 than plain Q4_0";
+}
+
+// transformers reads the same Q4_K_M file (from_pretrained(gguf_file=...), dequantizing with the
+// gguf package): logits as for the shipped Q4_1 file. requantize_gguf.py is deterministic, so the
+// committed fixture (made by make_logit_fixtures.py; it records the file's sha256) fits the file
+// the ctest fixture writes.
+TEST(SmolLM2Requantized, Q4KMLogitsMatchTransformers) {
+  std::ifstream fx(std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/logits/smollm2_q4_k_m_requantized.json");
+  std::ifstream sha(fixture("smollm2_Q4_K_M.gguf.sha256"));
+  std::string want, got;
+  sha >> got;
+  want = nlohmann::json::parse(fx)["model_sha256"]["smollm2_Q4_K_M.gguf"];
+  ASSERT_EQ(got, want) << "requantize_gguf.py wrote other bytes than the fixture was made from (another numpy or "
+                          "gguf version?): regenerate it with make_logit_fixtures.py (tests/reference/README.md)";
+  test::check_fixture("smollm2_q4_k_m_requantized.json", fixture("smollm2_Q4_K_M.gguf"), 2e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schemes, GgufQuantModel, ::testing::Values("Q4_K_M", "Q5_K_M", "Q6_K", "legacy_mix"));
