@@ -9,10 +9,11 @@
 #include <iostream>
 #include <thread>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/ops.h"
 #include "parallel/coordinator.h"
 #include "parallel/tp_model.h"
+#include "runtime/block_rows.h"
 #ifdef CLLM_HAVE_NCCL
 #include "parallel/cuda/cuda_tp_model.h"
 #endif
@@ -49,13 +50,6 @@ std::string default_model_path() {
 
 namespace {
 
-// --all-reduce (add_comm_flags). Process-wide because the subcommands pass only the deadline to
-// load_model; one model per process, so one setting.
-std::string& all_reduce_flag() {
-  static std::string value = "auto";
-  return value;
-}
-
 class ProgressBar {
  public:
   explicit ProgressBar(std::string label) : label_(std::move(label)), tty_(isatty(STDERR_FILENO)) {}
@@ -84,12 +78,13 @@ class ProgressBar {
 
 LoadedModel load_model(const std::string& path, Device device) {
   const std::unique_ptr<Comm> one = make_single_comm();
-  return load_model(path, device, *one);
+  return load_model(path, device, *one, CommFlags{});
 }
 
-LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
+LoadedModel load_model(const std::string& path, Device device, Comm& comm, const CommFlags& flags) {
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = comm.rank() == 0;
+  const ModelOptions numerics = parse_numerics(flags.numerics);  // refused before anything loads
   LoadedModel m;
   // "random:7b": random weights of a named shape, computed while loading (no file).
   if (path.rfind("random:", 0) == 0)
@@ -120,13 +115,14 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
 #ifdef CLLM_HAVE_NCCL
   if (device == Device::Cuda && comm.size() > 1) {
     CudaTpOptions tp;
-    tp.all_reduce = parse_cuda_all_reduce(all_reduce_flag());
+    tp.all_reduce = parse_cuda_all_reduce(flags.all_reduce);
+    tp.model = cuda::CudaModelOptions::with(numerics);
     m.model = make_cuda_sharded_model(*m.checkpoint, comm, tp, progress);
   } else {
-    m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+    m.model = make_sharded_model(*m.checkpoint, device, comm, progress, numerics);
   }
 #else
-  m.model = make_sharded_model(*m.checkpoint, device, comm, progress);
+  m.model = make_sharded_model(*m.checkpoint, device, comm, progress, numerics);
 #endif
   if (lead) bar.finish();
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -141,12 +137,21 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm) {
   return m;
 }
 
-void add_comm_flags(po::options_description& opts, double& deadline_s) {
-  opts.add_options()("comm-deadline", po::value(&deadline_s)->default_value(60.0),
+void add_comm_flags(po::options_description& opts, CommFlags& flags) {
+  opts.add_options()("comm-deadline", po::value(&flags.deadline_s)->default_value(60.0),
                      "under mpirun: seconds any collective may wait for the other ranks before every rank stops")
-      ("all-reduce", po::value(&all_reduce_flag())->default_value("auto"),
+      ("all-reduce", po::value(&flags.all_reduce)->default_value("auto"),
        "under mpirun with --device cuda: auto (NCCL + CUDA IPC when every rank has its own GPU, else host), nccl, "
-       "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)");
+       "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)")
+      ("numerics", po::value(&flags.numerics)->default_value("blocks"),
+       "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
+       "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "
+       "equals greedy AR; no measured cost), invariant (every forward: any block size, batches and prefill "
+       "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)");
+}
+
+void check_block_flag(int block) {
+  CLLM_CHECK(block >= 1 && block <= kMaxBlockRows, "--block must be in 1.." << kMaxBlockRows << ", got " << block);
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

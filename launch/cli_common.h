@@ -36,14 +36,23 @@ struct LoadedModel {
 // stderr when it is a terminal (a line per 10% otherwise). A path "random:SHAPE" (tiny, 135m,
 // 7b, 13b, 70b) loads random weights of that shape with a byte-level tokenizer, from no file.
 LoadedModel load_model(const std::string& path, Device device);
-// The same on each rank of comm: every rank loads only its shard. Rank 0 draws the progress of
-// the slowest rank (one small all-gather per tensor), then prints one line per rank (time, bytes,
-// peak memory) once every rank has finished; the other ranks print nothing.
-LoadedModel load_model(const std::string& path, Device device, Comm& comm);
 
-// Adds --comm-deadline (seconds a collective may wait before every rank stops) and --all-reduce
-// (how CUDA ranks sum activations; load_model reads it).
-void add_comm_flags(po::options_description& opts, double& deadline_s);
+// The flags of commands that run under mpirun (add_comm_flags).
+struct CommFlags {
+  double deadline_s = 60;           // --comm-deadline: seconds a collective may wait before every rank stops
+  std::string all_reduce = "auto";  // --all-reduce: how CUDA ranks sum activations (parse_cuda_all_reduce)
+  std::string numerics = "blocks";  // --numerics: which CUDA forwards are batch-invariant (parse_numerics)
+};
+void add_comm_flags(po::options_description& opts, CommFlags& flags);
+
+// The same on each rank of comm: every rank loads only its shard (CUDA ranks sum with
+// flags.all_reduce). Rank 0 draws the progress of the slowest rank (one small all-gather per
+// tensor), then prints one line per rank (time, bytes, peak memory) once every rank has finished;
+// the other ranks print nothing.
+LoadedModel load_model(const std::string& path, Device device, Comm& comm, const CommFlags& flags);
+
+// Refuses a --block outside 1..kMaxBlockRows (runtime/block_rows.h), naming the flag and the value.
+void check_block_flag(int block);
 
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
 void set_cpu_threads(int requested, const Comm& comm);

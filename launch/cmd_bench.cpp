@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/membw.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
@@ -54,7 +54,7 @@ double median(std::vector<double> v) {
 struct Flags {
   std::string model_path, device, ns_text, contexts_text, json_path, batch_sizes_text, batch_ns_text;
   int threads = 0, tokens = 0, reps = 0, prefill = 0, batch_context = 0;
-  double deadline_s = 0;
+  CommFlags comm_flags;
   double load_seconds = 0;  // slowest rank's checkpoint load, measured before the benchmark
   bool json = false;
 };
@@ -242,7 +242,7 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
       ("batch-ns", po::value(&f.batch_ns_text)->default_value("1,16"), "tokens per sequence in a batched step")
       ("batch-context", po::value(&f.batch_context)->default_value(512), "tokens already in each sequence's KV slot for the batched steps")
       ("json", po::value(&f.json_path), "also write the results to this JSON file");
-  add_comm_flags(opts, f.deadline_s);
+  add_comm_flags(opts, f.comm_flags);
   po::variables_map vm;
   if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--batch-sizes 1,4,16,64] [--json FILE]", opts, vm))
     return 0;
@@ -255,10 +255,10 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.batch_context >= 0, "--batch-context must be >= 0");
   CLLM_CHECK(f.tokens >= 1 && f.reps >= 1 && f.prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
   f.json = vm.count("json") > 0;
-  comm.set_deadline_seconds(f.deadline_s);
+  comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
 
-  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
   f.load_seconds = m.slowest_load_seconds;  // the group is ready when its last shard is
   return lead_or_serve(m, comm, [&](Model& model) { return run_bench(model, f, comm); });
 }

@@ -9,7 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "core/tensor_manifest.h"
 #include "launch/cli_common.h"
 #include "loaders/h5_checkpoint.h"
 #include "loaders/hf_config.h"
@@ -18,20 +19,6 @@
 
 namespace cllm::cli {
 namespace {
-
-std::vector<std::string> tensor_names(const ModelConfig& c) {
-  std::vector<std::string> names = {"model.embed_tokens.weight"};
-  for (int i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    for (const char* t : {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                          "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-                          "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
-      names.push_back(p + t);
-  }
-  names.push_back("model.norm.weight");
-  if (!c.tie_word_embeddings) names.push_back("lm_head.weight");
-  return names;
-}
 
 void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
   namespace fs = std::filesystem;
@@ -72,24 +59,19 @@ void report_progress(double done, double total, const std::string& name) {
 void write_hf_dir(const CheckpointReader& ckpt, const std::string& out, DType dt) {
   const ModelConfig& cfg = ckpt.config();
   std::filesystem::create_directories(out);
-  const std::vector<std::string> names = tensor_names(cfg);
-  std::vector<std::vector<float>> data(names.size());
+  const TensorManifest manifest = make_tensor_manifest(cfg);
+  const std::vector<const TensorSpec*> specs = manifest.all();
+  std::vector<std::vector<float>> data(specs.size());
   std::vector<SafetensorsWriteTensor> tensors;
-  double total = 0, done = 0;
-  for (const std::string& name : names) {
-    double numel = 1;
-    for (int64_t s : ckpt.shape(name)) numel *= static_cast<double>(s);
-    total += 4 * numel;
-  }
-  for (size_t i = 0; i < names.size(); ++i) {
-    const std::vector<int64_t> shape = ckpt.shape(names[i]);
-    size_t numel = 1;
-    for (int64_t s : shape) numel *= static_cast<size_t>(s);
-    data[i].resize(numel);
-    ckpt.read_f32(names[i], TensorRange{}, data[i].data());
-    tensors.push_back({names[i], dt, shape, data[i].data()});
-    done += 4.0 * static_cast<double>(numel);
-    report_progress(done, total, names[i]);
+  const double total = static_cast<double>(manifest.bytes(sizeof(float)));
+  double done = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const TensorSpec& t = *specs[i];
+    data[i].resize(static_cast<size_t>(t.elements()));
+    ckpt.read_f32(t.name, TensorRange{}, data[i].data());
+    tensors.push_back({t.name, dt, t.shape, data[i].data()});
+    done += static_cast<double>(t.bytes(sizeof(float)));
+    report_progress(done, total, t.name);
   }
   write_safetensors(out + "/model.safetensors", tensors, {{"format", "pt"}});
   write_hf_config(cfg, out);
@@ -134,8 +116,9 @@ int convert_main(int argc, char** argv) {
     write_hf_dir(*ckpt, out, dt);
   }
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const TensorManifest manifest = make_tensor_manifest(ckpt->config());
   std::printf("wrote %s (%s, %s, %zu tensors) in %.2f s (opening the input %.2f s)\n", out.c_str(), to.c_str(),
-              dtype.c_str(), tensor_names(ckpt->config()).size(), total_s, open_s);
+              dtype.c_str(), manifest.all().size(), total_s, open_s);
   return 0;
 }
 

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/cli_common.h"
 #include "launch/decode_flags.h"
 #include "launch/prompts_file.h"
@@ -58,7 +58,7 @@ struct Flags {
   std::string model_path, prompt_text, decode, device, system, prompts_path, json_out;
   bool chat = false, quiet = false, has_system = false;
   int threads = 0, limit = 0, warmup_tokens = 16;
-  double deadline_s = 0;
+  CommFlags comm_flags;
   GenerateOptions gen;
   JacobiOptions jac;
 };
@@ -195,7 +195,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
       ("limit", po::value(&f.limit)->default_value(0), "batch mode: the first N prompts only (0: all)")
       ("warmup-tokens", po::value(&f.warmup_tokens)->default_value(16),
        "batch mode: first decode the first prompt untimed, this many tokens (0: no warm-up)");
-  add_comm_flags(opts, f.deadline_s);
+  add_comm_flags(opts, f.comm_flags);
   DecodeFlags decode_flags(opts, f.gen, f.jac);
   po::variables_map vm;
   if (!parse_flags(argc, argv,
@@ -212,10 +212,10 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");
   CLLM_CHECK(f.decode == "ar" || f.decode == "jacobi" || f.decode == "both",
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");
-  comm.set_deadline_seconds(f.deadline_s);
+  comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
 
-  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
   return lead_or_serve(m, comm,
                        [&](Model& model) { return batch ? decode_batch(model, m, f) : decode_and_print(model, m, f); });
 }

@@ -1,7 +1,7 @@
 // cllm random-model: a randomly initialised HF checkpoint of a named or custom LLaMA shape.
 #include <cstdio>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/cli_common.h"
 #include "runtime/random_model.h"
 

@@ -14,13 +14,14 @@
 #include <mutex>
 #include <thread>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/cli_common.h"
 #include "launch/commands.h"
 #include "launch/http_server.h"
 #include "launch/openai_engine.h"
 #include "launch/openai_routes.h"
 #include "parallel/coordinator.h"
+#include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 
 namespace cllm::cli {
@@ -32,7 +33,8 @@ struct Flags {
   int max_step_rows = 512;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
-  double grace_s = 30, deadline_s = 60;
+  double grace_s = 30;
+  CommFlags comm_flags;
 };
 
 // Turns the first SIGTERM/SIGINT into a call of `on_signal` (set once the engine exists; a signal
@@ -99,7 +101,8 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("max-step-rows", po::value(&f.max_step_rows)->default_value(f.max_step_rows),
        "token rows per engine step at most (0: no limit): decoding blocks always run, prompt prefill "
        "chunks take the rest, so a burst of long prompts does not stall running requests")
-      ("block", po::value(&f.block)->default_value(16), "default Jacobi block size (1..64; requests: cllm_block)")
+      ("block", po::value(&f.block)->default_value(16),
+       "default Jacobi block size (1.." + std::to_string(kMaxBlockRows) + "; requests: cllm_block)")
       ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
                                                      "instead of the checkpoint's")
@@ -109,17 +112,17 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("grace", po::value(&f.grace_s)->default_value(30.0), "seconds in-flight requests may finish after SIGTERM")
       ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
       ("threads", po::value(&f.threads)->default_value(0), "CPU threads (0: all cores, shared among a node's ranks)");
-  add_comm_flags(opts, f.deadline_s);
+  add_comm_flags(opts, f.comm_flags);
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "[mpirun -np N] cllm serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
                    "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block N] [--chat-template FAMILY]",
                    opts, vm))
     return 0;
-  CLLM_CHECK(f.block >= 1 && f.block <= Scheduler::kChunk, "--block must be in 1..64, got " << f.block);
+  check_block_flag(f.block);
   CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
-  comm.set_deadline_seconds(f.deadline_s);
+  comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill
 
@@ -127,7 +130,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     // Workers ignore the signals and follow rank 0's stop plan (or its death, by the deadline).
     std::signal(SIGTERM, SIG_IGN);
     std::signal(SIGINT, SIG_IGN);
-    LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+    LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
     worker_loop(*m.model, comm);
     return 0;
   }
@@ -153,7 +156,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   std::fprintf(stderr, "cllm serve: pid %d listening on http://%s:%d (loading the model)\n", static_cast<int>(getpid()),
                f.host.c_str(), server.port());
 
-  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm);
+  LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
   const TokenizerSpec& ts = m.checkpoint->tokenizer();
   if (rc.chat_family.empty() && !ts.chat_template.empty()) {
     try {
@@ -172,7 +175,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   Model& model = group ? static_cast<Model&>(*group) : *m.model;
   openai::EngineOptions eo;
   eo.limits = {f.max_batch, f.max_queue, rc.max_context, f.max_step_rows};
-  eo.keepalive_s = comm.size() > 1 ? f.deadline_s / 4 : 0;
+  eo.keepalive_s = comm.size() > 1 ? f.comm_flags.deadline_s / 4 : 0;
   openai::Engine engine(model, *m.tokenizer, eo, metrics, [&] {
     if (group) group->keepalive();
   });

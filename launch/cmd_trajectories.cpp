@@ -13,7 +13,7 @@
 // fills a GPU without K processes; samples are then written in completion order.
 #include <cstdio>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
 #include "launch/prompts_file.h"
@@ -35,7 +35,8 @@ int trajectories_main(int argc, char** argv) {
       ("prompts", po::value(&prompts_path)->required(),
        "JSONL ({\"prompt\": ...} or {\"messages\": [...]} per line) or plain text, one prompt per line")
       ("out", po::value(&out_path)->required(), "output .h5 file; an existing one is resumed (its settings must match)")
-      ("block", po::value(&to.block)->default_value(16), "Jacobi block size n (1..64)")
+      ("block", po::value(&to.block)->default_value(16),
+       "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
       ("max-new-tokens", po::value(&to.max_new_tokens)->default_value(256),
        "tokens per prompt at most (rounded up to whole blocks); a block holding EOS is the last")
       ("augment", po::bool_switch(&to.augment), "also store states with half their wrong tokens set to the fixed point")
@@ -59,7 +60,7 @@ int trajectories_main(int argc, char** argv) {
                    "[--augment] [--chat] [--seed S] [--shard I/K] [--batch B] [--max-seconds S] [--device cpu|cuda]",
                    opts, vm))
     return 0;
-  CLLM_CHECK(to.block >= 1 && to.block <= 64, "--block must be in 1..64, got " << to.block);
+  check_block_flag(to.block);
   CLLM_CHECK(to.max_new_tokens > 0, "--max-new-tokens must be positive, got " << to.max_new_tokens);
   CLLM_CHECK(to.max_repeat >= 0, "--max-repeat must be >= 0, got " << to.max_repeat);
   if (init == "random")

@@ -1,6 +1,8 @@
 #include "launch/decode_flags.h"
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "launch/cli_common.h"
+#include "runtime/block_rows.h"
 
 namespace cllm::cli {
 
@@ -10,7 +12,8 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
     : gen_(gen), jac_(jac) {
   opts.add_options()
       ("max-new-tokens", po::value(&gen.max_new_tokens)->default_value(64), "tokens to generate at most")
-      ("block", po::value(&jac.block)->default_value(16), "Jacobi block size n (1..64)")
+      ("block", po::value(&jac.block)->default_value(16),
+       "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
       ("window", po::value(&window_)->default_value(window_), "sliding | blockwise (the paper's mode)")
       ("init", po::value(&init_)->default_value(init_), "initial guesses: random (from the prompt, seeded) | repeat | pad")
       ("seed", po::value(&jac.seed)->default_value(0), "seed of the random initial guesses")
@@ -19,7 +22,7 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
 
 void DecodeFlags::finish() {
   CLLM_CHECK(gen_.max_new_tokens > 0, "--max-new-tokens must be positive, got " << gen_.max_new_tokens);
-  CLLM_CHECK(jac_.block >= 1 && jac_.block <= 64, "--block must be in 1..64, got " << jac_.block);
+  check_block_flag(jac_.block);
   if (window_ == "sliding")
     jac_.window = JacobiWindow::Sliding;
   else if (window_ == "blockwise")

@@ -4,7 +4,7 @@
 
 namespace cllm::flags {
 options_description::adder& options_description::adder::operator()(const char* name, value_semantic* v,
-                                                                    const char* help) {
+                                                                    const std::string& help) {
   std::string n = name;
   char short_name = 0;
   if (const size_t comma = n.find(','); comma != std::string::npos) {

@@ -1,7 +1,7 @@
 // Declarative command-line flags: each subcommand lists its flags in one table with defaults and
 // help, then parses argv against it. The interface is the small subset of Boost.ProgramOptions
-// that cllm uses (options_description / value / bool_switch / variables_map), written here
-// because the GPU machines' image has Boost's headers but not its compiled libraries.
+// that cllm uses (options_description / value / bool_switch / variables_map), written here so
+// that cllm needs only Boost's headers (Asio, Beast), not its compiled libraries.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -99,8 +99,8 @@ class options_description {
    public:
     explicit adder(options_description& d) : d_(d) {}
     // name: "long" or "long,s"; takes ownership of v.
-    adder& operator()(const char* name, value_semantic* v, const char* help);
-    adder& operator()(const char* name, const char* help) { return (*this)(name, nullptr, help); }
+    adder& operator()(const char* name, value_semantic* v, const std::string& help);
+    adder& operator()(const char* name, const std::string& help) { return (*this)(name, nullptr, help); }
 
    private:
     options_description& d_;

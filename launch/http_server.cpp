@@ -8,7 +8,7 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm::http {
 
@@ -32,9 +32,10 @@ std::string Request::header(const std::string& lower_name) const {
   return it == headers.end() ? "" : it->second;
 }
 
-std::string error_json(const std::string& message, const std::string& type, const std::string& code) {
-  nlohmann::json e = {{"message", message}, {"type", type}, {"param", nullptr},
-                      {"code", code.empty() ? nlohmann::json(nullptr) : nlohmann::json(code)}};
+std::string error_json(const std::string& message, const std::string& type, const std::string& code,
+                       const std::string& param) {
+  auto or_null = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
+  nlohmann::json e = {{"message", message}, {"type", type}, {"param", or_null(param)}, {"code", or_null(code)}};
   return nlohmann::json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

@@ -55,7 +55,8 @@ struct ServerOptions {
 };
 
 // OpenAI-style error body: {"error": {"message", "type", "param", "code"}}.
-std::string error_json(const std::string& message, const std::string& type, const std::string& code = "");
+std::string error_json(const std::string& message, const std::string& type, const std::string& code = "",
+                       const std::string& param = "");
 
 class Server {
  public:

@@ -4,7 +4,7 @@
 #include <exception>
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/commands.h"
 
 namespace {

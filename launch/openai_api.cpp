@@ -1,7 +1,9 @@
 #include "launch/openai_api.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
-#include <set>
+
+#include "runtime/block_rows.h"
 
 namespace cllm::openai {
 namespace {
@@ -9,23 +11,6 @@ namespace {
 using json = nlohmann::json;
 
 [[noreturn]] void bad(const std::string& param, const std::string& message) { throw ApiError(400, message, param); }
-
-bool is_neutral(const std::string& key, const json& v) {
-  if (v.is_null()) return true;
-  if (key == "n" || key == "best_of") return v.is_number_integer() && v.get<int64_t>() == 1;
-  if (key == "frequency_penalty" || key == "presence_penalty") return v.is_number() && v.get<double>() == 0;
-  if (key == "logprobs" || key == "echo" || key == "parallel_tool_calls") return v.is_boolean() && !v.get<bool>();
-  if (key == "logit_bias") return v.is_object() && v.empty();
-  if (key == "suffix") return v.is_string() && v.get<std::string>().empty();
-  if (key == "tools") return v.is_array() && v.empty();
-  if (key == "response_format") return v.is_object() && v.value("type", "") == "text";
-  return false;
-}
-
-const std::set<std::string> kIgnored = {"user", "metadata", "store", "service_tier"};
-const std::set<std::string> kNeutralOnly = {"n", "best_of", "frequency_penalty", "presence_penalty", "logprobs",
-                                            "echo", "logit_bias", "suffix", "tools", "response_format",
-                                            "parallel_tool_calls", "top_logprobs"};
 
 std::string text_content(const json& content, const std::string& param) {
   if (content.is_string()) return content.get<std::string>();
@@ -54,6 +39,150 @@ double number_field(const json& v, const std::string& key, double lo, double hi)
   return x;
 }
 
+bool bool_field(const json& v, const std::string& key) {
+  if (!v.is_boolean()) bad(key, key + " must be a boolean");
+  return v.get<bool>();
+}
+
+void parse_prompt(const json& v, const std::string& key, ApiRequest& r) {
+  if (v.is_string()) {
+    r.prompt = v.get<std::string>();
+  } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {
+    r.prompt = v[0].get<std::string>();
+  } else if (v.is_array() && !v.empty() && v[0].is_number_integer()) {
+    for (const json& t : v) r.prompt_ids.push_back(int_field(t, key, 0, INT32_MAX));
+  } else {
+    bad(key, key + " must be a string, a one-string array or an array of token ids (batched prompts are not supported)");
+  }
+  if (r.prompt.empty() && r.prompt_ids.empty()) bad(key, key + " is empty");
+}
+
+void parse_messages(const json& v, const std::string& key, ApiRequest& r) {
+  if (!v.is_array() || v.empty()) bad(key, key + " must be a non-empty array");
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string p = key + "[" + std::to_string(i) + "]";
+    const json& m = v[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+      bad(p, p + " must be an object with a string role and a content");
+    const std::string role = m["role"].get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "developer")
+      bad(p, p + ".role must be system, user or assistant, got '" + role + "'");
+    r.messages.push_back({role == "developer" ? "system" : role, text_content(m["content"], p + ".content")});
+  }
+}
+
+void parse_max_tokens(const json& v, const std::string& key, ApiRequest& r) {
+  if (!v.is_number_integer()) bad(key, key + " must be an integer");
+  if (v.get<int64_t>() <= 0) bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
+  r.max_tokens = static_cast<int>(std::min<int64_t>(v.get<int64_t>(), INT32_MAX));
+}
+
+void parse_stop(const json& v, const std::string& key, ApiRequest& r) {
+  const json list = v.is_string() ? json::array({v}) : v;
+  if (!list.is_array() || list.size() > 4) bad(key, key + " must be a string or an array of at most 4 strings");
+  for (const json& s : list) {
+    if (!s.is_string() || s.get<std::string>().empty()) bad(key, key + " strings must be non-empty strings");
+    r.stop.push_back(s.get<std::string>());
+  }
+}
+
+void parse_seed(const json& v, const std::string& key, ApiRequest& r) {
+  if (!v.is_number_integer()) bad(key, key + " must be an integer");
+  r.seed = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
+}
+
+void parse_stream_options(const json& v, const std::string& key, ApiRequest& r) {
+  if (!v.is_object()) bad(key, key + " must be an object");
+  for (const auto& [k2, v2] : v.items()) {
+    if (k2 != "include_usage" || !v2.is_boolean()) bad(key, key + " supports only include_usage (boolean)");
+    r.include_usage = v2.get<bool>();
+  }
+}
+
+void parse_decode(const json& v, const std::string& key, ApiRequest& r) {
+  if (!v.is_string() || (v != "jacobi" && v != "ar")) bad(key, key + " must be \"jacobi\" or \"ar\"");
+  r.decode = v.get<std::string>();
+}
+
+// A field cllm does not implement: accepted only at its neutral value (or null).
+template <bool (*Neutral)(const json&)>
+void neutral_only(const json& v, const std::string& key, ApiRequest&) {
+  if (!Neutral(v)) bad(key, key + " is not supported by cllm (only its default value is accepted)");
+}
+bool is_one(const json& v) { return v.is_number_integer() && v.get<int64_t>() == 1; }
+bool is_zero(const json& v) { return v.is_number() && v.get<double>() == 0; }
+bool is_false(const json& v) { return v.is_boolean() && !v.get<bool>(); }
+bool is_empty_object(const json& v) { return v.is_object() && v.empty(); }
+bool is_empty_string(const json& v) { return v.is_string() && v.get<std::string>().empty(); }
+bool is_empty_array(const json& v) { return v.is_array() && v.empty(); }
+bool is_text_format(const json& v) { return v.is_object() && v.value("type", "") == "text"; }
+bool only_null(const json&) { return false; }
+
+void ignore(const json&, const std::string&, ApiRequest&) {}
+
+// One entry per JSON field the API knows: where it is allowed, whether null means "not given"
+// (the default applies) or is an error, and its parser, which validates the value and throws
+// ApiError naming the field (message and error.param). A field not in this table, or in the
+// other endpoint's, is refused.
+enum class Endpoint { Both, Completions, Chat };
+struct Field {
+  const char* name;
+  Endpoint endpoint;
+  bool null_is_absent;
+  void (*parse)(const json& v, const std::string& key, ApiRequest& r);
+};
+
+const Field kFields[] = {
+    {"model", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) {
+       if (!v.is_string()) bad(key, key + " must be a string");
+       r.model = v.get<std::string>();
+     }},
+    {"prompt", Endpoint::Completions, false, parse_prompt},
+    {"messages", Endpoint::Chat, false, parse_messages},
+    {"max_tokens", Endpoint::Both, true, parse_max_tokens},
+    {"max_completion_tokens", Endpoint::Both, true, parse_max_tokens},
+    {"stop", Endpoint::Both, true, parse_stop},
+    {"temperature", Endpoint::Both, true,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.temperature = number_field(v, key, 0, 2); }},
+    {"top_p", Endpoint::Both, true,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.top_p = number_field(v, key, 1e-6, 1); }},
+    {"seed", Endpoint::Both, true, parse_seed},
+    {"stream", Endpoint::Both, true,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.stream = bool_field(v, key); }},
+    {"stream_options", Endpoint::Both, true, parse_stream_options},
+    {"cllm_decode", Endpoint::Both, false, parse_decode},
+    {"cllm_block", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.block = int_field(v, key, 1, kMaxBlockRows); }},
+    {"cllm_ignore_eos", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.ignore_eos = bool_field(v, key); }},
+    // Client bookkeeping: ignored.
+    {"user", Endpoint::Both, true, ignore},
+    {"metadata", Endpoint::Both, true, ignore},
+    {"store", Endpoint::Both, true, ignore},
+    {"service_tier", Endpoint::Both, true, ignore},
+    // Would change the output in ways cllm does not implement: only the neutral value.
+    {"n", Endpoint::Both, true, neutral_only<is_one>},
+    {"best_of", Endpoint::Both, true, neutral_only<is_one>},
+    {"frequency_penalty", Endpoint::Both, true, neutral_only<is_zero>},
+    {"presence_penalty", Endpoint::Both, true, neutral_only<is_zero>},
+    {"logprobs", Endpoint::Both, true, neutral_only<is_false>},
+    {"echo", Endpoint::Both, true, neutral_only<is_false>},
+    {"parallel_tool_calls", Endpoint::Both, true, neutral_only<is_false>},
+    {"logit_bias", Endpoint::Both, true, neutral_only<is_empty_object>},
+    {"suffix", Endpoint::Both, true, neutral_only<is_empty_string>},
+    {"tools", Endpoint::Both, true, neutral_only<is_empty_array>},
+    {"response_format", Endpoint::Both, true, neutral_only<is_text_format>},
+    {"top_logprobs", Endpoint::Both, true, neutral_only<only_null>},
+};
+
+const Field* find_field(const std::string& key, bool chat) {
+  for (const Field& f : kFields)
+    if (key == f.name)
+      return f.endpoint == Endpoint::Both || (f.endpoint == Endpoint::Chat) == chat ? &f : nullptr;
+  return nullptr;
+}
+
 }  // namespace
 
 ApiRequest parse_request(const std::string& body, bool chat) {
@@ -67,79 +196,10 @@ ApiRequest parse_request(const std::string& body, bool chat) {
   ApiRequest r;
   r.chat = chat;
   for (const auto& [key, v] : j.items()) {
-    if (key == "model") {
-      if (!v.is_string()) bad(key, "model must be a string");
-      r.model = v.get<std::string>();
-    } else if (key == "prompt" && !chat) {
-      if (v.is_string()) {
-        r.prompt = v.get<std::string>();
-      } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {
-        r.prompt = v[0].get<std::string>();
-      } else if (v.is_array() && !v.empty() && v[0].is_number_integer()) {
-        for (const json& t : v) r.prompt_ids.push_back(int_field(t, "prompt", 0, INT32_MAX));
-      } else {
-        bad(key, "prompt must be a string, a one-string array or an array of token ids (batched prompts are not supported)");
-      }
-      if (r.prompt.empty() && r.prompt_ids.empty()) bad(key, "prompt is empty");
-    } else if (key == "messages" && chat) {
-      if (!v.is_array() || v.empty()) bad(key, "messages must be a non-empty array");
-      for (size_t i = 0; i < v.size(); ++i) {
-        const std::string p = "messages[" + std::to_string(i) + "]";
-        const json& m = v[i];
-        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
-          bad(p, p + " must be an object with a string role and a content");
-        const std::string role = m["role"].get<std::string>();
-        if (role != "system" && role != "user" && role != "assistant" && role != "developer")
-          bad(p, p + ".role must be system, user or assistant, got '" + role + "'");
-        r.messages.push_back({role == "developer" ? "system" : role, text_content(m["content"], p + ".content")});
-      }
-    } else if (key == "max_tokens" || key == "max_completion_tokens") {
-      if (v.is_null()) continue;
-      if (!v.is_number_integer()) bad(key, key + " must be an integer");
-      if (v.get<int64_t>() <= 0) bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
-      r.max_tokens = static_cast<int>(std::min<int64_t>(v.get<int64_t>(), INT32_MAX));
-    } else if (key == "stop") {
-      if (v.is_null()) continue;
-      const json list = v.is_string() ? json::array({v}) : v;
-      if (!list.is_array() || list.size() > 4) bad(key, "stop must be a string or an array of at most 4 strings");
-      for (const json& s : list) {
-        if (!s.is_string() || s.get<std::string>().empty()) bad(key, "stop strings must be non-empty strings");
-        r.stop.push_back(s.get<std::string>());
-      }
-    } else if (key == "temperature") {
-      if (!v.is_null()) r.temperature = number_field(v, key, 0, 2);
-    } else if (key == "top_p") {
-      if (!v.is_null()) r.top_p = number_field(v, key, 1e-6, 1);
-    } else if (key == "seed") {
-      if (v.is_null()) continue;
-      if (!v.is_number_integer()) bad(key, "seed must be an integer");
-      r.seed = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
-    } else if (key == "stream") {
-      if (v.is_null()) continue;
-      if (!v.is_boolean()) bad(key, "stream must be a boolean");
-      r.stream = v.get<bool>();
-    } else if (key == "stream_options") {
-      if (v.is_null()) continue;
-      if (!v.is_object()) bad(key, "stream_options must be an object");
-      for (const auto& [k2, v2] : v.items()) {
-        if (k2 != "include_usage" || !v2.is_boolean()) bad(key, "stream_options supports only include_usage (boolean)");
-        r.include_usage = v2.get<bool>();
-      }
-    } else if (key == "cllm_decode") {
-      if (!v.is_string() || (v != "jacobi" && v != "ar")) bad(key, "cllm_decode must be \"jacobi\" or \"ar\"");
-      r.decode = v.get<std::string>();
-    } else if (key == "cllm_block") {
-      r.block = int_field(v, key, 1, 64);
-    } else if (key == "cllm_ignore_eos") {
-      if (!v.is_boolean()) bad(key, "cllm_ignore_eos must be a boolean");
-      r.ignore_eos = v.get<bool>();
-    } else if (kIgnored.count(key)) {
-      continue;
-    } else if (kNeutralOnly.count(key)) {
-      if (!is_neutral(key, v)) bad(key, key + " is not supported by cllm (only its default value is accepted)");
-    } else {
-      bad(key, "unknown or unsupported field '" + key + "'");
-    }
+    const Field* f = find_field(key, chat);
+    if (!f) bad(key, "unknown or unsupported field '" + key + "'");
+    if (v.is_null() && f->null_is_absent) continue;
+    f->parse(v, key, r);
   }
   if (chat && r.messages.empty()) bad("messages", "messages is required");
   if (!chat && r.prompt.empty() && r.prompt_ids.empty()) bad("prompt", "prompt is required");

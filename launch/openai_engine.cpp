@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm::openai {
 

@@ -3,9 +3,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "launch/openai_api.h"
-#include "runtime/chat_template.h"
 
 namespace cllm::openai {
 namespace {
@@ -33,11 +32,12 @@ void Routes::reply(http::Responder& res, const std::string& endpoint, int status
 }
 
 void Routes::error(http::Responder& res, const std::string& endpoint, int status, const std::string& message,
-                   const std::string& type, const std::string& code) {
+                   const std::string& type, const std::string& code, const std::string& param) {
   http::Headers extra;
   if (status == 429) extra.push_back({"Retry-After", "1"});
   if (status == 401) extra.push_back({"WWW-Authenticate", "Bearer"});
-  reply(res, endpoint, status, http::error_json(message, type.empty() ? error_type(status) : type, code), extra);
+  reply(res, endpoint, status, http::error_json(message, type.empty() ? error_type(status) : type, code, param),
+        extra);
 }
 
 void Routes::handle(const http::Request& req, http::Responder& res) {
@@ -85,48 +85,13 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat,
   SequenceSpec spec;
   try {
     r = parse_request(req.body, chat);
-    if (!r.model.empty() && r.model != cfg_.model_name)
-      throw ApiError(404, "model '" + r.model + "' is not served here (this server has '" + cfg_.model_name + "')",
-                     "model");
-    if (r.model.empty()) r.model = cfg_.model_name;
-    if (chat) {
-      if (cfg_.chat_family.empty())
-        throw ApiError(400, "this model has no chat template: restart the server with --chat-template", "messages");
-      try {
-        spec.prompt = tok_->encode(apply_chat_template(cfg_.chat_family, r.messages, true), cfg_.add_bos);
-      } catch (const Error& e) {
-        throw ApiError(400, e.what(), "messages");
-      }
-    } else if (!r.prompt_ids.empty()) {
-      for (int32_t id : r.prompt_ids)
-        if (id >= tok_->vocab_size()) throw ApiError(400, "token id " + std::to_string(id) + " is out of the vocabulary", "prompt");
-      spec.prompt = r.prompt_ids;
-    } else {
-      spec.prompt = tok_->encode(r.prompt, cfg_.add_bos);
-    }
-    const int prompt_len = static_cast<int>(spec.prompt.size());
-    spec.jacobi = cfg_.jacobi;
-    spec.jacobi.seed = r.seed;
-    if (r.block > 0) spec.jacobi.block = r.block;
-    if (r.decode == "ar") spec.jacobi.block = 1;  // Jacobi with one guess is greedy AR
-    if (r.temperature > 0) {
-      spec.sampling = {static_cast<float>(r.temperature), static_cast<float>(r.top_p), r.seed};
-      spec.jacobi.block = 1;
-    }
-    if (r.max_tokens > cfg_.max_context)
-      throw ApiError(400, "max_tokens " + std::to_string(r.max_tokens) + " is beyond the context of " +
-                              std::to_string(cfg_.max_context), "max_tokens", "context_length_exceeded");
-    if (r.max_tokens == 0)  // OpenAI's defaults: 16 for completions; chat: what fits, capped
-      r.max_tokens = chat ? std::max(1, std::min(cfg_.default_chat_max_tokens,
-                                                 cfg_.max_context - prompt_len - spec.jacobi.block))
-                          : 16;
-    spec.gen.max_new_tokens = r.max_tokens;
-    if (!r.ignore_eos) spec.gen.stop_ids = cfg_.eos_ids;
+    spec = request_spec(r, cfg_, *tok_);
     const std::string why = engine.check(spec);
     if (!why.empty()) throw ApiError(400, why, "prompt", "context_length_exceeded");
   } catch (const ApiError& e) {
-    return error(res, endpoint, e.status, e.what(), "", e.code);
+    return error(res, endpoint, e.status, e.what(), "", e.code, e.param);
   }
+  if (r.model.empty()) r.model = cfg_.model_name;
 
   std::shared_ptr<Stream> stream;
   switch (engine.submit(spec, r.stop, &stream)) {

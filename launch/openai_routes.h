@@ -1,6 +1,6 @@
 // The routes of `cllm serve`: /v1/completions, /v1/chat/completions (JSON or SSE), /v1/models,
-// /health and /metrics, with the API key check. Turns validated requests into scheduler specs
-// and waits on their streams, cancelling a request whose client has gone.
+// /health and /metrics, with the API key check. Admits validated requests (their specs from
+// openai_spec.h) and waits on their streams, cancelling a request whose client has gone.
 #pragma once
 #include <atomic>
 #include <string>
@@ -8,21 +8,10 @@
 #include "launch/http_metrics.h"
 #include "launch/http_server.h"
 #include "launch/openai_engine.h"
-#include "runtime/decoding.h"
+#include "launch/openai_spec.h"
 #include "runtime/tokenizer.h"
 
 namespace cllm::openai {
-
-struct RouteConfig {
-  std::string model_name;      // what /v1/models lists and requests may name
-  std::string api_key;         // "" : no auth
-  std::string chat_family;     // "" : the model has no chat template (chat answers 400)
-  bool add_bos = false;
-  std::vector<int32_t> eos_ids;
-  JacobiOptions jacobi;        // server defaults (block, window, init)
-  int max_context = 0;         // KV rows of one slot
-  int default_chat_max_tokens = 256;
-};
 
 class Routes {
  public:
@@ -48,7 +37,7 @@ class Routes {
   void reply(http::Responder& res, const std::string& endpoint, int status, const std::string& body,
              const http::Headers& extra = {});
   void error(http::Responder& res, const std::string& endpoint, int status, const std::string& message,
-             const std::string& type, const std::string& code = "");
+             const std::string& type, const std::string& code = "", const std::string& param = "");
 
   RouteConfig cfg_;
   http::Metrics& metrics_;

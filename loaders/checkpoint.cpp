@@ -1,13 +1,30 @@
-// open_checkpoint: picks the reader by what the path is.
+// open_checkpoint: picks the reader by what the path is. The manifest helpers of checkpoint.h.
 #include "loaders/checkpoint.h"
 
 #include <filesystem>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/h5_checkpoint.h"
 
 namespace cllm {
+
+TensorRange slice_range(const TensorSpec& t) {
+  switch (t.split) {
+    case SplitAxis::None: return {};
+    case SplitAxis::Rows:
+    case SplitAxis::Vocab: return {t.begin, t.end};
+    case SplitAxis::Cols: return {0, -1, t.begin, t.end};
+  }
+  CLLM_FAIL("tensor " << t.name << ": unknown split axis");
+}
+
+void check_shape(const CheckpointReader& ckpt, const TensorSpec& t) {
+  CLLM_CHECK(ckpt.has_tensor(t.name), ckpt.source() << ": missing tensor '" << t.name << "'");
+  const std::vector<int64_t> actual = ckpt.shape(t.name);
+  CLLM_CHECK(actual == t.shape, ckpt.source() << ": tensor '" << t.name << "' has shape " << shape_str(actual)
+                                              << ", the config implies " << shape_str(t.shape));
+}
 
 std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/model_config.h"
+#include "core/model_config.h"
+#include "core/tensor_manifest.h"
 
 namespace cllm {
 
@@ -54,6 +55,12 @@ class CheckpointReader {
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
 };
+
+// The TensorRange of this rank's slice of t (core/tensor_manifest.h).
+TensorRange slice_range(const TensorSpec& t);
+// Throws, naming the file, the tensor and both shapes, when the checkpoint lacks t or stores it with
+// a shape other than the config's.
+void check_shape(const CheckpointReader& ckpt, const TensorSpec& t);
 
 // Opens a GGUF file, an HF checkpoint directory (config.json + safetensors [+ index]) or a
 // cllm .h5 checkpoint, and validates the config against the tensor shapes before returning.

@@ -1,46 +1,13 @@
 // Shared pieces of the checkpoint readers; see checkpoint_common.h.
 #include "loaders/checkpoint_common.h"
 
-#include <sstream>
-
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm::detail {
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
-  const int64_t V = c.vocab_size, H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
-  std::vector<ExpectedTensor> t = {{"model.embed_tokens.weight", {V, H}}, {"model.norm.weight", {H}}};
-  if (!c.tie_word_embeddings) t.push_back({"lm_head.weight", {V, H}});
-  for (int l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", {H}});
-    t.push_back({p + "self_attn.q_proj.weight", {Q, H}});
-    t.push_back({p + "self_attn.k_proj.weight", {KV, H}});
-    t.push_back({p + "self_attn.v_proj.weight", {KV, H}});
-    t.push_back({p + "self_attn.o_proj.weight", {H, Q}});
-    t.push_back({p + "post_attention_layernorm.weight", {H}});
-    t.push_back({p + "mlp.gate_proj.weight", {I, H}});
-    t.push_back({p + "mlp.up_proj.weight", {I, H}});
-    t.push_back({p + "mlp.down_proj.weight", {H, I}});
-  }
-  return t;
-}
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
-}
-
 void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab) {
-  for (const auto& e : expected_tensors(cfg)) {
-    CLLM_CHECK(r.has_tensor(e.name), r.source() << ": missing tensor '" << e.name << "'");
-    const auto actual = r.shape(e.name);
-    CLLM_CHECK(actual == e.shape, r.source() << ": tensor '" << e.name << "' has shape " << shape_str(actual)
-                                             << ", the config implies " << shape_str(e.shape));
-  }
+  const TensorManifest manifest = make_tensor_manifest(cfg);
+  for (const TensorSpec* t : manifest.all()) check_shape(r, *t);
   CLLM_CHECK(tokenizer_vocab <= cfg.vocab_size,
              r.source() << ": vocab size mismatch: the tokenizer has " << tokenizer_vocab
                         << " tokens but model.embed_tokens.weight has " << cfg.vocab_size << " rows");

@@ -1,5 +1,5 @@
 // Internal helpers shared by the checkpoint readers (not part of the loaders interface):
-// the tensor list a LLaMA config implies, range resolution, and row-wise conversion.
+// the tensor check of a freshly opened checkpoint, range resolution, and row-wise conversion.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -12,19 +12,9 @@
 
 namespace cllm::detail {
 
-struct ExpectedTensor {
-  std::string name;            // HF name
-  std::vector<int64_t> shape;  // HF order
-};
-
-// Every tensor a LlamaForCausalLM with this config has (lm_head.weight only when untied).
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg);
-
-// Throws naming `source`, the tensor and expected vs actual when a tensor is missing or misshapen,
-// and when the tokenizer has more tokens than the embedding has rows.
+// Throws naming the file, the tensor and expected vs actual when a tensor of the config's manifest
+// is missing or misshapen, and when the tokenizer has more tokens than the embedding has rows.
 void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab);
-
-std::string shape_str(const std::vector<int64_t>& shape);
 
 // A TensorRange made concrete against a tensor viewed as [rows, cols] (1-D: cols = 1).
 struct Rect {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm {
 

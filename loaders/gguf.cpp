@@ -5,7 +5,7 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm {
 

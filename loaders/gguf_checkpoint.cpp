@@ -6,7 +6,7 @@
 #include <regex>
 #include <unordered_map>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/gguf.h"
 #include "loaders/mapped_file.h"

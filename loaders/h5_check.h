@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm::detail {
 

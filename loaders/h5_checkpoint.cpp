@@ -9,7 +9,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/h5_checkpoint.h"
 #include "loaders/h5_checkpoint_format.h"

@@ -9,8 +9,9 @@
 //   /tensors/<HF name>   one dataset per tensor, HF shape ([out, in] for linear weights), q/k rows in
 //                 HF (rotate_half) order. attribute dtype = "f32" | "f16" | "bf16":
 //                   f32: IEEE F32LE; f16: IEEE binary16 (h5py: float16); bf16: U16LE holding the bits.
-//                 Chunked along the tensor-parallel split axis (attribute split_axis): 0 = rows for
-//                 q/k/v/gate/up/embedding/lm_head, 1 = columns for o/down, -1 = one chunk (norms).
+//                 Chunked along the tensor-parallel split axis (attribute split_axis, the dimension
+//                 TensorSpec::dim() of core/tensor_manifest.h): 0 = rows for q/k/v/gate/up/embedding/
+//                 lm_head, 1 = columns for o/down, -1 = one chunk (norms).
 //                 The split dimension holds gcd(tp_chunks, dim) chunks, so every TP that divides that
 //                 count reads whole chunks (tp_chunks 8: TP 1, 2, 4, 8); doubled while a chunk would
 //                 pass HDF5's 4 GiB limit. Fletcher32 on every chunk.

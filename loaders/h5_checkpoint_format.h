@@ -4,7 +4,7 @@
 #pragma once
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint.h"
 #include "loaders/dequant.h"
 #include "loaders/h5_check.h"

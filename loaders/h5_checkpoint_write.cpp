@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <numeric>
 
-#include "kernels/check.h"
-#include "loaders/checkpoint_common.h"
+#include "core/check.h"
+#include "core/tensor_manifest.h"
 #include "loaders/h5_checkpoint.h"
 #include "loaders/h5_checkpoint_format.h"
 #include "loaders/hf_config.h"
@@ -23,14 +23,6 @@ namespace {
 
 constexpr hsize_t kMaxChunkBytes = (hsize_t{1} << 32) - 1;  // HDF5's limit on one chunk
 constexpr hsize_t kArrayChunk = hsize_t{1} << 20;             // elements per chunk of 1-D side arrays
-
-// The tensor-parallel split axis of a weight (shard_plan.h): 0 rows, 1 columns, -1 replicated.
-int split_axis(const std::string& name, size_t rank) {
-  if (rank < 2) return -1;
-  for (const char* col : {"o_proj", "down_proj"})
-    if (name.find(col) != std::string::npos) return 1;
-  return 0;  // q/k/v/gate/up, embedding, LM head
-}
 
 // A 1-D dataset of n elements; chunked with Fletcher32 unless empty (an empty one has no chunk).
 void write_array(hid_t group, const char* name, hid_t file_type, hid_t mem_type, const void* data, size_t n) {
@@ -102,10 +94,11 @@ void write_tokenizer(hid_t file, const TokenizerSpec& t) {
   }
 }
 
-// One tensor: a dataset chunked along its split axis, filled chunk by chunk from `in`.
-void write_tensor(hid_t group, const CheckpointReader& in, const ExpectedTensor& e, const H5WriteOptions& opts) {
+// One tensor: a dataset chunked along its split axis (the manifest's split dimension: 0 rows,
+// 1 columns, -1 replicated), filled chunk by chunk from `in`.
+void write_tensor(hid_t group, const CheckpointReader& in, const TensorSpec& e, const H5WriteOptions& opts) {
   const size_t rank = e.shape.size();
-  const int axis = split_axis(e.name, rank);
+  const int axis = e.dim();
   const hsize_t elem = opts.dtype == DType::F32 ? 4 : 2;
   hsize_t dims[2] = {0, 1}, chunk[2] = {0, 1};
   for (size_t d = 0; d < rank; ++d) dims[d] = chunk[d] = static_cast<hsize_t>(e.shape[d]);
@@ -157,24 +150,19 @@ void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, co
   h5_chunk_count(1, opts.tp_chunks);
   const std::string tmp = path + ".tmp";
   const ModelConfig& cfg = in.config();
-  const std::vector<ExpectedTensor> tensors = expected_tensors(cfg);
-  const auto f32_bytes = [](const ExpectedTensor& e) {
-    double b = 4;
-    for (int64_t s : e.shape) b *= static_cast<double>(s);
-    return b;
-  };
-  double total = 0, done = 0;
-  for (const auto& e : tensors) total += f32_bytes(e);
+  const TensorManifest manifest = make_tensor_manifest(cfg);
+  const double total = static_cast<double>(manifest.bytes(sizeof(float)));
+  double done = 0;
   H5QuietErrors quiet;
   try {
     H5Handle file(CLLM_H5(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
     write_config(file, cfg);
     {
       H5Handle g(CLLM_H5(H5Gcreate2(file, kTensorGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
-      for (const auto& e : tensors) {
-        write_tensor(g, in, e, opts);
-        done += f32_bytes(e);
-        if (opts.progress) opts.progress(done, total, e.name);
+      for (const TensorSpec* e : manifest.all()) {
+        write_tensor(g, in, *e, opts);
+        done += static_cast<double>(e->bytes(sizeof(float)));
+        if (opts.progress) opts.progress(done, total, e->name);
       }
     }
     write_tokenizer(file, in.tokenizer());

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/hf_config.h"
 #include "loaders/mapped_file.h"

@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include "runtime/model_config.h"
+#include "core/model_config.h"
 
 namespace cllm {
 

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <utility>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm {
 

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm {
 

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/h5_check.h"
 
 namespace cllm {

@@ -6,8 +6,8 @@
 
 #include <mpi.h>
 
-#include "kernels/check.h"
-#include "parallel/comm.h"
+#include "core/check.h"
+#include "core/comm.h"
 
 namespace cllm {
 

@@ -26,7 +26,7 @@
 #include <memory>
 #include <string>
 
-#include "parallel/comm.h"
+#include "core/comm.h"
 #include "parallel/cuda/ipc_allreduce.h"
 
 namespace cllm {

@@ -1,9 +1,9 @@
-// The single-rank communicator, the shared parts of Comm, and the choice of communicator at
-// process start (init_comm_from_environment).
+// The single-rank communicator and the choice of communicator at process start
+// (init_comm_from_environment). The shared parts of Comm are in core/comm.cpp.
 #include <cstdlib>
 #include <cstring>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "parallel/comm.h"
 #ifdef CLLM_HAVE_MPI
 #include "parallel/comm_mpi.h"
@@ -41,20 +41,6 @@ int launcher_world_size() {
 }
 
 }  // namespace
-
-std::string CommPhase::str() const {
-  return layer >= 0 ? "layer " + std::to_string(layer) + " " + what : std::string(what);
-}
-
-void Comm::abort(const std::string& message) {
-  stop_all_ranks(message);
-  std::abort();
-}
-
-void Comm::set_deadline_seconds(double s) {
-  CLLM_CHECK(s > 0, "the collective deadline must be positive, got " << s << " s");
-  deadline_s_ = s;
-}
 
 std::unique_ptr<Comm> make_single_comm() { return std::make_unique<SingleComm>(); }
 

@@ -4,7 +4,7 @@
 #include <sstream>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm {
 namespace {

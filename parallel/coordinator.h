@@ -10,7 +10,7 @@
 #include <functional>
 #include <vector>
 
-#include "parallel/comm.h"
+#include "core/comm.h"
 #include "runtime/model.h"
 
 namespace cllm {

@@ -4,15 +4,15 @@
 #include <sstream>
 #include <string>
 
-#include "kernels/check.h"
-#include "parallel/shard_plan.h"
+#include "core/check.h"
+#include "core/shard_plan.h"
 #include "runtime/cpu_model.h"
 
 namespace cllm {
 
 std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device device, Comm& comm,
-                                          const LoadProgress& progress) {
-  if (comm.size() == 1) return make_model(ckpt, device, progress);
+                                          const LoadProgress& progress, const ModelOptions& opts) {
+  if (comm.size() == 1) return make_model(ckpt, device, progress, opts);
   // The GPU's sharded model lives in cllm_parallel_cuda (parallel/cuda/cuda_tp_model.h), which
   // needs CUDA, MPI and NCCL; the cllm executable calls it directly when it was built with them.
   CLLM_CHECK(device == Device::Cpu, "tensor parallelism over " << comm.size()

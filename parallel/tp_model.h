@@ -3,18 +3,18 @@
 #include <memory>
 #include <vector>
 
-#include "parallel/comm.h"
+#include "core/comm.h"
 #include "runtime/model.h"
 
 namespace cllm {
 
 // One rank: make_model (the whole model, any device). Several: this rank's shard of the model
-// (parallel/shard_plan.h), read slice by slice so that host memory peaks near the shard's size.
+// (core/shard_plan.h), read slice by slice so that host memory peaks near the shard's size.
 // On the CPU only: the GPU's sharded model is make_cuda_sharded_model (parallel/cuda/cuda_tp_model.h).
 // The sharded forward is collective: run it through CoordinatorModel / worker_loop.
 // Throws naming the numbers when the model cannot be split over comm.size() ranks.
 std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device device, Comm& comm,
-                                          const LoadProgress& progress = {});
+                                          const LoadProgress& progress = {}, const ModelOptions& opts = {});
 
 // What one rank's load cost.
 struct RankLoad {

@@ -2,7 +2,7 @@
 // (tests/reference/make_tokenizer_fixtures.py holds the templates the tests render with).
 #include "runtime/chat_template.h"
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/unicode_text.h"
 
 namespace cllm {

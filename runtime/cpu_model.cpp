@@ -3,10 +3,11 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/gemm_invariant.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
+#include "runtime/block_rows.h"
 #include "runtime/rope.h"
 
 namespace cllm {
@@ -153,7 +154,11 @@ void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int 
                              float* logits) {
   const int n = check_batch_args(cfg_, tokens, blocks, count, limit_tokens_, limit_slots_);  // rows of the batch
   grow_scratch(n);
-  blas_ = count == 1 && n > kInvariantMaxTokens;
+  // A batch whose blocks all have at most kMaxBlockRows tokens uses the batch-invariant GEMM
+  // (gemm_invariant.h), whatever its total rows, so Jacobi blocks reproduce AR bit for bit and a
+  // block's result does not depend on its batch. Only a lone longer block (a whole-prompt
+  // prefill) uses OpenBLAS.
+  blas_ = count == 1 && n > kMaxBlockRows;
   const int d = cfg_.hidden_size, hd = cfg_.head_dim;
   attn_blocks_.resize(count);
   for (int b = 0, row = 0; b < count; row += blocks[b++].n)

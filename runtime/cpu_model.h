@@ -4,7 +4,7 @@
 // once, so each weight is read once per step; RoPE takes per-row positions and attention runs
 // per block over that block's own KV slot. Results of a block do not depend on the rest of the
 // batch (batch-invariant GEMM, per-row kernels), so a request decodes the same alone or batched.
-// Tensor parallel (parallel/shard_plan.h): a rank holds its slice of the weights and of the KV
+// Tensor parallel (core/shard_plan.h): a rank holds its slice of the weights and of the KV
 // heads; forwards are then collective (every rank calls them with the same arguments) with one
 // all-reduce over all rows after the embedding, after o and after down, and a max-loc for the
 // LM-head argmax.
@@ -12,9 +12,9 @@
 #include <memory>
 #include <vector>
 
+#include "core/comm.h"
+#include "core/shard_plan.h"
 #include "kernels/cpu/ops.h"
-#include "parallel/comm.h"
-#include "parallel/shard_plan.h"
 #include "runtime/model.h"
 #include "runtime/weights.h"
 
@@ -34,12 +34,6 @@ class CpuModel final : public Model {
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
   // This rank's bytes: its weight slices plus its KV heads.
   double step_bytes(int context) const override;
-
-  // A batch whose blocks all have at most this many tokens uses the batch-invariant GEMM (see
-  // gemm_invariant.h), whatever its total rows, so Jacobi blocks reproduce AR bit for bit and a
-  // block's result does not depend on its batch. Only a single longer block (a whole-prompt
-  // prefill) uses OpenBLAS.
-  static constexpr int kInvariantMaxTokens = 64;
 
  private:
   CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan& plan, Comm* comm);
@@ -67,7 +61,7 @@ class CpuModel final : public Model {
   // Per layer [slots_, capacity_, kvd_], left uninitialised: the OS commits the pages of the rows
   // that are written, so idle slots of a large --max-batch x --max-context cost no memory.
   std::vector<std::unique_ptr<float[]>> k_, v_;
-  bool blas_ = false;                     // this forward uses OpenBLAS (see kInvariantMaxTokens)
+  bool blas_ = false;                     // this forward uses OpenBLAS (a lone block over kMaxBlockRows)
   // Scratch for a batch of n rows.
   std::vector<float> x_, h_, q_, att_, gate_, up_;  // [n, d], [n, d], [n, qd_] x2, [n, ffn_] x2
   std::vector<float> k_new_, v_new_;      // [n, kvd_]: the batch's keys and values before they go to their slots

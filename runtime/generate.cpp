@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/jacobi.h"
 
 namespace cllm {

@@ -1,8 +1,10 @@
 #include "runtime/model.h"
 
+#include <cstdint>
+
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/cpu_model.h"
 
 namespace cllm {
@@ -39,14 +41,30 @@ Device parse_device(const std::string& name) {
   CLLM_FAIL("unknown device '" << name << "' (expected cpu or cuda)");
 }
 
-std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device, const LoadProgress& progress) {
+ModelOptions parse_numerics(const std::string& name) {
+  ModelOptions o;
+  if (name == "blocks") return o;
+  if (name == "invariant") {
+    o.cuda_invariant_max_rows = INT32_MAX;
+    return o;
+  }
+  if (name == "fast") {
+    o.cuda_invariant_max_rows = 0;
+    return o;
+  }
+  CLLM_FAIL("unknown numerics '" << name << "' (expected blocks, invariant or fast)");
+}
+
+std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device, const LoadProgress& progress,
+                                  const ModelOptions& opts) {
   switch (device) {
     case Device::Cpu:
       return std::make_unique<CpuModel>(ckpt.config(), load_weights_f32(ckpt, progress));
     case Device::Cuda:
 #ifdef CLLM_HAVE_CUDA
-      return make_cuda_model(ckpt, progress);
+      return make_cuda_model(ckpt, progress, opts);
 #else
+      (void)opts;
       CLLM_FAIL("this cllm was built without CUDA; rebuild with -DCLLM_CUDA=ON to use --device cuda");
 #endif
   }

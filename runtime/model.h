@@ -6,18 +6,11 @@
 #include <memory>
 #include <string>
 
+#include "core/model_config.h"
+#include "core/types.h"
 #include "loaders/checkpoint.h"
-#include "runtime/model_config.h"
 
 namespace cllm {
-
-// One sequence's block inside a batched forward: `n` consecutive rows of the token array, at
-// positions pos..pos+n-1 of KV slot `slot`. The cache of that slot must hold exact KV for [0, pos).
-struct SeqBlock {
-  int32_t slot = 0;
-  int32_t pos = 0;
-  int32_t n = 0;
-};
 
 // What a decoder needs: argmax predictions for a block of tokens.
 class BlockPredictor {
@@ -55,17 +48,27 @@ void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, in
 int check_batch_args(const ModelConfig& cfg, const int32_t* tokens, const SeqBlock* blocks, int count, int capacity,
                      int slots);
 
-// Called while weights load: (bytes done, bytes total, current tensor name).
-using LoadProgress = std::function<void(double, double, const std::string&)>;
-
 enum class Device { Cpu, Cuda };
 Device parse_device(const std::string& name);  // "cpu" | "cuda"; throws naming the valid ones
 
+// How a model computes where its backend has a choice (design.md, "GPU numerics: batch invariance").
+struct ModelOptions {
+  // CUDA: device forwards of up to this many rows run the batch-invariant kernels, so a token's
+  // logits do not depend on what shares such a forward (runtime/cuda/cuda_model.h,
+  // CudaModelOptions). 16: decoding and Jacobi blocks of up to 16 tokens, at no measured cost.
+  // The CPU model is batch-invariant up to kMaxBlockRows rows whatever this says.
+  int cuda_invariant_max_rows = 16;
+};
+// --numerics: "blocks" (the default above), "invariant" (every forward: blocks of any size,
+// batches and prefill chunks too, at a cost) or "fast" (none). Throws naming the valid ones.
+ModelOptions parse_numerics(const std::string& name);
+
 #ifdef CLLM_HAVE_CUDA
-std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress);
+std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
+                                       const ModelOptions& opts);
 #endif
 
-std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device,
-                                  const LoadProgress& progress = {});
+std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device, const LoadProgress& progress = {},
+                                  const ModelOptions& opts = {});
 
 }  // namespace cllm

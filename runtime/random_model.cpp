@@ -8,7 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "core/tensor_manifest.h"
 #include "kernels/cpu/thread_pool.h"
 #include "loaders/hf_config.h"
 #include "loaders/safetensors.h"
@@ -66,26 +67,16 @@ struct PlannedTensor {
 };
 
 std::vector<PlannedTensor> plan(const ModelConfig& c) {
-  const int64_t d = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size;
   // Linear weights ~ U(-1/sqrt(in), 1/sqrt(in)) keep activations O(1) through the layers; norms
   // near 1 with a little noise so that a wrong norm weight shows up in the logits.
   auto lin = [](int64_t in) { return 1.0f / std::sqrt(static_cast<float>(in)); };
+  const TensorManifest m = make_tensor_manifest(c);
   std::vector<PlannedTensor> t;
-  t.push_back({"model.embed_tokens.weight", {c.vocab_size, d}, 0.0f, 1.0f});
-  for (int i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    t.push_back({p + "input_layernorm.weight", {d}, 1.0f, 0.1f});
-    t.push_back({p + "self_attn.q_proj.weight", {q, d}, 0.0f, lin(d)});
-    t.push_back({p + "self_attn.k_proj.weight", {kv, d}, 0.0f, lin(d)});
-    t.push_back({p + "self_attn.v_proj.weight", {kv, d}, 0.0f, lin(d)});
-    t.push_back({p + "self_attn.o_proj.weight", {d, q}, 0.0f, lin(q)});
-    t.push_back({p + "post_attention_layernorm.weight", {d}, 1.0f, 0.1f});
-    t.push_back({p + "mlp.gate_proj.weight", {f, d}, 0.0f, lin(d)});
-    t.push_back({p + "mlp.up_proj.weight", {f, d}, 0.0f, lin(d)});
-    t.push_back({p + "mlp.down_proj.weight", {d, f}, 0.0f, lin(f)});
+  for (const TensorSpec* s : m.all()) {
+    if (s == &m.embed) t.push_back({s->name, s->shape, 0.0f, 1.0f});
+    else if (s->shape.size() == 1) t.push_back({s->name, s->shape, 1.0f, 0.1f});
+    else t.push_back({s->name, s->shape, 0.0f, lin(s->shape[1])});  // [out, in]
   }
-  t.push_back({"model.norm.weight", {d}, 1.0f, 0.1f});
-  if (!c.tie_word_embeddings) t.push_back({"lm_head.weight", {c.vocab_size, d}, 0.0f, lin(d)});
   return t;
 }
 

@@ -7,9 +7,9 @@
 #include <memory>
 #include <string>
 
+#include "core/model_config.h"
 #include "loaders/checkpoint.h"
 #include "loaders/dequant.h"
-#include "runtime/model_config.h"
 
 namespace cllm {
 

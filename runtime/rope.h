@@ -2,7 +2,7 @@
 #pragma once
 #include <vector>
 
-#include "runtime/model_config.h"
+#include "core/model_config.h"
 
 namespace cllm {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/generate.h"
 
 namespace cllm {
@@ -44,7 +44,7 @@ std::string Scheduler::check(const SequenceSpec& spec) const {
   if (spec.prompt.empty()) return "the prompt is empty";
   if (spec.gen.max_new_tokens <= 0) return "max_tokens must be positive";
   const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.block;
-  if (block < 1 || block > kChunk) return "the Jacobi block must be in 1.." + std::to_string(kChunk);
+  if (block < 1 || block > kMaxBlockRows) return "the Jacobi block must be in 1.." + std::to_string(kMaxBlockRows);
   const int rows = kv_rows_needed(static_cast<int>(spec.prompt.size()), spec.gen.max_new_tokens, block);
   if (rows > limits_.max_context)
     return "prompt (" + std::to_string(spec.prompt.size()) + " tokens) + max_tokens (" +
@@ -107,7 +107,7 @@ void Scheduler::step(const EventSink& emit) {
   // is smaller): a waiting prompt progresses even when decoding alone fills the budget (64 Jacobi
   // streams of 16 rows against 512), so its time to first token stays bounded.
   int prefill_left = limits_.max_step_rows > 0
-                         ? std::max(std::min(kChunk, limits_.max_step_rows), limits_.max_step_rows - decode_rows)
+                         ? std::max(std::min(kMaxBlockRows, limits_.max_step_rows), limits_.max_step_rows - decode_rows)
                          : std::numeric_limits<int>::max();
   // One block per sequence that gets rows, in admission order.
   blocks_.clear();
@@ -117,9 +117,9 @@ void Scheduler::step(const EventSink& emit) {
   for (auto& s : active_) {
     s->row = static_cast<int>(tokens_.size());
     if (s->prefilling()) {
-      // A chunk shorter than kChunk keeps the output exact: the KV of the rows before it is in the
-      // cache whichever step wrote it, and every row of a block of <= kChunk rows is computed alike.
-      s->n = std::min({kChunk, static_cast<int>(s->spec.prompt.size()) - s->prefilled, prefill_left});
+      // A chunk shorter than kMaxBlockRows keeps the output exact: the KV of the rows before it is in the
+      // cache whichever step wrote it, and every row of a block of <= kMaxBlockRows rows is computed alike.
+      s->n = std::min({kMaxBlockRows, static_cast<int>(s->spec.prompt.size()) - s->prefilled, prefill_left});
       s->want_logits = false;
       if (s->n == 0) {  // over the budget: waits for a later step (later admissions wait too)
         ++last_step_.prefill_deferred;

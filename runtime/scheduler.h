@@ -2,10 +2,10 @@
 // 3-7). Sequences join and leave between steps; each step() makes ONE Model::forward_batch over
 // every active sequence, so they share each pass over the weights. Each active sequence owns a
 // KV slot (model.reset(max_context, max_batch)) and contributes one block to the batch:
-//   - while its prompt prefills: the next chunk of at most kChunk prompt tokens (a long prompt
+//   - while its prompt prefills: the next chunk of at most kMaxBlockRows prompt tokens (a long prompt
 //     prefills over several steps, beside the others' decoding: chunked prefill);
 //   - then its Jacobi block (greedy), or its last token (sampled AR, temperature > 0).
-// Every block has at most kChunk rows, so the batch-invariant GEMM serves it and a sequence's
+// Every block has at most kMaxBlockRows rows, so the batch-invariant GEMM serves it and a sequence's
 // output does not depend on what else runs beside it (tests/unit/test_scheduler.cpp).
 // SchedulerLimits::max_step_rows caps a step's rows (vLLM's max_num_batched_tokens), so a burst of
 // long prompts does not stretch the inter-token latency of the sequences already decoding:
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/block_rows.h"
 #include "runtime/decoding.h"
 #include "runtime/jacobi.h"
 #include "runtime/model.h"
@@ -53,8 +54,8 @@ struct SchedulerLimits {
   // Token rows of one step's forward at most (0: no limit). Every decoding sequence's block runs
   // each step, whatever the budget (decode is never starved); prefill chunks then take what is
   // left, in admission order, the last one shortened to fit; a prompt that gets no rows waits for
-  // a later step. Prefill always gets at least min(kChunk, max_step_rows) rows when a prompt waits,
-  // even if the decode rows alone reach the budget (a step then has at most decode rows + kChunk),
+  // a later step. Prefill always gets at least min(kMaxBlockRows, max_step_rows) rows when a prompt waits,
+  // even if the decode rows alone reach the budget (a step then has at most decode rows + kMaxBlockRows),
   // so new requests are never starved by a full batch of Jacobi blocks.
   int max_step_rows = 0;
 };
@@ -69,9 +70,6 @@ struct StepStats {
 
 class Scheduler {
  public:
-  // Rows of one block at most: the batch-invariant GEMM's limit (CpuModel::kInvariantMaxTokens).
-  static constexpr int kChunk = 64;
-
   Scheduler(Model& model, const SchedulerLimits& limits);
   ~Scheduler();
 

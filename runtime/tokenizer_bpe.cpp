@@ -7,11 +7,12 @@
 #include "runtime/tokenizer_table.h"
 
 #include <array>
+#include <atomic>
 #include <mutex>
 #include <queue>
 #include <unordered_map>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/unicode_text.h"
 
 namespace cllm {
@@ -27,6 +28,8 @@ uint32_t byte_to_unicode(uint8_t b) {
 }
 
 namespace {
+
+std::atomic<uint64_t> g_pair_lookups{0};  // bpe_pair_lookups()
 
 using unicode::replace_all;
 
@@ -229,6 +232,7 @@ class BpeTokenizer : public TokenTable {
     std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> pq;
     auto push = [&](int left) {
       if (left < 0 || sym[left].next < 0) return;
+      g_pair_lookups.fetch_add(1, std::memory_order_relaxed);
       auto it = merges_.find(pair_key(sym[left].id, sym[sym[left].next].id));
       if (it != merges_.end()) pq.push({it->second.rank, left, sym[left].id, sym[sym[left].next].id});
     };
@@ -262,6 +266,8 @@ class BpeTokenizer : public TokenTable {
 };
 
 }  // namespace
+
+uint64_t bpe_pair_lookups() { return g_pair_lookups.load(std::memory_order_relaxed); }
 
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source) {
   return std::make_unique<BpeTokenizer>(std::move(vocab), source);

@@ -48,6 +48,11 @@ struct BpeVocab {
 
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source);
 
+// Merge-table lookups (candidate pairs) made by this process's BPE encoders so far: the work that
+// grows with the square of a piece's length in a BPE that rescans its pairs after every merge, and
+// linearly here (at most 3 per byte of a piece that is not yet cached). Tests bound it per byte.
+uint64_t bpe_pair_lookups();
+
 // Parses an HF tokenizer.json with a BPE model (byte-level, or sentencepiece-style with
 // byte_fallback) into a BpeVocab (bos/eos left -1).
 BpeVocab load_hf_bpe_vocab(const std::string& path);

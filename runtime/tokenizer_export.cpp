@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/tokenizer_bpe.h"
 #include "runtime/unicode_text.h"
 

@@ -1,6 +1,6 @@
 // make_tokenizer dispatches on where the vocabulary came from; StreamDecoder lives here too,
 // since it only needs the Tokenizer interface.
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/tokenizer.h"
 #include "runtime/tokenizer_bpe.h"
 #include "runtime/tokenizer_spm.h"

@@ -10,7 +10,7 @@
 #include <queue>
 #include <unordered_map>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/tokenizer_added.h"
 #include "runtime/unicode_text.h"
 

@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/tokenizer.h"
 #include "runtime/unicode_text.h"
 

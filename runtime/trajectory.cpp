@@ -4,7 +4,7 @@
 #include <chrono>
 #include <random>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/generate.h"
 #include "runtime/jacobi.h"
 
@@ -61,7 +61,7 @@ TrajectoryCollector::TrajectoryCollector(std::vector<int32_t> prompt, const Traj
 TrajectoryStep TrajectoryCollector::next_block() const {
   CLLM_CHECK(!done_, "the trajectory is complete: there is no next block");
   if (prefilling()) {
-    const int n = std::min(kPrefillChunk, static_cast<int>(t_.prompt.size()) - prefilled_);
+    const int n = std::min(kMaxBlockRows, static_cast<int>(t_.prompt.size()) - prefilled_);
     return {t_.prompt.data() + prefilled_, n, prefilled_};
   }
   const std::vector<int32_t>& g = dec_->block();
@@ -177,7 +177,7 @@ void plan_step(std::vector<Running>& running, int max_step_rows, std::vector<int
   int decode_rows = 0;
   for (const Running& r : running)
     if (!r.collector.prefilling()) decode_rows += r.collector.next_block().n;
-  int prefill_left = std::max(TrajectoryCollector::kPrefillChunk, max_step_rows - decode_rows);
+  int prefill_left = std::max(kMaxBlockRows, max_step_rows - decode_rows);
   for (Running& r : running) {
     const TrajectoryStep s = r.collector.next_block();
     r.rows = 0;

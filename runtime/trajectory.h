@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "loaders/trajectory_h5.h"
+#include "runtime/block_rows.h"
 #include "runtime/decoding.h"
 #include "runtime/jacobi.h"
 #include "runtime/model.h"
@@ -41,14 +42,10 @@ struct TrajectoryStep {
 // (collect_trajectory) and many prompts sharing each forward (collect_trajectories with batch > 1)
 // run the same code. The caller forwards next_block() over the prompt's own KV and hands the
 // argmax of every row to consume(), until done(). The blocks are first the prompt, in prefill
-// chunks of at most kPrefillChunk tokens, then the blockwise Jacobi iterations.
+// chunks of at most kMaxBlockRows tokens (so a trajectory is the same alone or batched; a chunk's KV
+// is exact whichever forward wrote it), then the blockwise Jacobi iterations.
 class TrajectoryCollector {
  public:
-  // Rows of a prefill chunk at most: the batch-invariant GEMM's limit
-  // (CpuModel::kInvariantMaxTokens), so a trajectory is the same alone or batched. A chunk's KV
-  // is exact whichever step wrote it, so a long prompt prefills over several forwards.
-  static constexpr int kPrefillChunk = 64;
-
   // `seed` drives the initial guesses and the augmentation (see collect_trajectory).
   TrajectoryCollector(std::vector<int32_t> prompt, const TrajectoryOptions& opts, uint64_t seed);
 

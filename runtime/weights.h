@@ -1,11 +1,11 @@
 // LLaMA weights in fp32 host memory: plain data, HF layout ([out, in] row-major for linears).
-// A tensor-parallel rank holds only its slice (parallel/shard_plan.h); the shapes below are those
+// A tensor-parallel rank holds only its slice (core/tensor_manifest.h); the shapes below are those
 // of the slice, with heads, kv, ffn and vocab the rank's own counts (the whole model at TP=1).
 #pragma once
 #include <vector>
 
+#include "core/shard_plan.h"
 #include "loaders/checkpoint.h"
-#include "parallel/shard_plan.h"
 #include "runtime/model.h"
 
 namespace cllm {

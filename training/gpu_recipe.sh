@@ -5,7 +5,7 @@
 # training -> base vs CLLM on the held-out prompts (training/evaluate.py) and through `cllm serve`
 # (training/serve_speedup.py). In one call, or split over several that share --work (--stages).
 #
-#   training/gpu_recipe.sh --out DIR [--stages collect,train,evaluate,serve] [--work DIR] [--budget 575]
+#   training/gpu_recipe.sh --out DIR [--stages collect,train,evaluate,serve] [--work DIR] [--budget 900]
 #       [--collect-seconds S] [--train-seconds S] [--device cuda] [--procs N] [--collect-batch N]
 #       [--gguf FILE] [--prompts-limit 0] [--max-new-tokens 128] [--block 16] [--lr 3e-4]
 #       [--batch-size 32] [--states 4] [--epochs 8] [--eval-n 100] [--eval-tokens 128]
@@ -34,13 +34,15 @@
 # --random-model: no GGUF needed, a random model of SmolLM2's shape (`cllm random-model --shape
 # 135m`) and the prompts as plain text (it has no chat template): with --smoke, a check of the GPU
 # paths before the model file is on the machine.
-# DIR receives at most 8 files: summary.md, eval.json, eval.md, eval.png, loss.csv, loss.png,
-# recipe.log, records.tar.gz (every JSON line of the evaluation, serve.json, the collection's logs,
+# DIR receives summary.md, eval.json, eval.md, eval.png, loss.csv, loss.png, recipe.log and
+# records.tar.gz (every JSON line of the evaluation, serve.json, the collection's logs,
 # recipe_history.log). recipe.log is this call's log; every call appends its log to
 # WORK/recipe_history.log and summary.md lists the earlier calls' collect and train lines. Big files
 # stay in --work (default /tmp/cllm_recipe, /tmp/cllm_recipe_smoke with --smoke).
+# --budget defaults to 900 s (15 minutes on one GPU); the stages of a longer run can be split over
+# several calls that share --work.
 # The measured run (docs/training.md, 2026-11-29, one H200, ~545 s): the defaults with
-#   training/gpu_recipe.sh --out DIR --collect-seconds 70 --train-seconds 380
+#   training/gpu_recipe.sh --out DIR --budget 575 --collect-seconds 70 --train-seconds 380
 # Env: CLLM_BIN (default build-gpu/cllm if it exists, else build/cllm), PYTHON (default python3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,7 +94,7 @@ while [[ $# -gt 0 ]]; do
     --serve-reserve) serve_reserve="$2"; shift 2 ;;
     --smoke) smoke=1; shift ;;
     --random-model) random_model=1; shift ;;
-    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
     *) echo "gpu_recipe.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -101,7 +103,7 @@ done
 # serve_reserve): the full run or the smoke test's small sizes; explicit flags win over both.
 # (The smoke test has its own work dir: its shards, collected at other settings, cannot be resumed.)
 if [[ $smoke == 1 ]]; then d=(120 16 32 4 32 blockwise 30 /tmp/cllm_recipe_smoke 2 2 20)
-else d=(575 0 128 100 128 blockwise,sliding 75 /tmp/cllm_recipe 30 30 25); fi
+else d=(900 0 128 100 128 blockwise,sliding 75 /tmp/cllm_recipe 30 30 25); fi
 budget=${budget:-${d[0]}} limit=${limit:-${d[1]}} max_new=${max_new:-${d[2]}} eval_n=${eval_n:-${d[3]}}
 eval_tokens=${eval_tokens:-${d[4]}} windows=${windows:-${d[5]}} eval_reserve=${eval_reserve:-${d[6]}}
 work=${work:-${d[7]}} train_eval_n=${train_eval_n:-${d[8]}} serve_n=${serve_n:-${d[9]}}
@@ -313,7 +315,7 @@ if has serve; then
     --windows "$serve_windows" --device "$device" --cllm-bin "$cllm") 2>&1 | tee -a "$log" >&2
 fi
 
-# Results: at most the 8 files; serve's results go into eval.json ("serve") and eval.md.
+# Results: the files listed in the header; serve's results go into eval.json ("serve") and eval.md.
 if (has train || has evaluate || has serve) && [[ -f "$work/cllm/loss.csv" ]]; then
   cp "$work/cllm/loss.csv" "$out/"
   [[ ! -f "$work/cllm/loss.png" ]] || cp "$work/cllm/loss.png" "$out/"

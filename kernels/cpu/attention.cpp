@@ -17,7 +17,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
 

@@ -8,7 +8,7 @@
 #include <functional>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace cllm::cpu {

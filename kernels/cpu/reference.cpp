@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm::ref {
 

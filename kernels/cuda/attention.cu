@@ -1,11 +1,12 @@
-// Split-K ("flash-decoding") block attention, fp32 accumulation on CUDA cores.
+// Split-K ("flash-decoding") block attention on the tensor cores (mma.sync), fp32 accumulation.
 //
 // Work decomposition. For kv head H the query rows are the n * g pairs (query i, head of group),
-// numbered row = i * g + head_in_group. The context [0, p0+n) is cut into n_chunks chunks of
-// chunk_len keys (a multiple of kTile). CTA (chunk, H, row tile) takes kRows query rows and one
-// chunk: it streams the chunk through shared memory kTile keys at a time, and every one of its rows
-// is scored against that tile, so the K/V bytes are read once for all g * n queries of the tile
-// instead of once per query. Each warp owns RPW rows (4, or 1 for decoding; see kRowsPerWarp) and keeps an online softmax per row
+// numbered row = i * g + head_in_group: the g query heads that share a KV head and the block's
+// tokens fill one tile's rows together (GQA packing). The context [0, p0+n) is cut into n_chunks
+// chunks of chunk_len keys (a multiple of kTile). CTA (chunk, H, row tile) takes kCtaRows query rows
+// and one chunk: it streams the chunk through shared memory kTile keys at a time, and every one of
+// its rows is scored against that tile, so the K/V bytes are read once for all g * n queries of the
+// tile instead of once per query. Each warp owns 16 rows and keeps an online softmax per row
 // (running max m, running sum l, unnormalised accumulator acc over head_dim). With one chunk the CTA
 // writes the normalised output directly; otherwise it writes (m, l, acc) to the workspace and the
 // combine kernel merges the chunks: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c.
@@ -34,15 +35,9 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * detail::kWarp;
-// Query rows per warp: 4 when a (block, KV head) has more than kWarps query rows (Jacobi blocks,
-// GQA groups), else 1 (decoding with few heads per KV head: 4 would compute 4x the rows it keeps).
-// Each row is computed by one warp the same way in both, so the choice never changes the bits.
-constexpr int kRowsPerWarp = 4;
-constexpr int kRows = kWarps * kRowsPerWarp;  // query rows per CTA at 4 rows per warp
-int rows_per_warp(int max_rows_per_kv_head) { return max_rows_per_kv_head <= kWarps ? 1 : kRowsPerWarp; }
+constexpr int kCtaRows = kWarps * 16;  // query rows per CTA: 16 per warp, the mma's M
 constexpr int kTile = 64;                     // keys per shared-memory tile: lane owns keys lane, lane+32
 constexpr int kMaxChunks = 32;                // bounds the workspace
-constexpr int kFewRows = 64;                  // query rows per KV head of a batch launched at 1 row per warp
 
 struct AttnParams {
   const __nv_bfloat16* q;
@@ -58,38 +53,75 @@ struct AttnParams {
   float* part_l;    // [P]
   AttnBlockDesc one;                // the block, when work == nullptr (single sequence)
   const AttnBlockDesc* blocks;      // batched: [count]
-  const uint32_t* work;             // batched: [items] (block << 16 | chunk << 10 | row tile)
+  const uint32_t* work;             // batched: [items] (block << 20 | chunk << 10 | row tile)
   const int32_t* row_block;         // batched: [rows] block of each query row
   int n_heads, n_kv, group;
   float scale;  // 1/sqrt(head_dim), folded into q
 };
 
-constexpr int kWorkBlockShift = 16, kWorkChunkShift = 10;
-constexpr uint32_t kWorkChunkMask = 63, kWorkTileMask = 1023;
+// 12 bits of block, 10 of chunk (1024 chunks: 131072 keys at kInvariantChunkKeys), 10 of row tile.
+constexpr int kWorkBlockShift = 20, kWorkChunkShift = 10;
+constexpr uint32_t kWorkChunkMask = 1023, kWorkTileMask = 1023;
 // A work item that does nothing: plans pad their work lists with it so that the grid (a launch
 // parameter) changes rarely while contexts grow, and a CUDA graph can be replayed as is. Never a
-// real item: blocks are numbered below 65535, so a real item's top 16 bits are never all ones.
+// real item: blocks are numbered below 4095, so a real item's top 12 bits are never all ones.
 constexpr uint32_t kNoWork = 0xFFFFFFFFu;
 static_assert(kMaxChunks <= kWorkChunkMask + 1);
 
-__device__ __forceinline__ float2 bf16x2_bits_to_float2(uint32_t bits) {
-  __nv_bfloat162 h;
-  memcpy(&h, &bits, sizeof(h));
-  return __bfloat1622float2(h);
+// 16 bytes global -> shared without a register stop; src_bytes = 0 writes zeros and reads nothing.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+// Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
+// .trans delivers each matrix transposed.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
 }
 
-template <int HD, int RPW>
-__global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnParams p) {
-  constexpr int kCtaRows = kWarps * RPW;
-  constexpr int kWords = HD / 2;          // bf16 pairs per K/V row
-  constexpr int kPitch = kWords + 1;      // shared row pitch in words; odd, so lane j reading word w
-                                          // of row j hits bank (j + w) % 32: no conflicts
-  constexpr int kPairsPerLane = HD / 64;  // lane owns words lane + 32 q (dims 2 word, 2 word + 1)
-  constexpr int kVecsPerRow = HD / 8;     // 16-byte vectors per K/V row
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &h, sizeof(u));
+  return u;
+}
 
-  __shared__ alignas(16) float q_s[kCtaRows][HD];
-  __shared__ uint32_t k_s[kTile][kPitch];
-  __shared__ uint32_t v_s[kTile][kPitch];
+// Shared memory of one CTA (bf16 elements): q [kCtaRows][HD + 8], then two stages of k and v
+// [kTile][HD + 8] each. The 16-byte row padding puts the 8 rows an ldmatrix phase reads on
+// distinct banks.
+template <int HD>
+constexpr size_t attention_smem_bytes() {
+  return static_cast<size_t>(kCtaRows + 4 * kTile) * (HD + 8) * sizeof(__nv_bfloat16);
+}
+
+// One CTA: kCtaRows query rows (4 warps x 16) of one KV head against one chunk of its keys, on the
+// tensor cores (FlashAttention-2's scheme: S = Q K^T and O += P V as mma.sync m16n8k16, the online
+// softmax in registers, K/V tiles streamed through shared memory by cp.async, two stages).
+// A query row's result depends only on its q, its position and its chunk's keys: every element of
+// an mma output depends on its own row, and a key tile that a row cannot see changes none of its
+// values (its weights are exactly 0 and the running max stays), so a row gets the same bits in a
+// block of any size and among any other rows (the invariance the fixed-chunk plan relies on).
+template <int HD>
+__global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnParams p) {
+  constexpr int kPitch = HD + 8;          // elements per shared row
+  constexpr int kVecs = HD / 8;           // 16-byte vectors per row
+  constexpr int kDimTiles = HD / 8;       // n-tiles of the output
+  constexpr int kKSteps = HD / 16;        // k-steps of Q K^T
+  extern __shared__ __align__(16) __nv_bfloat16 smem[];
+  __nv_bfloat16* q_s = smem;
+  __nv_bfloat16* kv_s = smem + kCtaRows * kPitch;  // stage s: k at s * 2 kTile rows, v kTile rows after
 
   AttnBlockDesc b;
   int chunk, tile;
@@ -106,157 +138,152 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
   }
   const int kvh = blockIdx.y;
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
+  const int g = lane / 4, t = lane % 4;
   const int rows_total = b.n * p.group;
   const int row0 = tile * kCtaRows;
   const int c0 = chunk * b.chunk_len;
   const int c1 = min(c0 + b.chunk_len, b.pos + b.n);  // this chunk's keys: [c0, c1)
   const size_t cache_row_stride = static_cast<size_t>(p.n_kv) * HD;
-  const __nv_bfloat16* k_cache = p.k_cache + b.slot * p.slot_stride;
-  const __nv_bfloat16* v_cache = p.v_cache + b.slot * p.slot_stride;
+  const __nv_bfloat16* k_cache = p.k_cache + b.slot * p.slot_stride + kvh * HD;
+  const __nv_bfloat16* v_cache = p.v_cache + b.slot * p.slot_stride + kvh * HD;
 
-  for (int e = threadIdx.x; e < kCtaRows * HD; e += kThreads) {
-    const int r = e / HD, d = e % HD, row = row0 + r;
-    float val = 0.f;
-    if (row < rows_total) {
-      const int i = row / p.group, h = kvh * p.group + row % p.group;
-      val = __bfloat162float(p.q[static_cast<size_t>(b.q_row + i) * p.q_stride + h * HD + d]) * p.scale;
-    }
-    q_s[r][d] = val;
+  // Q rows (query i = row / group, head kvh * group + row % group); rows past the block are zeros.
+  for (int e = threadIdx.x; e < kCtaRows * kVecs; e += kThreads) {
+    const int r = e / kVecs, c = e % kVecs, row = row0 + r;
+    const bool ok = row < rows_total;
+    const int i = ok ? row / p.group : 0, h = kvh * p.group + (ok ? row % p.group : 0);
+    cp_async_16(q_s + r * kPitch + c * 8, p.q + static_cast<size_t>(b.q_row + i) * p.q_stride + h * HD + c * 8, ok);
   }
-
-  // Warp w owns local rows rr * kWarps + w, so a tile with few rows still spreads them over warps.
-  int last_key[RPW];  // p0 + i: the last key the row may see; -1 for padding rows
-  float m[RPW], l[RPW], acc[RPW][2 * kPairsPerLane];
-#pragma unroll
-  for (int rr = 0; rr < RPW; ++rr) {
-    const int row = row0 + rr * kWarps + warp;
-    last_key[rr] = row < rows_total ? b.pos + row / p.group : -1;
-    m[rr] = -INFINITY;
-    l[rr] = 0.f;  // per-lane partial sum, reduced over the warp at the end
-#pragma unroll
-    for (int x = 0; x < 2 * kPairsPerLane; ++x) acc[rr][x] = 0.f;
-  }
-
-  // K/V tiles go global -> registers -> shared memory, software-pipelined: the next tile's loads
-  // (kLoadIters 16-byte vectors of K and of V per thread, all issued back to back) are in flight
-  // while the current tile is scored, so each tile costs about one memory latency, overlapped.
-  constexpr int kLoadIters = kTile * kVecsPerRow / kThreads;
-  static_assert(kTile * kVecsPerRow % kThreads == 0);
-  uint4 k_reg[kLoadIters], v_reg[kLoadIters];
-  auto load_tile = [&](int t0) {
-#pragma unroll
-    for (int it = 0; it < kLoadIters; ++it) {
-      const int e = threadIdx.x + it * kThreads;
-      const int j = e / kVecsPerRow, c = e % kVecsPerRow, t = t0 + j;
-      k_reg[it] = v_reg[it] = make_uint4(0, 0, 0, 0);
-      if (t < c1) {
-        const size_t off = static_cast<size_t>(t) * cache_row_stride + kvh * HD + c * 8;
-        k_reg[it] = *reinterpret_cast<const uint4*>(k_cache + off);
-        v_reg[it] = *reinterpret_cast<const uint4*>(v_cache + off);
-      }
+  // Keys [t0, t0 + kTile) of K and V into stage `st`; rows at or past c1 are zeros, never read.
+  auto load_tile = [&](int t0, int st) {
+    __nv_bfloat16* ks = kv_s + st * 2 * kTile * kPitch;
+    __nv_bfloat16* vs = ks + kTile * kPitch;
+    for (int e = threadIdx.x; e < kTile * kVecs; e += kThreads) {
+      const int j = e / kVecs, c = e % kVecs, key = t0 + j;
+      const bool ok = key < c1;
+      const size_t off = static_cast<size_t>(ok ? key : 0) * cache_row_stride + c * 8;
+      cp_async_16(ks + j * kPitch + c * 8, k_cache + off, ok);
+      cp_async_16(vs + j * kPitch + c * 8, v_cache + off, ok);
     }
   };
-  if (c0 < c1) load_tile(c0);
+  if (c0 < c1) load_tile(c0, 0);
+  cp_async_commit();
 
-  for (int t0 = c0; t0 < c1; t0 += kTile) {
-    __syncthreads();  // the previous tile is consumed (first pass: q_s is written)
+  // This lane's rows: r_lo = warp * 16 + g and r_hi = r_lo + 8 of the CTA; the last key each may see.
+  int last_key[2];
 #pragma unroll
-    for (int it = 0; it < kLoadIters; ++it) {
-      const int e = threadIdx.x + it * kThreads;
-      const int j = e / kVecsPerRow, c = e % kVecsPerRow;
-      uint32_t* kr = &k_s[j][4 * c];
-      uint32_t* vr = &v_s[j][4 * c];
-      kr[0] = k_reg[it].x; kr[1] = k_reg[it].y; kr[2] = k_reg[it].z; kr[3] = k_reg[it].w;
-      vr[0] = v_reg[it].x; vr[1] = v_reg[it].y; vr[2] = v_reg[it].z; vr[3] = v_reg[it].w;
-    }
-    __syncthreads();
-    if (t0 + kTile < c1) load_tile(t0 + kTile);
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + warp * 16 + g + 8 * h;
+    last_key[h] = row < rows_total ? b.pos + row / p.group : -1;
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // l: this lane's part of the row sum
+  float o[kDimTiles][4];
+#pragma unroll
+  for (int d = 0; d < kDimTiles; ++d)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[d][e] = 0.f;
+  uint32_t qf[kKSteps][4];  // A fragments of this warp's 16 q rows
 
-    // Scores: lane holds keys t0 + lane (s[.][0]) and t0 + lane + 32 (s[.][1]) for each owned row.
-    float s[RPW][2];
+  for (int t0 = c0, st = 0; t0 < c1; t0 += kTile, st ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // tile t0 (and, first pass, q) landed; every warp is done with the other stage
+    if (t0 == c0)
 #pragma unroll
-    for (int rr = 0; rr < RPW; ++rr) s[rr][0] = s[rr][1] = 0.f;
-#pragma unroll 8
-    for (int w = 0; w < kWords; ++w) {
-      const float2 ka = bf16x2_bits_to_float2(k_s[lane][w]);
-      const float2 kb = bf16x2_bits_to_float2(k_s[lane + 32][w]);
+      for (int kk = 0; kk < kKSteps; ++kk)
+        ldmatrix_x4(qf[kk], q_s + (warp * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + kk * 16 + 8 * (lane / 16));
+    if (t0 + kTile < c1) load_tile(t0 + kTile, st ^ 1);
+    cp_async_commit();
+    const __nv_bfloat16* ks = kv_s + st * 2 * kTile * kPitch;
+    const __nv_bfloat16* vs = ks + kTile * kPitch;
+
+    // S = Q K^T for 8 key tiles of 8: s[nt] holds keys t0 + 8 nt + 2t (+1) of rows g and g + 8.
+    float s[kTile / 8][4];
 #pragma unroll
-      for (int rr = 0; rr < RPW; ++rr) {
-        const float2 qv = *reinterpret_cast<const float2*>(&q_s[rr * kWarps + warp][2 * w]);
-        s[rr][0] += qv.x * ka.x + qv.y * ka.y;
-        s[rr][1] += qv.x * kb.x + qv.y * kb.y;
+    for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < kKSteps; kk += 2) {
+        uint32_t kf[4];  // b0, b1 of k-step kk, then of kk + 1
+        ldmatrix_x4(kf, ks + (nt * 8 + lane % 8) * kPitch + kk * 16 + 8 * (lane / 8));
+        detail::mma_bf16(s[nt], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kf[0], kf[1]);
+        detail::mma_bf16(s[nt], qf[kk + 1][0], qf[kk + 1][1], qf[kk + 1][2], qf[kk + 1][3], kf[2], kf[3]);
       }
     }
-
-    // Online softmax update; p[rr][*] become the weights of this lane's two keys.
-    float pw[RPW][2];
+    // Online softmax per row (its 64 keys are spread over the 4 lanes of a quad).
 #pragma unroll
-    for (int rr = 0; rr < RPW; ++rr) {
-      const int visible_end = min(last_key[rr], c1 - 1);  // keys t0 + j with t0 + j <= visible_end
-      const float sa = t0 + lane <= visible_end ? s[rr][0] : -INFINITY;
-      const float sb = t0 + lane + 32 <= visible_end ? s[rr][1] : -INFINITY;
-      const float m_new = fmaxf(m[rr], detail::warp_max(fmaxf(sa, sb)));  // warp-uniform
-      if (m_new == -INFINITY) {  // nothing visible yet for this row
-        pw[rr][0] = pw[rr][1] = 0.f;
-        continue;
-      }
-      const float alpha = __expf(m[rr] - m_new);  // 0 when m was -inf
-      pw[rr][0] = __expf(sa - m_new);
-      pw[rr][1] = __expf(sb - m_new);
-      m[rr] = m_new;
-      l[rr] = l[rr] * alpha + pw[rr][0] + pw[rr][1];
+    for (int h = 0; h < 2; ++h) {
+      const int visible_end = min(last_key[h], c1 - 1);
+      float tile_max = -INFINITY;
 #pragma unroll
-      for (int x = 0; x < 2 * kPairsPerLane; ++x) acc[rr][x] *= alpha;
-    }
-
-    // acc += P . V: key j's weight comes from lane j (keys j and j + 32), V row j from shared memory.
-#pragma unroll 4
-    for (int j = 0; j < 32; ++j) {
-      float2 va[kPairsPerLane], vb[kPairsPerLane];
+      for (int nt = 0; nt < kTile / 8; ++nt)
 #pragma unroll
-      for (int q = 0; q < kPairsPerLane; ++q) {
-        va[q] = bf16x2_bits_to_float2(v_s[j][lane + 32 * q]);
-        vb[q] = bf16x2_bits_to_float2(v_s[j + 32][lane + 32 * q]);
-      }
-#pragma unroll
-      for (int rr = 0; rr < RPW; ++rr) {
-        const float wa = __shfl_sync(0xffffffffu, pw[rr][0], j);
-        const float wb = __shfl_sync(0xffffffffu, pw[rr][1], j);
-#pragma unroll
-        for (int q = 0; q < kPairsPerLane; ++q) {
-          acc[rr][2 * q] += wa * va[q].x + wb * vb[q].x;
-          acc[rr][2 * q + 1] += wa * va[q].y + wb * vb[q].y;
+        for (int e = 0; e < 2; ++e) {
+          const int key = t0 + nt * 8 + 2 * t + e;
+          float& v = s[nt][2 * h + e];
+          v = key <= visible_end ? v * p.scale : -INFINITY;
+          tile_max = fmaxf(tile_max, v);
         }
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      const float m_new = fmaxf(m[h], tile_max);
+      const float alpha = m_new == -INFINITY ? 1.f : __expf(m[h] - m_new);  // 0 when m was -inf
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& v = s[nt][2 * h + e];
+          v = m_new == -INFINITY ? 0.f : __expf(v - m_new);
+          sum += v;
+        }
+      m[h] = m_new;
+      l[h] = l[h] * alpha + sum;
+#pragma unroll
+      for (int d = 0; d < kDimTiles; ++d) {
+        o[d][2 * h] *= alpha;
+        o[d][2 * h + 1] *= alpha;
+      }
+    }
+    // O += P V, P in bf16 as the A operand (keys 16 j .. 16 j + 15 from score tiles 2j, 2j + 1).
+#pragma unroll
+    for (int j = 0; j < kTile / 16; ++j) {
+      const uint32_t a0 = pack_bf16x2(s[2 * j][0], s[2 * j][1]), a1 = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
+      const uint32_t a2 = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
+      const uint32_t a3 = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
+#pragma unroll
+      for (int d = 0; d < kDimTiles; d += 2) {
+        uint32_t vf[4];  // b0, b1 of dim tile d, then of d + 1
+        ldmatrix_x4_trans(vf, vs + (j * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + d * 8 + 8 * (lane / 16));
+        detail::mma_bf16(o[d], a0, a1, a2, a3, vf[0], vf[1]);
+        detail::mma_bf16(o[d + 1], a0, a1, a2, a3, vf[2], vf[3]);
       }
     }
   }
 
 #pragma unroll
-  for (int rr = 0; rr < RPW; ++rr) {
-    const float l_row = detail::warp_sum(l[rr]);
-    const int row = row0 + rr * kWarps + warp;
+  for (int h = 0; h < 2; ++h) {
+    float l_row = l[h] + __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l_row += __shfl_xor_sync(0xffffffffu, l_row, 2);
+    const int row = row0 + warp * 16 + g + 8 * h;
     if (row >= rows_total) continue;
-    const int i = row / p.group, h = kvh * p.group + row % p.group;
+    const int i = row / p.group, head = kvh * p.group + row % p.group;
     if (b.n_chunks == 1) {  // key 0 is visible to every row, so l_row > 0
-      // acc / l, divided as the combine kernel divides: a query row then gets the same bits whether
-      // its block has one chunk or more (chunks past its position weigh exactly 0), so a token's
-      // attention does not depend on how many tokens its block holds, provided the block and the lone
-      // token were planned the same chunk length. The planner derives it from the context and the
-      // row tiles, so near some lengths they differ (a 16-token block against one token: contexts
-      // 1862-2047 for 9 heads over 3 KV heads; 16-token windows below each multiple of ~528 for 32
-      // over 32): there Jacobi may round differently from AR.
-      const size_t out_row = static_cast<size_t>(b.q_row + i) * p.n_heads + h;
-      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(p.out + out_row * HD);
+      // o / l, divided as the combine kernel divides: a row gets the same bits whether its block
+      // has one chunk or more (chunks past its position weigh exactly 0).
+      __nv_bfloat16* out = p.out + (static_cast<size_t>(b.q_row + i) * p.n_heads + head) * HD;
 #pragma unroll
-      for (int q = 0; q < kPairsPerLane; ++q)
-        o[lane + 32 * q] = __floats2bfloat162_rn(acc[rr][2 * q] / l_row, acc[rr][2 * q + 1] / l_row);
+      for (int d = 0; d < kDimTiles; ++d)
+        *reinterpret_cast<__nv_bfloat162*>(out + d * 8 + 2 * t) =
+            __floats2bfloat162_rn(o[d][2 * h] / l_row, o[d][2 * h + 1] / l_row);
     } else {
-      const size_t slot = b.part_base + (static_cast<size_t>(chunk) * b.n + i) * p.n_heads + h;
-      float2* a = reinterpret_cast<float2*>(p.part_acc + slot * HD);
+      const size_t slot = b.part_base + (static_cast<size_t>(chunk) * b.n + i) * p.n_heads + head;
+      float* acc = p.part_acc + slot * HD;
 #pragma unroll
-      for (int q = 0; q < kPairsPerLane; ++q) a[lane + 32 * q] = make_float2(acc[rr][2 * q], acc[rr][2 * q + 1]);
-      if (lane == 0) {
-        p.part_m[slot] = m[rr];
+      for (int d = 0; d < kDimTiles; ++d)
+        *reinterpret_cast<float2*>(acc + d * 8 + 2 * t) = make_float2(o[d][2 * h], o[d][2 * h + 1]);
+      if (t == 0) {
+        p.part_m[slot] = m[h];
         p.part_l[slot] = l_row;
       }
     }
@@ -311,16 +338,20 @@ void set_partials(AttnParams& p, void* workspace, size_t partials, int head_dim)
   p.part_l = p.part_m + partials;
 }
 
-void launch(const AttnParams& p, dim3 grid, int head_dim, int rpw, bool combine, int combine_rows,
-            cudaStream_t stream) {
-  if (head_dim == 64 && rpw == 1)
-    attention_partial_kernel<64, 1><<<grid, kThreads, 0, stream>>>(p);
-  else if (head_dim == 64)
-    attention_partial_kernel<64, kRowsPerWarp><<<grid, kThreads, 0, stream>>>(p);
-  else if (rpw == 1)
-    attention_partial_kernel<128, 1><<<grid, kThreads, 0, stream>>>(p);
+template <int HD>
+void launch_partial(const AttnParams& p, dim3 grid, cudaStream_t stream) {
+  constexpr size_t kSmem = attention_smem_bytes<HD>();
+  static const cudaError_t attr =  // once per head size, before any launch (and any graph capture)
+      cudaFuncSetAttribute(attention_partial_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  CLLM_CUDA_CHECK(attr);
+  attention_partial_kernel<HD><<<grid, kThreads, kSmem, stream>>>(p);
+}
+
+void launch(const AttnParams& p, dim3 grid, int head_dim, bool combine, int combine_rows, cudaStream_t stream) {
+  if (head_dim == 64)
+    launch_partial<64>(p, grid, stream);
   else
-    attention_partial_kernel<128, kRowsPerWarp><<<grid, kThreads, 0, stream>>>(p);
+    launch_partial<128>(p, grid, stream);
   CLLM_CUDA_LAUNCH_CHECK(stream);
   if (combine) {
     attention_combine_kernel<<<combine_rows * p.n_heads, head_dim, 0, stream>>>(p, head_dim);
@@ -350,8 +381,7 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
 
   const int group = n_heads / n_kv;
   const int ctx = p0 + n;
-  const int rpw = rows_per_warp(n * group);
-  const int row_tiles = ceil_div(n * group, kWarps * rpw);
+  const int row_tiles = ceil_div(n * group, kCtaRows);
   // Enough chunks for about two CTAs per SM, at least one tile per chunk, at most kMaxChunks.
   const int max_chunks = std::min(kMaxChunks, ceil_div(ctx, kTile));
   const int want = ceil_div(2 * sm_count(), n_kv * row_tiles);
@@ -376,31 +406,34 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
   p.n_kv = n_kv;
   p.group = group;
   p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  launch(p, dim3(n_chunks, n_kv, row_tiles), head_dim, rpw, n_chunks > 1, n, stream);
+  launch(p, dim3(n_chunks, n_kv, row_tiles), head_dim, n_chunks > 1, n, stream);
 }
 
 size_t batched_attention_table_bytes(int max_rows, int max_blocks, int n_heads, int n_kv) {
   const int group = n_kv > 0 ? std::max(1, n_heads / n_kv) : 1;
-  const size_t items = static_cast<size_t>(ceil_div(max_rows * group, kRows)) + max_blocks + kSplitItems;
+  const size_t items = static_cast<size_t>(ceil_div(max_rows * group, kCtaRows)) + max_blocks + kSplitItems;
   return align16(sizeof(AttnBlockDesc) * max_blocks) + align16(4 * items) + align16(4 * static_cast<size_t>(max_rows));
 }
 
+size_t attention_partials_bytes(size_t partials, int head_dim) {
+  return partials * (static_cast<size_t>(head_dim) + 2) * sizeof(float);
+}
+
 void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
-                            size_t workspace_bytes, size_t table_bytes, BatchedAttentionPlan& plan) {
+                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan) {
+  CLLM_CHECK(chunk_keys >= 0 && chunk_keys % kTile == 0,
+             "batched attention: chunk_keys " << chunk_keys << " is not a multiple of " << kTile);
+  const bool fixed = chunk_keys > 0;
+  if (fixed) workspace_bytes = table_bytes = SIZE_MAX;  // the caller sizes both after planning
   CLLM_CHECK(head_dim == 64 || head_dim == 128, "attention: head_dim " << head_dim << " not in {64, 128}");
   CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " % n_kv " << n_kv << " != 0");
   CLLM_CHECK(count > 0 && count < (1 << (32 - kWorkBlockShift)),
              "batched attention: " << count << " blocks, expected 1.." << (1 << (32 - kWorkBlockShift)) - 1);
+  static_assert((1 << (32 - kWorkBlockShift)) - 1 >= 1024, "a step of kMaxRows one-token blocks must fit");
   const int group = n_heads / n_kv;
   int max_n = 0, total_n = 0;
   for (int b = 0; b < count; ++b) max_n = std::max(max_n, blocks[b].n), total_n += blocks[b].n;
-  // The chunk length is planned with the row tiles of rows_per_warp(max_n * group), as ever; the
-  // launch may then cut the rows finer. Few query rows in all (one Jacobi block): 4-row CTAs, so
-  // the GPU gets 4x the CTAs of a quarter of the work each; a step that small is latency-bound.
-  // Rows per warp never change a row's bits, and the chunking stays what it was, so this changes
-  // speed only.
-  const int plan_cta_rows = kWarps * rows_per_warp(max_n * group);
-  const int rpw = total_n * group <= kFewRows ? 1 : rows_per_warp(max_n * group), cta_rows = kWarps * rpw;
+  const int cta_rows = kCtaRows;
   int rows = 0, max_ctx = 0;
   double tile_keys = 0;  // sum over blocks of row tiles x context: the work to spread
   for (int b = 0; b < count; ++b) {
@@ -411,7 +444,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
     CLLM_CHECK(ceil_div(k.n * group, cta_rows) <= static_cast<int>(kWorkTileMask) + 1,
                "batched attention: block " << b << " of " << k.n << " queries x group " << group << " exceeds "
                                            << (kWorkTileMask + 1) * cta_rows << " rows");
-    const int tiles = ceil_div(k.n * group, plan_cta_rows);
+    const int tiles = ceil_div(k.n * group, cta_rows);
     rows = std::max(rows, k.q_row + k.n);
     max_ctx = std::max(max_ctx, k.pos + k.n);
     tile_keys += static_cast<double>(tiles) * (k.pos + k.n);
@@ -420,7 +453,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   const int full = round_up(max_ctx, kTile);  // one chunk per block
   int chunk_len = std::max(kTile, round_up(ceil_div(max_ctx, kMaxChunks), kTile));
   chunk_len = std::max(chunk_len, round_up(static_cast<int>(std::ceil(n_kv * tile_keys / target)), kTile));
-  chunk_len = std::min(chunk_len, full);
+  chunk_len = fixed ? chunk_keys : std::min(chunk_len, full);
   int items = 0;
   size_t partials = 0, bytes = 0;
   for (;;) {
@@ -433,7 +466,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
     }
     bytes = align16(sizeof(AttnBlockDesc) * count) + align16(4 * static_cast<size_t>(items)) +
             align16(4 * static_cast<size_t>(rows));
-    if (partials * (head_dim + 2) * sizeof(float) <= workspace_bytes && bytes <= table_bytes) break;
+    if (fixed || (attention_partials_bytes(partials, head_dim) <= workspace_bytes && bytes <= table_bytes)) break;
     CLLM_CHECK(chunk_len < full, "batched attention: the table of " << count << " blocks over " << rows
                                                                    << " rows needs " << bytes << " bytes, more than "
                                                                    << table_bytes);
@@ -445,7 +478,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   int padded = 1;
   while (padded < items) padded *= 2;
   const size_t padded_bytes = bytes + align16(4 * static_cast<size_t>(padded)) - align16(4 * static_cast<size_t>(items));
-  if (padded_bytes <= table_bytes) {
+  if (fixed || padded_bytes <= table_bytes) {
     items = padded;
     bytes = padded_bytes;
   }
@@ -457,7 +490,6 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   plan.rows = rows;
   plan.items = items;
   plan.chunk_len = chunk_len;
-  plan.rows_per_warp = rpw;
   plan.partials = partials;
   plan.combine = partials > 0;
   plan.work_offset = align16(sizeof(AttnBlockDesc) * count);
@@ -472,6 +504,9 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   for (int b = 0; b < count; ++b) {
     const AttnBlock& k = blocks[b];
     const int chunks = ceil_div(k.pos + k.n, chunk_len), tiles = ceil_div(k.n * group, cta_rows);
+    CLLM_CHECK(chunks <= static_cast<int>(kWorkChunkMask) + 1,
+               "batched attention: block " << b << " needs " << chunks << " chunks of " << chunk_len << " keys, more than "
+                                           << kWorkChunkMask + 1);
     descs[b] = AttnBlockDesc{k.q_row, k.pos, k.n, k.slot, chunk_len, chunks, static_cast<int32_t>(part_base), 0};
     if (chunks > 1) part_base += static_cast<size_t>(chunks) * k.n * n_heads;
     for (int c = 0; c < chunks; ++c)
@@ -522,7 +557,7 @@ void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_b
   p.n_kv = n_kv;
   p.group = n_heads / n_kv;
   p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  launch(p, dim3(plan.items, n_kv, 1), head_dim, plan.rows_per_warp, plan.combine, plan.rows, stream);
+  launch(p, dim3(plan.items, n_kv, 1), head_dim, plan.combine, plan.rows, stream);
 }
 
 }  // namespace cllm::cuda

@@ -53,12 +53,12 @@ struct AttnBlockDesc {
 // else is in the table. Two plans with equal shapes launch the same kernels with the same
 // arguments, so a CUDA graph captured with one replays the other once its table is uploaded.
 struct AttentionLaunchShape {
-  int n_heads = 0, n_kv = 0, head_dim = 0, count = 0, rows = 0, items = 0, rows_per_warp = 0;
+  int n_heads = 0, n_kv = 0, head_dim = 0, count = 0, rows = 0, items = 0;
   bool combine = false;
   size_t work_offset = 0, row_block_offset = 0;
   bool operator==(const AttentionLaunchShape& o) const {  // (the CUDA sources are C++17: no defaulted ==)
     return n_heads == o.n_heads && n_kv == o.n_kv && head_dim == o.head_dim && count == o.count && rows == o.rows &&
-           items == o.items && rows_per_warp == o.rows_per_warp && combine == o.combine &&
+           items == o.items && combine == o.combine &&
            work_offset == o.work_offset && row_block_offset == o.row_block_offset;
   }
 };
@@ -69,14 +69,13 @@ struct BatchedAttentionPlan {
   int items = 0;             // CTAs per KV head: (block, chunk, row tile) triples, padded to a power
                              // of two with no-op items when the table has room
   int chunk_len = 0;         // keys per chunk, all blocks
-  int rows_per_warp = 4;     // query rows per warp (CTA = 4 warps): 1 when every block has <= 4 per KV head
   size_t partials = 0;       // partial-result slots in the workspace: (head_dim + 2) floats each
   bool combine = false;      // some block has more than one chunk
   std::vector<uint8_t> table;  // descs [count] | work items uint32 [items] | row -> block int32 [rows]
   size_t work_offset = 0, row_block_offset = 0;  // byte offsets inside table
 
   AttentionLaunchShape launch_shape() const {
-    return {n_heads, n_kv, head_dim, count, rows, items, rows_per_warp, combine, work_offset, row_block_offset};
+    return {n_heads, n_kv, head_dim, count, rows, items, combine, work_offset, row_block_offset};
   }
 };
 
@@ -84,13 +83,26 @@ struct BatchedAttentionPlan {
 // with room for splitting the context into chunks (the planner never needs more).
 size_t batched_attention_table_bytes(int max_rows, int max_blocks, int n_heads, int n_kv);
 
-// Fills `plan` for blocks[0..count). The chunk length starts at the value that gives about two
-// CTAs per SM over the whole batch and doubles until the partial results fit workspace_bytes and
-// the table fits table_bytes (at worst one chunk per block, which needs no workspace). Throws when
-// even that table does not fit, or a block is empty, or rows overlap the limits of the packing
-// (blocks < 65536, n * n_heads / n_kv <= 16384).
+// Keys per split-K chunk of the batch-invariant plan (a multiple of 64). With it, chunk c of every
+// block covers keys [c * 128, (c + 1) * 128) whatever else is in the batch, so a query row's output
+// depends on its position and its keys only, never on its block's size or the other blocks; the
+// adaptive plan (chunk_keys = 0) sizes chunks to the batch instead, which is faster for some
+// batches but lets a token's bits change with what shares its forward.
+constexpr int kInvariantChunkKeys = 128;
+
+// Fills `plan` for blocks[0..count). chunk_keys > 0 (a multiple of 64): that chunk length for every
+// block; the plan then needs what it needs, and the caller sizes the workspace (plan.partials slots
+// of (head_dim + 2) floats) and the table (plan.table.size()) after planning; workspace_bytes and
+// table_bytes are not consulted. chunk_keys = 0 (adaptive): the chunk length starts at the value that
+// gives about two CTAs per SM over the whole batch and doubles until the partial results fit
+// workspace_bytes and the table fits table_bytes (at worst one chunk per block, which needs no
+// workspace); throws when even that table does not fit. Either way throws when a block is empty, or
+// rows overlap the limits of the packing (blocks < 4096, n * n_heads / n_kv <= 16384, 1024 chunks).
 void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
-                            size_t workspace_bytes, size_t table_bytes, BatchedAttentionPlan& plan);
+                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan);
+
+// Bytes of workspace a plan with `partials` partial-result slots needs.
+size_t attention_partials_bytes(size_t partials, int head_dim);
 
 // Every block of `plan` (whose table is at table_dev on the device, uploaded by the caller before
 // this launch on the same stream) at once:

@@ -11,7 +11,7 @@
 
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 #define CLLM_CUDA_CHECK(call)                                                          \
   do {                                                                                 \

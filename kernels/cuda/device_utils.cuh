@@ -31,6 +31,19 @@ __device__ __forceinline__ Bf16x8 float_to_bf16x8(const float (&f)[8]) {
   return v;
 }
 
+// c += A . B on the tensor cores: mma.sync m16n8k16, bf16 inputs, fp32 accumulators. Lane (g =
+// lane/4, t = lane%4) holds A rows g, g+8 at k = 2t, 2t+1 (a0: row g, a1: row g+8) and k = 2t+8, 2t+9
+// (a2, a3); B column g at k = 2t, 2t+1 (b0) and 2t+8, 2t+9 (b1); C rows g (c0, c1) and g+8 (c2, c3)
+// at columns 2t, 2t+1. Each element of C depends on its own row of A and column of B only.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int o = kWarp / 2; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);

@@ -1,13 +1,22 @@
-// Skinny bf16 GEMM y[M, N] = x[M, K] . W[N, K]^T for M <= 32: one pass over W at HBM speed.
+// Batch-invariant bf16 GEMM y[M, N] = x[M, K] . W[N, K]^T for any M, built for few rows (decoding,
+// Jacobi blocks: one pass over W at HBM speed) and correct, deterministic and bit-stable for many.
+//
+// The reduction order (what makes a row's bits independent of M). K is cut into 32-wide chunks, the
+// chunks into groups of 4 (128 elements), and group j belongs to K class j % 8. Every output element
+// is  ((((0 + p0) + p1) + ...) + p7)  where p_c is class c's partial: its chunks in increasing order,
+// each as two mma k-steps (below), accumulated from 0 in fp32. Nothing in that depends on M or on the
+// tile shape, so every variant below (and every M tile of a launch) gives a row the same bits as a
+// one-row launch: a token's logits do not depend on how many tokens share its forward.
 //
 // Bytes: at M <= 32 the weights are everything (a 4096 x 4096 W is 32 MiB, x at M = 16 is 128 KiB), so
 // the kernel is built to stream W once with as many 16-byte loads in flight as the SMs can hold:
-//  - CTA = 8 warps = 16*RT rows of W (RT "row tiles" of 16) over the whole K; the warps split K
-//    into 32-wide chunks, warp w taking chunks [w*U, w*U + U) of every group of 8*U chunks, so the CTA
-//    reads 8*U*64 contiguous bytes of each of its rows per step. The warps' partial sums are added in
-//    shared memory in a fixed order at the end: deterministic, no workspace, no atomics.
-//  - N/(16*RT) CTAs: all co-resident for the N = 4096 projections (256 or 128 CTAs), several
-//    waves for the wide ones (qkv, gate|up, LM head), which the hardware scheduler balances.
+//  - CTA = 8 warps = 16*RT rows of W (RT "row tiles" of 16) x 8*NT tokens over the whole K; warp w
+//    computes K class w (so the CTA reads 8 groups = 2 KiB contiguous of each of its rows per step),
+//    UL chunks of its group per load round. The warps' partials are added in shared memory in class
+//    order at the end: deterministic, no workspace, no atomics.
+//  - N/(16*RT) x M/(8*NT) CTAs, the M tiles of one W tile adjacent in launch order (blockIdx.x), so a
+//    W tile read from HBM by the first is an L2 hit for the others. At M <= 16 all CTAs of an
+//    N = 4096 projection are co-resident; the wide ones (qkv, gate|up, LM head) take several waves.
 //  - W is read with ld.global.nc.L1::no_allocate.L2::256B (streamed past L1, whole 256-byte L2
 //    lines requested); x, the small operand every CTA re-reads, with plain ld.global.nc so it stays
 //    in L1/L2. Every load is a predicated 16-byte vector; rows >= N, tokens >= M and K past the end
@@ -54,30 +63,26 @@ __device__ __forceinline__ void load_x(uint32_t (&v)[4], const void* p, bool pre
       : "l"(p), "r"(static_cast<int>(pred)));
 }
 
-// c += A . B, m16n8k16, bf16 inputs, fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
+constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see the top)
+constexpr int kTiledMinM = 65;  // rows from which tiled_gemm_kernel (below) takes over
 
-// NT: 8-token tiles (M <= 8 NT); RT: 16-row tiles of W per CTA; U: chunks per warp per step.
-template <int NT, int RT, int U>
-__global__ void __launch_bounds__(kThreads, 2)
+// NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
+// kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__.
+template <int NT, int RT, int UL, int MIN_CTAS>
+__global__ void __launch_bounds__(kThreads, MIN_CTAS)
     skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                        __nv_bfloat16* __restrict__ y, int M, int N, int K) {
+  static_assert(kGroup % UL == 0);
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
   const int g = lane / 4, t = lane % 4;
-  const int row0 = blockIdx.x * (16 * RT);
-  const int n_chunks = (K + kChunk - 1) / kChunk;
+  const int tok0 = blockIdx.x * (8 * NT);  // M tiles vary fastest: CTAs sharing a W tile run together
+  const int row0 = blockIdx.y * (16 * RT);
+  const int n_groups = (K + kChunk * kGroup - 1) / (kChunk * kGroup);
 
   // This lane's W rows (row tile rt, half h: row 16 rt + g + 8 h) and x rows (token 8 nt + g), as
   // element offsets from the CTA's base pointers, which sit at element 8t; invalid rows are never loaded.
   const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;
-  const __nv_bfloat16* x_base = x + t * 8;
+  const __nv_bfloat16* x_base = x + static_cast<size_t>(tok0) * K + t * 8;
   int w_off[RT][2], x_off[NT];
   bool w_ok[RT][2], x_ok[NT];
 #pragma unroll
@@ -91,7 +96,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int tok = nt * 8 + g;
-    x_ok[nt] = tok < M;
+    x_ok[nt] = tok0 + tok < M;
     x_off[nt] = tok * K;
   }
 
@@ -103,40 +108,44 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[rt][nt][e] = 0.f;
 
-  for (int c0 = warp * U; c0 < n_chunks; c0 += kWarps * U) {
-    // All of this step's loads first (U * (2 RT + NT) 16-byte vectors in flight), then the maths.
-    uint32_t a[U][RT][2][4], b[U][NT][4];
+  // Warp w = K class w: groups w, w + 8, w + 16, ..., each chunk of a group in order.
+  for (int grp = warp; grp < n_groups; grp += kWarps) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int k = (c0 + u) * kChunk;
-      const bool k_ok = k + t * 8 < K;  // K % 8 == 0: a vector lies wholly inside or outside
+    for (int c_in = 0; c_in < kGroup; c_in += UL) {
+      // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
+      uint32_t a[UL][RT][2][4], b[UL][NT][4];
 #pragma unroll
-      for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int s = 0; s < 2; ++s)
+      for (int u = 0; u < UL; ++u) {
+        const int k = (grp * kGroup + c_in + u) * kChunk;
+        const bool k_ok = k + t * 8 < K;  // K % 8 == 0: a vector lies wholly inside or outside
 #pragma unroll
         for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
-                     a[u][rt][1][2 * s + 1], b[u][nt][2 * s], b[u][nt][2 * s + 1]);
+          for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+      }
+#pragma unroll
+      for (int u = 0; u < UL; ++u)
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+          for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+              detail::mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
+                       a[u][rt][1][2 * s + 1], b[u][nt][2 * s], b[u][nt][2 * s + 1]);
+    }
   }
 
-  // Sum the 8 warps' partials in a fixed order. Accumulator e of lane (g, t) in tile (rt, nt) is
+  // Sum the 8 classes' partials in class order. Accumulator e of lane (g, t) in tile (rt, nt) is
   // W row 16 rt + g + 8 (e / 2), token 8 nt + 2t + (e % 2).
   __shared__ float4 red[kWarps][detail::kWarp];
 #pragma unroll
   for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      if (nt * 8 >= M) continue;  // block-uniform
+      if (tok0 + nt * 8 >= M) continue;  // block-uniform
       red[warp][lane] = make_float4(acc[rt][nt][0], acc[rt][nt][1], acc[rt][nt][2], acc[rt][nt][3]);
       __syncthreads();
       if (threadIdx.x < detail::kWarp * 4) {
@@ -144,48 +153,195 @@ __global__ void __launch_bounds__(kThreads, 2)
         float sum = 0.f;
 #pragma unroll
         for (int v = 0; v < kWarps; ++v) sum += reinterpret_cast<const float*>(&red[v][l])[e];
-        const int row = row0 + rt * 16 + l / 4 + 8 * (e / 2), tok = nt * 8 + 2 * (l % 4) + e % 2;
+        const int row = row0 + rt * 16 + l / 4 + 8 * (e / 2), tok = tok0 + nt * 8 + 2 * (l % 4) + e % 2;
         if (row < N && tok < M) y[static_cast<size_t>(tok) * N + row] = __float2bfloat16_rn(sum);
       }
       __syncthreads();
     }
 }
 
-template <int NT, int RT, int U>
+template <int NT, int RT, int UL, int MIN_CTAS = 2>
 void launch(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
             cudaStream_t stream) {
-  const int rows_per_cta = 16 * RT;
-  const int blocks = (N + rows_per_cta - 1) / rows_per_cta;
-  skinny_gemm_kernel<NT, RT, U><<<blocks, kThreads, 0, stream>>>(x, w, y, M, N, K);
+  const dim3 grid((M + 8 * NT - 1) / (8 * NT), (N + 16 * RT - 1) / (16 * RT));
+  skinny_gemm_kernel<NT, RT, UL, MIN_CTAS><<<grid, kThreads, 0, stream>>>(x, w, y, M, N, K);
+  CLLM_CUDA_LAUNCH_CHECK(stream);
+}
+
+// ---- many rows: the same order from shared-memory tiles -------------------------------------------
+//
+// Above kTiledMinM rows the kernel above re-reads its operands from L2 once per 8 warps' worth of
+// products and runs far below the tensor cores' rate. This one stages 128 W rows x 128 tokens of one
+// K group in shared memory (cp.async, two stages) and gives each warp a 64-row x 32-token tile of C
+// for every K class: it walks the groups class by class (class 0's groups in order, then class 1's,
+// ...), accumulating each class from 0 and adding it to the running total at the class's end, and
+// feeds the mma the same fragments (the fragment trick above: lane t's 8 elements [8t, 8t + 8) of
+// each 32-wide chunk). Each output element therefore sees exactly the sums of the kernel above.
+constexpr int kTiledRows = 128, kTiledTokens = 128;
+constexpr int kTiledK = kChunk * kGroup;       // one group per stage
+constexpr int kTiledPitch = kTiledK + 32;      // elements; 320-byte rows: an LDS.128 phase's rows hit distinct banks
+constexpr size_t kTiledSmem = size_t{2} * (kTiledRows + kTiledTokens) * kTiledPitch * sizeof(__nv_bfloat16);
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+// Group `it` of the class-major walk (class 0's groups c, c + 8, ... first); sets its class.
+__device__ __forceinline__ int group_at(int it, int n_groups, int& cls) {
+  for (int c = 0; c < kWarps; ++c) {
+    const int count = c < n_groups ? (n_groups - 1 - c) / kWarps + 1 : 0;
+    if (it < count) {
+      cls = c;
+      return c + kWarps * it;
+    }
+    it -= count;
+  }
+  cls = kWarps;
+  return 0;
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    tiled_gemm_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                      __nv_bfloat16* __restrict__ y, int M, int N, int K) {
+  extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // stage s: W rows, then tokens, kTiledPitch each
+  const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
+  const int g = lane / 4, t = lane % 4;
+  const int wn = warp % 2, wm = warp / 2;  // this warp's C tile: W rows wn * 64 + [0, 64), tokens wm * 32 + [0, 32)
+  const int tok0 = blockIdx.x * kTiledTokens, row0 = blockIdx.y * kTiledRows;
+  const int n_groups = (K + kTiledK - 1) / kTiledK;
+  constexpr int kVecs = kTiledK / 8;  // 16-byte vectors per staged row
+
+  auto load_group = [&](int grp, int st) {
+    __nv_bfloat16* stage = tiles + st * (kTiledRows + kTiledTokens) * kTiledPitch;
+    const int k0 = grp * kTiledK;
+    for (int e = threadIdx.x; e < (kTiledRows + kTiledTokens) * kVecs; e += kThreads) {
+      const int r = e / kVecs, k = k0 + (e % kVecs) * 8;
+      const bool is_w = r < kTiledRows;
+      const int idx = is_w ? row0 + r : tok0 + r - kTiledRows;
+      const bool ok = k < K && idx < (is_w ? N : M);
+      const __nv_bfloat16* src = (is_w ? w : x) + (ok ? static_cast<size_t>(idx) * K + k : 0);
+      cp_async_16(stage + r * kTiledPitch + (e % kVecs) * 8, src, ok);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+
+  float total[4][4][4], acc[4][4][4];
+#pragma unroll
+  for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) total[rt][nt][e] = acc[rt][nt][e] = 0.f;
+  // Ends classes up to (not including) `upto`: total += acc, acc = 0 (an empty class adds 0).
+  int done_cls = 0;
+  auto end_classes = [&](int upto) {
+    for (; done_cls < upto; ++done_cls)
+#pragma unroll
+      for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            total[rt][nt][e] += acc[rt][nt][e];
+            acc[rt][nt][e] = 0.f;
+          }
+  };
+
+  int cls = 0;
+  if (n_groups > 0) load_group(group_at(0, n_groups, cls), 0);
+  for (int it = 0, st = 0; it < n_groups; ++it, st ^= 1) {
+    group_at(it, n_groups, cls);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();  // this group landed; every warp is done with the other stage
+    if (it + 1 < n_groups) {
+      int next_cls;
+      load_group(group_at(it + 1, n_groups, next_cls), st ^ 1);
+    }
+    end_classes(cls);
+    const __nv_bfloat16* ws = tiles + st * (kTiledRows + kTiledTokens) * kTiledPitch;
+    const __nv_bfloat16* xs = ws + kTiledRows * kTiledPitch;
+#pragma unroll
+    for (int q = 0; q < kGroup; ++q) {
+      uint32_t a[4][2][4], b[4][4];
+#pragma unroll
+      for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint4 v = *reinterpret_cast<const uint4*>(ws + (wn * 64 + rt * 16 + g + 8 * h) * kTiledPitch +
+                                                          q * kChunk + 8 * t);
+          a[rt][h][0] = v.x, a[rt][h][1] = v.y, a[rt][h][2] = v.z, a[rt][h][3] = v.w;
+        }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const uint4 v = *reinterpret_cast<const uint4*>(xs + (wm * 32 + nt * 8 + g) * kTiledPitch + q * kChunk + 8 * t);
+        b[nt][0] = v.x, b[nt][1] = v.y, b[nt][2] = v.z, b[nt][3] = v.w;
+      }
+#pragma unroll
+      for (int s2 = 0; s2 < 2; ++s2)
+#pragma unroll
+        for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt)
+            detail::mma_bf16(acc[rt][nt], a[rt][0][2 * s2], a[rt][1][2 * s2], a[rt][0][2 * s2 + 1],
+                             a[rt][1][2 * s2 + 1], b[nt][2 * s2], b[nt][2 * s2 + 1]);
+    }
+  }
+  end_classes(kWarps);
+
+#pragma unroll
+  for (int rt = 0; rt < 4; ++rt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = row0 + wn * 64 + rt * 16 + g + 8 * (e / 2);
+        const int tok = tok0 + wm * 32 + nt * 8 + 2 * t + e % 2;
+        if (row < N && tok < M) y[static_cast<size_t>(tok) * N + row] = __float2bfloat16_rn(total[rt][nt][e]);
+      }
+}
+
+void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
+                  cudaStream_t stream) {
+  static const cudaError_t attr =  // once, before any launch (and any graph capture)
+      cudaFuncSetAttribute(tiled_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTiledSmem);
+  CLLM_CUDA_CHECK(attr);
+  const dim3 grid((M + kTiledTokens - 1) / kTiledTokens, (N + kTiledRows - 1) / kTiledRows);
+  tiled_gemm_kernel<<<grid, kThreads, kTiledSmem, stream>>>(x, w, y, M, N, K);
   CLLM_CUDA_LAUNCH_CHECK(stream);
 }
 
 }  // namespace
 
 bool skinny_gemm_supported(int M, int N, int K, const void* x, const void* w) {
-  return M >= 1 && M <= kSkinnyGemmMaxM && N >= 1 && K >= 8 && K % 8 == 0 && is_aligned(x, 16) &&
-         is_aligned(w, 16);
+  return M >= 1 && M <= kSkinnyGemmMaxM && N >= 1 && N <= kSkinnyGemmMaxN && K >= 8 && K % 8 == 0 &&
+         K <= (1 << 24) && is_aligned(x, 16) && is_aligned(w, 16);
 }
 
 void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
                         cudaStream_t stream) {
   CLLM_CHECK(skinny_gemm_supported(M, N, K, x, w),
              "skinny_gemm: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
-                                           << kSkinnyGemmMaxM << ", K % 8 == 0, x and W 16-byte aligned)");
-  // Bytes in flight per warp: U * RT * 1 KiB of W. RT = 2 from M = 9 on halves the x re-reads per W
-  // byte (every CTA reads all of x once: M*K*2 bytes against 16*RT*K*2 of W), but also halves the
-  // CTAs: below N = 4096 (a 135M model's projections: 18-96 CTAs at RT = 2) the GPU is short of
-  // CTAs, not of bandwidth, so RT stays 1. U is 4 up to M = 16 whatever RT and NT, so a row's sum
-  // runs in the same order at every M <= 16: one of the two conditions for a Jacobi block to equal AR
-  // token for token (the attention's chunking is the other, see CudaModelOptions).
+                                           << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
+                                           << ", K % 8 == 0, x and W 16-byte aligned)");
+  // The variant sets only speed (see the top): bytes in flight per warp are UL * RT * 1 KiB of W.
+  // RT = 2 from M = 9 on halves the x re-reads per W byte (every CTA reads its M tile of x once:
+  // 8*NT*K*2 bytes against 16*RT*K*2 of W), but also halves the CTAs: below N = 4096 (a 135M
+  // model's projections: 18-96 CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT
+  // stays 1 there. Above 32 rows a CTA takes 64 tokens at one CTA per SM (the registers of 64
+  // accumulators and a chunk of loads per thread); from kTiledMinM rows on, the shared-memory tiles.
   if (M <= 8)
     launch<1, 1, 4>(x, w, y, M, N, K, stream);
   else if (M <= 16 && N < 4096)
     launch<2, 1, 4>(x, w, y, M, N, K, stream);
   else if (M <= 16)
     launch<2, 2, 4>(x, w, y, M, N, K, stream);
-  else
+  else if (M <= 32)
     launch<4, 2, 2>(x, w, y, M, N, K, stream);
+  else if (M < kTiledMinM)
+    launch<8, 2, 1, 1>(x, w, y, M, N, K, stream);
+  else
+    launch_tiled(x, w, y, M, N, K, stream);
 }
 
 }  // namespace cllm::cuda

@@ -1,17 +1,20 @@
-// Bandwidth-bound bf16 GEMM for few rows (decoding, Jacobi blocks): y[M, N] = x[M, K] . W[N, K]^T,
+// Batch-invariant bf16 GEMM, built for few rows (decoding, Jacobi blocks): y[M, N] = x[M, K] . W[N, K]^T,
 // the layout of every linear layer (W row-major [out, in]), fp32 accumulation, bf16 output.
-// At M <= kSkinnyGemmMaxM the time is the time to stream W once from HBM; this kernel is built for
-// that (see skinny_gemm.cu). Larger M belong to cuBLASLt (GemmPlan, gemm.cuh).
+// At small M the time is the time to stream W once from HBM; the kernel is built for that (see
+// skinny_gemm.cu). It takes any M: each output element is reduced over K in one fixed order whatever
+// M is, so row i of y has the same bits whether x has 1 row or 1024 (cuBLASLt, gemm.cuh, gives no
+// such promise: its algorithm and split-K change with M). Large M run well below cuBLASLt's speed.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace cllm::cuda {
 
-// Largest M the skinny kernel takes.
-constexpr int kSkinnyGemmMaxM = 32;
+// Largest M and N the kernel takes (int32 element offsets inside an M tile and a W tile).
+constexpr int kSkinnyGemmMaxM = 4096;
+constexpr int kSkinnyGemmMaxN = 1 << 20;
 
-// True when invoke_skinny_gemm accepts the shape and pointers: 1 <= M <= kSkinnyGemmMaxM, N >= 1,
+// True when invoke_skinny_gemm accepts the shape and pointers: 1 <= M <= kSkinnyGemmMaxM, 1 <= N <= kSkinnyGemmMaxN,
 // K a positive multiple of 8, x and w 16-byte aligned (y needs 2-byte alignment only).
 bool skinny_gemm_supported(int M, int N, int K, const void* x, const void* w);
 

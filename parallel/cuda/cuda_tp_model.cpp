@@ -7,10 +7,10 @@
 #include <cstdio>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "core/shard_plan.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "parallel/comm_nccl.h"
-#include "parallel/shard_plan.h"
 #include "runtime/cuda/cuda_weights.h"
 
 namespace cllm {

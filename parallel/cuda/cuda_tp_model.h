@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "parallel/comm.h"
+#include "core/comm.h"
 #include "runtime/cuda/cuda_model.h"
 
 namespace cllm {

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/attention.cuh"
@@ -57,7 +57,7 @@ CudaModel::Linear::Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_m
     : m_(M), n_(N), k_(K) {
   // The scratch and weight buffers are whole cudaMalloc allocations (256-byte aligned), so the
   // skinny kernel's pointer requirements hold; its shape ones are checked here.
-  const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;
+  const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;  // K checked for invariance
   if (!skinny) plan_.emplace(lt, M, N, K, ws_bytes, 256, gemm_ws);
 }
 
@@ -108,6 +108,11 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
       comm_(comm),
       dims_{cfg.hidden_size, plan.heads * cfg.head_dim, plan.kv_heads * cfg.head_dim, plan.ffn, plan.vocab},
       plans_(kMaxRows + 1) {
+  // The invariant GEMM needs K % 8 == 0; cuBLASLt would take such a layer, with no invariance.
+  if (opts_.invariant_max_rows > 0)
+    for (const int k : {dims_.d, dims_.q, dims_.ffn})
+      CLLM_CHECK(k % 8 == 0, "batch-invariant CUDA numerics need every GEMM's K to be a multiple of 8; this "
+                             "model (rank) has a width of " << k);
   // A group's forwards hold host collectives between kernels when the sum is host-staged: no graphs.
   if (all_reduce_ != nullptr && !all_reduce_->capturable()) opts_.use_graphs = false;
   const int d = dims_.d, q = dims_.q, kv = dims_.kv, f = dims_.ffn;
@@ -183,7 +188,8 @@ double CudaModel::step_bytes(int context) const {
 CudaModel::BlockPlans& CudaModel::plans_for(int gemm_rows) {
   std::unique_ptr<BlockPlans>& p = plans_[gemm_rows];
   if (!p)
-    p = std::make_unique<BlockPlans>(h_.lt, dims_, gemm_rows, opts_.skinny_gemm_max_m, gemm_ws_.as<void>(),
+    p = std::make_unique<BlockPlans>(h_.lt, dims_, gemm_rows,
+                                     std::max(opts_.invariant_max_rows, CudaModelOptions::kSkinnyBestMaxM), gemm_ws_.as<void>(),
                                      gemm_ws_.bytes());
   return *p;
 }
@@ -243,23 +249,23 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   step_.gemm_rows = gemm_rows(rows);
   BlockPlans& p = plans_for(step_.gemm_rows);  // before capture: plan creation allocates
 
+  std::vector<AttnBlock>& attn = attn_blocks_;
+  attn.clear();
+  for (int b = 0, row = 0; b < count; row += blocks[b].n, ++b) attn.push_back({row, blocks[b].pos, blocks[b].n, blocks[b].slot});
+  plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
+                         table_bytes_, invariant_step() ? kInvariantChunkKeys : 0, attn_plan_);
+  fit_attention_plan();  // may reallocate io_host_: fill it only after
+
   int32_t* io = io_host_.as<int32_t>();
   std::memcpy(io, tokens, rows * sizeof(int32_t));
   int32_t* positions = io + rows;
   int32_t* cache_rows = io + 2 * rows;
-  std::vector<AttnBlock>& attn = attn_blocks_;
-  attn.clear();
-  for (int b = 0, row = 0; b < count; ++b) {
-    const SeqBlock& s = blocks[b];
-    for (int i = 0; i < s.n; ++i, ++row) {
-      positions[row] = s.pos + i;
-      cache_rows[row] = s.slot * capacity_ + s.pos + i;
+  for (int b = 0, row = 0; b < count; ++b)
+    for (int i = 0; i < blocks[b].n; ++i, ++row) {
+      positions[row] = blocks[b].pos + i;
+      cache_rows[row] = blocks[b].slot * capacity_ + blocks[b].pos + i;
     }
-    attn.push_back({row - s.n, s.pos, s.n, s.slot});
-  }
   step_.table_offset = (3 * static_cast<size_t>(rows) * sizeof(int32_t) + 15) / 16 * 16;
-  plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
-                         table_bytes_, attn_plan_);
   std::memcpy(io_host_.as<char>() + step_.table_offset, attn_plan_.table.data(), attn_plan_.table.size());
   step_.upload_bytes = step_.table_offset + attn_plan_.table.size();
 
@@ -302,6 +308,25 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   for (int r = 0; r < plan_.size; ++r)
     for (int i = 0; i < rows; ++i)
       std::memcpy(logits + i * V + r * Vl, gathered_.data() + r * shard + i * Vl, Vl * sizeof(float));
+}
+
+void CudaModel::fit_attention_plan() {
+  const size_t ws = attention_partials_bytes(attn_plan_.partials, cfg_.head_dim);
+  const bool grow_ws = ws > attn_ws_.bytes(), grow_table = attn_plan_.table.size() > table_bytes_;
+  if (!grow_ws && !grow_table) return;
+  CLLM_CUDA_CHECK(cudaStreamSynchronize(h_.stream));  // the old buffers may still be in use
+  // Half as much again as asked, so a context growing token by token reallocates rarely.
+  if (grow_ws) {
+    attn_ws_ = DeviceBuffer();
+    attn_ws_ = DeviceBuffer(ws + ws / 2);
+  }
+  if (grow_table) {
+    table_bytes_ = attn_plan_.table.size() + attn_plan_.table.size() / 2;
+    io_dev_ = DeviceBuffer();
+    io_dev_ = DeviceBuffer(kTableOffsetMax + table_bytes_);
+    io_host_ = PinnedBuffer(kTableOffsetMax + table_bytes_);
+  }
+  ++kv_generation_;  // graphs hold the old addresses
 }
 
 void CudaModel::launch_graph(BlockPlans& p, const GraphKey& key) {
@@ -440,15 +465,9 @@ std::unique_ptr<CudaModel> make_cuda_model(const CheckpointReader& ckpt, const L
 
 namespace cllm {
 
-std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress) {
-  cuda::CudaModelOptions opts;
-  // CLLM_CUDA_SKINNY_MAX_M=0 puts every GEMM on cuBLASLt (A/B comparisons of the skinny kernel).
-  if (const char* env = std::getenv("CLLM_CUDA_SKINNY_MAX_M"); env != nullptr && *env != '\0') {
-    char* end = nullptr;
-    const long v = std::strtol(env, &end, 10);
-    CLLM_CHECK(*end == '\0' && v >= 0, "CLLM_CUDA_SKINNY_MAX_M=" << env << ": expected an integer >= 0");
-    opts.skinny_gemm_max_m = static_cast<int>(std::min<long>(v, cuda::kSkinnyGemmMaxM));
-  }
+std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
+                                       const ModelOptions& model_opts) {
+  cuda::CudaModelOptions opts = cuda::CudaModelOptions::with(model_opts);
   if (const char* env = std::getenv("CLLM_CUDA_GRAPH_REPLAY"); env != nullptr && std::string(env) == "0")
     opts.replay_graphs = false;
   return cuda::make_cuda_model(ckpt, progress, opts);

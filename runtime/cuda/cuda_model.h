@@ -30,7 +30,7 @@
 // real ones. Every step, single sequence or batch, takes the batched attention (descriptors in the
 // table), so graph and eager launches run the same kernels.
 //
-// Tensor parallelism (Megatron, parallel/shard_plan.h): a rank holds its heads, KV heads, FFN units
+// Tensor parallelism (Megatron, core/shard_plan.h): a rank holds its heads, KV heads, FFN units
 // and vocab rows; the step is the same with its narrower widths plus three in-stream all-reduces
 // (bf16, summed in fp32) after the embedding, o and down (DeviceAllReduce: NCCL or CUDA IPC,
 // capturable, or host-staged for ranks sharing one GPU, eager). The LM head computes this rank's
@@ -44,13 +44,14 @@
 #include <optional>
 #include <vector>
 
+#include "core/comm.h"
+#include "core/shard_plan.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
-#include "parallel/comm.h"
-#include "parallel/shard_plan.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/cuda/device_all_reduce.h"
+#include "runtime/block_rows.h"
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/model.h"
 
@@ -61,17 +62,31 @@ struct CudaModelOptions {
   // false: capture every step and patch it into the cached graph even when its key is unchanged
   // (the behaviour before replays; make_cuda_model reads CLLM_CUDA_GRAPH_REPLAY=0 for A/B runs).
   bool replay_graphs = true;
-  // Blocks of at most this many tokens run their linear layers on the skinny bandwidth-bound GEMM
-  // (kernels/cuda/skinny_gemm.cuh), larger ones on cuBLASLt; 0 = cuBLASLt always. Capped at
-  // kSkinnyGemmMaxM. make_cuda_model(ckpt, progress) reads it from CLLM_CUDA_SKINNY_MAX_M when set.
-  // Default 16: the skinny kernel computes each row the same way for every M <= 16 (its K split
-  // changes only above), so a token's logits do not depend on how many tokens share its forward, and
-  // greedy Jacobi with blocks of up to 16 equals greedy AR on the GPU as on the CPU, wherever the
-  // attention gives the block and a lone token the same chunk length (kernels/cuda/attention.cu:
-  // not in a few windows of context, e.g. 1862-2047 for SmolLM2's heads). The price: on
-  // the H200 (2026-11-28, docs/benchmarks.md) the skinny kernel beats cuBLASLt by 5-20% per GEMM at
-  // M <= 8 and loses at M = 16 (8 was the default before; set 8 to trade exactness for that).
-  int skinny_gemm_max_m = 16;
+  // Batch invariance (design.md, "GPU numerics"): a token's logits do not depend on what shares its
+  // forward (its block's size, other sequences, prefill chunking), so greedy Jacobi equals greedy AR
+  // and a request's answer does not depend on the load. Device forwards of at most this many rows
+  // run the invariant kernels: the GEMM with one reduction order for every M (skinny_gemm.cuh) and
+  // attention chunks at fixed key boundaries (kInvariantChunkKeys); larger ones run cuBLASLt (its
+  // algorithm and split-K change with M) and chunks sized to the batch. Any two forwards within the
+  // limit give a token the same bits. The default, 16, covers decoding and Jacobi blocks of up to 16
+  // tokens at no measured cost; kMaxRows (all forwards: 64-token blocks, batches and prefill chunks
+  // too) costs 40-65% on 32-64-row forwards and about 3x on 256-1024-row ones (docs/benchmarks.md).
+  int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
+
+  static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
+  // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
+  static CudaModelOptions fast() { return with(parse_numerics("fast")); }
+  static CudaModelOptions with(const ModelOptions& m) {
+    CudaModelOptions o;
+    o.invariant_max_rows = m.cuda_invariant_max_rows;
+    return o;
+  }
+  // Rows of one batched device forward (CudaModel::kMaxRows; here for the presets above).
+  static constexpr int kMaxRowsPerForward = 1024;
+  // GEMM rows up to which the skinny kernel beats cuBLASLt (docs/benchmarks.md: 5-20% faster at
+  // M <= 8 on the 7B projections, 0-20% slower at 9-16); it runs there in every mode.
+  static constexpr int kSkinnyBestMaxM = 8;
+  bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
 };
 
 // What the graph cache did, for tests and benchmarks.
@@ -89,9 +104,9 @@ class CudaModel final : public Model {
   // kExactMax, each over the KV the previous ones wrote, which is the same computation. So a single
   // sequence needs GEMM plans and graphs for at most 66 distinct block sizes.
   static constexpr int kMaxBlock = 256;
-  static constexpr int kExactMax = 64;
+  static constexpr int kExactMax = kMaxBlockRows;
   // Rows of one batched device forward (e.g. 64 sequences x 16); all scratch is sized for it.
-  static constexpr int kMaxRows = 1024;
+  static constexpr int kMaxRows = CudaModelOptions::kMaxRowsPerForward;
   // GEMM rows (and graph key) of a device forward of `rows` rows: exact up to kExactMax, else
   // rounded up to a multiple of 16.
   static int gemm_rows(int rows) { return rows <= kExactMax ? rows : (rows + 15) / 16 * 16; }
@@ -122,6 +137,7 @@ class CudaModel final : public Model {
 
   const CudaGraphStats& graph_stats() const { return stats_; }
   const ShardPlan& shard_plan() const { return plan_; }
+  const CudaModelOptions& options() const { return opts_; }
   bool uses_graphs() const { return opts_.use_graphs; }
 
  private:
@@ -181,6 +197,12 @@ class CudaModel final : public Model {
     cublasLtHandle_t lt = nullptr;
   };
 
+  // Whether the step being planned runs the batch-invariant kernels (CudaModelOptions).
+  bool invariant_step() const { return step_.gemm_rows <= opts_.invariant_max_rows; }
+  // Grows the attention workspace and the step's input buffers to what attn_plan_ needs (before any
+  // capture: it allocates); a growth makes every cached graph stale (buffer addresses changed).
+  void fit_attention_plan();
+
   // What the step being enqueued covers (set by run_device_forward, read by enqueue_step).
   struct Step {
     int rows = 0;             // real rows
@@ -218,7 +240,7 @@ class CudaModel final : public Model {
   int limit_tokens_ = 0;   // the last reset's max_tokens and slots: what forwards are checked against
   int limit_slots_ = 0;
   DeviceBuffer kv_;        // bf16 [layers][2 (k, v)][slots][capacity][n_kv][head_dim]
-  uint64_t kv_generation_ = 0;  // bumped when kv_ is reallocated: graphs captured before are stale
+  uint64_t kv_generation_ = 0;  // bumped when kv_, attn_ws_ or io_ are reallocated: graphs captured before are stale
   uint64_t graph_clock_ = 0;    // counts graph launches, for the least-recently-used replacement
 
   // Scratch for kMaxRows rows. Element types: bf16 unless noted.
@@ -232,7 +254,7 @@ class CudaModel final : public Model {
   DeviceBuffer gate_up_;      // [kMaxRows, 2 ffn]
   DeviceBuffer act_;          // [kMaxRows, ffn]
   DeviceBuffer logits_;       // [kMaxRows, vocab]
-  DeviceBuffer attn_ws_;      // block_attention_workspace_bytes(kMaxBlock, ...); the plans fit within it
+  DeviceBuffer attn_ws_;      // attention partials: adaptive plans fit within it, fixed-chunk plans grow it
   DeviceBuffer argmax_ws_;    // argmax_workspace_bytes(kMaxRows, vocab)
   DeviceBuffer gemm_ws_;      // cuBLASLt workspace shared by every GemmPlan (one stream: never concurrent)
   // The step's inputs in pinned memory: int32 tokens [rows], positions [rows], cache rows [rows]

@@ -4,7 +4,8 @@
 #include <cstdint>
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "core/tensor_manifest.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/bf16_host.h"
 
@@ -14,12 +15,6 @@ namespace {
 constexpr size_t kBf16 = 2;                     // bytes per bf16 element
 constexpr size_t kStageFloats = size_t{16} << 20;  // 64 MiB of fp32 staged per slice
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
 // Streams tensors from the checkpoint to the device through one fp32 host slice and one pinned
 // bf16 slice, both kStageFloats elements: host memory stays bounded whatever the tensor size.
 class DeviceLoader {
@@ -27,14 +22,13 @@ class DeviceLoader {
   DeviceLoader(const CheckpointReader& ckpt, const LoadProgress& progress, double total_bytes)
       : ckpt_(ckpt), progress_(progress), total_(total_bytes), f32_(kStageFloats), bf16_(kStageFloats * kBf16) {}
 
-  // Writes `range` of tensor `name` (full shape `expected`, [rows] or [rows, cols]) as contiguous
-  // bf16 rows at dst: rows [row_begin, row_end) x columns [col_begin, col_end) of a 2-D tensor
-  // (a tensor-parallel slice; the default range is all of it).
-  void load(const std::string& name, const std::vector<int64_t>& expected, __nv_bfloat16* dst,
-            const TensorRange& range = {}) {
-    const std::vector<int64_t> actual = ckpt_.shape(name);
-    CLLM_CHECK(actual == expected, ckpt_.source() << ": tensor " << name << " has shape " << shape_str(actual)
-                                                  << ", config implies " << shape_str(expected));
+  // Writes this rank's slice of t (full shape [rows] or [rows, cols]) as contiguous bf16 rows at
+  // dst: rows [row_begin, row_end) x columns [col_begin, col_end) of a 2-D tensor.
+  void load(const TensorSpec& t, __nv_bfloat16* dst) {
+    check_shape(ckpt_, t);
+    const std::string& name = t.name;
+    const std::vector<int64_t>& expected = t.shape;
+    const TensorRange range = slice_range(t);
     const bool matrix = expected.size() > 1;
     const int64_t row_begin = matrix ? range.row_begin : 0;
     const int64_t row_end = matrix && range.row_end >= 0 ? range.row_end : expected[0];
@@ -74,14 +68,6 @@ class DeviceLoader {
 };
 
 DeviceBuffer alloc_bf16(int64_t elements) { return DeviceBuffer(static_cast<size_t>(elements) * kBf16); }
-
-// bf16 bytes of the slices of plan p, for load progress.
-double total_bf16_bytes(const ModelConfig& c, const ShardPlan& p) {
-  const double d = c.hidden_size, hd = c.head_dim;
-  const double per_layer = 2 * d + 2 * d * p.heads * hd + 2.0 * d * p.kv_heads * hd + 3.0 * d * p.ffn;
-  const double emb = static_cast<double>(p.vocab) * d * (c.tie_word_embeddings ? 1 : 2);
-  return kBf16 * (per_layer * c.num_layers + emb + d);
-}
 
 }  // namespace
 
@@ -123,46 +109,39 @@ DeviceWeights load_device_weights(const CheckpointReader& ckpt, const LoadProgre
 DeviceWeights load_device_weights(const CheckpointReader& ckpt, const ShardPlan& plan, const LoadProgress& progress) {
   const ModelConfig& c = ckpt.config();
   check_cuda_supported(c, plan, ckpt.source());
-  const int64_t d = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), f = c.intermediate_size, V = c.vocab_size;
-  const int64_t hd = c.head_dim;
-  // Column-parallel weights take rows, row-parallel ones take columns (see shard_plan.h).
-  const int64_t q0 = plan.head_begin * hd, ql = plan.heads * hd;
-  const int64_t kv0 = plan.kv_head_begin * hd, kvl = plan.kv_heads * hd;
-  const int64_t f0 = plan.ffn_begin, fl = plan.ffn;
-  const int64_t v0 = plan.vocab_begin, vl = plan.vocab;
-  const TensorRange q_rows{q0, q0 + ql}, kv_rows{kv0, kv0 + kvl}, ffn_rows{f0, f0 + fl}, vocab_rows{v0, v0 + vl};
-  const TensorRange q_cols{0, -1, q0, q0 + ql}, ffn_cols{0, -1, f0, f0 + fl};
-  DeviceLoader load(ckpt, progress, total_bf16_bytes(c, plan));
+  const TensorManifest m = make_tensor_manifest(c, plan);
+  DeviceLoader load(ckpt, progress, static_cast<double>(m.bytes(kBf16)));
   auto bf16 = [](DeviceBuffer& b) { return b.as<__nv_bfloat16>(); };
 
   DeviceWeights w;
-  w.embed = alloc_bf16(vl * d);
-  load.load("model.embed_tokens.weight", {V, d}, bf16(w.embed), vocab_rows);
-  w.layers.resize(c.num_layers);
-  for (int i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
+  w.embed = alloc_bf16(m.embed.local_elements());
+  load.load(m.embed, bf16(w.embed));
+  w.layers.resize(m.layers.size());
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    const LayerTensors& t = m.layers[i];
     DeviceLayer& l = w.layers[i];
-    l.attn_norm = alloc_bf16(d);
-    load.load(p + "input_layernorm.weight", {d}, bf16(l.attn_norm));
-    l.wqkv = alloc_bf16((ql + 2 * kvl) * d);
-    load.load(p + "self_attn.q_proj.weight", {q, d}, bf16(l.wqkv), q_rows);
-    load.load(p + "self_attn.k_proj.weight", {kv, d}, bf16(l.wqkv) + ql * d, kv_rows);
-    load.load(p + "self_attn.v_proj.weight", {kv, d}, bf16(l.wqkv) + (ql + kvl) * d, kv_rows);
-    l.wo = alloc_bf16(d * ql);
-    load.load(p + "self_attn.o_proj.weight", {d, q}, bf16(l.wo), q_cols);
-    l.ffn_norm = alloc_bf16(d);
-    load.load(p + "post_attention_layernorm.weight", {d}, bf16(l.ffn_norm));
-    l.wgu = alloc_bf16(2 * fl * d);
-    load.load(p + "mlp.gate_proj.weight", {f, d}, bf16(l.wgu), ffn_rows);
-    load.load(p + "mlp.up_proj.weight", {f, d}, bf16(l.wgu) + fl * d, ffn_rows);
-    l.wdown = alloc_bf16(d * fl);
-    load.load(p + "mlp.down_proj.weight", {d, f}, bf16(l.wdown), ffn_cols);
+    const int64_t q = t.wq.local_elements(), kv = t.wk.local_elements(), f = t.w_gate.local_elements();
+    l.attn_norm = alloc_bf16(t.attn_norm.local_elements());
+    load.load(t.attn_norm, bf16(l.attn_norm));
+    l.wqkv = alloc_bf16(q + 2 * kv);
+    load.load(t.wq, bf16(l.wqkv));
+    load.load(t.wk, bf16(l.wqkv) + q);
+    load.load(t.wv, bf16(l.wqkv) + q + kv);
+    l.wo = alloc_bf16(t.wo.local_elements());
+    load.load(t.wo, bf16(l.wo));
+    l.ffn_norm = alloc_bf16(t.ffn_norm.local_elements());
+    load.load(t.ffn_norm, bf16(l.ffn_norm));
+    l.wgu = alloc_bf16(2 * f);
+    load.load(t.w_gate, bf16(l.wgu));
+    load.load(t.w_up, bf16(l.wgu) + f);
+    l.wdown = alloc_bf16(t.w_down.local_elements());
+    load.load(t.w_down, bf16(l.wdown));
   }
-  w.final_norm = alloc_bf16(d);
-  load.load("model.norm.weight", {d}, bf16(w.final_norm));
-  if (!c.tie_word_embeddings) {
-    w.lm_head = alloc_bf16(vl * d);
-    load.load("lm_head.weight", {V, d}, bf16(w.lm_head), vocab_rows);
+  w.final_norm = alloc_bf16(m.final_norm.local_elements());
+  load.load(m.final_norm, bf16(w.final_norm));
+  if (m.has_lm_head()) {
+    w.lm_head = alloc_bf16(m.lm_head.local_elements());
+    load.load(m.lm_head, bf16(w.lm_head));
   }
   return w;
 }

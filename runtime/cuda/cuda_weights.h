@@ -2,14 +2,15 @@
 // [q + 2*kv, d] matrix and gate|up into one [2*ffn, d] matrix (the layouts invoke_rope_kv_write and
 // invoke_silu_mul read). Every matrix is HF row-major [out, in], in its own cudaMalloc (256-byte
 // aligned, as GemmPlan assumes). A tensor-parallel rank holds the slices of its ShardPlan
-// (parallel/shard_plan.h); the shapes below then use its heads, KV heads, FFN units and vocab rows.
+// (the slices of core/tensor_manifest.h); the shapes below then use its heads, KV heads, FFN units
+// and vocab rows.
 #pragma once
 #include <cuda_bf16.h>
 
 #include <vector>
 
+#include "core/shard_plan.h"
 #include "loaders/checkpoint.h"
-#include "parallel/shard_plan.h"
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/model.h"
 

@@ -12,7 +12,7 @@
 #include <cstddef>
 #include <memory>
 
-#include "parallel/comm.h"
+#include "core/comm.h"
 #include "runtime/cuda/device_buffer.h"
 
 namespace cllm::cuda {

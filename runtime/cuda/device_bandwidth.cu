@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "runtime/cuda/device_buffer.h"
 

@@ -216,16 +216,19 @@ int run(int argc, char** argv) {
     unsigned char* table = alloc<unsigned char>(table_cap);
     CLLM_CUDA_CHECK(cudaDeviceSynchronize());
     for (const int kv : {32, 8})
-      for (const int B : {4, 16, 64})
-        for (const int n : {1, 16}) {
+      for (const int B : {1, 4, 16, 64})
+        for (const int n : {1, 16})
+          for (const int chunk_keys : {0, cu::kInvariantChunkKeys}) {
           std::vector<cu::AttnBlock> blocks;
           for (int i = 0; i < B; ++i) blocks.push_back({i * n, bctx - n, n, i});
           cu::BatchedAttentionPlan plan;
-          cu::plan_batched_attention(blocks.data(), B, heads, kv, hd, ws_bytes, table_cap, plan);
+          cu::plan_batched_attention(blocks.data(), B, heads, kv, hd, ws_bytes, table_cap, chunk_keys, plan);
+          CLLM_CHECK(cu::attention_partials_bytes(plan.partials, hd) <= ws_bytes && plan.table.size() <= table_cap,
+                     "bench: batched attention plan outgrows its buffers");
           CLLM_CUDA_CHECK(cudaMemcpy(table, plan.table.data(), plan.table.size(), cudaMemcpyHostToDevice));
           const int stride = (heads + 2 * kv) * hd;
           const size_t slot_stride = size_t{bctx} * kv * hd;
-          b.row("batched_attention", fmt("B%d n%d kv%d ctx512", B, n, kv),
+          b.row(chunk_keys ? "batched_attention_inv" : "batched_attention", fmt("B%d n%d kv%d ctx512", B, n, kv),
                 (2.0 * B * bctx * kv * hd + 2.0 * B * n * heads * hd) * 2, 4.0 * B * n * heads * hd * (bctx - n / 2.0),
                 [&] {
                   cu::invoke_batched_attention(bq, stride, kb, vb, slot_stride, bout, ws, ws_bytes, plan, table, heads,
@@ -240,12 +243,11 @@ int run(int argc, char** argv) {
   const int nk[][2] = {{3 * dim, dim}, {dim, dim}, {2 * ffn, dim}, {dim, ffn}, {vocab, dim}};
   const char* names[] = {"gemm qkv", "gemm o", "gemm gate_up", "gemm down", "gemm lm_head"};
   bf16* weight = alloc<bf16>(size_t{vocab} * dim);  // the largest N*K above
-  bf16* gx = alloc<bf16>(size_t{256} * ffn);
-  bf16* gy = alloc<bf16>(size_t{256} * vocab);
+  bf16* gx = alloc<bf16>(size_t{1024} * ffn);
+  bf16* gy = alloc<bf16>(size_t{1024} * vocab);
   CLLM_CUDA_CHECK(cudaDeviceSynchronize());
-  // Each cuBLASLt row is followed, for M <= kSkinnyGemmMaxM, by the skinny kernel at the same shape
-  // (the one CudaModel uses there).
-  for (const int m : {1, 4, 8, 16, 32, 64, 256})
+  // Each cuBLASLt row is followed by the invariant (skinny) kernel at the same shape.
+  for (const int m : {1, 4, 8, 16, 32, 64, 256, 1024})
     for (int g = 0; g < 5; ++g) {
       const int N = nk[g][0], K = nk[g][1];
       const double bytes = 2.0 * (double(N) * K + double(m) * K + double(m) * N), flops = 2.0 * m * N * K;

@@ -303,9 +303,10 @@ std::vector<Compared> run_block_attention(const Shape& s, std::mt19937& rng) {
 // `count` blocks of 1..n queries at random positions 0..ctx, each in its own KV slot of a cache
 // with 3 spare slots. Cache rows outside [0, pos + n) of each used slot, every unused slot, and the
 // k/v part of the fused qkv rows are NaN: the kernel must read none of them. The reference is the
-// single-block CPU attention of each block over its slot. tiny_ws: no workspace, so the planner must
-// fall back to one chunk per block.
-std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, bool tiny_ws) {
+// single-block CPU attention of each block over its slot. tiny_ws: no workspace, so the adaptive
+// planner must fall back to one chunk per block. chunk_keys > 0: the batch-invariant plan, its
+// workspace sized after planning as CudaModel sizes it.
+std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, bool tiny_ws, int chunk_keys = 0) {
   const int q_w = s.heads * s.hd, kv_w = s.kv * s.hd, q_stride = q_w + 2 * kv_w;
   const int slots = s.count + 3, capacity = s.ctx + s.n + 8;
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -333,10 +334,14 @@ std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, b
     std::copy(v.begin(), v.end(), v_cache.begin() + b.slot * slot_elems);
   }
 
-  const size_t ws_bytes = tiny_ws ? 0 : cu::block_attention_workspace_bytes(rows, s.heads, s.hd);
+  size_t ws_bytes = tiny_ws ? 0 : cu::block_attention_workspace_bytes(rows, s.heads, s.hd);
   const size_t table_bytes = cu::batched_attention_table_bytes(rows, s.count, s.heads, s.kv);
   cu::BatchedAttentionPlan plan;
-  cu::plan_batched_attention(blocks.data(), s.count, s.heads, s.kv, s.hd, ws_bytes, table_bytes, plan);
+  cu::plan_batched_attention(blocks.data(), s.count, s.heads, s.kv, s.hd, ws_bytes, table_bytes, chunk_keys, plan);
+  if (chunk_keys > 0) {
+    EXPECT_EQ(plan.chunk_len, chunk_keys);
+    ws_bytes = cu::attention_partials_bytes(plan.partials, s.hd);
+  }
   EXPECT_EQ(plan.rows, rows);
   if (tiny_ws) {
     EXPECT_FALSE(plan.combine) << "no workspace, yet the plan splits a context";
@@ -534,6 +539,9 @@ std::vector<Shape> skinny_gemm_shapes() {
     for (const auto& s : wide) shapes.push_back({.M = m, .N = s[0], .K = s[1]});
   for (const int m : {1, 7, 16, 32})
     for (const auto& s : narrow) shapes.push_back({.M = m, .N = s[0], .K = s[1]});
+  // Past 32 rows: M tiles of 64 tokens, partial last tiles.
+  for (const int m : {33, 64, 65, 130, 256}) shapes.push_back({.M = m, .N = 576, .K = 576});
+  for (const int m : {64, 100}) shapes.push_back({.M = m, .N = 1000, .K = 1000});
   return shapes;
 }
 
@@ -553,6 +561,8 @@ const std::vector<Op>& ops() {
        [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false); }},
       {"batched_attention_no_ws", kTolDot, batched_attention_shapes({5}),
        [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, true); }},
+      {"batched_attention_invariant", kTolDot, batched_attention_shapes({1, 5, 16}),
+       [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false, cu::kInvariantChunkKeys); }},
       {"silu_mul", kTolElementwise, rows_by({1536, 11008, 14336}), run_silu_mul},
       {"argmax_bf16", kExact, vocab_shapes(), run_argmax<bf16>},
       {"argmax_f32", kExact, vocab_shapes(), run_argmax<float>},
@@ -624,13 +634,118 @@ TEST(BatchedAttentionPlan, LaunchShapeChangesRarelyAsContextGrows) {
       cu::AttentionLaunchShape last;
       for (int pos = 0; pos + n <= 2048; ++pos) {
         const cu::AttnBlock block{0, pos, n, 0};
-        cu::plan_batched_attention(&block, 1, h.heads, h.kv, h.hd, ws, table, plan);
+        cu::plan_batched_attention(&block, 1, h.heads, h.kv, h.hd, ws, table, 0, plan);
         ASSERT_EQ(plan.items & (plan.items - 1), 0) << "items " << plan.items << " not a power of two at pos " << pos;
         if (pos == 0 || !(plan.launch_shape() == last)) ++changes;
         last = plan.launch_shape();
       }
       std::printf("[ shapes   ] heads %d/%d n %d: %d launch shapes over 2048 positions\n", h.heads, h.kv, n, changes);
       EXPECT_LE(changes, 16) << "heads " << h.heads << "/" << h.kv << " n " << n;
+    }
+}
+
+// ---- batch invariance ---------------------------------------------------------------------------
+// A row's output bits must not depend on what else shares the launch (design.md, "GPU numerics").
+// Each test computes one probe row alone, then inside launches of other sizes with fresh random
+// rows around it at a random place, and compares bits.
+
+std::vector<uint16_t> download_bits(const DeviceBuffer<bf16>& d, size_t offset, size_t count) {
+  std::vector<uint16_t> bits(count);
+  CLLM_CUDA_CHECK(cudaMemcpy(bits.data(), d.get() + offset, count * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+  return bits;
+}
+
+// The invariant GEMM: row r of y for M = 1 .. 1024 (every tile variant and M tiling) equals the
+// probe's M = 1 row, at the 135M and 7B projection shapes.
+TEST(BatchInvariance, GemmRowIndependentOfM) {
+  const int nk[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {4096, 4096}, {11008, 4096}, {4096, 11008}};
+  std::mt19937 rng(7);
+  Stream st;
+  for (const auto& [N, K] : nk) {
+    const std::vector<float> w = rand_bf16(rng, static_cast<size_t>(N) * K, -1.f, 1.f);
+    const std::vector<float> probe = rand_bf16(rng, K, -1.f, 1.f);
+    auto d_w = upload_bf16(w);
+    auto d_probe = upload_bf16(probe);
+    DeviceBuffer<bf16> d_y1(N);
+    cu::invoke_skinny_gemm(d_probe.get(), d_w.get(), d_y1.get(), 1, N, K, st.s);
+    st.sync();
+    const std::vector<uint16_t> alone = download_bits(d_y1, 0, N);
+    for (const int M : {2, 3, 8, 9, 16, 17, 31, 32, 33, 64, 65, 100, 256, 1024}) {
+      std::vector<float> x = rand_bf16(rng, static_cast<size_t>(M) * K, -1.f, 1.f);
+      const int r = std::uniform_int_distribution<int>(0, M - 1)(rng);
+      std::copy(probe.begin(), probe.end(), x.begin() + static_cast<size_t>(r) * K);
+      auto d_x = upload_bf16(x);
+      DeviceBuffer<bf16> d_y(static_cast<size_t>(M) * N);
+      cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_y.get(), M, N, K, st.s);
+      st.sync();
+      EXPECT_TRUE(download_bits(d_y, static_cast<size_t>(r) * N, N) == alone)
+          << "N " << N << " K " << K << ": row " << r << " of M = " << M << " differs from the same row alone";
+    }
+  }
+}
+
+// The batch-invariant attention plan: a query row at position p gives the same bits as a lone
+// one-token block (n = 1, the AR step) when it is row i of a Jacobi block at p - i, and when other
+// blocks of random sizes and contexts share the launch; positions straddle chunk boundaries.
+TEST(BatchInvariance, AttentionRowIndependentOfBatch) {
+  struct Heads {
+    int heads, kv, hd;
+  };
+  std::mt19937 rng(11);
+  Stream st;
+  for (const Heads h : {Heads{9, 3, 64}, Heads{32, 32, 128}, Heads{32, 8, 128}})
+    for (const int p : {0, 5, 127, 128, 300, 1000, 2047}) {
+      const int q_w = h.heads * h.hd, kv_w = h.kv * h.hd, stride = q_w + 2 * kv_w;
+      const int slots = 6, capacity = 2048 + 64;
+      const size_t slot_elems = static_cast<size_t>(capacity) * kv_w;
+      // Every slot holds random K/V for all its rows; the probe's slot is slot 0.
+      const std::vector<float> k = rand_bf16(rng, slots * slot_elems, -1.f, 1.f);
+      const std::vector<float> v = rand_bf16(rng, slots * slot_elems, -1.f, 1.f);
+      const std::vector<float> probe_q = rand_bf16(rng, q_w, -4.f, 4.f);
+      auto d_k = upload_bf16(k);
+      auto d_v = upload_bf16(v);
+      // Runs `blocks` with the probe as query row `probe_row`; returns the probe's output bits.
+      auto run = [&](const std::vector<cu::AttnBlock>& blocks, int probe_row) {
+        int rows = 0;
+        for (const cu::AttnBlock& b : blocks) rows = std::max(rows, b.q_row + b.n);
+        std::vector<float> qkv = rand_bf16(rng, static_cast<size_t>(rows) * stride, -4.f, 4.f);
+        std::copy(probe_q.begin(), probe_q.end(), qkv.begin() + static_cast<size_t>(probe_row) * stride);
+        cu::BatchedAttentionPlan plan;
+        cu::plan_batched_attention(blocks.data(), static_cast<int>(blocks.size()), h.heads, h.kv, h.hd, 0, 0,
+                                   cu::kInvariantChunkKeys, plan);
+        auto d_qkv = upload_bf16(qkv);
+        auto d_table = upload(plan.table);
+        const size_t ws_bytes = cu::attention_partials_bytes(plan.partials, h.hd);
+        DeviceBuffer<unsigned char> d_ws(ws_bytes);
+        DeviceBuffer<bf16> d_out(static_cast<size_t>(rows) * q_w);
+        cu::invoke_batched_attention(d_qkv.get(), stride, d_k.get(), d_v.get(), slot_elems, d_out.get(), d_ws.get(),
+                                     ws_bytes, plan, d_table.get(), h.heads, h.kv, h.hd, st.s);
+        st.sync();
+        return download_bits(d_out, static_cast<size_t>(probe_row) * q_w, q_w);
+      };
+      const std::vector<uint16_t> alone = run({{0, p, 1, 0}}, 0);
+      for (const int n : {2, 4, 16, 64}) {
+        const int i = std::min(p, std::uniform_int_distribution<int>(0, n - 1)(rng));  // the probe's row in its block
+        // The probe's block first, alone; then between blocks of other slots at random contexts.
+        EXPECT_TRUE(run({{0, p - i, n, 0}}, i) == alone)
+            << "heads " << h.heads << "/" << h.kv << " p " << p << ": row " << i << " of a " << n << "-token block";
+        std::vector<cu::AttnBlock> blocks;
+        int row = 0;
+        for (int s = 1; s < slots; ++s) {
+          const int bn = std::uniform_int_distribution<int>(1, 16)(rng);
+          const int pos = std::uniform_int_distribution<int>(0, capacity - bn)(rng);
+          blocks.push_back({row, pos, bn, s});
+          row += bn;
+          if (s == 2) {
+            blocks.push_back({row, p - i, n, 0});
+            row += n;
+          }
+        }
+        const int probe_row = blocks[2].q_row + i;
+        EXPECT_TRUE(run(blocks, probe_row) == alone)
+            << "heads " << h.heads << "/" << h.kv << " p " << p << ": row " << i << " of a " << n
+            << "-token block among " << blocks.size() - 1 << " others";
+      }
     }
 }
 

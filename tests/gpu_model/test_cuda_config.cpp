@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/cuda/cuda_weights.h"
 #include "runtime/model.h"
 #include "runtime/random_model.h"

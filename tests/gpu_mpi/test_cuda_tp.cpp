@@ -9,7 +9,7 @@
 // share one GPU, so this runs on any machine) always, nccl and ipc when the node has a GPU per rank
 // (otherwise they are skipped, and the log says so).
 //
-// Models and sizes (parallel/shard_plan.h rules): a random GQA model with 8 heads and 4 KV heads
+// Models and sizes (core/shard_plan.h rules): a random GQA model with 8 heads and 4 KV heads
 // (KV split at TP 2 and 4), one with 8 heads and 2 KV heads and a tied head (KV split at TP 2,
 // replicated at TP 4), both at -np 2 and 4; SmolLM2 (9 heads, 3 KV heads) at -np 3 only.
 //
@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "parallel/comm.h"
 #include "parallel/cuda/cuda_tp_model.h"
 #include "runtime/cuda/cuda_model.h"

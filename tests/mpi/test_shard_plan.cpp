@@ -2,9 +2,9 @@
 // collectives are identities there, so it must reproduce the plain model bit for bit.
 #include <gtest/gtest.h>
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "core/shard_plan.h"
 #include "mpi_support.h"
-#include "parallel/shard_plan.h"
 #include "runtime/cpu_model.h"
 #include "runtime/random_model.h"
 

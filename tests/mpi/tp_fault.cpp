@@ -12,7 +12,8 @@
 #include <cstdio>
 #include <string>
 
-#include "kernels/check.h"
+#include "core/check.h"
+#include "parallel/comm.h"
 #include "parallel/coordinator.h"
 #include "parallel/tp_model.h"
 #include "runtime/generate.h"

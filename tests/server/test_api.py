@@ -106,35 +106,37 @@ def test_sampling_is_seeded(base_url, auth):
     assert complete(base_url, auth, seed=2, **body)["choices"][0]["text"] != a
 
 
+# (body, status, the field that error.param names; None: the body as a whole)
 BAD = [
-    ("{bad json", 400),
-    ("[1, 2]", 400),
-    ('{"prompt": 5}', 400),
-    ('{"prompt": ""}', 400),
-    ('{"prompt": "x", "max_tokens": 0}', 400),
-    ('{"prompt": "x", "max_tokens": -3}', 400),
-    ('{"prompt": "x", "max_tokens": 1000000}', 400),
-    ('{"prompt": "x", "max_tokens": "8"}', 400),
-    ('{"prompt": "x", "temperature": "hot"}', 400),
-    ('{"prompt": "x", "temperature": 7}', 400),
-    ('{"prompt": "x", "stop": 3}', 400),
-    ('{"prompt": "x", "stream": "yes"}', 400),
-    ('{"prompt": "x", "n": 2}', 400),
-    ('{"prompt": "x", "frobnicate": 1}', 400),
-    ('{"prompt": "x", "cllm_block": 65}', 400),
-    ('{"prompt": "x", "cllm_ignore_eos": 1}', 400),
-    ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400),
-    ('{"prompt": [999999999]}', 400),
-    ('{"prompt": "x", "model": "no-such-model"}', 404),
-    ('{"prompt": "' + "word " * 3000 + '"}', 400),  # longer than the context
+    ("{bad json", 400, None),
+    ("[1, 2]", 400, None),
+    ('{"prompt": 5}', 400, "prompt"),
+    ('{"prompt": ""}', 400, "prompt"),
+    ('{"prompt": "x", "max_tokens": 0}', 400, "max_tokens"),
+    ('{"prompt": "x", "max_tokens": -3}', 400, "max_tokens"),
+    ('{"prompt": "x", "max_tokens": 1000000}', 400, "max_tokens"),
+    ('{"prompt": "x", "max_tokens": "8"}', 400, "max_tokens"),
+    ('{"prompt": "x", "temperature": "hot"}', 400, "temperature"),
+    ('{"prompt": "x", "temperature": 7}', 400, "temperature"),
+    ('{"prompt": "x", "stop": 3}', 400, "stop"),
+    ('{"prompt": "x", "stream": "yes"}', 400, "stream"),
+    ('{"prompt": "x", "n": 2}', 400, "n"),
+    ('{"prompt": "x", "frobnicate": 1}', 400, "frobnicate"),
+    ('{"prompt": "x", "cllm_block": 65}', 400, "cllm_block"),
+    ('{"prompt": "x", "cllm_ignore_eos": 1}', 400, "cllm_ignore_eos"),
+    ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400, "cllm_decode"),
+    ('{"prompt": [999999999]}', 400, "prompt"),
+    ('{"prompt": "x", "model": "no-such-model"}', 404, "model"),
+    ('{"prompt": "' + "word " * 3000 + '"}', 400, "prompt"),  # longer than the context
 ]
 
 
-@pytest.mark.parametrize("body,status", BAD)
-def test_bad_completion_inputs(base_url, auth, body, status):
+@pytest.mark.parametrize("body,status,param", BAD)
+def test_bad_completion_inputs(base_url, auth, body, status, param):
     r = requests.post(f"{base_url}/v1/completions", data=body.encode(), headers=auth, timeout=30)
     assert r.status_code == status, r.text
-    assert r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert error["message"] and error["param"] == param, error
 
 
 def test_ignored_and_neutral_fields(base_url, auth):

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/gguf.h"
 #include "loaders/hf_config.h"
 

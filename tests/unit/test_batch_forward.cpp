@@ -9,7 +9,7 @@
 #include <map>
 #include <memory>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "runtime/model.h"
 #include "test_support.h"
 

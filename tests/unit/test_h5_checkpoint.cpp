@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/tensor_manifest.h"
 #include "loaders/h5_check.h"
 #include "loaders/h5_checkpoint.h"
 #include "loaders/hf_config.h"
@@ -90,12 +91,9 @@ void expect_same_model(const CheckpointReader& a, const CheckpointReader& b, con
 }
 
 std::vector<std::string> all_names(const ModelConfig& c) {
-  std::vector<std::string> n = {"model.embed_tokens.weight", "model.norm.weight"};
-  if (!c.tie_word_embeddings) n.push_back("lm_head.weight");
-  for (int l = 0; l < c.num_layers; ++l)
-    for (const char* t : {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                          "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
-      n.push_back("model.layers." + std::to_string(l) + "." + t + ".weight");
+  const TensorManifest m = make_tensor_manifest(c);
+  std::vector<std::string> n;
+  for (const TensorSpec* t : m.all()) n.push_back(t->name);
   return n;
 }
 

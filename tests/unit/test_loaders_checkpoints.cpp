@@ -9,13 +9,12 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include "loaders/checkpoint.h"
-#include "loaders/checkpoint_common.h"
 #include "loaders/dequant.h"
 #include "loaders/gguf.h"
 #include "loaders/hf_config.h"
 #include "loaders/safetensors.h"
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loader_test_util.h"
 
 namespace fs = std::filesystem;
@@ -37,11 +36,10 @@ TinyModel tiny_model() {
   c.vocab_size = 64, c.hidden_size = 16, c.intermediate_size = 32, c.num_layers = 2;
   c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 4, c.bos_token_id = 1, c.eos_token_ids = {2};
   size_t seed = 0;
-  for (const auto& e : detail::expected_tensors(c)) {
-    size_t n = 1;
-    for (int64_t d : e.shape) n *= static_cast<size_t>(d);
-    m.w[e.name] = ramp(n, 1.0f / 64, ++seed);
-    m.shape[e.name] = e.shape;
+  const TensorManifest manifest = make_tensor_manifest(c);
+  for (const TensorSpec* e : manifest.all()) {
+    m.w[e->name] = ramp(static_cast<size_t>(e->elements()), 1.0f / 64, ++seed);
+    m.shape[e->name] = e->shape;
   }
   return m;
 }

@@ -15,7 +15,7 @@
 #include "loaders/hf_config.h"
 #include "loaders/safetensors.h"
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loader_test_util.h"
 
 namespace fs = std::filesystem;

@@ -69,7 +69,7 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
     // Prefill gets what decoding leaves of the budget, or one chunk (at most the budget) if more.
     const StepStats& st = sched.last_step();
     if (limits.max_step_rows > 0)
-      EXPECT_LE(st.prefill_rows, std::max(std::min(Scheduler::kChunk, limits.max_step_rows),
+      EXPECT_LE(st.prefill_rows, std::max(std::min(kMaxBlockRows, limits.max_step_rows),
                                           limits.max_step_rows - (st.rows - st.prefill_rows)))
           << "prefill past the step budget";
     EXPECT_LT(steps, 1000) << "the scheduler does not finish";
@@ -81,7 +81,7 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
 SchedulerLimits limits(int batch, int queue = 64, int step_rows = 0) { return {batch, queue, 256, step_rows}; }
 
 TEST(Scheduler, ConcurrentOutputsEqualAloneAndAr) {
-  // Prompts past kChunk exercise chunked prefill (over several steps, beside the others).
+  // Prompts past kMaxBlockRows exercise chunked prefill (over several steps, beside the others).
   std::vector<SequenceSpec> specs = {spec(5, 1, 20, 4),  spec(11, 2, 17, 16), spec(70, 3, 12, 8),
                                      spec(3, 4, 25, 1),  spec(9, 5, 15, 16, 0.8f), spec(130, 6, 9, 32),
                                      spec(20, 7, 14, 2)};
@@ -92,7 +92,7 @@ TEST(Scheduler, ConcurrentOutputsEqualAloneAndAr) {
     EXPECT_EQ(t.tokens, alone.at(1).tokens) << "sequence " << i;
     EXPECT_EQ(t.finish, "length");
     EXPECT_EQ(static_cast<int>(t.tokens.size()), specs[i].gen.max_new_tokens);
-    if (specs[i].sampling.temperature == 0 && specs[i].prompt.size() <= Scheduler::kChunk) {
+    if (specs[i].sampling.temperature == 0 && specs[i].prompt.size() <= kMaxBlockRows) {
       // Greedy Jacobi = greedy AR (a prompt within one invariant chunk prefills identically).
       GenerateOptions gen = specs[i].gen;
       Model& m = *tiny().model;
@@ -224,7 +224,7 @@ TEST(Scheduler, OneForwardPerStepWithEverySequence) {
     EXPECT_EQ(sched.last_step().sequences, expected);
     int rows = 0;
     for (const SeqBlock& b : batch) {
-      EXPECT_LE(b.n, Scheduler::kChunk);
+      EXPECT_LE(b.n, kMaxBlockRows);
       rows += b.n;
       slots_used.insert(b.slot);
     }
@@ -299,7 +299,7 @@ TEST(Scheduler, StepBudgetDecodeFirstThenPrefillInOrder) {
       ++deferred_steps;
       EXPECT_EQ(st.rows, lim.max_step_rows) << "step " << steps;
     }
-    for (const SeqBlock& b : model.calls.back()) EXPECT_LE(b.n, Scheduler::kChunk);
+    for (const SeqBlock& b : model.calls.back()) EXPECT_LE(b.n, kMaxBlockRows);
     prefill_total += st.prefill_rows;
     for (uint64_t id : advanced) {
       if (out[id].finish.empty()) decoding.insert(id);

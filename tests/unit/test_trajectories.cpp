@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "kernels/check.h"
+#include "core/check.h"
 #include "loaders/trajectory_h5.h"
 #include "runtime/generate.h"
 #include "runtime/model.h"
@@ -320,7 +320,7 @@ TEST(Trajectories, TimeLimitEndsWithAResumableFile) {
   EXPECT_EQ(s.remaining, 0);
 }
 
-// Prompts of 1 to 150 tokens: the longer ones prefill in several chunks of kPrefillChunk, and
+// Prompts of 1 to 150 tokens: the longer ones prefill in several chunks of kMaxBlockRows, and
 // with more prompts than slots the slots are reused.
 std::vector<std::vector<int32_t>> mixed_prompts() {
   std::vector<std::vector<int32_t>> p = test_prompts();
@@ -362,7 +362,7 @@ TEST(Trajectories, CollectorPrefillsInChunksThenIteratesBlocks) {
     ASSERT_TRUE(c.prefilling());
     const TrajectoryStep s = c.next_block();
     EXPECT_EQ(s.pos, pos);
-    EXPECT_EQ(s.n, std::min(TrajectoryCollector::kPrefillChunk, 150 - pos));
+    EXPECT_EQ(s.n, std::min(kMaxBlockRows, 150 - pos));
     EXPECT_EQ(s.tokens[0], prompt[pos]);
     y.resize(s.n);
     m.predict(s.tokens, s.n, s.pos, y.data());

@@ -1,12 +1,13 @@
 """training/evaluate.py: its metrics on toy records, and one end-to-end run on the tiny model."""
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from training import evaluate
-from training.model import load_model
+from training.model import load_model, save_model
 
 
 def rec(tokens, iterations, seconds, key="jacobi"):
@@ -53,22 +54,62 @@ def test_perplexity_of_a_model_on_its_own_greedy_output_is_low(tiny_model):
     assert evaluate.perplexity(0.0, 0) != evaluate.perplexity(0.0, 0)  # nan without tokens
 
 
-def test_evaluate_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def perturbed_model(tiny_model, tmp_path_factory):
+    """The tiny model with noise added to its last MLP: a "CLLM" that agrees with its base on some
+    tokens and not on others."""
+    model, dtypes = load_model(tiny_model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        w = model.model.layers[-1].mlp.down_proj.weight
+        w.add_(torch.randn(w.shape, generator=gen) * w.std() * 2)
+    out = tmp_path_factory.mktemp("perturbed")
+    save_model(model, dtypes, tiny_model, str(out))
+    return str(out)
+
+
+def greedy(model_dir, prompt_ids, n):
+    """Greedy AR in PyTorch (training/model.py), up to n tokens, stopping before an EOS."""
+    model = load_model(model_dir)[0].eval()
+    with open(os.path.join(model_dir, "generation_config.json")) as f:
+        eos = json.load(f).get("eos_token_id", [])
+    eos = set(eos if isinstance(eos, list) else [eos])
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(n):
+            t = int(model(torch.tensor([ids]))[0, -1].argmax())
+            if t in eos:
+                break
+            ids.append(t)
+    return ids[len(prompt_ids):]
+
+
+def test_evaluate_end_to_end_on_the_tiny_model(tiny_model, perturbed_model, tmp_path):
     from .conftest import cllm_bin
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "The sea is"}\n{"prompt": "Once upon a time"}\n{"prompt": "1, 2, 3"}\n')
     out = tmp_path / "eval"
-    res = evaluate.main(["--base", tiny_model, "--cllm", tiny_model, "--prompts", str(prompts), "--out", str(out),
-                         "--n", "2", "--max-new-tokens", "12", "--block", "4", "--windows", "blockwise,sliding",
-                         "--cllm-bin", cllm_bin(), "--ppl-device", "cpu"])
+    res = evaluate.main(["--base", tiny_model, "--cllm", perturbed_model, "--prompts", str(prompts),
+                         "--out", str(out), "--n", "3", "--max-new-tokens", "12", "--block", "4",
+                         "--windows", "blockwise,sliding", "--cllm-bin", cllm_bin(), "--ppl-device", "cpu"])
     for name in ("base", "cllm"):
         for window in ("blockwise", "sliding"):
             r = res["models"][name][window]
-            assert r["prompts"] == 2 and r["tokens_per_iteration"] > 0 and r["identical"] == 1.0
-    # The same model on both sides: its outputs agree with themselves.
-    assert res["quality"]["token_agreement"] == 1.0 and res["quality"]["exact_match"] == 1.0
+            assert r["prompts"] == 3 and r["tokens_per_iteration"] > 0 and r["identical"] == 1.0
+    # The quality compares the CLLM's Jacobi output with the base's AR output: the same figures
+    # from greedy decoding of each model in PyTorch.
+    with open(out / "base_blockwise.jsonl") as f:
+        prompt_ids = [json.loads(line)["prompt_ids"] for line in f if line.strip()]
+    base = [greedy(tiny_model, p, 12) for p in prompt_ids]
+    cllm = [greedy(perturbed_model, p, 12) for p in prompt_ids]
+    want = evaluate.agreement(cllm, base)
+    assert 0 < want[0] < 1, "the fixture's models should agree on some tokens, not all"
+    q = res["quality"]
+    assert (q["token_agreement"], q["exact_match"], q["common_prefix"]) == pytest.approx(want)
     ppl = res["quality"]["perplexity"]
-    assert ppl["base AR outputs"] == pytest.approx(ppl["CLLM Jacobi outputs"])
+    # Under the base model its own greedy output is likelier than the CLLM's.
+    assert ppl["base AR outputs"] < ppl["CLLM Jacobi outputs"]
+    assert ppl["CLLM AR outputs"] == pytest.approx(ppl["CLLM Jacobi outputs"])  # Jacobi == AR
     saved = json.loads((out / "eval.json").read_text())
     assert saved["windows"] == ["blockwise", "sliding"]
     assert "| base | blockwise |" in (out / "eval.md").read_text()

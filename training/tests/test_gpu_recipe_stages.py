@@ -1,6 +1,6 @@
-"""training/gpu_recipe.sh split over two calls that share --work (as on the lent GPU machine, where one
-command lasts at most 600 s): --stages collect,train, then --stages evaluate,serve; --smoke on the CPU
-with the tiny random model and plain prompts."""
+"""training/gpu_recipe.sh split over two calls that share --work (for a machine where one job has a
+short time limit): --stages collect,train, then --stages evaluate,serve; --smoke on the CPU with the
+tiny random model and plain prompts."""
 import json
 import math
 import os
@@ -47,8 +47,7 @@ def test_two_calls_share_the_work_dir(tiny_model, tmp_path):
     # The first call's shards and model were used, not made again.
     assert made == {p: os.stat(work / p).st_mtime_ns for p in made}
     files = set(os.listdir(b))
-    assert len(files) <= 8 and {"summary.md", "eval.json", "eval.md", "loss.csv", "recipe.log",
-                                "records.tar.gz"} <= files, files
+    assert {"summary.md", "eval.json", "eval.md", "loss.csv", "recipe.log", "records.tar.gz"} <= files, files
     # The whole story in the last call's folder: the first call's collection and training, from the history.
     summary = (b / "summary.md").read_text()
     assert "5 prompts kept" in summary and "trained 3 steps" in summary and "--stages collect,train" in summary

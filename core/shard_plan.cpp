@@ -1,6 +1,6 @@
-#include "parallel/shard_plan.h"
+#include "core/shard_plan.h"
 
-#include "kernels/check.h"
+#include "core/check.h"
 
 namespace cllm {
 

@@ -6,7 +6,7 @@
 // KV heads are split when n_kv >= tp and replicated when tp > n_kv: then each rank holds the one
 // KV head that its query heads read. Plain data; make_shard_plan validates and fills it.
 #pragma once
-#include "runtime/model_config.h"
+#include "core/model_config.h"
 
 namespace cllm {
 

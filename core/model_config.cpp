@@ -1,9 +1,8 @@
-// cllm::validate (declared in runtime/model_config.h). It lives in loaders because the loaders
-// call it before returning a config, and loaders must not link runtime.
+// cllm::validate (declared in core/model_config.h): the loaders call it before returning a config.
 #include <cmath>
 
-#include "kernels/check.h"
-#include "runtime/model_config.h"
+#include "core/check.h"
+#include "core/model_config.h"
 
 namespace cllm {
 

@@ -1,0 +1,52 @@
+#include "launch/openai_spec.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+#include "runtime/chat_template.h"
+
+namespace cllm::openai {
+
+SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tokenizer& tok) {
+  if (!r.model.empty() && r.model != cfg.model_name)
+    throw ApiError(404, "model '" + r.model + "' is not served here (this server has '" + cfg.model_name + "')",
+                   "model");
+  SequenceSpec spec;
+  if (r.chat) {
+    if (cfg.chat_family.empty())
+      throw ApiError(400, "this model has no chat template: restart the server with --chat-template", "messages");
+    try {
+      spec.prompt = tok.encode(apply_chat_template(cfg.chat_family, r.messages, true), cfg.add_bos);
+    } catch (const Error& e) {
+      throw ApiError(400, e.what(), "messages");
+    }
+  } else if (!r.prompt_ids.empty()) {
+    for (int32_t id : r.prompt_ids)
+      if (id >= tok.vocab_size())
+        throw ApiError(400, "token id " + std::to_string(id) + " is out of the vocabulary", "prompt");
+    spec.prompt = r.prompt_ids;
+  } else {
+    spec.prompt = tok.encode(r.prompt, cfg.add_bos);
+  }
+  const int prompt_len = static_cast<int>(spec.prompt.size());
+  spec.jacobi = cfg.jacobi;
+  spec.jacobi.seed = r.seed;
+  if (r.block > 0) spec.jacobi.block = r.block;
+  if (r.decode == "ar") spec.jacobi.block = 1;  // Jacobi with one guess is greedy AR
+  if (r.temperature > 0) {
+    spec.sampling = {static_cast<float>(r.temperature), static_cast<float>(r.top_p), r.seed};
+    spec.jacobi.block = 1;
+  }
+  if (r.max_tokens > cfg.max_context)
+    throw ApiError(400, "max_tokens " + std::to_string(r.max_tokens) + " is beyond the context of " +
+                            std::to_string(cfg.max_context), "max_tokens", "context_length_exceeded");
+  spec.gen.max_new_tokens = r.max_tokens;
+  if (r.max_tokens == 0)  // OpenAI's defaults: 16 for completions; chat: what fits, capped
+    spec.gen.max_new_tokens = r.chat ? std::max(1, std::min(cfg.default_chat_max_tokens,
+                                                            cfg.max_context - prompt_len - spec.jacobi.block))
+                                     : 16;
+  if (!r.ignore_eos) spec.gen.stop_ids = cfg.eos_ids;
+  return spec;
+}
+
+}  // namespace cllm::openai

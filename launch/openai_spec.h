@@ -1,0 +1,36 @@
+// From a parsed OpenAI request to what the scheduler runs: the server's settings that shape every
+// request, and request_spec(), a pure function of the request, those settings and the tokenizer
+// (tests/unit/test_openai_api.cpp). Admission, polling and SSE stay in openai_routes.cpp.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "launch/openai_api.h"
+#include "runtime/decoding.h"
+#include "runtime/scheduler.h"
+#include "runtime/tokenizer.h"
+
+namespace cllm::openai {
+
+struct RouteConfig {
+  std::string model_name;      // what /v1/models lists and requests may name
+  std::string api_key;         // "" : no auth
+  std::string chat_family;     // "" : the model has no chat template (chat answers 400)
+  bool add_bos = false;
+  std::vector<int32_t> eos_ids;
+  JacobiOptions jacobi;        // server defaults (block, window, init)
+  int max_context = 0;         // KV rows of one slot
+  int default_chat_max_tokens = 256;
+};
+
+// The sequence a request asks for: its prompt ids (chat template applied; given ids checked
+// against the vocabulary), its decoding (the server's Jacobi options, cllm_block, cllm_decode "ar"
+// or sampling at temperature > 0: both one token per iteration), max_new_tokens (OpenAI's
+// defaults when absent: 16 for completions, for chat what fits up to default_chat_max_tokens)
+// and the stop ids (the model's EOS unless cllm_ignore_eos). Throws ApiError naming the field:
+// 404 for another model's name, 400 otherwise. Whether the sequence fits a KV slot is the
+// engine's check, not this.
+SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tokenizer& tok);
+
+}  // namespace cllm::openai

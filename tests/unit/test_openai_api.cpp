@@ -1,0 +1,190 @@
+// The server's request handling without a server: parse_request's field table (each field's
+// validation, with an error whose param names the field) and request_spec (a parsed request to
+// the scheduler's SequenceSpec), on the byte-level tokenizer of a random checkpoint.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "launch/openai_api.h"
+#include "launch/openai_spec.h"
+#include "runtime/block_rows.h"
+#include "runtime/chat_template.h"
+#include "runtime/random_model.h"
+#include "runtime/tokenizer.h"
+
+namespace cllm::openai {
+namespace {
+
+// The ApiError that parsing or mapping `fn` throws; fails the test when there is none.
+template <typename Fn>
+ApiError error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const ApiError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no ApiError";
+  return ApiError(0, "");
+}
+
+ApiError parse_error(const std::string& body, bool chat = false) {
+  return error_of([&] { parse_request(body, chat); });
+}
+
+TEST(OpenAiParse, EveryFieldReachesTheRequest) {
+  const ApiRequest r = parse_request(
+      R"({"model": "m", "prompt": "hi", "max_tokens": 7, "stop": "x", "temperature": 0.5, "top_p": 0.9,
+          "seed": 11, "stream": true, "stream_options": {"include_usage": true}, "cllm_decode": "ar",
+          "cllm_block": 4, "cllm_ignore_eos": true, "user": "u", "n": 1, "logprobs": false})",
+      false);
+  EXPECT_EQ(r.model, "m");
+  EXPECT_EQ(r.prompt, "hi");
+  EXPECT_EQ(r.max_tokens, 7);
+  EXPECT_EQ(r.stop, std::vector<std::string>{"x"});
+  EXPECT_EQ(r.temperature, 0.5);
+  EXPECT_EQ(r.top_p, 0.9);
+  EXPECT_EQ(r.seed, 11u);
+  EXPECT_TRUE(r.stream && r.include_usage && r.ignore_eos);
+  EXPECT_EQ(r.decode, "ar");
+  EXPECT_EQ(r.block, 4);
+  EXPECT_EQ(parse_request(R"({"prompt": [5, 6]})", false).prompt_ids, (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "max_completion_tokens": 3})", false).max_tokens, 3);
+  const ApiRequest c = parse_request(R"({"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"},
+                                          {"type": "text", "text": "b"}]}]})", true);
+  ASSERT_EQ(c.messages.size(), 1u);
+  EXPECT_EQ(c.messages[0].role, "system");
+  EXPECT_EQ(c.messages[0].content, "ab");
+}
+
+TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
+  const ApiRequest r = parse_request(R"({"prompt": "x", "max_tokens": null, "temperature": null, "stop": null,
+                                         "n": null, "user": null})", false);
+  EXPECT_EQ(r.max_tokens, 0);
+  EXPECT_EQ(r.temperature, 0);
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "model": null})").param, "model");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "cllm_block": null})").param, "cllm_block");
+}
+
+// Each bad value is refused with 400, and both the message and error.param name its field.
+TEST(OpenAiParse, ErrorsNameTheirField) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"({"prompt": 5})", "prompt"},
+      {R"({"prompt": ""})", "prompt"},
+      {R"({"prompt": [1, -2]})", "prompt"},
+      {R"({"prompt": "x", "model": 3})", "model"},
+      {R"({"prompt": "x", "max_tokens": 0})", "max_tokens"},
+      {R"({"prompt": "x", "max_completion_tokens": "8"})", "max_completion_tokens"},
+      {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "stop"},
+      {R"({"prompt": "x", "stop": [""]})", "stop"},
+      {R"({"prompt": "x", "temperature": 7})", "temperature"},
+      {R"({"prompt": "x", "top_p": 0})", "top_p"},
+      {R"({"prompt": "x", "seed": 1.5})", "seed"},
+      {R"({"prompt": "x", "stream": "yes"})", "stream"},
+      {R"({"prompt": "x", "stream_options": {"other": 1}})", "stream_options"},
+      {R"({"prompt": "x", "cllm_decode": "fast"})", "cllm_decode"},
+      {R"({"prompt": "x", "cllm_block": 0})", "cllm_block"},
+      {R"({"prompt": "x", "cllm_ignore_eos": 1})", "cllm_ignore_eos"},
+      {R"({"prompt": "x", "n": 2})", "n"},
+      {R"({"prompt": "x", "best_of": 3})", "best_of"},
+      {R"({"prompt": "x", "frequency_penalty": 0.5})", "frequency_penalty"},
+      {R"({"prompt": "x", "logit_bias": {"1": 2}})", "logit_bias"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}})", "response_format"},
+      {R"({"prompt": "x", "top_logprobs": 0})", "top_logprobs"},
+      {R"({"prompt": "x", "frobnicate": 1})", "frobnicate"},
+      {R"({"prompt": "x", "messages": []})", "messages"},  // a chat field on /v1/completions
+      {R"({"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5})", "cllm_decode"},
+      {R"({})", "prompt"},
+  };
+  for (const auto& [body, field] : cases) {
+    const ApiError e = parse_error(body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, field) << body;
+    EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << body << ": " << e.what();
+  }
+  const std::string block_limit = R"({"prompt": "x", "cllm_block": )" + std::to_string(kMaxBlockRows + 1) + "}";
+  EXPECT_EQ(parse_error(block_limit).param, "cllm_block");
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "cllm_block": )" + std::to_string(kMaxBlockRows) + "}", false).block,
+            kMaxBlockRows);
+  EXPECT_EQ(parse_error(R"({"messages": [{"role": "robot", "content": "x"}]})", true).param, "messages[0]");
+  EXPECT_EQ(parse_error(R"({"messages": [{"role": "user", "content": 3}]})", true).param, "messages[0].content");
+  EXPECT_EQ(parse_error(R"({"prompt": "x"})", true).param, "prompt");  // a completions field on chat
+  EXPECT_EQ(parse_error(R"({})", true).param, "messages");
+  EXPECT_EQ(parse_error("{bad json").param, "");
+}
+
+class OpenAiSpec : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tok_ = make_tokenizer(random_checkpoint(random_model_shape("tiny"))->tokenizer());
+    cfg_.model_name = "tiny";
+    cfg_.eos_ids = {2};
+    cfg_.jacobi.block = 8;
+    cfg_.max_context = 100;
+    cfg_.default_chat_max_tokens = 50;
+  }
+  SequenceSpec spec(const std::string& body, bool chat = false) {
+    return request_spec(parse_request(body, chat), cfg_, *tok_);
+  }
+  ApiError spec_error(const std::string& body, bool chat = false) {
+    return error_of([&] { spec(body, chat); });
+  }
+
+  std::unique_ptr<Tokenizer> tok_;
+  RouteConfig cfg_;
+};
+
+TEST_F(OpenAiSpec, CompletionPromptAndDefaults) {
+  const SequenceSpec s = spec(R"({"prompt": "hello", "seed": 3})");
+  EXPECT_EQ(s.prompt, tok_->encode("hello", false));
+  EXPECT_EQ(s.gen.max_new_tokens, 16);  // OpenAI's completions default
+  EXPECT_EQ(s.gen.stop_ids, cfg_.eos_ids);
+  EXPECT_EQ(s.jacobi.block, 8);
+  EXPECT_EQ(s.jacobi.seed, 3u);
+  EXPECT_EQ(s.sampling.temperature, 0.0f);  // greedy
+  cfg_.add_bos = true;
+  EXPECT_EQ(spec(R"({"prompt": "hello"})").prompt, tok_->encode("hello", true));
+  EXPECT_EQ(spec(R"({"prompt": [4, 5, 6]})").prompt, (std::vector<int32_t>{4, 5, 6}));  // ids as given
+}
+
+TEST_F(OpenAiSpec, DecodingChoices) {
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_block": 5})").jacobi.block, 5);
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_block": 5, "cllm_decode": "ar"})").jacobi.block, 1);
+  const SequenceSpec sampled = spec(R"({"prompt": "x", "temperature": 0.7, "top_p": 0.5, "seed": 9})");
+  EXPECT_EQ(sampled.jacobi.block, 1);  // sampling is one token per iteration
+  EXPECT_FLOAT_EQ(sampled.sampling.temperature, 0.7f);
+  EXPECT_FLOAT_EQ(sampled.sampling.top_p, 0.5f);
+  EXPECT_EQ(sampled.sampling.seed, 9u);
+  EXPECT_TRUE(spec(R"({"prompt": "x", "cllm_ignore_eos": true})").gen.stop_ids.empty());
+  EXPECT_EQ(spec(R"({"prompt": "x", "max_tokens": 33})").gen.max_new_tokens, 33);
+}
+
+TEST_F(OpenAiSpec, ChatUsesTheTemplateAndWhatFits) {
+  const std::string body = R"({"messages": [{"role": "user", "content": "hi"}]})";
+  const ApiError no_template = spec_error(body, true);
+  EXPECT_EQ(no_template.status, 400);
+  EXPECT_EQ(no_template.param, "messages");
+  cfg_.chat_family = "chatml";
+  const SequenceSpec s = spec(body, true);
+  EXPECT_EQ(s.prompt, tok_->encode(apply_chat_template("chatml", {{"user", "hi"}}, true), false));
+  // Without max_tokens chat gets what fits in the context beside the prompt and one block, capped.
+  const int fits = cfg_.max_context - static_cast<int>(s.prompt.size()) - cfg_.jacobi.block;
+  EXPECT_EQ(s.gen.max_new_tokens, std::min(cfg_.default_chat_max_tokens, fits));
+  cfg_.default_chat_max_tokens = 1000;
+  EXPECT_EQ(spec(body, true).gen.max_new_tokens, fits);
+}
+
+TEST_F(OpenAiSpec, RefusalsNameTheField) {
+  const ApiError other_model = spec_error(R"({"prompt": "x", "model": "llama"})");
+  EXPECT_EQ(other_model.status, 404);
+  EXPECT_EQ(other_model.param, "model");
+  EXPECT_NO_THROW(spec(R"({"prompt": "x", "model": "tiny"})"));
+  const ApiError id = spec_error(R"({"prompt": [1, )" + std::to_string(tok_->vocab_size()) + "]}");
+  EXPECT_EQ(id.param, "prompt");
+  const ApiError too_long = spec_error(R"({"prompt": "x", "max_tokens": 101})");
+  EXPECT_EQ(too_long.param, "max_tokens");
+  EXPECT_EQ(too_long.code, "context_length_exceeded");
+}
+
+}  // namespace
+}  // namespace cllm::openai
