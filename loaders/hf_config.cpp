@@ -130,7 +130,8 @@ const std::map<std::string, ConfigField>& config_fields() {
   return m;
 }
 
-// Refused fields: each passes only with its no-op value (absent, null, false or default).
+// Refused fields: each passes only with its no-op value (absent, null, false or default);
+// layer_types is checked against the parsed sliding window in parse_hf_config.
 void check_refused_fields(const json& j, const std::string& source) {
   CLLM_CHECK(!get_bool(j, "attention_bias", false, source), source << ": field 'attention_bias' = true is not supported");
   CLLM_CHECK(!get_bool(j, "mlp_bias", false, source), source << ": field 'mlp_bias' = true is not supported");
@@ -139,17 +140,6 @@ void check_refused_fields(const json& j, const std::string& source) {
   CLLM_CHECK(!present(j, "quantization_config"),
              source << ": field 'quantization_config' (a " << j.value("quantization_config", json::object()).value("quant_method", std::string("?"))
                     << "-quantized checkpoint) is not supported; use the unquantized checkpoint or a GGUF file");
-  if (present(j, "layer_types")) {
-    // One attention type for all layers is what sliding_window (or its absence) already says;
-    // alternating types (Ministral-style) are not implemented.
-    const json& lt = j["layer_types"];
-    const std::string want = present(j, "sliding_window") ? "sliding_attention" : "full_attention";
-    bool uniform = lt.is_array();
-    if (uniform)
-      for (const auto& t : lt) uniform = uniform && t == want;
-    CLLM_CHECK(uniform, source << ": field 'layer_types' = " << lt.dump().substr(0, 120) << " is not supported (only every "
-                               << "layer \"" << want << "\", as sliding_window implies)");
-  }
 }
 
 }  // namespace
@@ -216,6 +206,17 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
   } else if (present(j, "sliding_window")) {
     std::cerr << "cllm: warning: " << source << ": field 'sliding_window' is ignored for LlamaForCausalLM "
               << "(as transformers does); set architectures to MistralForCausalLM to use it\n";
+  }
+  if (present(j, "layer_types")) {
+    // One attention type for every layer is what sliding_window (or its absence) already says;
+    // alternating types (Ministral-style) are not implemented.
+    const json& lt = j["layer_types"];
+    const std::string want = c.sliding_window > 0 ? "sliding_attention" : "full_attention";
+    bool uniform = lt.is_array();
+    if (uniform)
+      for (const auto& t : lt) uniform = uniform && t == want;
+    CLLM_CHECK(uniform, source << ": field 'layer_types' = " << lt.dump().substr(0, 120) << " is not supported (only every "
+                               << "layer \"" << want << "\", as sliding_window implies)");
   }
 
   // transformers >= 5 nests RoPE settings in rope_parameters; older files use top-level keys.

@@ -102,6 +102,10 @@ TEST(ConfigFields, UnsupportedValuesRefusedByName) {
   json j = base;
   j["layer_types"] = json::array({"sliding_attention", "sliding_attention"});
   EXPECT_EQ(parse(j).sliding_window, 4096);
+  j.erase("sliding_window");  // MistralConfig's default window: still sliding for every layer
+  EXPECT_EQ(parse(j).sliding_window, 4096);
+  j["sliding_window"] = nullptr;  // no window: the layers must say full attention
+  expect_error([&] { parse(j); }, {"layer_types", "full_attention"});
 }
 
 TEST(ConfigFields, SlidingWindowAsTransformersReadsIt) {
