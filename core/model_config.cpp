@@ -39,6 +39,7 @@ void validate(const ModelConfig& c, const std::string& source) {
     CLLM_CHECK(r.original_max_position_embeddings > 0, source << ": rope_scaling original_max_position_embeddings must be positive, got "
                                                               << r.original_max_position_embeddings);
   }
+  CLLM_CHECK(c.sliding_window >= 0, source << ": sliding_window must be positive or 0 (none), got " << c.sliding_window);
   CLLM_CHECK(c.bos_token_id >= -1 && c.bos_token_id < c.vocab_size,
              source << ": bos_token_id " << c.bos_token_id << " is outside the vocabulary [0, " << c.vocab_size << ")");
   for (int id : c.eos_token_ids)

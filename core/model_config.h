@@ -28,6 +28,7 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   bool tie_word_embeddings = false;
+  int sliding_window = 0;       // Mistral: a query at position p sees keys p-sliding_window+1 .. p; 0 = all
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;  // config.json + generation_config.json, deduplicated
 

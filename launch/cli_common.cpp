@@ -92,6 +92,8 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   else
     m.checkpoint = open_checkpoint(path);
   if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
+  if (lead && !m.checkpoint->tokenizer().note.empty())
+    std::fprintf(stderr, "tokenizer: %s\n", m.checkpoint->tokenizer().note.c_str());
   std::string label = "loading " + std::filesystem::path(path).filename().string();
   if (comm.size() > 1) label += " (slowest of " + std::to_string(comm.size()) + " ranks)";
   ProgressBar bar(label);

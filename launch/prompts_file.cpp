@@ -1,10 +1,12 @@
 #include "launch/prompts_file.h"
 
+#include <cstdio>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "runtime/unicode_text.h"
 
 namespace cllm::cli {
 namespace {
@@ -54,6 +56,16 @@ std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     if (jsonl < 0) jsonl = line[line.find_first_not_of(" \t")] == '{';
     const std::string where = path + ":" + std::to_string(line_no);
+    // A prompt is text: bytes that are not UTF-8 would be tokenized as something else or dropped.
+    const std::string valid = unicode::to_valid_utf8(line);
+    if (valid != line) {
+      size_t col = 0;
+      while (col < line.size() && line[col] == valid[col]) ++col;
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(line[col]));
+      CLLM_FAIL(where << ": invalid UTF-8 (byte " << hex << " at byte " << col + 1
+                      << " of the line); a prompts file must be UTF-8 text");
+    }
     if (jsonl) {
       out.push_back(parse_jsonl_line(line, chat, where));
     } else {

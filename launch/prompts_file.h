@@ -5,7 +5,8 @@
 //     always go through the model's chat template (ending with the assistant header), "prompt"
 //     only with chat; other keys (e.g. "source") are ignored;
 //   plain text otherwise: one prompt per line (wrapped as a user message with chat).
-// Empty lines are skipped; prompt i is the i-th non-empty line. Malformed lines throw with file:line.
+// Empty lines are skipped; prompt i is the i-th non-empty line. Malformed lines, and lines that
+// are not valid UTF-8, throw with file:line.
 #pragma once
 #include <cstdint>
 #include <string>

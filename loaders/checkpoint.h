@@ -27,6 +27,11 @@ struct TokenizerSpec {
   int eos_id = -1;
   bool add_bos = false;
   std::string chat_template;        // jinja text from tokenizer_config.json or GGUF metadata
+  std::string note;                 // which file was chosen when there was a choice, and why
+  // HfJson with a sentencepiece-style (byte_fallback) model: "always", "first" or "never" when
+  // tokenizer_config.json names tokenizer_class LlamaTokenizer(Fast), for which transformers (5.x)
+  // replaces the file's space handling by Metaspace(prepend_scheme, split=false); "" = as the file says.
+  std::string spm_prepend;
 };
 
 // A half-open range of rows and columns of a 1-D or 2-D tensor (columns ignored for 1-D).

@@ -135,7 +135,15 @@ bool dtype_from_ggml(uint32_t t, DType* out) {
     case 1: *out = DType::F16; return true;
     case 2: *out = DType::Q4_0; return true;
     case 3: *out = DType::Q4_1; return true;
+    case 6: *out = DType::Q5_0; return true;
+    case 7: *out = DType::Q5_1; return true;
     case 8: *out = DType::Q8_0; return true;
+    case 10: *out = DType::Q2_K; return true;
+    case 11: *out = DType::Q3_K; return true;
+    case 12: *out = DType::Q4_K; return true;
+    case 13: *out = DType::Q5_K; return true;
+    case 14: *out = DType::Q6_K; return true;
+    case 15: *out = DType::Q8_K; return true;
     case 30: *out = DType::BF16; return true;
     default: return false;
   }
@@ -225,7 +233,7 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filena
     t.ggml_type = c.u32(tname + " type");
     CLLM_CHECK(dtype_from_ggml(t.ggml_type, &t.dtype),
                what << ": unsupported tensor type " << ggml_type_name(t.ggml_type)
-                    << " (accepted: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+                    << " (accepted: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)");
     const uint64_t row = dtype_row_bytes(t.dtype, t.ne[0], what);
     CLLM_CHECK(rows == 0 || row <= UINT64_MAX / rows, what << ": byte size overflows");
     t.nbytes = row * rows;

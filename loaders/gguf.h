@@ -71,7 +71,7 @@ struct GgufFile {
 };
 
 // Parses and validates a whole file image: every length, count and offset is bounds-checked,
-// n_dims <= 4, tensor types limited to F32/F16/BF16/Q8_0/Q4_0/Q4_1, tensor data inside the file,
+// n_dims <= 4, tensor types limited to the DTypes of dequant.h, tensor data inside the file,
 // aligned and non-overlapping. Throws cllm::Error naming `filename` and the key or tensor.
 GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filename);
 

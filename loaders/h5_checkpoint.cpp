@@ -80,6 +80,9 @@ ModelConfig read_config(hid_t file, const std::string& path) {
   for (const auto& f : kIntFields) c.*f.field = h5_read_attr<int32_t>(file, f.name, H5T_NATIVE_INT32, path);
   for (const auto& f : kFloatFields) c.*f.field = h5_read_attr<float>(file, f.name, H5T_NATIVE_FLOAT, path);
   c.tie_word_embeddings = h5_read_attr<int32_t>(file, "tie_word_embeddings", H5T_NATIVE_INT32, path) != 0;
+  // Files written before sliding-window support have no window: 0.
+  if (H5Aexists(file, "sliding_window") > 0)
+    c.sliding_window = h5_read_attr<int32_t>(file, "sliding_window", H5T_NATIVE_INT32, path);
   c.rope_scaling.type = h5_read_string_attr(file, "rope_scaling_type", path);
   c.rope_scaling.factor = h5_read_attr<float>(file, "rope_scaling_factor", H5T_NATIVE_FLOAT, path);
   c.rope_scaling.low_freq_factor = h5_read_attr<float>(file, "rope_scaling_low_freq_factor", H5T_NATIVE_FLOAT, path);

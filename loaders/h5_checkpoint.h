@@ -3,7 +3,7 @@
 //   /             attributes: format = "cllm-checkpoint", format_version = 1, and every ModelConfig
 //                 field under its own name (architecture, vocab_size, hidden_size, intermediate_size,
 //                 num_layers, num_heads, num_kv_heads, head_dim, max_position_embeddings, rms_norm_eps,
-//                 rope_theta, tie_word_embeddings 0/1, bos_token_id, eos_token_ids int32[n] (n >= 0),
+//                 rope_theta, tie_word_embeddings 0/1, sliding_window (0 = none; absent in older files), bos_token_id, eos_token_ids int32[n] (n >= 0),
 //                 rope_scaling_type, rope_scaling_factor, rope_scaling_low_freq_factor,
 //                 rope_scaling_high_freq_factor, rope_scaling_original_max_position_embeddings)
 //   /tensors/<HF name>   one dataset per tensor, HF shape ([out, in] for linear weights), q/k rows in

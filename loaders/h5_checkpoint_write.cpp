@@ -59,6 +59,7 @@ void write_config(hid_t file, const ModelConfig& c) {
   for (const auto& f : kIntFields) h5_write_attr<int32_t>(file, f.name, H5T_NATIVE_INT32, c.*f.field);
   for (const auto& f : kFloatFields) h5_write_attr<float>(file, f.name, H5T_NATIVE_FLOAT, c.*f.field);
   h5_write_attr<int32_t>(file, "tie_word_embeddings", H5T_NATIVE_INT32, c.tie_word_embeddings ? 1 : 0);
+  h5_write_attr<int32_t>(file, "sliding_window", H5T_NATIVE_INT32, c.sliding_window);
   h5_write_string_attr(file, "rope_scaling_type", c.rope_scaling.type);
   h5_write_attr<float>(file, "rope_scaling_factor", H5T_NATIVE_FLOAT, c.rope_scaling.factor);
   h5_write_attr<float>(file, "rope_scaling_low_freq_factor", H5T_NATIVE_FLOAT, c.rope_scaling.low_freq_factor);

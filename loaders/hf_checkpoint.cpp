@@ -2,6 +2,7 @@
 // model.safetensors or model.safetensors.index.json + shards (all mmapped), and the tokenizer
 // files (tokenizer.json or tokenizer.model, tokenizer_config.json).
 #include <filesystem>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
@@ -93,8 +94,12 @@ TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_
   bool default_add_bos = false;
   const fs::path tj_path = dir / "tokenizer.json", spm_path = dir / "tokenizer.model";
   if (fs::exists(tj_path)) {
+    // With both files (the LLaMA-2 / Mistral / TinyLlama layout) transformers' AutoTokenizer
+    // loads the fast tokenizer, tokenizer.json; so does cllm.
     t.kind = TokenizerSpec::Kind::HfJson;
     t.path = tj_path.string();
+    if (fs::exists(spm_path))
+      t.note = "tokenizer.json (the fast tokenizer transformers loads); tokenizer.model beside it is not used";
     const json tj = read_json(t.path);
     CLLM_CHECK(tj.is_object(), t.path << ": top level is not a JSON object");
     const json vocab_map = tj.contains("model") && tj["model"].is_object() ? tj["model"].value("vocab", json()) : json();
@@ -123,6 +128,18 @@ TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_
   if (tc.contains("add_bos_token") && !tc["add_bos_token"].is_null()) {
     CLLM_CHECK(tc["add_bos_token"].is_boolean(), src << ": field 'add_bos_token' must be true/false");
     t.add_bos = tc["add_bos_token"].get<bool>();
+  }
+  // transformers' LlamaTokenizer rebuilds a sentencepiece tokenizer.json's space handling from
+  // add_prefix_space (default true) and legacy (default false): prepend_scheme always, first or never.
+  const std::string cls = tc.contains("tokenizer_class") && tc["tokenizer_class"].is_string()
+                              ? tc["tokenizer_class"].get<std::string>() : "";
+  if (t.kind == TokenizerSpec::Kind::HfJson && (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast")) {
+    const auto flag = [&](const char* key, bool fallback) {
+      if (!tc.contains(key) || tc[key].is_null()) return fallback;
+      CLLM_CHECK(tc[key].is_boolean(), src << ": field '" << key << "' must be true/false");
+      return tc[key].get<bool>();
+    };
+    t.spm_prepend = !flag("add_prefix_space", true) ? "never" : flag("legacy", false) ? "always" : "first";
   }
   if (tc.contains("chat_template") && !tc["chat_template"].is_null()) {
     const json& ct = tc["chat_template"];
@@ -157,6 +174,13 @@ class HfReader final : public CheckpointReader {
     } else {
       CLLM_CHECK(fs::exists(index), dir << ": no model.safetensors or model.safetensors.index.json");
       load_index(index.string());
+    }
+    // tie_word_embeddings with a distinct lm_head.weight in the file: transformers loads the
+    // file's head (and warns), so cllm does the same rather than dropping it.
+    if (cfg_.tie_word_embeddings && tensors_.count("lm_head.weight")) {
+      cfg_.tie_word_embeddings = false;
+      std::cerr << "cllm: warning: " << dir << ": config.json has tie_word_embeddings = true but the checkpoint "
+                << "holds its own lm_head.weight; using lm_head.weight, as transformers does\n";
     }
     int64_t tok_vocab = 0;
     try {

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -65,8 +67,9 @@ void add_eos(std::vector<int>& ids, const json& j, const std::string& source) {
     if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
 }
 
-RopeScaling parse_rope_scaling(const json& rs, const std::string& source) {
-  const std::string where = source + ": field 'rope_scaling'";
+// field: "rope_scaling" (transformers < 5) or "rope_parameters" (>= 5), for messages.
+RopeScaling parse_rope_scaling(const json& rs, const std::string& source, const char* field) {
+  const std::string where = source + ": field '" + field + "'";
   CLLM_CHECK(rs.is_object(), where << " must be an object or null, got " << rs.dump());
   const char* type_key = present(rs, "rope_type") ? "rope_type" : "type";
   CLLM_CHECK(present(rs, type_key) && rs[type_key].is_string(), where << " has no string 'rope_type' or 'type'");
@@ -76,13 +79,13 @@ RopeScaling parse_rope_scaling(const json& rs, const std::string& source) {
   CLLM_CHECK(r.type == "llama3" || r.type == "linear",
              where << ": unsupported rope type '" << r.type << "' (accepted: llama3, linear, default)");
   CLLM_CHECK(present(rs, "factor"), where << ": missing 'factor'");
-  r.factor = get_float(rs, "factor", 1.0f, source + " rope_scaling");
+  r.factor = get_float(rs, "factor", 1.0f, source + " " + field);
   if (r.type == "llama3") {
     for (const char* k : {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
       CLLM_CHECK(present(rs, k), where << ": llama3 scaling needs '" << k << "'");
-    r.low_freq_factor = get_float(rs, "low_freq_factor", 1.0f, source + " rope_scaling");
-    r.high_freq_factor = get_float(rs, "high_freq_factor", 4.0f, source + " rope_scaling");
-    r.original_max_position_embeddings = get_int(rs, "original_max_position_embeddings", source + " rope_scaling");
+    r.low_freq_factor = get_float(rs, "low_freq_factor", 1.0f, source + " " + field);
+    r.high_freq_factor = get_float(rs, "high_freq_factor", 4.0f, source + " " + field);
+    r.original_max_position_embeddings = get_int(rs, "original_max_position_embeddings", source + " " + field);
   }
   return r;
 }
@@ -102,7 +105,49 @@ void write_json(const std::string& path, const nlohmann::ordered_json& j) {
   CLLM_CHECK(out, "write to " << path << " failed");
 }
 
+// Every top-level field of transformers' LlamaConfig and MistralConfig (5.x, plus the pre-5
+// spellings rope_theta, rope_scaling and torch_dtype) and of PreTrainedConfig; see hf_config.h.
+const std::map<std::string, ConfigField>& config_fields() {
+  using F = ConfigField;
+  static const std::map<std::string, ConfigField> m = {
+      {"architectures", F::Used}, {"model_type", F::Used}, {"vocab_size", F::Used}, {"hidden_size", F::Used},
+      {"intermediate_size", F::Used}, {"num_hidden_layers", F::Used}, {"num_attention_heads", F::Used},
+      {"num_key_value_heads", F::Used}, {"head_dim", F::Used}, {"hidden_act", F::Used},
+      {"max_position_embeddings", F::Used}, {"rms_norm_eps", F::Used}, {"bos_token_id", F::Used},
+      {"eos_token_id", F::Used}, {"tie_word_embeddings", F::Used}, {"rope_parameters", F::Used},
+      {"rope_theta", F::Used}, {"rope_scaling", F::Used}, {"sliding_window", F::Used},
+      {"attention_bias", F::Refused}, {"mlp_bias", F::Refused}, {"quantization_config", F::Refused},
+      {"is_encoder_decoder", F::Refused}, {"layer_types", F::Refused},
+      // Training, output and bookkeeping settings: no effect on a greedy forward. pretraining_tp
+      // split the matmuls in old transformers versions without changing what they compute;
+      // dropout is off at inference; cllm picks its own compute dtype (fp32 CPU, bf16 CUDA).
+      {"initializer_range", F::NoEffect}, {"use_cache", F::NoEffect}, {"pad_token_id", F::NoEffect},
+      {"pretraining_tp", F::NoEffect}, {"attention_dropout", F::NoEffect}, {"dtype", F::NoEffect},
+      {"torch_dtype", F::NoEffect}, {"transformers_version", F::NoEffect}, {"_name_or_path", F::NoEffect},
+      {"output_hidden_states", F::NoEffect}, {"output_attentions", F::NoEffect}, {"return_dict", F::NoEffect},
+      {"chunk_size_feed_forward", F::NoEffect}, {"id2label", F::NoEffect}, {"label2id", F::NoEffect},
+      {"problem_type", F::NoEffect}, {"use_bfloat16", F::NoEffect}, {"tokenizer_class", F::NoEffect}};
+  return m;
+}
+
+// Refused fields: each passes only with its no-op value (absent, null, false or default);
+// layer_types is checked against the parsed sliding window in parse_hf_config.
+void check_refused_fields(const json& j, const std::string& source) {
+  CLLM_CHECK(!get_bool(j, "attention_bias", false, source), source << ": field 'attention_bias' = true is not supported");
+  CLLM_CHECK(!get_bool(j, "mlp_bias", false, source), source << ": field 'mlp_bias' = true is not supported");
+  CLLM_CHECK(!get_bool(j, "is_encoder_decoder", false, source),
+             source << ": field 'is_encoder_decoder' = true is not supported (decoder-only LLaMA family)");
+  CLLM_CHECK(!present(j, "quantization_config"),
+             source << ": field 'quantization_config' (a " << j.value("quantization_config", json::object()).value("quant_method", std::string("?"))
+                    << "-quantized checkpoint) is not supported; use the unquantized checkpoint or a GGUF file");
+}
+
 }  // namespace
+
+ConfigField hf_config_field(const std::string& key) {
+  const auto it = config_fields().find(key);
+  return it == config_fields().end() ? ConfigField::Unknown : it->second;
+}
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -122,11 +167,17 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
                source << ": field 'architectures' must be a list of strings, got " << a.dump());
     const std::string arch = a[0].get<std::string>();
     CLLM_CHECK(arch == "LlamaForCausalLM" || arch == "MistralForCausalLM",
-               source << ": unsupported architecture '" << arch << "' (accepted: LlamaForCausalLM, MistralForCausalLM)");
+               source << ": field 'architectures': unsupported architecture '" << arch
+                      << "' (accepted: LlamaForCausalLM, MistralForCausalLM)");
   }
+  if (present(j, "model_type"))
+    CLLM_CHECK(j["model_type"] == "llama" || j["model_type"] == "mistral",
+               source << ": field 'model_type' = " << j["model_type"].dump() << " is not supported (accepted: llama, mistral)");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (hf_config_field(it.key()) == ConfigField::Unknown)
+      std::cerr << "cllm: warning: " << source << ": field '" << it.key() << "' is unknown to cllm and ignored\n";
   // Biases and other activations change the forward pass; refuse rather than mis-serve.
-  CLLM_CHECK(!get_bool(j, "attention_bias", false, source), source << ": field 'attention_bias' = true is not supported");
-  CLLM_CHECK(!get_bool(j, "mlp_bias", false, source), source << ": field 'mlp_bias' = true is not supported");
+  check_refused_fields(j, source);
   if (present(j, "hidden_act"))
     CLLM_CHECK(j["hidden_act"] == "silu", source << ": field 'hidden_act' = " << j["hidden_act"].dump()
                                                  << " is not supported (expected \"silu\")");
@@ -145,16 +196,38 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, source);
   c.bos_token_id = get_int(j, "bos_token_id", -1, source);
   add_eos(c.eos_token_ids, j, source);
+  // As transformers: MistralForCausalLM reads sliding_window (null: full attention; absent: its
+  // default 4096); LlamaForCausalLM has no window and ignores the field.
+  const bool mistral = (present(j, "architectures") && j["architectures"][0] == "MistralForCausalLM") ||
+                       (present(j, "model_type") && j["model_type"] == "mistral");
+  if (mistral) {
+    c.sliding_window = !j.contains("sliding_window") ? 4096 : get_int(j, "sliding_window", 0, source);
+    CLLM_CHECK(c.sliding_window >= 0, source << ": field 'sliding_window' must be positive or null, got " << c.sliding_window);
+  } else if (present(j, "sliding_window")) {
+    std::cerr << "cllm: warning: " << source << ": field 'sliding_window' is ignored for LlamaForCausalLM "
+              << "(as transformers does); set architectures to MistralForCausalLM to use it\n";
+  }
+  if (present(j, "layer_types")) {
+    // One attention type for every layer is what sliding_window (or its absence) already says;
+    // alternating types (Ministral-style) are not implemented.
+    const json& lt = j["layer_types"];
+    const std::string want = c.sliding_window > 0 ? "sliding_attention" : "full_attention";
+    bool uniform = lt.is_array();
+    if (uniform)
+      for (const auto& t : lt) uniform = uniform && t == want;
+    CLLM_CHECK(uniform, source << ": field 'layer_types' = " << lt.dump().substr(0, 120) << " is not supported (only every "
+                               << "layer \"" << want << "\", as sliding_window implies)");
+  }
 
   // transformers >= 5 nests RoPE settings in rope_parameters; older files use top-level keys.
   if (present(j, "rope_parameters")) {
     const json& rp = j["rope_parameters"];
     CLLM_CHECK(rp.is_object(), source << ": field 'rope_parameters' must be an object, got " << rp.dump());
     c.rope_theta = get_float(rp, "rope_theta", 10000.0f, source + " rope_parameters");
-    c.rope_scaling = parse_rope_scaling(rp, source);
+    c.rope_scaling = parse_rope_scaling(rp, source, "rope_parameters");
   } else {
     c.rope_theta = get_float(j, "rope_theta", 10000.0f, source);
-    if (present(j, "rope_scaling")) c.rope_scaling = parse_rope_scaling(j["rope_scaling"], source);
+    if (present(j, "rope_scaling")) c.rope_scaling = parse_rope_scaling(j["rope_scaling"], source, "rope_scaling");
   }
   return c;
 }
@@ -178,8 +251,10 @@ ModelConfig load_hf_config(const std::string& dir) {
 void write_hf_config(const ModelConfig& cfg, const std::string& dir) {
   validate(cfg, "write_hf_config");
   nlohmann::ordered_json c;
-  c["architectures"] = {"LlamaForCausalLM"};
-  c["model_type"] = "llama";
+  // LlamaForCausalLM has no sliding window; MistralForCausalLM reads the same fields plus it.
+  const bool mistral = cfg.sliding_window > 0;
+  c["architectures"] = {mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  c["model_type"] = mistral ? "mistral" : "llama";
   c["vocab_size"] = cfg.vocab_size;
   c["hidden_size"] = cfg.hidden_size;
   c["intermediate_size"] = cfg.intermediate_size;
@@ -207,6 +282,7 @@ void write_hf_config(const ModelConfig& cfg, const std::string& dir) {
   c["attention_bias"] = false;
   c["mlp_bias"] = false;
   c["tie_word_embeddings"] = cfg.tie_word_embeddings;
+  if (mistral) c["sliding_window"] = cfg.sliding_window;
   nlohmann::ordered_json gen;
   for (auto* j : {&c, &gen}) {
     if (cfg.bos_token_id >= 0) (*j)["bos_token_id"] = cfg.bos_token_id;

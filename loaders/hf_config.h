@@ -22,6 +22,17 @@ ModelConfig load_hf_config(const std::string& dir);
 // Writes dir/config.json and dir/generation_config.json that transformers' LlamaForCausalLM loads.
 void write_hf_config(const ModelConfig& cfg, const std::string& dir);
 
+// How cllm treats a top-level config.json field of LlamaConfig / MistralConfig (and the
+// PreTrainedConfig fields every config.json carries):
+//   Used        read into ModelConfig and honoured by every backend (values it cannot honour,
+//               e.g. hidden_act other than silu, are refused naming the field);
+//   NoEffect    cannot change a greedy forward pass (training, output and bookkeeping settings,
+//               e.g. initializer_range, use_cache, dtype), so accepted whatever its value;
+//   Refused     refused naming the field unless it holds its no-op value (e.g. quantization_config);
+//   Unknown     not a field cllm knows: parse_hf_config warns on stderr naming it.
+enum class ConfigField { Used, NoEffect, Refused, Unknown };
+ConfigField hf_config_field(const std::string& key);
+
 // Whole file as a string; throws naming the path if it cannot be read.
 std::string read_text_file(const std::string& path);
 

@@ -27,7 +27,7 @@ RankLoad describe_load(const Model& model, double seconds) {
   const ModelConfig& c = model.config();
   uint64_t h = 1469598103934665603ULL;
   for (int64_t v : {c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.num_kv_heads,
-                    c.head_dim, static_cast<int>(c.tie_word_embeddings)})
+                    c.head_dim, static_cast<int>(c.tie_word_embeddings), c.sliding_window})
     h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ULL;
   return {seconds, model.step_bytes(0), peak_rss_bytes(), h};
 }

@@ -185,7 +185,7 @@ void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int 
       const size_t off = static_cast<size_t>(row) * kvd_, len = static_cast<size_t>(s.n) * kvd_;
       std::memcpy(kc + static_cast<size_t>(s.pos) * kvd_, k_new_.data() + off, len * sizeof(float));
       std::memcpy(vc + static_cast<size_t>(s.pos) * kvd_, v_new_.data() + off, len * sizeof(float));
-      attn_blocks_[b] = {kc, vc, s.n, s.pos};
+      attn_blocks_[b] = {kc, vc, s.n, s.pos, cfg_.sliding_window};
     }
     cpu::batch_attention(q_.data(), att_.data(), attn_blocks_.data(), count, plan_.heads, plan_.kv_heads, hd);
     linear(att_.data(), L.wo.data(), h, n, d, qd_);

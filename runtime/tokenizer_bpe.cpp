@@ -31,6 +31,16 @@ namespace {
 
 std::atomic<uint64_t> g_pair_lookups{0};  // bpe_pair_lookups()
 
+using unicode::replace_all;
+
+constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // "▁", sentencepiece's space
+
+// Sentencepiece's byte piece "<0x0A>" (two upper-case hex digits).
+std::string byte_piece(uint8_t b) {
+  static const char* hex = "0123456789ABCDEF";
+  return std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">";
+}
+
 class BpeTokenizer : public TokenTable {
  public:
   BpeTokenizer(BpeVocab v, const std::string& source) : v_(std::move(v)), added_(v_.added) {
@@ -48,10 +58,12 @@ class BpeTokenizer : public TokenTable {
       uint32_t cp = byte_to_unicode(static_cast<uint8_t>(b));
       cp_to_byte[cp] = b;
       std::string s;
-      unicode::append_utf8(s, cp);
+      if (v_.spm.on) s = byte_piece(static_cast<uint8_t>(b));
+      else unicode::append_utf8(s, cp);
       auto it = ids_.find(s);
       byte_id_[b] = it == ids_.end() ? -1 : it->second;
     }
+    CLLM_CHECK(v_.spm.unk_id < n, source << ": unk id " << v_.spm.unk_id << " out of range");
 
     for (size_t rank = 0; rank < v_.merges.size(); ++rank) {
       const std::string& m = v_.merges[rank];
@@ -71,6 +83,12 @@ class BpeTokenizer : public TokenTable {
         case TokenAttr::Unused: break;
         case TokenAttr::UserDefined: bytes_[id] = t; break;
         case TokenAttr::Normal: {
+          if (v_.spm.on) {  // "▁" is a space; <0xNN> is that byte (HF's ByteFallback decoder)
+            bytes_[id] = replace_all(t, kSpmSpace, " ");
+            for (int b = 0; b < 256; ++b)
+              if (byte_id_[b] == id) bytes_[id] = std::string(1, static_cast<char>(b));
+            break;
+          }
           // HF's ByteLevel decoder: a token with any unmapped char is emitted as its raw text.
           std::string out;
           bool mapped = true;
@@ -88,13 +106,20 @@ class BpeTokenizer : public TokenTable {
     for (const AddedToken& a : v_.added) {
       CLLM_CHECK(a.id >= 0 && a.id < n, source << ": added token id " << a.id << " out of range");
     }
+    // Sentencepiece decoding drops the space its prepended "▁" stands for.
+    strip_leading_space_ = v_.spm.on && v_.spm.prepend != BpeVocab::Spm::Prepend::Never;
   }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
     std::vector<int32_t> out;
     if (add_bos && v_.bos_id >= 0) out.push_back(v_.bos_id);
     added_.split(
-        text, [&](std::string_view seg) { encode_segment(seg, out); }, [&](int32_t id) { out.push_back(id); });
+        text,
+        [&](std::string_view seg) {
+          if (v_.spm.on) encode_spm_segment(seg, seg.data() == text.data(), out);
+          else encode_segment(seg, out);
+        },
+        [&](int32_t id) { out.push_back(id); });
     return out;
   }
 
@@ -115,6 +140,26 @@ class BpeTokenizer : public TokenTable {
       seg = prefixed;
     }
     for (std::string_view piece : pre_tokenize(seg, v_.pre)) encode_piece(piece, out);
+  }
+
+  // Sentencepiece-style segment: spaces become "▁", a "▁" is prepended as BpeVocab::Spm says
+  // (at_start: the segment begins the text, so Prepend::First applies), then the whole segment,
+  // or with split each "▁word" of it, is merged.
+  void encode_spm_segment(std::string_view seg, bool at_start, std::vector<int32_t>& out) const {
+    if (seg.empty()) return;
+    std::string s = replace_all(seg, " ", kSpmSpace);
+    using P = BpeVocab::Spm::Prepend;
+    const bool starts = s.rfind(kSpmSpace, 0) == 0;
+    if (v_.spm.prepend == P::Every || (v_.spm.prepend == P::Always && !starts) ||
+        (v_.spm.prepend == P::First && at_start && !starts))
+      s.insert(0, kSpmSpace);
+    if (!v_.spm.split) return encode_piece(s, out);
+    for (size_t begin = 0; begin < s.size();) {  // pieces start at each "▁" (MergedWithNext)
+      size_t next = s.find(kSpmSpace, begin + 1);
+      if (next == std::string::npos) next = s.size();
+      encode_piece(std::string_view(s).substr(begin, next - begin), out);
+      begin = next;
+    }
   }
 
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
@@ -147,10 +192,33 @@ class BpeTokenizer : public TokenTable {
       int prev, next;
     };
     std::vector<Sym> sym;
-    for (unsigned char b : piece) {
-      if (byte_id_[b] < 0) continue;
+    const auto add = [&](int32_t id) {
       int i = static_cast<int>(sym.size());
-      sym.push_back({byte_id_[b], i - 1, i + 1});
+      sym.push_back({id, i - 1, i + 1});
+    };
+    if (v_.spm.on) {
+      // Sentencepiece-style: one symbol per UTF-8 character; a character missing from the vocab
+      // becomes its byte tokens, or unk when one of those is missing too (consecutive unks fuse).
+      for (size_t pos = 0; pos < piece.size();) {
+        size_t len;
+        unicode::decode_utf8(piece, pos, &len);
+        const int32_t id = token_id(piece.substr(pos, len));
+        bool bytes_ok = true;
+        for (size_t k = 0; k < len; ++k) bytes_ok = bytes_ok && byte_id_[static_cast<uint8_t>(piece[pos + k])] >= 0;
+        if (id >= 0) {
+          add(id);
+        } else if (bytes_ok) {
+          for (size_t k = 0; k < len; ++k) add(byte_id_[static_cast<uint8_t>(piece[pos + k])]);
+        } else if (v_.spm.unk_id >= 0 && (sym.empty() || sym.back().id != v_.spm.unk_id)) {
+          add(v_.spm.unk_id);
+        }
+        pos += len;
+      }
+    } else {
+      for (unsigned char b : piece) {
+        if (byte_id_[b] < 0) continue;
+        add(byte_id_[b]);
+      }
     }
     if (sym.empty()) return {};
     sym.back().next = -1;

@@ -1,5 +1,7 @@
 // Byte-level BPE (GPT-2 family: GPT-2, LLaMA-3, SmolLM, StarCoder). Both tokenizer.json and
 // GGUF vocab+merges are first turned into a BpeVocab, so one encoder serves both sources.
+// The same encoder also runs sentencepiece models converted to tokenizer.json (LLaMA-2, Mistral,
+// TinyLlama: BpeVocab::spm), which differ only in their symbols and in how spaces are written.
 #pragma once
 #include <memory>
 #include <string>
@@ -28,6 +30,20 @@ struct BpeVocab {
   bool add_prefix_space = false;    // HF ByteLevel option: " " before a segment not starting with one
   bool ignore_merges = false;       // a piece that is a whole vocab token skips BPE (LLaMA-3)
   int bos_id = -1, eos_id = -1;
+  // Sentencepiece-style BPE (tokenizer.json with byte_fallback): the initial symbols are UTF-8
+  // characters instead of bytes, spaces are written "▁", a character missing from the vocab
+  // becomes its <0xNN> byte tokens (or unk_id, runs of unknowns fused into one), and decoding
+  // drops the "▁" that was prepended to the text.
+  struct Spm {
+    bool on = false;
+    // Where a "▁" is prepended: Every text segment, unconditionally (the legacy Prepend
+    // normalizer); Always, to every segment not already starting with "▁" (Metaspace
+    // prepend_scheme "always"); First, only to such a segment at the very start of the text
+    // (Metaspace "first": none after a special token); or Never.
+    enum class Prepend { Every, Always, First, Never } prepend = Prepend::Every;
+    bool split = false;  // Metaspace split = true: each "▁word" is merged on its own
+    int32_t unk_id = -1;
+  } spm;
 };
 
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string& source);
@@ -37,7 +53,8 @@ std::unique_ptr<Tokenizer> make_bpe_tokenizer(BpeVocab vocab, const std::string&
 // linearly here (at most 3 per byte of a piece that is not yet cached). Tests bound it per byte.
 uint64_t bpe_pair_lookups();
 
-// Parses an HF tokenizer.json with a byte-level BPE model into a BpeVocab (bos/eos left -1).
+// Parses an HF tokenizer.json with a BPE model (byte-level, or sentencepiece-style with
+// byte_fallback) into a BpeVocab (bos/eos left -1).
 BpeVocab load_hf_bpe_vocab(const std::string& path);
 
 // The stages llama.cpp's pre-tokenizer `name` (GGUF tokenizer.ggml.pre) stands for;

@@ -59,6 +59,11 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec) {
     case TokenizerSpec::Kind::GgufBpe: return make_bpe_tokenizer(gguf_bpe_vocab(spec), "GGUF BPE tokenizer");
     case TokenizerSpec::Kind::HfJson: {
       BpeVocab v = load_hf_bpe_vocab(spec.path);
+      if (v.spm.on && !spec.spm_prepend.empty()) {  // as transformers' LlamaTokenizer rebuilds it
+        using P = BpeVocab::Spm::Prepend;
+        v.spm.prepend = spec.spm_prepend == "always" ? P::Always : spec.spm_prepend == "first" ? P::First : P::Never;
+        v.spm.split = false;
+      }
       v.bos_id = spec.bos_id;
       v.eos_id = spec.eos_id;
       return make_bpe_tokenizer(std::move(v), spec.path);

@@ -1,6 +1,8 @@
-// Reads an HF tokenizer.json whose model is byte-level BPE. Only the pre-tokenizers cllm can
-// reproduce exactly are accepted; anything else is refused by name rather than approximated,
-// since a silently different split gives different ids.
+// Reads an HF tokenizer.json whose model is BPE: byte-level (GPT-2 family), or a sentencepiece
+// model converted by transformers (byte_fallback; LLaMA-2, Mistral, TinyLlama). Only the
+// normalizers and pre-tokenizers cllm can reproduce exactly are accepted; anything else is
+// refused by name rather than approximated, since a silently different split gives different ids.
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -37,6 +39,54 @@ void add_pre_tokenizer(const json& pt, const std::string& path, BpeVocab& v) {
   }
 }
 
+constexpr const char* kSpmSpace = "\xE2\x96\x81";  // "▁"
+
+// The two ways transformers writes a sentencepiece model's space handling:
+//   legacy:  normalizer Sequence[Prepend "▁", Replace " " -> "▁"], no pre-tokenizer;
+//   current: no normalizer, pre_tokenizer Metaspace(replacement "▁", prepend_scheme, split).
+void read_spm_spaces(const json& j, const std::string& path, BpeVocab::Spm& spm) {
+  const json& norm = j["normalizer"];
+  const json& pre = j["pre_tokenizer"];
+  if (!norm.is_null()) {
+    const bool legacy = norm.value("type", "") == "Sequence" && norm["normalizers"].size() == 2 &&
+                        norm["normalizers"][0].value("type", "") == "Prepend" &&
+                        norm["normalizers"][0].value("prepend", "") == kSpmSpace &&
+                        norm["normalizers"][1].value("type", "") == "Replace" &&
+                        norm["normalizers"][1]["pattern"].value("String", "") == " " &&
+                        norm["normalizers"][1].value("content", "") == kSpmSpace;
+    CLLM_CHECK(legacy && pre.is_null(), path << ": normalizer " << norm.dump().substr(0, 160)
+                                             << " is not supported for a byte_fallback BPE (accepted: "
+                                                "Prepend \"\u2581\" + Replace \" \" -> \"\u2581\", or a Metaspace pre-tokenizer)");
+    spm.prepend = BpeVocab::Spm::Prepend::Every;
+    return;
+  }
+  CLLM_CHECK(pre.is_object() && pre.value("type", "") == "Metaspace" && pre.value("replacement", "") == kSpmSpace,
+             path << ": pre_tokenizer " << pre.dump().substr(0, 160)
+                  << " is not supported for a byte_fallback BPE (accepted: Metaspace with replacement \"\u2581\")");
+  std::string scheme = pre.value("prepend_scheme", "");
+  if (scheme.empty()) scheme = pre.value("add_prefix_space", true) ? "always" : "never";  // tokenizers < 0.14
+  CLLM_CHECK(scheme == "always" || scheme == "first" || scheme == "never",
+             path << ": Metaspace prepend_scheme '" << scheme << "' is not supported (always, first, never)");
+  spm.prepend = scheme == "always" ? BpeVocab::Spm::Prepend::Always
+                : scheme == "first" ? BpeVocab::Spm::Prepend::First
+                                    : BpeVocab::Spm::Prepend::Never;
+  spm.split = pre.value("split", true);
+}
+
+// Decoders that undo the space handling above and byte fallback; anything else would change the
+// decoded text.
+void check_spm_decoder(const json& dec, const std::string& path) {
+  if (dec.is_null()) return;
+  const std::string type = dec.value("type", "");
+  if (type == "Sequence") {
+    for (const json& d : dec.at("decoders")) check_spm_decoder(d, path);
+    return;
+  }
+  CLLM_CHECK(type == "Replace" || type == "ByteFallback" || type == "Fuse" || type == "Strip" || type == "Metaspace",
+             path << ": decoder '" << type << "' is not supported for a byte_fallback BPE "
+                  << "(Replace, ByteFallback, Fuse, Strip, Metaspace)");
+}
+
 }  // namespace
 
 BpeVocab load_hf_bpe_vocab(const std::string& path) {
@@ -52,15 +102,19 @@ BpeVocab load_hf_bpe_vocab(const std::string& path) {
     const json& model = j.at("model");
     CLLM_CHECK(model.value("type", "BPE") == "BPE",
                path << ": model type '" << model.value("type", "") << "' is not supported (byte-level BPE only)");
-    CLLM_CHECK(!model.value("byte_fallback", false),
-               path << ": BPE with byte_fallback (sentencepiece-style) is not supported; use tokenizer.model");
-    CLLM_CHECK(j["normalizer"].is_null(), path << ": normalizer " << j["normalizer"].value("type", "?")
-                                               << " is not supported (byte-level BPE tokenizers have none)");
-    const json& dec = j["decoder"];
-    CLLM_CHECK(dec.is_null() || dec.value("type", "") == "ByteLevel",
-               path << ": decoder '" << dec.value("type", "") << "' is not supported (ByteLevel only)");
-
     BpeVocab v;
+    v.spm.on = model.value("byte_fallback", false);
+    if (v.spm.on) {
+      read_spm_spaces(j, path, v.spm);
+      check_spm_decoder(j["decoder"], path);
+      CLLM_CHECK(!model.value("ignore_merges", false), path << ": ignore_merges with byte_fallback is not supported");
+    } else {
+      CLLM_CHECK(j["normalizer"].is_null(), path << ": normalizer " << j["normalizer"].value("type", "?")
+                                                 << " is not supported (byte-level BPE tokenizers have none)");
+      const json& dec = j["decoder"];
+      CLLM_CHECK(dec.is_null() || dec.value("type", "") == "ByteLevel",
+                 path << ": decoder '" << dec.value("type", "") << "' is not supported (ByteLevel only)");
+    }
     auto place = [&](int64_t id, const std::string& text, TokenAttr attr) {
       CLLM_CHECK(id >= 0 && id < (1 << 24), path << ": token id " << id << " out of range");
       if (static_cast<size_t>(id) >= v.tokens.size()) {
@@ -87,7 +141,16 @@ BpeVocab load_hf_bpe_vocab(const std::string& path) {
       v.merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
     }
     v.ignore_merges = model.value("ignore_merges", false);
-    add_pre_tokenizer(j["pre_tokenizer"], path, v);
+    if (v.spm.on) {
+      if (model.contains("unk_token") && model["unk_token"].is_string()) {
+        const auto it = std::find(v.tokens.begin(), v.tokens.end(), model["unk_token"].get<std::string>());
+        CLLM_CHECK(it != v.tokens.end(), path << ": unk_token " << model["unk_token"] << " is not in the vocab");
+        v.spm.unk_id = static_cast<int32_t>(it - v.tokens.begin());
+      }
+      CLLM_CHECK(model.value("fuse_unk", true), path << ": byte_fallback BPE without fuse_unk is not supported");
+    } else {
+      add_pre_tokenizer(j["pre_tokenizer"], path, v);
+    }
     return v;
   } catch (const json::exception& e) {
     CLLM_FAIL(path << ": malformed tokenizer.json: " << e.what());

@@ -1,6 +1,7 @@
 // Both sentencepiece paths split control/user-defined tokens out of the text first and encode
-// each remaining segment on its own, each with its own leading "▁" (HF's legacy LLaMA
-// behaviour and llama.cpp's). Decode strips the single space that the dummy prefix added.
+// each remaining segment on its own. tokenizer.model gives each segment its own leading "▁"
+// (HF's legacy LLaMA behaviour); the GGUF path prepends "▁" only at the start of the text, as
+// sentencepiece does. Decode strips the single space that the dummy prefix added.
 #include "runtime/tokenizer_spm.h"
 #include "runtime/tokenizer_table.h"
 
@@ -16,19 +17,10 @@
 namespace cllm {
 namespace {
 
+using unicode::replace_all;
+
 constexpr std::string_view kSpace = "\xE2\x96\x81";            // U+2581 "▁"
 constexpr std::string_view kUnkSurface = " \xE2\x81\x87 ";     // sentencepiece's " ⁇ "
-
-std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
-  std::string out;
-  for (size_t pos = 0;;) {
-    size_t hit = s.find(from, pos);
-    out.append(s.substr(pos, hit - pos));
-    if (hit == std::string_view::npos) return out;
-    out.append(to);
-    pos = hit + from.size();
-  }
-}
 
 // "<0x41>" -> 0x41; -1 when the piece is not a byte piece.
 int parse_byte_piece(const std::string& p) {
@@ -135,20 +127,19 @@ class GgufSpmTokenizer : public SpmBase {
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
     std::vector<int32_t> out;
     if (add_bos && bos_ >= 0) out.push_back(bos_);
-    bool after_special = true;  // the first segment, like one after a special token, gets "▁"
+    // As sentencepiece (and transformers' non-legacy LLaMA tokenizer, Metaspace "first"): only text
+    // at the very start gets the dummy-prefix "▁", none after a special token. (llama.cpp adds
+    // one after every special token, so "<s>Hi" and "a</s>b" differed from sentencepiece, and
+    // decoding showed that extra "▁" as a second space.)
     splitter_->split(
         text,
         [&](std::string_view seg) {
           if (seg.empty()) return;
-          std::string s = (add_space_prefix_ && after_special) ? " " : "";
+          std::string s = (add_space_prefix_ && seg.data() == text.data()) ? " " : "";
           s.append(seg);
           encode_segment(replace_all(s, " ", kSpace), out);
-          after_special = false;
         },
-        [&](int32_t id) {
-          out.push_back(id);
-          after_special = true;
-        });
+        [&](int32_t id) { out.push_back(id); });
     return out;
   }
 

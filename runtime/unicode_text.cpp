@@ -138,4 +138,15 @@ size_t complete_prefix_len(std::string_view s) {
   return s.size();
 }
 
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  for (size_t pos = 0;;) {
+    size_t hit = s.find(from, pos);
+    out.append(s.substr(pos, hit - pos));
+    if (hit == std::string_view::npos) return out;
+    out.append(to);
+    pos = hit + from.size();
+  }
+}
+
 }  // namespace cllm::unicode

@@ -36,4 +36,7 @@ std::string to_valid_utf8(std::string_view s);
 // bytes could still complete. Streaming emits that prefix and holds back the rest.
 size_t complete_prefix_len(std::string_view s);
 
+// s with every occurrence of `from` (non-empty) replaced by `to`, left to right.
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
+
 }  // namespace cllm::unicode

@@ -5,7 +5,9 @@
 // 64-row key tile (32 KB at head_dim 128) is loaded once and reused by all rows from L1/L2,
 // instead of streaming the whole cache once per (query, head) as a naive loop would.
 // Per row we keep a running max m, a running denominator l and an unnormalised output acc[hd];
-// each tile rescales them by exp(m_old - m_new). Rows see keys 0 .. p0+i (causal).
+// each tile rescales them by exp(m_old - m_new). Rows see keys 0 .. p0+i (causal), or with a
+// sliding window only the last `window` of them; tiles stay aligned to multiples of kKeyTile
+// either way, so a row's arithmetic does not depend on the window of any other row.
 //
 // Results do not depend on the thread count nor on the other blocks of a batch: the query
 // blocking changes with them, but every row walks the same key tiles in the same order, so the
@@ -106,7 +108,7 @@ CLLM_SIMD_CLONES void accumulate(const float* p, const float* v, size_t stride, 
 }
 
 struct Shape {
-  int n, p0, n_heads, n_kv, head_dim, group;
+  int n, p0, n_heads, n_kv, head_dim, group, window;
 };
 
 // Scratch reused across calls on the same thread; sized by rows * head_dim.
@@ -134,15 +136,19 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
   }
 
   const int t_end = sh.p0 + i1;  // exclusive: the last query of the block sees rows < p0 + i1
-  for (int t0 = 0; t0 < t_end; t0 += kKeyTile) {
+  // With a window, the first query of the block sees nothing before p0 + i0 + 1 - window.
+  const int t_begin = sh.window > 0 ? std::max(0, sh.p0 + i0 + 1 - sh.window) / kKeyTile * kKeyTile : 0;
+  for (int t0 = t_begin; t0 < t_end; t0 += kKeyTile) {
     const int t1 = std::min(t0 + kKeyTile, t_end);
     for (int r = 0; r < rows; ++r) {
-      const int lim = std::min(t1, sh.p0 + i0 + r / group + 1);
-      if (lim <= t0) continue;  // this tile lies entirely in the row's future
+      const int pos = sh.p0 + i0 + r / group;  // the row's query position
+      const int lim = std::min(t1, pos + 1);
+      const int lo = sh.window > 0 ? std::max(t0, pos + 1 - sh.window) : t0;
+      if (lim <= lo) continue;  // this tile lies entirely in the row's future or before its window
       const float* qr = &sc.q[size_t(r) * hd];
       float* acc = &sc.acc[size_t(r) * hd];
-      const int cnt = lim - t0;
-      scores(qr, kg + t0 * kv_stride, kv_stride, cnt, hd, sc.s);
+      const int cnt = lim - lo;
+      scores(qr, kg + lo * kv_stride, kv_stride, cnt, hd, sc.s);
       float tile_max = -INFINITY;
       for (int j = 0; j < cnt; ++j) tile_max = std::max(tile_max, sc.s[j]);
       const float m_new = std::max(sc.m[r], tile_max);
@@ -156,7 +162,7 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
         sc.s[j] = std::exp(sc.s[j] - m_new);  // scores become probabilities (unnormalised)
         sc.l[r] += sc.s[j];
       }
-      accumulate(sc.s, vg + t0 * kv_stride, kv_stride, cnt, hd, acc);
+      accumulate(sc.s, vg + lo * kv_stride, kv_stride, cnt, hd, acc);
     }
   }
 
@@ -175,8 +181,9 @@ void batch_attention(const float* q, float* out, const AttentionBlock* blocks, i
   CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " not a multiple of n_kv " << n_kv);
   int rows = 0;
   for (int b = 0; b < count; ++b) {
-    CLLM_CHECK(blocks[b].n >= 0 && blocks[b].p0 >= 0,
-               "attention: bad block " << b << ": n=" << blocks[b].n << " p0=" << blocks[b].p0);
+    CLLM_CHECK(blocks[b].n >= 0 && blocks[b].p0 >= 0 && blocks[b].window >= 0,
+               "attention: bad block " << b << ": n=" << blocks[b].n << " p0=" << blocks[b].p0
+                                       << " window=" << blocks[b].window);
     rows += blocks[b].n;
   }
   if (rows == 0) return;
@@ -210,16 +217,16 @@ void batch_attention(const float* q, float* out, const AttentionBlock* blocks, i
     thread_local Scratch sc;
     const Item& it = items[i];
     const AttentionBlock& blk = blocks[it.b];
-    const Shape sh{blk.n, blk.p0, n_heads, n_kv, head_dim, n_heads / n_kv};
+    const Shape sh{blk.n, blk.p0, n_heads, n_kv, head_dim, n_heads / n_kv, blk.window};
     attend_block(q + it.first_row * row_floats, blk.k, blk.v, out + it.first_row * row_floats, sh, it.g, it.i0,
                  it.i1, sc);
   });
 }
 
 void block_attention(const float* q, const float* k, const float* v, float* out, int n, int p0,
-                     int n_heads, int n_kv, int head_dim) {
+                     int n_heads, int n_kv, int head_dim, int window) {
   CLLM_CHECK(n >= 0 && p0 >= 0 && head_dim > 0, "attention: bad shape n=" << n << " p0=" << p0 << " head_dim=" << head_dim);
-  const AttentionBlock block{k, v, n, p0};
+  const AttentionBlock block{k, v, n, p0, window};
   batch_attention(q, out, &block, 1, n_heads, n_kv, head_dim);
 }
 

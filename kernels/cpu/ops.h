@@ -23,8 +23,10 @@ void rope(float* x, const int32_t* positions, int n_tok, int n_heads, int head_d
 // k,v: [T, n_kv, head_dim]      cache rows 0 .. p0+n-1 already hold this block's keys/values
 // out: [n, n_heads, head_dim]
 // Query i attends cache rows 0 .. p0+i (causal inside the block). Scale = 1/sqrt(head_dim).
+// window > 0 (sliding-window attention, Mistral's sliding_window): only the last `window` rows,
+// p0+i-window+1 .. p0+i; 0 = no window.
 void block_attention(const float* q, const float* k, const float* v, float* out, int n, int p0,
-                     int n_heads, int n_kv, int head_dim);
+                     int n_heads, int n_kv, int head_dim, int window = 0);
 
 // One sequence's block in a batched attention call (continuous batching): n query rows at
 // positions p0 .. p0+n-1 over that sequence's own cache k, v ([T, n_kv, head_dim], rows
@@ -34,6 +36,7 @@ struct AttentionBlock {
   const float* v;
   int n;
   int p0;
+  int window = 0;  // as block_attention's: keys within `window` positions of the query; 0 = all
 };
 
 // block_attention for several sequences in one call: the work of every block is spread over the

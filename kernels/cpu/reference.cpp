@@ -50,7 +50,7 @@ void rope(float* x, const int32_t* positions, int n_tok, int n_heads, int head_d
 }
 
 void block_attention(const float* q, const float* k, const float* v, float* out, int n, int p0,
-                     int n_heads, int n_kv, int head_dim) {
+                     int n_heads, int n_kv, int head_dim, int window) {
   CLLM_CHECK(n_kv > 0 && n_heads % n_kv == 0, "attention: n_heads " << n_heads << " not a multiple of n_kv " << n_kv);
   const int group = n_heads / n_kv;
   const double scale = 1.0 / std::sqrt(double(head_dim));
@@ -60,9 +60,10 @@ void block_attention(const float* q, const float* k, const float* v, float* out,
       const float* qi = q + (size_t(i) * n_heads + h) * head_dim;
       const int kvh = h / group;
       const int len = p0 + i + 1;  // causal: cache rows 0 .. p0+i
+      const int first = window > 0 ? std::max(0, len - window) : 0;  // rows before it are masked
       p.assign(len, 0.0);
       double mx = -INFINITY;
-      for (int t = 0; t < len; ++t) {
+      for (int t = first; t < len; ++t) {
         const float* kt = k + (size_t(t) * n_kv + kvh) * head_dim;
         double s = 0;
         for (int d = 0; d < head_dim; ++d) s += double(qi[d]) * kt[d];
@@ -70,11 +71,11 @@ void block_attention(const float* q, const float* k, const float* v, float* out,
         mx = std::max(mx, p[t]);
       }
       double sum = 0;
-      for (int t = 0; t < len; ++t) sum += (p[t] = std::exp(p[t] - mx));
+      for (int t = first; t < len; ++t) sum += (p[t] = std::exp(p[t] - mx));
       float* o = out + (size_t(i) * n_heads + h) * head_dim;
       for (int d = 0; d < head_dim; ++d) {
         double acc = 0;
-        for (int t = 0; t < len; ++t) acc += p[t] * v[(size_t(t) * n_kv + kvh) * head_dim + d];
+        for (int t = first; t < len; ++t) acc += p[t] * v[(size_t(t) * n_kv + kvh) * head_dim + d];
         o[d] = float(acc / sum);
       }
     }

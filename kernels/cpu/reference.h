@@ -21,8 +21,9 @@ void rope(float* x, const int32_t* positions, int n_tok, int n_heads, int head_d
 // k,v: [T, n_kv, head_dim]      cache rows 0 .. p0+n-1 already hold this block's keys/values
 // out: [n, n_heads, head_dim]
 // Query i attends cache rows 0 .. p0+i (causal inside the block). Scale = 1/sqrt(head_dim).
+// window > 0: only rows p0+i-window+1 .. p0+i (sliding-window attention).
 void block_attention(const float* q, const float* k, const float* v, float* out, int n, int p0,
-                     int n_heads, int n_kv, int head_dim);
+                     int n_heads, int n_kv, int head_dim, int window = 0);
 
 // out[i] = silu(gate[i]) * up[i]
 void silu_mul(const float* gate, const float* up, float* out, size_t n);

@@ -76,5 +76,17 @@ TEST(DecodeEquivalence, TinyRandomModels) {
   }
 }
 
+// Sliding-window attention (Mistral, window 8 over a 59-token decode): a row's attention does not
+// depend on its block, so Jacobi still equals AR token for token.
+TEST(DecodeEquivalence, TinyMistralSlidingWindow) {
+  auto ckpt = open_checkpoint(test::random_model_with_config(
+      "tiny", 1, "decode_mistral_sw8", R"({"architectures": ["MistralForCausalLM"], "sliding_window": 8})"));
+  ASSERT_EQ(ckpt->config().sliding_window, 8);
+  auto model = make_model(*ckpt, Device::Cpu);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 11; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 1) % ckpt->config().vocab_size));
+  expect_jacobi_equals_ar(*model, prompt, 48);
+}
+
 }  // namespace
 }  // namespace cllm

@@ -137,6 +137,18 @@ TEST(H5Checkpoint, TinyRoundTripIsExact) {
   expect_same_model(*src, *h5, {1, 17, 99, 250, 3, 42, 7}, 12);
 }
 
+// A Mistral config's sliding window survives the conversion, and the model still decodes the same.
+TEST(H5Checkpoint, SlidingWindowRoundTrip) {
+  const std::string dir = test::random_model_with_config(
+      "tiny", 1, "h5_mistral_sw8",
+      R"({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 8})");
+  const auto src = open_checkpoint(dir);
+  const auto h5 = open_checkpoint(converted(dir, "mistral_sw8"));
+  EXPECT_EQ(src->config().sliding_window, 8);
+  EXPECT_EQ(h5->config().sliding_window, 8);
+  expect_same_model(*src, *h5, {1, 17, 99, 250, 3, 42, 7, 8, 9, 10, 11, 12}, 12);
+}
+
 TEST(H5Checkpoint, HalfDtypesRoundToNearestEven) {
   const auto src = open_checkpoint(test::random_model_dir("tiny", 1));
   for (DType dt : {DType::F16, DType::BF16}) {

@@ -119,6 +119,20 @@ const std::vector<OpCase>& op_cases() {
          ref::block_attention(in.q.data(), in.k.data(), in.v.data(), b.data(), n, p0, nh, nkv, hd);
          return max_norm_err(a, b);
        }},
+      {"block_attention_window", "n,p0,n_heads,n_kv,head_dim,window", 1e-4,
+       {{5, 3, 6, 2, 64, 1},          // window 1: each query sees only itself
+        {16, 129, 32, 4, 128, 8},     // window inside one key tile, rows spanning tiles
+        {64, 0, 8, 1, 128, 70},       // window longer than the block: only later rows slide
+        {7, 61, 3, 3, 17, 64},        // window edge on a tile edge, odd head_dim
+        {2, 8190, 4, 1, 128, 4096}},  // Mistral-7B's window at a long context
+       [](const Dims& s, std::mt19937& rng) {
+         const int n = s[0], p0 = s[1], nh = s[2], nkv = s[3], hd = s[4], w = s[5];
+         const auto in = attn_inputs(rng, n, p0, nh, nkv, hd);
+         std::vector<float> a(in.q.size()), b(in.q.size());
+         cpu::block_attention(in.q.data(), in.k.data(), in.v.data(), a.data(), n, p0, nh, nkv, hd, w);
+         ref::block_attention(in.q.data(), in.k.data(), in.v.data(), b.data(), n, p0, nh, nkv, hd, w);
+         return max_norm_err(a, b);
+       }},
       {"silu_mul", "n", 1e-5,
        {{1}, {7}, {4097}, {64 * 11008}},
        [](const Dims& s, std::mt19937& rng) {
@@ -272,6 +286,21 @@ TEST(BlockAttention, BatchEqualsEachBlockAlone) {
   std::vector<float> batched(q.size());
   cpu::batch_attention(q.data(), batched.data(), blocks.data(), int(blocks.size()), nh, nkv, hd);
   EXPECT_EQ(alone, batched);
+}
+
+// Sliding window: a query's output does not depend on the block it is computed in (a Jacobi
+// block of n rows gives each row what a one-row step at its position gives), bit for bit.
+TEST(BlockAttention, WindowRowsIndependentOfBlocking) {
+  const int n = 24, p0 = 90, nh = 4, nkv = 2, hd = 64, window = 40;
+  std::mt19937 rng(11);
+  const auto in = attn_inputs(rng, n, p0, nh, nkv, hd);
+  std::vector<float> block(in.q.size()), rows(in.q.size());
+  cpu::block_attention(in.q.data(), in.k.data(), in.v.data(), block.data(), n, p0, nh, nkv, hd, window);
+  const size_t row = size_t(nh) * hd;
+  for (int i = 0; i < n; ++i)
+    cpu::block_attention(in.q.data() + i * row, in.k.data(), in.v.data(), rows.data() + i * row, 1, p0 + i, nh, nkv,
+                         hd, window);
+  EXPECT_EQ(block, rows);
 }
 
 TEST(Argmax, TiesChooseLowestIndex) {

@@ -178,8 +178,8 @@ TEST(Gguf, ParsesAllValueKinds) {
 
 TEST(Gguf, UnknownQuantType) {
   GgufBuilder b;
-  b.tensor("blk.0.ffn_down.weight", {256, 1}, 14, std::string(210, 0));  // Q6_K: 210 bytes per 256
-  expect_error([&] { parse_g(b.build()); }, {"m.gguf", "'blk.0.ffn_down.weight'", "Q6_K (type 14)"});
+  b.tensor("blk.0.ffn_down.weight", {256, 1}, 23, std::string(136, 0));  // IQ4_XS: 136 bytes per 256
+  expect_error([&] { parse_g(b.build()); }, {"m.gguf", "'blk.0.ffn_down.weight'", "IQ4_XS (type 23)", "Q6_K"});
 }
 
 TEST(Gguf, TruncatedHeaderAndStrings) {

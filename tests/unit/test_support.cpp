@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "runtime/random_model.h"
 
@@ -57,6 +59,23 @@ std::string random_model_dir(const std::string& shape, uint64_t seed) {
   opts.seed = seed;
   write_random_model(random_model_shape(shape), dir.string(), opts);
   return made[key] = dir.string();
+}
+
+std::string random_model_with_config(const std::string& shape, uint64_t seed, const std::string& name,
+                                     const std::string& fields_json) {
+  namespace fs = std::filesystem;
+  const fs::path dir = process_dir(name);
+  fs::create_directories(dir);
+  for (const auto& f : fs::directory_iterator(random_model_dir(shape, seed)))
+    fs::copy_file(f.path(), dir / f.path().filename(), fs::copy_options::overwrite_existing);
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  const nlohmann::json fields = nlohmann::json::parse(fields_json);
+  for (auto it = fields.begin(); it != fields.end(); ++it) {
+    if (it->is_null()) c.erase(it.key());
+    else c[it.key()] = *it;
+  }
+  std::ofstream(dir / "config.json") << c.dump(2);
+  return dir.string();
 }
 
 }  // namespace cllm::test

@@ -24,4 +24,9 @@ std::filesystem::path process_dir(const std::string& name);
 // A random checkpoint of a named shape (see runtime/random_model.h), written once per process.
 std::string random_model_dir(const std::string& shape, uint64_t seed);
 
+// random_model_dir(shape, seed) copied to process_dir(name) with config.json fields set from
+// `fields_json`, a JSON object (a null value removes the field); the tensors are unchanged.
+std::string random_model_with_config(const std::string& shape, uint64_t seed, const std::string& name,
+                                     const std::string& fields_json);
+
 }  // namespace cllm::test

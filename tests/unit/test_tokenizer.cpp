@@ -12,6 +12,8 @@
 
 #include "core/check.h"
 #include "loaders/checkpoint.h"
+#include "runtime/model.h"
+#include "runtime/random_model.h"
 #include "runtime/tokenizer.h"
 #include "runtime/tokenizer_bpe.h"
 #include "runtime/tokenizer_export.h"
@@ -304,11 +306,104 @@ TEST(TokenizerGgufSpm, HighestScoreMergesFirstWithByteFallback) {
   EXPECT_EQ(tok->encode("cab", false), (std::vector<int32_t>{sp, c, ab}));
   // é is not in the vocab: its two UTF-8 bytes.
   EXPECT_EQ(tok->encode("é", false), (std::vector<int32_t>{sp, 3 + 0xC3, 3 + 0xA9}));
-  // After a special token the text gets its own "▁" prefix.
-  EXPECT_EQ(tok->encode("<s>a", true), (std::vector<int32_t>{bos, bos, sp_a}));
+  // As sentencepiece: no "▁" prefix after a special token, only at the start of the text.
+  EXPECT_EQ(tok->encode("<s>a", true), (std::vector<int32_t>{bos, bos, a}));
+  EXPECT_EQ(tok->encode("a<s>a", false), (std::vector<int32_t>{sp_a, bos, a}));
   EXPECT_EQ(tok->decode({bos, sp_a, bc, sp, c}), "abc c");
   EXPECT_EQ(stream_all(*tok, {bos, sp_a, bc, sp, 3 + 0xC3, 3 + 0xA9}), "abc é");
   EXPECT_EQ(tok->encode("ba", false), (std::vector<int32_t>{sp, b, a}));
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- tokenizer.json of a sentencepiece model
+
+// tiny_sp.model as transformers converts it for its fast tokenizer (make_spm_json_fixtures.py):
+// Metaspace with prepend_scheme "always" (legacy=True) and "first" (legacy=False), and the
+// Prepend/Replace normalizer of the LLaMA-2 / TinyLlama files on the Hub; ids from HF tokenizers
+// on strings.json and on strings with special tokens written in the text.
+void expect_matches_spm_json(const std::string& name) {
+  const json fx = read_json("tiny_sp_json_ids.json")[name];
+  auto tok = make_tokenizer(hf_json_spec(kFixtures + name + ".json"));
+  expect_matches_fixture(*tok, fx);
+  for (size_t i = 0; i < fx["extra_strings"].size(); ++i) {
+    const std::string text = fx["extra_strings"][i];
+    const auto want = fx["extra_ids"][i].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok->encode(text, false), want) << "'" << text << "'";
+    EXPECT_EQ(tok->decode(want), fx["extra_decoded"][i].get<std::string>()) << "'" << text << "'";
+  }
+}
+
+TEST(TokenizerHfJsonSpm, MetaspaceAlwaysMatchesHuggingFace) { expect_matches_spm_json("tiny_sp_always"); }
+TEST(TokenizerHfJsonSpm, MetaspaceFirstMatchesHuggingFace) { expect_matches_spm_json("tiny_sp_first"); }
+TEST(TokenizerHfJsonSpm, PrependNormalizerMatchesHuggingFace) { expect_matches_spm_json("tiny_sp_prepend"); }
+
+TEST(TokenizerHfJsonSpm, RefusesOtherNormalizers) {
+  fs::path dir = fs::temp_directory_path() / ("cllm_tok_spm_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  json j = read_json("tiny_sp_prepend.json");
+  j["normalizer"] = {{"type", "NFKC"}};
+  std::ofstream(dir / "bad.json") << j.dump();
+  expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad.json").string())); }, "normalizer");
+  fs::remove_all(dir);
+}
+
+// GGUF SPM with special tokens in the text: "▁" only at the start of the text, none after a
+// special token, as transformers' non-legacy form (Metaspace "first") has it. Text that starts with
+// a space is left out: there Metaspace adds no "▁" while sentencepiece (and cllm) do, which
+// AgreesWithSentencePieceOnItsModel checks, and so is "<unk>", which sentencepiece reads as text.
+TEST(TokenizerGgufSpm, SpecialTokensAsSentencePiece) {
+  auto tok = make_tokenizer(tiny_sp_as_gguf());
+  const json fx = read_json("tiny_sp_json_ids.json")["tiny_sp_first"];
+  for (size_t i = 0; i < fx["extra_strings"].size(); ++i) {
+    const std::string text = fx["extra_strings"][i];
+    const auto want = fx["extra_ids"][i].get<std::vector<int32_t>>();
+    if (text[0] == ' ' || text.find("<unk>") != std::string::npos) continue;
+    EXPECT_EQ(tok->encode(text, false), want) << "'" << text << "'";
+    EXPECT_EQ(tok->decode(want), fx["extra_decoded"][i].get<std::string>()) << "'" << text << "'";
+    EXPECT_EQ(stream_all(*tok, want), fx["extra_decoded"][i].get<std::string>()) << "'" << text << "'";
+  }
+}
+
+// The LLaMA-2 / Mistral / TinyLlama directory layout: tokenizer.json and tokenizer.model together,
+// weights in safetensors shards with an index. cllm loads tokenizer.json, as AutoTokenizer does,
+// says so, and gives the ids transformers gives (checked with transformers 5.25 in
+// make_spm_json_fixtures.py's variants).
+TEST(TokenizerHfDir, JsonAndModelTogetherUseTheFastTokenizer) {
+  const fs::path dir = fs::temp_directory_path() / ("cllm_tok_dir_" + std::to_string(::getpid()));
+  ModelConfig c = random_model_shape("tiny");
+  c.vocab_size = 1000;  // tiny_sp's vocabulary
+  c.bos_token_id = 1;
+  c.eos_token_ids = {2};
+  RandomModelOptions opts;
+  opts.shard_bytes = 1e5;  // several shards + model.safetensors.index.json
+  write_random_model(c, dir.string(), opts);
+  ASSERT_TRUE(fs::exists(dir / "model.safetensors.index.json"));
+  fs::copy_file(kFixtures + "tiny_sp_prepend.json", dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  fs::copy_file(kFixtures + "tiny_sp.model", dir / "tokenizer.model", fs::copy_options::overwrite_existing);
+  auto ckpt = open_checkpoint(dir.string());
+  const TokenizerSpec& spec = ckpt->tokenizer();
+  EXPECT_EQ(spec.kind, TokenizerSpec::Kind::HfJson);
+  EXPECT_EQ(fs::path(spec.path).filename(), "tokenizer.json");
+  EXPECT_NE(spec.note.find("tokenizer.json"), std::string::npos) << spec.note;
+  auto tok = make_tokenizer(spec);
+  const json fx = read_json("tiny_sp_json_ids.json")["tiny_sp_prepend"];
+  for (size_t i = 0; i < fx["extra_strings"].size(); ++i)
+    EXPECT_EQ(tok->encode(fx["extra_strings"][i].get<std::string>(), false), fx["extra_ids"][i].get<std::vector<int32_t>>());
+  // tokenizer_class LlamaTokenizer: transformers replaces the file's Prepend normalizer by
+  // Metaspace, prepend_scheme "first" (legacy false, its default) or "always" (legacy true).
+  for (const auto& [legacy, variant] : {std::pair{"false", "tiny_sp_first"}, std::pair{"true", "tiny_sp_always"}}) {
+    std::ofstream(dir / "tokenizer_config.json")
+        << R"({"tokenizer_class": "LlamaTokenizer", "add_bos_token": false, "legacy": )" << legacy << "}";
+    auto t = make_tokenizer(open_checkpoint(dir.string())->tokenizer());
+    const json v = read_json("tiny_sp_json_ids.json")[variant];
+    for (size_t i = 0; i < v["extra_strings"].size(); ++i)
+      EXPECT_EQ(t->encode(v["extra_strings"][i].get<std::string>(), false), v["extra_ids"][i].get<std::vector<int32_t>>())
+          << variant << ": " << v["extra_strings"][i];
+  }
+  auto model = make_model(*ckpt, Device::Cpu);  // every shard's tensors found through the index
+  std::vector<int32_t> ids = tok->encode("Hello world", true), argmax(ids.size());
+  model->reset(static_cast<int>(ids.size()));
+  model->forward(ids.data(), static_cast<int>(ids.size()), 0, argmax.data(), nullptr);
+  fs::remove_all(dir);
+}
