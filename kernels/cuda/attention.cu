@@ -68,14 +68,6 @@ constexpr uint32_t kWorkChunkMask = 1023, kWorkTileMask = 1023;
 constexpr uint32_t kNoWork = 0xFFFFFFFFu;
 static_assert(kMaxChunks <= kWorkChunkMask + 1);
 
-// 16 bytes global -> shared without a register stop; src_bytes = 0 writes zeros and reads nothing.
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
-
 // Four 8x8 bf16 matrices from shared memory; lane l gives the address of row l % 8 of matrix l / 8.
 // .trans delivers each matrix transposed.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
@@ -152,7 +144,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     const int r = e / kVecs, c = e % kVecs, row = row0 + r;
     const bool ok = row < rows_total;
     const int i = ok ? row / p.group : 0, h = kvh * p.group + (ok ? row % p.group : 0);
-    cp_async_16(q_s + r * kPitch + c * 8, p.q + static_cast<size_t>(b.q_row + i) * p.q_stride + h * HD + c * 8, ok);
+    detail::cp_async_16(q_s + r * kPitch + c * 8, p.q + static_cast<size_t>(b.q_row + i) * p.q_stride + h * HD + c * 8, ok);
   }
   // Keys [t0, t0 + kTile) of K and V into stage `st`; rows at or past c1 are zeros, never read.
   auto load_tile = [&](int t0, int st) {
@@ -162,12 +154,12 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
       const int j = e / kVecs, c = e % kVecs, key = t0 + j;
       const bool ok = key < c1;
       const size_t off = static_cast<size_t>(ok ? key : 0) * cache_row_stride + c * 8;
-      cp_async_16(ks + j * kPitch + c * 8, k_cache + off, ok);
-      cp_async_16(vs + j * kPitch + c * 8, v_cache + off, ok);
+      detail::cp_async_16(ks + j * kPitch + c * 8, k_cache + off, ok);
+      detail::cp_async_16(vs + j * kPitch + c * 8, v_cache + off, ok);
     }
   };
   if (c0 < c1) load_tile(c0, 0);
-  cp_async_commit();
+  detail::cp_async_commit();
 
   // This lane's rows: r_lo = warp * 16 + g and r_hi = r_lo + 8 of the CTA; the last key each may see.
   int last_key[2];
@@ -185,14 +177,14 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
   uint32_t qf[kKSteps][4];  // A fragments of this warp's 16 q rows
 
   for (int t0 = c0, st = 0; t0 < c1; t0 += kTile, st ^= 1) {
-    cp_async_wait_all();
+    detail::cp_async_wait_all();
     __syncthreads();  // tile t0 (and, first pass, q) landed; every warp is done with the other stage
     if (t0 == c0)
 #pragma unroll
       for (int kk = 0; kk < kKSteps; ++kk)
         ldmatrix_x4(qf[kk], q_s + (warp * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + kk * 16 + 8 * (lane / 16));
     if (t0 + kTile < c1) load_tile(t0 + kTile, st ^ 1);
-    cp_async_commit();
+    detail::cp_async_commit();
     const __nv_bfloat16* ks = kv_s + st * 2 * kTile * kPitch;
     const __nv_bfloat16* vs = ks + kTile * kPitch;
 

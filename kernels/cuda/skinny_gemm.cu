@@ -182,11 +182,6 @@ constexpr int kTiledK = kChunk * kGroup;       // one group per stage
 constexpr int kTiledPitch = kTiledK + 32;      // elements; 320-byte rows: an LDS.128 phase's rows hit distinct banks
 constexpr size_t kTiledSmem = size_t{2} * (kTiledRows + kTiledTokens) * kTiledPitch * sizeof(__nv_bfloat16);
 
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-
 // Group `it` of the class-major walk (class 0's groups c, c + 8, ... first); sets its class.
 __device__ __forceinline__ int group_at(int it, int n_groups, int& cls) {
   for (int c = 0; c < kWarps; ++c) {
@@ -221,9 +216,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int idx = is_w ? row0 + r : tok0 + r - kTiledRows;
       const bool ok = k < K && idx < (is_w ? N : M);
       const __nv_bfloat16* src = (is_w ? w : x) + (ok ? static_cast<size_t>(idx) * K + k : 0);
-      cp_async_16(stage + r * kTiledPitch + (e % kVecs) * 8, src, ok);
+      detail::cp_async_16(stage + r * kTiledPitch + (e % kVecs) * 8, src, ok);
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    detail::cp_async_commit();
   };
 
   float total[4][4][4], acc[4][4][4];
@@ -252,7 +247,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (n_groups > 0) load_group(group_at(0, n_groups, cls), 0);
   for (int it = 0, st = 0; it < n_groups; ++it, st ^= 1) {
     group_at(it, n_groups, cls);
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    detail::cp_async_wait_all();
     __syncthreads();  // this group landed; every warp is done with the other stage
     if (it + 1 < n_groups) {
       int next_cls;
