@@ -208,25 +208,25 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     engine.drain(f.grace_s);
     server.stop();
   });
-  try {
-    engine.run();
-  } catch (...) {
-    // An engine failure (a lost rank, a deadline): every open request gets an error answer and
-    // every HTTP thread has left before the engine and server go away; then run_on_all_ranks
-    // reports the error and stops every rank.
-    std::string why = "unknown error";
-    try {
-      throw;
-    } catch (const std::exception& e) {
-      why = e.what();
-    } catch (...) {
-    }
+  // An engine failure (a lost rank, a collective past its deadline, an error): every open request
+  // gets an error answer and the HTTP threads leave (within a bound: a client that does not read
+  // must not keep the other ranks waiting) before the engine and server go away.
+  auto answer_all = [&](const std::string& why) {
     signals.clear();
     routes.detach_engine();
     engine.fail("the server failed: " + why);
-    server.join();
-    throw;
+    server.join(5.0);
+  };
+  // A collective's deadline stops every rank from inside the collective, on this thread.
+  comm.set_abort_hook(answer_all);
+  try {
+    engine.run();
+  } catch (const std::exception& e) {
+    comm.set_abort_hook(nullptr);
+    answer_all(e.what());
+    throw;  // run_on_all_ranks reports it and stops every rank
   }
+  comm.set_abort_hook(nullptr);
   signals.clear();  // the action touches engine and server, which die with this scope
   server.stop();
   server.join();

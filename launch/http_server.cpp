@@ -288,13 +288,13 @@ void Server::stop() {
   ::shutdown(impl_->acceptor.native_handle(), SHUT_RDWR);
 }
 
-void Server::join() {
+bool Server::join(double max_seconds) {
   stop();
   if (acceptor_.joinable()) acceptor_.join();
   std::unique_lock<std::mutex> lock(mu_);
   joining_ = true;
   for (const auto& [fd, since] : waiting_) ::shutdown(fd, SHUT_RDWR);
-  closed_.wait(lock, [&] { return open_ == 0; });
+  return closed_.wait_for(lock, std::chrono::duration<double>(max_seconds), [&] { return open_ == 0; });
 }
 
 void Server::evict_longest_waiting() {

@@ -94,8 +94,9 @@ class Server {
   // Stops accepting; requests still arriving on open connections are handled and their
   // connections closed after the answer.
   void stop();
-  // Closes idle connections and waits until every connection has closed (call after stop()).
-  void join();
+  // Closes idle connections and waits until every connection has closed, or at most
+  // max_seconds (then returns false).
+  bool join(double max_seconds = 1e9);
 
  private:
   struct Impl;
