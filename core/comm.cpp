@@ -2,6 +2,7 @@
 #include "core/comm.h"
 
 #include <cstdlib>
+#include <utility>
 
 #include "core/check.h"
 
@@ -12,6 +13,7 @@ std::string CommPhase::str() const {
 }
 
 void Comm::abort(const std::string& message) {
+  if (auto hook = std::exchange(abort_hook_, nullptr)) hook(message);
   stop_all_ranks(message);
   std::abort();
 }

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace cllm {
@@ -46,6 +47,9 @@ class Comm {
   // Prints "rank R: message" on stderr and ends every rank with a non-zero exit status.
   // A single-rank communicator throws cllm::Error instead (the usual error path).
   [[noreturn]] void abort(const std::string& message);
+  // Runs once inside abort(), on the aborting thread, before the ranks stop: a server answers
+  // its open requests there. It must not use this communicator. Empty: none.
+  void set_abort_hook(std::function<void(const std::string& message)> hook) { abort_hook_ = std::move(hook); }
 
   // Deadline of every later collective, in seconds (default 60).
   void set_deadline_seconds(double s);
@@ -57,6 +61,7 @@ class Comm {
 
  private:
   double deadline_s_ = 60.0;
+  std::function<void(const std::string&)> abort_hook_;
 };
 
 }  // namespace cllm

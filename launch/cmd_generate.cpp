@@ -65,14 +65,16 @@ struct Flags {
 
 // Rank 0's part: tokenizes, decodes through `model` (the whole model or the TP group), prints.
 int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
-  std::string text = f.prompt_text;
+  const TokenizerSpec& ts = m.checkpoint->tokenizer();
+  std::vector<int32_t> prompt;
   if (f.chat) {
     std::vector<ChatMessage> messages;
     if (f.has_system) messages.push_back({"system", f.system});
     messages.push_back({"user", f.prompt_text});
-    text = apply_chat_template(m.checkpoint->tokenizer().chat_template, messages, true);
+    prompt = encode_chat(*m.tokenizer, ts.chat_template, messages, ts.add_bos);
+  } else {
+    prompt = m.tokenizer->encode(f.prompt_text, ts.add_bos);
   }
-  const std::vector<int32_t> prompt = m.tokenizer->encode(text, m.checkpoint->tokenizer().add_bos);
   if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
   std::fprintf(stderr, "model loaded in %.2f s; prompt: %zu tokens\n", m.load_seconds, prompt.size());
 

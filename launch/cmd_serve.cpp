@@ -30,7 +30,8 @@ namespace {
 struct Flags {
   std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding";
   int port = 8000, max_batch = 8, max_queue = 64, block = 16, max_context = 2048, threads = 0;
-  int max_step_rows = 512;
+  int max_step_rows = 512, max_connections = 512;
+  double header_timeout_s = 10, body_timeout_s = 60, idle_timeout_s = 30;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
   double grace_s = 30;
@@ -109,6 +110,14 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
        "max_tokens of a chat request that gives none")
       ("max-body", po::value(&f.max_body)->default_value(f.max_body), "largest request body in bytes (413 above)")
+      ("max-connections", po::value(&f.max_connections)->default_value(f.max_connections),
+       "open connections; past it the one idle the longest is closed")
+      ("header-timeout", po::value(&f.header_timeout_s)->default_value(f.header_timeout_s),
+       "seconds a request's header may take (408 after)")
+      ("body-timeout", po::value(&f.body_timeout_s)->default_value(f.body_timeout_s),
+       "seconds a request's body may take once the header is in (408 after)")
+      ("idle-timeout", po::value(&f.idle_timeout_s)->default_value(f.idle_timeout_s),
+       "seconds a keep-alive connection may wait for its next request")
       ("grace", po::value(&f.grace_s)->default_value(30.0), "seconds in-flight requests may finish after SIGTERM")
       ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
       ("threads", po::value(&f.threads)->default_value(0), "CPU threads (0: all cores, shared among a node's ranks)");
@@ -120,6 +129,8 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
                    opts, vm))
     return 0;
   check_block_flag(f.block);
+  CLLM_CHECK(f.max_connections >= 1, "--max-connections must be >= 1");
+  CLLM_CHECK(f.header_timeout_s > 0 && f.body_timeout_s > 0 && f.idle_timeout_s > 0, "timeouts must be > 0 seconds");
   CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
@@ -143,13 +154,21 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   rc.default_chat_max_tokens = f.default_chat_max_tokens;
   rc.jacobi.block = f.block;
   rc.jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
-  if (vm.count("chat-template")) rc.chat_family = chat_template_family(f.chat_template);
+  if (vm.count("chat-template")) rc.chat_template = chat_template_family(f.chat_template);
   http::Metrics metrics;
   openai::Routes routes(rc, metrics);
   // Static: the detached watcher thread outlives this function (it may still be blocked in read()).
   static SignalWatch signals;
-  http::Server server({f.host, f.port, f.max_body, 512},
-                      [&](const http::Request& q, http::Responder& r) { routes.handle(q, r); });
+  http::ServerOptions so;
+  so.host = f.host;
+  so.port = f.port;
+  so.max_body = f.max_body;
+  so.max_connections = f.max_connections;
+  so.header_timeout_s = f.header_timeout_s;
+  so.body_timeout_s = f.body_timeout_s;
+  so.idle_timeout_s = f.idle_timeout_s;
+  http::Server server(
+      so, [&](const http::Request& q, http::Responder& r) { routes.handle(q, r); }, routes.observer());
   server.start();
   signals.start();
   // The pid: under mpirun, SIGTERM goes to this process (mpirun itself kills the job on SIGTERM).
@@ -158,9 +177,10 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
 
   LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
   const TokenizerSpec& ts = m.checkpoint->tokenizer();
-  if (rc.chat_family.empty() && !ts.chat_template.empty()) {
+  if (rc.chat_template.empty() && !ts.chat_template.empty()) {
     try {
-      rc.chat_family = chat_template_family(ts.chat_template);
+      chat_template_family(ts.chat_template);  // refuses an unrecognised template now, not per request
+      rc.chat_template = ts.chat_template;
     } catch (const Error& e) {
       CLLM_FAIL("the checkpoint's chat template is not supported (" << e.what()
                                                                    << "); start with --chat-template FAMILY");
@@ -183,22 +203,30 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   std::fprintf(stderr,
                "cllm serve: ready: model '%s', %d slots x %d positions, queue %d, step rows %d, chat template '%s'\n",
                rc.model_name.c_str(), f.max_batch, rc.max_context, f.max_queue, f.max_step_rows,
-               rc.chat_family.c_str());
+               rc.chat_template.empty() ? "" : chat_template_family(rc.chat_template).c_str());
   signals.on_signal([&] {
     engine.drain(f.grace_s);
     server.stop();
   });
-  try {
-    engine.run();
-  } catch (...) {
-    // An engine failure (a lost rank, a deadline) unwinds through engine and server: first stop
-    // everything that could still reach them from another thread (the signal watcher, new HTTP
-    // requests), then let run_on_all_ranks report the error and stop every rank.
+  // An engine failure (a lost rank, a collective past its deadline, an error): every open request
+  // gets an error answer and the HTTP threads leave (within a bound: a client that does not read
+  // must not keep the other ranks waiting) before the engine and server go away.
+  auto answer_all = [&](const std::string& why) {
     signals.clear();
     routes.detach_engine();
-    server.stop();
-    throw;
+    engine.fail("the server failed: " + why);
+    server.join(5.0);
+  };
+  // A collective's deadline stops every rank from inside the collective, on this thread.
+  comm.set_abort_hook(answer_all);
+  try {
+    engine.run();
+  } catch (const std::exception& e) {
+    comm.set_abort_hook(nullptr);
+    answer_all(e.what());
+    throw;  // run_on_all_ranks reports it and stops every rank
   }
+  comm.set_abort_hook(nullptr);
   signals.clear();  // the action touches engine and server, which die with this scope
   server.stop();
   server.join();

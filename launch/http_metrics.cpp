@@ -1,8 +1,20 @@
 #include "launch/http_metrics.h"
 
+#include <charconv>
 #include <sstream>
 
 namespace cllm::http {
+namespace {
+
+// The shortest text that reads back as the same double: a stream's default 6 digits would round
+// a sum of latencies that a scraper differentiates over time.
+std::string num(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+}  // namespace
 
 void Histogram::observe(double v) {
   size_t i = 0;
@@ -18,9 +30,9 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   uint64_t cumulative = 0;
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cumulative += counts_[i];
-    os << name << "_bucket{le=\"" << bounds_[i] << "\"} " << cumulative << "\n";
+    os << name << "_bucket{le=\"" << num(bounds_[i]) << "\"} " << cumulative << "\n";
   }
-  os << name << "_bucket{le=\"+Inf\"} " << count_ << "\n" << name << "_sum " << sum_ << "\n"
+  os << name << "_bucket{le=\"+Inf\"} " << count_ << "\n" << name << "_sum " << num(sum_) << "\n"
      << name << "_count " << count_ << "\n";
   out += os.str();
 }
@@ -81,7 +93,7 @@ std::string Metrics::render() const {
     os << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n" << name << " " << v << "\n";
   };
   auto gauge = [&](const char* name, const char* help, double v) {
-    os << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n" << name << " " << v << "\n";
+    os << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n" << name << " " << num(v) << "\n";
   };
   counter("cllm_prompt_tokens_total", "Prompt tokens of admitted requests.", prompt_tokens_);
   counter("cllm_generated_tokens_total", "Generated tokens returned to clients.", generated_tokens_);

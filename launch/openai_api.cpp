@@ -89,6 +89,7 @@ void parse_stop(const json& v, const std::string& key, ApiRequest& r) {
 void parse_seed(const json& v, const std::string& key, ApiRequest& r) {
   if (!v.is_number_integer()) bad(key, key + " must be an integer");
   r.seed = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
+  r.seed_given = true;
 }
 
 void parse_stream_options(const json& v, const std::string& key, ApiRequest& r) {
@@ -116,7 +117,6 @@ bool is_empty_object(const json& v) { return v.is_object() && v.empty(); }
 bool is_empty_string(const json& v) { return v.is_string() && v.get<std::string>().empty(); }
 bool is_empty_array(const json& v) { return v.is_array() && v.empty(); }
 bool is_text_format(const json& v) { return v.is_object() && v.value("type", "") == "text"; }
-bool only_null(const json&) { return false; }
 
 void ignore(const json&, const std::string&, ApiRequest&) {}
 
@@ -173,7 +173,7 @@ const Field kFields[] = {
     {"suffix", Endpoint::Both, true, neutral_only<is_empty_string>},
     {"tools", Endpoint::Both, true, neutral_only<is_empty_array>},
     {"response_format", Endpoint::Both, true, neutral_only<is_text_format>},
-    {"top_logprobs", Endpoint::Both, true, neutral_only<only_null>},
+    {"top_logprobs", Endpoint::Both, true, neutral_only<is_zero>},
 };
 
 const Field* find_field(const std::string& key, bool chat) {

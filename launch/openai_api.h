@@ -9,7 +9,7 @@
 //
 // Decoding: temperature 0 (the default here, unlike OpenAI's 1) is greedy and decoded with
 // Jacobi iterations; temperature > 0 samples one token per iteration (AR) with top_p, seeded
-// by `seed` (0 when absent, so a request is reproducible). Extensions: cllm_decode "jacobi"
+// by `seed` (a random one when absent, as OpenAI). Extensions: cllm_decode "jacobi"
 // (greedy only) or "ar" (greedy AR at temperature 0), cllm_block (Jacobi block, 1..64),
 // cllm_ignore_eos (true: generate exactly max_tokens, for load benchmarks).
 #pragma once
@@ -42,6 +42,7 @@ struct ApiRequest {
   double temperature = 0;
   double top_p = 1;
   uint64_t seed = 0;
+  bool seed_given = false;
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
   std::string decode;                   // "jacobi", "ar" or "" (by temperature)

@@ -30,6 +30,17 @@ void Stream::publish(const std::string& text, bool done, const std::string& fini
   cv_.notify_all();
 }
 
+void Stream::fail(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_.done) return;
+    pending_.done = true;
+    pending_.finish_reason = "error";
+    pending_.error = why;
+  }
+  cv_.notify_all();
+}
+
 // A request inside the engine: its stream and the text state the engine thread keeps for it.
 struct Engine::Live {
   Live(uint64_t id, const Tokenizer& tok) : id(id), decoder(tok) {}
@@ -94,8 +105,8 @@ bool Engine::draining() const {
 }
 
 void Engine::finish(Live& l, const std::string& reason) {
+  metrics_.add_tokens(0, l.tokens);  // before the client can see the end and read /metrics
   l.stream->publish(l.held, true, reason, l.tokens, l.iterations, l.ttft_s, seconds(Clock::now() - l.arrived));
-  metrics_.add_tokens(0, l.tokens);
   const uint64_t id = l.id;
   live_.erase(std::remove_if(live_.begin(), live_.end(), [id](const auto& p) { return p->id == id; }), live_.end());
   std::lock_guard<std::mutex> lock(mu_);
@@ -147,6 +158,21 @@ bool Engine::on_event(const SequenceEvent& ev) {
   l.stream->publish(l.held.substr(0, l.held.size() - keep), false, "", l.tokens, l.iterations, l.ttft_s, 0);
   l.held.erase(0, l.held.size() - keep);
   return true;
+}
+
+void Engine::fail(const std::string& why) {
+  std::deque<std::pair<std::unique_ptr<Live>, SequenceSpec>> arrivals;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+    drain_deadline_ = Clock::now();
+    arrivals.swap(inbox_);
+    cancel_streams_.clear();
+    in_system_ = 0;
+  }
+  for (auto& a : arrivals) a.first->stream->fail(why);
+  for (auto& l : live_) l->stream->fail(why);
+  live_.clear();
 }
 
 void Engine::run() {

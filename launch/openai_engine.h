@@ -28,7 +28,9 @@ class Stream {
   struct Update {
     std::string text;           // new text since the last take()
     bool done = false;
-    std::string finish_reason;  // "stop", "length"; "cancelled" when the server gave up on it
+    std::string finish_reason;  // "stop", "length"; "cancelled" when the server gave up on it;
+                                // "error" when the engine failed (then `error` says why)
+    std::string error;
     int completion_tokens = 0;
     int iterations = 0;
     double ttft_s = 0;   // engine-measured, from submit(): to the first token (0 before it)
@@ -41,6 +43,7 @@ class Stream {
   friend class Engine;
   void publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations,
                double ttft_s, double total_s);
+  void fail(const std::string& why);
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -74,6 +77,9 @@ class Engine {
 
   // The MPI thread: decodes until drain() and the last request is gone.
   void run();
+  // The MPI thread, after run() threw: ends every admitted request with an error (their HTTP
+  // threads answer it) and refuses new ones, so the server can be joined before the engine dies.
+  void fail(const std::string& why);
 
  private:
   struct Live;

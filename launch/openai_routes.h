@@ -1,6 +1,8 @@
-// The routes of `cllm serve`: /v1/completions, /v1/chat/completions (JSON or SSE), /v1/models,
-// /health and /metrics, with the API key check. Admits validated requests (their specs from
-// openai_spec.h) and waits on their streams, cancelling a request whose client has gone.
+// The routes of `cllm serve`: /v1/completions, /v1/chat/completions (JSON or SSE), /v1/models[/ID],
+// /tokenize, /detokenize, /health and /metrics, with the API key check. Admits validated requests
+// (their specs from openai_spec.h) and waits on their streams, cancelling a request whose client
+// has gone. Every request the HTTP server answers is counted and logged through observer(),
+// whoever answered it (this class, or the server itself for 400/408/413).
 #pragma once
 #include <atomic>
 #include <string>
@@ -20,7 +22,7 @@ class Routes {
   // brings what the checkpoint decides (chat family, BOS, EOS ids, context); those fields are
   // read only by generation, which starts after the engine pointer is published.
   void set_ready(const RouteConfig& loaded, Engine* engine, const Tokenizer* tok) {
-    cfg_.chat_family = loaded.chat_family;
+    cfg_.chat_template = loaded.chat_template;
     cfg_.add_bos = loaded.add_bos;
     cfg_.eos_ids = loaded.eos_ids;
     cfg_.max_context = loaded.max_context;
@@ -31,19 +33,17 @@ class Routes {
   // inside generate() keep the reference they took).
   void detach_engine() { engine_.store(nullptr); }
   void handle(const http::Request& req, http::Responder& res);
+  // The HTTP server's observer: counts in cllm_requests_total and one access-log line.
+  http::Observer observer();
 
  private:
-  void generate(const http::Request& req, http::Responder& res, bool chat, const std::string& endpoint);
-  void reply(http::Responder& res, const std::string& endpoint, int status, const std::string& body,
-             const http::Headers& extra = {});
-  void error(http::Responder& res, const std::string& endpoint, int status, const std::string& message,
-             const std::string& type, const std::string& code = "", const std::string& param = "");
+  void generate(const http::Request& req, http::Responder& res, bool chat);
+  void tokenize(const http::Request& req, http::Responder& res, bool forward);
 
   RouteConfig cfg_;
   http::Metrics& metrics_;
   std::atomic<Engine*> engine_{nullptr};
   const Tokenizer* tok_ = nullptr;
-  std::atomic<uint64_t> next_id_{1};
 };
 
 }  // namespace cllm::openai

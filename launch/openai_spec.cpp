@@ -13,10 +13,10 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
                    "model");
   SequenceSpec spec;
   if (r.chat) {
-    if (cfg.chat_family.empty())
+    if (cfg.chat_template.empty())
       throw ApiError(400, "this model has no chat template: restart the server with --chat-template", "messages");
     try {
-      spec.prompt = tok.encode(apply_chat_template(cfg.chat_family, r.messages, true), cfg.add_bos);
+      spec.prompt = encode_chat(tok, cfg.chat_template, r.messages, cfg.add_bos);
     } catch (const Error& e) {
       throw ApiError(400, e.what(), "messages");
     }

@@ -16,7 +16,9 @@ namespace cllm::openai {
 struct RouteConfig {
   std::string model_name;      // what /v1/models lists and requests may name
   std::string api_key;         // "" : no auth
-  std::string chat_family;     // "" : the model has no chat template (chat answers 400)
+  // A family name or the checkpoint's jinja text, which carries what the family name does not
+  // (SmolLM2's default system prompt). "": the model has no chat template (chat answers 400).
+  std::string chat_template;
   bool add_bos = false;
   std::vector<int32_t> eos_ids;
   JacobiOptions jacobi;        // server defaults (block, window, init)

@@ -83,8 +83,8 @@ std::vector<std::vector<int32_t>> tokenize_prompts(const std::vector<PromptLine>
                                                    const std::string& path) {
   std::vector<std::vector<int32_t>> prompts;
   for (const PromptLine& p : lines) {
-    const std::string text = p.messages.empty() ? p.text : apply_chat_template(chat_template, p.messages, true);
-    prompts.push_back(tokenizer.encode(text, add_bos));
+    prompts.push_back(p.messages.empty() ? tokenizer.encode(p.text, add_bos)
+                                         : encode_chat(tokenizer, chat_template, p.messages, add_bos));
     CLLM_CHECK(!prompts.back().empty(), path << ": prompt " << prompts.size() - 1 << " encodes to no tokens");
   }
   return prompts;

@@ -3,6 +3,7 @@
 #include "runtime/chat_template.h"
 
 #include "core/check.h"
+#include "runtime/tokenizer.h"
 #include "runtime/unicode_text.h"
 
 namespace cllm {
@@ -167,6 +168,14 @@ std::string apply_chat_template(const std::string& family_or_jinja, const std::v
   if (f.name == "llama-2") return render_llama2(messages);
   if (f.name == "llama-3") return render_llama3(messages, add_generation_prompt);
   return render_vicuna(f, messages, add_generation_prompt);
+}
+
+std::vector<int32_t> encode_chat(const Tokenizer& tok, const std::string& family_or_jinja,
+                                 const std::vector<ChatMessage>& messages, bool add_bos) {
+  std::vector<int32_t> ids = tok.encode(apply_chat_template(family_or_jinja, messages, true), false);
+  const int32_t bos = tok.bos_id();
+  if (add_bos && bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
+  return ids;
 }
 
 }  // namespace cllm

@@ -16,6 +16,8 @@ Outputs (all small, committed):
   tiny_sp.model           a small sentencepiece BPE model with byte fallback, trained here
   tiny_sp_ids.json        its ids from python sentencepiece
   chat_templates.json     jinja templates, conversations and transformers' rendering
+  chat_ids.json           prompt ids of apply_chat_template(tokenize=True, add_generation_prompt=True):
+                          SmolLM2 with its own GGUF template, and LLaMA-3's template on llama3_tiny
 
 SmolLM2 reference: transformers can only read GGUF with torch installed, so the HF tokenizer
 is built from the GGUF vocab/merges with the pre-tokenizer of SmolLM2's published
@@ -257,6 +259,24 @@ def chat_fixtures(smollm2_template):
     return {"templates": templates, "cases": cases}
 
 
+def chat_id_fixtures(smollm2_tok, smollm2_template):
+    """What a server must feed the model for a chat request: transformers tokenizes the rendered
+    template with add_special_tokens=False, so a BOS comes only from the template itself."""
+    from transformers import PreTrainedTokenizerFast
+    tokenizers_ = {
+        "smollm2": (PreTrainedTokenizerFast(tokenizer_object=smollm2_tok), smollm2_template),
+        "llama3_tiny": (PreTrainedTokenizerFast(tokenizer_file=os.path.join(OUT, "llama3_tiny.json"),
+                                                bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"), LLAMA3),
+    }
+    cases = []
+    for name, (hf, tmpl) in tokenizers_.items():
+        for conv in CONVERSATIONS + [[{"role": "user", "content": "Say hi"}]]:
+            out = hf.apply_chat_template(conv, chat_template=tmpl, tokenize=True, add_generation_prompt=True)
+            ids = out if isinstance(out, list) else out["input_ids"]
+            cases.append({"tokenizer": name, "template": tmpl, "messages": conv, "ids": ids})
+    return {"cases": cases}
+
+
 def dump(name, obj):
     with open(os.path.join(OUT, name), "w", encoding="utf-8") as fh:
         json.dump(obj, fh, ensure_ascii=False, separators=(",", ":"))
@@ -266,7 +286,11 @@ def dump(name, obj):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-export", help="tokenizer.json exported by cllm to compare with the fixture ids")
+    ap.add_argument("--chat-ids-only", action="store_true", help="rewrite chat_ids.json only")
     args = ap.parse_args()
+    if args.chat_ids_only:
+        dump("chat_ids.json", chat_id_fixtures(*smollm2_tokenizer()))
+        return
     if args.check_export:
         strings = json.load(open(os.path.join(OUT, "strings.json"), encoding="utf-8"))
         want = json.load(open(os.path.join(OUT, "smollm2_ids.json")))["ids"]
@@ -303,6 +327,7 @@ def main():
     dump("tiny_sp_ids.json", {"ids": ids, "decoded": [None if i is None else sp.decode(i) for i in ids]})
 
     dump("chat_templates.json", chat_fixtures(template))
+    dump("chat_ids.json", chat_id_fixtures(tok, template))
 
 
 if __name__ == "__main__":

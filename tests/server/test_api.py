@@ -1,6 +1,7 @@
 # The OpenAI surface: the official client for completions, chat and streaming; curl for raw SSE;
 # stop strings, sampling, extensions, auth, and every bad-input case with its status.
 import json
+import os
 import subprocess
 
 import openai
@@ -79,7 +80,8 @@ def test_jacobi_equals_greedy_ar(base_url, auth):
 def test_ignore_eos_runs_to_max_tokens(base_url, auth):
     def chat(**extra):
         r = requests.post(f"{base_url}/v1/chat/completions", headers=auth, timeout=120,
-                          json={"messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 48, **extra})
+                          json={"messages": [{"role": "user", "content": "Is the sky blue? Answer yes or no."}],
+                                "max_tokens": 48, **extra})
         assert r.status_code == 200, r.text
         return r.json()
     short = chat()
@@ -183,3 +185,22 @@ def test_metrics(base_url, auth):
         assert name in text, name
     generated = [l for l in text.splitlines() if l.startswith("cllm_generated_tokens_total ")]
     assert int(generated[0].split()[1]) >= 3
+
+
+def test_chat_prompt_is_the_models_template(base_url, auth):
+    # transformers' apply_chat_template(tokenize=True) on the model's own template
+    # (tests/fixtures/tokenizer/chat_ids.json): no system message means the template's default one.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "tests", "fixtures", "tokenizer", "chat_ids.json")) as f:
+        cases = [c for c in json.load(f)["cases"] if c["tokenizer"] == "smollm2"]
+    for c in cases:
+        r = requests.post(f"{base_url}/v1/chat/completions", headers=auth, timeout=120,
+                          json={"messages": c["messages"], "max_tokens": 1})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == len(c["ids"]), c["messages"]
+    # The same prompt as ids through /v1/completions gives the same greedy text.
+    say_hi = [c for c in cases if c["messages"][0]["content"] == "Say hi"][0]
+    chat = requests.post(f"{base_url}/v1/chat/completions", headers=auth, timeout=120,
+                         json={"messages": say_hi["messages"], "max_tokens": 8}).json()
+    ids = complete(base_url, auth, prompt=say_hi["ids"], max_tokens=8)
+    assert chat["choices"][0]["message"]["content"] == ids["choices"][0]["text"]

@@ -90,7 +90,7 @@ TEST(OpenAiParse, ErrorsNameTheirField) {
       {R"({"prompt": "x", "frequency_penalty": 0.5})", "frequency_penalty"},
       {R"({"prompt": "x", "logit_bias": {"1": 2}})", "logit_bias"},
       {R"({"prompt": "x", "response_format": {"type": "json_object"}})", "response_format"},
-      {R"({"prompt": "x", "top_logprobs": 0})", "top_logprobs"},
+      {R"({"prompt": "x", "top_logprobs": 2})", "top_logprobs"},
       {R"({"prompt": "x", "frobnicate": 1})", "frobnicate"},
       {R"({"prompt": "x", "messages": []})", "messages"},  // a chat field on /v1/completions
       {R"({"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5})", "cllm_decode"},
@@ -111,6 +111,9 @@ TEST(OpenAiParse, ErrorsNameTheirField) {
   EXPECT_EQ(parse_error(R"({"prompt": "x"})", true).param, "prompt");  // a completions field on chat
   EXPECT_EQ(parse_error(R"({})", true).param, "messages");
   EXPECT_EQ(parse_error("{bad json").param, "");
+  // OpenAI's neutral value, which clients send by default.
+  EXPECT_NO_THROW(parse_request(R"({"prompt": "x", "top_logprobs": 0})", false));
+  EXPECT_NO_THROW(parse_request(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 0})", true));
 }
 
 class OpenAiSpec : public ::testing::Test {
@@ -164,7 +167,7 @@ TEST_F(OpenAiSpec, ChatUsesTheTemplateAndWhatFits) {
   const ApiError no_template = spec_error(body, true);
   EXPECT_EQ(no_template.status, 400);
   EXPECT_EQ(no_template.param, "messages");
-  cfg_.chat_family = "chatml";
+  cfg_.chat_template = "chatml";
   const SequenceSpec s = spec(body, true);
   EXPECT_EQ(s.prompt, tok_->encode(apply_chat_template("chatml", {{"user", "hi"}}, true), false));
   // Without max_tokens chat gets what fits in the context beside the prompt and one block, capped.

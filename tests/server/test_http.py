@@ -1,0 +1,175 @@
+# The HTTP layer against clients that misbehave or are merely old, on a private one-rank server with
+# short timeouts: stalled and idle sockets are dropped, a flood of idle sockets does not lock out
+# /health, half-closed and HTTP/1.0 clients get their answer, Expect: 100-continue is honoured,
+# every request leaves one access-log line, and a drain answers 503 JSON on kept-alive connections.
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+from conftest import PrivateServer
+
+TIMEOUT = 4  # --header-timeout and --idle-timeout of the private server
+
+
+@pytest.fixture(scope="module")
+def srv():
+    s = PrivateServer("--header-timeout", str(TIMEOUT), "--idle-timeout", str(TIMEOUT), "--grace", "60")
+    yield s
+    s.close()
+
+
+def connect(url):
+    u = urlparse(url)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    return s
+
+
+def request_bytes(method, path, body=None, version="1.1", headers=()):
+    data = json.dumps(body).encode() if body is not None else b""
+    head = [f"{method} {path} HTTP/{version}", "Host: x"] + list(headers)
+    if body is not None:
+        head += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode(), data
+
+
+def read_until_closed(s):
+    out = b""
+    while True:
+        part = s.recv(65536)
+        if not part:
+            return out
+        out += part
+
+
+def parse(raw):
+    """(status, headers lower-cased, body with chunked encoding undone) of one response."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            body, rest = body + rest[:n], rest[n + 2:]
+        rest = body
+    return status, headers, rest
+
+
+def test_stalled_and_idle_sockets_are_dropped(srv):
+    silent = connect(srv.url)
+    partial = connect(srv.url)
+    partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    idle = connect(srv.url)
+    idle.sendall(request_bytes("GET", "/health")[0])
+    t0 = time.time()
+    assert read_until_closed(silent) == b""
+    status, _, body = parse(read_until_closed(partial))
+    assert status == 408 and json.loads(body)["error"]["message"]
+    first = idle.recv(65536)  # the /health answer, then the keep-alive connection idles out
+    assert first.startswith(b"HTTP/1.1 200")
+    read_until_closed(idle)
+    assert time.time() - t0 < TIMEOUT + 5
+
+
+def test_idle_flood_does_not_lock_out_health(srv):
+    # More half-open sockets than the connection cap (512): the longest waiting ones make room.
+    flood = []
+    t0 = time.time()
+    try:
+        for i in range(520):
+            s = connect(srv.url)
+            if i % 2:
+                s.sendall(b"GET /health HTTP/1.1\r\n")  # a header that never ends
+            flood.append(s)
+        assert requests.get(srv.url + "/health", timeout=10).status_code == 200
+        r = requests.post(srv.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert time.time() - t0 < TIMEOUT, "served only because the flood timed out"
+    finally:
+        for s in flood:
+            s.close()
+
+
+def test_half_closed_client_is_answered(srv):
+    for stream in (False, True):
+        s = connect(srv.url)
+        head, body = request_bytes("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 4, "stream": stream})
+        s.sendall(head + body)
+        s.shutdown(socket.SHUT_WR)
+        status, _, payload = parse(read_until_closed(s))
+        assert status == 200, payload
+        if stream:
+            assert payload.rstrip().endswith(b"data: [DONE]"), payload
+        else:
+            assert json.loads(payload)["usage"]["completion_tokens"] == 4
+
+
+def test_http10_gets_no_chunked_encoding(srv):
+    s = connect(srv.url)
+    head, body = request_bytes("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 4, "stream": True}, "1.0")
+    s.sendall(head + body)
+    status, headers, payload = parse(read_until_closed(s))
+    assert status == 200 and "transfer-encoding" not in headers, headers
+    assert payload.startswith(b"data: {") and payload.rstrip().endswith(b"data: [DONE]"), payload
+
+
+def test_expect_100_continue(srv):
+    s = connect(srv.url)
+    head, body = request_bytes("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2},
+                               headers=["Expect: 100-continue"])
+    s.sendall(head)
+    s.settimeout(5)
+    assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    s.sendall(body)
+    s.settimeout(60)
+    raw = b""
+    while b"}" not in raw:
+        raw += s.recv(65536)
+    assert raw.startswith(b"HTTP/1.1 200"), raw
+    s.close()
+
+
+def test_access_log_has_one_line_per_request(srv):
+    r = requests.get(srv.url + "/health", headers={"X-Request-Id": "access-log-probe"}, timeout=10)
+    assert r.status_code == 200
+    deadline = time.time() + 5
+    while "access-log-probe" not in srv.text() and time.time() < deadline:
+        time.sleep(0.05)
+    lines = [l for l in srv.text().splitlines() if "access-log-probe" in l]
+    assert len(lines) == 1 and re.search(r"GET /health 200 \d+ [\d.]+s access-log-probe$", lines[0]), lines
+
+
+def test_drain_answers_503_json_on_kept_alive_connections(srv):
+    # Last in this module: it stops the server. A long request keeps the drain open meanwhile.
+    kept = connect(srv.url)
+    kept.sendall(request_bytes("GET", "/health")[0])
+    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+    long = threading.Thread(target=requests.post, args=(srv.url + "/v1/completions",),
+                            kwargs=dict(json={"prompt": "1, 2,", "max_tokens": 200, "cllm_ignore_eos": True},
+                                        timeout=300))
+    long.start()
+    deadline = time.time() + 60
+    while "\ncllm_kv_rows_in_use 0\n" in requests.get(srv.url + "/metrics", timeout=10).text:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    srv.proc.send_signal(signal.SIGTERM)
+    while "draining" not in srv.text():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    head, body = request_bytes("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2})
+    kept.sendall(head + body)
+    status, headers, payload = parse(read_until_closed(kept))
+    assert status == 503 and json.loads(payload)["error"]["type"] == "service_unavailable", payload
+    assert headers.get("connection", "").lower() == "close"
+    long.join()

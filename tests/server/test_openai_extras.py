@@ -1,0 +1,77 @@
+# What OpenAI clients and operators expect beyond generation: fresh sampling without a seed, the
+# neutral top_logprobs, unique ids and X-Request-Id, /tokenize and /detokenize, /v1/models/ID,
+# a case-insensitive Bearer scheme, every status counted, and metric sums at full precision.
+import requests
+
+
+def post(base_url, auth, path, **body):
+    return requests.post(f"{base_url}{path}", json=body, headers=auth, timeout=120)
+
+
+def test_sampling_without_seed_differs(base_url, auth):
+    body = dict(prompt="My favourite animal is", max_tokens=16, temperature=1.5, top_p=0.95)
+    texts = {post(base_url, auth, "/v1/completions", **body).json()["choices"][0]["text"] for _ in range(3)}
+    assert len(texts) > 1, texts
+
+
+def test_top_logprobs_zero_is_accepted(base_url, auth):
+    r = post(base_url, auth, "/v1/chat/completions", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+             top_logprobs=0)
+    assert r.status_code == 200, r.text
+    assert post(base_url, auth, "/v1/completions", prompt="Hi", max_tokens=2, top_logprobs=3).status_code == 400
+
+
+def test_ids_are_unique_and_request_ids_echoed(base_url, auth):
+    a = post(base_url, auth, "/v1/completions", prompt="Hi", max_tokens=1)
+    b = post(base_url, auth, "/v1/completions", prompt="Hi", max_tokens=1)
+    ida, idb = a.json()["id"], b.json()["id"]
+    assert ida != idb and ida.startswith("cmpl-") and len(ida) >= len("cmpl-") + 16, (ida, idb)
+    assert a.headers["X-Request-Id"] and a.headers["X-Request-Id"] != b.headers["X-Request-Id"]
+    mine = requests.get(f"{base_url}/health", headers={"X-Request-Id": "trace-42"}, timeout=10)
+    assert mine.headers["X-Request-Id"] == "trace-42"
+
+
+def test_tokenize_and_detokenize(base_url, auth):
+    t = post(base_url, auth, "/tokenize", prompt="Hello world").json()
+    assert t["count"] == len(t["tokens"]) > 0 and t["max_model_len"] > 0
+    assert post(base_url, auth, "/detokenize", tokens=t["tokens"]).json()["prompt"] == "Hello world"
+    chat = post(base_url, auth, "/tokenize", messages=[{"role": "user", "content": "Say hi"}]).json()
+    done = post(base_url, auth, "/v1/chat/completions", messages=[{"role": "user", "content": "Say hi"}],
+                max_tokens=1).json()
+    assert chat["count"] == done["usage"]["prompt_tokens"]
+    assert post(base_url, auth, "/detokenize", tokens=[-1]).status_code == 400
+
+
+def test_model_by_id_and_lowercase_bearer(base_url, auth, api_key, model_name):
+    r = requests.get(f"{base_url}/v1/models/{model_name}", headers={"Authorization": f"bearer {api_key}"}, timeout=10)
+    assert r.status_code == 200 and r.json()["id"] == model_name, r.text
+    r = requests.get(f"{base_url}/v1/models/other-model", headers=auth, timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def metric(base_url, line_start):
+    for line in requests.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(line_start + " "):
+            return line.split()[1]
+    return "0"
+
+
+def test_every_status_is_counted(base_url, auth):
+    key = 'cllm_requests_total{endpoint="%s",status="%d"}'
+    cases = [("/v1/completions", 401, lambda: requests.post(f"{base_url}/v1/completions", json={}, timeout=10)),
+             ("/v1/completions", 400, lambda: requests.post(f"{base_url}/v1/completions", data="{", headers=auth,
+                                                            timeout=10)),
+             ("/v1/completions", 413, lambda: requests.post(f"{base_url}/v1/completions", data=b"x" * ((1 << 20) + 1),
+                                                            headers=auth, timeout=30)),
+             ("other", 404, lambda: requests.get(f"{base_url}/nowhere", timeout=10))]
+    for endpoint, status, call in cases:
+        before = int(metric(base_url, key % (endpoint, status)))
+        assert call().status_code == status
+        assert int(metric(base_url, key % (endpoint, status))) == before + 1, (endpoint, status)
+
+
+def test_metric_sums_keep_their_precision(base_url, auth):
+    post(base_url, auth, "/v1/completions", prompt="Hello", max_tokens=3)
+    s = metric(base_url, "cllm_time_to_first_token_seconds_sum")
+    digits = s.replace(".", "").replace("-", "").split("e")[0].lstrip("0")
+    assert len(digits) > 6, s  # a sum of measured seconds is not a 6-digit number
