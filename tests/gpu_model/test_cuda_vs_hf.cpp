@@ -49,7 +49,9 @@ void check(const std::string& name, double tol) {
                   p["name"].get<std::string>().c_str(), pos, worst, worst / scale, scale);
       EXPECT_LE(worst, tol * scale) << name << " " << p["name"] << " pos " << pos;
       const double gap = ref["top"][0][1].get<double>() - ref["top"][1][1].get<double>();
-      if (gap > tol * scale) EXPECT_EQ(argmax[pos], ref["argmax"].get<int>()) << name << " pos " << pos;
+      if (gap > tol * scale) {
+        EXPECT_EQ(argmax[pos], ref["argmax"].get<int>()) << name << " pos " << pos;
+      }
     }
   }
 }
