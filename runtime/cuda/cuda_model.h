@@ -69,8 +69,10 @@ struct CudaModelOptions {
   // attention chunks at fixed key boundaries (kInvariantChunkKeys); larger ones run cuBLASLt (its
   // algorithm and split-K change with M) and chunks sized to the batch. Any two forwards within the
   // limit give a token the same bits. The default, 16, covers decoding and Jacobi blocks of up to 16
-  // tokens at no measured cost; kMaxRows (all forwards: 64-token blocks, batches and prefill chunks
-  // too) costs 40-65% on 32-64-row forwards and about 3x on 256-1024-row ones (docs/benchmarks.md).
+  // tokens (measured on 1x H100: 0-13% of a 7B step at n = 16, none for SmolLM2); every forward
+  // (kMaxRowsPerForward: 64-token blocks, batches and prefill chunks too) costs +47% at n = 64 and
+  // about 3x on prefill and 256-1024-row batches, where the invariant GEMM is 4x slower than
+  // cuBLASLt (docs/benchmarks.md).
   int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
@@ -81,10 +83,11 @@ struct CudaModelOptions {
     o.invariant_max_rows = m.cuda_invariant_max_rows;
     return o;
   }
-  // Rows of one batched device forward (CudaModel::kMaxRows; here for the presets above).
+  // Rows of one batched device forward (CudaModel::kMaxRows): invariant_max_rows at or above it
+  // makes every forward invariant.
   static constexpr int kMaxRowsPerForward = 1024;
-  // GEMM rows up to which the skinny kernel beats cuBLASLt (docs/benchmarks.md: 5-20% faster at
-  // M <= 8 on the 7B projections, 0-20% slower at 9-16); it runs there in every mode.
+  // GEMM rows up to which the skinny kernel beats cuBLASLt (docs/benchmarks.md: 0-20% faster at
+  // M <= 8 on the 7B projections, 0-30% slower at 9-16); it runs there in every mode.
   static constexpr int kSkinnyBestMaxM = 8;
   bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
 };
