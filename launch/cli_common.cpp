@@ -146,7 +146,7 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("numerics", po::value(&flags.numerics)->default_value("blocks"),
        "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
        "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "
-       "equals greedy AR; no measured cost), invariant (every forward: any block size, batches and prefill "
+       "equals greedy AR; 0-13% of a 7B step), invariant (every forward: any block size, batches and prefill "
        "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)");
 }
 
