@@ -153,10 +153,14 @@ void check_block_flag(int block) {
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {
+  // Checked before anything is allocated: a pool of a million threads takes gigabytes and seconds
+  // before it fails, and more threads than cores only contend.
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  CLLM_CHECK(requested >= 0 && requested <= cores, "--threads must be 0 (automatic) or 1.." << cores
+                                                       << " (the cores of this machine), got " << requested);
   if (requested > 0) {
     cpu::set_num_threads(requested);
   } else if (comm.local_size() > 1) {
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
     cpu::set_num_threads(std::max(1, cores / comm.local_size()));
   }
 }

@@ -55,6 +55,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
 void check_block_flag(int block);
 
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
+// Refuses (naming --threads and the cores) a negative count or more threads than this machine's cores.
 void set_cpu_threads(int requested, const Comm& comm);
 
 // Rank 0 runs lead(model) where model is what decoders use: the local model with one rank, a

@@ -162,7 +162,10 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   gen.max_new_tokens = tokens;
   const int max_n = *std::max_element(ns.begin(), ns.end());
   const int max_ctx = *std::max_element(contexts.begin(), contexts.end());
-  model.reset(std::max({kv_rows_needed(static_cast<int>(prompt.size()), tokens, 1), max_ctx + max_n, prefill}));
+  const std::string why = context_limit_error(cfg, static_cast<int64_t>(prompt.size()), tokens, 1);
+  CLLM_CHECK(why.empty(), "--tokens: " << why);
+  model.reset(std::max({static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), tokens, 1)),
+                        max_ctx + max_n, prefill}));
   const GenerateResult ar = generate_ar(model, prompt, gen);
   const double ar_tps = (ar.stats.tokens - 1) / ar.stats.decode_seconds;  // first token comes from prefill
   const int ar_ctx = static_cast<int>(prompt.size()) + tokens / 2;

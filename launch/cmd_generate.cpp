@@ -29,7 +29,10 @@ struct Run {
 
 Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
             const GenerateOptions& gen, const JacobiOptions& jac, bool stream) {
-  model.reset(kv_rows_needed(static_cast<int>(prompt.size()), gen.max_new_tokens, jac.block));
+  const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
+                                              jac.block);
+  CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
+  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
   StreamDecoder text(tokenizer);
   TokenSink sink = [&](const int32_t* ids, int n) {
     for (int i = 0; i < n; ++i) std::cout << text.push(ids[i]);

@@ -14,7 +14,6 @@
 #include <cstdio>
 
 #include "core/check.h"
-#include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
 #include "launch/prompts_file.h"
 #include "runtime/trajectory.h"
@@ -71,7 +70,7 @@ int trajectories_main(int argc, char** argv) {
     to.init = InitialGuess::Pad;
   else
     CLLM_FAIL("--init must be random, repeat or pad, got '" << init << "'");
-  if (threads > 0) cpu::set_pool_size(threads);
+  set_cpu_threads(threads, *make_single_comm());
   const Shard sh = parse_shard(shard);
   plan.shard = sh.index;
   plan.num_shards = sh.count;
