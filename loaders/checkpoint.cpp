@@ -1,13 +1,60 @@
-// open_checkpoint: picks the reader by what the path is. The manifest helpers of checkpoint.h.
+// open_checkpoint: picks the reader by what the path is. The manifest helpers of checkpoint.h, and
+// CheckpointReader::read_f32's finiteness check over every format's converted values.
 #include "loaders/checkpoint.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <sstream>
 
 #include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/h5_checkpoint.h"
 
 namespace cllm {
+namespace {
+
+// NaN and Inf are the floats whose 8 exponent bits are all ones.
+bool non_finite_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+// Index of the first NaN or Inf of v[0..n), or n. The branch-free OR over blocks of 1024 values
+// vectorises; only a block that holds one is scanned again for the index.
+size_t first_non_finite(const float* v, size_t n) {
+  constexpr size_t kBlock = 1024;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t e = std::min(n, b + kBlock);
+    bool bad = false;
+    for (size_t i = b; i < e; ++i) bad |= non_finite_bits(v[i]);
+    if (bad)
+      for (size_t i = b; i < e; ++i)
+        if (non_finite_bits(v[i])) return i;
+  }
+  return n;
+}
+
+}  // namespace
+
+void CheckpointReader::read_f32(const std::string& name, const TensorRange& range, float* dst) const {
+  convert_f32(name, range, dst);
+  const std::vector<int64_t> shape = this->shape(name);
+  const detail::Rect r = detail::resolve_range(range, shape, source(), name);
+  const size_t cols = static_cast<size_t>(r.c1 - r.c0), n = static_cast<size_t>(r.r1 - r.r0) * cols;
+  const size_t first = first_non_finite(dst, n);
+  if (first == n) return;
+  const size_t count = static_cast<size_t>(std::count_if(dst + first, dst + n, non_finite_bits));
+  std::ostringstream at;
+  if (shape.size() == 1)
+    at << "element " << r.r0 + static_cast<int64_t>(first);
+  else
+    at << "[" << r.r0 + static_cast<int64_t>(first / cols) << ", " << r.c0 + static_cast<int64_t>(first % cols) << "]";
+  CLLM_FAIL(source() << ": tensor '" << name << "' holds " << dst[first] << " at " << at.str() << " (" << count
+                     << " non-finite of the " << n << " values read): weights must be finite, or every logit becomes "
+                        "NaN; the file is corrupted or was saved from a diverged run");
+}
 
 TensorRange slice_range(const TensorSpec& t) {
   switch (t.split) {

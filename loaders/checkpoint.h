@@ -45,10 +45,18 @@ class CheckpointReader {
   // Logical shape in HF order; throws naming the file and tensor if absent.
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
   // Converts (dequantizes) the selected range to fp32, row-major, into dst
-  // (rows * cols floats). Throws naming the file and tensor on any inconsistency.
-  virtual void read_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
+  // (rows * cols floats). Throws naming the file and tensor on any inconsistency, and naming the
+  // element (row, column of the tensor) when a value is NaN or Inf: one non-finite weight makes
+  // every logit NaN, and greedy decoding would then emit token 0 forever with exit status 0
+  // (design.md, Failure semantics). Every format's weights pass here while they are converted
+  // anyway, so the check is one extra pass over values still in cache for most ranges.
+  void read_f32(const std::string& name, const TensorRange& range, float* dst) const;
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
+
+ protected:
+  // The format's conversion of the range, as read_f32 describes, before the finiteness check.
+  virtual void convert_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
 };
 
 // The TensorRange of this rank's slice of t (core/tensor_manifest.h).

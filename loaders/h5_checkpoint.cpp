@@ -198,8 +198,9 @@ class H5Reader final : public CheckpointReader {
   std::string source() const override { return path_; }
   std::vector<int64_t> shape(const std::string& name) const override { return entry(name).shape; }
 
+ protected:
   // Reads only the selected hyperslab: HDF5 reads (and checksums) just the chunks it touches.
-  void read_f32(const std::string& name, const TensorRange& range, float* dst) const override {
+  void convert_f32(const std::string& name, const TensorRange& range, float* dst) const override {
     const Entry& e = entry(name);
     const Rect rect = resolve_range(range, e.shape, path_, name);
     const int rank = static_cast<int>(e.shape.size());
