@@ -131,6 +131,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
     for (int r = 0; lead && r < comm.size(); ++r)
       std::fprintf(stderr, "rank %d: loaded %.1f MB of weights in %.2f s, peak memory %.1f MB\n", r,
                    loads[r].weight_bytes / 1e6, loads[r].seconds, loads[r].peak_rss_bytes / 1e6);
+    agree_on_checkpoint(*m.checkpoint, comm);  // before the first forward
   }
   return m;
 }

@@ -56,6 +56,30 @@ void CheckpointReader::read_f32(const std::string& name, const TensorRange& rang
                         "NaN; the file is corrupted or was saved from a diverged run");
 }
 
+uint64_t tensor_fingerprint(const CheckpointReader& ckpt, const std::string& name) {
+  constexpr int64_t kProbes = 4, kWindow = 16;
+  const std::vector<int64_t> shape = ckpt.shape(name);
+  const bool one_d = shape.size() == 1;
+  const int64_t rows = one_d ? 1 : shape[0];
+  int64_t cols = 1;
+  for (size_t d = one_d ? 0 : 1; d < shape.size(); ++d) cols *= shape[d];
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a offset basis
+  float window[kWindow];
+  for (int64_t pr = 0; pr < std::min(kProbes, rows); ++pr) {
+    const int64_t row = rows == 1 ? 0 : pr * (rows - 1) / (kProbes - 1);
+    for (int64_t pc = 0; pc < kProbes; ++pc) {
+      const int64_t c0 = pc * std::max<int64_t>(cols - kWindow, 0) / (kProbes - 1), c1 = std::min(cols, c0 + kWindow);
+      if (one_d)
+        ckpt.read_f32(name, {c0, c1}, window);
+      else
+        ckpt.read_f32(name, {row, row + 1, c0, c1}, window);
+      const auto* bytes = reinterpret_cast<const unsigned char*>(window);
+      for (size_t i = 0; i < static_cast<size_t>(c1 - c0) * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+    }
+  }
+  return h;
+}
+
 TensorRange slice_range(const TensorSpec& t) {
   switch (t.split) {
     case SplitAxis::None: return {};

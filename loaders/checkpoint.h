@@ -65,6 +65,14 @@ TensorRange slice_range(const TensorSpec& t);
 // a shape other than the config's.
 void check_shape(const CheckpointReader& ckpt, const TensorSpec& t);
 
+// A fingerprint of tensor `name` that does not depend on which slice a rank loads: FNV-1a over the
+// fp32 values of a fixed probe of the whole tensor (4 rows spread over it, 4 windows of 16 columns
+// spread over each row; a 1-D tensor is one row), 256 values at most, so a few small reads. Two
+// checkpoints of one shape but different weights (another seed, another training step) differ in
+// it; a change confined to values outside the probe does not. The ranks of a tensor-parallel group
+// compare these to check that they loaded one checkpoint (parallel/tp_model.h, agree_on_checkpoint).
+uint64_t tensor_fingerprint(const CheckpointReader& ckpt, const std::string& name);
+
 // Opens a GGUF file, an HF checkpoint directory (config.json + safetensors [+ index]) or a
 // cllm .h5 checkpoint, and validates the config against the tensor shapes before returning.
 std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path);

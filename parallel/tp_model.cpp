@@ -1,5 +1,9 @@
 #include "parallel/tp_model.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -40,6 +44,49 @@ std::vector<RankLoad> gather_loads(Comm& comm, const RankLoad& mine) {
     if (all[r].config_hash != all[0].config_hash) differ << " " << r;
   if (differ.tellp() > 0) comm.abort("ranks" + differ.str() + " loaded a model config different from rank 0's");
   return all;
+}
+
+namespace {
+// A rank's origin as all_gather carries it: fixed-size text, cut to fit.
+struct RankOrigin {
+  char host[64];
+  char source[448];
+};
+void copy_text(char* dst, size_t size, const std::string& text) {
+  const size_t n = std::min(size - 1, text.size());
+  std::memcpy(dst, text.data(), n);
+  dst[n] = '\0';
+}
+}  // namespace
+
+void agree_on_checkpoint(const CheckpointReader& ckpt, Comm& comm) {
+  const TensorManifest manifest = make_tensor_manifest(ckpt.config());
+  std::vector<std::string> names;
+  std::vector<uint64_t> mine;
+  for (const TensorSpec* t : manifest.all()) {
+    names.push_back(t->name);
+    mine.push_back(tensor_fingerprint(ckpt, t->name));
+  }
+  const size_t n = mine.size();  // the same on every rank: their configs agree (gather_loads)
+  std::vector<uint64_t> all(n * comm.size());
+  comm.all_gather(mine.data(), n * sizeof(uint64_t), all.data(), {"checkpoint identity"});
+  RankOrigin me{};
+  char host[256] = "unknown host";
+  gethostname(host, sizeof host - 1);
+  copy_text(me.host, sizeof me.host, host);
+  copy_text(me.source, sizeof me.source, ckpt.source());
+  std::vector<RankOrigin> origins(comm.size());
+  comm.all_gather(&me, sizeof me, origins.data(), {"checkpoint identity"});
+  for (int r = 1; r < comm.size(); ++r)
+    for (size_t i = 0; i < n; ++i)
+      if (all[r * n + i] != all[i]) {
+        std::ostringstream os;
+        os << "rank " << r << " (host " << origins[r].host << ") loaded a checkpoint different from rank 0's: tensor '"
+           << names[i] << "' differs (rank " << r << ": " << origins[r].source << "; rank 0 (host " << origins[0].host
+           << "): " << origins[0].source << "). Every rank must load the same checkpoint; a stale copy on one node "
+           << "gives wrong text";
+        comm.abort(os.str());
+      }
 }
 
 double peak_rss_bytes() {

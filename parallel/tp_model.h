@@ -30,6 +30,14 @@ RankLoad describe_load(const Model& model, double seconds);
 // naming the ranks. The gather also confirms that every rank finished loading.
 std::vector<RankLoad> gather_loads(Comm& comm, const RankLoad& mine);
 
+// The model identity, agreed before the first forward (design.md, "One request, end to end", 8): a
+// stale copy of a checkpoint on one node must stop the job, not produce wrong text. Every rank
+// fingerprints each tensor of its checkpoint (tensor_fingerprint: the same probe whatever its slice)
+// and all-gathers them with its host name and checkpoint source. When a rank's fingerprints differ
+// from rank 0's, every rank stops, naming that rank, its host, the first differing tensor and both
+// checkpoints. Call after gather_loads, which agrees on the config and hence on the tensor list.
+void agree_on_checkpoint(const CheckpointReader& ckpt, Comm& comm);
+
 // Peak resident set size of this process (VmHWM in /proc/self/status), in bytes.
 double peak_rss_bytes();
 

@@ -285,6 +285,26 @@ TEST(GgufCheckpoint, CorruptedTokenTypeRefused) {
                {p.string(), "tokenizer.ggml.token_type[37] (token 't37') is 16777217", "0..6", "corrupted"});
 }
 
+// One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values
+// here: multiples of 1/64); other weights of the same shape fingerprint differently, tensor by tensor.
+TEST(Checkpoints, TensorFingerprintNamesTheCheckpoint) {
+  TinyModel m = tiny_model();
+  const fs::path d = temp_dir(), gguf = d / "tiny.gguf", other = d / "other";
+  fs::create_directories(other);
+  write_hf(m, d);
+  write_tokenizer_json(d, 64);
+  write_file(gguf, tiny_gguf(m, 64));
+  for (auto& [name, v] : m.w)
+    for (float& x : v) x = -x;
+  write_hf(m, other);
+  write_tokenizer_json(other, 64);
+  const auto a = open_checkpoint(d.string()), b = open_checkpoint(gguf.string()), c = open_checkpoint(other.string());
+  for (const auto& [name, v] : m.w) {
+    EXPECT_EQ(tensor_fingerprint(*a, name), tensor_fingerprint(*b, name)) << name;
+    EXPECT_NE(tensor_fingerprint(*a, name), tensor_fingerprint(*c, name)) << name;
+  }
+}
+
 // ---------------------------------------------------------------- the real SmolLM2 GGUF
 
 namespace {
