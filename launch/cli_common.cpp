@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -134,6 +135,24 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
     agree_on_checkpoint(*m.checkpoint, comm);  // before the first forward
   }
   return m;
+}
+
+double startup_deadline(int argc, char** argv) {
+  const std::string flag = "--comm-deadline";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    std::string text;
+    if (a == flag && i + 1 < argc)
+      text = argv[i + 1];
+    else if (a.rfind(flag + "=", 0) == 0)
+      text = a.substr(flag.size() + 1);
+    else
+      continue;
+    char* end = nullptr;
+    const double s = std::strtod(text.c_str(), &end);
+    if (end != text.c_str() && *end == '\0' && s > 0) return s;
+  }
+  return 60.0;
 }
 
 void add_comm_flags(po::options_description& opts, CommFlags& flags) {

@@ -37,6 +37,11 @@ struct LoadedModel {
 // 7b, 13b, 70b) loads random weights of that shape with a byte-level tokenizer, from no file.
 LoadedModel load_model(const std::string& path, Device device);
 
+// --comm-deadline's value, read before the flags are parsed: the communicator and its start-up
+// watchdog (init_comm_from_environment) come first, so that a flag error stops every rank alike.
+// 60 when the flag is absent or malformed (parsing then reports it).
+double startup_deadline(int argc, char** argv);
+
 // The flags of commands that run under mpirun (add_comm_flags).
 struct CommFlags {
   double deadline_s = 60;           // --comm-deadline: seconds a collective may wait before every rank stops

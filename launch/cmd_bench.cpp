@@ -269,7 +269,7 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
 }  // namespace
 
 int bench_main(int argc, char** argv) {
-  const std::unique_ptr<Comm> comm = init_comm_from_environment();
+  const std::unique_ptr<Comm> comm = init_comm_from_environment(startup_deadline(argc, argv));
   return run_on_all_ranks(*comm, [&] { return bench_on_rank(argc, argv, *comm); });
 }
 

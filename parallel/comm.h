@@ -12,6 +12,10 @@ std::unique_ptr<Comm> make_single_comm();
 // The process's communicator: MPI (MPI_Init_thread) when started by mpirun or srun with more
 // than one rank, else the single-rank one. Throws when launched with several ranks by a cllm
 // built without MPI. Call once per process; the returned object finalizes MPI when destroyed.
-std::unique_ptr<Comm> init_comm_from_environment();
+// With several ranks, a watchdog armed before MPI_Init ends this process (non-zero, naming its rank,
+// host and start-up phase) unless MPI_Init and the first collective finish within
+// startup_deadline_s: a rank that never starts, or stalls before the communicators exist, then stops
+// the job (the launcher ends the other ranks) instead of hanging it (design.md, Failure semantics).
+std::unique_ptr<Comm> init_comm_from_environment(double startup_deadline_s = 60);
 
 }  // namespace cllm

@@ -1,13 +1,17 @@
 // MPI communicator: non-blocking collectives completed under a deadline (see comm_mpi.h).
 #include "parallel/comm_mpi.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -44,11 +48,63 @@ int checked_int(size_t n, const char* op, const CommPhase& phase) {
   return static_cast<int>(n);
 }
 
+// Armed before MPI_Init, disarmed when the first collective has completed (on destruction). Until
+// then no deadline covers this rank: MPI_Init and a blocking collective wait for every rank without
+// limit. When the deadline passes it prints this rank's start-up phase and ends the process with
+// status 1; the launcher (mpirun, srun) then ends the other ranks, the stalled one included.
+class StartupWatchdog {
+ public:
+  explicit StartupWatchdog(double deadline_s) : deadline_s_(deadline_s), thread_([this] { run(); }) {}
+  ~StartupWatchdog() {
+    {
+      std::lock_guard lock(m_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void phase(const char* p) {
+    std::lock_guard lock(m_);
+    phase_ = p;
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(m_);
+    if (cv_.wait_for(lock, std::chrono::duration<double>(deadline_s_), [this] { return done_; })) return;
+    // MPI has no rank yet: the launcher's is in the environment.
+    const char* rank = "?";
+    for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+      if (const char* v = std::getenv(var)) {
+        rank = v;
+        break;
+      }
+    char host[256] = "unknown";
+    gethostname(host, sizeof host - 1);
+    std::fprintf(stderr,
+                 "rank %s (host %s): start-up timed out after %g s in %s: a rank did not start, or stalled before "
+                 "its first collective; stopping so that the launcher ends every rank\n",
+                 rank, host, deadline_s_, phase_);
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+
+  const double deadline_s_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  const char* phase_ = "MPI_Init (waiting for every rank to start)";
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 class MpiComm final : public Comm {
  public:
-  MpiComm() {
+  explicit MpiComm(double startup_deadline_s) {
+    CLLM_CHECK(startup_deadline_s > 0, "the start-up deadline must be positive, got " << startup_deadline_s << " s");
+    StartupWatchdog watchdog(startup_deadline_s);
     int provided = 0;
     CLLM_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+    watchdog.phase("the first collectives (communicator set-up, host names: every rank must have finished MPI_Init)");
     CLLM_CHECK(provided >= MPI_THREAD_FUNNELED, "MPI provides thread level " << provided << ", cllm needs FUNNELED");
     CLLM_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     CLLM_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));  // inherits MPI_ERRORS_RETURN
@@ -255,6 +311,8 @@ class MpiComm final : public Comm {
 
 }  // namespace
 
-std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(); }
+std::unique_ptr<Comm> make_mpi_comm(double startup_deadline_s) {
+  return std::make_unique<MpiComm>(startup_deadline_s);
+}
 
 }  // namespace cllm

@@ -44,12 +44,13 @@ int launcher_world_size() {
 
 std::unique_ptr<Comm> make_single_comm() { return std::make_unique<SingleComm>(); }
 
-std::unique_ptr<Comm> init_comm_from_environment() {
+std::unique_ptr<Comm> init_comm_from_environment(double startup_deadline_s) {
   const int world = launcher_world_size();
   if (world <= 1) return make_single_comm();
 #ifdef CLLM_HAVE_MPI
-  return make_mpi_comm();
+  return make_mpi_comm(startup_deadline_s);
 #else
+  (void)startup_deadline_s;
   CLLM_FAIL("started as one of " << world << " ranks, but this cllm was built without MPI (-DCLLM_MPI=ON)");
 #endif
 }
