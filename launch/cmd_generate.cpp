@@ -34,15 +34,26 @@ Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokeni
   CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
   model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
   StreamDecoder text(tokenizer);
+  bool mid_line = false;  // the streamed text so far does not end with a newline
   TokenSink sink = [&](const int32_t* ids, int n) {
-    for (int i = 0; i < n; ++i) std::cout << text.push(ids[i]);
+    for (int i = 0; i < n; ++i) {
+      const std::string piece = text.push(ids[i]);
+      std::cout << piece;
+      if (!piece.empty()) mid_line = piece.back() != '\n';
+    }
     std::cout << std::flush;
   };
   if (stream) std::cout << "--- " << name << " ---\n" << std::flush;
-  Run r{name, jacobi ? generate_jacobi(model, prompt, gen, jac, stream ? sink : TokenSink{})
-                     : generate_ar(model, prompt, gen, stream ? sink : TokenSink{})};
-  if (stream) std::cout << text.flush() << "\n";
-  return r;
+  try {
+    Run r{name, jacobi ? generate_jacobi(model, prompt, gen, jac, stream ? sink : TokenSink{})
+                       : generate_ar(model, prompt, gen, stream ? sink : TokenSink{})};
+    if (stream) std::cout << text.flush() << "\n";
+    return r;
+  } catch (...) {
+    // The error is printed next (stderr, often the same terminal): on a line of its own.
+    if (mid_line) std::cout << std::endl;
+    throw;
+  }
 }
 
 void print_stats(const Run& r) {

@@ -191,6 +191,12 @@ class MpiComm final : public Comm {
 
  protected:
   void stop_all_ranks(const std::string& message) override {
+    // Rank 0 may be streaming text to stdout (cllm generate): end its line, so the message that
+    // follows on the same terminal is on a line of its own.
+    if (rank_ == 0) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "\n");
+    }
     std::fprintf(stderr, "rank %d: %s\n", rank_, message.c_str());
     std::fflush(stderr);
     MPI_Abort(comm_, 1);
