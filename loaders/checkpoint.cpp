@@ -39,21 +39,30 @@ size_t first_non_finite(const float* v, size_t n) {
 }  // namespace
 
 void CheckpointReader::read_f32(const std::string& name, const TensorRange& range, float* dst) const {
-  convert_f32(name, range, dst);
   const std::vector<int64_t> shape = this->shape(name);
   const detail::Rect r = detail::resolve_range(range, shape, source(), name);
-  const size_t cols = static_cast<size_t>(r.c1 - r.c0), n = static_cast<size_t>(r.r1 - r.r0) * cols;
-  const size_t first = first_non_finite(dst, n);
-  if (first == n) return;
-  const size_t count = static_cast<size_t>(std::count_if(dst + first, dst + n, non_finite_bits));
-  std::ostringstream at;
-  if (shape.size() == 1)
-    at << "element " << r.r0 + static_cast<int64_t>(first);
-  else
-    at << "[" << r.r0 + static_cast<int64_t>(first / cols) << ", " << r.c0 + static_cast<int64_t>(first % cols) << "]";
-  CLLM_FAIL(source() << ": tensor '" << name << "' holds " << dst[first] << " at " << at.str() << " (" << count
-                     << " non-finite of the " << n << " values read): weights must be finite, or every logit becomes "
-                        "NaN; the file is corrupted or was saved from a diverged run");
+  const int64_t cols = r.c1 - r.c0;  // a 1-D range is rows of one element
+  // Converted in blocks of rows and checked while each block is still in cache: a separate pass
+  // over a whole range (an embedding is hundreds of MB) would read it from memory a second time.
+  const int64_t block_rows = std::max<int64_t>(1, read_block_values() / std::max<int64_t>(cols, 1));
+  for (int64_t b = r.r0; b < r.r1; b += std::min(block_rows, r.r1 - b)) {
+    TensorRange sub = range;
+    sub.row_begin = b;
+    sub.row_end = b + std::min(block_rows, r.r1 - b);
+    float* out = dst + (b - r.r0) * cols;
+    const size_t n = static_cast<size_t>((sub.row_end - b) * cols);
+    convert_f32(name, sub, out);
+    const size_t i = first_non_finite(out, n);
+    if (i == n) continue;
+    std::ostringstream at;
+    if (shape.size() == 1)
+      at << "element " << b + static_cast<int64_t>(i);
+    else
+      at << "[" << b + static_cast<int64_t>(i) / cols << ", " << r.c0 + static_cast<int64_t>(i) % cols << "]";
+    CLLM_FAIL(source() << ": tensor '" << name << "' holds " << out[i] << " at " << at.str()
+                       << ": weights must be finite, or every logit becomes NaN; the file is corrupted or was saved "
+                          "from a diverged run");
+  }
 }
 
 uint64_t tensor_fingerprint(const CheckpointReader& ckpt, const std::string& name) {

@@ -49,7 +49,7 @@ class CheckpointReader {
   // element (row, column of the tensor) when a value is NaN or Inf: one non-finite weight makes
   // every logit NaN, and greedy decoding would then emit token 0 forever with exit status 0
   // (design.md, Failure semantics). Every format's weights pass here while they are converted
-  // anyway, so the check is one extra pass over values still in cache for most ranges.
+  // anyway, and each block of rows is checked while still in cache (read_block_values).
   void read_f32(const std::string& name, const TensorRange& range, float* dst) const;
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
@@ -57,6 +57,10 @@ class CheckpointReader {
  protected:
   // The format's conversion of the range, as read_f32 describes, before the finiteness check.
   virtual void convert_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
+  // About how many values read_f32 converts per convert_f32 call (whole rows, at least one): 64K
+  // (256 KB of fp32, cache-resident) where a partial read costs nothing extra (mapped files); a
+  // format whose every call has a fixed cost (an HDF5 hyperslab read) returns more.
+  virtual int64_t read_block_values() const { return int64_t{1} << 16; }
 };
 
 // The TensorRange of this rank's slice of t (core/tensor_manifest.h).

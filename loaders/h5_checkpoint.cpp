@@ -199,6 +199,8 @@ class H5Reader final : public CheckpointReader {
   std::vector<int64_t> shape(const std::string& name) const override { return entry(name).shape; }
 
  protected:
+  // One hyperslab read per range: each H5Dread has a fixed cost (dataset open, chunk lookup).
+  int64_t read_block_values() const override { return INT64_MAX; }
   // Reads only the selected hyperslab: HDF5 reads (and checksums) just the chunks it touches.
   void convert_f32(const std::string& name, const TensorRange& range, float* dst) const override {
     const Entry& e = entry(name);

@@ -119,6 +119,8 @@ class RandomCheckpoint final : public CheckpointReader {
   std::string source() const override { return "random weights (seed " + std::to_string(seed_) + ")"; }
 
  protected:
+  // One call per range: the values are computed in parallel over its rows.
+  int64_t read_block_values() const override { return INT64_MAX; }
   // Element i of a tensor (row-major over its whole shape) is the value fill_uniform gives it.
   void convert_f32(const std::string& name, const TensorRange& r, float* dst) const override {
     const PlannedTensor& t = get(name);

@@ -264,8 +264,8 @@ TEST(Checkpoints, NonFiniteWeightsAreNamed) {
     const auto r = open_checkpoint(path.string());
     std::vector<float> buf(16 * 32);
     expect_error([&] { r->read_f32(down, {}, buf.data()); },
-                 {path.string(), "'" + down + "'", "nan at [3, 5]", "1 non-finite of the 512 values", "finite"});
-    expect_error([&] { r->read_f32(down, {2, 6, 4, 8}, buf.data()); }, {"'" + down + "'", "at [3, 5]", "of the 16"});
+                 {path.string(), "'" + down + "'", "nan at [3, 5]", "finite"});
+    expect_error([&] { r->read_f32(down, {2, 6, 4, 8}, buf.data()); }, {"'" + down + "'", "at [3, 5]"});
     EXPECT_NO_THROW(r->read_f32(down, {4, 16}, buf.data())) << path;
     expect_error([&] { r->read_f32(norm, {}, buf.data()); }, {"'" + norm + "'", "inf at element 7"});
     EXPECT_NO_THROW(r->read_f32(norm, {0, 7}, buf.data())) << path;
