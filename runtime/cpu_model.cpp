@@ -1,6 +1,7 @@
 #include "runtime/cpu_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/check.h"
@@ -134,6 +135,14 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
   // The global (max, lowest id) pair over the shards: the same choice as an argmax over the whole
   // row, which takes the lowest index on ties.
   if (comm_) comm_->all_reduce_max_loc(best_.data(), n, {"LM-head argmax"});
+  // A non-finite maximum means the row's logits are NaN (every comparison with NaN fails, so the
+  // argmax would be an arbitrary id: token 0 for ever) or overflowed. Checked every forward, at n
+  // comparisons; after the reduction every rank sees the same values and throws alike.
+  for (int i = 0; i < n; ++i)
+    CLLM_CHECK(std::isfinite(best_[i].value),
+               "the logits of row " << i << " of this forward are not finite (max " << best_[i].value
+                                    << "): the activations overflowed; the weights are finite (checked at load) but "
+                                       "out of range for this model");
   for (int i = 0; i < n; ++i) out_ids[i] = best_[i].index;
   if (!logits || !comm_) return;
   const size_t shard = static_cast<size_t>(n) * vs;
