@@ -1,5 +1,7 @@
 #include "runtime/cpu_model.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -42,6 +44,15 @@ void CpuModel::reset(int max_tokens, int slots) {
   limit_tokens_ = max_tokens;
   limit_slots_ = slots;
   if (max_tokens > capacity_ || slots > slots_) {
+    // Refused before allocating: a KV cache beyond the machine's memory would end in std::bad_alloc
+    // or the OOM killer. K and V: layers x slots x rows x kvd floats each.
+    const double kv_bytes = 2.0 * cfg_.num_layers * std::max(slots_, slots) * std::max(capacity_, max_tokens) *
+                            static_cast<double>(kvd_) * sizeof(float);
+    const double machine_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    CLLM_CHECK(kv_bytes <= machine_bytes,
+               "the KV cache of " << slots << " sequences x " << max_tokens << " rows needs " << kv_bytes / 1e9
+                                  << " GB on this rank, more than this machine's " << machine_bytes / 1e9
+                                  << " GB of memory (lower --max-batch or --max-context)");
     capacity_ = std::max(capacity_, max_tokens);
     slots_ = std::max(slots_, slots);
     const size_t floats = static_cast<size_t>(slots_) * capacity_ * kvd_;
