@@ -92,6 +92,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
     m.checkpoint = random_checkpoint(random_model_shape(path.substr(7)));
   else
     m.checkpoint = open_checkpoint(path);
+  if (comm.size() > 1) agree_on_config(*m.checkpoint, comm);  // before the collective load
   if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
   std::string label = "loading " + std::filesystem::path(path).filename().string();
   if (comm.size() > 1) label += " (slowest of " + std::to_string(comm.size()) + " ranks)";

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 
@@ -57,7 +58,47 @@ void copy_text(char* dst, size_t size, const std::string& text) {
   std::memcpy(dst, text.data(), n);
   dst[n] = '\0';
 }
+std::vector<RankOrigin> gather_origins(const CheckpointReader& ckpt, Comm& comm, const CommPhase& phase) {
+  RankOrigin me{};
+  char host[256] = "unknown host";
+  gethostname(host, sizeof host - 1);
+  copy_text(me.host, sizeof me.host, host);
+  copy_text(me.source, sizeof me.source, ckpt.source());
+  std::vector<RankOrigin> all(comm.size());
+  comm.all_gather(&me, sizeof me, all.data(), phase);
+  return all;
+}
+// "rank 2 (host node3: /models/x)"
+std::string rank_origin(const std::vector<RankOrigin>& origins, int r) {
+  return "rank " + std::to_string(r) + " (host " + origins[r].host + ": " + origins[r].source + ")";
+}
 }  // namespace
+
+void agree_on_config(const CheckpointReader& ckpt, Comm& comm) {
+  const ModelConfig& c = ckpt.config();
+  // The fields that fix the tensor shapes and the forward, with their config.json names.
+  const std::pair<const char*, double> fields[] = {
+      {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_layers}, {"num_attention_heads", c.num_heads},
+      {"num_key_value_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
+      {"max_position_embeddings", c.max_position_embeddings}, {"tie_word_embeddings", c.tie_word_embeddings ? 1 : 0},
+      {"rms_norm_eps", c.rms_norm_eps}, {"rope_theta", c.rope_theta}};
+  constexpr size_t n = std::size(fields);
+  double mine[n];
+  for (size_t i = 0; i < n; ++i) mine[i] = fields[i].second;
+  std::vector<double> all(n * comm.size());
+  comm.all_gather(mine, sizeof mine, all.data(), {"config agreement"});
+  const std::vector<RankOrigin> origins = gather_origins(ckpt, comm, {"config agreement"});
+  for (int r = 1; r < comm.size(); ++r)
+    for (size_t i = 0; i < n; ++i)
+      if (all[r * n + i] != all[i]) {
+        std::ostringstream os;
+        os << rank_origin(origins, r) << " opened a checkpoint whose " << fields[i].first << " is " << all[r * n + i]
+           << ", but " << rank_origin(origins, 0) << " has " << all[i]
+           << ": every rank must load the same checkpoint";
+        comm.abort(os.str());
+      }
+}
 
 void agree_on_checkpoint(const CheckpointReader& ckpt, Comm& comm) {
   const TensorManifest manifest = make_tensor_manifest(ckpt.config());
@@ -67,16 +108,10 @@ void agree_on_checkpoint(const CheckpointReader& ckpt, Comm& comm) {
     names.push_back(t->name);
     mine.push_back(tensor_fingerprint(ckpt, t->name));
   }
-  const size_t n = mine.size();  // the same on every rank: their configs agree (gather_loads)
+  const size_t n = mine.size();  // the same on every rank: their configs agree (agree_on_config)
   std::vector<uint64_t> all(n * comm.size());
   comm.all_gather(mine.data(), n * sizeof(uint64_t), all.data(), {"checkpoint identity"});
-  RankOrigin me{};
-  char host[256] = "unknown host";
-  gethostname(host, sizeof host - 1);
-  copy_text(me.host, sizeof me.host, host);
-  copy_text(me.source, sizeof me.source, ckpt.source());
-  std::vector<RankOrigin> origins(comm.size());
-  comm.all_gather(&me, sizeof me, origins.data(), {"checkpoint identity"});
+  const std::vector<RankOrigin> origins = gather_origins(ckpt, comm, {"checkpoint identity"});
   for (int r = 1; r < comm.size(); ++r)
     for (size_t i = 0; i < n; ++i)
       if (all[r * n + i] != all[i]) {
