@@ -65,14 +65,16 @@ void CheckpointReader::read_f32(const std::string& name, const TensorRange& rang
   }
 }
 
-uint64_t tensor_fingerprint(const CheckpointReader& ckpt, const std::string& name) {
+uint64_t CheckpointReader::fingerprint(const std::string& name) const { return probe_fingerprint(*this, name); }
+
+uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name) {
   constexpr int64_t kProbes = 4, kWindow = 16;
   const std::vector<int64_t> shape = ckpt.shape(name);
   const bool one_d = shape.size() == 1;
   const int64_t rows = one_d ? 1 : shape[0];
   int64_t cols = 1;
   for (size_t d = one_d ? 0 : 1; d < shape.size(); ++d) cols *= shape[d];
-  uint64_t h = 1469598103934665603ULL;  // FNV-1a offset basis
+  uint64_t h = fnv1a(nullptr, 0);
   float window[kWindow];
   for (int64_t pr = 0; pr < std::min(kProbes, rows); ++pr) {
     const int64_t row = rows == 1 ? 0 : pr * (rows - 1) / (kProbes - 1);
@@ -82,8 +84,7 @@ uint64_t tensor_fingerprint(const CheckpointReader& ckpt, const std::string& nam
         ckpt.read_f32(name, {c0, c1}, window);
       else
         ckpt.read_f32(name, {row, row + 1, c0, c1}, window);
-      const auto* bytes = reinterpret_cast<const unsigned char*>(window);
-      for (size_t i = 0; i < static_cast<size_t>(c1 - c0) * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+      h = fnv1a(window, static_cast<size_t>(c1 - c0) * sizeof(float), h);
     }
   }
   return h;

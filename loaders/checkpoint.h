@@ -53,6 +53,11 @@ class CheckpointReader {
   void read_f32(const std::string& name, const TensorRange& range, float* dst) const;
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
+  // A hash of tensor `name` that does not depend on which slice a rank loads: the ranks of a
+  // tensor-parallel group compare these to check that they loaded one checkpoint
+  // (parallel/tp_model.h, agree_on_checkpoint). Default: probe_fingerprint. A format that stores
+  // checksums of all its bytes returns a hash of those (cllm HDF5: every chunk's Fletcher32).
+  virtual uint64_t fingerprint(const std::string& name) const;
 
  protected:
   // The format's conversion of the range, as read_f32 describes, before the finiteness check.
@@ -69,13 +74,19 @@ TensorRange slice_range(const TensorSpec& t);
 // a shape other than the config's.
 void check_shape(const CheckpointReader& ckpt, const TensorSpec& t);
 
-// A fingerprint of tensor `name` that does not depend on which slice a rank loads: FNV-1a over the
-// fp32 values of a fixed probe of the whole tensor (4 rows spread over it, 4 windows of 16 columns
-// spread over each row; a 1-D tensor is one row), 256 values at most, so a few small reads. Two
-// checkpoints of one shape but different weights (another seed, another training step) differ in
-// it; a change confined to values outside the probe does not. The ranks of a tensor-parallel group
-// compare these to check that they loaded one checkpoint (parallel/tp_model.h, agree_on_checkpoint).
-uint64_t tensor_fingerprint(const CheckpointReader& ckpt, const std::string& name);
+// FNV-1a of `bytes` bytes, continuing from `h`: the hash of fingerprints (CheckpointReader::fingerprint).
+inline uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934665603ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+
+// The default CheckpointReader::fingerprint: FNV-1a over the fp32 values of a fixed probe of the
+// whole tensor (4 rows spread over it, 4 windows of 16 columns spread over each row; a 1-D tensor
+// is one row), 256 values at most, so a few small reads. Two checkpoints of one shape but different
+// weights (another seed, another training step) differ in it; a change confined to values outside
+// the probe does not.
+uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name);
 
 // Opens a GGUF file, an HF checkpoint directory (config.json + safetensors [+ index]) or a
 // cllm .h5 checkpoint, and validates the config against the tensor shapes before returning.

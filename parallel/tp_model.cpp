@@ -30,10 +30,10 @@ std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device d
 
 RankLoad describe_load(const Model& model, double seconds) {
   const ModelConfig& c = model.config();
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = fnv1a(nullptr, 0);
   for (int64_t v : {c.vocab_size, c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.num_kv_heads,
                     c.head_dim, static_cast<int>(c.tie_word_embeddings)})
-    h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ULL;
+    h = fnv1a(&v, sizeof v, h);
   return {seconds, model.step_bytes(0), peak_rss_bytes(), h};
 }
 
@@ -106,7 +106,7 @@ void agree_on_checkpoint(const CheckpointReader& ckpt, Comm& comm) {
   std::vector<uint64_t> mine;
   for (const TensorSpec* t : manifest.all()) {
     names.push_back(t->name);
-    mine.push_back(tensor_fingerprint(ckpt, t->name));
+    mine.push_back(ckpt.fingerprint(t->name));
   }
   const size_t n = mine.size();  // the same on every rank: their configs agree (agree_on_config)
   std::vector<uint64_t> all(n * comm.size());

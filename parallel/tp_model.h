@@ -38,7 +38,7 @@ void agree_on_config(const CheckpointReader& ckpt, Comm& comm);
 
 // The model identity, agreed before the first forward (design.md, "One request, end to end", 8): a
 // stale copy of a checkpoint on one node must stop the job, not produce wrong text. Every rank
-// fingerprints each tensor of its checkpoint (tensor_fingerprint: the same probe whatever its slice)
+// fingerprints each tensor of its checkpoint (CheckpointReader::fingerprint, whatever its slice)
 // and all-gathers them with its host name and checkpoint source. When a rank's fingerprints differ
 // from rank 0's, every rank stops, naming that rank, its host, the first differing tensor and both
 // checkpoints. Call after agree_on_config, which agrees on the tensor list.
