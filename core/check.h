@@ -12,10 +12,27 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// `s` with every control byte but newline and tab written as \xNN. Names and keys read from a
+// corrupted file can hold any byte: a NUL would cut the message where it is printed ("%s") before
+// the reason, and other control bytes garble a terminal.
+inline std::string printable(const std::string& s) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  for (const char ch : s) {
+    const auto b = static_cast<unsigned char>(ch);
+    if ((b < 0x20 && b != '\n' && b != '\t') || b == 0x7f)
+      out += std::string("\\x") + hex[b >> 4] + hex[b & 15];
+    else
+      out += ch;
+  }
+  return out;
+}
+
 namespace detail {
 [[noreturn]] inline void throw_error(const char* file, int line, const std::string& msg) {
   std::ostringstream os;
-  os << msg << " [" << file << ":" << line << "]";
+  os << printable(msg) << " [" << file << ":" << line << "]";
   throw Error(os.str());
 }
 }  // namespace detail

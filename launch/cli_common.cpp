@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -91,6 +92,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
     m.checkpoint = random_checkpoint(random_model_shape(path.substr(7)));
   else
     m.checkpoint = open_checkpoint(path);
+  if (comm.size() > 1) agree_on_config(*m.checkpoint, comm);  // before the collective load
   if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
   if (lead && !m.checkpoint->tokenizer().note.empty())
     std::fprintf(stderr, "tokenizer: %s\n", m.checkpoint->tokenizer().note.c_str());
@@ -133,8 +135,27 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
     for (int r = 0; lead && r < comm.size(); ++r)
       std::fprintf(stderr, "rank %d: loaded %.1f MB of weights in %.2f s, peak memory %.1f MB\n", r,
                    loads[r].weight_bytes / 1e6, loads[r].seconds, loads[r].peak_rss_bytes / 1e6);
+    agree_on_checkpoint(*m.checkpoint, comm);  // before the first forward
   }
   return m;
+}
+
+double startup_deadline(int argc, char** argv) {
+  const std::string flag = "--comm-deadline";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    std::string text;
+    if (a == flag && i + 1 < argc)
+      text = argv[i + 1];
+    else if (a.rfind(flag + "=", 0) == 0)
+      text = a.substr(flag.size() + 1);
+    else
+      continue;
+    char* end = nullptr;
+    const double s = std::strtod(text.c_str(), &end);
+    if (end != text.c_str() && *end == '\0' && s > 0) return s;
+  }
+  return 60.0;
 }
 
 void add_comm_flags(po::options_description& opts, CommFlags& flags) {
@@ -155,10 +176,14 @@ void check_block_flag(int block) {
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {
+  // Checked before anything is allocated: a pool of a million threads takes gigabytes and seconds
+  // before it fails, and more threads than cores only contend.
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  CLLM_CHECK(requested >= 0 && requested <= cores, "--threads must be 0 (automatic) or 1.." << cores
+                                                       << " (the cores of this machine), got " << requested);
   if (requested > 0) {
     cpu::set_num_threads(requested);
   } else if (comm.local_size() > 1) {
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
     cpu::set_num_threads(std::max(1, cores / comm.local_size()));
   }
 }

@@ -37,6 +37,11 @@ struct LoadedModel {
 // 7b, 13b, 70b) loads random weights of that shape with a byte-level tokenizer, from no file.
 LoadedModel load_model(const std::string& path, Device device);
 
+// --comm-deadline's value, read before the flags are parsed: the communicator and its start-up
+// watchdog (init_comm_from_environment) come first, so that a flag error stops every rank alike.
+// 60 when the flag is absent or malformed (parsing then reports it).
+double startup_deadline(int argc, char** argv);
+
 // The flags of commands that run under mpirun (add_comm_flags).
 struct CommFlags {
   double deadline_s = 60;           // --comm-deadline: seconds a collective may wait before every rank stops
@@ -55,6 +60,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
 void check_block_flag(int block);
 
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
+// Refuses (naming --threads and the cores) a negative count or more threads than this machine's cores.
 void set_cpu_threads(int requested, const Comm& comm);
 
 // Rank 0 runs lead(model) where model is what decoders use: the local model with one rank, a

@@ -174,7 +174,10 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   gen.max_new_tokens = tokens;
   const int max_n = *std::max_element(ns.begin(), ns.end());
   const int max_ctx = *std::max_element(contexts.begin(), contexts.end());
-  model.reset(std::max({kv_rows_needed(static_cast<int>(prompt.size()), tokens, 1), max_ctx + max_n, prefill}));
+  const std::string why = context_limit_error(cfg, static_cast<int64_t>(prompt.size()), tokens, 1);
+  CLLM_CHECK(why.empty(), "--tokens: " << why);
+  model.reset(std::max({static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), tokens, 1)),
+                        max_ctx + max_n, prefill}));
   const GenerateResult ar = generate_ar(model, prompt, gen);
   const double ar_tps = (ar.stats.tokens - 1) / ar.stats.decode_seconds;  // first token comes from prefill
   const int ar_ctx = static_cast<int>(prompt.size()) + tokens / 2;
@@ -288,7 +291,7 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
 }  // namespace
 
 int bench_main(int argc, char** argv) {
-  const std::unique_ptr<Comm> comm = init_comm_from_environment();
+  const std::unique_ptr<Comm> comm = init_comm_from_environment(startup_deadline(argc, argv));
   return run_on_all_ranks(*comm, [&] { return bench_on_rank(argc, argv, *comm); });
 }
 

@@ -29,17 +29,31 @@ struct Run {
 
 Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
             const GenerateOptions& gen, const JacobiOptions& jac, bool stream) {
-  model.reset(kv_rows_needed(static_cast<int>(prompt.size()), gen.max_new_tokens, jac.block));
+  const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
+                                              jac.block);
+  CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
+  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
   StreamDecoder text(tokenizer);
+  bool mid_line = false;  // the streamed text so far does not end with a newline
   TokenSink sink = [&](const int32_t* ids, int n) {
-    for (int i = 0; i < n; ++i) std::cout << text.push(ids[i]);
+    for (int i = 0; i < n; ++i) {
+      const std::string piece = text.push(ids[i]);
+      std::cout << piece;
+      if (!piece.empty()) mid_line = piece.back() != '\n';
+    }
     std::cout << std::flush;
   };
   if (stream) std::cout << "--- " << name << " ---\n" << std::flush;
-  Run r{name, jacobi ? generate_jacobi(model, prompt, gen, jac, stream ? sink : TokenSink{})
-                     : generate_ar(model, prompt, gen, stream ? sink : TokenSink{})};
-  if (stream) std::cout << text.flush() << "\n";
-  return r;
+  try {
+    Run r{name, jacobi ? generate_jacobi(model, prompt, gen, jac, stream ? sink : TokenSink{})
+                       : generate_ar(model, prompt, gen, stream ? sink : TokenSink{})};
+    if (stream) std::cout << text.flush() << "\n";
+    return r;
+  } catch (...) {
+    // The error is printed next (stderr, often the same terminal): on a line of its own.
+    if (mid_line) std::cout << std::endl;
+    throw;
+  }
 }
 
 void print_stats(const Run& r) {
@@ -225,7 +239,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
 }  // namespace
 
 int generate_main(int argc, char** argv) {
-  const std::unique_ptr<Comm> comm = init_comm_from_environment();
+  const std::unique_ptr<Comm> comm = init_comm_from_environment(startup_deadline(argc, argv));
   return run_on_all_ranks(*comm, [&] { return generate_on_rank(argc, argv, *comm); });
 }
 

@@ -238,7 +238,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
 }  // namespace
 
 int serve_main(int argc, char** argv) {
-  const std::unique_ptr<Comm> comm = init_comm_from_environment();
+  const std::unique_ptr<Comm> comm = init_comm_from_environment(startup_deadline(argc, argv));
   return run_on_all_ranks(*comm, [&] { return serve_on_rank(argc, argv, *comm); });
 }
 

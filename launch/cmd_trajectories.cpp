@@ -14,7 +14,6 @@
 #include <cstdio>
 
 #include "core/check.h"
-#include "kernels/cpu/thread_pool.h"
 #include "launch/cli_common.h"
 #include "launch/prompts_file.h"
 #include "runtime/trajectory.h"
@@ -60,6 +59,12 @@ int trajectories_main(int argc, char** argv) {
                    "[--augment] [--chat] [--seed S] [--shard I/K] [--batch B] [--max-seconds S] [--device cpu|cuda]",
                    opts, vm))
     return 0;
+  // One process writes one --out file; ranks of an mpirun would all collect the same prompts into it.
+  const int world = launcher_world_size();
+  CLLM_CHECK(world <= 1, "cllm trajectories runs as one process, but it was started as one of "
+                             << world << " ranks (mpirun or srun): every rank would write the same --out file. "
+                                         "Run it without mpirun; for several processes give each --shard I/K and "
+                                         "its own --out");
   check_block_flag(to.block);
   CLLM_CHECK(to.max_new_tokens > 0, "--max-new-tokens must be positive, got " << to.max_new_tokens);
   CLLM_CHECK(to.max_repeat >= 0, "--max-repeat must be >= 0, got " << to.max_repeat);
@@ -71,7 +76,7 @@ int trajectories_main(int argc, char** argv) {
     to.init = InitialGuess::Pad;
   else
     CLLM_FAIL("--init must be random, repeat or pad, got '" << init << "'");
-  if (threads > 0) cpu::set_pool_size(threads);
+  set_cpu_threads(threads, *make_single_comm());
   const Shard sh = parse_shard(shard);
   plan.shard = sh.index;
   plan.num_shards = sh.count;

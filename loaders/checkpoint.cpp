@@ -1,13 +1,94 @@
-// open_checkpoint: picks the reader by what the path is. The manifest helpers of checkpoint.h.
+// open_checkpoint: picks the reader by what the path is. The manifest helpers of checkpoint.h, and
+// CheckpointReader::read_f32's finiteness check over every format's converted values.
 #include "loaders/checkpoint.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <sstream>
 
 #include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/h5_checkpoint.h"
 
 namespace cllm {
+namespace {
+
+// NaN and Inf are the floats whose 8 exponent bits are all ones.
+bool non_finite_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+// Index of the first NaN or Inf of v[0..n), or n. The branch-free OR over blocks of 1024 values
+// vectorises; only a block that holds one is scanned again for the index.
+size_t first_non_finite(const float* v, size_t n) {
+  constexpr size_t kBlock = 1024;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t e = std::min(n, b + kBlock);
+    bool bad = false;
+    for (size_t i = b; i < e; ++i) bad |= non_finite_bits(v[i]);
+    if (bad)
+      for (size_t i = b; i < e; ++i)
+        if (non_finite_bits(v[i])) return i;
+  }
+  return n;
+}
+
+}  // namespace
+
+void CheckpointReader::read_f32(const std::string& name, const TensorRange& range, float* dst) const {
+  const std::vector<int64_t> shape = this->shape(name);
+  const detail::Rect r = detail::resolve_range(range, shape, source(), name);
+  const int64_t cols = r.c1 - r.c0;  // a 1-D range is rows of one element
+  // Converted in blocks of rows and checked while each block is still in cache: a separate pass
+  // over a whole range (an embedding is hundreds of MB) would read it from memory a second time.
+  const int64_t block_rows = std::max<int64_t>(1, read_block_values() / std::max<int64_t>(cols, 1));
+  for (int64_t b = r.r0; b < r.r1; b += std::min(block_rows, r.r1 - b)) {
+    TensorRange sub = range;
+    sub.row_begin = b;
+    sub.row_end = b + std::min(block_rows, r.r1 - b);
+    float* out = dst + (b - r.r0) * cols;
+    const size_t n = static_cast<size_t>((sub.row_end - b) * cols);
+    convert_f32(name, sub, out);
+    const size_t i = first_non_finite(out, n);
+    if (i == n) continue;
+    std::ostringstream at;
+    if (shape.size() == 1)
+      at << "element " << b + static_cast<int64_t>(i);
+    else
+      at << "[" << b + static_cast<int64_t>(i) / cols << ", " << r.c0 + static_cast<int64_t>(i) % cols << "]";
+    CLLM_FAIL(source() << ": tensor '" << name << "' holds " << out[i] << " at " << at.str()
+                       << ": weights must be finite, or every logit becomes NaN; the file is corrupted or was saved "
+                          "from a diverged run");
+  }
+}
+
+uint64_t CheckpointReader::fingerprint(const std::string& name) const { return probe_fingerprint(*this, name); }
+
+uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name) {
+  constexpr int64_t kProbes = 4, kWindow = 16;
+  const std::vector<int64_t> shape = ckpt.shape(name);
+  const bool one_d = shape.size() == 1;
+  const int64_t rows = one_d ? 1 : shape[0];
+  int64_t cols = 1;
+  for (size_t d = one_d ? 0 : 1; d < shape.size(); ++d) cols *= shape[d];
+  uint64_t h = fnv1a(nullptr, 0);
+  float window[kWindow];
+  for (int64_t pr = 0; pr < std::min(kProbes, rows); ++pr) {
+    const int64_t row = rows == 1 ? 0 : pr * (rows - 1) / (kProbes - 1);
+    for (int64_t pc = 0; pc < kProbes; ++pc) {
+      const int64_t c0 = pc * std::max<int64_t>(cols - kWindow, 0) / (kProbes - 1), c1 = std::min(cols, c0 + kWindow);
+      if (one_d)
+        ckpt.read_f32(name, {c0, c1}, window);
+      else
+        ckpt.read_f32(name, {row, row + 1, c0, c1}, window);
+      h = fnv1a(window, static_cast<size_t>(c1 - c0) * sizeof(float), h);
+    }
+  }
+  return h;
+}
 
 TensorRange slice_range(const TensorSpec& t) {
   switch (t.split) {

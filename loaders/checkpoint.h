@@ -50,10 +50,27 @@ class CheckpointReader {
   // Logical shape in HF order; throws naming the file and tensor if absent.
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
   // Converts (dequantizes) the selected range to fp32, row-major, into dst
-  // (rows * cols floats). Throws naming the file and tensor on any inconsistency.
-  virtual void read_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
+  // (rows * cols floats). Throws naming the file and tensor on any inconsistency, and naming the
+  // element (row, column of the tensor) when a value is NaN or Inf: one non-finite weight makes
+  // every logit NaN, and greedy decoding would then emit token 0 forever with exit status 0
+  // (design.md, Failure semantics). Every format's weights pass here while they are converted
+  // anyway, and each block of rows is checked while still in cache (read_block_values).
+  void read_f32(const std::string& name, const TensorRange& range, float* dst) const;
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
+  // A hash of tensor `name` that does not depend on which slice a rank loads: the ranks of a
+  // tensor-parallel group compare these to check that they loaded one checkpoint
+  // (parallel/tp_model.h, agree_on_checkpoint). Default: probe_fingerprint. A format that stores
+  // checksums of all its bytes returns a hash of those (cllm HDF5: every chunk's Fletcher32).
+  virtual uint64_t fingerprint(const std::string& name) const;
+
+ protected:
+  // The format's conversion of the range, as read_f32 describes, before the finiteness check.
+  virtual void convert_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
+  // About how many values read_f32 converts per convert_f32 call (whole rows, at least one): 64K
+  // (256 KB of fp32, cache-resident) where a partial read costs nothing extra (mapped files); a
+  // format whose every call has a fixed cost (an HDF5 hyperslab read) returns more.
+  virtual int64_t read_block_values() const { return int64_t{1} << 16; }
 };
 
 // The TensorRange of this rank's slice of t (core/tensor_manifest.h).
@@ -61,6 +78,20 @@ TensorRange slice_range(const TensorSpec& t);
 // Throws, naming the file, the tensor and both shapes, when the checkpoint lacks t or stores it with
 // a shape other than the config's.
 void check_shape(const CheckpointReader& ckpt, const TensorSpec& t);
+
+// FNV-1a of `bytes` bytes, continuing from `h`: the hash of fingerprints (CheckpointReader::fingerprint).
+inline uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934665603ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+
+// The default CheckpointReader::fingerprint: FNV-1a over the fp32 values of a fixed probe of the
+// whole tensor (4 rows spread over it, 4 windows of 16 columns spread over each row; a 1-D tensor
+// is one row), 256 values at most, so a few small reads. Two checkpoints of one shape but different
+// weights (another seed, another training step) differ in it; a change confined to values outside
+// the probe does not.
+uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name);
 
 // Opens a GGUF file, an HF checkpoint directory (config.json + safetensors [+ index]) or a
 // cllm .h5 checkpoint, and validates the config against the tensor shapes before returning.

@@ -195,6 +195,12 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filena
   for (uint64_t k = 0; k < n_kv; ++k) {
     const std::string key = c.str("metadata key #" + std::to_string(k));
     const std::string what = "metadata key '" + key + "'";
+    // GGUF keys are ASCII ("tokenizer.ggml.tokens"): any other byte means a corrupted key or key length.
+    const auto bad = std::find_if(key.begin(), key.end(), [](char ch) { return ch < 0x20 || ch > 0x7e; });
+    CLLM_CHECK(bad == key.end(), filename << ": metadata key #" << k << " '" << key << "' holds byte 0x" << std::hex
+                                          << static_cast<int>(static_cast<unsigned char>(*bad)) << std::dec
+                                          << " at position " << bad - key.begin()
+                                          << ": keys are ASCII, so the key or its length is corrupted");
     const uint32_t t = c.u32(what + " type");
     CLLM_CHECK(valid_type(t), filename << ": " << what << ": unknown value type " << t);
     GgufValue v;

@@ -3,6 +3,7 @@
 // converter reorders each head's rows for its interleaved RoPE,
 //   w.reshape(n_head, 2, head_dim/2, in).swapaxes(1, 2),
 // so GGUF row h*head_dim + 2*i + j holds HF row h*head_dim + j*head_dim/2 + i.
+#include <cmath>
 #include <regex>
 #include <unordered_map>
 
@@ -105,10 +106,18 @@ TokenizerSpec tokenizer_from_gguf(const GgufFile& g, const ModelConfig& c) {
   const std::string model = g.get_string("tokenizer.ggml.model");
   t.tokens = g.get_strings("tokenizer.ggml.tokens");
   if (g.find("tokenizer.ggml.token_type")) {
-    for (int64_t v : g.get_ints("tokenizer.ggml.token_type")) t.token_types.push_back(static_cast<int32_t>(v));
-    CLLM_CHECK(t.token_types.size() == t.tokens.size(),
-               g.filename << ": tokenizer.ggml.token_type has " << t.token_types.size() << " entries, tokenizer.ggml.tokens has "
+    const std::vector<int64_t>& types = g.get_ints("tokenizer.ggml.token_type");
+    CLLM_CHECK(types.size() == t.tokens.size(),
+               g.filename << ": tokenizer.ggml.token_type has " << types.size() << " entries, tokenizer.ggml.tokens has "
                           << t.tokens.size());
+    // llama.cpp's token types: 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused,
+    // 6 byte. Anything else is a corrupted entry, which would silently change how text is tokenized.
+    for (size_t i = 0; i < types.size(); ++i) {
+      CLLM_CHECK(types[i] >= 0 && types[i] <= 6, g.filename << ": tokenizer.ggml.token_type[" << i << "] (token '"
+                                                             << t.tokens[i] << "') is " << types[i]
+                                                             << ", expected a token type in 0..6: the file is corrupted");
+      t.token_types.push_back(static_cast<int32_t>(types[i]));
+    }
   }
   if (model == "gpt2") {
     t.kind = TokenizerSpec::Kind::GgufBpe;
@@ -117,7 +126,11 @@ TokenizerSpec tokenizer_from_gguf(const GgufFile& g, const ModelConfig& c) {
     t.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", false);
   } else if (model == "llama") {
     t.kind = TokenizerSpec::Kind::GgufSpm;
-    for (double s : g.get_floats("tokenizer.ggml.scores")) t.scores.push_back(static_cast<float>(s));
+    for (double s : g.get_floats("tokenizer.ggml.scores")) {
+      CLLM_CHECK(std::isfinite(s), g.filename << ": tokenizer.ggml.scores[" << t.scores.size() << "] is " << s
+                                              << ", expected a finite score: the file is corrupted");
+      t.scores.push_back(static_cast<float>(s));
+    }
     CLLM_CHECK(t.scores.size() == t.tokens.size(), g.filename << ": tokenizer.ggml.scores has " << t.scores.size()
                                                               << " entries, tokenizer.ggml.tokens has " << t.tokens.size());
     t.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
@@ -159,7 +172,8 @@ class GgufReader final : public CheckpointReader {
     return std::vector<int64_t>(ne.rbegin(), ne.rend());
   }
 
-  void read_f32(const std::string& name, const TensorRange& range, float* dst) const override {
+ protected:
+  void convert_f32(const std::string& name, const TensorRange& range, float* dst) const override {
     const Entry& e = entry(name);
     const Rect rect = resolve_range(range, shape(name), source(), name);
     const int64_t row_len = e.info->ne.size() == 1 ? 1 : e.info->ne[0];

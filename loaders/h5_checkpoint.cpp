@@ -201,8 +201,39 @@ class H5Reader final : public CheckpointReader {
   std::string source() const override { return path_; }
   std::vector<int64_t> shape(const std::string& name) const override { return entry(name).shape; }
 
+  // Every chunk's offset and stored Fletcher32 checksum (the chunk's last 4 bytes in the file): a
+  // hash of every stored byte of the tensor, read as 4 bytes per chunk, without reading the data.
+  uint64_t fingerprint(const std::string& name) const override {
+    std::lock_guard lock(h5_mutex());
+    H5QuietErrors quiet;
+    const std::string where = path_ + ": tensor '" + name + "'";
+    H5Handle ds(CLLM_H5(H5Dopen2(tensor_group(), name.c_str(), H5P_DEFAULT)), H5Dclose);
+    H5Handle space(CLLM_H5(H5Dget_space(ds)), H5Sclose);
+    hsize_t chunks = 0;
+    CLLM_H5(H5Dget_num_chunks(ds, space, &chunks));
+    std::ifstream file(path_, std::ios::binary);
+    uint64_t h = fnv1a(nullptr, 0);
+    for (hsize_t i = 0; i < chunks; ++i) {
+      hsize_t offset[2] = {0, 0}, size = 0;
+      unsigned filter_mask = 0;
+      haddr_t addr = 0;
+      CLLM_H5(H5Dget_chunk_info(ds, space, i, offset, &filter_mask, &addr, &size));
+      CLLM_CHECK(size >= 4 && filter_mask == 0, where << ": chunk " << i << " has no Fletcher32 checksum");
+      unsigned char sum[4];
+      file.seekg(static_cast<std::streamoff>(addr + size - 4));
+      file.read(reinterpret_cast<char*>(sum), sizeof sum);
+      CLLM_CHECK(file, where << ": cannot read the checksum of chunk " << i << " at byte " << addr + size - 4);
+      h = fnv1a(offset, sizeof offset, h);
+      h = fnv1a(sum, sizeof sum, h);
+    }
+    return h;
+  }
+
+ protected:
+  // One hyperslab read per range: each H5Dread has a fixed cost (dataset open, chunk lookup).
+  int64_t read_block_values() const override { return INT64_MAX; }
   // Reads only the selected hyperslab: HDF5 reads (and checksums) just the chunks it touches.
-  void read_f32(const std::string& name, const TensorRange& range, float* dst) const override {
+  void convert_f32(const std::string& name, const TensorRange& range, float* dst) const override {
     const Entry& e = entry(name);
     const Rect rect = resolve_range(range, e.shape, path_, name);
     const int rank = static_cast<int>(e.shape.size());

@@ -197,7 +197,8 @@ class HfReader final : public CheckpointReader {
   std::string source() const override { return dir_; }
   std::vector<int64_t> shape(const std::string& name) const override { return entry(name).info.shape; }
 
-  void read_f32(const std::string& name, const TensorRange& range, float* dst) const override {
+ protected:
+  void convert_f32(const std::string& name, const TensorRange& range, float* dst) const override {
     const Entry& e = entry(name);
     const Rect rect = resolve_range(range, e.info.shape, shards_[e.shard].path(), name);
     const uint8_t* base = shards_[e.shard].data() + e.info.begin;

@@ -11,6 +11,8 @@ namespace cllm {
 namespace {
 
 using detail::H5Handle;
+using detail::H5QuietErrors;
+using detail::h5_error_text;
 using detail::h5_link_exists;
 using detail::h5_read_attr;
 using detail::h5_read_string_attr;
@@ -122,13 +124,25 @@ void ensure_group(hid_t file, const char* name) {
     H5Handle(CLLM_H5(H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
 }
 
+// The id of an H5Fopen/H5Fcreate of the output file, or a one-line error (HDF5's own stack is
+// quiet: H5QuietErrors at the caller). HDF5 locks a file it writes; a lock held elsewhere means
+// another process (typically a second `cllm trajectories` on the same --out) has it open.
+hid_t checked_file_id(hid_t id, const std::string& path) {
+  if (id >= 0) return id;
+  const std::string why = h5_error_text();
+  CLLM_CHECK(why.find("lock") == std::string::npos,
+             path << ": the file is locked by another process: another cllm trajectories (or a reader) has it open; "
+                     "each process needs its own --out (several processes: --shard I/K, one file each)");
+  CLLM_FAIL(path << ": cannot open or create the trajectory file" << why);
+}
+
 hid_t open_existing(const std::string& path, unsigned flags) {
   CLLM_CHECK(std::filesystem::exists(path), path << ": no such file");
   htri_t is_h5 = 0;
   H5E_BEGIN_TRY { is_h5 = H5Fis_hdf5(path.c_str()); }
   H5E_END_TRY;
   CLLM_CHECK(is_h5 > 0, path << " is not an HDF5 file");
-  return CLLM_H5(H5Fopen(path.c_str(), flags, H5P_DEFAULT));
+  return checked_file_id(H5Fopen(path.c_str(), flags, H5P_DEFAULT), path);
 }
 
 }  // namespace
@@ -143,6 +157,7 @@ struct TrajectoryWriter::File {
 TrajectoryWriter::TrajectoryWriter(const std::string& path, const TrajectoryFileInfo& info)
     : file_(std::make_unique<File>()), path_(path) {
   CLLM_CHECK(info.block >= 1, "trajectory block size must be >= 1, got " << info.block);
+  H5QuietErrors quiet;  // failures throw one line; HDF5 would also print its whole error stack
   if (std::filesystem::exists(path)) {
     file_->id = open_existing(path, H5F_ACC_RDWR);
     check_same_info(read_info(file_->id, path), info, path);
@@ -152,7 +167,7 @@ TrajectoryWriter::TrajectoryWriter(const std::string& path, const TrajectoryFile
       CLLM_CHECK(done_.insert(i).second, path << ": prompt " << i << " is both kept and dropped");
     }
   } else {
-    file_->id = CLLM_H5(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT));
+    file_->id = checked_file_id(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT), path);
     write_info(file_->id, info);
   }
   ensure_group(file_->id, "/samples");

@@ -24,7 +24,9 @@ std::string mpi_error_text(int code);
   } while (0)
 
 // Initialises MPI (MPI_THREAD_FUNNELED: only the main thread calls MPI) and returns a communicator
-// over a duplicate of MPI_COMM_WORLD. The object finalizes MPI when destroyed.
-std::unique_ptr<Comm> make_mpi_comm();
+// over a duplicate of MPI_COMM_WORLD. The object finalizes MPI when destroyed. A watchdog thread ends
+// the process when MPI_Init and the first collective take longer than startup_deadline_s
+// (init_comm_from_environment).
+std::unique_ptr<Comm> make_mpi_comm(double startup_deadline_s);
 
 }  // namespace cllm

@@ -31,8 +31,10 @@ class SingleComm final : public Comm {
   void stop_all_ranks(const std::string& message) override { throw Error("rank 0: " + message); }
 };
 
-// World size announced by the launcher: Open MPI's mpirun, a PMI launcher, or a Slurm job step
-// (srun; not sbatch, whose SLURM_NTASKS a plain command in the batch script also sees).
+}  // namespace
+
+std::unique_ptr<Comm> make_single_comm() { return std::make_unique<SingleComm>(); }
+
 int launcher_world_size() {
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {
     if (const char* v = std::getenv(var)) return std::atoi(v);
@@ -40,16 +42,13 @@ int launcher_world_size() {
   return 1;
 }
 
-}  // namespace
-
-std::unique_ptr<Comm> make_single_comm() { return std::make_unique<SingleComm>(); }
-
-std::unique_ptr<Comm> init_comm_from_environment() {
+std::unique_ptr<Comm> init_comm_from_environment(double startup_deadline_s) {
   const int world = launcher_world_size();
   if (world <= 1) return make_single_comm();
 #ifdef CLLM_HAVE_MPI
-  return make_mpi_comm();
+  return make_mpi_comm(startup_deadline_s);
 #else
+  (void)startup_deadline_s;
   CLLM_FAIL("started as one of " << world << " ranks, but this cllm was built without MPI (-DCLLM_MPI=ON)");
 #endif
 }

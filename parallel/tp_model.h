@@ -30,6 +30,20 @@ RankLoad describe_load(const Model& model, double seconds);
 // naming the ranks. The gather also confirms that every rank finished loading.
 std::vector<RankLoad> gather_loads(Comm& comm, const RankLoad& mine);
 
+// Before any weight is read: every rank all-gathers the config fields that fix the shapes and the
+// forward, with its host and checkpoint source. When a rank's differ from rank 0's, every rank
+// stops, naming that rank, its host and checkpoint, the field and both values. Loading itself is
+// collective (one progress all-gather per tensor), so differing shapes must stop here.
+void agree_on_config(const CheckpointReader& ckpt, Comm& comm);
+
+// The model identity, agreed before the first forward (design.md, "One request, end to end", 8): a
+// stale copy of a checkpoint on one node must stop the job, not produce wrong text. Every rank
+// fingerprints each tensor of its checkpoint (CheckpointReader::fingerprint, whatever its slice)
+// and all-gathers them with its host name and checkpoint source. When a rank's fingerprints differ
+// from rank 0's, every rank stops, naming that rank, its host, the first differing tensor and both
+// checkpoints. Call after agree_on_config, which agrees on the tensor list.
+void agree_on_checkpoint(const CheckpointReader& ckpt, Comm& comm);
+
 // Peak resident set size of this process (VmHWM in /proc/self/status), in bytes.
 double peak_rss_bytes();
 

@@ -1,6 +1,9 @@
 #include "runtime/cpu_model.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/check.h"
@@ -41,6 +44,15 @@ void CpuModel::reset(int max_tokens, int slots) {
   limit_tokens_ = max_tokens;
   limit_slots_ = slots;
   if (max_tokens > capacity_ || slots > slots_) {
+    // Refused before allocating: a KV cache beyond the machine's memory would end in std::bad_alloc
+    // or the OOM killer. K and V: layers x slots x rows x kvd floats each.
+    const double kv_bytes = 2.0 * cfg_.num_layers * std::max(slots_, slots) * std::max(capacity_, max_tokens) *
+                            static_cast<double>(kvd_) * sizeof(float);
+    const double machine_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    CLLM_CHECK(kv_bytes <= machine_bytes,
+               "the KV cache of " << slots << " sequences x " << max_tokens << " rows needs " << kv_bytes / 1e9
+                                  << " GB on this rank, more than this machine's " << machine_bytes / 1e9
+                                  << " GB of memory (lower --max-batch or --max-context)");
     capacity_ = std::max(capacity_, max_tokens);
     slots_ = std::max(slots_, slots);
     const size_t floats = static_cast<size_t>(slots_) * capacity_ * kvd_;
@@ -134,6 +146,14 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
   // The global (max, lowest id) pair over the shards: the same choice as an argmax over the whole
   // row, which takes the lowest index on ties.
   if (comm_) comm_->all_reduce_max_loc(best_.data(), n, {"LM-head argmax"});
+  // A non-finite maximum means the row's logits are NaN (every comparison with NaN fails, so the
+  // argmax would be an arbitrary id: token 0 for ever) or overflowed. Checked every forward, at n
+  // comparisons; after the reduction every rank sees the same values and throws alike.
+  for (int i = 0; i < n; ++i)
+    CLLM_CHECK(std::isfinite(best_[i].value),
+               "the logits of row " << i << " of this forward are not finite (max " << best_[i].value
+                                    << "): the activations overflowed; the weights are finite (checked at load) but "
+                                       "out of range for this model");
   for (int i = 0; i < n; ++i) out_ids[i] = best_[i].index;
   if (!logits || !comm_) return;
   const size_t shard = static_cast<size_t>(n) * vs;

@@ -59,8 +59,23 @@ int32_t prefill(BlockPredictor& model, const std::vector<int32_t>& prompt, Decod
 
 }  // namespace
 
-int kv_rows_needed(int prompt_tokens, int max_new_tokens, int block) {
+int64_t kv_rows_needed(int64_t prompt_tokens, int64_t max_new_tokens, int block) {
   return prompt_tokens + max_new_tokens + std::max(block, 1);
+}
+
+std::string context_limit_error(const ModelConfig& cfg, int64_t prompt_tokens, int64_t max_new_tokens, int block,
+                                int64_t kv_capacity) {
+  const std::string sum = "prompt (" + std::to_string(prompt_tokens) + " tokens) + max_new_tokens (" +
+                          std::to_string(max_new_tokens) + ")";
+  const int64_t positions = prompt_tokens + max_new_tokens;
+  if (positions > cfg.max_position_embeddings)
+    return sum + " = " + std::to_string(positions) + " positions, beyond the model's " +
+           std::to_string(cfg.max_position_embeddings) + " (max_position_embeddings)";
+  const int64_t rows = kv_rows_needed(prompt_tokens, max_new_tokens, block);
+  if (kv_capacity > 0 && rows > kv_capacity)
+    return sum + " + block (" + std::to_string(block) + ") = " + std::to_string(rows) +
+           " KV rows, over the KV capacity of " + std::to_string(kv_capacity) + " rows per sequence";
+  return "";
 }
 
 GenerateResult generate_ar(BlockPredictor& model, const std::vector<int32_t>& prompt,

@@ -118,8 +118,11 @@ class RandomCheckpoint final : public CheckpointReader {
   std::vector<int64_t> shape(const std::string& name) const override { return get(name).shape; }
   std::string source() const override { return "random weights (seed " + std::to_string(seed_) + ")"; }
 
+ protected:
+  // One call per range: the values are computed in parallel over its rows.
+  int64_t read_block_values() const override { return INT64_MAX; }
   // Element i of a tensor (row-major over its whole shape) is the value fill_uniform gives it.
-  void read_f32(const std::string& name, const TensorRange& r, float* dst) const override {
+  void convert_f32(const std::string& name, const TensorRange& r, float* dst) const override {
     const PlannedTensor& t = get(name);
     const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1, cols = t.shape.back();
     const int64_t r0 = t.shape.size() == 2 ? r.row_begin : 0, r1 = t.shape.size() == 2 && r.row_end >= 0 ? r.row_end : rows;

@@ -45,12 +45,8 @@ std::string Scheduler::check(const SequenceSpec& spec) const {
   if (spec.gen.max_new_tokens <= 0) return "max_tokens must be positive";
   const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.block;
   if (block < 1 || block > kMaxBlockRows) return "the Jacobi block must be in 1.." + std::to_string(kMaxBlockRows);
-  const int rows = kv_rows_needed(static_cast<int>(spec.prompt.size()), spec.gen.max_new_tokens, block);
-  if (rows > limits_.max_context)
-    return "prompt (" + std::to_string(spec.prompt.size()) + " tokens) + max_tokens (" +
-           std::to_string(spec.gen.max_new_tokens) + ") + block (" + std::to_string(block) + ") is " +
-           std::to_string(rows) + " positions, over the context of " + std::to_string(limits_.max_context);
-  return "";
+  return context_limit_error(model_.config(), static_cast<int64_t>(spec.prompt.size()), spec.gen.max_new_tokens,
+                             block, limits_.max_context);
 }
 
 bool Scheduler::submit(uint64_t id, SequenceSpec spec) {

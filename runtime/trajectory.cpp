@@ -11,7 +11,10 @@
 namespace cllm {
 namespace {
 
-int max_blocks(const TrajectoryOptions& opts) { return (opts.max_new_tokens + opts.block - 1) / opts.block; }
+// 64-bit: max_new_tokens near INT32_MAX plus a block must not wrap.
+int64_t max_blocks(const TrajectoryOptions& opts) {
+  return (static_cast<int64_t>(opts.max_new_tokens) + opts.block - 1) / opts.block;
+}
 
 // For each state of block b that is not yet its fixed point and has w >= 2 wrong tokens, one
 // augmented copy with w/2 of them (chosen at random) set to their fixed-point values.
@@ -37,7 +40,7 @@ void augment_block(Trajectory& t, int b, int first_state, std::mt19937_64& rng) 
 
 }  // namespace
 
-int trajectory_kv_rows(int prompt_tokens, const TrajectoryOptions& opts) {
+int64_t trajectory_kv_rows(int64_t prompt_tokens, const TrajectoryOptions& opts) {
   return kv_rows_needed(prompt_tokens, max_blocks(opts) * opts.block, opts.block);
 }
 
@@ -206,7 +209,7 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
                    << plan.num_shards << ": it was collected with another shard (use one file per shard)");
   CollectSummary sum;
   std::vector<int64_t> pending;  // this shard's prompts not yet in the file, ascending
-  int kv_rows = 0;               // of the longest of them
+  int64_t kv_rows = 0;           // of the longest of them
   for (size_t i = plan.shard; i < prompts.size(); i += plan.num_shards) {
     const int64_t index = static_cast<int64_t>(i);
     if (out.done().count(index)) {
@@ -216,8 +219,11 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
       ++sum.skipped;
       continue;
     }
+    const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompts[i].size()),
+                                                max_blocks(opts) * opts.block, opts.block);
+    CLLM_CHECK(why.empty(), "prompt " << index << " cannot be collected: " << why);
     pending.push_back(index);
-    kv_rows = std::max(kv_rows, trajectory_kv_rows(static_cast<int>(prompts[i].size()), opts));
+    kv_rows = std::max(kv_rows, trajectory_kv_rows(static_cast<int64_t>(prompts[i].size()), opts));
   }
   if (pending.empty()) return sum;
 
@@ -227,7 +233,7 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= plan.max_seconds;
   };
   const int slots = static_cast<int>(std::min<size_t>(plan.batch, pending.size()));
-  model.reset(kv_rows, slots);
+  model.reset(static_cast<int>(kv_rows), slots);  // within max_position_embeddings + a block: checked above
   std::vector<int> free_slots;  // popped from the back: slot 0 first
   for (int s = slots - 1; s >= 0; --s) free_slots.push_back(s);
   std::vector<Running> running;  // admission order

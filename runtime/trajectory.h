@@ -28,7 +28,7 @@ struct TrajectoryOptions {
 };
 
 // Positions a collection touches: prompt + whole blocks + the guesses of one more block.
-int trajectory_kv_rows(int prompt_tokens, const TrajectoryOptions& opts);
+int64_t trajectory_kv_rows(int64_t prompt_tokens, const TrajectoryOptions& opts);
 
 // One forward of one sequence: tokens[0..n) at positions pos..pos+n-1 of its KV. The tokens stay
 // valid until the collector that gave them is changed.
@@ -113,7 +113,9 @@ using CollectProgress = std::function<void(int64_t, const Trajectory&, bool)>;
 // Collects every prompt of the plan's shard whose index is not yet in `out` (prompt i is
 // prompts[i]) and writes it, kept or dropped, as soon as it is done. A prompt already in the file
 // must have the same ids (else throws: the prompts file changed), and belong to the shard (else
-// throws: the file was collected with another shard); both are checked before any work. Resets
+// throws: the file was collected with another shard), and every pending prompt must fit the model's
+// positions with max_new_tokens (else throws naming the prompt and the numbers, context_limit_error);
+// all are checked before any work. Resets
 // `model` once: min(plan.batch, pending prompts) slots of the longest pending prompt's
 // trajectory_kv_rows().
 CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<int32_t>>& prompts,

@@ -7,3 +7,4 @@ cllm="$1"; dir="$2"
 "$cllm" convert --model "$dir/kv4" --out "$dir/kv4.h5"
 "$cllm" convert --model "$dir/kv2_tied" --out "$dir/kv2_tied.h5"
 "$cllm" convert --model "$dir/mem" --out "$dir/mem.h5" --dtype f16
+"$cllm" convert --model "$dir/kv4_other" --out "$dir/kv4_other.h5"

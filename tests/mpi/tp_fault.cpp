@@ -5,11 +5,14 @@
 //   kill     raise(SIGKILL): the launcher sees the death and ends the job
 //   stall    sleeps far past the deadline: the others' collectives time out and abort
 //   diverge  flips its first predicted id after the forward: the convergence vote fails
+//   stall-start  sleeps far past the deadline before MPI_Init (AT_FORWARD unused): the others'
+//                start-up watchdogs stop them, and the launcher ends the job
 // expect_abort.sh runs it and checks a non-zero exit, the time it took and the message.
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "core/check.h"
@@ -63,7 +66,8 @@ int run(int argc, char** argv, Comm& comm) {
   const std::string mode = argv[2];
   const int victim = std::stoi(argv[3]), at = std::stoi(argv[4]);
   const double deadline_s = std::stod(argv[5]);
-  CLLM_CHECK(mode == "kill" || mode == "stall" || mode == "diverge", "unknown mode '" << mode << "'");
+  CLLM_CHECK(mode == "kill" || mode == "stall" || mode == "diverge" || mode == "stall-start",
+             "unknown mode '" << mode << "'");
   comm.set_deadline_seconds(deadline_s);
   auto ckpt = open_checkpoint(argv[1]);
   std::unique_ptr<Model> shard = make_sharded_model(*ckpt, Device::Cpu, comm);
@@ -89,6 +93,11 @@ int run(int argc, char** argv, Comm& comm) {
 }  // namespace cllm
 
 int main(int argc, char** argv) {
-  const std::unique_ptr<cllm::Comm> comm = cllm::init_comm_from_environment();
+  // stall-start: the victim (its launcher rank, as MPI has none yet) stalls before MPI_Init.
+  const double deadline_s = argc == 6 ? std::atof(argv[5]) : 60;
+  const char* launcher_rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (argc == 6 && std::string(argv[2]) == "stall-start" && launcher_rank && std::string(launcher_rank) == argv[3])
+    sleep(static_cast<unsigned>(10 * deadline_s));
+  const std::unique_ptr<cllm::Comm> comm = cllm::init_comm_from_environment(deadline_s > 0 ? deadline_s : 60);
   return cllm::run_on_all_ranks(*comm, [&] { return cllm::run(argc, argv, *comm); });
 }

@@ -92,6 +92,10 @@ struct GgufBuilder {
     key(k, GgufType::ARRAY), put(kv, static_cast<uint32_t>(GgufType::STRING), 4), put(kv, v.size(), 8);
     for (const auto& s : v) put_str(kv, s);
   }
+  void i32s(const std::string& k, const std::vector<int32_t>& v) {
+    key(k, GgufType::ARRAY), put(kv, static_cast<uint32_t>(GgufType::I32), 4), put(kv, v.size(), 8);
+    for (int32_t x : v) put(kv, static_cast<uint32_t>(x), 4);
+  }
   void tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type, std::string data) {
     tensors.push_back({name, std::move(ne), type, std::move(data)});
   }

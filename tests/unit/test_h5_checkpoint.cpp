@@ -248,6 +248,29 @@ TEST(H5Checkpoint, FlippedByteInAChunkIsDetected) {
   expect_error([&] { make_model(*h5, Device::Cpu); }, {path, name, "Fletcher32"});
 }
 
+// The HDF5 fingerprint hashes every chunk's stored Fletcher32: equal for a copy, different for
+// another seed, and different for one value changed off the probe rows (which the default probe
+// fingerprint, reading 256 values, does not see).
+TEST(H5Checkpoint, FingerprintCoversEveryStoredByte) {
+  const std::string path = tiny_copy(), name = "model.layers.1.self_attn.o_proj.weight";  // [64, 64]
+  const auto original = open_checkpoint(tiny_h5());
+  const auto other = open_checkpoint(converted(test::random_model_dir("tiny", 2), "tiny_seed2"));
+  EXPECT_EQ(open_checkpoint(path)->fingerprint(name), original->fingerprint(name));
+  EXPECT_NE(other->fingerprint(name), original->fingerprint(name));
+  edit(path, [&](hid_t f) {  // row 5 is not a probe row (0, 21, 42, 63)
+    H5Handle ds(CLLM_H5(H5Dopen2(f, ("/tensors/" + name).c_str(), H5P_DEFAULT)), H5Dclose);
+    H5Handle space(CLLM_H5(H5Dget_space(ds)), H5Sclose);
+    const hsize_t start[2] = {5, 37}, count[2] = {1, 1};
+    CLLM_H5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr));
+    H5Handle mem(CLLM_H5(H5Screate_simple(2, count, nullptr)), H5Sclose);
+    const float v = 0.125f;
+    CLLM_H5(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, &v));
+  });
+  const auto changed = open_checkpoint(path);
+  EXPECT_NE(changed->fingerprint(name), original->fingerprint(name));
+  EXPECT_EQ(probe_fingerprint(*changed, name), probe_fingerprint(*original, name));
+}
+
 TEST(H5Checkpoint, MissingDatasetIsRefused) {
   const std::string path = tiny_copy();
   edit(path, [](hid_t f) { CLLM_H5(H5Ldelete(f, "/tensors/model.layers.1.mlp.up_proj.weight", H5P_DEFAULT)); });

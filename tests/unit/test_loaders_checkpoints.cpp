@@ -169,7 +169,8 @@ TEST(HfCheckpoint, UnknownFormatListsAccepted) {
 
 namespace {
 // A tiny llama GGUF holding the TinyModel's weights, q/k permuted as llama.cpp's converter does.
-std::string tiny_gguf(const TinyModel& m, int n_tokens) {
+// token_types: tokenizer.ggml.token_type when not empty.
+std::string tiny_gguf(const TinyModel& m, int n_tokens, const std::vector<int32_t>& token_types = {}) {
   const ModelConfig& c = m.cfg;
   GgufBuilder b;
   b.str("general.architecture", "llama");
@@ -184,6 +185,7 @@ std::string tiny_gguf(const TinyModel& m, int n_tokens) {
   std::vector<std::string> toks;
   for (int i = 0; i < n_tokens; ++i) toks.push_back("t" + std::to_string(i));
   b.strs("tokenizer.ggml.tokens", toks);
+  if (!token_types.empty()) b.i32s("tokenizer.ggml.token_type", token_types);
   b.strs("tokenizer.ggml.merges", {"t 1"});
   b.u32("tokenizer.ggml.eos_token_id", 2);
   const auto permute = [&](const std::vector<float>& w, int n_head) {  // HF -> GGUF row order
@@ -243,6 +245,64 @@ TEST(GgufCheckpoint, VocabSizeMismatch) {
   const fs::path p = temp_dir() / "tiny.gguf";
   write_file(p, tiny_gguf(tiny_model(), 70));
   expect_error([&] { open_checkpoint(p.string()); }, {p.string(), "vocab size mismatch", "70 tokens", "64 rows"});
+}
+
+// ---------------------------------------------------------------- non-finite weights, every format
+
+// One NaN in a linear weight and one Inf in a norm: every reader refuses the range that holds them,
+// naming the file, the tensor and the element, and reads a range without them.
+TEST(Checkpoints, NonFiniteWeightsAreNamed) {
+  TinyModel m = tiny_model();
+  const std::string down = "model.layers.1.mlp.down_proj.weight", norm = "model.layers.0.input_layernorm.weight";
+  m.w.at(down)[3 * 32 + 5] = std::nanf("");  // [16, 32]: row 3, column 5
+  m.w.at(norm)[7] = INFINITY;                // [16]: element 7
+  const fs::path d = temp_dir(), gguf = d / "tiny.gguf";
+  write_hf(m, d);
+  write_tokenizer_json(d, 64);
+  write_file(gguf, tiny_gguf(m, 64));
+  for (const fs::path& path : {d, gguf}) {
+    const auto r = open_checkpoint(path.string());
+    std::vector<float> buf(16 * 32);
+    expect_error([&] { r->read_f32(down, {}, buf.data()); },
+                 {path.string(), "'" + down + "'", "nan at [3, 5]", "finite"});
+    expect_error([&] { r->read_f32(down, {2, 6, 4, 8}, buf.data()); }, {"'" + down + "'", "at [3, 5]"});
+    EXPECT_NO_THROW(r->read_f32(down, {4, 16}, buf.data())) << path;
+    expect_error([&] { r->read_f32(norm, {}, buf.data()); }, {"'" + norm + "'", "inf at element 7"});
+    EXPECT_NO_THROW(r->read_f32(norm, {0, 7}, buf.data())) << path;
+  }
+}
+
+// A corrupted token_type entry (a byte flipped in an I32) would change how text is tokenized:
+// refused, naming the entry, its token and the valid range.
+TEST(GgufCheckpoint, CorruptedTokenTypeRefused) {
+  std::vector<int32_t> types(64, 1);
+  const fs::path p = temp_dir() / "tiny.gguf";
+  write_file(p, tiny_gguf(tiny_model(), 64, types));
+  EXPECT_EQ(open_checkpoint(p.string())->tokenizer().token_types, types);
+  types[37] = 0x01000001;
+  write_file(p, tiny_gguf(tiny_model(), 64, types));
+  expect_error([&] { open_checkpoint(p.string()); },
+               {p.string(), "tokenizer.ggml.token_type[37] (token 't37') is 16777217", "0..6", "corrupted"});
+}
+
+// One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values
+// here: multiples of 1/64); other weights of the same shape fingerprint differently, tensor by tensor.
+TEST(Checkpoints, TensorFingerprintNamesTheCheckpoint) {
+  TinyModel m = tiny_model();
+  const fs::path d = temp_dir(), gguf = d / "tiny.gguf", other = d / "other";
+  fs::create_directories(other);
+  write_hf(m, d);
+  write_tokenizer_json(d, 64);
+  write_file(gguf, tiny_gguf(m, 64));
+  for (auto& [name, v] : m.w)
+    for (float& x : v) x = -x;
+  write_hf(m, other);
+  write_tokenizer_json(other, 64);
+  const auto a = open_checkpoint(d.string()), b = open_checkpoint(gguf.string()), c = open_checkpoint(other.string());
+  for (const auto& [name, v] : m.w) {
+    EXPECT_EQ(a->fingerprint(name), b->fingerprint(name)) << name;
+    EXPECT_NE(a->fingerprint(name), c->fingerprint(name)) << name;
+  }
 }
 
 // ---------------------------------------------------------------- the real SmolLM2 GGUF

@@ -190,6 +190,23 @@ TEST(Gguf, TruncatedHeaderAndStrings) {
   expect_error([&] { parse_g(img.substr(0, 10)); }, {"m.gguf", "truncated", "tensor count"});
 }
 
+// A key whose bytes or length field are corrupted: refused with the reason, and the message is
+// whole: the NUL byte is shown as \x00, so nothing after it is cut where the message is printed.
+TEST(Gguf, CorruptedKeyNamedWhole) {
+  GgufBuilder b;
+  b.str(std::string("general.na\0me", 13), "x");
+  const std::string img = b.build();
+  try {
+    parse_g(img);
+    ADD_FAILURE() << "a key with a NUL byte was accepted";
+  } catch (const Error& e) {
+    const std::string msg = e.what();  // as printf("%s") prints it: up to the first NUL
+    for (const char* needle : {"m.gguf", "metadata key #0 'general.na\\x00me'", "byte 0x0 at position 10",
+                               "the key or its length is corrupted"})
+      EXPECT_NE(msg.find(needle), std::string::npos) << needle << " not in: " << msg;
+  }
+}
+
 TEST(Gguf, TooManyDims) {
   GgufBuilder b;
   b.tensor("t", {1, 1, 1, 1, 1}, 0, std::string(4, 0));

@@ -140,6 +140,8 @@ TEST(Scheduler, AdmissionLimits) {
   EXPECT_NE(sched.check(spec(40, 1, 20, 8)), "");  // 40 + 20 + 8 > 64
   EXPECT_EQ(sched.check(spec(30, 1, 20, 8)), "");
   EXPECT_NE(sched.check(spec(5, 1, 4, 65)), "");
+  // 5 + INT32_MAX + 4 rows: counted in 64 bits, so it is refused, not wrapped to a negative count.
+  EXPECT_NE(sched.check(spec(5, 1, INT32_MAX, 4)).find("2147483647"), std::string::npos);
   EXPECT_THROW(sched.submit(1, spec(40, 1, 20, 8)), std::exception);
   // Room is the free slot (taken at the next step) plus the queue of 2, as the engine counts it.
   EXPECT_TRUE(sched.submit(1, spec(5, 1, 4, 4)));
