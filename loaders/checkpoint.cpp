@@ -9,6 +9,10 @@
 
 namespace cllm {
 
+void CheckpointReader::read_blocks(const std::string& name, int64_t, int64_t, uint8_t*) const {
+  CLLM_FAIL(source() << ": tensor '" << name << "' is not stored in blocks (only GGUF files keep quantized blocks)");
+}
+
 TensorRange slice_range(const TensorSpec& t) {
   switch (t.split) {
     case SplitAxis::None: return {};

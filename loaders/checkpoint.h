@@ -10,6 +10,7 @@
 
 #include "core/model_config.h"
 #include "core/tensor_manifest.h"
+#include "loaders/dequant.h"
 
 namespace cllm {
 
@@ -52,6 +53,15 @@ class CheckpointReader {
   // Converts (dequantizes) the selected range to fp32, row-major, into dst
   // (rows * cols floats). Throws naming the file and tensor on any inconsistency.
   virtual void read_f32(const std::string& name, const TensorRange& range, float* dst) const = 0;
+  // The element type the file stores `name` in; formats that only convert (safetensors, HDF5) say F32.
+  virtual DType stored_dtype(const std::string& name) const {
+    (void)name;
+    return DType::F32;
+  }
+  // Whole rows [row_begin, row_end) of a 2-D tensor as stored (stored_dtype's blocks), in HF row
+  // order, each dtype_row_bytes(stored_dtype(name), cols) bytes, into dst: for kernels that compute
+  // on the blocks. The default refuses, naming the file and tensor.
+  virtual void read_blocks(const std::string& name, int64_t row_begin, int64_t row_end, uint8_t* dst) const;
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
 };
