@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <vector>
 
 #include "core/check.h"
 #include "loaders/checkpoint_common.h"
@@ -36,6 +37,13 @@ size_t first_non_finite(const float* v, size_t n) {
   return n;
 }
 
+[[noreturn]] void fail_non_finite(const CheckpointReader& ckpt, const std::string& name, float value,
+                                  const std::string& where) {
+  CLLM_FAIL(ckpt.source() << ": tensor '" << name << "' holds " << value << " at " << where
+                          << ": weights must be finite, or every logit becomes NaN; the file is corrupted or was saved "
+                             "from a diverged run");
+}
+
 }  // namespace
 
 void CheckpointReader::read_f32(const std::string& name, const TensorRange& range, float* dst) const {
@@ -59,9 +67,7 @@ void CheckpointReader::read_f32(const std::string& name, const TensorRange& rang
       at << "element " << b + static_cast<int64_t>(i);
     else
       at << "[" << b + static_cast<int64_t>(i) / cols << ", " << r.c0 + static_cast<int64_t>(i) % cols << "]";
-    CLLM_FAIL(source() << ": tensor '" << name << "' holds " << out[i] << " at " << at.str()
-                       << ": weights must be finite, or every logit becomes NaN; the file is corrupted or was saved "
-                          "from a diverged run");
+    fail_non_finite(*this, name, out[i], at.str());
   }
 }
 
@@ -88,6 +94,25 @@ uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name
     }
   }
   return h;
+}
+
+void CheckpointReader::read_blocks(const std::string& name, int64_t row_begin, int64_t row_end, uint8_t* dst) const {
+  copy_blocks(name, row_begin, row_end, dst);
+  // A block's values are finite iff its scales are, but the layouts differ per format: decoding
+  // each row once is format-blind and costs a fraction of the load's page-in.
+  const DType t = stored_dtype(name);
+  const int64_t cols = shape(name).back();
+  const uint64_t row_bytes = dtype_row_bytes(t, cols, name);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    dequantize_row(t, dst + static_cast<uint64_t>(r - row_begin) * row_bytes, 0, cols, row.data());
+    const size_t i = first_non_finite(row.data(), row.size());
+    if (i != row.size()) fail_non_finite(*this, name, row[i], "[" + std::to_string(r) + ", " + std::to_string(i) + "]");
+  }
+}
+
+void CheckpointReader::copy_blocks(const std::string& name, int64_t, int64_t, uint8_t*) const {
+  CLLM_FAIL(source() << ": tensor '" << name << "' is not stored in blocks (only GGUF files keep quantized blocks)");
 }
 
 TensorRange slice_range(const TensorSpec& t) {

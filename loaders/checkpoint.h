@@ -10,6 +10,7 @@
 
 #include "core/model_config.h"
 #include "core/tensor_manifest.h"
+#include "loaders/dequant.h"
 
 namespace cllm {
 
@@ -56,6 +57,16 @@ class CheckpointReader {
   // (design.md, Failure semantics). Every format's weights pass here while they are converted
   // anyway, and each block of rows is checked while still in cache (read_block_values).
   void read_f32(const std::string& name, const TensorRange& range, float* dst) const;
+  // The element type the file stores `name` in; formats that only convert (safetensors, HDF5) say F32.
+  virtual DType stored_dtype(const std::string& name) const {
+    (void)name;
+    return DType::F32;
+  }
+  // Whole rows [row_begin, row_end) of a 2-D tensor as stored (stored_dtype's blocks), in HF row
+  // order, each dtype_row_bytes(stored_dtype(name), cols) bytes, into dst: for kernels that compute
+  // on the blocks. Each row is decoded once and refused like read_f32 if a value is not finite.
+  // Formats that do not keep blocks refuse, naming the file and tensor.
+  void read_blocks(const std::string& name, int64_t row_begin, int64_t row_end, uint8_t* dst) const;
   // Human-readable origin for messages ("models/x.gguf").
   virtual std::string source() const = 0;
   // A hash of tensor `name` that does not depend on which slice a rank loads: the ranks of a
@@ -71,6 +82,8 @@ class CheckpointReader {
   // (256 KB of fp32, cache-resident) where a partial read costs nothing extra (mapped files); a
   // format whose every call has a fixed cost (an HDF5 hyperslab read) returns more.
   virtual int64_t read_block_values() const { return int64_t{1} << 16; }
+  // The stored bytes of read_blocks, before the finiteness check. The default refuses.
+  virtual void copy_blocks(const std::string& name, int64_t row_begin, int64_t row_end, uint8_t* dst) const;
 };
 
 // The TensorRange of this rank's slice of t (core/tensor_manifest.h).

@@ -4,6 +4,7 @@
 //   w.reshape(n_head, 2, head_dim/2, in).swapaxes(1, 2),
 // so GGUF row h*head_dim + 2*i + j holds HF row h*head_dim + j*head_dim/2 + i.
 #include <cmath>
+#include <cstring>
 #include <regex>
 #include <unordered_map>
 
@@ -186,13 +187,21 @@ class GgufReader final : public CheckpointReader {
       convert_rows(base, e.info->dtype, row_len, rect, [](int64_t r) { return r; }, dst);
       return;
     }
-    const int64_t hd = cfg_.head_dim, half = hd / 2;
-    CLLM_CHECK(e.info->ne[1] == e.permute_heads * hd, source() << ": tensor '" << name << "' has " << e.info->ne[1]
-                                                               << " rows, expected " << e.permute_heads << " heads x " << hd);
-    convert_rows(base, e.info->dtype, row_len, rect, [hd, half](int64_t r) {
-      const int64_t h = r / hd, j = (r % hd) / half, i = r % half;
-      return h * hd + 2 * i + j;
-    }, dst);
+    check_permute(name, e);
+    convert_rows(base, e.info->dtype, row_len, rect, [&](int64_t r) { return stored_row(e, r); }, dst);
+  }
+
+  DType stored_dtype(const std::string& name) const override { return entry(name).info->dtype; }
+
+  void copy_blocks(const std::string& name, int64_t row_begin, int64_t row_end, uint8_t* dst) const override {
+    const Entry& e = entry(name);
+    CLLM_CHECK(e.info->ne.size() == 2 && 0 <= row_begin && row_begin <= row_end && row_end <= e.info->ne[1],
+               source() << ": rows [" << row_begin << ", " << row_end << ") of tensor '" << name << "' asked as blocks");
+    check_permute(name, e);
+    const uint64_t row_bytes = dtype_row_bytes(e.info->dtype, e.info->ne[0], name);
+    const uint8_t* base = file_.data() + e.info->offset;
+    for (int64_t r = row_begin; r < row_end; ++r)
+      std::memcpy(dst + (r - row_begin) * row_bytes, base + stored_row(e, r) * row_bytes, row_bytes);
   }
 
  private:
@@ -200,6 +209,19 @@ class GgufReader final : public CheckpointReader {
     const GgufTensorInfo* info;
     int permute_heads;  // 0: rows stored as in HF; else the head count of the q/k permutation
   };
+  // The stored row holding HF row r (q/k rows are permuted, see the top of the file).
+  int64_t stored_row(const Entry& e, int64_t r) const {
+    if (e.permute_heads == 0) return r;
+    const int64_t hd = cfg_.head_dim, half = hd / 2;
+    const int64_t h = r / hd, j = (r % hd) / half, i = r % half;
+    return h * hd + 2 * i + j;
+  }
+  void check_permute(const std::string& name, const Entry& e) const {
+    const int64_t hd = cfg_.head_dim;
+    CLLM_CHECK(e.permute_heads == 0 || e.info->ne[1] == e.permute_heads * hd,
+               source() << ": tensor '" << name << "' has " << e.info->ne[1] << " rows, expected " << e.permute_heads
+                        << " heads x " << hd);
+  }
   const Entry& entry(const std::string& name) const {
     const auto it = tensors_.find(name);
     CLLM_CHECK(it != tensors_.end(), source() << ": no tensor '" << name << "'");

@@ -23,6 +23,8 @@ std::unique_ptr<Model> make_sharded_model(const CheckpointReader& ckpt, Device d
   CLLM_CHECK(device == Device::Cpu, "tensor parallelism over " << comm.size()
                                         << " ranks with --device cuda needs cllm built with CUDA, MPI and NCCL "
                                            "(parallel/cuda/cuda_tp_model.h); use --device cpu or one rank");
+  CLLM_CHECK(!opts.cpu_native_weights, "--weights native runs on one rank only (its kernels hold whole tensors); "
+                                       "use --weights f32 under mpirun");
   const ModelConfig& cfg = ckpt.config();
   const ShardPlan plan = make_shard_plan(cfg, comm.rank(), comm.size());
   return std::make_unique<CpuModel>(cfg, load_weights_f32(ckpt, plan, progress), plan, comm);

@@ -8,6 +8,7 @@
 
 #include "core/check.h"
 #include "kernels/cpu/gemm_invariant.h"
+#include "kernels/cpu/gemm_quant.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
 #include "runtime/block_rows.h"
@@ -84,11 +85,14 @@ void CpuModel::grow_scratch(int n) {
   positions_.resize(sn);
 }
 
-void CpuModel::linear(const float* x, const float* w, float* y, int n, int out, int in) const {
+void CpuModel::linear(const float* x, const LinearWeight& w, float* y, int n, int r0, int r1, int in) const {
+  // Blocks: batch-invariant for every n, prefill included (there is no BLAS for them).
+  if (w.quantized()) return cpu::matmul_wt_quant(x, w.q, y, n, r0, r1);
+  const float* rows = w.f32.data() + static_cast<size_t>(r0) * in;
   if (blas_)
-    cpu::matmul_wt(x, w, y, n, out, in);
+    cpu::matmul_wt(x, rows, y, n, r1 - r0, in);
   else
-    cpu::matmul_wt_invariant(x, w, y, n, out, in);
+    cpu::matmul_wt_invariant(x, rows, y, n, r1 - r0, in);
 }
 
 void CpuModel::all_reduce(float* x, size_t count, const CommPhase& phase) {
@@ -97,8 +101,12 @@ void CpuModel::all_reduce(float* x, size_t count, const CommPhase& phase) {
 
 void CpuModel::embed(const int32_t* tokens, int n, float* x) {
   const int d = cfg_.hidden_size;
+  if (w_.embed.quantized()) {  // one rank (native weights are not sharded)
+    for (int i = 0; i < n; ++i) cpu::dequantize_quant_row(w_.embed.q, tokens[i], x + static_cast<size_t>(i) * d);
+    return;
+  }
   if (!comm_) {
-    cpu::embedding(w_.embed.data(), tokens, x, n, d);
+    cpu::embedding(w_.embed.f32.data(), tokens, x, n, d);
     return;
   }
   // Exactly one rank holds each id and the others add zeros, so the sum is exact.
@@ -106,7 +114,7 @@ void CpuModel::embed(const int32_t* tokens, int n, float* x) {
     float* row = x + static_cast<size_t>(i) * d;
     const int local = tokens[i] - plan_.vocab_begin;
     if (local >= 0 && local < plan_.vocab)
-      std::memcpy(row, w_.embed.data() + static_cast<size_t>(local) * d, d * sizeof(float));
+      std::memcpy(row, w_.embed.f32.data() + static_cast<size_t>(local) * d, d * sizeof(float));
     else
       std::fill(row, row + d, 0.0f);
   }
@@ -129,7 +137,7 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
   if (logits) {
     if (comm_) logits_.resize(static_cast<size_t>(n) * vs);
     float* local = comm_ ? logits_.data() : logits;  // [n, vs]: this rank's shard
-    linear(h, w_.head(), local, n, vs, d);
+    linear(h, w_.head(), local, n, 0, vs, d);
     best_of(local, vs, plan_.vocab_begin);
   } else {
     // Only the argmax is wanted: the head in vocab chunks with a running max, so the scratch stays
@@ -139,7 +147,7 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
     logits_.resize(static_cast<size_t>(n) * chunk);
     for (int v0 = 0; v0 < vs; v0 += chunk) {
       const int cols = std::min(chunk, vs - v0);
-      linear(h, w_.head() + static_cast<size_t>(v0) * d, logits_.data(), n, cols, d);
+      linear(h, w_.head(), logits_.data(), n, v0, v0 + cols, d);
       best_of(logits_.data(), cols, plan_.vocab_begin + v0);
     }
   }
@@ -193,9 +201,9 @@ void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int 
     // rows then go to its slot's cache rows [pos, pos + n), and each block attends over its
     // slot. o is row-parallel: h holds a partial sum until the all-reduce.
     cpu::rmsnorm(x, L.attn_norm.data(), h, n, d, cfg_.rms_norm_eps);
-    linear(h, L.wq.data(), q_.data(), n, qd_, d);
-    linear(h, L.wk.data(), k_new_.data(), n, kvd_, d);
-    linear(h, L.wv.data(), v_new_.data(), n, kvd_, d);
+    linear(h, L.wq, q_.data(), n, 0, qd_, d);
+    linear(h, L.wk, k_new_.data(), n, 0, kvd_, d);
+    linear(h, L.wv, v_new_.data(), n, 0, kvd_, d);
     cpu::rope(q_.data(), positions_.data(), n, plan_.heads, hd, inv_freq_.data());
     cpu::rope(k_new_.data(), positions_.data(), n, plan_.kv_heads, hd, inv_freq_.data());
     for (int b = 0, row = 0; b < count; row += blocks[b++].n) {
@@ -208,15 +216,15 @@ void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int 
       attn_blocks_[b] = {kc, vc, s.n, s.pos, cfg_.sliding_window};
     }
     cpu::batch_attention(q_.data(), att_.data(), attn_blocks_.data(), count, plan_.heads, plan_.kv_heads, hd);
-    linear(att_.data(), L.wo.data(), h, n, d, qd_);
+    linear(att_.data(), L.wo, h, n, 0, d, qd_);
     all_reduce(h, static_cast<size_t>(n) * d, {"attention", l});
     cpu::add_inplace(x, h, static_cast<size_t>(n) * d);
     // SwiGLU MLP over this rank's FFN units; down is row-parallel like o.
     cpu::rmsnorm(x, L.ffn_norm.data(), h, n, d, cfg_.rms_norm_eps);
-    linear(h, L.w_gate.data(), gate_.data(), n, ffn_, d);
-    linear(h, L.w_up.data(), up_.data(), n, ffn_, d);
+    linear(h, L.w_gate, gate_.data(), n, 0, ffn_, d);
+    linear(h, L.w_up, up_.data(), n, 0, ffn_, d);
     cpu::silu_mul(gate_.data(), up_.data(), gate_.data(), static_cast<size_t>(n) * ffn_);
-    linear(gate_.data(), L.w_down.data(), h, n, d, ffn_);
+    linear(gate_.data(), L.w_down, h, n, 0, d, ffn_);
     all_reduce(h, static_cast<size_t>(n) * d, {"mlp", l});
     cpu::add_inplace(x, h, static_cast<size_t>(n) * d);
   }

@@ -1,4 +1,4 @@
-// The LLaMA forward on the CPU in fp32: weights, the KV cache of `slots` sequences, and scratch.
+// The LLaMA forward on the CPU in fp32 (weights fp32 or in Q8_0/Q4_1 blocks, runtime/weights.h): the KV cache of `slots` sequences, and scratch.
 // forward_batch runs the blocks of several sequences in one pass (continuous batching): the
 // embedding, the norms, every linear layer and the LM head run over all rows of the batch at
 // once, so each weight is read once per step; RoPE takes per-row positions and attention runs
@@ -37,7 +37,8 @@ class CpuModel final : public Model {
 
  private:
   CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan& plan, Comm* comm);
-  void linear(const float* x, const float* w, float* y, int n, int out, int in) const;
+  // y[n, r1 - r0] = x[n, in] · w[r0:r1]^T, on w's fp32 values or its blocks.
+  void linear(const float* x, const LinearWeight& w, float* y, int n, int r0, int r1, int in) const;
   void grow_scratch(int n);
   void all_reduce(float* x, size_t count, const CommPhase& phase);
   // x[n, d] = rows of the embedding; a vocab shard contributes only the ids it holds.

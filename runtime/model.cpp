@@ -55,11 +55,18 @@ ModelOptions parse_numerics(const std::string& name) {
   CLLM_FAIL("unknown numerics '" << name << "' (expected blocks, invariant or fast)");
 }
 
+bool parse_weights(const std::string& name) {
+  if (name == "native") return true;
+  if (name == "f32") return false;
+  CLLM_FAIL("unknown weights '" << name << "' (expected native or f32)");
+}
+
 std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device, const LoadProgress& progress,
                                   const ModelOptions& opts) {
   switch (device) {
     case Device::Cpu:
-      return std::make_unique<CpuModel>(ckpt.config(), load_weights_f32(ckpt, progress));
+      return std::make_unique<CpuModel>(ckpt.config(), opts.cpu_native_weights ? load_weights_native(ckpt, progress)
+                                                                                : load_weights_f32(ckpt, progress));
     case Device::Cuda:
 #ifdef CLLM_HAVE_CUDA
       return make_cuda_model(ckpt, progress, opts);

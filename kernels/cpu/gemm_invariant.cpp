@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/reduce8.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace cllm::cpu {
@@ -18,18 +19,9 @@ float dot_portable(const float* a, const float* b, int K) {
   int k = 0;
   for (; k + 8 <= K; k += 8)
     for (int l = 0; l < 8; ++l) acc[l] = __builtin_fmaf(a[k + l], b[k + l], acc[l]);
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  float s = detail::sum8_fixed(acc);
   for (; k < K; ++k) s = __builtin_fmaf(a[k], b[k], s);
   return s;
-}
-
-__attribute__((target("avx2,fma"))) float hsum_fixed(__m256 v) {
-  // Same pairing as dot_portable: (l, l+4) first, then ((0+1)+(2+3)).
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);  // s[l] = acc[l] + acc[l+4]
-  float t[4];
-  _mm_storeu_ps(t, s);
-  return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
 // y[m0..m0+MT, n0..n0+NT) for NT weight rows and MT tokens. Each output has its own accumulator
@@ -54,7 +46,7 @@ __attribute__((target("avx2,fma"))) inline void tile_tokens_avx2(const float* x,
     const float* wr = w + static_cast<size_t>(n0 + j) * K;
     for (int t = 0; t < MT; ++t) {
       const float* xr = x + static_cast<size_t>(m0 + t) * K;
-      float s = hsum_fixed(acc[j][t]);
+      float s = detail::hsum8_fixed(acc[j][t]);
       for (int k = K8; k < K; ++k) s = __builtin_fmaf(wr[k], xr[k], s);
       y[static_cast<size_t>(m0 + t) * N + n0 + j] = s;
     }

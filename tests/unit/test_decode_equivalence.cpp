@@ -88,5 +88,29 @@ TEST(DecodeEquivalence, TinyMistralSlidingWindow) {
   expect_jacobi_equals_ar(*model, prompt, 48);
 }
 
+// --weights native (Q4_1 / Q8_0 blocks, kernels/cpu/gemm_quant.h) is batch-invariant too: a
+// 16-token Jacobi block reproduces AR bit for bit. Kept short (one block size) for CI time.
+TEST(DecodeEquivalence, SmolLM2NativeWeights) {
+  const std::unique_ptr<CheckpointReader> ckpt = open_checkpoint(test::smollm2_path());
+  ModelOptions opts;
+  opts.cpu_native_weights = true;
+  const std::unique_ptr<Model> model = make_model(*ckpt, Device::Cpu, {}, opts);
+  EXPECT_LT(model->step_bytes(0), 0.25 * make_model(*ckpt, Device::Cpu)->step_bytes(0));  // vs fp32
+  auto tok = make_tokenizer(ckpt->tokenizer());
+  const std::vector<int32_t> prompt = tok->encode("def fibonacci(n):\n", false);
+  GenerateOptions gen;
+  gen.max_new_tokens = 32;
+  model->reset(kv_rows_needed(static_cast<int>(prompt.size()), gen.max_new_tokens, 64));
+  const GenerateResult ar = generate_ar(*model, prompt, gen);
+  for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise}) {
+    JacobiOptions jac;
+    jac.block = 16;
+    jac.window = w;
+    jac.seed = 42;
+    EXPECT_EQ(generate_jacobi(*model, prompt, gen, jac).tokens, ar.tokens)
+        << (w == JacobiWindow::Sliding ? "sliding" : "blockwise");
+  }
+}
+
 }  // namespace
 }  // namespace cllm
