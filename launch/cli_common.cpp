@@ -17,6 +17,7 @@
 #include "runtime/block_rows.h"
 #ifdef CLLM_HAVE_NCCL
 #include "parallel/cuda/cuda_tp_model.h"
+#include "parallel/cuda/rank_stand_in.h"
 #endif
 #include "runtime/random_model.h"
 
@@ -75,6 +76,37 @@ class ProgressBar {
   int last_decile_ = 0;
 };
 
+// This rank's model: the whole one, or its shard of the group on comm.
+std::unique_ptr<Model> load_shard(const CheckpointReader& ckpt, Device device, Comm& comm, const CommFlags& flags,
+                                  const ModelOptions& numerics, const LoadProgress& progress) {
+#ifdef CLLM_HAVE_NCCL
+  if (device == Device::Cuda && comm.size() > 1) {
+    CudaTpOptions tp;
+    tp.all_reduce = parse_cuda_all_reduce(flags.all_reduce);
+    tp.model = cuda::CudaModelOptions::with(numerics);
+    return make_cuda_sharded_model(ckpt, comm, tp, progress);
+  }
+#else
+  (void)flags;
+#endif
+  return make_sharded_model(ckpt, device, comm, progress, numerics);
+}
+
+// --tp-rank R/N: rank R's shard of a TP=N group, alone on this process's GPU.
+std::unique_ptr<Model> load_rank_stand_in(const CheckpointReader& ckpt, Device device, const Comm& comm,
+                                          const CommFlags& flags, const ModelOptions& numerics,
+                                          const LoadProgress& progress) {
+  CLLM_CHECK(device == Device::Cuda && comm.size() == 1,
+             "--tp-rank times one rank of a group alone: it needs --device cuda and a single process");
+#ifdef CLLM_HAVE_NCCL
+  return make_cuda_rank_stand_in(ckpt, flags.stand_in_rank, flags.stand_in_size, cuda::CudaModelOptions::with(numerics),
+                                 progress);
+#else
+  (void)ckpt, (void)flags, (void)numerics, (void)progress;
+  CLLM_FAIL("--tp-rank needs a cllm built with CUDA and NCCL");
+#endif
+}
+
 }  // namespace
 
 LoadedModel load_model(const std::string& path, Device device) {
@@ -115,18 +147,8 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   } else if (lead) {
     progress = [&](double done, double total, const std::string&) { bar.update(done, total); };
   }
-#ifdef CLLM_HAVE_NCCL
-  if (device == Device::Cuda && comm.size() > 1) {
-    CudaTpOptions tp;
-    tp.all_reduce = parse_cuda_all_reduce(flags.all_reduce);
-    tp.model = cuda::CudaModelOptions::with(numerics);
-    m.model = make_cuda_sharded_model(*m.checkpoint, comm, tp, progress);
-  } else {
-    m.model = make_sharded_model(*m.checkpoint, device, comm, progress, numerics);
-  }
-#else
-  m.model = make_sharded_model(*m.checkpoint, device, comm, progress, numerics);
-#endif
+  m.model = flags.stand_in_size > 0 ? load_rank_stand_in(*m.checkpoint, device, comm, flags, numerics, progress)
+                                    : load_shard(*m.checkpoint, device, comm, flags, numerics, progress);
   if (lead) bar.finish();
   m.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   m.slowest_load_seconds = m.load_seconds;

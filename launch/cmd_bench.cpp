@@ -14,6 +14,8 @@
 #include <numeric>
 #include <sstream>
 #include <thread>
+#include <tuple>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -46,13 +48,23 @@ std::vector<int> parse_list(const std::string& s, const char* flag) {
   return out;
 }
 
+// "R/N" -> (R, N) with 0 <= R < N and N >= 2.
+std::pair<int, int> parse_tp_rank(const std::string& s) {
+  int r = -1, n = 0;
+  char slash = 0, extra = 0;
+  std::istringstream in(s);
+  const bool ok = static_cast<bool>(in >> r >> slash >> n) && slash == '/' && !(in >> extra);
+  CLLM_CHECK(ok && n >= 2 && r >= 0 && r < n, "--tp-rank expects R/N with 0 <= R < N and N >= 2, got '" << s << "'");
+  return {r, n};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
 struct Flags {
-  std::string model_path, device, ns_text, contexts_text, json_path, batch_sizes_text, batch_ns_text;
+  std::string model_path, device, ns_text, contexts_text, json_path, batch_sizes_text, batch_ns_text, tp_rank_text;
   int threads = 0, tokens = 0, reps = 0, prefill = 0, batch_context = 0;
   CommFlags comm_flags;
   double load_seconds = 0;  // slowest rank's checkpoint load, measured before the benchmark
@@ -141,6 +153,10 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   const int node_ranks = comm.local_size();
   const int sharing = gpu ? 1 : node_ranks;
   auto node_bytes = [&](int context) { return model.step_bytes(context) * sharing; };
+  const int group = f.comm_flags.stand_in_size > 0 ? f.comm_flags.stand_in_size : comm.size();
+  if (f.comm_flags.stand_in_size > 0)
+    std::printf("rank %d of a tensor-parallel group of %d, alone on this GPU (all-reduces over local stand-ins); "
+                "floor = this rank's shard over its GPU's bandwidth\n", f.comm_flags.stand_in_rank, group);
   if (comm.size() > 1)
     std::printf("tensor parallel: %d ranks, %d on this node; floor = %s\n", comm.size(), node_ranks,
                 gpu ? "one rank's shard over its GPU's bandwidth" : "the node's shards over the node's bandwidth");
@@ -220,7 +236,7 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
 #ifdef CLLM_HAVE_CUDA
     if (gpu) {  // prefill is compute-bound: its floor is its FLOPs over the bf16 matmul rate of this GPU
       matmul_tflops = cuda::measure_device_bf16_matmul_tflops(8192, 5);
-      prefill_floor_ms = prefill_flops(cfg, prefill, comm.size()) / (matmul_tflops * 1e12) * 1e3;
+      prefill_floor_ms = prefill_flops(cfg, prefill, group) / (matmul_tflops * 1e12) * 1e3;
       std::printf("bf16 matmul rate: %.0f TFLOP/s; prefill compute floor %.1f ms: %.2fx the floor\n", matmul_tflops,
                   prefill_floor_ms, prefill_ms / prefill_floor_ms);
     }
@@ -233,7 +249,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     nlohmann::json j = {{"model", f.model_path},
                         {"device", f.device},
                         {"threads", cpu::pool_size()},
-                        {"tp", comm.size()},
+                        {"tp", group},
+                        {"tp_rank_alone", f.comm_flags.stand_in_size > 0 ? f.comm_flags.stand_in_rank : -1},
                         {"load_seconds", f.load_seconds},
                         {"read_gbs", read_gbs},
                         {"copy_gbs", copy_gbs},
@@ -266,7 +283,10 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
       ("batch-sizes", po::value(&f.batch_sizes_text)->default_value(""), "also time batched steps of these many sequences (e.g. 1,4,16,64)")
       ("batch-ns", po::value(&f.batch_ns_text)->default_value("1,16"), "tokens per sequence in a batched step")
       ("batch-context", po::value(&f.batch_context)->default_value(512), "tokens already in each sequence's KV slot for the batched steps")
-      ("json", po::value(&f.json_path), "also write the results to this JSON file");
+      ("json", po::value(&f.json_path), "also write the results to this JSON file")
+      ("tp-rank", po::value(&f.tp_rank_text), "R/N: time rank R of a tensor-parallel group of N alone on this GPU "
+                                              "(its shard only, all-reduces over local stand-ins of the peers; e.g. "
+                                              "--model random:70b --tp-rank 0/4)");
   add_comm_flags(opts, f.comm_flags);
   po::variables_map vm;
   if (!parse_flags(argc, argv, "cllm bench [--model PATH] [--ns 1,2,4] [--contexts 128,512] [--prefill N] [--batch-sizes 1,4,16,64] [--json FILE]", opts, vm))
@@ -280,6 +300,10 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.batch_context >= 0, "--batch-context must be >= 0");
   CLLM_CHECK(f.tokens >= 1 && f.reps >= 1 && f.prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
   f.json = vm.count("json") > 0;
+  if (!f.tp_rank_text.empty()) {
+    std::tie(f.comm_flags.stand_in_rank, f.comm_flags.stand_in_size) = parse_tp_rank(f.tp_rank_text);
+    CLLM_CHECK(comm.size() == 1, "--tp-rank runs one process; started as " << comm.size() << " ranks");
+  }
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
 

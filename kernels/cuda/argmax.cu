@@ -6,6 +6,7 @@
 #include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace cllm::cuda {
 namespace {
@@ -43,6 +44,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     argmax_segments_kernel(const T* __restrict__ logits, int vocab, int n_seg, float* __restrict__ seg_v,
                            int* __restrict__ seg_i) {
+  detail::start_after_prior_grids();
   const int seg = blockIdx.x, row = blockIdx.y;
   const T* x = logits + static_cast<size_t>(row) * vocab;
   const int begin = seg * kSegLen, end = min(begin + kSegLen, vocab);
@@ -77,6 +79,7 @@ __global__ void __launch_bounds__(kThreads)
 
 __global__ void argmax_rows_kernel(const float* __restrict__ seg_v, const int* __restrict__ seg_i, int n_seg,
                                    int32_t* __restrict__ ids, float* __restrict__ values, int index_offset) {
+  detail::start_after_prior_grids();
   const int row = blockIdx.x;
   Best b{-INFINITY, INT_MAX};
   for (int s = threadIdx.x; s < n_seg; s += detail::kWarp) {
@@ -106,10 +109,10 @@ void launch_argmax(const T* logits, int rows, int vocab, int32_t* ids, float* va
   const int n_seg = n_segments(vocab);
   float* seg_v = static_cast<float*>(workspace);
   int* seg_i = reinterpret_cast<int*>(seg_v + static_cast<size_t>(rows) * n_seg);
-  argmax_segments_kernel<T><<<dim3(n_seg, rows), kThreads, 0, stream>>>(logits, vocab, n_seg, seg_v, seg_i);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
-  argmax_rows_kernel<<<rows, detail::kWarp, 0, stream>>>(seg_v, seg_i, n_seg, ids, values, index_offset);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
+  launch_overlapped(argmax_segments_kernel<T>, dim3(n_seg, rows), kThreads, 0, stream, logits, vocab, n_seg, seg_v,
+                    seg_i);
+  launch_overlapped(argmax_rows_kernel, rows, detail::kWarp, 0, stream, seg_v, seg_i, n_seg, ids, values,
+                    index_offset);
 }
 
 }  // namespace

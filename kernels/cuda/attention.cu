@@ -29,6 +29,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace cllm::cuda {
 namespace {
@@ -114,6 +115,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
   extern __shared__ __align__(16) __nv_bfloat16 smem[];
   __nv_bfloat16* q_s = smem;
   __nv_bfloat16* kv_s = smem + kCtaRows * kPitch;  // stage s: k at s * 2 kTile rows, v kTile rows after
+  detail::start_after_prior_grids();  // q and this step's K/V rows come from the kernels before
 
   AttnBlockDesc b;
   int chunk, tile;
@@ -284,6 +286,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
 
 // One block per (query row, head), one thread per dimension: merge the chunks' partial softmaxes.
 __global__ void attention_combine_kernel(const AttnParams p, int head_dim) {
+  detail::start_after_prior_grids();
   const int row = blockIdx.x / p.n_heads, h = blockIdx.x % p.n_heads;
   const int blk = p.work == nullptr ? 0 : p.row_block[row];
   if (blk < 0) return;  // a row no block covers
@@ -336,7 +339,7 @@ void launch_partial(const AttnParams& p, dim3 grid, cudaStream_t stream) {
   static const cudaError_t attr =  // once per head size, before any launch (and any graph capture)
       cudaFuncSetAttribute(attention_partial_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   CLLM_CUDA_CHECK(attr);
-  attention_partial_kernel<HD><<<grid, kThreads, kSmem, stream>>>(p);
+  launch_overlapped(attention_partial_kernel<HD>, grid, kThreads, kSmem, stream, p);
 }
 
 void launch(const AttnParams& p, dim3 grid, int head_dim, bool combine, int combine_rows, cudaStream_t stream) {
@@ -344,11 +347,7 @@ void launch(const AttnParams& p, dim3 grid, int head_dim, bool combine, int comb
     launch_partial<64>(p, grid, stream);
   else
     launch_partial<128>(p, grid, stream);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
-  if (combine) {
-    attention_combine_kernel<<<combine_rows * p.n_heads, head_dim, 0, stream>>>(p, head_dim);
-    CLLM_CUDA_LAUNCH_CHECK(stream);
-  }
+  if (combine) launch_overlapped(attention_combine_kernel, combine_rows * p.n_heads, head_dim, 0, stream, p, head_dim);
 }
 
 size_t align16(size_t x) { return (x + 15) / 16 * 16; }

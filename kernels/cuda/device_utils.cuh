@@ -31,6 +31,10 @@ __device__ __forceinline__ Bf16x8 float_to_bf16x8(const float (&f)[8]) {
   return v;
 }
 
+// SwiGLU's gate: silu(g) * u, in fp32. The one definition, so that the down projection that computes
+// it while loading its input (invoke_skinny_gemm_gated) gives the bits of invoke_silu_mul.
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.f + __expf(-g)) * u; }
+
 // c += A . B on the tensor cores: mma.sync m16n8k16, bf16 inputs, fp32 accumulators. Lane (g =
 // lane/4, t = lane%4) holds A rows g, g+8 at k = 2t, 2t+1 (a0: row g, a1: row g+8) and k = 2t+8, 2t+9
 // (a2, a3); B column g at k = 2t, 2t+1 (b0) and 2t+8, 2t+9 (b1); C rows g (c0, c1) and g+8 (c2, c3)
@@ -52,6 +56,26 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool v
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+// Programmatic dependent launch (kernels/cuda/launch.cuh): wait_prior_grids() returns once the kernel
+// launched before this one has completed and its memory is visible; allow_dependents() lets the
+// kernel launched after this one be scheduled (it then waits in its own wait_prior_grids()). Both
+// are no-ops for a kernel launched without the attribute and on GPUs before sm_90.
+__device__ __forceinline__ void wait_prior_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Both, for a kernel whose every input may come from the kernel before it.
+__device__ __forceinline__ void start_after_prior_grids() {
+  allow_dependents();
+  wait_prior_grids();
+}
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll

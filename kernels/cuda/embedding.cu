@@ -1,6 +1,7 @@
 // Embedding gather: one block per token, each thread moves 16-byte vectors of the row.
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/embedding.cuh"
 
 namespace cllm::cuda {
@@ -9,6 +10,7 @@ namespace {
 // Rows move as uint4: 16 bytes = 8 bf16.
 __global__ void embedding_kernel(const uint4* __restrict__ table, const int32_t* __restrict__ ids,
                                  uint4* __restrict__ out, int vecs_per_row, int row_begin, int rows) {
+  detail::start_after_prior_grids();
   const int i = blockIdx.x;
   const int row = ids[i] - row_begin;
   const bool in_shard = row >= 0 && row < rows;
@@ -26,9 +28,8 @@ void invoke_embedding(const __nv_bfloat16* table, const int32_t* ids, __nv_bfloa
   if (n == 0) return;
   const int vecs = dim / 8;
   const int threads = vecs >= 256 ? 256 : ((vecs + 31) / 32) * 32;
-  embedding_kernel<<<n, threads, 0, stream>>>(reinterpret_cast<const uint4*>(table), ids,
-                                              reinterpret_cast<uint4*>(out), vecs, row_begin, rows);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
+  launch_overlapped(embedding_kernel, n, threads, 0, stream, reinterpret_cast<const uint4*>(table), ids,
+                    reinterpret_cast<uint4*>(out), vecs, row_begin, rows);
 }
 
 }  // namespace cllm::cuda

@@ -3,6 +3,7 @@
 // wrote (an L1/L2 hit) and writes the normalised bf16 output.
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.cuh"
 
 namespace cllm::cuda {
@@ -13,6 +14,7 @@ using detail::Bf16x8;
 __global__ void add_rmsnorm_kernel(float* __restrict__ residual, const Bf16x8* __restrict__ x,
                                    const Bf16x8* __restrict__ weight, Bf16x8* __restrict__ out, int dim,
                                    float eps) {
+  detail::start_after_prior_grids();
   const int vecs = dim / 8;
   const size_t row = blockIdx.x;
   float4* res = reinterpret_cast<float4*>(residual + row * dim);
@@ -52,10 +54,8 @@ void invoke_add_rmsnorm(float* residual, const __nv_bfloat16* x, const __nv_bflo
   // One 8-element vector per thread where possible: dim 4096 -> 512 threads, 8192 -> 1024.
   const int vecs = dim / 8;
   const int threads = vecs >= 1024 ? 1024 : ((vecs + 31) / 32) * 32;
-  add_rmsnorm_kernel<<<rows, threads, 0, stream>>>(residual, reinterpret_cast<const Bf16x8*>(x),
-                                                   reinterpret_cast<const Bf16x8*>(weight),
-                                                   reinterpret_cast<Bf16x8*>(out), dim, eps);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
+  launch_overlapped(add_rmsnorm_kernel, rows, threads, 0, stream, residual, reinterpret_cast<const Bf16x8*>(x),
+                    reinterpret_cast<const Bf16x8*>(weight), reinterpret_cast<Bf16x8*>(out), dim, eps);
 }
 
 }  // namespace cllm::cuda

@@ -7,6 +7,7 @@
 // Element-wise bf16 accesses, adjacent threads on adjacent d: coalesced.
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rope.cuh"
 
 namespace cllm::cuda {
@@ -28,6 +29,7 @@ __global__ void rope_kv_write_kernel(__nv_bfloat16* __restrict__ q, int q_stride
                                      const int32_t* __restrict__ positions, const int32_t* __restrict__ cache_rows,
                                      const float* __restrict__ inv_freq, int n_tok, int n_heads, int n_kv,
                                      int head_dim) {
+  detail::start_after_prior_grids();
   const int half = head_dim / 2;
   const int per_tok = (n_heads + 2 * n_kv) * half;
   const size_t item = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
@@ -73,10 +75,8 @@ void invoke_rope_kv_write(__nv_bfloat16* q, int q_stride, const __nv_bfloat16* k
   constexpr int kThreads = 256;
   const size_t items = static_cast<size_t>(n_tok) * (n_heads + 2 * n_kv) * (head_dim / 2);
   const unsigned blocks = static_cast<unsigned>((items + kThreads - 1) / kThreads);
-  rope_kv_write_kernel<<<blocks, kThreads, 0, stream>>>(q, q_stride, k, k_stride, v, v_stride, k_cache, v_cache,
-                                                        positions, cache_rows, inv_freq, n_tok, n_heads, n_kv,
-                                                        head_dim);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
+  launch_overlapped(rope_kv_write_kernel, blocks, kThreads, 0, stream, q, q_stride, k, k_stride, v, v_stride, k_cache,
+                    v_cache, positions, cache_rows, inv_freq, n_tok, n_heads, n_kv, head_dim);
 }
 
 }  // namespace cllm::cuda

@@ -34,6 +34,7 @@
 // no shared-memory staging.
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
 
 namespace cllm::cuda {
@@ -63,12 +64,34 @@ __device__ __forceinline__ void load_x(uint32_t (&v)[4], const void* p, bool pre
       : "l"(p), "r"(static_cast<int>(pred)));
 }
 
+// The gated input (invoke_skinny_gemm_gated): 8 elements of silu(gate) * up from a gate | up row,
+// the up half `half` elements after the gate; rounded to bf16 as invoke_silu_mul writes them.
+__device__ __forceinline__ void load_x_gated(uint32_t (&v)[4], const __nv_bfloat16* p, int half, bool pred) {
+  uint32_t gv[4], uv[4];
+  load_x(gv, p, pred);
+  load_x(uv, p + half, pred);
+  detail::Bf16x8 gb, ub;
+  memcpy(&gb, gv, sizeof gb);
+  memcpy(&ub, uv, sizeof ub);
+  float g[8], u[8], a[8];
+  detail::bf16x8_to_float(gb, g);
+  detail::bf16x8_to_float(ub, u);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) a[e] = detail::silu_times(g[e], u[e]);
+  const detail::Bf16x8 ab = detail::float_to_bf16x8(a);
+  memcpy(v, &ab, sizeof ab);
+}
+
+// Asks L2 for the 16 bytes at p (a weight the kernel will read), without waiting for them.
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
 constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see the top)
-constexpr int kTiledMinM = 65;  // rows from which tiled_gemm_kernel (below) takes over
+constexpr int kTiledMinM = kSkinnyGatedMaxM + 1;  // rows from which tiled_gemm_kernel (below) takes over
 
 // NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
 // kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__.
-template <int NT, int RT, int UL, int MIN_CTAS>
+// GATED: x is [M, 2K], each row gate | up, and the product's input is silu(gate) * up.
+template <int NT, int RT, int UL, int MIN_CTAS, bool GATED>
 __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                        __nv_bfloat16* __restrict__ y, int M, int N, int K) {
@@ -82,7 +105,8 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   // This lane's W rows (row tile rt, half h: row 16 rt + g + 8 h) and x rows (token 8 nt + g), as
   // element offsets from the CTA's base pointers, which sit at element 8t; invalid rows are never loaded.
   const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;
-  const __nv_bfloat16* x_base = x + static_cast<size_t>(tok0) * K + t * 8;
+  const int x_stride = GATED ? 2 * K : K;  // elements between x rows
+  const __nv_bfloat16* x_base = x + static_cast<size_t>(tok0) * x_stride + t * 8;
   int w_off[RT][2], x_off[NT];
   bool w_ok[RT][2], x_ok[NT];
 #pragma unroll
@@ -97,8 +121,23 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   for (int nt = 0; nt < NT; ++nt) {
     const int tok = nt * 8 + g;
     x_ok[nt] = tok0 + tok < M;
-    x_off[nt] = tok * K;
+    x_off[nt] = tok * x_stride;
   }
+
+  // W does not depend on the kernels before this one (kernels/cuda/launch.cuh): while they finish,
+  // ask L2 for this warp's first group of each of its rows; x is read only after the wait.
+  detail::allow_dependents();
+  if (warp < n_groups)
+#pragma unroll
+    for (int c = 0; c < kGroup; ++c) {
+      const int k = (warp * kGroup + c) * kChunk;
+#pragma unroll
+      for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          if (k + t * 8 < K && w_ok[rt][h]) prefetch_l2(w_base + (w_off[rt][h] + k));
+    }
+  detail::wait_prior_grids();
 
   float acc[RT][NT][4];
 #pragma unroll
@@ -123,7 +162,12 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
           for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+        for (int nt = 0; nt < NT; ++nt) {
+          if constexpr (GATED)
+            load_x_gated(b[u][nt], x_base + (x_off[nt] + k), K, k_ok && x_ok[nt]);
+          else
+            load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+        }
       }
 #pragma unroll
       for (int u = 0; u < UL; ++u)
@@ -161,11 +205,13 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 }
 
 template <int NT, int RT, int UL, int MIN_CTAS = 2>
-void launch(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
+void launch(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K, bool gated,
             cudaStream_t stream) {
   const dim3 grid((M + 8 * NT - 1) / (8 * NT), (N + 16 * RT - 1) / (16 * RT));
-  skinny_gemm_kernel<NT, RT, UL, MIN_CTAS><<<grid, kThreads, 0, stream>>>(x, w, y, M, N, K);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
+  if (gated)
+    launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, true>, grid, kThreads, 0, stream, x, w, y, M, N, K);
+  else
+    launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, false>, grid, kThreads, 0, stream, x, w, y, M, N, K);
 }
 
 // ---- many rows: the same order from shared-memory tiles -------------------------------------------
@@ -200,6 +246,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     tiled_gemm_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
                       __nv_bfloat16* __restrict__ y, int M, int N, int K) {
   extern __shared__ __align__(16) __nv_bfloat16 tiles[];  // stage s: W rows, then tokens, kTiledPitch each
+  detail::start_after_prior_grids();
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
   const int g = lane / 4, t = lane % 4;
   const int wn = warp % 2, wm = warp / 2;  // this warp's C tile: W rows wn * 64 + [0, 64), tokens wm * 32 + [0, 32)
@@ -302,8 +349,28 @@ void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
       cudaFuncSetAttribute(tiled_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTiledSmem);
   CLLM_CUDA_CHECK(attr);
   const dim3 grid((M + kTiledTokens - 1) / kTiledTokens, (N + kTiledRows - 1) / kTiledRows);
-  tiled_gemm_kernel<<<grid, kThreads, kTiledSmem, stream>>>(x, w, y, M, N, K);
-  CLLM_CUDA_LAUNCH_CHECK(stream);
+  launch_overlapped(tiled_gemm_kernel, grid, kThreads, kTiledSmem, stream, x, w, y, M, N, K);
+}
+
+// The register-tiled variants by M (see the top); gated inputs take them up to kTiledMinM - 1 rows.
+void launch_register_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
+                           bool gated, cudaStream_t stream) {
+  // The variant sets only speed (see the top): bytes in flight per warp are UL * RT * 1 KiB of W.
+  // RT = 2 from M = 9 on halves the x re-reads per W byte (every CTA reads its M tile of x once:
+  // 8*NT*K*2 bytes against 16*RT*K*2 of W), but also halves the CTAs: below N = 4096 (a 135M
+  // model's projections: 18-96 CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT
+  // stays 1 there. Above 32 rows a CTA takes 64 tokens at one CTA per SM (the registers of 64
+  // accumulators and a chunk of loads per thread); from kTiledMinM rows on, the shared-memory tiles.
+  if (M <= 8)
+    launch<1, 1, 4>(x, w, y, M, N, K, gated, stream);
+  else if (M <= 16 && N < 4096)
+    launch<2, 1, 4>(x, w, y, M, N, K, gated, stream);
+  else if (M <= 16)
+    launch<2, 2, 4>(x, w, y, M, N, K, gated, stream);
+  else if (M <= 32)
+    launch<4, 2, 2>(x, w, y, M, N, K, gated, stream);
+  else
+    launch<8, 2, 1, 1>(x, w, y, M, N, K, gated, stream);
 }
 
 }  // namespace
@@ -319,24 +386,23 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
              "skinny_gemm: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
                                            << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
                                            << ", K % 8 == 0, x and W 16-byte aligned)");
-  // The variant sets only speed (see the top): bytes in flight per warp are UL * RT * 1 KiB of W.
-  // RT = 2 from M = 9 on halves the x re-reads per W byte (every CTA reads its M tile of x once:
-  // 8*NT*K*2 bytes against 16*RT*K*2 of W), but also halves the CTAs: below N = 4096 (a 135M
-  // model's projections: 18-96 CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT
-  // stays 1 there. Above 32 rows a CTA takes 64 tokens at one CTA per SM (the registers of 64
-  // accumulators and a chunk of loads per thread); from kTiledMinM rows on, the shared-memory tiles.
-  if (M <= 8)
-    launch<1, 1, 4>(x, w, y, M, N, K, stream);
-  else if (M <= 16 && N < 4096)
-    launch<2, 1, 4>(x, w, y, M, N, K, stream);
-  else if (M <= 16)
-    launch<2, 2, 4>(x, w, y, M, N, K, stream);
-  else if (M <= 32)
-    launch<4, 2, 2>(x, w, y, M, N, K, stream);
-  else if (M < kTiledMinM)
-    launch<8, 2, 1, 1>(x, w, y, M, N, K, stream);
+  if (M < kTiledMinM)
+    launch_register_tiled(x, w, y, M, N, K, false, stream);
   else
     launch_tiled(x, w, y, M, N, K, stream);
+}
+
+bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w) {
+  return M <= kSkinnyGatedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, gate_up, w);
+}
+
+void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
+                              int K, cudaStream_t stream) {
+  CLLM_CHECK(skinny_gemm_gated_supported(M, N, K, gate_up, w),
+             "skinny_gemm_gated: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
+                                                 << kSkinnyGatedMaxM << ", N <= " << kSkinnyGemmMaxN
+                                                 << ", K % 8 == 0, gate_up and W 16-byte aligned)");
+  launch_register_tiled(gate_up, w, y, M, N, K, true, stream);
 }
 
 }  // namespace cllm::cuda

@@ -24,4 +24,13 @@ bool skinny_gemm_supported(int M, int N, int K, const void* x, const void* w);
 void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
                         cudaStream_t stream);
 
+// The SwiGLU down projection with its activation fused: y[M, N] = a . W[N, K]^T where a = silu(gate) * up,
+// gate_up bf16 [M, 2K] (each row: gate, then up), a rounded to bf16 as it is loaded. The bits equal
+// invoke_silu_mul into [M, K] followed by invoke_skinny_gemm, without the [M, K] round trip and its
+// kernel. For the few-row forwards only: at most kSkinnyGatedMaxM rows.
+constexpr int kSkinnyGatedMaxM = 64;
+bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w);
+void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
+                              int K, cudaStream_t stream);
+
 }  // namespace cllm::cuda

@@ -68,6 +68,15 @@ void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t 
     invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
 }
 
+void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, bf16* y, cudaStream_t stream) const {
+  if (!plan_ && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
+    invoke_skinny_gemm_gated(gate_up, w, y, m_, n_, k_, stream);  // the same bits, one kernel fewer
+    return;
+  }
+  invoke_silu_mul(gate_up, act, m_, k_, stream);
+  run(act, w, y, stream);
+}
+
 CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws,
                                   size_t ws_bytes)
     : qkv(lt, n, c.q + 2 * c.kv, c.d, skinny_max_m, gemm_ws, ws_bytes),
@@ -387,7 +396,7 @@ void CudaModel::launch_graph(BlockPlans& p, const GraphKey& key) {
 void CudaModel::enqueue_step(const BlockPlans& p) {
   cudaStream_t s = h_.stream;
   const int n = step_.rows;
-  const int d = dims_.d, qd = dims_.q, kvd = dims_.kv, f = dims_.ffn, ld_qkv = qd + 2 * kvd;
+  const int d = dims_.d, qd = dims_.q, kvd = dims_.kv, ld_qkv = qd + 2 * kvd;
   const int heads = plan_.heads, kv_heads = plan_.kv_heads, hd = cfg_.head_dim;
   const float eps = cfg_.rms_norm_eps;
   // Tensor parallel: the row-parallel outputs (and the vocab-parallel embedding) summed over ranks.
@@ -435,8 +444,7 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
     // SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
     invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
     p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
-    invoke_silu_mul(gate_up, act, n, f, s);
-    p.down.run(act, L.wdown.as<bf16>(), sub, s);
+    p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, s);
     all_reduce(sub, {"mlp", l});
   }
   invoke_add_rmsnorm(residual, sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);

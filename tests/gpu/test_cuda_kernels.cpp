@@ -684,6 +684,43 @@ TEST(BatchInvariance, GemmRowIndependentOfM) {
   }
 }
 
+// The fused SwiGLU down projection: the same bits as invoke_silu_mul followed by the skinny GEMM,
+// for every row count it takes, at the 135M and 7B (and one TP=4 70B rank's) MLP shapes.
+TEST(FusedKernels, GatedGemmEqualsSiluMulThenGemm) {
+  const int nk[][2] = {{576, 1536}, {4096, 11008}, {8192, 7168}};
+  std::mt19937 rng(13);
+  Stream st;
+  for (const auto& [N, K] : nk) {
+    const std::vector<float> w = rand_bf16(rng, static_cast<size_t>(N) * K, -0.05f, 0.05f);
+    auto d_w = upload_bf16(w);
+    for (const int M : {1, 2, 3, 4, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64}) {
+      const std::vector<float> gate_up = rand_bf16(rng, static_cast<size_t>(M) * 2 * K, -6.f, 6.f);
+      auto d_gu = upload_bf16(gate_up);
+      DeviceBuffer<bf16> d_act(static_cast<size_t>(M) * K), d_ref(static_cast<size_t>(M) * N),
+          d_fused(static_cast<size_t>(M) * N);
+      ASSERT_TRUE(cu::skinny_gemm_gated_supported(M, N, K, d_gu.get(), d_w.get())) << "M " << M;
+      cu::invoke_silu_mul(d_gu.get(), d_act.get(), M, K, st.s);
+      cu::invoke_skinny_gemm(d_act.get(), d_w.get(), d_ref.get(), M, N, K, st.s);
+      cu::invoke_skinny_gemm_gated(d_gu.get(), d_w.get(), d_fused.get(), M, N, K, st.s);
+      st.sync();
+      const size_t count = static_cast<size_t>(M) * N;
+      EXPECT_TRUE(download_bits(d_fused, 0, count) == download_bits(d_ref, 0, count))
+          << "N " << N << " K " << K << " M " << M << ": fused differs from silu_mul + gemm";
+      if (M == 3) {  // and against the CPU reference, as every kernel
+        const std::vector<float> gate = columns(gate_up, M, 2 * K, 0, K), up = columns(gate_up, M, 2 * K, K, K);
+        std::vector<float> act(gate.size()), ref(count);
+        cllm::ref::silu_mul(gate.data(), up.data(), act.data(), act.size());
+        for (float& a : act) a = cllm::round_to_bf16(a);  // the kernel rounds the activation to bf16
+        cllm::ref::matmul_wt(act.data(), w.data(), ref.data(), M, N, K);
+        const std::vector<float> got = download_bf16(d_fused);
+        for (size_t i = 0; i < count; ++i)
+          ASSERT_NEAR(got[i], ref[i], 2e-2f + 1e-2f * std::fabs(ref[i])) << "N " << N << " K " << K << " at " << i;
+      }
+    }
+    EXPECT_FALSE(cu::skinny_gemm_gated_supported(cu::kSkinnyGatedMaxM + 1, N, K, d_w.get(), d_w.get()));
+  }
+}
+
 // The batch-invariant attention plan: a query row at position p gives the same bits as a lone
 // one-token block (n = 1, the AR step) when it is row i of a Jacobi block at p - i, and when other
 // blocks of random sizes and contexts share the launch; positions straddle chunk boundaries.
