@@ -75,65 +75,67 @@ void rows_portable(const QuantRows& xq, const QuantMatrix& w, float* y, int ldy,
     }
 }
 
-// The 32 weights of block b of a row as bytes: int8 (Q8_0) or nibbles 0..15 (Q4_1), element order.
-template <QuantFormat F>
-__attribute__((target("avx2,fma"))) inline __m256i load_block(const uint8_t* wq) {
-  if constexpr (F == QuantFormat::Q8_0) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq));
-  } else {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wq));
-    const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
-    return _mm256_set_m128i(hi, lo);
+// The SIMD paths: the same tiles for each instruction set, each compiled for its own set only.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#define CLLM_QUANT_DOT 0
+#include "kernels/cpu/gemm_quant_tile.inc"
+#undef CLLM_QUANT_DOT
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avxvnni")
+namespace avxvnni {
+#define CLLM_QUANT_DOT 1
+#include "kernels/cpu/gemm_quant_tile.inc"
+#undef CLLM_QUANT_DOT
+}  // namespace avxvnni
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")
+namespace avx512vnni {
+#define CLLM_QUANT_DOT 2
+#include "kernels/cpu/gemm_quant_tile.inc"
+#undef CLLM_QUANT_DOT
+}  // namespace avx512vnni
+#pragma GCC pop_options
+
+using RowsFn = void (*)(const QuantRows&, const QuantMatrix&, float*, int, int, int, int, int);
+
+bool cpu_has(QuantPath p) {
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  switch (p) {
+    case QuantPath::Scalar: return true;
+    case QuantPath::Avx2: return avx2;
+    case QuantPath::AvxVnni: return avx2 && __builtin_cpu_supports("avxvnni");
+    case QuantPath::Avx512Vnni:
+      return avx2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw");
   }
+  return false;
 }
 
-// int32 lane l = Σ w[i] x[i] over i in 4l..4l+3, exact (each int16 pair sum is <= 2*128*127).
-template <QuantFormat F>
-__attribute__((target("avx2,fma"))) inline __m256 block_dot(__m256i w, const int8_t* x) {
-  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  __m256i p16;
-  if constexpr (F == QuantFormat::Q8_0)  // maddubs wants an unsigned first operand: |w| and x * sign(w)
-    p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
-  else
-    p16 = _mm256_maddubs_epi16(w, xv);
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+// The best path this CPU runs, chosen once.
+QuantPath best_path() {
+  for (QuantPath p : {QuantPath::Avx512Vnni, QuantPath::AvxVnni, QuantPath::Avx2})
+    if (cpu_has(p)) return p;
+  return QuantPath::Scalar;
 }
 
-// MT tokens t0..t0+MT of weight row n: each block of the row is unpacked once for all MT tokens.
-template <QuantFormat F, int MT>
-__attribute__((target("avx2,fma"))) void tile_avx2(const QuantRows& xq, const QuantMatrix& w, float* y, int ldy,
-                                                   int r0, int n, int t0) {
-  const int K = w.cols, nb = K / QK;
-  const size_t wstride = w.row_qs_bytes(), bbytes = wstride / nb;
-  const uint8_t* wrow = w.qs.data() + n * wstride;
-  const float* wd = w.d.data() + static_cast<size_t>(n) * nb;
-  __m256 acc[MT];
-  float off[MT];
-  for (int t = 0; t < MT; ++t) acc[t] = _mm256_setzero_ps(), off[t] = 0;
-  for (int b = 0; b < nb; ++b) {
-    const __m256i wv = load_block<F>(wrow + b * bbytes);
-    for (int t = 0; t < MT; ++t) {
-      const size_t xbi = static_cast<size_t>(t0 + t) * nb + b;
-      const __m256 lanes = block_dot<F>(wv, xq.q.data() + xbi * QK);
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * xq.d[xbi]), lanes, acc[t]);
-      if constexpr (F == QuantFormat::Q4_1) off[t] = __builtin_fmaf(w.m[static_cast<size_t>(n) * nb + b], xq.s[xbi], off[t]);
-    }
+const QuantPath kBestPath = best_path();
+
+RowsFn rows_fn(QuantPath p) {
+  switch (p) {
+    case QuantPath::Avx512Vnni: return avx512vnni::rows;
+    case QuantPath::AvxVnni: return avxvnni::rows;
+    case QuantPath::Avx2: return avx2::rows;
+    case QuantPath::Scalar: break;
   }
-  for (int t = 0; t < MT; ++t) y[static_cast<size_t>(t0 + t) * ldy + n - r0] = detail::hsum8_fixed(acc[t]) + off[t];
+  return rows_portable;
 }
-
-template <QuantFormat F>
-__attribute__((target("avx2,fma"))) void rows_avx2(const QuantRows& xq, const QuantMatrix& w, float* y, int ldy,
-                                                   int r0, int M, int n0, int n1) {
-  for (int n = n0; n < n1; ++n) {
-    int t = 0;
-    for (; t + 4 <= M; t += 4) tile_avx2<F, 4>(xq, w, y, ldy, r0, n, t);
-    for (; t < M; ++t) tile_avx2<F, 1>(xq, w, y, ldy, r0, n, t);
-  }
-}
-
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
 void check_shapes(const QuantMatrix& w) {
   const size_t nb = static_cast<size_t>(w.rows) * (w.cols / QK);
@@ -142,7 +144,8 @@ void check_shapes(const QuantMatrix& w) {
              "quantized matrix [" << w.rows << ", " << w.cols << "] has inconsistent block arrays");
 }
 
-void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1, bool avx2) {
+void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1, QuantPath path) {
+  CLLM_CHECK(quant_path_supported(path), "quantized GEMM path " << quant_path_name(path) << " is not supported by this CPU");
   check_shapes(w);
   if (r1 < 0) r1 = w.rows;
   CLLM_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "row range [" << r0 << ", " << r1 << ") of " << w.rows << " rows");
@@ -151,15 +154,11 @@ void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r
   thread_local QuantRows scratch;
   QuantRows& xq = scratch;
   quantize_rows(x, M, w.cols, xq);
+  const RowsFn rows = rows_fn(path);
   // Whole weight rows per chunk: each row's blocks are read from memory once per call.
   parallel_for_range(ldy, 16, [&](size_t b, size_t e) {
     const int n0 = r0 + static_cast<int>(b), n1 = r0 + static_cast<int>(e);
-    if (!avx2)
-      rows_portable(xq, w, y, ldy, r0, M, n0, n1);
-    else if (w.format == QuantFormat::Q8_0)
-      rows_avx2<QuantFormat::Q8_0>(xq, w, y, ldy, r0, M, n0, n1);
-    else
-      rows_avx2<QuantFormat::Q4_1>(xq, w, y, ldy, r0, M, n0, n1);
+    rows(xq, w, y, ldy, r0, M, n0, n1);
   });
 }
 
@@ -176,10 +175,26 @@ void dequantize_quant_row(const QuantMatrix& w, int r, float* out) {
   }
 }
 
-void matmul_wt_quant(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1) {
-  matmul(x, w, y, M, r0, r1, kHaveAvx2);
+bool quant_path_supported(QuantPath p) { return cpu_has(p); }
+
+QuantPath quant_best_path() { return kBestPath; }
+
+const char* quant_path_name(QuantPath p) {
+  switch (p) {
+    case QuantPath::Scalar: return "scalar";
+    case QuantPath::Avx2: return "avx2";
+    case QuantPath::AvxVnni: return "avx-vnni";
+    case QuantPath::Avx512Vnni: return "avx512-vnni";
+  }
+  return "?";
 }
 
-void matmul_wt_quant_portable(const float* x, const QuantMatrix& w, float* y, int M) { matmul(x, w, y, M, 0, -1, false); }
+void matmul_wt_quant(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1) {
+  matmul(x, w, y, M, r0, r1, kBestPath);
+}
+
+void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path) {
+  matmul(x, w, y, M, 0, -1, path);
+}
 
 }  // namespace cllm::cpu

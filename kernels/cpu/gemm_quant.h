@@ -8,8 +8,8 @@
 //   Q4_1: y += (dw * dx) * Σ nib·xq  +  mw * (dx * Σ xq)      (w = nib * dw + mw)
 // Batch invariance: the int dot is exact and the fp32 sums run in one fixed order (8 lanes of
 // 4 elements each across the blocks in k order, then a fixed lane reduction, then the Q4_1
-// offset sum), so a row's result does not depend on M, the tiling or the threads, and the AVX2
-// path and the scalar fallback give the same bits.
+// offset sum), so a row's result does not depend on M, the tiling or the threads, and the SIMD
+// paths (AVX2, AVX-VNNI, AVX-512 VNNI, chosen at run time) and the scalar fallback give the same bits.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -43,7 +43,14 @@ void dequantize_quant_row(const QuantMatrix& w, int r, float* out);
 // inside. A row range (the LM head in vocab chunks) gives the same bits as the whole matrix.
 void matmul_wt_quant(const float* x, const QuantMatrix& w, float* y, int M, int r0 = 0, int r1 = -1);
 
-// Same, computed by the scalar path whatever the CPU: for the tests of the AVX2 path.
-void matmul_wt_quant_portable(const float* x, const QuantMatrix& w, float* y, int M);
+// The instruction sets the kernel has a path for, each able to run where the later ones can. All
+// give the same bits (the int dot products are exact and the fp32 order is the same).
+enum class QuantPath { Scalar, Avx2, AvxVnni, Avx512Vnni };
+QuantPath quant_best_path();  // the one matmul_wt_quant uses on this CPU
+bool quant_path_supported(QuantPath p);
+const char* quant_path_name(QuantPath p);
+
+// matmul_wt_quant through the named path (throws if this CPU lacks it): for the tests.
+void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path);
 
 }  // namespace cllm::cpu

@@ -46,14 +46,23 @@ class Pool {
       fn_ = &fn;
       n_items_ = n;
       next_.store(0, std::memory_order_relaxed);
-      reported_ = 0;
+      reported_.store(0, std::memory_order_relaxed);
       error_ = nullptr;
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     work();
+    // Spin first: the workers finish within microseconds of the caller, and sleeping on done_
+    // costs a futex wake-up (tens of microseconds) on every kernel call of a decode step.
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+    while (reported_.load(std::memory_order_acquire) != workers_.size() &&
+           std::chrono::steady_clock::now() < spin_until) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
     std::unique_lock<std::mutex> lk(mu_);
-    done_.wait(lk, [&] { return reported_ == workers_.size(); });
+    done_.wait(lk, [&] { return reported_.load(std::memory_order_acquire) == workers_.size(); });
     fn_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
@@ -113,7 +122,7 @@ class Pool {
       work();
       {
         std::lock_guard<std::mutex> lk(mu_);
-        ++reported_;
+        reported_.fetch_add(1, std::memory_order_release);
       }
       done_.notify_one();
     }
@@ -127,7 +136,7 @@ class Pool {
   const std::function<void(size_t)>* fn_ = nullptr;
   size_t n_items_ = 0;
   std::atomic<size_t> next_{0};
-  size_t reported_ = 0;
+  std::atomic<size_t> reported_{0};  // written under mu_, read by the caller's spin
   std::exception_ptr error_;
   bool quit_ = false;
 };

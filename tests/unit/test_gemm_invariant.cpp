@@ -78,26 +78,51 @@ cpu::QuantMatrix random_quant(cpu::QuantFormat f, int rows, int cols, uint32_t s
 
 const cpu::QuantFormat kFormats[] = {cpu::QuantFormat::Q8_0, cpu::QuantFormat::Q4_1};
 
+constexpr cpu::QuantPath kPaths[] = {cpu::QuantPath::Scalar, cpu::QuantPath::Avx2, cpu::QuantPath::AvxVnni,
+                                     cpu::QuantPath::Avx512Vnni};
+
+// Every path this CPU has (the scalar one always), each against a dequantize-then-multiply
+// reference and bit for bit against the scalar path; shapes cover M = 1..3 (4-row tiles), M >= 4
+// (2 rows x 4 tokens), odd row counts (tile remainders) and the model's K.
 TEST(GemmQuant, MatchesDequantizedReference) {
   for (cpu::QuantFormat f : kFormats)
-    for (auto [M, N, K] : {std::tuple{1, 7, 32}, {3, 33, 576}, {16, 192, 1536}, {5, 130, 96}}) {
+    for (auto [M, N, K] : {std::tuple{1, 7, 32}, {1, 67, 576}, {2, 9, 64}, {3, 33, 576}, {16, 192, 1536},
+                           {5, 130, 96}, {7, 5, 1536}}) {
       const auto x = random_vec(static_cast<size_t>(M) * K, 1);
       const cpu::QuantMatrix w = random_quant(f, N, K, 2);
       std::vector<float> wf(static_cast<size_t>(N) * K);
       for (int r = 0; r < N; ++r) cpu::dequantize_quant_row(w, r, wf.data() + static_cast<size_t>(r) * K);
-      std::vector<float> y(static_cast<size_t>(M) * N), ref(y.size()), portable(y.size());
-      cpu::matmul_wt_quant(x.data(), w, y.data(), M);
-      cpu::matmul_wt_quant_portable(x.data(), w, portable.data(), M);
+      std::vector<float> ref(static_cast<size_t>(M) * N), scalar(ref.size());
       ref::matmul_wt(x.data(), wf.data(), ref.data(), M, N, K);
-      double max_err = 0, max_ref = 0;
-      for (size_t i = 0; i < y.size(); ++i) {
-        max_err = std::max(max_err, static_cast<double>(std::fabs(y[i] - ref[i])));
-        max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
-      }
+      cpu::matmul_wt_quant_path(x.data(), w, scalar.data(), M, cpu::QuantPath::Scalar);
       const char* name = f == cpu::QuantFormat::Q8_0 ? "Q8_0" : "Q4_1";
-      EXPECT_LT(max_err / max_ref, 1e-2) << name << " M=" << M << " N=" << N << " K=" << K;
-      EXPECT_EQ(0, std::memcmp(y.data(), portable.data(), y.size() * sizeof(float))) << name << " AVX2 vs scalar";
+      for (cpu::QuantPath p : kPaths) {
+        if (!cpu::quant_path_supported(p)) continue;
+        std::vector<float> y(ref.size(), -1.0f);
+        cpu::matmul_wt_quant_path(x.data(), w, y.data(), M, p);
+        double max_err = 0, max_ref = 0;
+        for (size_t i = 0; i < y.size(); ++i) {
+          max_err = std::max(max_err, static_cast<double>(std::fabs(y[i] - ref[i])));
+          max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
+        }
+        EXPECT_LT(max_err / max_ref, 1e-2) << name << " " << cpu::quant_path_name(p) << " M=" << M << " N=" << N
+                                           << " K=" << K;
+        EXPECT_EQ(0, std::memcmp(y.data(), scalar.data(), y.size() * sizeof(float)))
+            << name << " " << cpu::quant_path_name(p) << " vs scalar, M=" << M << " N=" << N << " K=" << K;
+      }
+      std::vector<float> best(ref.size());
+      cpu::matmul_wt_quant(x.data(), w, best.data(), M);
+      EXPECT_EQ(0, std::memcmp(best.data(), scalar.data(), best.size() * sizeof(float))) << name << " default path";
     }
+}
+
+TEST(GemmQuant, BestPathIsSupportedAndUnsupportedPathsThrow) {
+  EXPECT_TRUE(cpu::quant_path_supported(cpu::quant_best_path()));
+  const cpu::QuantMatrix w = random_quant(cpu::QuantFormat::Q8_0, 2, 32, 5);
+  const auto x = random_vec(32, 6);
+  std::vector<float> y(2);
+  for (cpu::QuantPath p : kPaths)
+    if (!cpu::quant_path_supported(p)) EXPECT_THROW(cpu::matmul_wt_quant_path(x.data(), w, y.data(), 1, p), std::exception);
 }
 
 TEST(GemmQuant, RowsDoNotDependOnBatchSize) {
