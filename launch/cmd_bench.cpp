@@ -303,10 +303,8 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
     return 0;
   parse_list(f.ns_text, "ns");  // bad lists fail here, on every rank, before any loading
   parse_list(f.contexts_text, "contexts");
-  if (!f.batch_sizes_text.empty()) {
-    parse_list(f.batch_sizes_text, "batch-sizes");
-    parse_list(f.batch_ns_text, "batch-ns");
-  }
+  if (!f.batch_sizes_text.empty()) parse_list(f.batch_sizes_text, "batch-sizes");
+  parse_list(f.batch_ns_text, "batch-ns");  // refused even when unused, like every other bad value
   CLLM_CHECK(f.batch_context >= 0, "--batch-context must be >= 0");
   CLLM_CHECK(f.tokens >= 1 && f.reps >= 1 && f.prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
   // Each size is timed reps + 1 times: past 1000 the median moves no more, and the run has no end in sight.

@@ -488,13 +488,15 @@ def flag_cases(cli, small, work):
     for flag, ok in bench_flags.items():
         for v in values:
             argv = cli.cmd("bench", "--model", small, "--ns", "1", "--contexts", "4", "--tokens", "2", "--reps", "1",
-                           f"--{flag}", v)
+                           "--batch-context", "8", f"--{flag}", v)
             cases.append(Case(f"flags/bench --{flag} '{v}'", "flags", argv, "any_bounded" if v in ok else "refuse",
                               re.escape(f"--{flag}") + "|" + re.escape(flag)))
     for flag in ["max-batch", "max-queue", "max-context", "max-step-rows", "port", "threads"]:
         for v in values:
             argv = cli.cmd("serve", "--model", small, "--port", "0", f"--{flag}", v)
-            ok = (v == "0" and flag in ("port", "threads", "max-queue", "max-step-rows")) or v == " 5"
+            # a queue, context or step-rows limit of 2^31-1 means "no limit" (the context is capped at the model's)
+            ok = ((v == "0" and flag in ("port", "threads", "max-queue", "max-step-rows")) or v == " 5" or
+                  (v == "2147483647" and flag in ("max-queue", "max-context", "max-step-rows")))
             cases.append(Case(f"flags/serve --{flag} '{v}'", "flags", argv, "serve" if ok else "refuse",
                               re.escape(f"--{flag}") + "|" + re.escape(flag), driver=serve_driver))
     for flag in ["vocab", "hidden", "ffn", "layers", "heads", "kv-heads", "ctx"]:
@@ -523,7 +525,7 @@ def prompt_cases(cli, small, ctx, work):
                            (ctx // 4, 2147483647, "refuse"), (ctx // 4, 2147483648, "refuse"), (50000, 4, "refuse")]:
         cases.append(Case(f"prompt/{n}_words_new_{new}", "prompt", cli.gen(small, prompt=words(n), new=new), expect,
                           r"positions|max_new_tokens|max-new-tokens|prompt"))
-    for n, expect in [(1, "run"), (ctx // 2, "run")]:
+    for n, expect in [(1, "run"), (ctx // 4, "run")]:
         cases.append(Case(f"prompt/{n}_words_fits", "prompt", cli.gen(small, prompt=words(n), new=4), expect, ""))
     for name, text in [("empty", ""), ("nul_byte", "a\x01b"), ("invalid_utf8_file", None)]:
         if text is None:

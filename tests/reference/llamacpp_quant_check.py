@@ -30,6 +30,7 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, i
            "The three primary colors are", "To make a cup of tea, first", "import numpy as np\n",
            "Water boils at a temperature of", "The largest planet in the solar system is"]
 NEW_TOKENS = 16
+KV_TYPE = 1  # GGML_TYPE_F16: llama.cpp 0.3.36 crashes in decode on quantized files with an F32 KV cache
 FTYPES = {"Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
 
 
@@ -44,7 +45,7 @@ def quantize(src, dst, ftype, threads):
 
 def run_file(path, threads):
     llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_batch=256, logits_all=True, n_threads=threads,
-                          type_k=0, type_v=0, flash_attn=False, verbose=False)  # 0: GGML_TYPE_F32
+                          type_k=KV_TYPE, type_v=KV_TYPE, flash_attn=False, verbose=False)
     out = []
     for text in PROMPTS:
         ids = llm.tokenize(text.encode(), add_bos=False, special=False)
