@@ -32,6 +32,8 @@ Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokeni
   const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
                                               jac.block);
   CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
+  CLLM_CHECK(jac.pad_id >= 0 && jac.pad_id < model.config().vocab_size,
+             "--pad-id " << jac.pad_id << " is outside the vocabulary [0, " << model.config().vocab_size << ")");
   model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
   StreamDecoder text(tokenizer);
   bool mid_line = false;  // the streamed text so far does not end with a newline

@@ -132,6 +132,10 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.max_connections >= 1, "--max-connections must be >= 1");
   CLLM_CHECK(f.header_timeout_s > 0 && f.body_timeout_s > 0 && f.idle_timeout_s > 0, "timeouts must be > 0 seconds");
   CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
+  CLLM_CHECK(f.port >= 0 && f.port <= 65535, "--port must be a TCP port in 0..65535, got " << f.port);
+  CLLM_CHECK(f.max_batch >= 1, "--max-batch must be >= 1, got " << f.max_batch);
+  CLLM_CHECK(f.max_queue >= 0, "--max-queue must be >= 0, got " << f.max_queue);
+  CLLM_CHECK(f.max_context >= 1, "--max-context must be >= 1, got " << f.max_context);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
