@@ -35,6 +35,11 @@ class Stream {
     int iterations = 0;
     double ttft_s = 0;   // engine-measured, from submit(): to the first token (0 before it)
     double total_s = 0;  // ... to the end (0 before it)
+    // When the spec asked for them: the log-probabilities of the tokens whose text is in `text`
+    // (a token whose text is held back, e.g. as a possible stop string, comes with its text), and
+    // once, with the first update, the prompt's (prompt[1..]).
+    std::vector<TokenLogprob> logprobs;
+    std::vector<TokenLogprob> prompt_logprobs;
   };
   // Waits up to `timeout` for new text or the end; returns what there is.
   Update take(std::chrono::milliseconds timeout);
@@ -42,7 +47,8 @@ class Stream {
  private:
   friend class Engine;
   void publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations,
-               double ttft_s, double total_s);
+               double ttft_s, double total_s, std::vector<TokenLogprob> logprobs = {},
+               std::vector<TokenLogprob> prompt_logprobs = {});
   void fail(const std::string& why);
 
   std::mutex mu_;

@@ -1,5 +1,5 @@
 // The routes of `cllm serve`: /v1/completions, /v1/chat/completions (JSON or SSE), /v1/models[/ID],
-// /tokenize, /detokenize, /health and /metrics, with the API key check. Admits validated requests
+// /tokenize, /detokenize, /tokenizer_info, /health and /metrics, with the API key check. Admits validated requests
 // (their specs from openai_spec.h) and waits on their streams, cancelling a request whose client
 // has gone. Every request the HTTP server answers is counted and logged through observer(),
 // whoever answered it (this class, or the server itself for 400/408/413).
@@ -39,6 +39,7 @@ class Routes {
  private:
   void generate(const http::Request& req, http::Responder& res, bool chat);
   void tokenize(const http::Request& req, http::Responder& res, bool forward);
+  void tokenizer_info(http::Responder& res);
 
   RouteConfig cfg_;
   http::Metrics& metrics_;
