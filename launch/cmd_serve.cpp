@@ -188,6 +188,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   }
   rc.add_bos = ts.add_bos;
   rc.eos_ids = m.model->config().eos_token_ids;
+  auto token_name = [&](int id) { return id >= 0 && id < static_cast<int>(ts.tokens.size()) ? ts.tokens[id] : ""; };
+  rc.eos_token = token_name(m.tokenizer->eos_id());
+  rc.bos_token = token_name(m.tokenizer->bos_id());
   rc.max_context = std::min(f.max_context, m.model->config().max_position_embeddings);
 
   std::unique_ptr<CoordinatorModel> group;

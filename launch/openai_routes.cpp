@@ -149,12 +149,19 @@ void Routes::tokenize(const http::Request& req, http::Responder& res, bool forwa
 
 // vLLM's /tokenizer_info: what a client that tokenizes through /tokenize needs (lm-evaluation-
 // harness's remote tokenizer reads the special tokens' text from it).
+std::string Routes::token_text(int32_t id) const {
+  std::string t = tok_->token_bytes(id);
+  if (t.empty() && id == tok_->eos_id()) return cfg_.eos_token;
+  if (t.empty() && id == tok_->bos_id()) return cfg_.bos_token;
+  return t;
+}
+
 void Routes::tokenizer_info(http::Responder& res) {
-  auto special = [&](int id) { return id >= 0 && id < tok_->vocab_size() ? json(tok_->token_bytes(id)) : json(nullptr); };
+  auto special = [](const std::string& t) { return t.empty() ? json(nullptr) : json(t); };
   const bool jinja = cfg_.chat_template.find("{%") != std::string::npos;
   reply(res, 200, {{"tokenizer_class", "cllm"},
-                   {"eos_token", special(tok_->eos_id())},
-                   {"bos_token", cfg_.add_bos ? special(tok_->bos_id()) : json(nullptr)},
+                   {"eos_token", special(cfg_.eos_token)},
+                   {"bos_token", special(cfg_.bos_token)},
                    {"pad_token", nullptr},
                    {"add_bos_token", cfg_.add_bos},
                    {"chat_template", jinja ? json(cfg_.chat_template) : json(nullptr)},
@@ -200,12 +207,13 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   const int64_t created = unix_now();
   const bool want_lp = r.logprobs >= 0;
   auto token_info = [&](const TokenLogprob& lp) {
-    TokenInfo t{tok_->token_bytes(lp.token), lp.logprob, {}};
-    for (const auto& [alt, alt_lp] : lp.top) t.top.push_back({tok_->token_bytes(alt), alt_lp});
+    TokenInfo t{token_text(lp.token), lp.logprob, {}};
+    for (const auto& [alt, alt_lp] : lp.top) t.top.push_back({token_text(alt), alt_lp});
     return t;
   };
   // echo: the answer starts with the prompt, and its logprobs with the prompt's (none for the first).
-  const std::string echo_text = r.echo ? (r.prompt_ids.empty() ? r.prompt : tok_->decode(spec.prompt)) : "";
+  const std::string prompt_text = chat ? "" : r.prompt_ids.empty() ? r.prompt : tok_->decode(spec.prompt);
+  const std::string echo_text = r.echo ? prompt_text : "";
   struct Progress {
     Choice all;       // the whole choice so far
     size_t offset = 0;  // completions: text_offset of the next token
@@ -215,7 +223,8 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   std::vector<Progress> choices(streams.size());
   for (size_t i = 0; i < choices.size(); ++i) {
     choices[i].all.index = static_cast<int>(i);
-    choices[i].offset = r.echo ? 0 : echo_text.size();
+    choices[i].offset = r.echo ? 0 : prompt_text.size();  // offsets count from the prompt's start
+    choices[i].all.text_offset = choices[i].offset;
   }
   Usage usage;
   usage.prompt_tokens = static_cast<int>(spec.prompt.size());
@@ -264,7 +273,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         c.echoed = true;
         delta.text = echo_text;
         if (want_lp) {
-          delta.tokens.push_back({tok_->token_bytes(spec.prompt[0]), std::nan(""), {}});
+          delta.tokens.push_back({token_text(spec.prompt[0]), std::nan(""), {}});
           for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
         }
       }

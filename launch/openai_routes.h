@@ -25,6 +25,8 @@ class Routes {
     cfg_.chat_template = loaded.chat_template;
     cfg_.add_bos = loaded.add_bos;
     cfg_.eos_ids = loaded.eos_ids;
+    cfg_.eos_token = loaded.eos_token;
+    cfg_.bos_token = loaded.bos_token;
     cfg_.max_context = loaded.max_context;
     tok_ = tok;
     engine_.store(engine);
@@ -40,6 +42,8 @@ class Routes {
   void generate(const http::Request& req, http::Responder& res, bool chat);
   void tokenize(const http::Request& req, http::Responder& res, bool forward);
   void tokenizer_info(http::Responder& res);
+  // A token's text in logprobs: its bytes, or for BOS/EOS (no bytes) the control token's name.
+  std::string token_text(int32_t id) const;
 
   RouteConfig cfg_;
   http::Metrics& metrics_;

@@ -21,6 +21,7 @@ struct RouteConfig {
   std::string chat_template;
   bool add_bos = false;
   std::vector<int32_t> eos_ids;
+  std::string eos_token, bos_token;  // the control tokens' text ("" when the checkpoint has none)
   JacobiOptions jacobi;        // server defaults (block, window, init)
   int max_context = 0;         // KV rows of one slot
   int default_chat_max_tokens = 256;
