@@ -89,6 +89,8 @@ Engine::Admission Engine::submit(SequenceSpec spec, std::vector<std::string> sto
   live->stream = std::make_shared<Stream>();
   live->stop = std::move(stop);
   *out = live->stream;
+  open_.erase(std::remove_if(open_.begin(), open_.end(), [](const auto& w) { return w.expired(); }), open_.end());
+  open_.push_back(live->stream);
   inbox_.emplace_back(std::move(live), std::move(spec));
   wake_.notify_all();
   return Admission::Accepted;
@@ -215,6 +217,28 @@ void Engine::fail(const std::string& why) {
   live_.clear();
 }
 
+void Engine::fail_open(const std::string& why) {
+  std::vector<std::shared_ptr<Stream>> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+    for (const auto& w : open_)
+      if (auto s = w.lock()) open.push_back(std::move(s));
+  }
+  for (const auto& s : open) s->fail(why);  // a finished stream ignores it
+}
+
+namespace {
+int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+}  // namespace
+
+bool Engine::stalled(double min_s) const {
+  const int64_t began = step_began_ns_.load();
+  if (began == 0) return false;
+  const double limit = std::max(min_s, 4e-9 * static_cast<double>(typical_step_ns_.load()));
+  return 1e-9 * static_cast<double>(now_ns() - began) > limit;
+}
+
 void Engine::run() {
   for (;;) {
     std::deque<std::pair<std::unique_ptr<Live>, SequenceSpec>> arrivals;
@@ -254,7 +278,12 @@ void Engine::run() {
     if (draining() && live_.empty()) break;
     StepStats batch;
     if (!sched_.idle()) {
+      const int64_t began = now_ns();
+      step_began_ns_ = began;
       sched_.step([this](const SequenceEvent& ev) { return on_event(ev); });
+      step_began_ns_ = 0;
+      const int64_t took = now_ns() - began;
+      typical_step_ns_ = typical_step_ns_.load() == 0 ? took : (7 * typical_step_ns_.load() + took) / 8;
       batch = sched_.last_step();
       if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows);
     }

@@ -5,6 +5,7 @@
 // cancellations, detokenizes each sequence's new tokens, applies stop strings, and publishes the
 // text to its Stream.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -86,6 +87,11 @@ class Engine {
   // The MPI thread, after run() threw: ends every admitted request with an error (their HTTP
   // threads answer it) and refuses new ones, so the server can be joined before the engine dies.
   void fail(const std::string& why);
+  // Any thread, while run() may be blocked (a rank died inside a collective, and the launcher is
+  // about to kill this process): ends every open request with an error and refuses new ones.
+  void fail_open(const std::string& why);
+  // Any thread: run() has been inside one step for longer than max(min_s, 4 x a typical step).
+  bool stalled(double min_s) const;
 
  private:
   struct Live;
@@ -108,6 +114,9 @@ class Engine {
   bool draining_ = false;
   Clock::time_point drain_deadline_;
   std::vector<std::unique_ptr<Live>> live_;  // run()'s thread only
+  std::vector<std::weak_ptr<Stream>> open_;  // every admitted stream (under mu_), for fail_open()
+  // The step in progress: when it began (0: none), and a running average of step times (ns).
+  std::atomic<int64_t> step_began_ns_{0}, typical_step_ns_{0};
 };
 
 }  // namespace cllm::openai

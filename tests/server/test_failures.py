@@ -69,3 +69,100 @@ def test_engine_failure_reaches_every_open_request():
             except ProcessLookupError:
                 pass
         srv.close()
+
+
+def intake_closed(url):
+    try:
+        return requests.get(url + "/health", timeout=10).status_code == 503  # draining
+    except requests.ConnectionError:
+        return True  # the listener is closed
+
+
+def wait_for_batch(srv, n):
+    deadline = time.time() + 60
+    while f"\ncllm_batch_size {n}\n" not in requests.get(srv.url + "/metrics", timeout=10).text:
+        assert time.time() < deadline, f"the {n} requests never ran together"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(RANKS < 2, reason="needs the tensor-parallel group (CLLM_SERVE_RANKS > 1)")
+def test_killed_rank_mid_stream_answers_with_error():
+    # kill -9 of a worker: mpirun sends SIGTERM to the other ranks and SIGKILL a second later, while
+    # rank 0 sits in a collective with the dead rank. The clients still get an error, not a cut stream.
+    srv = PrivateServer(ranks=RANKS)
+    try:
+        body = {"prompt": "1, 2, 3,", "max_tokens": 1000, "cllm_ignore_eos": True}
+        results = {}
+
+        def plain():
+            results["plain"] = requests.post(srv.url + "/v1/completions", json=body, timeout=120)
+
+        def stream():
+            r = requests.post(srv.url + "/v1/completions", json=dict(body, stream=True), stream=True, timeout=120)
+            results["events"] = [line for line in r.iter_lines() if line]
+
+        threads = [threading.Thread(target=plain), threading.Thread(target=stream)]
+        for t in threads:
+            t.start()
+        wait_for_batch(srv, 2)
+        workers = [p for p in children(srv.proc.pid) if p != srv.pid]
+        assert workers, "no worker rank found"
+        os.kill(workers[0], signal.SIGKILL)
+        for t in threads:
+            t.join(60)
+        assert results["plain"].status_code >= 500, results["plain"].text
+        assert results["plain"].json()["error"]["message"]
+        last = results["events"][-1]
+        assert last.startswith(b"data: ") and "error" in json.loads(last[6:]), results["events"][-3:]
+        assert srv.proc.wait(60) != 0
+    finally:
+        srv.close()
+
+
+@pytest.mark.skipif(RANKS < 2, reason="needs the tensor-parallel group (CLLM_SERVE_RANKS > 1)")
+def test_sigterm_to_mpirun_drains():
+    # mpirun passes SIGTERM on odls_base_sigkill_timeout (T) seconds after it gets it and sends
+    # SIGKILL T seconds later: with T >= --grace the drain fits, as with SIGTERM to rank 0. The
+    # request is sized to run past T (so it is in flight when the drain starts) and end before 2T.
+    T = 8
+    srv = PrivateServer("--grace", str(T), ranks=RANKS, env={"OMPI_MCA_odls_base_sigkill_timeout": str(T)})
+    try:
+        assert "warning: SIGTERM to mpirun" not in srv.text()
+        for _ in range(2):  # the second one runs warm
+            t0 = time.time()
+            requests.post(srv.url + "/v1/completions", json={"prompt": "1, 2,", "max_tokens": 40,
+                          "cllm_ignore_eos": True, "cllm_decode": "ar"}, timeout=120).raise_for_status()
+            per_token = (time.time() - t0) / 40
+        tokens = max(20, int(1.6 * T / per_token))
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=requests.post(srv.url + "/v1/completions", json={
+            "prompt": "1, 2,", "max_tokens": tokens, "cllm_ignore_eos": True, "cllm_decode": "ar"}, timeout=120)))
+        started = time.time()
+        t.start()
+        wait_for_batch(srv, 1)
+        os.kill(srv.proc.pid, signal.SIGTERM)  # mpirun, as Slurm, systemd and container runtimes do
+        deadline = time.time() + 3 * T
+        while not intake_closed(srv.url):  # rank 0 got the SIGTERM
+            assert time.time() < deadline, "rank 0 never got the SIGTERM"
+            time.sleep(0.05)
+        assert t.is_alive(), f"the request ({tokens} tokens) ended before the drain began: the test shows nothing"
+        t.join(3 * T)
+        r = box["r"]
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == tokens, r.text
+        srv.proc.wait(4 * T)
+        log = srv.text()
+        assert "SIGTERM: draining" in log
+        for rank in range(RANKS):
+            assert f"cllm serve: rank {rank} stopped" in log, log[-3000:]
+        print(f"drain under mpirun: {tokens} tokens in {time.time() - started:.1f} s, T = {T} s")
+    finally:
+        srv.close()
+
+
+@pytest.mark.skipif(RANKS < 2, reason="needs the tensor-parallel group (CLLM_SERVE_RANKS > 1)")
+def test_short_mpirun_kill_timeout_is_warned():
+    srv = PrivateServer("--grace", "30", ranks=RANKS, env={"OMPI_MCA_odls_base_sigkill_timeout": "1"})
+    try:
+        assert "--mca odls_base_sigkill_timeout 30" in srv.text()
+    finally:
+        srv.close()
