@@ -103,39 +103,49 @@ def test_killed_rank_mid_stream_answers_with_error():
 @pytest.mark.skipif(RANKS < 2, reason="needs the tensor-parallel group (CLLM_SERVE_RANKS > 1)")
 def test_sigterm_to_mpirun_drains():
     # mpirun passes SIGTERM on odls_base_sigkill_timeout (T) seconds after it gets it and sends
-    # SIGKILL T seconds later: with T >= --grace the drain fits, as with SIGTERM to rank 0. The
-    # request is sized to run past T (so it is in flight when the drain starts) and end before 2T.
-    T = 8
+    # SIGKILL T seconds later: with T >= --grace the drain fits, as with SIGTERM to rank 0. Three
+    # requests run together, sized (from a probe of the same shape) to end at about 1.0, 1.25 and
+    # 1.5 T: at least one is in flight when the drain starts, and every one must finish.
+    T = 10
     srv = PrivateServer("--grace", str(T), ranks=RANKS, env={"OMPI_MCA_odls_base_sigkill_timeout": str(T)})
     try:
         assert "warning: SIGTERM to mpirun" not in srv.text()
-        for _ in range(2):  # the second one runs warm
+
+        def run_together(lengths, box):
+            def one(i, n):
+                box[i] = requests.post(srv.url + "/v1/completions", json={
+                    "prompt": "1, 2,", "max_tokens": n, "cllm_ignore_eos": True, "cllm_decode": "ar"}, timeout=120)
+            threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(lengths)]
+            for t in threads:
+                t.start()
+            return threads
+
+        for _ in range(2):  # the second probe runs warm
             t0 = time.time()
-            requests.post(srv.url + "/v1/completions", json={"prompt": "1, 2,", "max_tokens": 40,
-                          "cllm_ignore_eos": True, "cllm_decode": "ar"}, timeout=120).raise_for_status()
+            for t in run_together([40] * 3, {}):
+                t.join()
             per_token = (time.time() - t0) / 40
-        tokens = max(20, int(1.6 * T / per_token))
+        lengths = [max(10, int(f * T / per_token)) for f in (1.0, 1.25, 1.5)]
         box = {}
-        t = threading.Thread(target=lambda: box.update(r=requests.post(srv.url + "/v1/completions", json={
-            "prompt": "1, 2,", "max_tokens": tokens, "cllm_ignore_eos": True, "cllm_decode": "ar"}, timeout=120)))
-        started = time.time()
-        t.start()
-        wait_for_batch(srv, 1)
+        threads = run_together(lengths, box)
+        wait_for_batch(srv, 3)
         os.kill(srv.proc.pid, signal.SIGTERM)  # mpirun, as Slurm, systemd and container runtimes do
         deadline = time.time() + 3 * T
         while not intake_closed(srv.url):  # rank 0 got the SIGTERM
             assert time.time() < deadline, "rank 0 never got the SIGTERM"
             time.sleep(0.05)
-        assert t.is_alive(), f"the request ({tokens} tokens) ended before the drain began: the test shows nothing"
-        t.join(3 * T)
-        r = box["r"]
-        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == tokens, r.text
+        in_flight = sum(t.is_alive() for t in threads)
+        assert in_flight, f"every request ({lengths} tokens) ended before the drain began: the test shows nothing"
+        for t in threads:
+            t.join(3 * T)
+        for i, n in enumerate(lengths):
+            assert box[i].status_code == 200 and box[i].json()["usage"]["completion_tokens"] == n, box[i].text
         srv.proc.wait(4 * T)
         log = srv.text()
         assert "SIGTERM: draining" in log
         for rank in range(RANKS):
             assert f"cllm serve: rank {rank} stopped" in log, log[-3000:]
-        print(f"drain under mpirun: {tokens} tokens in {time.time() - started:.1f} s, T = {T} s")
+        print(f"drain under mpirun: {lengths} tokens, {in_flight} in flight at the drain, T = {T} s")
     finally:
         srv.close()
 
