@@ -8,7 +8,10 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
@@ -147,6 +150,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     std::signal(SIGINT, SIG_IGN);
     LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
     worker_loop(*m.model, comm);
+    std::fprintf(stderr, "cllm serve: rank %d stopped\n", comm.rank());
     return 0;
   }
 
@@ -192,10 +196,23 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   }
   rc.add_bos = ts.add_bos;
   rc.eos_ids = m.model->config().eos_token_ids;
+  auto token_name = [&](int id) { return id >= 0 && id < static_cast<int>(ts.tokens.size()) ? ts.tokens[id] : ""; };
+  rc.eos_token = token_name(m.tokenizer->eos_id());
+  rc.bos_token = token_name(m.tokenizer->bos_id());
   rc.max_context = std::min(f.max_context, m.model->config().max_position_embeddings);
 
   std::unique_ptr<CoordinatorModel> group;
   if (comm.size() > 1) group = std::make_unique<CoordinatorModel>(*m.model, comm);
+  // SIGTERM to mpirun reaches the ranks odls_base_sigkill_timeout seconds later and SIGKILL follows
+  // as long after that: the drain has that long, not --grace, unless the timeout is raised.
+  if (comm.size() > 1) {
+    const char* t = std::getenv("OMPI_MCA_odls_base_sigkill_timeout");
+    if (!t || std::atof(t) < f.grace_s)
+      std::fprintf(stderr,
+                   "cllm serve: warning: SIGTERM to mpirun leaves the ranks %s s to drain, less than --grace %.0f: "
+                   "start mpirun with --mca odls_base_sigkill_timeout %.0f (or more) to let in-flight requests finish\n",
+                   t ? t : "1", f.grace_s, f.grace_s);
+  }
   Model& model = group ? static_cast<Model&>(*group) : *m.model;
   openai::EngineOptions eo;
   eo.limits = {f.max_batch, f.max_queue, rc.max_context, f.max_step_rows};
@@ -208,15 +225,37 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
                "cllm serve: ready: model '%s', %d slots x %d positions, queue %d, step rows %d, chat template '%s'\n",
                rc.model_name.c_str(), f.max_batch, rc.max_context, f.max_queue, f.max_step_rows,
                rc.chat_template.empty() ? "" : chat_template_family(rc.chat_template).c_str());
+  // Under mpirun a stop signal may also mean a rank died: mpirun then sends SIGTERM to the others
+  // and SIGKILL odls_base_sigkill_timeout seconds later (default 1), while this thread may be
+  // blocked in a collective with the dead rank. A watchdog answers every open request with an error
+  // once the engine is stuck in one step, so clients get an error event or a 5xx, not a cut stream.
+  std::atomic<bool> engine_done{false};
+  std::thread watchdog;
   signals.on_signal([&] {
     engine.drain(f.grace_s);
     server.stop();
+    if (comm.size() > 1)
+      watchdog = std::thread([&] {
+        while (!engine_done) {
+          if (engine.stalled(0.5)) {
+            std::fprintf(stderr, "cllm serve: a step stalled while stopping (a rank is gone): failing open requests\n");
+            engine.fail_open("a rank of the tensor-parallel group stopped responding while the job was stopped");
+            return;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+      });
   });
+  auto stop_watchdog = [&] {
+    engine_done = true;
+    signals.clear();  // after this, no action can start a watchdog
+    if (watchdog.joinable()) watchdog.join();
+  };
   // An engine failure (a lost rank, a collective past its deadline, an error): every open request
   // gets an error answer and the HTTP threads leave (within a bound: a client that does not read
   // must not keep the other ranks waiting) before the engine and server go away.
   auto answer_all = [&](const std::string& why) {
-    signals.clear();
+    stop_watchdog();
     routes.detach_engine();
     engine.fail("the server failed: " + why);
     server.join(5.0);
@@ -227,15 +266,17 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     engine.run();
   } catch (const std::exception& e) {
     comm.set_abort_hook(nullptr);
+    stop_watchdog();
     answer_all(e.what());
     throw;  // run_on_all_ranks reports it and stops every rank
   }
   comm.set_abort_hook(nullptr);
-  signals.clear();  // the action touches engine and server, which die with this scope
+  stop_watchdog();  // and the signal action: it touches engine and server, which die with this scope
   server.stop();
   server.join();
   if (group) group->stop();
   std::fprintf(stderr, "cllm serve: stopped\n");
+  if (comm.size() > 1) std::fprintf(stderr, "cllm serve: rank 0 stopped\n");
   return 0;
 }
 

@@ -45,7 +45,12 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
     spec.gen.max_new_tokens = r.chat ? std::max(1, std::min(cfg.default_chat_max_tokens,
                                                             cfg.max_context - prompt_len - spec.jacobi.block))
                                      : 16;
+  // Echo with max_tokens 0 generates nothing the client sees; one token runs (the engine needs a
+  // positive count) and the answer drops it.
+  if (r.echo_only) spec.gen.max_new_tokens = 1;
   if (!r.ignore_eos) spec.gen.stop_ids = cfg.eos_ids;
+  spec.logprobs = r.logprobs;
+  spec.prompt_logprobs = r.echo && r.logprobs >= 0;
   return spec;
 }
 

@@ -25,7 +25,10 @@ struct Scheduler::Sequence {
   int n = 0;             // 0: not in this step's batch (a prefill chunk over the row budget)
   bool want_logits = false;
 
+  std::vector<TokenLogprob> prompt_logprobs;  // gathered chunk by chunk, sent with the first event
+
   bool sampled() const { return spec.sampling.temperature > 0; }
+  bool logprobs() const { return spec.logprobs >= 0; }
   bool prefilling() const { return prefilled < static_cast<int>(spec.prompt.size()); }
 };
 
@@ -45,6 +48,9 @@ std::string Scheduler::check(const SequenceSpec& spec) const {
   if (spec.gen.max_new_tokens <= 0) return "max_tokens must be positive";
   const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.block;
   if (block < 1 || block > kMaxBlockRows) return "the Jacobi block must be in 1.." + std::to_string(kMaxBlockRows);
+  if (spec.logprobs < -1 || spec.logprobs > kMaxTopLogprobs)
+    return "top logprobs must be in 0.." + std::to_string(kMaxTopLogprobs);
+  if (spec.prompt_logprobs && spec.logprobs < 0) return "prompt logprobs need logprobs";
   return context_limit_error(model_.config(), static_cast<int64_t>(spec.prompt.size()), spec.gen.max_new_tokens,
                              block, limits_.max_context);
 }
@@ -127,14 +133,16 @@ void Scheduler::step(const EventSink& emit) {
       blocks_.push_back({s->slot, s->prefilled, s->n});
       last_step_.prefill_rows += s->n;
       // The chunk that completes the prompt predicts the first token.
-      s->want_logits = s->sampled() && s->prefilled + s->n == static_cast<int>(s->spec.prompt.size());
+      // Prompt logprobs need every row's.
+      s->want_logits = ((s->sampled() || s->logprobs()) && s->prefilled + s->n == static_cast<int>(s->spec.prompt.size())) ||
+                       s->spec.prompt_logprobs;
     } else {
       const std::vector<int32_t> last = {s->tokens.back()};
       const std::vector<int32_t>& block = s->jacobi ? s->jacobi->block() : last;
       s->n = static_cast<int>(block.size());
       tokens_.insert(tokens_.end(), block.begin(), block.end());
       blocks_.push_back({s->slot, static_cast<int32_t>(s->tokens.size()) - 1, s->n});
-      s->want_logits = s->sampled();
+      s->want_logits = s->sampled() || s->logprobs();
     }
     want_logits = want_logits || s->want_logits;
   }
@@ -165,16 +173,24 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   const int vocab = model_.config().vocab_size;
   const size_t last_row = static_cast<size_t>(s.row + s.n - 1);
   std::vector<int32_t> finals;
+  int first_row = s.row;  // finals[i] was predicted by row first_row + i
   if (s.prefilling()) {
+    if (s.spec.prompt_logprobs)  // row i (position prefilled + i) predicts prompt[prefilled + i + 1]
+      for (int i = 0; i < s.n && s.prefilled + i + 1 < static_cast<int>(s.spec.prompt.size()); ++i)
+        s.prompt_logprobs.push_back(token_logprob(logits_.data() + static_cast<size_t>(s.row + i) * vocab, vocab,
+                                                  s.spec.prompt[s.prefilled + i + 1], s.spec.logprobs));
     s.prefilled += s.n;
     if (s.prefilling()) return false;  // more chunks to come: nothing final yet
     // The prompt's last row predicts the first token. The whole prefill counts as one iteration.
     const int32_t first = s.sampled() ? s.sampler->sample(logits_.data() + last_row * vocab, vocab) : ids_[last_row];
     if (!s.sampled()) s.jacobi.emplace(s.spec.jacobi, s.spec.prompt, first);
     finals = {first};
+    first_row = static_cast<int>(last_row);
   } else if (s.sampled()) {
     finals = {s.sampler->sample(logits_.data() + last_row * vocab, vocab)};
+    first_row = static_cast<int>(last_row);
   } else {
+    // accept() returns y[0..m]: finals[i] is row i's prediction.
     finals = s.jacobi->accept(ids_.data() + s.row);
   }
   ++s.iterations;
@@ -193,9 +209,15 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
       ev.finish_reason = "stop";
       break;
     }
+    if (s.logprobs()) {
+      const size_t row = static_cast<size_t>(first_row) + ev.tokens.size();
+      ev.logprobs.push_back(token_logprob(logits_.data() + row * vocab, vocab, t, s.spec.logprobs));
+    }
     ev.tokens.push_back(t);
     ++s.generated;
   }
+  if (!s.prompt_logprobs.empty()) ev.prompt_logprobs = std::move(s.prompt_logprobs);
+  s.prompt_logprobs.clear();
   if (ev.finish_reason.empty() && s.generated >= s.spec.gen.max_new_tokens) ev.finish_reason = "length";
   ev.done = !ev.finish_reason.empty();
   ev.iterations = s.iterations;

@@ -32,7 +32,13 @@ struct SequenceSpec {
   GenerateOptions gen;        // max_new_tokens and stop ids (EOS)
   JacobiOptions jacobi;       // block 1 is greedy AR
   SamplingOptions sampling;   // temperature > 0: AR sampling; jacobi is then unused
+  // -1: no log-probabilities; 0..kMaxTopLogprobs: each final token's, with that many alternatives.
+  int logprobs = -1;
+  // The prompt's log-probabilities too (prompt[1..]; needs logprobs >= 0): the prefill forwards
+  // every prompt row with logits.
+  bool prompt_logprobs = false;
 };
+constexpr int kMaxTopLogprobs = 20;
 
 // What one iteration of one sequence produced.
 struct SequenceEvent {
@@ -42,6 +48,11 @@ struct SequenceEvent {
   std::string finish_reason;    // when done: "stop" (a stop id) or "length"
   int iterations = 0;           // forward iterations so far, the prefill included
   int generated = 0;            // tokens generated so far
+  // When spec.logprobs >= 0: logprobs[i] is tokens[i]'s, from the logits of the row that
+  // predicted it (for Jacobi, the row that verified it), so it equals AR's.
+  std::vector<TokenLogprob> logprobs;
+  // The first event of a spec.prompt_logprobs sequence: prompt[1..]'s log-probabilities.
+  std::vector<TokenLogprob> prompt_logprobs;
 };
 // Returns false when the consumer wants no more of this sequence (a stop string matched, the
 // client left): the scheduler then drops it, as cancel() would.

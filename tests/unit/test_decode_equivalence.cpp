@@ -1,13 +1,17 @@
 // Greedy Jacobi must reproduce greedy AR token for token on real and random checkpoints, for
 // every block size and both window modes (design.md, the Jacobi contract). On the CPU this
-// holds bit for bit: the decode GEMM is batch-invariant (kernels/cpu/gemm_invariant.h).
+// holds bit for bit: the decode GEMM is batch-invariant (kernels/cpu/gemm_invariant.h). So do
+// the log-probabilities the scheduler reports for each token (the server's logprobs).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
 #include "runtime/model.h"
+#include "runtime/scheduler.h"
 #include "runtime/tokenizer.h"
 #include "test_support.h"
 
@@ -110,6 +114,83 @@ TEST(DecodeEquivalence, SmolLM2NativeWeights) {
     EXPECT_EQ(generate_jacobi(*model, prompt, gen, jac).tokens, ar.tokens)
         << (w == JacobiWindow::Sliding ? "sliding" : "blockwise");
   }
+}
+
+// Log-probabilities of each final token (and of the prompt's tokens) come from the logits of the
+// row that predicted it: under Jacobi (the verifying row, several tokens per iteration) they equal
+// AR's, and both equal a log-softmax over one plain forward of the whole sequence.
+TEST(DecodeEquivalence, SchedulerLogprobsUnderJacobiEqualArAndOneForward) {
+  Loaded& l = smollm2();
+  Model& m = *l.model;
+  const std::vector<int32_t> counting = make_tokenizer(l.ckpt->tokenizer())->encode("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,", false);
+  const int vocab = m.config().vocab_size;
+  struct Run {
+    std::vector<int32_t> tokens;
+    std::vector<TokenLogprob> lp, prompt_lp;
+    int events = 0;
+  };
+  auto run = [&](int block, int step_rows) {
+    // Counting: Jacobi accepts several tokens per iteration.
+    SequenceSpec s;
+    s.prompt = counting;
+    s.gen.max_new_tokens = 24;
+    s.jacobi.block = block;
+    s.logprobs = 5;
+    s.prompt_logprobs = true;
+    SchedulerLimits lim = {1, 0, 256, step_rows};  // step_rows 8: the prompt prefills in chunks
+    Scheduler sched(m, lim);
+    EXPECT_TRUE(sched.submit(1, s));
+    Run r;
+    while (!sched.idle())
+      sched.step([&](const SequenceEvent& ev) {
+        EXPECT_EQ(ev.logprobs.size(), ev.tokens.size());
+        if (r.events++ == 0) EXPECT_EQ(ev.prompt_logprobs.size(), s.prompt.size() - 1);
+        else EXPECT_TRUE(ev.prompt_logprobs.empty());
+        r.tokens.insert(r.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+        r.lp.insert(r.lp.end(), ev.logprobs.begin(), ev.logprobs.end());
+        r.prompt_lp.insert(r.prompt_lp.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
+        return true;
+      });
+    return std::make_pair(s.prompt, r);
+  };
+  const auto [prompt, ar] = run(1, 0);
+  const auto [prompt2, jacobi] = run(8, 8);
+  ASSERT_EQ(ar.tokens, jacobi.tokens);
+  ASSERT_LT(jacobi.events, ar.events) << "Jacobi never accepted more than one token: the test shows nothing";
+  ASSERT_EQ(ar.lp.size(), jacobi.lp.size());
+  for (size_t i = 0; i < ar.lp.size(); ++i) {
+    EXPECT_EQ(jacobi.lp[i].token, ar.tokens[i]);
+    EXPECT_NEAR(jacobi.lp[i].logprob, ar.lp[i].logprob, 1e-4) << "token " << i;
+    ASSERT_EQ(jacobi.lp[i].top.size(), 5u);
+    for (size_t k = 0; k < 5; ++k) {
+      EXPECT_EQ(jacobi.lp[i].top[k].first, ar.lp[i].top[k].first);
+      EXPECT_NEAR(jacobi.lp[i].top[k].second, ar.lp[i].top[k].second, 1e-4);
+    }
+    // Greedy: the emitted token is the most probable one.
+    EXPECT_EQ(ar.lp[i].top[0].first, ar.tokens[i]);
+  }
+  // The reference: one forward over prompt + generated, log-softmax in double here.
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), ar.tokens.begin(), ar.tokens.end() - 1);
+  ASSERT_LE(all.size(), static_cast<size_t>(kMaxBlockRows));
+  std::vector<float> logits(all.size() * vocab);
+  std::vector<int32_t> ids(all.size());
+  m.reset(256);
+  m.forward(all.data(), static_cast<int>(all.size()), 0, ids.data(), logits.data());
+  auto ref = [&](size_t pos, int32_t next) {
+    const float* row = logits.data() + pos * vocab;
+    double mx = row[0], z = 0;
+    for (int v = 0; v < vocab; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+    for (int v = 0; v < vocab; ++v) z += std::exp(row[v] - mx);
+    return row[next] - mx - std::log(z);
+  };
+  for (size_t j = 1; j < prompt.size(); ++j) {
+    EXPECT_EQ(jacobi.prompt_lp[j - 1].token, prompt[j]);
+    EXPECT_NEAR(jacobi.prompt_lp[j - 1].logprob, ref(j - 1, prompt[j]), 1e-4) << "prompt token " << j;
+    EXPECT_NEAR(ar.prompt_lp[j - 1].logprob, ref(j - 1, prompt[j]), 1e-4) << "prompt token " << j;
+  }
+  for (size_t i = 0; i < ar.tokens.size(); ++i)
+    EXPECT_NEAR(jacobi.lp[i].logprob, ref(prompt.size() - 1 + i, ar.tokens[i]), 1e-4) << "token " << i;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <set>
@@ -369,6 +370,34 @@ TEST(Scheduler, StepBudgetKeepsOutputsExact) {
     // Alone with a budget under one chunk: the 130-token prompt prefills `budget` rows a step.
     EXPECT_EQ(run_all({specs[5]}, limits(1, 64, budget)).at(1).tokens, alone[5]) << "budget " << budget;
   }
+}
+
+}  // namespace
+}  // namespace cllm
+
+namespace cllm {
+namespace {
+
+TEST(Scheduler, LogprobsOfSampledTokens) {
+  SequenceSpec s = spec(9, 5, 12, 1, 1.5f);
+  s.logprobs = 0;
+  Scheduler sched(*tiny().model, limits(1));
+  ASSERT_TRUE(sched.submit(1, s));
+  size_t seen = 0;
+  while (!sched.idle())
+    sched.step([&](const SequenceEvent& ev) {
+      EXPECT_EQ(ev.logprobs.size(), ev.tokens.size());
+      for (size_t i = 0; i < ev.tokens.size(); ++i) {
+        EXPECT_EQ(ev.logprobs[i].token, ev.tokens[i]);
+        EXPECT_LT(ev.logprobs[i].logprob, 0.0f);
+        EXPECT_TRUE(ev.logprobs[i].top.empty());
+      }
+      seen += ev.tokens.size();
+      return true;
+    });
+  EXPECT_EQ(seen, 12u);
+  s.logprobs = kMaxTopLogprobs + 1;
+  EXPECT_NE(sched.check(s), "");
 }
 
 }  // namespace
