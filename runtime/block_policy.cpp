@@ -58,31 +58,35 @@ double StepCostModel::base(int rows) const {
   return value_[last];
 }
 
-double StepCostModel::seconds(int rows, double ctx) const { return base(rows) + per_context_ * ctx; }
+double StepCostModel::seconds(int rows, double ctx) const { return scale_ * (base(rows) + per_context_ * ctx); }
 
 void StepCostModel::observe(int rows, double ctx, double seconds) {
   rows = std::max(rows, 1);
-  const double measured = seconds - per_context_ * ctx;
+  if (!calibrated()) {
+    int k = 0;
+    while (k + 1 < kKnots && knot_rows(k + 1) <= rows) ++k;
+    set_knot(knot_rows(k), std::max(seconds / scale_ - per_context_ * ctx, 0.0) * knot_rows(k) / rows);
+    return;
+  }
+  const double predicted = this->seconds(rows, ctx);
+  if (predicted <= 0) return;
+  const double ratio = std::clamp(seconds / predicted, 0.5, 2.0);
+  scale_ *= 1 + alpha_ * (ratio - 1);
+  // The knots' share: the rest of the error, in unscaled seconds, spread over the two knots that
+  // bracket `rows` by their interpolation weights (the gradient of the prediction).
+  const double error = ratio * predicted / scale_ - (base(rows) + per_context_ * ctx);
   int lo = 0;
   while (lo + 1 < kKnots && knot_rows(lo + 1) <= rows) ++lo;
   const int hi = std::min(lo + 1, kKnots - 1);
-  if (!calibrated()) {
-    set_knot(knot_rows(lo), std::max(measured, 0.0) * knot_rows(lo) / rows);
-    return;
-  }
-  const double predicted = base(rows);
-  const double error = std::clamp(measured, 0.5 * predicted, 2.0 * predicted) - predicted;
-  // Linear interpolation's weights: the gradient of the prediction with respect to each knot.
-  const double t = hi == lo || rows <= knot_rows(lo)
-                       ? 0.0
-                       : std::min(1.0, static_cast<double>(rows - knot_rows(lo)) / (knot_rows(hi) - knot_rows(lo)));
+  const double t = hi == lo ? 0.0
+                            : std::min(1.0, static_cast<double>(rows - knot_rows(lo)) / (knot_rows(hi) - knot_rows(lo)));
   const double weights[2] = {1 - t, t};
   const int knots[2] = {lo, hi};
   double start[2];
   for (int i = 0; i < 2; ++i) start[i] = known_[knots[i]] ? value_[knots[i]] : base(knot_rows(knots[i]));
   for (int i = 0; i < 2; ++i) {
     if (weights[i] <= 0) continue;
-    value_[knots[i]] = std::max(0.0, start[i] + alpha_ * weights[i] * error);
+    value_[knots[i]] = std::max(0.0, start[i] + 0.1 * alpha_ * weights[i] * error);
     known_[knots[i]] = true;
   }
 }
@@ -116,8 +120,10 @@ StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max
   StepCostModel cost;
   const auto start = Clock::now();
   for (int rows = 1; rows <= std::min(max_rows, per_block * slots); rows *= 2) {
-    cost.set_knot(rows, time_forward(rows, 0, 2));
-    if (std::chrono::duration<double>(Clock::now() - start).count() > budget_s) break;
+    const double t = time_forward(rows, 0, 2);
+    cost.set_knot(rows, t);
+    // The next size takes three forwards of about 2t: stop before it would pass the budget.
+    if (std::chrono::duration<double>(Clock::now() - start).count() + 6 * t > budget_s) break;
   }
   // Attention: one block deep in the context against the same block at position 0.
   const int n = std::min(16, per_block);

@@ -15,10 +15,14 @@ namespace cllm {
 class Model;
 
 // Seconds of one batched forward as a function of its token rows and attention work:
-//   cost(rows, ctx) = base(rows) + per_context * ctx,   ctx = sum over blocks of n * position
+//   cost(rows, ctx) = scale * (base(rows) + per_context * ctx),   ctx = sum over blocks of n * position
 // base() is piecewise linear between knots at rows 1, 2, 4, ... (linear past the last known knot).
-// observe() moves the bracketing knots toward a measured step (an exponential moving average,
-// the measurement clamped to [0.5x, 2x] of the prediction so one stall does not swing it).
+// observe() refines it from a measured step (the measurement clamped to [0.5x, 2x] of the
+// prediction, so one stall does not swing it), two ways: `scale`, a moving average of measured
+// over predicted that every size shares, takes most of the change (other work on the machine, a
+// longer context: the sizes' ratios, which decide the policy, stay); the knots next to the
+// measured rows take a small share (the shape: real steps of many sequences against the
+// calibration's).
 class StepCostModel {
  public:
   StepCostModel();
@@ -26,7 +30,9 @@ class StepCostModel {
   void observe(int rows, double ctx, double seconds);
   void set_knot(int rows, double seconds);  // rows: a power of two
   void set_per_context(double seconds_per_row_position) { per_context_ = seconds_per_row_position; }
-  void set_learning_rate(double alpha) { alpha_ = alpha; }  // 0: frozen (tests)
+  // The moving averages' weights of a new step: alpha for the scale, alpha / 10 for the knots.
+  // 0: frozen (tests).
+  void set_learning_rate(double alpha) { alpha_ = alpha; }
   double seconds(int rows, double ctx = 0) const;
   bool calibrated() const;
   double per_context() const { return per_context_; }
@@ -37,14 +43,15 @@ class StepCostModel {
   double value_[kKnots] = {};
   bool known_[kKnots] = {};
   double per_context_ = 0;
+  double scale_ = 1;
   double alpha_ = 0.2;
 };
 
 // Times forwards of 1, 2, 4, ... rows (blocks of at most kMaxBlockRows over up to `slots` KV
-// slots of `capacity` rows) until `max_rows` or `budget_s` seconds are spent, and the attention
-// term from a block at position 0 against one deep in the context. Leaves garbage in the KV
-// cache: call Model::reset afterwards.
-StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max_rows, double budget_s = 2.0);
+// slots of `capacity` rows) up to `max_rows` while the next size fits in `budget_s` seconds, then
+// the attention term from a block at position 0 against one deep in the context. Leaves garbage
+// in the KV cache: call Model::reset afterwards.
+StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max_rows, double budget_s = 3.0);
 
 // One sequence's expected tokens per iteration at each block size. Model: each guess after the
 // first is accepted with probability p given the ones before it were (the first token of a block
