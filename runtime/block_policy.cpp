@@ -101,37 +101,43 @@ StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max
   const int per_block = std::min(kMaxBlockRows, capacity);
   std::vector<int32_t> tokens, ids;
   std::vector<SeqBlock> blocks;
-  // The fastest of `repeats` timed forwards (after one untimed: caches, allocations, graphs).
-  auto time_forward = [&](int rows, int pos, int repeats) {
+  auto time_once = [&](int rows, int pos) {
     tokens.resize(rows);
     ids.resize(rows);
     for (int i = 0; i < rows; ++i) tokens[i] = static_cast<int32_t>((i * 7919 + 11) % vocab);
     blocks.clear();
     for (int row = 0, slot = 0; row < rows; row += per_block, ++slot)
       blocks.push_back({slot, pos, std::min(per_block, rows - row)});
-    double best = 1e30;
-    for (int r = 0; r <= repeats; ++r) {
-      const auto t0 = Clock::now();
-      model.forward_batch(tokens.data(), blocks.data(), static_cast<int>(blocks.size()), ids.data(), nullptr);
-      if (r > 0) best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-    }
-    return best;
+    const auto t0 = Clock::now();
+    model.forward_batch(tokens.data(), blocks.data(), static_cast<int>(blocks.size()), ids.data(), nullptr);
+    return std::chrono::duration<double>(Clock::now() - t0).count();
   };
-  StepCostModel cost;
-  const auto start = Clock::now();
-  for (int rows = 1; rows <= std::min(max_rows, per_block * slots); rows *= 2) {
-    const double t = time_forward(rows, 0, 2);
-    cost.set_knot(rows, t);
-    // The next size takes three forwards of about 2t: stop before it would pass the budget.
-    if (std::chrono::duration<double>(Clock::now() - start).count() + 6 * t > budget_s) break;
-  }
-  // Attention: one block deep in the context against the same block at position 0.
+  // A warm-up round (caches, allocations, graphs) that also picks the sizes the budget allows,
+  // then kRounds rounds over all of them, each size's fastest kept: the rounds interleave the
+  // sizes, so other work on the machine slows them alike and their ratios hold.
+  constexpr int kRounds = 3;
   const int n = std::min(16, per_block);
-  const int deep = std::min(capacity - n, 1024);
-  if (deep >= 64) {
-    const double extra = time_forward(n, deep, 2) - time_forward(n, 0, 2);
-    cost.set_per_context(std::max(0.0, extra) / (static_cast<double>(n) * deep));
+  const int deep = std::min(capacity - n, 1024);  // attention: a block there against one at 0
+  std::vector<int> sizes;
+  double spent = deep >= 64 ? (1 + kRounds) * 2 * time_once(n, deep) : 0;
+  for (int rows = 1; rows <= std::min(max_rows, per_block * slots); rows *= 2) {
+    const double t = time_once(rows, 0);
+    sizes.push_back(rows);
+    spent += (1 + kRounds) * t;
+    if (spent + (1 + kRounds) * 2 * t > budget_s) break;  // the next size: about 2t a forward
   }
+  std::vector<double> best(sizes.size(), 1e30);
+  double shallow = 1e30, deeper = 1e30;
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t i = 0; i < sizes.size(); ++i) best[i] = std::min(best[i], time_once(sizes[i], 0));
+    if (deep >= 64) {
+      shallow = std::min(shallow, time_once(n, 0));
+      deeper = std::min(deeper, time_once(n, deep));
+    }
+  }
+  StepCostModel cost;
+  for (size_t i = 0; i < sizes.size(); ++i) cost.set_knot(sizes[i], best[i]);
+  if (deep >= 64) cost.set_per_context(std::max(0.0, deeper - shallow) / (static_cast<double>(n) * deep));
   return cost;
 }
 
