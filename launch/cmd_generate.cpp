@@ -29,11 +29,25 @@ struct Run {
   GenerateResult result;
 };
 
+// --block auto: times forwards of 1..--max-block rows (a few seconds on a CPU) for the policy,
+// once, before the first Jacobi decoding.
+void calibrate(Model& model, const JacobiOptions& jac, StepCostModel& cost) {
+  if (!jac.adaptive || cost.calibrated()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int capacity = std::min(1024 + kMaxBlockRows, std::max(model.config().max_position_embeddings, jac.block));
+  cost = calibrate_step_cost(model, 1, capacity, jac.block);
+  std::fprintf(stderr, "step cost (--block auto):");
+  for (int n = 1; n <= jac.block; n *= 2) std::fprintf(stderr, " %d: %.2f ms", n, cost.seconds(n) * 1e3);
+  std::fprintf(stderr, "; calibrated in %.2f s\n",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
 Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
             const GenerateOptions& gen, const JacobiOptions& jac, bool stream, StepCostModel* cost) {
   const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
                                               jac.block);
   CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
+  if (jacobi) calibrate(model, jac, *cost);
   model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
   StreamDecoder text(tokenizer);
   bool mid_line = false;  // the streamed text so far does not end with a newline
@@ -80,20 +94,8 @@ struct Flags {
   CommFlags comm_flags;
   GenerateOptions gen;
   JacobiOptions jac;
-  StepCostModel cost;  // --block auto: calibrated once the model is loaded, refined by every run
+  StepCostModel cost;  // --block auto: calibrated before the first Jacobi decoding, refined by every run
 };
-
-// --block auto: times forwards of 1..--max-block rows (a few seconds on a CPU) for the policy.
-void calibrate(Model& model, Flags& f) {
-  if (!f.jac.adaptive || f.decode == "ar") return;
-  const auto t0 = std::chrono::steady_clock::now();
-  const int capacity = std::min(1024 + kMaxBlockRows, std::max(model.config().max_position_embeddings, f.jac.block));
-  f.cost = calibrate_step_cost(model, 1, capacity, f.jac.block);
-  std::fprintf(stderr, "step cost (--block auto):");
-  for (int n = 1; n <= f.jac.block; n *= 2) std::fprintf(stderr, " %d: %.2f ms", n, f.cost.seconds(n) * 1e3);
-  std::fprintf(stderr, "; calibrated in %.2f s\n",
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-}
 
 // Rank 0's part: tokenizes, decodes through `model` (the whole model or the TP group), prints.
 int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
@@ -109,7 +111,6 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
   }
   if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
   std::fprintf(stderr, "model loaded in %.2f s; prompt: %zu tokens\n", m.load_seconds, prompt.size());
-  calibrate(model, f);
 
   std::vector<Run> runs;
   if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompt, f.gen, f.jac, !f.quiet, &f.cost));
@@ -157,7 +158,6 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
   if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
   std::fprintf(stderr, "model loaded in %.2f s; %zu prompts from %s\n", m.load_seconds, prompts.size(),
                f.prompts_path.c_str());
-  calibrate(model, f);
   std::ofstream json;
   if (!f.json_out.empty()) {
     json.open(f.json_out);

@@ -116,28 +116,46 @@ StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max
   // then kRounds rounds over all of them, each size's fastest kept: the rounds interleave the
   // sizes, so other work on the machine slows them alike and their ratios hold.
   constexpr int kRounds = 3;
-  const int n = std::min(16, per_block);
-  const int deep = std::min(capacity - n, 1024);  // attention: a block there against one at 0
   std::vector<int> sizes;
-  double spent = deep >= 64 ? (1 + kRounds) * 2 * time_once(n, deep) : 0;
+  std::vector<double> first;
+  double spent = 0;
   for (int rows = 1; rows <= std::min(max_rows, per_block * slots); rows *= 2) {
-    const double t = time_once(rows, 0);
+    first.push_back(time_once(rows, 0));
     sizes.push_back(rows);
-    spent += (1 + kRounds) * t;
-    if (spent + (1 + kRounds) * 2 * t > budget_s) break;  // the next size: about 2t a forward
+    spent += (1 + kRounds) * first.back();
+    if (spent + (1 + kRounds) * 2 * first.back() > budget_s) break;  // the next size: about 2t a forward
   }
+  // Attention: a block of n rows at position `deep` against one at 0, if the budget allows the
+  // prefill of rows [0, deep) first (a block attends to KV rows that must hold real values).
+  const int n = std::min(16, per_block);
+  const int deep = std::min(capacity - n, 512) / per_block * per_block;
+  auto estimate = [&](int rows) {  // from the warm-up round: the largest size timed up to `rows`
+    size_t i = 0;
+    while (i + 1 < sizes.size() && sizes[i + 1] <= rows) ++i;
+    return first[i] * std::max(1.0, static_cast<double>(rows) / sizes[i]);
+  };
+  const double t_n = estimate(n);
+  const double prefill = static_cast<double>(deep) / per_block * estimate(per_block);
+  const bool attention = deep >= 64 && spent + prefill + 2 * kRounds * t_n <= budget_s;
+  if (attention)
+    for (int pos = 0; pos < deep; pos += per_block) {
+      tokens.assign(per_block, 1);
+      ids.resize(per_block);
+      const SeqBlock b{0, pos, per_block};
+      model.forward_batch(tokens.data(), &b, 1, ids.data(), nullptr);
+    }
   std::vector<double> best(sizes.size(), 1e30);
   double shallow = 1e30, deeper = 1e30;
   for (int round = 0; round < kRounds; ++round) {
     for (size_t i = 0; i < sizes.size(); ++i) best[i] = std::min(best[i], time_once(sizes[i], 0));
-    if (deep >= 64) {
+    if (attention) {
       shallow = std::min(shallow, time_once(n, 0));
       deeper = std::min(deeper, time_once(n, deep));
     }
   }
   StepCostModel cost;
   for (size_t i = 0; i < sizes.size(); ++i) cost.set_knot(sizes[i], best[i]);
-  if (deep >= 64) cost.set_per_context(std::max(0.0, deeper - shallow) / (static_cast<double>(n) * deep));
+  if (attention) cost.set_per_context(std::max(0.0, deeper - shallow) / (static_cast<double>(n) * deep));
   return cost;
 }
 
