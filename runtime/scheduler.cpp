@@ -86,7 +86,7 @@ void Scheduler::erase_dropped() {
 
 void Scheduler::plan_decode_blocks() {
   std::vector<BlockCandidate> seqs;
-  std::vector<Sequence*> who;
+  std::vector<Sequence*> who;  // the adaptive ones among seqs, or null
   StepShape shape;
   int prefill_rows = 0;
   for (const auto& s : active_) {
@@ -102,7 +102,7 @@ void Scheduler::plan_decode_blocks() {
       const int cap = std::max(1, std::min(s->spec.jacobi.block, s->spec.gen.max_new_tokens - s->generated));
       const bool adaptive = s->spec.jacobi.adaptive && s->spec.jacobi.window == JacobiWindow::Sliding;
       seqs.push_back({adaptive ? 1 : now, adaptive ? cap : now, s->jacobi->position(), &s->estimate});
-      who.push_back(s.get());
+      who.push_back(adaptive ? s.get() : nullptr);
     }
   }
   if (limits_.max_step_rows > 0) prefill_rows = std::min(prefill_rows, limits_.max_step_rows);
@@ -112,7 +112,7 @@ void Scheduler::plan_decode_blocks() {
   if (seqs.empty()) return;
   const std::vector<int> blocks = plan_blocks(seqs, shape, cost_);
   for (size_t i = 0; i < who.size(); ++i)
-    if (seqs[i].min_block != seqs[i].max_block) who[i]->jacobi->set_block(blocks[i]);
+    if (who[i]) who[i]->jacobi->set_block(blocks[i]);
 }
 
 int64_t Scheduler::kv_rows_in_use() const {
