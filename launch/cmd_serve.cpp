@@ -24,6 +24,7 @@
 #include "launch/openai_engine.h"
 #include "launch/openai_routes.h"
 #include "parallel/coordinator.h"
+#include "runtime/block_policy.h"
 #include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 
@@ -31,8 +32,8 @@ namespace cllm::cli {
 namespace {
 
 struct Flags {
-  std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding";
-  int port = 8000, max_batch = 8, max_queue = 64, block = 16, max_context = 2048, threads = 0;
+  std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding", block = "auto";
+  int port = 8000, max_batch = 8, max_queue = 64, max_block = 0, max_context = 2048, threads = 0;
   int max_step_rows = 512, max_connections = 512;
   double header_timeout_s = 10, body_timeout_s = 60, idle_timeout_s = 30;
   int default_chat_max_tokens = 256;
@@ -105,8 +106,10 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("max-step-rows", po::value(&f.max_step_rows)->default_value(f.max_step_rows),
        "token rows per engine step at most (0: no limit): decoding blocks always run, prompt prefill "
        "chunks take the rest, so a burst of long prompts does not stall running requests")
-      ("block", po::value(&f.block)->default_value(16),
-       "default Jacobi block size (1.." + std::to_string(kMaxBlockRows) + "; requests: cllm_block)")
+      ("block", po::value(&f.block)->default_value(f.block),
+       std::string(kBlockFlagHelp) + " (1.." + std::to_string(kMaxBlockRows) + "); a request's cllm_block pins its own")
+      ("max-block", po::value(&f.max_block)->default_value(0),
+       "with --block auto: the largest block (0: " + std::to_string(kMaxBlockRows) + ")")
       ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
                                                      "instead of the checkpoint's")
@@ -128,10 +131,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "[mpirun -np N] cllm serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
-                   "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block N] [--chat-template FAMILY]",
+                   "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block auto|N] [--chat-template FAMILY]",
                    opts, vm))
     return 0;
-  check_block_flag(f.block);
   CLLM_CHECK(f.max_connections >= 1, "--max-connections must be >= 1");
   CLLM_CHECK(f.header_timeout_s > 0 && f.body_timeout_s > 0 && f.idle_timeout_s > 0, "timeouts must be > 0 seconds");
   CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
@@ -140,6 +142,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.max_queue >= 0, "--max-queue must be >= 0, got " << f.max_queue);
   CLLM_CHECK(f.max_context >= 1, "--max-context must be >= 1, got " << f.max_context);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
+  JacobiOptions jacobi;
+  jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
+  apply_block_flags(f.block, f.max_block == 0 ? kMaxBlockRows : f.max_block, f.max_block != 0, jacobi);
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill
@@ -160,8 +165,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   rc.api_key = f.api_key;
   rc.max_context = f.max_context;
   rc.default_chat_max_tokens = f.default_chat_max_tokens;
-  rc.jacobi.block = f.block;
-  rc.jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
+  rc.jacobi = jacobi;
   if (vm.count("chat-template")) rc.chat_template = chat_template_family(f.chat_template);
   http::Metrics metrics;
   openai::Routes routes(rc, metrics);
@@ -217,6 +221,15 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   openai::EngineOptions eo;
   eo.limits = {f.max_batch, f.max_queue, rc.max_context, f.max_step_rows};
   eo.keepalive_s = comm.size() > 1 ? f.comm_flags.deadline_s / 4 : 0;
+  if (jacobi.adaptive) {
+    // The step cost of the row counts the engine will run (up to the step budget), for --block auto.
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rows = f.max_step_rows > 0 ? f.max_step_rows : f.max_batch * kMaxBlockRows;
+    eo.step_cost = calibrate_step_cost(model, f.max_batch, rc.max_context, rows);
+    std::fprintf(stderr, "cllm serve: step cost (--block auto): 1 row %.2f ms, %d rows %.2f ms; calibrated in %.2f s\n",
+                 eo.step_cost.seconds(1) * 1e3, jacobi.block, eo.step_cost.seconds(jacobi.block) * 1e3,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   openai::Engine engine(model, *m.tokenizer, eo, metrics, [&] {
     if (group) group->keepalive();
   });

@@ -12,8 +12,9 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
     : gen_(gen), jac_(jac) {
   opts.add_options()
       ("max-new-tokens", po::value(&gen.max_new_tokens)->default_value(64), "tokens to generate at most")
-      ("block", po::value(&jac.block)->default_value(16),
-       "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
+      ("block", po::value(&block_)->default_value(block_), std::string(kBlockFlagHelp) + " (1.." + std::to_string(kMaxBlockRows) + ")")
+      ("max-block", po::value(&max_block_)->default_value(0),
+       "with --block auto: the largest block (0: " + std::to_string(kMaxBlockRows) + ")")
       ("window", po::value(&window_)->default_value(window_), "sliding | blockwise (the paper's mode)")
       ("init", po::value(&init_)->default_value(init_), "initial guesses: random (from the prompt, seeded) | repeat | pad")
       ("seed", po::value(&jac.seed)->default_value(0), "seed of the random initial guesses")
@@ -22,7 +23,6 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
 
 void DecodeFlags::finish() {
   CLLM_CHECK(gen_.max_new_tokens > 0, "--max-new-tokens must be positive, got " << gen_.max_new_tokens);
-  check_block_flag(jac_.block);
   if (window_ == "sliding")
     jac_.window = JacobiWindow::Sliding;
   else if (window_ == "blockwise")
@@ -37,6 +37,7 @@ void DecodeFlags::finish() {
     jac_.init = InitialGuess::Pad;
   else
     CLLM_FAIL("--init must be random, repeat or pad, got '" << init_ << "'");
+  apply_block_flags(block_, max_block_ == 0 ? kMaxBlockRows : max_block_, max_block_ != 0, jac_);
 }
 
 }  // namespace cllm::cli

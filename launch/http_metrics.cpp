@@ -71,9 +71,10 @@ void Metrics::observe_inter_token(double s) {
   inter_token_.observe(s);
 }
 
-void Metrics::observe_step(int sequences, int rows) {
+void Metrics::observe_step(int sequences, int rows, const std::array<int, kMaxBlockRows + 1>& decode_blocks) {
   std::lock_guard<std::mutex> lock(mu_);
   ++steps_;
+  for (size_t n = 0; n < decode_blocks.size(); ++n) decode_blocks_[n] += static_cast<uint64_t>(decode_blocks[n]);
   step_sequences_.observe(sequences);
   step_rows_.observe(rows);
 }
@@ -98,6 +99,10 @@ std::string Metrics::render() const {
   counter("cllm_prompt_tokens_total", "Prompt tokens of admitted requests.", prompt_tokens_);
   counter("cllm_generated_tokens_total", "Generated tokens returned to clients.", generated_tokens_);
   counter("cllm_jacobi_iterations_total", "Forward iterations of all sequences (prefill included).", iterations_);
+  os << "# HELP cllm_decode_blocks_total Decoding iterations of a sequence by block size (rows; 1 is an AR step).\n"
+        "# TYPE cllm_decode_blocks_total counter\n";
+  for (size_t n = 1; n < decode_blocks_.size(); ++n)
+    if (decode_blocks_[n]) os << "cllm_decode_blocks_total{block=\"" << n << "\"} " << decode_blocks_[n] << "\n";
   gauge("cllm_queue_depth", "Requests waiting for a KV slot.", gauges_.queue_depth);
   counter("cllm_forward_steps_total", "Batched forwards (engine steps); each advances every active sequence.", steps_);
   gauge("cllm_batch_size", "Sequences in the last engine step's batched forward.", gauges_.batch_size);

@@ -46,7 +46,7 @@ struct ApiRequest {
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
   std::string decode;                   // "jacobi", "ar" or "" (by temperature)
-  int block = 0;                        // 0: the server's --block
+  int block = 0;                        // 0: the server's --block (auto: picked per step); N: pinned
   bool ignore_eos = false;              // cllm_ignore_eos: no stop ids
   // Log-probabilities: -1 none, else of each token with that many alternatives (chat: logprobs
   // true and top_logprobs; completions: logprobs N).

@@ -72,7 +72,7 @@ double seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 Engine::Engine(Model& model, const Tokenizer& tok, const EngineOptions& opts, http::Metrics& metrics,
                std::function<void()> keepalive)
     : model_(model), tok_(tok), opts_(opts), metrics_(metrics), keepalive_(std::move(keepalive)),
-      sched_(model, opts.limits) {
+      sched_(model, opts.limits, opts.step_cost) {
   metrics_.set_gauges({0, 0, 0, 0, sched_.kv_rows_budget()});
 }
 
@@ -285,7 +285,7 @@ void Engine::run() {
       const int64_t took = now_ns() - began;
       typical_step_ns_ = typical_step_ns_.load() == 0 ? took : (7 * typical_step_ns_.load() + took) / 8;
       batch = sched_.last_step();
-      if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows);
+      if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows, batch.decode_blocks);
     }
     metrics_.set_gauges({sched_.waiting(), batch.sequences, batch.rows, sched_.kv_rows_in_use(),
                          sched_.kv_rows_budget()});

@@ -61,6 +61,7 @@ class Stream {
 struct EngineOptions {
   SchedulerLimits limits;   // slots, queue, context, and max_step_rows: the rows of one step
   double keepalive_s = 10;  // an idle engine calls keepalive this often (0: never)
+  StepCostModel step_cost;  // of --block auto (calibrate_step_cost), refined by every step
 };
 
 class Engine {

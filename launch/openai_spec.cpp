@@ -31,11 +31,18 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   const int prompt_len = static_cast<int>(spec.prompt.size());
   spec.jacobi = cfg.jacobi;
   spec.jacobi.seed = r.seed;
-  if (r.block > 0) spec.jacobi.block = r.block;
-  if (r.decode == "ar") spec.jacobi.block = 1;  // Jacobi with one guess is greedy AR
+  if (r.block > 0) {  // cllm_block pins the block (the server's --block auto picks it per step)
+    spec.jacobi.block = r.block;
+    spec.jacobi.adaptive = false;
+  }
+  if (r.decode == "ar") {  // Jacobi with one guess is greedy AR
+    spec.jacobi.block = 1;
+    spec.jacobi.adaptive = false;
+  }
   if (r.temperature > 0) {
     spec.sampling = {static_cast<float>(r.temperature), static_cast<float>(r.top_p), r.seed};
     spec.jacobi.block = 1;
+    spec.jacobi.adaptive = false;
   }
   if (r.max_tokens > cfg.max_context)
     throw ApiError(400, "max_tokens " + std::to_string(r.max_tokens) + " is beyond the context of " +

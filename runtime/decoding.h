@@ -19,11 +19,14 @@ enum class InitialGuess {
 };
 
 struct JacobiOptions {
-  int block = 16;  // n: guesses forwarded per iteration
+  int block = 16;  // n: guesses forwarded per iteration (adaptive: the most)
   JacobiWindow window = JacobiWindow::Sliding;
   InitialGuess init = InitialGuess::RandomFromContext;
   uint64_t seed = 0;
   int32_t pad_id = 0;
+  // Load-adaptive: each iteration's block is picked in 1..block by runtime/block_policy.h (sliding
+  // window only); false: every iteration forwards `block` rows.
+  bool adaptive = false;
 };
 
 struct GenerateOptions {
@@ -38,6 +41,7 @@ struct DecodeStats {
   int tokens = 0;           // generated tokens returned
   int fast_forwarded = 0;   // tokens accepted beyond the first one in an iteration
   int stationary = 0;       // fast-forwarded tokens whose guess was already right one iteration earlier
+  std::vector<int> block_iterations;  // Jacobi: decode iterations per block size (index = rows)
   double prefill_seconds = 0;
   double decode_seconds = 0;
 

@@ -98,21 +98,36 @@ GenerateResult generate_ar(BlockPredictor& model, const std::vector<int32_t>& pr
 }
 
 GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>& prompt,
-                               const GenerateOptions& opts, const JacobiOptions& jacobi, const TokenSink& sink) {
+                               const GenerateOptions& opts, const JacobiOptions& jacobi, const TokenSink& sink,
+                               StepCostModel* cost) {
   GenerateResult r;
   CLLM_CHECK(opts.max_new_tokens > 0, "max_new_tokens must be positive, got " << opts.max_new_tokens);
+  CLLM_CHECK(!jacobi.adaptive || cost, "adaptive Jacobi needs a step cost model");
   Output out(opts, sink, r);
   const int32_t first = prefill(model, prompt, r.stats);
   const auto t0 = Clock::now();
   JacobiDecoder dec(jacobi, prompt, first);
+  AcceptanceEstimate estimate;
   std::vector<int32_t> y;
+  r.stats.block_iterations.assign(static_cast<size_t>(jacobi.block) + 1, 0);
   bool done = out.push({first});
   while (!done) {
+    if (jacobi.adaptive) {
+      // Guesses past the tokens still wanted would be wasted rows.
+      const int cap = std::max(1, std::min(jacobi.block, opts.max_new_tokens - static_cast<int>(r.tokens.size())));
+      dec.set_block(pick_block(estimate, cap, dec.position(), *cost));
+    }
     const std::vector<int32_t>& g = dec.block();
+    const int n = static_cast<int>(g.size());
     y.resize(g.size());
-    model.predict(g.data(), static_cast<int>(g.size()), dec.position(), y.data());
+    const auto t = Clock::now();
+    model.predict(g.data(), n, dec.position(), y.data());
+    if (jacobi.adaptive) cost->observe(n, static_cast<double>(n) * dec.position(), seconds_since(t));
     ++r.stats.iterations;
-    done = out.push(dec.accept(y.data()));
+    ++r.stats.block_iterations[static_cast<size_t>(n)];
+    const std::vector<int32_t> finals = dec.accept(y.data());
+    estimate.observe(n, static_cast<int>(finals.size()));
+    done = out.push(finals);
   }
   r.stats.decode_seconds = seconds_since(t0);
   r.stats.tokens = static_cast<int>(r.tokens.size());

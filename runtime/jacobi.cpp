@@ -36,6 +36,17 @@ void JacobiDecoder::append_guesses(int count) {
   }
 }
 
+void JacobiDecoder::set_block(int n) {
+  CLLM_CHECK(n >= 1, "Jacobi block size must be >= 1, got " << n);
+  CLLM_CHECK(opts_.window == JacobiWindow::Sliding, "the Jacobi block can change between iterations only with the "
+                                                    "sliding window");
+  opts_.block = n;
+  if (static_cast<int>(block_.size()) > n)
+    block_.resize(static_cast<size_t>(n));
+  else
+    append_guesses(n - static_cast<int>(block_.size()));
+}
+
 std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   const int L = static_cast<int>(block_.size());
   int m = 0;

@@ -26,6 +26,10 @@ class JacobiDecoder {
   // (accepted guesses g[1..m], then y[m]). Counts fast-forwarded and stationary tokens.
   std::vector<int32_t> accept(const int32_t* y);
 
+  // Sliding window: the next iteration forwards n guesses (the current ones cut, or fresh ones
+  // appended). Any n keeps the output equal to AR's: g[0] stays final.
+  void set_block(int n);
+
   int fast_forwarded() const { return fast_forwarded_; }
   int stationary() const { return stationary_; }
 

@@ -1,6 +1,7 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 
 #include "core/check.h"
@@ -16,6 +17,7 @@ struct Scheduler::Sequence {
   std::vector<int32_t> tokens;  // prompt + final tokens
   std::optional<JacobiDecoder> jacobi;
   std::optional<Sampler> sampler;
+  AcceptanceEstimate estimate;  // tokens per iteration at each block size (adaptive)
   int slot = -1;
   int prefilled = 0;     // prompt tokens forwarded so far
   bool dropped = false;  // cancelled or finished during step(): removed when the step ends
@@ -32,7 +34,8 @@ struct Scheduler::Sequence {
   bool prefilling() const { return prefilled < static_cast<int>(spec.prompt.size()); }
 };
 
-Scheduler::Scheduler(Model& model, const SchedulerLimits& limits) : model_(model), limits_(limits) {
+Scheduler::Scheduler(Model& model, const SchedulerLimits& limits, StepCostModel cost)
+    : model_(model), limits_(limits), cost_(cost) {
   CLLM_CHECK(limits.max_batch > 0 && limits.max_queue >= 0 && limits.max_context > 0 && limits.max_step_rows >= 0,
              "scheduler limits must be positive: batch " << limits.max_batch << ", queue " << limits.max_queue
                                                          << ", context " << limits.max_context << ", step rows "
@@ -87,6 +90,37 @@ void Scheduler::erase_dropped() {
                 active_.end());
 }
 
+void Scheduler::plan_decode_blocks() {
+  std::vector<BlockCandidate> seqs;
+  std::vector<Sequence*> who;  // the adaptive ones among seqs, or null
+  StepShape shape;
+  int prefill_rows = 0;
+  for (const auto& s : active_) {
+    if (s->prefilling()) {
+      prefill_rows += std::min(kMaxBlockRows, static_cast<int>(s->spec.prompt.size()) - s->prefilled);
+    } else if (!s->jacobi) {  // sampled: one row, one token
+      ++shape.fixed_rows;
+      shape.fixed_tokens += 1;
+      shape.fixed_ctx += static_cast<double>(s->tokens.size()) - 1;
+    } else {
+      const int now = static_cast<int>(s->jacobi->block().size());
+      // Guesses past the tokens still wanted would be wasted rows.
+      const int cap = std::max(1, std::min(s->spec.jacobi.block, s->spec.gen.max_new_tokens - s->generated));
+      const bool adaptive = s->spec.jacobi.adaptive && s->spec.jacobi.window == JacobiWindow::Sliding;
+      seqs.push_back({adaptive ? 1 : now, adaptive ? cap : now, s->jacobi->position(), &s->estimate});
+      who.push_back(adaptive ? s.get() : nullptr);
+    }
+  }
+  if (limits_.max_step_rows > 0) prefill_rows = std::min(prefill_rows, limits_.max_step_rows);
+  shape.fixed_rows += prefill_rows;
+  // Growing blocks must leave the prefill its share of the row budget.
+  if (limits_.max_step_rows > 0) shape.max_rows = std::max(1, limits_.max_step_rows - shape.fixed_rows);
+  if (seqs.empty()) return;
+  const std::vector<int> blocks = plan_blocks(seqs, shape, cost_);
+  for (size_t i = 0; i < who.size(); ++i)
+    if (who[i]) who[i]->jacobi->set_block(blocks[i]);
+}
+
 int64_t Scheduler::kv_rows_in_use() const {
   int64_t rows = 0;
   for (const auto& s : active_) rows += static_cast<int64_t>(s->tokens.size());
@@ -100,6 +134,7 @@ void Scheduler::step(const EventSink& emit) {
     active_.back()->slot = free_slots_.back();
     free_slots_.pop_back();
   }
+  plan_decode_blocks();
   // The row budget goes to decoding first: their blocks always run, so a burst of prompts cannot
   // stall the tokens of running requests. Prefill chunks share what is left.
   int decode_rows = 0;
@@ -142,6 +177,7 @@ void Scheduler::step(const EventSink& emit) {
       s->n = static_cast<int>(block.size());
       tokens_.insert(tokens_.end(), block.begin(), block.end());
       blocks_.push_back({s->slot, static_cast<int32_t>(s->tokens.size()) - 1, s->n});
+      ++last_step_.decode_blocks[static_cast<size_t>(s->n)];
       s->want_logits = s->sampled() || s->logprobs();
     }
     want_logits = want_logits || s->want_logits;
@@ -152,8 +188,13 @@ void Scheduler::step(const EventSink& emit) {
   ids_.resize(tokens_.size());
   if (want_logits) logits_.resize(tokens_.size() * static_cast<size_t>(model_.config().vocab_size));
   // A throw leaves every sequence as it was: the forward only wrote KV rows past what is exact.
+  const auto t0 = std::chrono::steady_clock::now();
   model_.forward_batch(tokens_.data(), blocks_.data(), static_cast<int>(blocks_.size()), ids_.data(),
                        want_logits ? logits_.data() : nullptr);
+  double ctx = 0;  // attention work: rows x the position they start at
+  for (const SeqBlock& b : blocks_) ctx += static_cast<double>(b.n) * b.pos;
+  cost_.observe(last_step_.rows, ctx,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
   stepping_ = true;
   try {
@@ -192,6 +233,7 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   } else {
     // accept() returns y[0..m]: finals[i] is row i's prediction.
     finals = s.jacobi->accept(ids_.data() + s.row);
+    s.estimate.observe(s.n, static_cast<int>(finals.size()));
   }
   ++s.iterations;
   s.tokens.insert(s.tokens.end(), finals.begin(), finals.end());

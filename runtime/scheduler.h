@@ -5,12 +5,16 @@
 //   - while its prompt prefills: the next chunk of at most kMaxBlockRows prompt tokens (a long prompt
 //     prefills over several steps, beside the others' decoding: chunked prefill);
 //   - then its Jacobi block (greedy), or its last token (sampled AR, temperature > 0).
+// A sequence with JacobiOptions::adaptive gets its block size picked each step by
+// runtime/block_policy.h for the whole batch (expected tokens per second under the step cost
+// model, which every step's measured time refines); the others forward their fixed block.
 // Every block has at most kMaxBlockRows rows, so the batch-invariant GEMM serves it and a sequence's
 // output does not depend on what else runs beside it (tests/unit/test_scheduler.cpp).
 // SchedulerLimits::max_step_rows caps a step's rows (vLLM's max_num_batched_tokens), so a burst of
 // long prompts does not stretch the inter-token latency of the sequences already decoding:
 // decoding blocks always run, prefill chunks fill what is left of the budget (at least one chunk).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -19,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/block_policy.h"
 #include "runtime/block_rows.h"
 #include "runtime/decoding.h"
 #include "runtime/jacobi.h"
@@ -77,11 +82,14 @@ struct StepStats {
   int rows = 0;       // token rows in the batch (prefill chunks + Jacobi blocks + AR tokens)
   int prefill_rows = 0;
   int prefill_deferred = 0;  // prefilling sequences that got no rows (over max_step_rows)
+  // Decoding sequences by block size (index: rows; 1 is an AR step, sampled ones included).
+  std::array<int, kMaxBlockRows + 1> decode_blocks{};
 };
 
 class Scheduler {
  public:
-  Scheduler(Model& model, const SchedulerLimits& limits);
+  // `cost`: the step cost model of adaptive sequences (calibrate_step_cost), refined by every step.
+  Scheduler(Model& model, const SchedulerLimits& limits, StepCostModel cost = {});
   ~Scheduler();
 
   // Why `spec` can never run ("" if it can): empty prompt, more KV rows than a slot holds, ...
@@ -105,6 +113,7 @@ class Scheduler {
   const SchedulerLimits& limits() const { return limits_; }
   // The last step's batch (all zero before the first step, or when it had nothing to run).
   const StepStats& last_step() const { return last_step_; }
+  const StepCostModel& cost_model() const { return cost_; }
 
  private:
   struct Sequence;
@@ -112,9 +121,12 @@ class Scheduler {
   // final tokens and an event; returns true when s is finished (or dropped by the sink).
   bool advance(Sequence& s, const EventSink& emit);
   void erase_dropped();  // and frees their slots
+  // Sets the block of every decoding Jacobi sequence for this step (adaptive ones by the policy).
+  void plan_decode_blocks();
 
   Model& model_;
   SchedulerLimits limits_;
+  StepCostModel cost_;
   bool stepping_ = false;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> active_;  // in admission order

@@ -54,6 +54,19 @@ void expect_jacobi_equals_ar(Model& model, const std::vector<int32_t>& prompt, i
       EXPECT_LE(jr.stats.iterations, ar.stats.iterations);
     }
   }
+  // Load-adaptive: the block changes between iterations (frozen cost model: each extra row costs 8%
+  // of a step, so the choice follows the acceptance, and probes when at AR), the output does not.
+  StepCostModel cost;
+  for (int n = 1; n <= 64; n *= 2) cost.set_knot(n, 1.0 + 0.08 * (n - 1));
+  cost.set_learning_rate(0);
+  JacobiOptions jac;
+  jac.block = 32;
+  jac.adaptive = true;
+  const GenerateResult jr = generate_jacobi(model, prompt, gen, jac, {}, &cost);
+  EXPECT_EQ(jr.tokens, ar.tokens) << "adaptive";
+  int sizes = 0;
+  for (int c : jr.stats.block_iterations) sizes += c > 0;
+  EXPECT_GE(sizes, 2) << "the adaptive block never changed";
 }
 
 TEST(DecodeEquivalence, SmolLM2ChatPrompt) {

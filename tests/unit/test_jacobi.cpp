@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
+
+#include "core/check.h"
 
 #include "runtime/generate.h"
 #include "runtime/jacobi.h"
@@ -167,6 +170,73 @@ TEST(Jacobi, AcceptCommitsLongestMatchingRun) {
   EXPECT_EQ(dec.accept(y), (std::vector<int32_t>{7, 8}));
   EXPECT_EQ(dec.position(), 5);
   EXPECT_EQ(dec.block(), (std::vector<int32_t>{8, 9, 5, 7}));  // y[1..3] + one fresh pad guess
+}
+
+TEST(Jacobi, BlockChangedBetweenIterationsStillMatchesOracle) {
+  // set_block: cut the guesses or append fresh ones; g[0] stays final, so any sequence of sizes
+  // reproduces the oracle (a CLLM-like model, so longer blocks do accept several tokens).
+  const std::vector<int32_t> oracle = make_oracle(300, 4);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + kPrompt);
+  OracleModel model(oracle, /*lookahead=*/3, /*local=*/true);
+  JacobiOptions jac;
+  jac.block = 8;
+  std::vector<int32_t> y(prompt.size());
+  model.predict(prompt.data(), kPrompt, 0, y.data());  // the prefill
+  JacobiDecoder dec(jac, prompt, y.back());
+  std::vector<int32_t> out = {y.back()};
+  std::mt19937 rng(9);
+  std::set<int> sizes;
+  while (out.size() < 120) {
+    const int n = 1 + static_cast<int>(rng() % 20);
+    dec.set_block(n);
+    ASSERT_EQ(static_cast<int>(dec.block().size()), n);
+    sizes.insert(n);
+    y.resize(n);
+    model.predict(dec.block().data(), n, dec.position(), y.data());
+    const std::vector<int32_t> finals = dec.accept(y.data());
+    ASSERT_GE(static_cast<int>(finals.size()), 1);
+    ASSERT_LE(static_cast<int>(finals.size()), n);
+    out.insert(out.end(), finals.begin(), finals.end());
+  }
+  EXPECT_EQ(out, std::vector<int32_t>(oracle.begin() + kPrompt, oracle.begin() + kPrompt + out.size()));
+  EXPECT_GT(sizes.size(), 10u);
+  EXPECT_GT(dec.fast_forwarded(), 0);
+}
+
+TEST(Jacobi, BlockCannotChangeInBlockwiseMode) {
+  JacobiOptions jac;
+  jac.block = 4;
+  jac.window = JacobiWindow::Blockwise;
+  JacobiDecoder dec(jac, {1, 2, 3}, 4);
+  EXPECT_THROW(dec.set_block(2), Error);
+}
+
+TEST(Jacobi, AdaptiveGenerateMatchesOracleAndVariesTheBlock) {
+  // generate_jacobi with jacobi.adaptive: a frozen cost model where each extra row costs 15% of a
+  // step, so the block follows the acceptance (high on the CLLM-like model: longer blocks).
+  const std::vector<int32_t> oracle = make_oracle(300, 5);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + kPrompt);
+  for (int lookahead : {0, 6}) {
+    OracleModel model(oracle, lookahead, /*local=*/lookahead > 0);
+    StepCostModel cost;
+    for (int n = 1; n <= 64; n *= 2) cost.set_knot(n, 1.0 + 0.15 * (n - 1));
+    cost.set_learning_rate(0);
+    GenerateOptions gen;
+    gen.max_new_tokens = 100;
+    JacobiOptions jac;
+    jac.block = 32;
+    jac.adaptive = true;
+    const GenerateResult r = generate_jacobi(model, prompt, gen, jac, {}, &cost);
+    EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + kPrompt, oracle.begin() + kPrompt + 100));
+    int used = 0;
+    for (int c : r.stats.block_iterations) used += c > 0;
+    EXPECT_GE(used, 2) << "lookahead " << lookahead;
+    if (lookahead == 0) {  // a causal model accepts nothing past g[0]: mostly AR steps
+      EXPECT_GT(r.stats.block_iterations[1], 80);
+    } else {
+      EXPECT_LT(r.stats.iterations, 80);  // vs about 100 for the causal model
+    }
+  }
 }
 
 }  // namespace

@@ -372,6 +372,46 @@ TEST(Scheduler, StepBudgetKeepsOutputsExact) {
   }
 }
 
+TEST(Scheduler, AdaptiveBlocksVaryAndOutputsEqualAr) {
+  // --block auto: every step the policy picks each adaptive sequence's block for the whole batch
+  // (frozen cost model: each extra row costs 5% of a step). Pinned, AR and sampled sequences run
+  // beside them. The sizes change from step to step; greedy outputs still equal generate_ar.
+  std::vector<SequenceSpec> specs = {spec(5, 1, 30, 16), spec(11, 2, 27, 16), spec(70, 3, 22, 16),
+                                     spec(3, 4, 25, 1),  spec(9, 5, 15, 16, 0.8f), spec(20, 7, 24, 16)};
+  for (int i : {0, 1, 2, 5}) specs[i].jacobi.adaptive = true;
+  StepCostModel cost;
+  for (int n = 1; n <= 8192; n *= 2) cost.set_knot(n, 1.0 + 0.05 * (n - 1));
+  cost.set_learning_rate(0);
+  for (int step_rows : {0, 40}) {
+    Scheduler sched(*tiny().model, limits(4, 64, step_rows), cost);
+    for (size_t i = 0; i < specs.size(); ++i) ASSERT_TRUE(sched.submit(i + 1, specs[i]));
+    std::map<uint64_t, std::vector<int32_t>> out;
+    std::set<int> sizes;
+    for (int steps = 0; !sched.idle() && steps < 1000; ++steps) {
+      sched.step([&](const SequenceEvent& ev) {
+        out[ev.id].insert(out[ev.id].end(), ev.tokens.begin(), ev.tokens.end());
+        return true;
+      });
+      for (int n = 0; n <= kMaxBlockRows; ++n)
+        if (sched.last_step().decode_blocks[n]) sizes.insert(n);
+    }
+    EXPECT_TRUE(sched.idle());
+    std::string seen;
+    for (int n : sizes) seen += " " + std::to_string(n);
+    // Fixed blocks would be 1 and 16 only (the caps): the policy picked at least two others.
+    EXPECT_GE(std::count_if(sizes.begin(), sizes.end(), [](int n) { return n != 1 && n != 16; }), 2)
+        << "step rows " << step_rows << ", sizes" << seen;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (specs[i].sampling.temperature > 0) continue;
+      Model& m = *tiny().model;
+      m.reset(256);
+      EXPECT_EQ(out[i + 1], generate_ar(m, specs[i].prompt, specs[i].gen).tokens)
+          << "sequence " << i << ", step rows " << step_rows;
+    }
+    sched.cancel(0);
+  }
+}
+
 }  // namespace
 }  // namespace cllm
 
