@@ -30,9 +30,9 @@ struct Run {
 Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
             const GenerateOptions& gen, const JacobiOptions& jac, bool stream) {
   const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
-                                              jac.block);
+                                              jacobi ? jac.rows() : 1);
   CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
-  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
+  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jacobi ? jac.rows() : 1)));
   StreamDecoder text(tokenizer);
   bool mid_line = false;  // the streamed text so far does not end with a newline
   TokenSink sink = [&](const int32_t* ids, int n) {
@@ -62,7 +62,8 @@ void print_stats(const Run& r) {
               r.name, s.tokens, s.prefill_seconds + s.decode_seconds, s.prefill_seconds, s.tokens_per_second(),
               s.iterations, s.tokens_per_iteration());
   if (std::string(r.name) == "jacobi")
-    std::printf(", %d fast-forwarded, %d stationary", s.fast_forwarded, s.stationary);
+    std::printf(", %d fast-forwarded (block %d, pool %d, recycled %d), %d stationary", s.fast_forwarded,
+                s.accepted_block, s.accepted_pool, s.accepted_recycled, s.stationary);
   std::printf(", finish: %s\n", r.result.finish_reason.c_str());
 }
 
@@ -123,6 +124,7 @@ nlohmann::json run_json(const Run& r) {
   if (std::string(r.name) == "jacobi") {
     j["fast_forwarded"] = s.fast_forwarded;
     j["stationary"] = s.stationary;
+    j["accepted"] = {{"block", s.accepted_block}, {"pool", s.accepted_pool}, {"recycled", s.accepted_recycled}};
   }
   return j;
 }

@@ -32,10 +32,14 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   spec.jacobi = cfg.jacobi;
   spec.jacobi.seed = r.seed;
   if (r.block > 0) spec.jacobi.block = r.block;
-  if (r.decode == "ar") spec.jacobi.block = 1;  // Jacobi with one guess is greedy AR
+  if (r.decode == "ar") {  // Jacobi with one guess and no candidates is greedy AR
+    spec.jacobi.block = 1;
+    spec.jacobi.candidates = 0;
+  }
   if (r.temperature > 0) {
     spec.sampling = {static_cast<float>(r.temperature), static_cast<float>(r.top_p), r.seed};
     spec.jacobi.block = 1;
+    spec.jacobi.candidates = 0;
   }
   if (r.max_tokens > cfg.max_context)
     throw ApiError(400, "max_tokens " + std::to_string(r.max_tokens) + " is beyond the context of " +
@@ -43,7 +47,7 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   spec.gen.max_new_tokens = r.max_tokens;
   if (r.max_tokens == 0)  // OpenAI's defaults: 16 for completions; chat: what fits, capped
     spec.gen.max_new_tokens = r.chat ? std::max(1, std::min(cfg.default_chat_max_tokens,
-                                                            cfg.max_context - prompt_len - spec.jacobi.block))
+                                                            cfg.max_context - prompt_len - spec.jacobi.rows()))
                                      : 16;
   if (!r.ignore_eos) spec.gen.stop_ids = cfg.eos_ids;
   return spec;

@@ -1,36 +1,68 @@
-// Greedy Jacobi decoding as host logic with no model inside (design.md, "the contract"):
-//   block():   the guesses g[0..L) to forward at positions position() .. position()+L-1
-//   accept(y): y[i] = argmax at position()+i; commits g[0..m] with m the longest run where
-//              g[j] == y[j-1], makes y[m] the next g[0], and returns the newly final tokens.
+// One sequence's greedy decoding state, as host logic with no model inside (design.md, "the
+// contract" and "More tokens per forward"); generate, the scheduler (serve) and the trajectory
+// collector all drive it:
+//   block():   the rows to forward, the guesses g[0..n) at positions position() .. position()+n-1
+//              first, then (lookahead) the rows of each candidate n-gram;
+//   rows():    the rows' layout (core/types.h, RowSpec), empty when every row is causal;
+//   move():    the KV move to apply before that forward (a verified n-gram's KV to its positions);
+//   accept(y): y[i] = argmax at row i; the decision is runtime/acceptance.h's verify_block: the
+//              longest accepted path, on the block (g[j] == y[j-1]) or through a candidate. Returns
+//              the newly final tokens.
 // g[0] is always final (the argmax at the last committed position), so every iteration commits
 // at least one token and the committed sequence equals greedy AR with exact arithmetic.
 // Tested with a fake model that follows an oracle (tests/unit/test_jacobi.cpp).
 #pragma once
 #include <cstdint>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
+#include "core/types.h"
 #include "runtime/decoding.h"
 
 namespace cllm {
+
+// A sequence's n-gram pool for lookahead: for each key token, the most recent distinct
+// continuations (ngram - 1 tokens) seen after it, newest first.
+class NgramPool {
+ public:
+  NgramPool(int ngram, int keep) : ngram_(ngram), keep_(keep) {}
+  // Adds the n-grams of tokens[0..n) (each window of `ngram` consecutive tokens).
+  void add_text(const int32_t* tokens, int n);
+  void add(int32_t key, const int32_t* continuation);  // ngram - 1 tokens
+  const std::vector<std::vector<int32_t>>& candidates(int32_t key) const;
+
+ private:
+  int ngram_, keep_;
+  std::unordered_map<int32_t, std::vector<std::vector<int32_t>>> pool_;
+};
 
 class JacobiDecoder {
  public:
   // context: the prompt (its KV is exact once prefilled); first: the argmax after the prompt.
   JacobiDecoder(const JacobiOptions& opts, std::vector<int32_t> context, int32_t first);
 
-  const std::vector<int32_t>& block() const { return block_; }
+  const std::vector<int32_t>& block() const { return rows_tokens_; }
+  const std::vector<RowSpec>& rows() const { return rows_; }
+  KvMove move() const { return move_; }
   int position() const { return static_cast<int>(context_.size()); }
+  // The Jacobi block's guesses alone (the first rows of block()).
+  int block_rows() const { return static_cast<int>(block_.size()); }
 
   // Consumes the predictions for block(); returns the tokens that became final in this iteration
-  // (accepted guesses g[1..m], then y[m]). Counts fast-forwarded and stationary tokens.
+  // (the accepted path's tokens after g[0], then the prediction after them).
   std::vector<int32_t> accept(const int32_t* y);
 
   int fast_forwarded() const { return fast_forwarded_; }
   int stationary() const { return stationary_; }
+  int accepted_block() const { return accepted_block_; }
+  int accepted_pool() const { return accepted_pool_; }
+  // Adds this decoder's counts to stats (fast-forwarded, stationary, by source).
+  void add_stats(DecodeStats& stats) const;
 
  private:
   void append_guesses(int count);
+  void lay_out();  // block() and rows() from block_ and the pool's candidates for block_[0]
 
   JacobiOptions opts_;
   std::vector<int32_t> context_;   // committed tokens: exact KV for all of them
@@ -39,8 +71,13 @@ class JacobiDecoder {
   int previous_pos_ = -1;          // its first position
   int block_end_ = 0;              // blockwise mode: one past the last position of the current block
   std::mt19937_64 rng_;
+  NgramPool pool_;
+  std::vector<int32_t> rows_tokens_;  // block_, then each candidate's ngram - 1 tokens
+  std::vector<RowSpec> rows_;         // empty without candidates
+  KvMove move_;
   int fast_forwarded_ = 0;
   int stationary_ = 0;
+  int accepted_block_ = 0, accepted_pool_ = 0;
 };
 
 }  // namespace cllm

@@ -43,8 +43,15 @@ Scheduler::~Scheduler() = default;
 std::string Scheduler::check(const SequenceSpec& spec) const {
   if (spec.prompt.empty()) return "the prompt is empty";
   if (spec.gen.max_new_tokens <= 0) return "max_tokens must be positive";
-  const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.block;
-  if (block < 1 || block > kMaxBlockRows) return "the Jacobi block must be in 1.." + std::to_string(kMaxBlockRows);
+  const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.rows();
+  if (spec.jacobi.block < 1 || block > kMaxBlockRows)
+    return "the Jacobi block (" + std::to_string(spec.jacobi.block) + ") plus its candidates' rows must be in 1.." +
+           std::to_string(kMaxBlockRows) + ", got " + std::to_string(block);
+  if (spec.jacobi.candidates < 0 || (spec.jacobi.candidates > 0 && spec.jacobi.ngram < 2))
+    return "lookahead needs candidates >= 0 and an n-gram size >= 2, got " + std::to_string(spec.jacobi.candidates) +
+           " and " + std::to_string(spec.jacobi.ngram);
+  if (spec.jacobi.candidates > 0 && spec.sampling.temperature <= 0 && !model_.verifies_branches())
+    return "lookahead candidates need a backend that verifies branches (the CPU model); this one does not";
   return context_limit_error(model_.config(), static_cast<int64_t>(spec.prompt.size()), spec.gen.max_new_tokens,
                              block, limits_.max_context);
 }
@@ -108,6 +115,9 @@ void Scheduler::step(const EventSink& emit) {
   // One block per sequence that gets rows, in admission order.
   blocks_.clear();
   tokens_.clear();
+  rows_.clear();
+  moves_.clear();
+  bool layout = false;  // some block verifies lookahead candidates or moves KV
   last_step_ = {};
   bool want_logits = false;
   for (auto& s : active_) {
@@ -125,6 +135,8 @@ void Scheduler::step(const EventSink& emit) {
       tokens_.insert(tokens_.end(), s->spec.prompt.begin() + s->prefilled,
                      s->spec.prompt.begin() + s->prefilled + s->n);
       blocks_.push_back({s->slot, s->prefilled, s->n});
+      for (int i = 0; i < s->n; ++i) rows_.push_back({s->prefilled + i, 0});
+      moves_.push_back({});
       last_step_.prefill_rows += s->n;
       // The chunk that completes the prompt predicts the first token.
       s->want_logits = s->sampled() && s->prefilled + s->n == static_cast<int>(s->spec.prompt.size());
@@ -133,7 +145,16 @@ void Scheduler::step(const EventSink& emit) {
       const std::vector<int32_t>& block = s->jacobi ? s->jacobi->block() : last;
       s->n = static_cast<int>(block.size());
       tokens_.insert(tokens_.end(), block.begin(), block.end());
-      blocks_.push_back({s->slot, static_cast<int32_t>(s->tokens.size()) - 1, s->n});
+      const int32_t pos = static_cast<int32_t>(s->tokens.size()) - 1;
+      blocks_.push_back({s->slot, pos, s->n});
+      if (s->jacobi && !s->jacobi->rows().empty()) {
+        rows_.insert(rows_.end(), s->jacobi->rows().begin(), s->jacobi->rows().end());
+        layout = true;
+      } else {
+        for (int i = 0; i < s->n; ++i) rows_.push_back({pos + i, 0});
+      }
+      moves_.push_back(s->jacobi ? s->jacobi->move() : KvMove{});
+      layout = layout || moves_.back().n > 0;
       s->want_logits = s->sampled();
     }
     want_logits = want_logits || s->want_logits;
@@ -144,8 +165,12 @@ void Scheduler::step(const EventSink& emit) {
   ids_.resize(tokens_.size());
   if (want_logits) logits_.resize(tokens_.size() * static_cast<size_t>(model_.config().vocab_size));
   // A throw leaves every sequence as it was: the forward only wrote KV rows past what is exact.
-  model_.forward_batch(tokens_.data(), blocks_.data(), static_cast<int>(blocks_.size()), ids_.data(),
-                       want_logits ? logits_.data() : nullptr);
+  if (layout)
+    model_.forward_rows(tokens_.data(), blocks_.data(), static_cast<int>(blocks_.size()), rows_.data(), moves_.data(),
+                        ids_.data(), want_logits ? logits_.data() : nullptr);
+  else
+    model_.forward_batch(tokens_.data(), blocks_.data(), static_cast<int>(blocks_.size()), ids_.data(),
+                         want_logits ? logits_.data() : nullptr);
 
   stepping_ = true;
   try {
@@ -183,20 +208,10 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   // The limits as generate.cpp applies them: length first, then stop ids, cut before either.
   SequenceEvent ev;
   ev.id = s.id;
-  const std::vector<int32_t>& stops = s.spec.gen.stop_ids;
-  for (int32_t t : finals) {
-    if (s.generated >= s.spec.gen.max_new_tokens) {
-      ev.finish_reason = "length";
-      break;
-    }
-    if (std::find(stops.begin(), stops.end(), t) != stops.end()) {
-      ev.finish_reason = "stop";
-      break;
-    }
-    ev.tokens.push_back(t);
-    ++s.generated;
-  }
-  if (ev.finish_reason.empty() && s.generated >= s.spec.gen.max_new_tokens) ev.finish_reason = "length";
+  const Truncation t = truncate_final(s.spec.gen, s.generated, finals.data(), static_cast<int>(finals.size()));
+  ev.tokens.assign(finals.begin(), finals.begin() + t.take);
+  s.generated += t.take;
+  ev.finish_reason = t.finish_reason;
   ev.done = !ev.finish_reason.empty();
   ev.iterations = s.iterations;
   ev.generated = s.generated;

@@ -112,6 +112,8 @@ class Scheduler {
   // The step's batch: blocks, their token rows, predictions, and logits when a sampled sequence
   // needs its last row's ([rows, vocab]: the Model returns all rows or none).
   std::vector<SeqBlock> blocks_;
+  std::vector<RowSpec> rows_;  // every row's layout, when some block verifies lookahead candidates
+  std::vector<KvMove> moves_;  // one per block
   std::vector<int32_t> tokens_, ids_;
   std::vector<float> logits_;
 };
