@@ -180,6 +180,14 @@ void check_block_flag(int block) {
   CLLM_CHECK(block >= 1 && block <= kMaxBlockRows, "--block must be in 1.." << kMaxBlockRows << ", got " << block);
 }
 
+void check_lookahead_flags(const JacobiOptions& jac) {
+  CLLM_CHECK(jac.candidates >= 0, "--candidates must be >= 0, got " << jac.candidates);
+  CLLM_CHECK(jac.ngram >= 2, "--ngram must be >= 2 (a key token and a continuation), got " << jac.ngram);
+  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ") + --candidates (" << jac.candidates
+                                                      << ") x (--ngram " << jac.ngram << " - 1) = " << jac.rows()
+                                                      << " rows per iteration, over " << kMaxBlockRows);
+}
+
 void set_cpu_threads(int requested, const Comm& comm) {
   // Checked before anything is allocated: a pool of a million threads takes gigabytes and seconds
   // before it fails, and more threads than cores only contend.

@@ -9,6 +9,7 @@
 
 #include "loaders/checkpoint.h"
 #include "parallel/comm.h"
+#include "runtime/decoding.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
 
@@ -59,6 +60,8 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
 
 // Refuses a --block outside 1..kMaxBlockRows (runtime/block_rows.h), naming the flag and the value.
 void check_block_flag(int block);
+// --candidates >= 0, --ngram >= 2 with candidates, and the rows of one iteration within kMaxBlockRows.
+void check_lookahead_flags(const JacobiOptions& jac);
 
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
 // Refuses (naming --threads and the cores) a negative count or more threads than this machine's cores.

@@ -31,6 +31,7 @@ struct Flags {
   std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding";
   int port = 8000, max_batch = 8, max_queue = 64, block = 16, max_context = 2048, threads = 0;
   int max_step_rows = 512, max_connections = 512;
+  int candidates = JacobiOptions{}.candidates, ngram = JacobiOptions{}.ngram;
   double header_timeout_s = 10, body_timeout_s = 60, idle_timeout_s = 30;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
@@ -105,6 +106,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("block", po::value(&f.block)->default_value(16),
        "default Jacobi block size (1.." + std::to_string(kMaxBlockRows) + "; requests: cllm_block)")
       ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
+      ("candidates", po::value(&f.candidates)->default_value(f.candidates),
+       "default lookahead n-grams verified beside the block per iteration (0: none; requests: cllm_candidates)")
+      ("ngram", po::value(&f.ngram)->default_value(f.ngram), "default lookahead n-gram size (requests: cllm_ngram)")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
                                                      "instead of the checkpoint's")
       ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
@@ -154,6 +158,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   rc.default_chat_max_tokens = f.default_chat_max_tokens;
   rc.jacobi.block = f.block;
   rc.jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
+  rc.jacobi.candidates = f.candidates;
+  rc.jacobi.ngram = f.ngram;
+  check_lookahead_flags(rc.jacobi);
   if (vm.count("chat-template")) rc.chat_template = chat_template_family(f.chat_template);
   http::Metrics metrics;
   openai::Routes routes(rc, metrics);

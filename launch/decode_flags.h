@@ -20,6 +20,7 @@ class DecodeFlags {
   JacobiOptions& jac_;
   std::string window_ = "sliding";
   std::string init_ = "random";
+  std::string pool_ = "prompt";
 };
 
 }  // namespace cllm::cli

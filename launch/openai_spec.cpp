@@ -32,6 +32,14 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   spec.jacobi = cfg.jacobi;
   spec.jacobi.seed = r.seed;
   if (r.block > 0) spec.jacobi.block = r.block;
+  if (r.candidates >= 0) spec.jacobi.candidates = r.candidates;
+  if (r.ngram > 0) spec.jacobi.ngram = r.ngram;
+  if (spec.jacobi.rows() > kMaxBlockRows)
+    throw ApiError(400, "cllm_block (" + std::to_string(spec.jacobi.block) + ") + cllm_candidates (" +
+                            std::to_string(spec.jacobi.candidates) + ") x (cllm_ngram " +
+                            std::to_string(spec.jacobi.ngram) + " - 1) rows per iteration exceed " +
+                            std::to_string(kMaxBlockRows),
+                   "cllm_candidates");
   if (r.decode == "ar") {  // Jacobi with one guess and no candidates is greedy AR
     spec.jacobi.block = 1;
     spec.jacobi.candidates = 0;

@@ -105,7 +105,7 @@ GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>
     if (dec.rows().empty() && dec.move().n == 0)
       model.predict(g.data(), static_cast<int>(g.size()), dec.position(), y.data());
     else
-      model.predict_rows(g.data(), static_cast<int>(g.size()), dec.position(), dec.rows().data(), dec.move(), y.data());
+      model.predict_rows(g.data(), static_cast<int>(g.size()), dec.position(), dec.layout(), dec.move(), y.data());
     ++r.stats.iterations;
     done = out.push(dec.accept(y.data()));
   }

@@ -44,6 +44,8 @@ class JacobiDecoder {
 
   const std::vector<int32_t>& block() const { return rows_tokens_; }
   const std::vector<RowSpec>& rows() const { return rows_; }
+  // rows() for Model::forward_rows: null when every row is causal.
+  const RowSpec* layout() const { return rows_.empty() ? nullptr : rows_.data(); }
   KvMove move() const { return move_; }
   int position() const { return static_cast<int>(context_.size()); }
   // The Jacobi block's guesses alone (the first rows of block()).

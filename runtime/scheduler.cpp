@@ -190,6 +190,7 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   const int vocab = model_.config().vocab_size;
   const size_t last_row = static_cast<size_t>(s.row + s.n - 1);
   std::vector<int32_t> finals;
+  int accepted_block = 0, accepted_pool = 0;
   if (s.prefilling()) {
     s.prefilled += s.n;
     if (s.prefilling()) return false;  // more chunks to come: nothing final yet
@@ -200,7 +201,10 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   } else if (s.sampled()) {
     finals = {s.sampler->sample(logits_.data() + last_row * vocab, vocab)};
   } else {
+    const int block0 = s.jacobi->accepted_block(), pool0 = s.jacobi->accepted_pool();
     finals = s.jacobi->accept(ids_.data() + s.row);
+    accepted_block = s.jacobi->accepted_block() - block0;
+    accepted_pool = s.jacobi->accepted_pool() - pool0;
   }
   ++s.iterations;
   s.tokens.insert(s.tokens.end(), finals.begin(), finals.end());
@@ -212,6 +216,8 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   ev.tokens.assign(finals.begin(), finals.begin() + t.take);
   s.generated += t.take;
   ev.finish_reason = t.finish_reason;
+  ev.accepted_block = accepted_block;
+  ev.accepted_pool = accepted_pool;
   ev.done = !ev.finish_reason.empty();
   ev.iterations = s.iterations;
   ev.generated = s.generated;

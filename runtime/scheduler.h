@@ -42,6 +42,9 @@ struct SequenceEvent {
   std::string finish_reason;    // when done: "stop" (a stop id) or "length"
   int iterations = 0;           // forward iterations so far, the prefill included
   int generated = 0;            // tokens generated so far
+  // Tokens this iteration accepted beyond its first, by source: the Jacobi block's guesses, a
+  // verified n-gram of the pool, a recycled one (DecodeStats).
+  int accepted_block = 0, accepted_pool = 0, accepted_recycled = 0;
 };
 // Returns false when the consumer wants no more of this sequence (a stop string matched, the
 // client left): the scheduler then drops it, as cancel() would.

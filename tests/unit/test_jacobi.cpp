@@ -3,6 +3,7 @@
 // decoder must reproduce the oracle exactly, with the iteration counts the contract implies.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "runtime/generate.h"
@@ -24,20 +25,27 @@ class OracleModel final : public BlockPredictor {
   std::vector<int32_t> seen;  // KV "cache": the tokens at each position
 
   void predict(const int32_t* tokens, int n, int pos, int32_t* out) override {
-    seen.resize(pos + n);
+    predict_rows(tokens, n, pos, nullptr, KvMove{}, out);
+  }
+  // Lookahead rows: row i (cache row pos + i) sees the logical tokens its RowSpec names.
+  void predict_rows(const int32_t* tokens, int n, int pos, const RowSpec* rows, KvMove move, int32_t* out) override {
+    if (move.n > 0) std::copy(seen.begin() + move.src, seen.begin() + move.src + move.n, seen.begin() + pos - move.n);
+    seen.resize(std::max<size_t>(seen.size(), pos + n));
     for (int i = 0; i < n; ++i) seen[pos + i] = tokens[i];
     ++forwards;
     for (int i = 0; i < n; ++i) {
-      const int p = pos + i;
+      const int c = pos + i, p = rows ? rows[i].pos : c, base = rows ? rows[i].base : c;
+      auto logical = [&](int t) { return t < base ? seen[t] : seen[c - p + t]; };
       int first_wrong = -1;
       for (int q = 0; q <= p && first_wrong < 0; ++q)
-        if (seen[q] != oracle_[q]) first_wrong = q;
-      const bool lucky = local_ && (static_cast<uint32_t>(p * 2654435761u) ^ static_cast<uint32_t>(seen[p] * 40503u)) % 3 != 0;
+        if (logical(q) != oracle_[q]) first_wrong = q;
+      const bool lucky = local_ && (static_cast<uint32_t>(p * 2654435761u) ^ static_cast<uint32_t>(logical(p) * 40503u)) % 3 != 0;
       const bool right = first_wrong < 0 || p - first_wrong < lookahead_ || lucky;
       // A wrong prediction is deterministic garbage that never equals an oracle token (< 50).
       out[i] = right ? oracle_[p + 1] : static_cast<int32_t>(1000 + (p * 7 + tokens[i]) % 97);
     }
   }
+  bool verifies_branches() const override { return true; }
   int forwards = 0;
 
  private:
@@ -167,6 +175,72 @@ TEST(Jacobi, AcceptCommitsLongestMatchingRun) {
   EXPECT_EQ(dec.accept(y), (std::vector<int32_t>{7, 8}));
   EXPECT_EQ(dec.position(), 5);
   EXPECT_EQ(dec.block(), (std::vector<int32_t>{8, 9, 5, 7}));  // y[1..3] + one fresh pad guess
+}
+
+// An oracle that repeats itself: the pool (prompt and generated text) holds the continuation.
+std::vector<int32_t> periodic_oracle(int len, int period, uint32_t seed) {
+  const std::vector<int32_t> base = make_oracle(period, seed);
+  std::vector<int32_t> o(len);
+  for (int i = 0; i < len; ++i) o[i] = base[i % period];
+  return o;
+}
+
+TEST(Lookahead, MatchesOracleForEveryModeAndSize) {
+  for (const auto& oracle : {make_oracle(300, 11), periodic_oracle(300, 23, 12)}) {
+    const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 30);
+    const std::vector<int32_t> expected(oracle.begin() + 30, oracle.begin() + 130);
+    for (int n : {1, 2, 5, 8})
+      for (int g : {1, 3, 7})
+        for (int ngram : {2, 3, 5})
+          for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise})
+            for (bool prompt_pool : {true, false})
+              for (bool local : {false, true}) {
+                OracleModel model(oracle, 0, local);
+                GenerateOptions gen;
+                gen.max_new_tokens = 100;
+                JacobiOptions jac;
+                jac.block = n;
+                jac.window = w;
+                jac.candidates = g;
+                jac.ngram = ngram;
+                jac.prompt_pool = prompt_pool;
+                const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
+                ASSERT_EQ(r.tokens, expected) << "n=" << n << " window " << static_cast<int>(w) << " prompt pool "
+                                              << prompt_pool << " G=" << g << " N=" << ngram << " local=" << local;
+                EXPECT_EQ(r.stats.iterations, model.forwards);
+                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool);
+              }
+  }
+}
+
+TEST(Lookahead, PoolOfARepeatingTextAcceptsMoreTokensPerForward) {
+  const std::vector<int32_t> oracle = periodic_oracle(300, 23, 12);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 30);
+  GenerateOptions gen;
+  gen.max_new_tokens = 100;
+  JacobiOptions jac;
+  jac.block = 4;
+  OracleModel plain_model(oracle);
+  const GenerateResult plain = generate_jacobi(plain_model, prompt, gen, jac);
+  jac.candidates = 3;
+  jac.ngram = 6;
+  OracleModel la_model(oracle);
+  const GenerateResult la = generate_jacobi(la_model, prompt, gen, jac);
+  EXPECT_EQ(la.tokens, plain.tokens);
+  // The prompt already holds every 6-gram of the period: each forward verifies 5 tokens from it.
+  EXPECT_GT(la.stats.accepted_pool, 60);
+  EXPECT_GE(la.stats.tokens_per_iteration(), 4.5);
+  EXPECT_LT(plain.stats.tokens_per_iteration(), 1.5);
+}
+
+TEST(Lookahead, BackendWithoutBranchesIsRefused) {
+  struct Plain final : BlockPredictor {
+    void predict(const int32_t*, int n, int, int32_t* out) override { std::fill(out, out + n, 1); }
+  } model;
+  GenerateOptions gen;
+  JacobiOptions jac;
+  jac.candidates = 2;
+  EXPECT_THROW(generate_jacobi(model, {1, 2, 3}, gen, jac), std::exception);
 }
 
 }  // namespace
