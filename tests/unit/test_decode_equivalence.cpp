@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <tuple>
 
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
@@ -49,6 +50,18 @@ void expect_jacobi_equals_ar(Model& model, const std::vector<int32_t>& prompt, i
       }
       EXPECT_LE(jr.stats.iterations, ar.stats.iterations);
     }
+  }
+  // Lookahead (design.md, "More tokens per forward"): candidates from the pool beside the block.
+  for (auto [n, candidates, ngram, w] : {std::tuple{1, 4, 4, JacobiWindow::Sliding}, std::tuple{4, 6, 5, JacobiWindow::Sliding},
+                                         std::tuple{8, 3, 3, JacobiWindow::Blockwise}}) {
+    JacobiOptions jac;
+    jac.block = n;
+    jac.window = w;
+    jac.candidates = candidates;
+    jac.ngram = ngram;
+    const GenerateResult jr = generate_jacobi(model, prompt, gen, jac);
+    EXPECT_EQ(jr.tokens, ar.tokens) << "lookahead n=" << n << " candidates " << candidates << " ngram " << ngram;
+    EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_block + jr.stats.accepted_pool);
   }
 }
 
