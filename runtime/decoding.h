@@ -47,8 +47,9 @@ struct DecodeStats {
   int tokens = 0;           // generated tokens returned
   int fast_forwarded = 0;   // tokens accepted beyond the first one in an iteration
   int accepted_block = 0;   // of those, tokens the Jacobi block's guesses gave
-  int accepted_pool = 0;    // of those, tokens a verified n-gram from the pool gave
-  int accepted_recycled = 0;  // of those, tokens a recycled rejected n-gram gave (multi-block: not yet)
+  int accepted_pool = 0;    // of those, tokens a verified n-gram of committed text (prompt, output) gave
+  int accepted_recycled = 0;  // of those, tokens a verified n-gram of the Jacobi trajectory gave: guesses
+                              // and predictions rejected in their iteration, recycled as candidates
   int stationary = 0;       // fast-forwarded tokens whose guess was already right one iteration earlier
   double prefill_seconds = 0;
   double decode_seconds = 0;

@@ -8,21 +8,24 @@
 
 namespace cllm {
 
-void NgramPool::add(int32_t key, const int32_t* continuation) {
-  std::vector<std::vector<int32_t>>& list = pool_[key];
-  std::vector<int32_t> gram(continuation, continuation + ngram_ - 1);
-  auto it = std::find(list.begin(), list.end(), gram);
-  if (it != list.end()) list.erase(it);
-  list.insert(list.begin(), std::move(gram));  // newest first
+void NgramPool::add(int32_t key, const int32_t* continuation, Origin origin) {
+  std::vector<Entry>& list = pool_[key];
+  Entry e{std::vector<int32_t>(continuation, continuation + ngram_ - 1), origin};
+  auto it = std::find_if(list.begin(), list.end(), [&](const Entry& x) { return x.gram == e.gram; });
+  if (it != list.end()) {
+    if (it->origin == Origin::Text) e.origin = Origin::Text;  // once in the text, it is text
+    list.erase(it);
+  }
+  list.insert(list.begin(), std::move(e));  // newest first
   if (static_cast<int>(list.size()) > keep_) list.resize(keep_);
 }
 
 void NgramPool::add_text(const int32_t* tokens, int n) {
-  for (int i = 0; i + ngram_ <= n; ++i) add(tokens[i], tokens + i + 1);
+  for (int i = 0; i + ngram_ <= n; ++i) add(tokens[i], tokens + i + 1, Origin::Text);
 }
 
-const std::vector<std::vector<int32_t>>& NgramPool::candidates(int32_t key) const {
-  static const std::vector<std::vector<int32_t>> none;
+const std::vector<NgramPool::Entry>& NgramPool::candidates(int32_t key) const {
+  static const std::vector<Entry> none;
   auto it = pool_.find(key);
   return it == pool_.end() ? none : it->second;
 }
@@ -68,10 +71,12 @@ void JacobiDecoder::append_guesses(int count) {
 void JacobiDecoder::lay_out() {
   rows_tokens_ = block_;
   rows_.clear();
+  origins_.clear();
   if (opts_.candidates == 0) return;
   const int p = position(), len = opts_.ngram - 1;
   int taken = 0;
-  for (const std::vector<int32_t>& gram : pool_.candidates(block_[0])) {
+  for (const NgramPool::Entry& e : pool_.candidates(block_[0])) {
+    const std::vector<int32_t>& gram = e.gram;
     if (taken == opts_.candidates) break;
     // The block itself already verifies the guesses it holds.
     if (static_cast<int>(block_.size()) > len && std::equal(gram.begin(), gram.end(), block_.begin() + 1)) continue;
@@ -79,6 +84,7 @@ void JacobiDecoder::lay_out() {
       for (int i = 0; i < static_cast<int>(block_.size()); ++i) rows_.push_back({p + i, 0});
     for (int i = 0; i < len; ++i) rows_.push_back({p + 1 + i, p + 1});  // sees the context, g[0], its prefix
     rows_tokens_.insert(rows_tokens_.end(), gram.begin(), gram.end());
+    origins_.push_back(e.origin);
     ++taken;
   }
 }
@@ -88,6 +94,7 @@ void JacobiDecoder::add_stats(DecodeStats& stats) const {
   stats.stationary += stationary_;
   stats.accepted_block += accepted_block_;
   stats.accepted_pool += accepted_pool_;
+  stats.accepted_recycled += accepted_recycled_;
 }
 
 std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
@@ -99,7 +106,10 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   // won (with a one-token block, a first candidate continues it causally and counts as the pool's).
   const int from_block = v.branch >= 0 ? v.root : std::min(m, n - 1);
   accepted_block_ += from_block;
-  accepted_pool_ += m - from_block;
+  // A one-token block's first candidate continues it causally: the main run then holds it.
+  const int candidate = v.branch >= 0 ? v.branch : 0;
+  if (m > from_block)
+    (origins_[candidate] == NgramPool::Origin::Text ? accepted_pool_ : accepted_recycled_) += m - from_block;
   fast_forwarded_ += m;
 
   // Stationary: a fast-forwarded guess of the block that already sat at the same position, with
@@ -126,7 +136,7 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
     std::vector<int32_t> text(context_.end() - std::min<size_t>(context_.size(), m + opts_.ngram), context_.end());
     text.push_back(next0);
     pool_.add_text(text.data(), static_cast<int>(text.size()));
-    for (int j = 0; j + opts_.ngram - 1 <= n; ++j) pool_.add(block_[j], y + j);
+    for (int j = 0; j + opts_.ngram - 1 <= n; ++j) pool_.add(block_[j], y + j, NgramPool::Origin::Recycled);
   }
 
   // The next block starts at the new position with next0 as its final first token, then the

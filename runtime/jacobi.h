@@ -23,18 +23,26 @@
 namespace cllm {
 
 // A sequence's n-gram pool for lookahead: for each key token, the most recent distinct
-// continuations (ngram - 1 tokens) seen after it, newest first.
+// continuations (ngram - 1 tokens) seen after it, newest first, each with where it came from:
+// committed text (the prompt, generated tokens) or the Jacobi trajectory (a block's guesses and
+// predictions, rejected in their iteration and kept as candidates: recycled).
 class NgramPool {
  public:
+  enum class Origin { Text, Recycled };
+  struct Entry {
+    std::vector<int32_t> gram;
+    Origin origin;
+  };
   NgramPool(int ngram, int keep) : ngram_(ngram), keep_(keep) {}
-  // Adds the n-grams of tokens[0..n) (each window of `ngram` consecutive tokens).
+  // Adds the n-grams of tokens[0..n) (each window of `ngram` consecutive tokens) as text.
   void add_text(const int32_t* tokens, int n);
-  void add(int32_t key, const int32_t* continuation);  // ngram - 1 tokens
-  const std::vector<std::vector<int32_t>>& candidates(int32_t key) const;
+  // ngram - 1 tokens after key; a gram already there moves to the front, and text confirms it.
+  void add(int32_t key, const int32_t* continuation, Origin origin);
+  const std::vector<Entry>& candidates(int32_t key) const;
 
  private:
   int ngram_, keep_;
-  std::unordered_map<int32_t, std::vector<std::vector<int32_t>>> pool_;
+  std::unordered_map<int32_t, std::vector<Entry>> pool_;
 };
 
 class JacobiDecoder {
@@ -59,6 +67,7 @@ class JacobiDecoder {
   int stationary() const { return stationary_; }
   int accepted_block() const { return accepted_block_; }
   int accepted_pool() const { return accepted_pool_; }
+  int accepted_recycled() const { return accepted_recycled_; }
   // Adds this decoder's counts to stats (fast-forwarded, stationary, by source).
   void add_stats(DecodeStats& stats) const;
 
@@ -76,10 +85,11 @@ class JacobiDecoder {
   NgramPool pool_;
   std::vector<int32_t> rows_tokens_;  // block_, then each candidate's ngram - 1 tokens
   std::vector<RowSpec> rows_;         // empty without candidates
+  std::vector<NgramPool::Origin> origins_;  // of each candidate laid out
   KvMove move_;
   int fast_forwarded_ = 0;
   int stationary_ = 0;
-  int accepted_block_ = 0, accepted_pool_ = 0;
+  int accepted_block_ = 0, accepted_pool_ = 0, accepted_recycled_ = 0;
 };
 
 }  // namespace cllm

@@ -190,7 +190,7 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   const int vocab = model_.config().vocab_size;
   const size_t last_row = static_cast<size_t>(s.row + s.n - 1);
   std::vector<int32_t> finals;
-  int accepted_block = 0, accepted_pool = 0;
+  int accepted_block = 0, accepted_pool = 0, accepted_recycled = 0;
   if (s.prefilling()) {
     s.prefilled += s.n;
     if (s.prefilling()) return false;  // more chunks to come: nothing final yet
@@ -202,9 +202,11 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
     finals = {s.sampler->sample(logits_.data() + last_row * vocab, vocab)};
   } else {
     const int block0 = s.jacobi->accepted_block(), pool0 = s.jacobi->accepted_pool();
+    const int recycled0 = s.jacobi->accepted_recycled();
     finals = s.jacobi->accept(ids_.data() + s.row);
     accepted_block = s.jacobi->accepted_block() - block0;
     accepted_pool = s.jacobi->accepted_pool() - pool0;
+    accepted_recycled = s.jacobi->accepted_recycled() - recycled0;
   }
   ++s.iterations;
   s.tokens.insert(s.tokens.end(), finals.begin(), finals.end());
@@ -218,6 +220,7 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   ev.finish_reason = t.finish_reason;
   ev.accepted_block = accepted_block;
   ev.accepted_pool = accepted_pool;
+  ev.accepted_recycled = accepted_recycled;
   ev.done = !ev.finish_reason.empty();
   ev.iterations = s.iterations;
   ev.generated = s.generated;

@@ -208,7 +208,7 @@ TEST(Lookahead, MatchesOracleForEveryModeAndSize) {
                 ASSERT_EQ(r.tokens, expected) << "n=" << n << " window " << static_cast<int>(w) << " prompt pool "
                                               << prompt_pool << " G=" << g << " N=" << ngram << " local=" << local;
                 EXPECT_EQ(r.stats.iterations, model.forwards);
-                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool);
+                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool + r.stats.accepted_recycled);
               }
   }
 }
@@ -231,6 +231,24 @@ TEST(Lookahead, PoolOfARepeatingTextAcceptsMoreTokensPerForward) {
   EXPECT_GT(la.stats.accepted_pool, 60);
   EXPECT_GE(la.stats.tokens_per_iteration(), 4.5);
   EXPECT_LT(plain.stats.tokens_per_iteration(), 1.5);
+}
+
+TEST(Lookahead, RecyclesRejectedTrajectoryNgrams) {
+  // A CLLM-like model (correct guesses survive behind a wrong one) on a text that does not repeat:
+  // with no prompt in the pool, only the trajectory's rejected n-grams can be verified later.
+  const std::vector<int32_t> oracle = make_oracle(300, 21);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 10);
+  GenerateOptions gen;
+  gen.max_new_tokens = 150;
+  JacobiOptions jac;
+  jac.block = 8;
+  jac.candidates = 4;
+  jac.ngram = 4;
+  jac.prompt_pool = false;
+  OracleModel model(oracle, 0, /*local=*/true);
+  const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + 10, oracle.begin() + 160));
+  EXPECT_GT(r.stats.accepted_recycled, 0);
 }
 
 TEST(Lookahead, BackendWithoutBranchesIsRefused) {

@@ -49,7 +49,7 @@ struct Outcome {
   std::vector<int32_t> tokens;
   std::string finish;
   int events = 0;
-  int accepted_pool = 0;  // tokens verified candidates gave
+  int accepted_pool = 0;  // tokens verified candidates gave (text or recycled)
 };
 
 // Runs specs[i] as id i + 1 through one scheduler until all finish.
@@ -65,7 +65,7 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
       Outcome& o = out[ev.id];
       o.tokens.insert(o.tokens.end(), ev.tokens.begin(), ev.tokens.end());
       ++o.events;
-      o.accepted_pool += ev.accepted_pool;
+      o.accepted_pool += ev.accepted_pool + ev.accepted_recycled;
       if (ev.done) o.finish = ev.finish_reason;
       return hook ? hook(sched, ev) : true;
     });
