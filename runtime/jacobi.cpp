@@ -8,9 +8,9 @@
 
 namespace cllm {
 
-void NgramPool::add(int32_t key, const int32_t* continuation, Origin origin) {
+void NgramPool::add(int32_t key, const int32_t* continuation, Origin origin, int32_t before) {
   std::vector<Entry>& list = pool_[key];
-  Entry e{std::vector<int32_t>(continuation, continuation + ngram_ - 1), origin};
+  Entry e{std::vector<int32_t>(continuation, continuation + ngram_ - 1), origin, before};
   auto it = std::find_if(list.begin(), list.end(), [&](const Entry& x) { return x.gram == e.gram; });
   if (it != list.end()) {
     if (it->origin == Origin::Text) e.origin = Origin::Text;  // once in the text, it is text
@@ -21,7 +21,7 @@ void NgramPool::add(int32_t key, const int32_t* continuation, Origin origin) {
 }
 
 void NgramPool::add_text(const int32_t* tokens, int n) {
-  for (int i = 0; i + ngram_ <= n; ++i) add(tokens[i], tokens + i + 1, Origin::Text);
+  for (int i = 0; i + ngram_ <= n; ++i) add(tokens[i], tokens + i + 1, Origin::Text, i > 0 ? tokens[i - 1] : -1);
 }
 
 const std::vector<NgramPool::Entry>& NgramPool::candidates(int32_t key) const {
@@ -31,7 +31,7 @@ const std::vector<NgramPool::Entry>& NgramPool::candidates(int32_t key) const {
 }
 
 JacobiDecoder::JacobiDecoder(const JacobiOptions& opts, std::vector<int32_t> context, int32_t first)
-    : opts_(opts), context_(std::move(context)), rng_(opts.seed), pool_(std::max(opts.ngram, 2), std::max(opts.candidates, 1)) {
+    : opts_(opts), context_(std::move(context)), rng_(opts.seed), pool_(std::max(opts.ngram, 2), 4 * std::max(opts.candidates, 1)) {
   CLLM_CHECK(opts_.block >= 1, "Jacobi block size must be >= 1, got " << opts_.block);
   CLLM_CHECK(!context_.empty(), "Jacobi decoding needs a non-empty prompt");
   CLLM_CHECK(opts_.candidates >= 0, "lookahead candidates must be >= 0, got " << opts_.candidates);
@@ -75,18 +75,22 @@ void JacobiDecoder::lay_out() {
   if (opts_.candidates == 0) return;
   const int p = position(), len = opts_.ngram - 1;
   int taken = 0;
-  for (const NgramPool::Entry& e : pool_.candidates(block_[0])) {
-    const std::vector<int32_t>& gram = e.gram;
-    if (taken == opts_.candidates) break;
-    // The block itself already verifies the guesses it holds.
-    if (static_cast<int>(block_.size()) > len && std::equal(gram.begin(), gram.end(), block_.begin() + 1)) continue;
-    if (rows_.empty())
-      for (int i = 0; i < static_cast<int>(block_.size()); ++i) rows_.push_back({p + i, 0});
-    for (int i = 0; i < len; ++i) rows_.push_back({p + 1 + i, p + 1});  // sees the context, g[0], its prefix
-    rows_tokens_.insert(rows_tokens_.end(), gram.begin(), gram.end());
-    origins_.push_back(e.origin);
-    ++taken;
-  }
+  const std::vector<NgramPool::Entry>& pool = pool_.candidates(block_[0]);
+  // Newest first, those seen after the same two tokens (context_.back(), g[0]) before the others.
+  for (bool two_token_match : {true, false})
+    for (const NgramPool::Entry& e : pool) {
+      const std::vector<int32_t>& gram = e.gram;
+      if (taken == opts_.candidates) break;
+      if ((e.before == context_.back()) != two_token_match) continue;
+      // The block itself already verifies the guesses it holds.
+      if (static_cast<int>(block_.size()) > len && std::equal(gram.begin(), gram.end(), block_.begin() + 1)) continue;
+      if (rows_.empty())
+        for (int i = 0; i < static_cast<int>(block_.size()); ++i) rows_.push_back({p + i, 0});
+      for (int i = 0; i < len; ++i) rows_.push_back({p + 1 + i, p + 1});  // sees the context, g[0], its prefix
+      rows_tokens_.insert(rows_tokens_.end(), gram.begin(), gram.end());
+      origins_.push_back(e.origin);
+      ++taken;
+    }
 }
 
 void JacobiDecoder::add_stats(DecodeStats& stats) const {
@@ -124,6 +128,7 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   previous_pos_ = pos;
 
   const std::vector<int32_t> final_tokens = verdict_tokens(v, rows_tokens_.data(), y);
+  const int32_t previous_last = context_.back();  // the token before g[0]
   context_.push_back(block_[0]);
   context_.insert(context_.end(), final_tokens.begin(), final_tokens.end() - 1);
   const int32_t next0 = final_tokens.back();
@@ -133,10 +138,11 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   if (opts_.candidates > 0) {
     // The pool learns the committed text (windows ending in the new tokens) and the block's
     // trajectory: after each guess g[j], the predictions y[j..] that followed it.
-    std::vector<int32_t> text(context_.end() - std::min<size_t>(context_.size(), m + opts_.ngram), context_.end());
+    std::vector<int32_t> text(context_.end() - std::min<size_t>(context_.size(), m + opts_.ngram + 1), context_.end());
     text.push_back(next0);
     pool_.add_text(text.data(), static_cast<int>(text.size()));
-    for (int j = 0; j + opts_.ngram - 1 <= n; ++j) pool_.add(block_[j], y + j, NgramPool::Origin::Recycled);
+    for (int j = 0; j + opts_.ngram - 1 <= n; ++j)
+      pool_.add(block_[j], y + j, NgramPool::Origin::Recycled, j > 0 ? block_[j - 1] : previous_last);
   }
 
   // The next block starts at the new position with next0 as its final first token, then the

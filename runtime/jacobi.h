@@ -25,19 +25,21 @@ namespace cllm {
 // A sequence's n-gram pool for lookahead: for each key token, the most recent distinct
 // continuations (ngram - 1 tokens) seen after it, newest first, each with where it came from:
 // committed text (the prompt, generated tokens) or the Jacobi trajectory (a block's guesses and
-// predictions, rejected in their iteration and kept as candidates: recycled).
+// predictions, rejected in their iteration and kept as candidates: recycled). The decoder prefers
+// the entries whose token before the key matches its own (a two-token match, as prompt lookup).
 class NgramPool {
  public:
   enum class Origin { Text, Recycled };
   struct Entry {
     std::vector<int32_t> gram;
     Origin origin;
+    int32_t before = -1;  // the token before the key where it was seen (-1: unknown)
   };
   NgramPool(int ngram, int keep) : ngram_(ngram), keep_(keep) {}
   // Adds the n-grams of tokens[0..n) (each window of `ngram` consecutive tokens) as text.
   void add_text(const int32_t* tokens, int n);
   // ngram - 1 tokens after key; a gram already there moves to the front, and text confirms it.
-  void add(int32_t key, const int32_t* continuation, Origin origin);
+  void add(int32_t key, const int32_t* continuation, Origin origin, int32_t before = -1);
   const std::vector<Entry>& candidates(int32_t key) const;
 
  private:
