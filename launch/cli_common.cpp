@@ -210,7 +210,9 @@ void apply_block_flags(const std::string& block, int max_block, bool max_block_g
                "--block auto changes the block between iterations, which needs --window sliding; give --block N "
                "with --window blockwise");
     jac.adaptive = true;
-    jac.block = max_block;
+    // Without --max-block, the largest block leaves the lookahead candidates their rows.
+    const int lookahead_rows = jac.candidates > 0 && jac.ngram >= 2 ? jac.candidates * (jac.ngram - 1) : 0;
+    jac.block = max_block_given ? max_block : std::max(1, max_block - lookahead_rows);
     return;
   }
   size_t used = 0;
@@ -225,6 +227,14 @@ void apply_block_flags(const std::string& block, int max_block, bool max_block_g
   CLLM_CHECK(!max_block_given, "--max-block applies to --block auto; --block " << n << " is a fixed block");
   jac.adaptive = false;
   jac.block = n;
+}
+
+void check_lookahead_flags(const JacobiOptions& jac) {
+  CLLM_CHECK(jac.candidates >= 0, "--candidates must be >= 0, got " << jac.candidates);
+  CLLM_CHECK(jac.ngram >= 2, "--ngram must be >= 2 (a key token and a continuation), got " << jac.ngram);
+  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ") + --candidates (" << jac.candidates
+                                                      << ") x (--ngram " << jac.ngram << " - 1) = " << jac.rows()
+                                                      << " rows per iteration, over " << kMaxBlockRows);
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

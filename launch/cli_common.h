@@ -63,6 +63,8 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
 
 // Refuses a --block outside 1..kMaxBlockRows (runtime/block_rows.h), naming the flag and the value.
 void check_block_flag(int block);
+// --candidates >= 0, --ngram >= 2 with candidates, and the rows of one iteration within kMaxBlockRows.
+void check_lookahead_flags(const JacobiOptions& jac);
 
 // The block flags of generate and serve, as draft-length options of other servers read:
 //   --block auto   load-adaptive: each iteration picks 1..--max-block (runtime/block_policy.h)

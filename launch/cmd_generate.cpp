@@ -45,12 +45,12 @@ void calibrate(Model& model, const JacobiOptions& jac, StepCostModel& cost) {
 Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
             const GenerateOptions& gen, const JacobiOptions& jac, bool stream, StepCostModel* cost) {
   const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
-                                              jac.block);
+                                              jacobi ? jac.rows() : 1);
   CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
   CLLM_CHECK(jac.pad_id >= 0 && jac.pad_id < model.config().vocab_size,
              "--pad-id " << jac.pad_id << " is outside the vocabulary [0, " << model.config().vocab_size << ")");
   if (jacobi) calibrate(model, jac, *cost);
-  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
+  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jacobi ? jac.rows() : 1)));
   StreamDecoder text(tokenizer);
   bool mid_line = false;  // the streamed text so far does not end with a newline
   TokenSink sink = [&](const int32_t* ids, int n) {
@@ -80,7 +80,8 @@ void print_stats(const Run& r) {
               r.name, s.tokens, s.prefill_seconds + s.decode_seconds, s.prefill_seconds, s.tokens_per_second(),
               s.iterations, s.tokens_per_iteration());
   if (std::string(r.name) == "jacobi") {
-    std::printf(", %d fast-forwarded, %d stationary, blocks", s.fast_forwarded, s.stationary);
+    std::printf(", %d fast-forwarded (block %d, pool %d, recycled %d), %d stationary, blocks", s.fast_forwarded,
+                s.accepted_block, s.accepted_pool, s.accepted_recycled, s.stationary);
     for (size_t n = 0; n < s.block_iterations.size(); ++n)
       if (s.block_iterations[n]) std::printf(" %zux%d", n, s.block_iterations[n]);
   }
@@ -146,6 +147,7 @@ nlohmann::json run_json(const Run& r) {
     j["fast_forwarded"] = s.fast_forwarded;
     j["stationary"] = s.stationary;
     j["block_iterations"] = s.block_iterations;
+    j["accepted"] = {{"block", s.accepted_block}, {"pool", s.accepted_pool}, {"recycled", s.accepted_recycled}};
   }
   return j;
 }

@@ -22,6 +22,7 @@ class DecodeFlags {
   std::string init_ = "random";
   std::string block_ = "auto";
   int max_block_ = 0;  // 0: not given (kMaxBlockRows)
+  std::string pool_ = "prompt";
 };
 
 }  // namespace cllm::cli

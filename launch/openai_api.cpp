@@ -175,6 +175,10 @@ const Field kFields[] = {
     {"cllm_decode", Endpoint::Both, false, parse_decode},
     {"cllm_block", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.block = int_field(v, key, 1, kMaxBlockRows); }},
+    {"cllm_candidates", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.candidates = int_field(v, key, 0, kMaxBlockRows - 1); }},
+    {"cllm_ngram", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.ngram = int_field(v, key, 2, kMaxBlockRows); }},
     {"cllm_ignore_eos", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.ignore_eos = bool_field(v, key); }},
     // Client bookkeeping: ignored.

@@ -47,6 +47,8 @@ struct ApiRequest {
   bool include_usage = false;           // stream_options.include_usage
   std::string decode;                   // "jacobi", "ar" or "" (by temperature)
   int block = 0;                        // 0: the server's --block (auto: picked per step); N: pinned
+  int candidates = -1;                  // cllm_candidates: lookahead n-grams per iteration (-1: --candidates)
+  int ngram = 0;                        // cllm_ngram: their size (0: the server's --ngram)
   bool ignore_eos = false;              // cllm_ignore_eos: no stop ids
   // Log-probabilities: -1 none, else of each token with that many alternatives (chat: logprobs
   // true and top_logprobs; completions: logprobs N).

@@ -58,6 +58,9 @@ struct SequenceEvent {
   std::vector<TokenLogprob> logprobs;
   // The first event of a spec.prompt_logprobs sequence: prompt[1..]'s log-probabilities.
   std::vector<TokenLogprob> prompt_logprobs;
+  // Tokens this iteration accepted beyond its first, by source: the Jacobi block's guesses, a
+  // verified n-gram of the pool, a recycled one (DecodeStats).
+  int accepted_block = 0, accepted_pool = 0, accepted_recycled = 0;
 };
 // Returns false when the consumer wants no more of this sequence (a stop string matched, the
 // client left): the scheduler then drops it, as cancel() would.
@@ -135,6 +138,8 @@ class Scheduler {
   // The step's batch: blocks, their token rows, predictions, and logits when a sampled sequence
   // needs its last row's ([rows, vocab]: the Model returns all rows or none).
   std::vector<SeqBlock> blocks_;
+  std::vector<RowSpec> rows_;  // every row's layout, when some block verifies lookahead candidates
+  std::vector<KvMove> moves_;  // one per block
   std::vector<int32_t> tokens_, ids_;
   std::vector<float> logits_;
 };

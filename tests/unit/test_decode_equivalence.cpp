@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <tuple>
 
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
@@ -67,6 +68,28 @@ void expect_jacobi_equals_ar(Model& model, const std::vector<int32_t>& prompt, i
   int sizes = 0;
   for (int c : jr.stats.block_iterations) sizes += c > 0;
   EXPECT_GE(sizes, 2) << "the adaptive block never changed";
+  // Lookahead (design.md, "More tokens per forward"): candidates from the pool beside the block.
+  for (auto [n, candidates, ngram, w] : {std::tuple{1, 4, 4, JacobiWindow::Sliding}, std::tuple{4, 6, 5, JacobiWindow::Sliding},
+                                         std::tuple{8, 3, 3, JacobiWindow::Blockwise}}) {
+    JacobiOptions jac;
+    jac.block = n;
+    jac.window = w;
+    jac.candidates = candidates;
+    jac.ngram = ngram;
+    const GenerateResult jr = generate_jacobi(model, prompt, gen, jac);
+    EXPECT_EQ(jr.tokens, ar.tokens) << "lookahead n=" << n << " candidates " << candidates << " ngram " << ngram;
+    EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_block + jr.stats.accepted_pool + jr.stats.accepted_recycled);
+  }
+  // Both together: the adaptive block with lookahead candidates beside it.
+  {
+    JacobiOptions jac;
+    jac.block = 16;
+    jac.adaptive = true;
+    jac.candidates = 4;
+    jac.ngram = 4;
+    const GenerateResult jr = generate_jacobi(model, prompt, gen, jac, {}, &cost);
+    EXPECT_EQ(jr.tokens, ar.tokens) << "adaptive with lookahead";
+  }
 }
 
 TEST(DecodeEquivalence, SmolLM2ChatPrompt) {
@@ -204,6 +227,60 @@ TEST(DecodeEquivalence, SchedulerLogprobsUnderJacobiEqualArAndOneForward) {
   }
   for (size_t i = 0; i < ar.tokens.size(); ++i)
     EXPECT_NEAR(jacobi.lp[i].logprob, ref(prompt.size() - 1 + i, ar.tokens[i]), 1e-4) << "token " << i;
+}
+
+// Lookahead: a verified candidate's tokens were predicted by its branch rows, not by the block's
+// rows in order; their log-probabilities must still be AR's (each from the row that predicted it),
+// with the adaptive block picking the block beside the candidates.
+TEST(DecodeEquivalence, SchedulerLogprobsUnderLookaheadEqualAr) {
+  Loaded& l = smollm2();
+  Model& m = *l.model;
+  const std::vector<int32_t> prompt = make_tokenizer(l.ckpt->tokenizer())
+                                          ->encode("red green blue yellow red green blue yellow red green blue yellow red "
+                                                   "green blue yellow red green",
+                                                   false);
+  struct Run {
+    std::vector<int32_t> tokens;
+    std::vector<TokenLogprob> lp;
+    int events = 0, from_candidates = 0;
+  };
+  auto run = [&](int block, int candidates, bool adaptive) {
+    SequenceSpec s;
+    s.prompt = prompt;
+    s.gen.max_new_tokens = 24;
+    s.jacobi.block = block;
+    s.jacobi.adaptive = adaptive;
+    s.jacobi.candidates = candidates;
+    s.jacobi.ngram = 4;
+    s.logprobs = 3;
+    SchedulerLimits lim = {1, 0, 256, 0};
+    Scheduler sched(m, lim);
+    EXPECT_TRUE(sched.submit(1, s));
+    Run r;
+    while (!sched.idle())
+      sched.step([&](const SequenceEvent& ev) {
+        EXPECT_EQ(ev.logprobs.size(), ev.tokens.size());
+        ++r.events;
+        r.from_candidates += ev.accepted_pool + ev.accepted_recycled;
+        r.tokens.insert(r.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+        r.lp.insert(r.lp.end(), ev.logprobs.begin(), ev.logprobs.end());
+        return true;
+      });
+    return r;
+  };
+  const Run ar = run(1, 0, false);
+  for (auto [block, adaptive] : {std::pair{2, false}, std::pair{8, true}}) {
+    const Run la = run(block, 4, adaptive);
+    ASSERT_EQ(la.tokens, ar.tokens) << "block " << block;
+    ASSERT_GT(la.from_candidates, 0) << "no candidate was verified: the test shows nothing";
+    ASSERT_EQ(la.lp.size(), ar.lp.size());
+    for (size_t i = 0; i < ar.lp.size(); ++i) {
+      EXPECT_EQ(la.lp[i].token, ar.tokens[i]);
+      EXPECT_NEAR(la.lp[i].logprob, ar.lp[i].logprob, 1e-4) << "block " << block << " token " << i;
+      ASSERT_EQ(la.lp[i].top.size(), 3u);
+      for (size_t k = 0; k < 3; ++k) EXPECT_EQ(la.lp[i].top[k].first, ar.lp[i].top[k].first) << "token " << i;
+    }
+  }
 }
 
 }  // namespace

@@ -36,7 +36,8 @@ TEST(OpenAiParse, EveryFieldReachesTheRequest) {
   const ApiRequest r = parse_request(
       R"({"model": "m", "prompt": "hi", "max_tokens": 7, "stop": "x", "temperature": 0.5, "top_p": 0.9,
           "seed": 11, "stream": true, "stream_options": {"include_usage": true}, "cllm_decode": "ar",
-          "cllm_block": 4, "cllm_ignore_eos": true, "user": "u", "n": 1, "logprobs": false})",
+          "cllm_block": 4, "cllm_candidates": 3, "cllm_ngram": 5, "cllm_ignore_eos": true, "user": "u", "n": 1,
+          "logprobs": false})",
       false);
   EXPECT_EQ(r.model, "m");
   EXPECT_EQ(r.prompt, "hi");
@@ -48,6 +49,8 @@ TEST(OpenAiParse, EveryFieldReachesTheRequest) {
   EXPECT_TRUE(r.stream && r.include_usage && r.ignore_eos);
   EXPECT_EQ(r.decode, "ar");
   EXPECT_EQ(r.block, 4);
+  EXPECT_EQ(r.candidates, 3);
+  EXPECT_EQ(r.ngram, 5);
   EXPECT_EQ(parse_request(R"({"prompt": [5, 6]})", false).prompt_ids, (std::vector<int32_t>{5, 6}));
   EXPECT_EQ(parse_request(R"({"prompt": "x", "max_completion_tokens": 3})", false).max_tokens, 3);
   const ApiRequest c = parse_request(R"({"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"},

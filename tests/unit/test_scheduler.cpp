@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 #include "runtime/generate.h"
 #include "runtime/scheduler.h"
@@ -49,6 +50,7 @@ struct Outcome {
   std::vector<int32_t> tokens;
   std::string finish;
   int events = 0;
+  int accepted_pool = 0;  // tokens verified candidates gave (text or recycled)
 };
 
 // Runs specs[i] as id i + 1 through one scheduler until all finish.
@@ -64,6 +66,7 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
       Outcome& o = out[ev.id];
       o.tokens.insert(o.tokens.end(), ev.tokens.begin(), ev.tokens.end());
       ++o.events;
+      o.accepted_pool += ev.accepted_pool + ev.accepted_recycled;
       if (ev.done) o.finish = ev.finish_reason;
       return hook ? hook(sched, ev) : true;
     });
@@ -86,7 +89,15 @@ TEST(Scheduler, ConcurrentOutputsEqualAloneAndAr) {
   std::vector<SequenceSpec> specs = {spec(5, 1, 20, 4),  spec(11, 2, 17, 16), spec(70, 3, 12, 8),
                                      spec(3, 4, 25, 1),  spec(9, 5, 15, 16, 0.8f), spec(130, 6, 9, 32),
                                      spec(20, 7, 14, 2)};
+  // Lookahead: candidates verified beside the block (branch rows and KV moves in the batch).
+  for (auto [salt, block, candidates] : {std::tuple{8, 4, 3}, std::tuple{9, 1, 5}}) {
+    specs.push_back(spec(24, salt, 30, block));
+    specs.back().jacobi.candidates = candidates;
+    specs.back().jacobi.ngram = 4;
+  }
   const auto together = run_all(specs, limits(3));
+  EXPECT_GT(together.at(specs.size() - 1).accepted_pool + together.at(specs.size()).accepted_pool, 0)
+      << "no candidate was verified: the test does not exercise lookahead";
   for (size_t i = 0; i < specs.size(); ++i) {
     const auto alone = run_all({specs[i]}, limits(1));
     const Outcome& t = together.at(i + 1);
