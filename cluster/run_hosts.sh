@@ -13,6 +13,9 @@ per_node="${2:?usage: run_hosts.sh HOSTFILE RANKS_PER_NODE -- CLLM_ARGS...}"; sh
 cllm="${CLLM_BUILD:-$here/../build}/cllm"
 nodes=$(grep -cv '^\s*\(#\|$\)' "$hostfile")
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# SIGTERM to mpirun (scancel, systemd, docker stop) reaches the ranks this many seconds later and
+# SIGKILL as long after that: `cllm serve` drains in that window (>= its --grace, default 30).
+export OMPI_MCA_odls_base_sigkill_timeout="${OMPI_MCA_odls_base_sigkill_timeout:-35}"
 source "$here/nccl_env.sh"
 exec mpirun -np $(( nodes * per_node )) --hostfile "$hostfile" --map-by "ppr:$per_node:node:PE=${CLLM_CORES_PER_RANK:-1}" \
   --bind-to core "${mpi_env_args[@]}" "$cllm" "$@"

@@ -19,5 +19,8 @@ else
 fi
 # Open MPI refuses root unless told (containers and CI run as root).
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# SIGTERM to mpirun (scancel, systemd, docker stop) reaches the ranks this many seconds later and
+# SIGKILL as long after that: `cllm serve` drains in that window (>= its --grace, default 30).
+export OMPI_MCA_odls_base_sigkill_timeout="${OMPI_MCA_odls_base_sigkill_timeout:-35}"
 source "$here/nccl_env.sh"
 exec mpirun "${mpi_args[@]}" "${mpi_env_args[@]}" "$cllm" "$@"

@@ -19,7 +19,7 @@ void Comm::abort(const std::string& message) {
 }
 
 void Comm::set_deadline_seconds(double s) {
-  CLLM_CHECK(s > 0, "the collective deadline must be positive, got " << s << " s");
+  CLLM_CHECK(s > 0, "--comm-deadline (the collective deadline) must be positive, got " << s << " s");
   deadline_s_ = s;
 }
 

@@ -23,8 +23,10 @@ void validate(const ModelConfig& c, const std::string& source) {
   CLLM_CHECK(c.head_dim % 2 == 0, source << ": head_dim " << c.head_dim << " must be even (RoPE rotates pairs)");
   CLLM_CHECK(static_cast<int64_t>(c.num_heads) * c.head_dim <= INT32_MAX,
              source << ": num_attention_heads * head_dim overflows");
-  CLLM_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
-             source << ": rms_norm_eps must be a positive number, got " << c.rms_norm_eps);
+  // An epsilon of 1 or more outweighs the mean square of any normalised activation (the models use
+  // 1e-6..1e-5): such a value is a corrupted field, not a setting.
+  CLLM_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0 && c.rms_norm_eps < 1,
+             source << ": rms_norm_eps must be a number in (0, 1), got " << c.rms_norm_eps);
   CLLM_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
              source << ": rope_theta must be a positive number, got " << c.rope_theta);
   const RopeScaling& r = c.rope_scaling;

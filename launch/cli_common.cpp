@@ -202,6 +202,41 @@ void check_block_flag(int block) {
   CLLM_CHECK(block >= 1 && block <= kMaxBlockRows, "--block must be in 1.." << kMaxBlockRows << ", got " << block);
 }
 
+void apply_block_flags(const std::string& block, int max_block, bool max_block_given, JacobiOptions& jac) {
+  CLLM_CHECK(max_block >= 1 && max_block <= kMaxBlockRows,
+             "--max-block must be in 1.." << kMaxBlockRows << ", got " << max_block);
+  if (block == "auto") {
+    CLLM_CHECK(jac.window == JacobiWindow::Sliding,
+               "--block auto changes the block between iterations, which needs --window sliding; give --block N "
+               "with --window blockwise");
+    jac.adaptive = true;
+    // Without --max-block, the largest block leaves the lookahead candidates their rows.
+    const int lookahead_rows = jac.candidates > 0 && jac.ngram >= 2 ? jac.candidates * (jac.ngram - 1) : 0;
+    jac.block = max_block_given ? max_block : std::max(1, max_block - lookahead_rows);
+    return;
+  }
+  size_t used = 0;
+  int n = 0;
+  try {
+    n = std::stoi(block, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  CLLM_CHECK(used > 0 && used == block.size(), "--block must be auto or a number, got '" << block << "'");
+  check_block_flag(n);
+  CLLM_CHECK(!max_block_given, "--max-block applies to --block auto; --block " << n << " is a fixed block");
+  jac.adaptive = false;
+  jac.block = n;
+}
+
+void check_lookahead_flags(const JacobiOptions& jac) {
+  CLLM_CHECK(jac.candidates >= 0, "--candidates must be >= 0, got " << jac.candidates);
+  CLLM_CHECK(jac.ngram >= 2, "--ngram must be >= 2 (a key token and a continuation), got " << jac.ngram);
+  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ") + --candidates (" << jac.candidates
+                                                      << ") x (--ngram " << jac.ngram << " - 1) = " << jac.rows()
+                                                      << " rows per iteration, over " << kMaxBlockRows);
+}
+
 void set_cpu_threads(int requested, const Comm& comm) {
   // Checked before anything is allocated: a pool of a million threads takes gigabytes and seconds
   // before it fails, and more threads than cores only contend.

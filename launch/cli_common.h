@@ -9,6 +9,7 @@
 
 #include "loaders/checkpoint.h"
 #include "parallel/comm.h"
+#include "runtime/decoding.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
 
@@ -62,6 +63,17 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
 
 // Refuses a --block outside 1..kMaxBlockRows (runtime/block_rows.h), naming the flag and the value.
 void check_block_flag(int block);
+// --candidates >= 0, --ngram >= 2 with candidates, and the rows of one iteration within kMaxBlockRows.
+void check_lookahead_flags(const JacobiOptions& jac);
+
+// The block flags of generate and serve, as draft-length options of other servers read:
+//   --block auto   load-adaptive: each iteration picks 1..--max-block (runtime/block_policy.h)
+//   --block N      a fixed block of N (1: greedy AR)
+// Sets jac.block and jac.adaptive; refuses a bad value, --max-block with a fixed block, and
+// auto with the blockwise window (its block is fixed by definition). Call after jac.window is set.
+inline constexpr const char* kBlockFlagHelp =
+    "Jacobi block: auto (picked each iteration from 1..--max-block to maximise tokens/s) or a fixed N";
+void apply_block_flags(const std::string& block, int max_block, bool max_block_given, JacobiOptions& jac);
 
 // CPU threads of this rank: `requested` if > 0, else the node's cores shared among its ranks.
 // Refuses (naming --threads and the cores) a negative count or more threads than this machine's cores.

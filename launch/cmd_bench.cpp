@@ -8,6 +8,7 @@
 // Under mpirun, rank 0 times the tensor-parallel group and prints; the ranks of one node share
 // its memory bandwidth, so the floor counts the bytes of all of them against it.
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -33,19 +34,22 @@
 namespace cllm::cli {
 namespace {
 
+// "1,16,64": every item a whole positive int (no sign, fraction, exponent or trailing text), at
+// least one item.
 std::vector<int> parse_list(const std::string& s, const char* flag) {
   std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      out.push_back(std::stoi(item));
-    } catch (const std::exception&) {
-      CLLM_FAIL("--" << flag << " expects comma-separated integers, got '" << s << "'");
-    }
-    CLLM_CHECK(out.back() > 0, "--" << flag << " values must be positive, got " << out.back());
+  for (size_t begin = 0;;) {
+    const size_t end = std::min(s.find(',', begin), s.size());
+    const char *b = s.data() + begin, *e = s.data() + end;
+    int v = 0;
+    const auto [stop, ec] = std::from_chars(b, e, v);
+    CLLM_CHECK(b != e && ec == std::errc() && stop == e,
+               "--" << flag << " expects comma-separated positive integers, got '" << s << "'");
+    CLLM_CHECK(v > 0, "--" << flag << " values must be positive, got " << v);
+    out.push_back(v);
+    if (end == s.size()) return out;
+    begin = end + 1;
   }
-  return out;
 }
 
 // "R/N" -> (R, N) with 0 <= R < N and N >= 2.
@@ -82,7 +86,11 @@ nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int 
   const int max_b = *std::max_element(sizes.begin(), sizes.end());
   const int max_n = *std::max_element(ns.begin(), ns.end());
   const int ctx = f.batch_context, V = model.config().vocab_size;
-  model.reset(ctx + max_n, max_b);
+  try {
+    model.reset(ctx + max_n, max_b);
+  } catch (const std::exception& e) {  // the KV cache beyond the machine's memory, named by these flags
+    CLLM_FAIL("--batch-sizes " << max_b << " with --batch-context " << ctx << ": " << e.what());
+  }
   std::vector<int32_t> tokens, out;
   std::vector<SeqBlock> blocks;
   auto fill = [&](int count, int pos, int n) {
@@ -141,11 +149,35 @@ double prefill_flops(const ModelConfig& c, int tokens, int ranks) {
   return (2.0 * weights * tokens + attention) / ranks;
 }
 
+// Every size the benchmark runs at, against the model's positions, before anything is timed: a
+// refusal naming the flag, not a failure inside a forward or an allocation.
+void check_sizes(const ModelConfig& cfg, const Flags& f) {
+  const int64_t positions = cfg.max_position_embeddings;
+  const auto fits = [&](int64_t rows, const std::string& what) {
+    CLLM_CHECK(rows <= positions, what << " needs " << rows << " positions, beyond the model's " << positions
+                                       << " (max_position_embeddings)");
+  };
+  const std::vector<int> ns = parse_list(f.ns_text, "ns"), contexts = parse_list(f.contexts_text, "contexts");
+  const int64_t max_n = *std::max_element(ns.begin(), ns.end());
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  fits(max_ctx + max_n, "--contexts " + std::to_string(max_ctx) + " with --ns " + std::to_string(max_n));
+  fits(f.prefill, "--prefill " + std::to_string(f.prefill));
+  const std::string why = context_limit_error(cfg, 16, f.tokens, 1);  // the AR figure's 16-token prompt
+  CLLM_CHECK(why.empty(), "--tokens: " << why);
+  if (!f.batch_sizes_text.empty()) {
+    const std::vector<int> bns = parse_list(f.batch_ns_text, "batch-ns");
+    const int64_t max_bn = *std::max_element(bns.begin(), bns.end());
+    fits(f.batch_context + max_bn,
+         "--batch-context " + std::to_string(f.batch_context) + " with --batch-ns " + std::to_string(max_bn));
+  }
+}
+
 // Rank 0's part: every measurement, through `model` (the whole model or the TP group).
 int run_bench(Model& model, const Flags& f, const Comm& comm) {
   const std::vector<int> ns = parse_list(f.ns_text, "ns");
   const std::vector<int> contexts = parse_list(f.contexts_text, "contexts");
   const ModelConfig& cfg = model.config();
+  check_sizes(cfg, f);
   const int tokens = f.tokens, reps = f.reps, prefill = f.prefill;
   // Bytes read per step from one memory: on the CPU every rank of the node reads its own shard from
   // the node's shared memory; on GPUs each rank reads its shard from its own HBM (the per-rank floor).
@@ -190,8 +222,6 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   gen.max_new_tokens = tokens;
   const int max_n = *std::max_element(ns.begin(), ns.end());
   const int max_ctx = *std::max_element(contexts.begin(), contexts.end());
-  const std::string why = context_limit_error(cfg, static_cast<int64_t>(prompt.size()), tokens, 1);
-  CLLM_CHECK(why.empty(), "--tokens: " << why);
   model.reset(std::max({static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), tokens, 1)),
                         max_ctx + max_n, prefill}));
   const GenerateResult ar = generate_ar(model, prompt, gen);
@@ -293,12 +323,12 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
     return 0;
   parse_list(f.ns_text, "ns");  // bad lists fail here, on every rank, before any loading
   parse_list(f.contexts_text, "contexts");
-  if (!f.batch_sizes_text.empty()) {
-    parse_list(f.batch_sizes_text, "batch-sizes");
-    parse_list(f.batch_ns_text, "batch-ns");
-  }
+  if (!f.batch_sizes_text.empty()) parse_list(f.batch_sizes_text, "batch-sizes");
+  parse_list(f.batch_ns_text, "batch-ns");  // refused even when unused, like every other bad value
   CLLM_CHECK(f.batch_context >= 0, "--batch-context must be >= 0");
   CLLM_CHECK(f.tokens >= 1 && f.reps >= 1 && f.prefill >= 0, "--tokens and --reps must be >= 1, --prefill >= 0");
+  // Each size is timed reps + 1 times: past 1000 the median moves no more, and the run has no end in sight.
+  CLLM_CHECK(f.reps <= 1000, "--reps must be at most 1000, got " << f.reps);
   f.json = vm.count("json") > 0;
   if (!f.tp_rank_text.empty()) {
     std::tie(f.comm_flags.stand_in_rank, f.comm_flags.stand_in_size) = parse_tp_rank(f.tp_rank_text);

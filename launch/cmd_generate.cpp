@@ -5,6 +5,7 @@
 // Under mpirun every rank runs this: each loads its shard, rank 0 decodes and prints, and the
 // other ranks serve its forwards (parallel/coordinator.h).
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "launch/decode_flags.h"
 #include "launch/prompts_file.h"
 #include "parallel/coordinator.h"
+#include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
 
@@ -27,12 +29,28 @@ struct Run {
   GenerateResult result;
 };
 
+// --block auto: times forwards of 1..--max-block rows (a few seconds on a CPU) for the policy,
+// once, before the first Jacobi decoding.
+void calibrate(Model& model, const JacobiOptions& jac, StepCostModel& cost) {
+  if (!jac.adaptive || cost.calibrated()) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int capacity = std::min(1024 + kMaxBlockRows, std::max(model.config().max_position_embeddings, jac.block));
+  cost = calibrate_step_cost(model, 1, capacity, jac.block);
+  std::fprintf(stderr, "step cost (--block auto):");
+  for (int n = 1; n <= jac.block; n *= 2) std::fprintf(stderr, " %d: %.2f ms", n, cost.seconds(n) * 1e3);
+  std::fprintf(stderr, "; calibrated in %.2f s\n",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
 Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
-            const GenerateOptions& gen, const JacobiOptions& jac, bool stream) {
+            const GenerateOptions& gen, const JacobiOptions& jac, bool stream, StepCostModel* cost) {
   const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompt.size()), gen.max_new_tokens,
-                                              jac.block);
+                                              jacobi ? jac.rows() : 1);
   CLLM_CHECK(why.empty(), "cannot decode: " << why << " (shorten the prompt or lower --max-new-tokens)");
-  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jac.block)));
+  CLLM_CHECK(jac.pad_id >= 0 && jac.pad_id < model.config().vocab_size,
+             "--pad-id " << jac.pad_id << " is outside the vocabulary [0, " << model.config().vocab_size << ")");
+  if (jacobi) calibrate(model, jac, *cost);
+  model.reset(static_cast<int>(kv_rows_needed(static_cast<int64_t>(prompt.size()), gen.max_new_tokens, jacobi ? jac.rows() : 1)));
   StreamDecoder text(tokenizer);
   bool mid_line = false;  // the streamed text so far does not end with a newline
   TokenSink sink = [&](const int32_t* ids, int n) {
@@ -45,7 +63,7 @@ Run run_one(const char* name, bool jacobi, Model& model, const Tokenizer& tokeni
   };
   if (stream) std::cout << "--- " << name << " ---\n" << std::flush;
   try {
-    Run r{name, jacobi ? generate_jacobi(model, prompt, gen, jac, stream ? sink : TokenSink{})
+    Run r{name, jacobi ? generate_jacobi(model, prompt, gen, jac, stream ? sink : TokenSink{}, cost)
                        : generate_ar(model, prompt, gen, stream ? sink : TokenSink{})};
     if (stream) std::cout << text.flush() << "\n";
     return r;
@@ -61,8 +79,12 @@ void print_stats(const Run& r) {
   std::printf("[%s] %d tokens in %.3f s (prefill %.3f s): %.2f tokens/s, %d iterations, %.2f tokens/iteration",
               r.name, s.tokens, s.prefill_seconds + s.decode_seconds, s.prefill_seconds, s.tokens_per_second(),
               s.iterations, s.tokens_per_iteration());
-  if (std::string(r.name) == "jacobi")
-    std::printf(", %d fast-forwarded, %d stationary", s.fast_forwarded, s.stationary);
+  if (std::string(r.name) == "jacobi") {
+    std::printf(", %d fast-forwarded (block %d, pool %d, recycled %d), %d stationary, blocks", s.fast_forwarded,
+                s.accepted_block, s.accepted_pool, s.accepted_recycled, s.stationary);
+    for (size_t n = 0; n < s.block_iterations.size(); ++n)
+      if (s.block_iterations[n]) std::printf(" %zux%d", n, s.block_iterations[n]);
+  }
   std::printf(", finish: %s\n", r.result.finish_reason.c_str());
 }
 
@@ -75,6 +97,7 @@ struct Flags {
   CommFlags comm_flags;
   GenerateOptions gen;
   JacobiOptions jac;
+  StepCostModel cost;  // --block auto: calibrated before the first Jacobi decoding, refined by every run
 };
 
 // Rank 0's part: tokenizes, decodes through `model` (the whole model or the TP group), prints.
@@ -93,8 +116,8 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
   std::fprintf(stderr, "model loaded in %.2f s; prompt: %zu tokens\n", m.load_seconds, prompt.size());
 
   std::vector<Run> runs;
-  if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompt, f.gen, f.jac, !f.quiet));
-  if (f.decode != "ar") runs.push_back(run_one("jacobi", true, model, *m.tokenizer, prompt, f.gen, f.jac, !f.quiet));
+  if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompt, f.gen, f.jac, !f.quiet, &f.cost));
+  if (f.decode != "ar") runs.push_back(run_one("jacobi", true, model, *m.tokenizer, prompt, f.gen, f.jac, !f.quiet, &f.cost));
   std::printf("\n");
   for (const Run& r : runs) print_stats(r);
   if (runs.size() == 2) {
@@ -123,6 +146,8 @@ nlohmann::json run_json(const Run& r) {
   if (std::string(r.name) == "jacobi") {
     j["fast_forwarded"] = s.fast_forwarded;
     j["stationary"] = s.stationary;
+    j["block_iterations"] = s.block_iterations;
+    j["accepted"] = {{"block", s.accepted_block}, {"pool", s.accepted_pool}, {"recycled", s.accepted_recycled}};
   }
   return j;
 }
@@ -146,16 +171,16 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
   if (f.warmup_tokens > 0) {
     GenerateOptions warm = f.gen;
     warm.max_new_tokens = std::min(f.warmup_tokens, f.gen.max_new_tokens);
-    if (f.decode != "jacobi") run_one("ar", false, model, *m.tokenizer, prompts[0], warm, f.jac, false);
-    if (f.decode != "ar") run_one("jacobi", true, model, *m.tokenizer, prompts[0], warm, f.jac, false);
+    if (f.decode != "jacobi") run_one("ar", false, model, *m.tokenizer, prompts[0], warm, f.jac, false, &f.cost);
+    if (f.decode != "ar") run_one("jacobi", true, model, *m.tokenizer, prompts[0], warm, f.jac, false, &f.cost);
   }
   DecodeStats ar_sum, jac_sum;
   int identical = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     nlohmann::json line = {{"index", i}, {"prompt_ids", prompts[i]}};
     std::vector<Run> runs;
-    if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompts[i], f.gen, f.jac, false));
-    if (f.decode != "ar") runs.push_back(run_one("jacobi", true, model, *m.tokenizer, prompts[i], f.gen, f.jac, false));
+    if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompts[i], f.gen, f.jac, false, &f.cost));
+    if (f.decode != "ar") runs.push_back(run_one("jacobi", true, model, *m.tokenizer, prompts[i], f.gen, f.jac, false, &f.cost));
     for (const Run& r : runs) {
       line[r.name] = run_json(r);
       DecodeStats& sum = std::string(r.name) == "ar" ? ar_sum : jac_sum;
@@ -215,7 +240,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   DecodeFlags decode_flags(opts, f.gen, f.jac);
   po::variables_map vm;
   if (!parse_flags(argc, argv,
-                   "cllm generate [--model PATH] [--prompt TEXT] [--chat] [--decode ar|jacobi|both] [--block N] "
+                   "cllm generate [--model PATH] [--prompt TEXT] [--chat] [--decode ar|jacobi|both] [--block auto|N] "
                    "[--max-new-tokens N] [--prompts FILE --json-out FILE]",
                    opts, vm))
     return 0;

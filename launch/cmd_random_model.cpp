@@ -1,4 +1,7 @@
 // cllm random-model: a randomly initialised HF checkpoint of a named or custom LLaMA shape.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 
 #include "core/check.h"
@@ -53,6 +56,20 @@ int random_model_main(int argc, char** argv) {
   } else {
     cfg = random_model_shape(shape);
   }
+  validate(cfg, "--shape " + shape);  // every size positive, heads dividing, before anything is written
+  // The largest tensor is built in memory before it is written: refused by size, not by bad_alloc.
+  const double h = cfg.hidden_size, biggest = std::max({double(cfg.vocab_size) * h, double(cfg.intermediate_size) * h,
+                                                          double(cfg.num_heads) * cfg.head_dim * h});
+  const double layer = h * (2.0 * cfg.num_heads * cfg.head_dim + 2.0 * cfg.num_kv_heads * cfg.head_dim) +
+                       3.0 * h * cfg.intermediate_size;
+  const double total = double(cfg.vocab_size) * h * (tied ? 1 : 2) + cfg.num_layers * layer;
+  const double bytes = total * (ro.dtype == DType::F32 ? 4 : 2);
+  const double machine = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  CLLM_CHECK(biggest * 4 <= machine && cfg.num_layers <= 100000,
+             "a random model of " << total / 1e9 << " G parameters (" << bytes / 1e9 << " GB, --vocab " << cfg.vocab_size
+                                  << " --hidden " << cfg.hidden_size << " --ffn " << cfg.intermediate_size << " --layers "
+                                  << cfg.num_layers << ") has a tensor larger than this machine's " << machine / 1e9
+                                  << " GB of memory, or more than 100000 layers");
   write_random_model(cfg, out, ro, [](int done, int total) {
     if (done == total || done % 16 == 0) std::fprintf(stderr, "\rwriting tensors %d/%d", done, total);
     if (done == total) std::fprintf(stderr, "\n");

@@ -8,7 +8,10 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
@@ -21,6 +24,7 @@
 #include "launch/openai_engine.h"
 #include "launch/openai_routes.h"
 #include "parallel/coordinator.h"
+#include "runtime/block_policy.h"
 #include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 
@@ -28,9 +32,10 @@ namespace cllm::cli {
 namespace {
 
 struct Flags {
-  std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding";
-  int port = 8000, max_batch = 8, max_queue = 64, block = 16, max_context = 2048, threads = 0;
+  std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding", block = "auto";
+  int port = 8000, max_batch = 8, max_queue = 64, max_block = 0, max_context = 2048, threads = 0;
   int max_step_rows = 512, max_connections = 512;
+  int candidates = JacobiOptions{}.candidates, ngram = JacobiOptions{}.ngram;
   double header_timeout_s = 10, body_timeout_s = 60, idle_timeout_s = 30;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
@@ -102,9 +107,14 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("max-step-rows", po::value(&f.max_step_rows)->default_value(f.max_step_rows),
        "token rows per engine step at most (0: no limit): decoding blocks always run, prompt prefill "
        "chunks take the rest, so a burst of long prompts does not stall running requests")
-      ("block", po::value(&f.block)->default_value(16),
-       "default Jacobi block size (1.." + std::to_string(kMaxBlockRows) + "; requests: cllm_block)")
+      ("block", po::value(&f.block)->default_value(f.block),
+       std::string(kBlockFlagHelp) + " (1.." + std::to_string(kMaxBlockRows) + "); a request's cllm_block pins its own")
+      ("max-block", po::value(&f.max_block)->default_value(0),
+       "with --block auto: the largest block (0: " + std::to_string(kMaxBlockRows) + ")")
       ("window", po::value(&f.window)->default_value(f.window), "sliding | blockwise")
+      ("candidates", po::value(&f.candidates)->default_value(f.candidates),
+       "default lookahead n-grams verified beside the block per iteration (0: none; requests: cllm_candidates)")
+      ("ngram", po::value(&f.ngram)->default_value(f.ngram), "default lookahead n-gram size (requests: cllm_ngram)")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
                                                      "instead of the checkpoint's")
       ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
@@ -125,14 +135,23 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   po::variables_map vm;
   if (!parse_flags(argc, argv,
                    "[mpirun -np N] cllm serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
-                   "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block N] [--chat-template FAMILY]",
+                   "[--max-batch N] [--max-queue N] [--max-step-rows N] [--block auto|N] [--chat-template FAMILY]",
                    opts, vm))
     return 0;
-  check_block_flag(f.block);
   CLLM_CHECK(f.max_connections >= 1, "--max-connections must be >= 1");
   CLLM_CHECK(f.header_timeout_s > 0 && f.body_timeout_s > 0 && f.idle_timeout_s > 0, "timeouts must be > 0 seconds");
   CLLM_CHECK(f.max_step_rows >= 0, "--max-step-rows must be >= 0 (0: no limit), got " << f.max_step_rows);
+  CLLM_CHECK(f.port >= 0 && f.port <= 65535, "--port must be a TCP port in 0..65535, got " << f.port);
+  CLLM_CHECK(f.max_batch >= 1, "--max-batch must be >= 1, got " << f.max_batch);
+  CLLM_CHECK(f.max_queue >= 0, "--max-queue must be >= 0, got " << f.max_queue);
+  CLLM_CHECK(f.max_context >= 1, "--max-context must be >= 1, got " << f.max_context);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
+  JacobiOptions jacobi;
+  jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
+  jacobi.candidates = f.candidates;
+  jacobi.ngram = f.ngram;
+  apply_block_flags(f.block, f.max_block == 0 ? kMaxBlockRows : f.max_block, f.max_block != 0, jacobi);
+  check_lookahead_flags(jacobi);
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill
@@ -143,6 +162,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     std::signal(SIGINT, SIG_IGN);
     LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
     worker_loop(*m.model, comm);
+    std::fprintf(stderr, "cllm serve: rank %d stopped\n", comm.rank());
     return 0;
   }
 
@@ -152,8 +172,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   rc.api_key = f.api_key;
   rc.max_context = f.max_context;
   rc.default_chat_max_tokens = f.default_chat_max_tokens;
-  rc.jacobi.block = f.block;
-  rc.jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
+  rc.jacobi = jacobi;
   if (vm.count("chat-template")) rc.chat_template = chat_template_family(f.chat_template);
   http::Metrics metrics;
   openai::Routes routes(rc, metrics);
@@ -188,14 +207,36 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   }
   rc.add_bos = ts.add_bos;
   rc.eos_ids = m.model->config().eos_token_ids;
+  auto token_name = [&](int id) { return id >= 0 && id < static_cast<int>(ts.tokens.size()) ? ts.tokens[id] : ""; };
+  rc.eos_token = token_name(m.tokenizer->eos_id());
+  rc.bos_token = token_name(m.tokenizer->bos_id());
   rc.max_context = std::min(f.max_context, m.model->config().max_position_embeddings);
 
   std::unique_ptr<CoordinatorModel> group;
   if (comm.size() > 1) group = std::make_unique<CoordinatorModel>(*m.model, comm);
+  // SIGTERM to mpirun reaches the ranks odls_base_sigkill_timeout seconds later and SIGKILL follows
+  // as long after that: the drain has that long, not --grace, unless the timeout is raised.
+  if (comm.size() > 1) {
+    const char* t = std::getenv("OMPI_MCA_odls_base_sigkill_timeout");
+    if (!t || std::atof(t) < f.grace_s)
+      std::fprintf(stderr,
+                   "cllm serve: warning: SIGTERM to mpirun leaves the ranks %s s to drain, less than --grace %.0f: "
+                   "start mpirun with --mca odls_base_sigkill_timeout %.0f (or more) to let in-flight requests finish\n",
+                   t ? t : "1", f.grace_s, f.grace_s);
+  }
   Model& model = group ? static_cast<Model&>(*group) : *m.model;
   openai::EngineOptions eo;
   eo.limits = {f.max_batch, f.max_queue, rc.max_context, f.max_step_rows};
   eo.keepalive_s = comm.size() > 1 ? f.comm_flags.deadline_s / 4 : 0;
+  if (jacobi.adaptive) {
+    // The step cost of the row counts the engine will run (up to the step budget), for --block auto.
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rows = f.max_step_rows > 0 ? f.max_step_rows : f.max_batch * kMaxBlockRows;
+    eo.step_cost = calibrate_step_cost(model, f.max_batch, rc.max_context, rows);
+    std::fprintf(stderr, "cllm serve: step cost (--block auto): 1 row %.2f ms, %d rows %.2f ms; calibrated in %.2f s\n",
+                 eo.step_cost.seconds(1) * 1e3, jacobi.block, eo.step_cost.seconds(jacobi.block) * 1e3,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   openai::Engine engine(model, *m.tokenizer, eo, metrics, [&] {
     if (group) group->keepalive();
   });
@@ -204,15 +245,37 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
                "cllm serve: ready: model '%s', %d slots x %d positions, queue %d, step rows %d, chat template '%s'\n",
                rc.model_name.c_str(), f.max_batch, rc.max_context, f.max_queue, f.max_step_rows,
                rc.chat_template.empty() ? "" : chat_template_family(rc.chat_template).c_str());
+  // Under mpirun a stop signal may also mean a rank died: mpirun then sends SIGTERM to the others
+  // and SIGKILL odls_base_sigkill_timeout seconds later (default 1), while this thread may be
+  // blocked in a collective with the dead rank. A watchdog answers every open request with an error
+  // once the engine is stuck in one step, so clients get an error event or a 5xx, not a cut stream.
+  std::atomic<bool> engine_done{false};
+  std::thread watchdog;
   signals.on_signal([&] {
     engine.drain(f.grace_s);
     server.stop();
+    if (comm.size() > 1)
+      watchdog = std::thread([&] {
+        while (!engine_done) {
+          if (engine.stalled(0.5)) {
+            std::fprintf(stderr, "cllm serve: a step stalled while stopping (a rank is gone): failing open requests\n");
+            engine.fail_open("a rank of the tensor-parallel group stopped responding while the job was stopped");
+            return;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+      });
   });
+  auto stop_watchdog = [&] {
+    engine_done = true;
+    signals.clear();  // after this, no action can start a watchdog
+    if (watchdog.joinable()) watchdog.join();
+  };
   // An engine failure (a lost rank, a collective past its deadline, an error): every open request
   // gets an error answer and the HTTP threads leave (within a bound: a client that does not read
   // must not keep the other ranks waiting) before the engine and server go away.
   auto answer_all = [&](const std::string& why) {
-    signals.clear();
+    stop_watchdog();
     routes.detach_engine();
     engine.fail("the server failed: " + why);
     server.join(5.0);
@@ -223,15 +286,17 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
     engine.run();
   } catch (const std::exception& e) {
     comm.set_abort_hook(nullptr);
+    stop_watchdog();
     answer_all(e.what());
     throw;  // run_on_all_ranks reports it and stops every rank
   }
   comm.set_abort_hook(nullptr);
-  signals.clear();  // the action touches engine and server, which die with this scope
+  stop_watchdog();  // and the signal action: it touches engine and server, which die with this scope
   server.stop();
   server.join();
   if (group) group->stop();
   std::fprintf(stderr, "cllm serve: stopped\n");
+  if (comm.size() > 1) std::fprintf(stderr, "cllm serve: rank 0 stopped\n");
   return 0;
 }
 

@@ -12,17 +12,25 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
     : gen_(gen), jac_(jac) {
   opts.add_options()
       ("max-new-tokens", po::value(&gen.max_new_tokens)->default_value(64), "tokens to generate at most")
-      ("block", po::value(&jac.block)->default_value(16),
-       "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
+      ("block", po::value(&block_)->default_value(block_), std::string(kBlockFlagHelp) + " (1.." + std::to_string(kMaxBlockRows) + ")")
+      ("max-block", po::value(&max_block_)->default_value(0),
+       "with --block auto: the largest block (0: " + std::to_string(kMaxBlockRows) + ")")
       ("window", po::value(&window_)->default_value(window_), "sliding | blockwise (the paper's mode)")
       ("init", po::value(&init_)->default_value(init_), "initial guesses: random (from the prompt, seeded) | repeat | pad")
       ("seed", po::value(&jac.seed)->default_value(0), "seed of the random initial guesses")
-      ("pad-id", po::value(&jac.pad_id)->default_value(0), "token id used by --init pad");
+      ("pad-id", po::value(&jac.pad_id)->default_value(0), "token id used by --init pad")
+      ("candidates", po::value(&jac.candidates)->default_value(jac.candidates),
+       "lookahead: n-grams from the sequence's pool verified beside the block each iteration (0: none)")
+      ("ngram", po::value(&jac.ngram)->default_value(jac.ngram), "lookahead: n-gram size (its first token, then ngram - 1 rows)")
+      ("pool", po::value(&pool_)->default_value(pool_), "lookahead pool: prompt (prompt, generated text, trajectory) | generated (no prompt)");
 }
 
 void DecodeFlags::finish() {
   CLLM_CHECK(gen_.max_new_tokens > 0, "--max-new-tokens must be positive, got " << gen_.max_new_tokens);
-  check_block_flag(jac_.block);
+  if (pool_ == "prompt" || pool_ == "generated")
+    jac_.prompt_pool = pool_ == "prompt";
+  else
+    CLLM_FAIL("--pool must be prompt or generated, got '" << pool_ << "'");
   if (window_ == "sliding")
     jac_.window = JacobiWindow::Sliding;
   else if (window_ == "blockwise")
@@ -37,6 +45,8 @@ void DecodeFlags::finish() {
     jac_.init = InitialGuess::Pad;
   else
     CLLM_FAIL("--init must be random, repeat or pad, got '" << init_ << "'");
+  apply_block_flags(block_, max_block_ == 0 ? kMaxBlockRows : max_block_, max_block_ != 0, jac_);
+  check_lookahead_flags(jac_);
 }
 
 }  // namespace cllm::cli

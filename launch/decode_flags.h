@@ -1,5 +1,5 @@
-// Decoding flags shared by generate, bench and trajectories: block size, window mode, initial
-// guesses, seed, max_new_tokens. Construct before parsing, call finish() after.
+// Decoding flags of generate: block size (auto or fixed), window mode, initial guesses, seed,
+// max_new_tokens. Construct before parsing, call finish() after.
 #pragma once
 #include <string>
 
@@ -20,6 +20,9 @@ class DecodeFlags {
   JacobiOptions& jac_;
   std::string window_ = "sliding";
   std::string init_ = "random";
+  std::string block_ = "auto";
+  int max_block_ = 0;  // 0: not given (kMaxBlockRows)
+  std::string pool_ = "prompt";
 };
 
 }  // namespace cllm::cli

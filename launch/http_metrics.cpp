@@ -61,6 +61,13 @@ void Metrics::observe_iteration(int tokens) {
   tokens_per_iteration_.observe(tokens);
 }
 
+void Metrics::add_accepted(int block, int pool, int recycled) {
+  std::lock_guard<std::mutex> lock(mu_);
+  accepted_block_ += block;
+  accepted_pool_ += pool;
+  accepted_recycled_ += recycled;
+}
+
 void Metrics::observe_ttft(double s) {
   std::lock_guard<std::mutex> lock(mu_);
   ttft_.observe(s);
@@ -71,9 +78,10 @@ void Metrics::observe_inter_token(double s) {
   inter_token_.observe(s);
 }
 
-void Metrics::observe_step(int sequences, int rows) {
+void Metrics::observe_step(int sequences, int rows, const std::array<int, kMaxBlockRows + 1>& decode_blocks) {
   std::lock_guard<std::mutex> lock(mu_);
   ++steps_;
+  for (size_t n = 0; n < decode_blocks.size(); ++n) decode_blocks_[n] += static_cast<uint64_t>(decode_blocks[n]);
   step_sequences_.observe(sequences);
   step_rows_.observe(rows);
 }
@@ -98,6 +106,16 @@ std::string Metrics::render() const {
   counter("cllm_prompt_tokens_total", "Prompt tokens of admitted requests.", prompt_tokens_);
   counter("cllm_generated_tokens_total", "Generated tokens returned to clients.", generated_tokens_);
   counter("cllm_jacobi_iterations_total", "Forward iterations of all sequences (prefill included).", iterations_);
+  os << "# HELP cllm_decode_blocks_total Decoding iterations of a sequence by block size (rows; 1 is an AR step).\n"
+        "# TYPE cllm_decode_blocks_total counter\n";
+  for (size_t n = 1; n < decode_blocks_.size(); ++n)
+    if (decode_blocks_[n]) os << "cllm_decode_blocks_total{block=\"" << n << "\"} " << decode_blocks_[n] << "\n";
+  os << "# HELP cllm_accepted_tokens_total Tokens accepted beyond the first of an iteration, by source: the Jacobi "
+        "block's guesses, a verified lookahead n-gram of the pool, a recycled n-gram.\n"
+     << "# TYPE cllm_accepted_tokens_total counter\n";
+  for (const auto& [source, n] : {std::pair<const char*, uint64_t>{"block", accepted_block_},
+                                  {"pool", accepted_pool_}, {"recycled", accepted_recycled_}})
+    os << "cllm_accepted_tokens_total{source=\"" << source << "\"} " << n << "\n";
   gauge("cllm_queue_depth", "Requests waiting for a KV slot.", gauges_.queue_depth);
   counter("cllm_forward_steps_total", "Batched forwards (engine steps); each advances every active sequence.", steps_);
   gauge("cllm_batch_size", "Sequences in the last engine step's batched forward.", gauges_.batch_size);

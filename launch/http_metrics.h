@@ -1,11 +1,14 @@
 // Server metrics in the Prometheus text format (GET /metrics). Thread safe: HTTP threads count
 // requests by status, the engine thread records tokens, iterations and latencies.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "runtime/block_rows.h"
 
 namespace cllm::http {
 
@@ -38,17 +41,22 @@ class Metrics {
   void add_tokens(int prompt, int generated);
   // One iteration of one sequence that made `tokens` tokens final.
   void observe_iteration(int tokens);
+  // Tokens accepted beyond the first of an iteration, by source (block, pool, recycled).
+  void add_accepted(int block, int pool, int recycled);
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds);
-  // One batched forward (engine step) over `sequences` sequences and `rows` token rows.
-  void observe_step(int sequences, int rows);
+  // One batched forward (engine step) over `sequences` sequences and `rows` token rows;
+  // decode_blocks[n]: decoding sequences that forwarded a block of n rows in it.
+  void observe_step(int sequences, int rows, const std::array<int, kMaxBlockRows + 1>& decode_blocks = {});
   void set_gauges(const Gauges& g);
   std::string render() const;
 
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
+  std::array<uint64_t, kMaxBlockRows + 1> decode_blocks_{};
   uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, iterations_ = 0, steps_ = 0;
+  uint64_t accepted_block_ = 0, accepted_pool_ = 0, accepted_recycled_ = 0;
   Histogram tokens_per_iteration_, ttft_, inter_token_, step_sequences_, step_rows_;
   Gauges gauges_;
 };

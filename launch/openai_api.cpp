@@ -1,9 +1,11 @@
 #include "launch/openai_api.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "runtime/block_rows.h"
+#include "runtime/scheduler.h"
 
 namespace cllm::openai {
 namespace {
@@ -49,10 +51,12 @@ void parse_prompt(const json& v, const std::string& key, ApiRequest& r) {
     r.prompt = v.get<std::string>();
   } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {
     r.prompt = v[0].get<std::string>();
-  } else if (v.is_array() && !v.empty() && v[0].is_number_integer()) {
-    for (const json& t : v) r.prompt_ids.push_back(int_field(t, key, 0, INT32_MAX));
+  } else if (v.is_array() && !v.empty() && (v[0].is_number_integer() || (v.size() == 1 && v[0].is_array()))) {
+    // Token ids, or a batch of one id list ([[ids]], as lm-evaluation-harness sends them).
+    for (const json& t : v[0].is_array() ? v[0] : v) r.prompt_ids.push_back(int_field(t, key, 0, INT32_MAX));
   } else {
-    bad(key, key + " must be a string, a one-string array or an array of token ids (batched prompts are not supported)");
+    bad(key, key + " must be a string, a one-string array, an array of token ids or a one-array batch of them "
+                   "(batched prompts are not supported)");
   }
   if (r.prompt.empty() && r.prompt_ids.empty()) bad(key, key + " is empty");
 }
@@ -73,8 +77,25 @@ void parse_messages(const json& v, const std::string& key, ApiRequest& r) {
 
 void parse_max_tokens(const json& v, const std::string& key, ApiRequest& r) {
   if (!v.is_number_integer()) bad(key, key + " must be an integer");
-  if (v.get<int64_t>() <= 0) bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
+  // 0 only with echo (checked once every field is read): the prompt's logprobs, nothing generated.
+  if (v.get<int64_t>() < 0) bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
   r.max_tokens = static_cast<int>(std::min<int64_t>(v.get<int64_t>(), INT32_MAX));
+  r.echo_only = r.max_tokens == 0;
+}
+
+// Chat: logprobs is a boolean and top_logprobs the alternatives; completions: logprobs is the
+// number of alternatives. parse_request() combines them into r.logprobs once every field is read.
+void parse_logprobs(const json& v, const std::string& key, ApiRequest& r) {
+  if (r.chat || v.is_boolean()) {  // completions: false / true as none / 0 alternatives
+    r.logprobs = bool_field(v, key) ? std::max(r.logprobs, 0) : -1;
+  } else {
+    r.logprobs = int_field(v, key, 0, kMaxTopLogprobs);
+  }
+}
+
+void parse_echo(const json& v, const std::string& key, ApiRequest& r) {
+  r.echo = bool_field(v, key);
+  if (r.echo && r.chat) bad(key, "echo is for /v1/completions only");
 }
 
 void parse_stop(const json& v, const std::string& key, ApiRequest& r) {
@@ -154,6 +175,10 @@ const Field kFields[] = {
     {"cllm_decode", Endpoint::Both, false, parse_decode},
     {"cllm_block", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.block = int_field(v, key, 1, kMaxBlockRows); }},
+    {"cllm_candidates", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.candidates = int_field(v, key, 0, kMaxBlockRows - 1); }},
+    {"cllm_ngram", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.ngram = int_field(v, key, 2, kMaxBlockRows); }},
     {"cllm_ignore_eos", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.ignore_eos = bool_field(v, key); }},
     // Client bookkeeping: ignored.
@@ -162,18 +187,20 @@ const Field kFields[] = {
     {"store", Endpoint::Both, true, ignore},
     {"service_tier", Endpoint::Both, true, ignore},
     // Would change the output in ways cllm does not implement: only the neutral value.
-    {"n", Endpoint::Both, true, neutral_only<is_one>},
+    {"n", Endpoint::Both, true,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.n = int_field(v, key, 1, kMaxChoices); }},
+    {"logprobs", Endpoint::Both, true, parse_logprobs},
+    {"top_logprobs", Endpoint::Both, true,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.top_logprobs = int_field(v, key, 0, kMaxTopLogprobs); }},
+    {"echo", Endpoint::Both, true, parse_echo},
     {"best_of", Endpoint::Both, true, neutral_only<is_one>},
     {"frequency_penalty", Endpoint::Both, true, neutral_only<is_zero>},
     {"presence_penalty", Endpoint::Both, true, neutral_only<is_zero>},
-    {"logprobs", Endpoint::Both, true, neutral_only<is_false>},
-    {"echo", Endpoint::Both, true, neutral_only<is_false>},
     {"parallel_tool_calls", Endpoint::Both, true, neutral_only<is_false>},
     {"logit_bias", Endpoint::Both, true, neutral_only<is_empty_object>},
     {"suffix", Endpoint::Both, true, neutral_only<is_empty_string>},
     {"tools", Endpoint::Both, true, neutral_only<is_empty_array>},
     {"response_format", Endpoint::Both, true, neutral_only<is_text_format>},
-    {"top_logprobs", Endpoint::Both, true, neutral_only<is_zero>},
 };
 
 const Field* find_field(const std::string& key, bool chat) {
@@ -203,6 +230,11 @@ ApiRequest parse_request(const std::string& body, bool chat) {
   }
   if (chat && r.messages.empty()) bad("messages", "messages is required");
   if (!chat && r.prompt.empty() && r.prompt_ids.empty()) bad("prompt", "prompt is required");
+  if (r.top_logprobs > 0 && (!chat || r.logprobs < 0))
+    bad("top_logprobs", chat ? "top_logprobs needs logprobs: true"
+                             : "top_logprobs is for chat; completions take the count as logprobs");
+  if (chat && r.logprobs >= 0) r.logprobs = std::max(r.top_logprobs, 0);
+  if (r.echo_only && !r.echo) bad("max_tokens", "max_tokens must be positive (0 only with echo)");
   if (r.decode == "jacobi" && r.temperature > 0)
     bad("cllm_decode", "Jacobi decoding is greedy: use temperature 0, or cllm_decode \"ar\" to sample");
   return r;
@@ -232,32 +264,78 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 json finish(const std::string& reason) { return reason.empty() ? json(nullptr) : json(reason); }
 
+json number_or_null(double x) { return std::isnan(x) ? json(nullptr) : json(x); }
+
+json bytes_json(const std::string& t) {
+  json out = json::array();
+  for (unsigned char c : t) out.push_back(static_cast<int>(c));
+  return out;
+}
+
+// Chat: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}], "refusal": null}.
+json chat_logprobs(const std::vector<TokenInfo>& tokens) {
+  json content = json::array();
+  for (const TokenInfo& t : tokens) {
+    json top = json::array();
+    for (const auto& [alt, lp] : t.top) top.push_back({{"token", alt}, {"logprob", lp}, {"bytes", bytes_json(alt)}});
+    content.push_back({{"token", t.token}, {"logprob", number_or_null(t.logprob)}, {"bytes", bytes_json(t.token)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+// Completions: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}; the echoed
+// prompt's first token has null in token_logprobs and top_logprobs.
+json completion_logprobs(const std::vector<TokenInfo>& tokens, size_t offset) {
+  json j = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+            {"text_offset", json::array()}};
+  for (const TokenInfo& t : tokens) {
+    j["tokens"].push_back(t.token);
+    j["token_logprobs"].push_back(number_or_null(t.logprob));
+    json top = json::object();
+    for (const auto& [alt, lp] : t.top) top[alt] = lp;
+    j["top_logprobs"].push_back(std::isnan(t.logprob) ? json(nullptr) : top);
+    j["text_offset"].push_back(offset);
+    offset += t.token.size();
+  }
+  return j;
+}
+
+json choice_json(const ApiRequest& r, const Choice& c) {
+  json j = {{"index", c.index}, {"finish_reason", finish(c.finish_reason)}, {"logprobs", nullptr}};
+  if (r.logprobs >= 0) j["logprobs"] = r.chat ? chat_logprobs(c.tokens) : completion_logprobs(c.tokens, c.text_offset);
+  return j;
+}
+
 }  // namespace
 
-std::string completion_json(const ApiRequest& r, const std::string& id, int64_t created, const std::string& text,
-                            const std::string& finish_reason, const Usage& u) {
+std::string completion_json(const ApiRequest& r, const std::string& id, int64_t created,
+                            const std::vector<Choice>& choices, const Usage& u) {
   json j = envelope(r, id, created, r.chat ? "chat.completion" : "text_completion");
-  json choice = {{"index", 0}, {"finish_reason", finish(finish_reason)}, {"logprobs", nullptr}};
-  if (r.chat)
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else
-    choice["text"] = text;
-  j["choices"] = json::array({choice});
+  j["choices"] = json::array();
+  for (const Choice& c : choices) {
+    json choice = choice_json(r, c);
+    if (r.chat)
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else
+      choice["text"] = c.text;
+    j["choices"].push_back(choice);
+  }
   j["usage"] = usage_json(u);
   j["cllm"] = cllm_json(u);
   return dump(j);
 }
 
-std::string chunk_event(const ApiRequest& r, const std::string& id, int64_t created, const std::string& text,
-                        const std::string& finish_reason, const Usage* usage, bool first) {
+std::string chunk_event(const ApiRequest& r, const std::string& id, int64_t created, const Choice& delta,
+                        const Usage* usage, bool first) {
   json j = envelope(r, id, created, r.chat ? "chat.completion.chunk" : "text_completion");
-  json choice = {{"index", 0}, {"finish_reason", finish(finish_reason)}, {"logprobs", nullptr}};
+  json choice = choice_json(r, delta);
   if (r.chat) {
     choice["delta"] = json::object();
     if (first) choice["delta"]["role"] = "assistant";
-    if (!text.empty() || finish_reason.empty()) choice["delta"]["content"] = text;
+    if (!delta.text.empty() || delta.finish_reason.empty()) choice["delta"]["content"] = delta.text;
   } else {
-    choice["text"] = text;
+    choice["text"] = delta.text;
   }
   j["choices"] = json::array({choice});
   if (usage) j["cllm"] = cllm_json(*usage);

@@ -46,9 +46,19 @@ struct ApiRequest {
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
   std::string decode;                   // "jacobi", "ar" or "" (by temperature)
-  int block = 0;                        // 0: the server's --block
+  int block = 0;                        // 0: the server's --block (auto: picked per step); N: pinned
+  int candidates = -1;                  // cllm_candidates: lookahead n-grams per iteration (-1: --candidates)
+  int ngram = 0;                        // cllm_ngram: their size (0: the server's --ngram)
   bool ignore_eos = false;              // cllm_ignore_eos: no stop ids
+  // Log-probabilities: -1 none, else of each token with that many alternatives (chat: logprobs
+  // true and top_logprobs; completions: logprobs N).
+  int logprobs = -1;
+  bool echo = false;                    // completions: the answer starts with the prompt
+  bool echo_only = false;               // echo with max_tokens 0: the prompt (and its logprobs) only
+  int n = 1;                            // independent choices
+  int top_logprobs = -1;                // chat's top_logprobs as given (-1: absent)
 };
+constexpr int kMaxChoices = 16;
 
 // Throws ApiError (400) naming the field at fault.
 ApiRequest parse_request(const std::string& body, bool chat);
@@ -64,11 +74,28 @@ struct Usage {
   double server_total_s = 0;
 };
 
+// One token as logprobs shows it: its text (the token's bytes), its log-probability (NaN: none,
+// the echoed prompt's first token) and its most probable alternatives, best first.
+struct TokenInfo {
+  std::string token;
+  double logprob = 0;
+  std::vector<std::pair<std::string, double>> top;
+};
+
+// One choice of an answer, or what a chunk adds to it.
+struct Choice {
+  int index = 0;
+  std::string text;
+  std::string finish_reason;  // "" while it runs
+  std::vector<TokenInfo> tokens;  // when r.logprobs >= 0: the tokens of `text`
+  size_t text_offset = 0;         // completions: where tokens[0]'s text starts in the answer
+};
+
 // Whole responses and SSE chunks ("data: {...}\n\n"); `created` is Unix seconds.
-std::string completion_json(const ApiRequest& r, const std::string& id, int64_t created, const std::string& text,
-                            const std::string& finish_reason, const Usage& u);
-std::string chunk_event(const ApiRequest& r, const std::string& id, int64_t created, const std::string& text,
-                        const std::string& finish_reason, const Usage* usage, bool first);
+std::string completion_json(const ApiRequest& r, const std::string& id, int64_t created,
+                            const std::vector<Choice>& choices, const Usage& u);
+std::string chunk_event(const ApiRequest& r, const std::string& id, int64_t created, const Choice& delta,
+                        const Usage* usage, bool first);
 std::string usage_event(const ApiRequest& r, const std::string& id, int64_t created, const Usage& u);
 
 }  // namespace cllm::openai

@@ -11,15 +11,20 @@ Stream::Update Stream::take(std::chrono::milliseconds timeout) {
   cv_.wait_for(lock, timeout, [&] { return !pending_.text.empty() || pending_.done; });
   Update u = pending_;
   pending_.text.clear();
+  pending_.logprobs.clear();
+  pending_.prompt_logprobs.clear();
   return u;
 }
 
 void Stream::publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations,
-                     double ttft_s, double total_s) {
+                     double ttft_s, double total_s, std::vector<TokenLogprob> logprobs,
+                     std::vector<TokenLogprob> prompt_logprobs) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (pending_.done) return;
     pending_.text += text;
+    pending_.logprobs.insert(pending_.logprobs.end(), logprobs.begin(), logprobs.end());
+    pending_.prompt_logprobs.insert(pending_.prompt_logprobs.end(), prompt_logprobs.begin(), prompt_logprobs.end());
     pending_.done = done;
     pending_.finish_reason = finish;
     pending_.completion_tokens = tokens;
@@ -49,6 +54,11 @@ struct Engine::Live {
   StreamDecoder decoder;
   std::vector<std::string> stop;
   std::string held;  // decoded text not yet published: it may be the start of a stop string
+  size_t published = 0;  // bytes of text published before `held`
+  // Log-probabilities of tokens not yet published, each with the text offset (from the start of the
+  // output) where its text ends: it goes out with the text up to there.
+  std::vector<std::pair<TokenLogprob, size_t>> held_lp;
+  std::vector<TokenLogprob> prompt_lp;  // published with the first update
   Clock::time_point arrived = Clock::now(), last_delivery;
   bool delivered = false;
   int tokens = 0, iterations = 0;
@@ -62,7 +72,7 @@ double seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 Engine::Engine(Model& model, const Tokenizer& tok, const EngineOptions& opts, http::Metrics& metrics,
                std::function<void()> keepalive)
     : model_(model), tok_(tok), opts_(opts), metrics_(metrics), keepalive_(std::move(keepalive)),
-      sched_(model, opts.limits) {
+      sched_(model, opts.limits, opts.step_cost) {
   metrics_.set_gauges({0, 0, 0, 0, sched_.kv_rows_budget()});
 }
 
@@ -79,6 +89,8 @@ Engine::Admission Engine::submit(SequenceSpec spec, std::vector<std::string> sto
   live->stream = std::make_shared<Stream>();
   live->stop = std::move(stop);
   *out = live->stream;
+  open_.erase(std::remove_if(open_.begin(), open_.end(), [](const auto& w) { return w.expired(); }), open_.end());
+  open_.push_back(live->stream);
   inbox_.emplace_back(std::move(live), std::move(spec));
   wake_.notify_all();
   return Admission::Accepted;
@@ -104,9 +116,31 @@ bool Engine::draining() const {
   return draining_;
 }
 
+// The log-probabilities of the held tokens whose text ends at or before `end` (an output offset),
+// removed from held_lp.
+static std::vector<TokenLogprob> take_logprobs(std::vector<std::pair<TokenLogprob, size_t>>& held, size_t end) {
+  std::vector<TokenLogprob> out;
+  size_t k = 0;
+  for (; k < held.size() && held[k].second <= end; ++k) out.push_back(std::move(held[k].first));
+  held.erase(held.begin(), held.begin() + k);
+  return out;
+}
+
 void Engine::finish(Live& l, const std::string& reason) {
   metrics_.add_tokens(0, l.tokens);  // before the client can see the end and read /metrics
-  l.stream->publish(l.held, true, reason, l.tokens, l.iterations, l.ttft_s, seconds(Clock::now() - l.arrived));
+  // After a stop string cut the text, the tokens whose text starts before the cut keep their
+  // logprobs (the last one holds the cut); those wholly past it do not.
+  const size_t end = l.published + l.held.size();
+  std::vector<TokenLogprob> lp;
+  size_t start = l.published;
+  for (auto& [t, t_end] : l.held_lp) {
+    if (reason == "stop" && start >= end && t_end > start) break;
+    lp.push_back(std::move(t));
+    start = t_end;
+  }
+  l.held_lp.clear();
+  l.stream->publish(l.held, true, reason, l.tokens, l.iterations, l.ttft_s, seconds(Clock::now() - l.arrived),
+                    std::move(lp), std::move(l.prompt_lp));
   const uint64_t id = l.id;
   live_.erase(std::remove_if(live_.begin(), live_.end(), [id](const auto& p) { return p->id == id; }), live_.end());
   std::lock_guard<std::mutex> lock(mu_);
@@ -119,6 +153,7 @@ bool Engine::on_event(const SequenceEvent& ev) {
   Live& l = **it;
   const Clock::time_point now = Clock::now();
   metrics_.observe_iteration(static_cast<int>(ev.tokens.size()) + (ev.finish_reason == "stop" ? 1 : 0));
+  metrics_.add_accepted(ev.accepted_block, ev.accepted_pool, ev.accepted_recycled);
   if (!ev.tokens.empty()) {
     if (!l.delivered) {
       l.ttft_s = seconds(now - l.arrived);
@@ -132,8 +167,12 @@ bool Engine::on_event(const SequenceEvent& ev) {
   }
   l.tokens = ev.generated;
   l.iterations = ev.iterations;
-  for (int32_t t : ev.tokens) l.held += l.decoder.push(t);
+  for (size_t i = 0; i < ev.tokens.size(); ++i) {
+    l.held += l.decoder.push(ev.tokens[i]);
+    if (i < ev.logprobs.size()) l.held_lp.push_back({ev.logprobs[i], l.published + l.held.size()});
+  }
   if (ev.done) l.held += l.decoder.flush();
+  l.prompt_lp.insert(l.prompt_lp.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
 
   // Stop strings act on text, so they match across token boundaries; the text ends before them.
   size_t cut = std::string::npos;
@@ -155,8 +194,12 @@ bool Engine::on_event(const SequenceEvent& ev) {
         keep = k;
         break;
       }
-  l.stream->publish(l.held.substr(0, l.held.size() - keep), false, "", l.tokens, l.iterations, l.ttft_s, 0);
-  l.held.erase(0, l.held.size() - keep);
+  const size_t out = l.held.size() - keep;
+  l.stream->publish(l.held.substr(0, out), false, "", l.tokens, l.iterations, l.ttft_s, 0,
+                    take_logprobs(l.held_lp, l.published + out), std::move(l.prompt_lp));
+  l.prompt_lp.clear();
+  l.held.erase(0, out);
+  l.published += out;
   return true;
 }
 
@@ -173,6 +216,28 @@ void Engine::fail(const std::string& why) {
   for (auto& a : arrivals) a.first->stream->fail(why);
   for (auto& l : live_) l->stream->fail(why);
   live_.clear();
+}
+
+void Engine::fail_open(const std::string& why) {
+  std::vector<std::shared_ptr<Stream>> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+    for (const auto& w : open_)
+      if (auto s = w.lock()) open.push_back(std::move(s));
+  }
+  for (const auto& s : open) s->fail(why);  // a finished stream ignores it
+}
+
+namespace {
+int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); }
+}  // namespace
+
+bool Engine::stalled(double min_s) const {
+  const int64_t began = step_began_ns_.load();
+  if (began == 0) return false;
+  const double limit = std::max(min_s, 4e-9 * static_cast<double>(typical_step_ns_.load()));
+  return 1e-9 * static_cast<double>(now_ns() - began) > limit;
 }
 
 void Engine::run() {
@@ -214,9 +279,14 @@ void Engine::run() {
     if (draining() && live_.empty()) break;
     StepStats batch;
     if (!sched_.idle()) {
+      const int64_t began = now_ns();
+      step_began_ns_ = began;
       sched_.step([this](const SequenceEvent& ev) { return on_event(ev); });
+      step_began_ns_ = 0;
+      const int64_t took = now_ns() - began;
+      typical_step_ns_ = typical_step_ns_.load() == 0 ? took : (7 * typical_step_ns_.load() + took) / 8;
       batch = sched_.last_step();
-      if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows);
+      if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows, batch.decode_blocks);
     }
     metrics_.set_gauges({sched_.waiting(), batch.sequences, batch.rows, sched_.kv_rows_in_use(),
                          sched_.kv_rows_budget()});

@@ -5,6 +5,7 @@
 // cancellations, detokenizes each sequence's new tokens, applies stop strings, and publishes the
 // text to its Stream.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -35,6 +36,11 @@ class Stream {
     int iterations = 0;
     double ttft_s = 0;   // engine-measured, from submit(): to the first token (0 before it)
     double total_s = 0;  // ... to the end (0 before it)
+    // When the spec asked for them: the log-probabilities of the tokens whose text is in `text`
+    // (a token whose text is held back, e.g. as a possible stop string, comes with its text), and
+    // once, with the first update, the prompt's (prompt[1..]).
+    std::vector<TokenLogprob> logprobs;
+    std::vector<TokenLogprob> prompt_logprobs;
   };
   // Waits up to `timeout` for new text or the end; returns what there is.
   Update take(std::chrono::milliseconds timeout);
@@ -42,7 +48,8 @@ class Stream {
  private:
   friend class Engine;
   void publish(const std::string& text, bool done, const std::string& finish, int tokens, int iterations,
-               double ttft_s, double total_s);
+               double ttft_s, double total_s, std::vector<TokenLogprob> logprobs = {},
+               std::vector<TokenLogprob> prompt_logprobs = {});
   void fail(const std::string& why);
 
   std::mutex mu_;
@@ -54,6 +61,7 @@ class Stream {
 struct EngineOptions {
   SchedulerLimits limits;   // slots, queue, context, and max_step_rows: the rows of one step
   double keepalive_s = 10;  // an idle engine calls keepalive this often (0: never)
+  StepCostModel step_cost;  // of --block auto (calibrate_step_cost), refined by every step
 };
 
 class Engine {
@@ -80,6 +88,11 @@ class Engine {
   // The MPI thread, after run() threw: ends every admitted request with an error (their HTTP
   // threads answer it) and refuses new ones, so the server can be joined before the engine dies.
   void fail(const std::string& why);
+  // Any thread, while run() may be blocked (a rank died inside a collective, and the launcher is
+  // about to kill this process): ends every open request with an error and refuses new ones.
+  void fail_open(const std::string& why);
+  // Any thread: run() has been inside one step for longer than max(min_s, 4 x a typical step).
+  bool stalled(double min_s) const;
 
  private:
   struct Live;
@@ -102,6 +115,9 @@ class Engine {
   bool draining_ = false;
   Clock::time_point drain_deadline_;
   std::vector<std::unique_ptr<Live>> live_;  // run()'s thread only
+  std::vector<std::weak_ptr<Stream>> open_;  // every admitted stream (under mu_), for fail_open()
+  // The step in progress: when it began (0: none), and a running average of step times (ns).
+  std::atomic<int64_t> step_began_ns_{0}, typical_step_ns_{0};
 };
 
 }  // namespace cllm::openai

@@ -1,6 +1,8 @@
 #include "launch/openai_routes.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -55,6 +57,7 @@ struct Route {
 const Route kRoutes[] = {{"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
                          {"/v1/models", "GET"},       {"/v1/models", "GET", true},
                          {"/tokenize", "POST"},       {"/detokenize", "POST"},
+                         {"/tokenizer_info", "GET"},
                          {"/health", "GET"},          {"/metrics", "GET"}};
 
 const Route* find_route(const std::string& path) {
@@ -106,6 +109,7 @@ void Routes::handle(const http::Request& req, http::Responder& res) {
   }
   if (endpoint == "/v1/models") return reply(res, 200, {{"object", "list"}, {"data", {model_json(cfg_.model_name)}}});
   if (!engine) return error(res, 503, "the model is still loading");
+  if (endpoint == "/tokenizer_info") return tokenizer_info(res);
   if (endpoint == "/tokenize" || endpoint == "/detokenize") return tokenize(req, res, endpoint == "/tokenize");
   generate(req, res, endpoint == "/v1/chat/completions");
 }
@@ -126,13 +130,43 @@ void Routes::tokenize(const http::Request& req, http::Responder& res, bool forwa
       }
       return reply(res, 200, {{"prompt", tok_->decode(ids)}});
     }
-    const json j = json::parse(req.body, nullptr, false);
-    const ApiRequest r = parse_request(req.body, j.is_object() && j.contains("messages"));
-    const SequenceSpec spec = request_spec(r, cfg_, *tok_);
+    json j = json::parse(req.body, nullptr, false);
+    // vLLM's add_special_tokens (default true): false encodes a text prompt without BOS.
+    bool special = true;
+    if (j.is_object() && j.contains("add_special_tokens")) {
+      if (!j["add_special_tokens"].is_boolean()) throw ApiError(400, "add_special_tokens must be a boolean", "add_special_tokens");
+      special = j["add_special_tokens"].get<bool>();
+      j.erase("add_special_tokens");
+    }
+    const ApiRequest r = parse_request(j.is_object() ? j.dump() : req.body, j.is_object() && j.contains("messages"));
+    SequenceSpec spec = request_spec(r, cfg_, *tok_);
+    if (!special && !r.chat && r.prompt_ids.empty()) spec.prompt = tok_->encode(r.prompt, false);
     reply(res, 200, {{"tokens", spec.prompt}, {"count", spec.prompt.size()}, {"max_model_len", cfg_.max_context}});
   } catch (const ApiError& e) {
     error(res, e.status, e.what(), e.code, e.param);
   }
+}
+
+// vLLM's /tokenizer_info: what a client that tokenizes through /tokenize needs (lm-evaluation-
+// harness's remote tokenizer reads the special tokens' text from it).
+std::string Routes::token_text(int32_t id) const {
+  std::string t = tok_->token_bytes(id);
+  if (t.empty() && id == tok_->eos_id()) return cfg_.eos_token;
+  if (t.empty() && id == tok_->bos_id()) return cfg_.bos_token;
+  return t;
+}
+
+void Routes::tokenizer_info(http::Responder& res) {
+  auto special = [](const std::string& t) { return t.empty() ? json(nullptr) : json(t); };
+  const bool jinja = cfg_.chat_template.find("{%") != std::string::npos;
+  reply(res, 200, {{"tokenizer_class", "cllm"},
+                   {"eos_token", special(cfg_.eos_token)},
+                   {"bos_token", special(cfg_.bos_token)},
+                   {"pad_token", nullptr},
+                   {"add_bos_token", cfg_.add_bos},
+                   {"chat_template", jinja ? json(cfg_.chat_template) : json(nullptr)},
+                   {"model_max_length", cfg_.max_context},
+                   {"vocab_size", tok_->vocab_size()}});
 }
 
 void Routes::generate(const http::Request& req, http::Responder& res, bool chat) {
@@ -153,25 +187,60 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   }
   if (r.model.empty()) r.model = cfg_.model_name;
 
-  std::shared_ptr<Stream> stream;
-  switch (engine.submit(spec, r.stop, &stream)) {
-    case Engine::Admission::QueueFull:
+  // n choices are n sequences; a sampled one gets seed + index, so each choice is reproducible
+  // on its own and they differ from each other.
+  std::vector<std::shared_ptr<Stream>> streams;
+  for (int i = 0; i < r.n; ++i) {
+    SequenceSpec si = spec;
+    si.sampling.seed += static_cast<uint64_t>(i);
+    si.jacobi.seed += static_cast<uint64_t>(i);
+    std::shared_ptr<Stream> stream;
+    const Engine::Admission a = engine.submit(si, r.stop, &stream);
+    if (a != Engine::Admission::Accepted) {
+      for (const auto& s : streams) engine.cancel(s);
+      if (a == Engine::Admission::Draining) return error(res, 503, "the server is shutting down");
       return error(res, 429, "the server is at capacity (all KV slots and the queue are full); retry later");
-    case Engine::Admission::Draining:
-      return error(res, 503, "the server is shutting down");
-    case Engine::Admission::Accepted:
-      break;
+    }
+    streams.push_back(stream);
   }
   const std::string id = (chat ? "chatcmpl-" : "cmpl-") + http::new_id();
   const int64_t created = unix_now();
+  const bool want_lp = r.logprobs >= 0;
+  auto token_info = [&](const TokenLogprob& lp) {
+    TokenInfo t{token_text(lp.token), lp.logprob, {}};
+    for (const auto& [alt, alt_lp] : lp.top) t.top.push_back({token_text(alt), alt_lp});
+    return t;
+  };
+  // echo: the answer starts with the prompt, and its logprobs with the prompt's (none for the first).
+  const std::string prompt_text = chat ? "" : r.prompt_ids.empty() ? r.prompt : tok_->decode(spec.prompt);
+  const std::string echo_text = r.echo ? prompt_text : "";
+  struct Progress {
+    Choice all;       // the whole choice so far
+    size_t offset = 0;  // completions: text_offset of the next token
+    bool first = true, done = false, echoed = false;
+    Stream::Update last;
+  };
+  std::vector<Progress> choices(streams.size());
+  for (size_t i = 0; i < choices.size(); ++i) {
+    choices[i].all.index = static_cast<int>(i);
+    choices[i].offset = r.echo ? 0 : prompt_text.size();  // offsets count from the prompt's start
+    choices[i].all.text_offset = choices[i].offset;
+  }
   Usage usage;
   usage.prompt_tokens = static_cast<int>(spec.prompt.size());
-  std::string text;
-  std::string finish;
-  bool first = true;
+  auto update_usage = [&] {
+    usage.completion_tokens = usage.iterations = 0;
+    for (const Progress& c : choices) {
+      usage.completion_tokens += r.echo_only ? 0 : c.last.completion_tokens;
+      usage.iterations += c.last.iterations;
+    }
+    usage.server_ttft_s = choices[0].last.ttft_s;
+    usage.server_total_s = 0;
+    for (const Progress& c : choices) usage.server_total_s = std::max(usage.server_total_s, c.last.total_s);
+  };
   // A client that leaves cancels its request; recorded as 499, nginx's "client closed request".
   auto client_left = [&] {
-    engine.cancel(stream);
+    for (const auto& s : streams) engine.cancel(s);
     res.abandon(499);
   };
   // A non-streamed request whose client sent FIN may come from one that left or from one that
@@ -185,22 +254,47 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
     res.end_stream();
   };
   if (r.stream && !res.start_stream("text/event-stream")) return client_left();
-  for (;;) {
-    const Stream::Update u = stream->take(std::chrono::milliseconds(50));
-    usage.completion_tokens = u.completion_tokens;
-    usage.iterations = u.iterations;
-    usage.server_ttft_s = u.ttft_s;
-    usage.server_total_s = u.total_s;
-    if (r.stream && (!u.text.empty() || (first && chat))) {
-      // Every chunk carries the request's counts so far (cllm.completion_tokens...): a client can
-      // tell how many tokens a chunk holds (a Jacobi iteration can make several final).
-      if (!res.write_chunk(chunk_event(r, id, created, u.text, "", &usage, first))) return client_left();
-      first = false;
-    } else {
-      text += u.text;
-    }
-    if (u.done) {
+  size_t open = choices.size();
+  const auto wait = std::chrono::milliseconds(std::max<int>(1, 50 / static_cast<int>(choices.size())));
+  while (open > 0) {
+    for (size_t i = 0; i < choices.size(); ++i) {
+      Progress& c = choices[i];
+      if (c.done) continue;
+      Stream::Update u = streams[i]->take(wait);
+      c.last.completion_tokens = u.completion_tokens;
+      c.last.iterations = u.iterations;
+      c.last.ttft_s = u.ttft_s;
+      c.last.total_s = u.total_s;
+      // This update's part of the choice: the echoed prompt first, then the new text.
+      Choice delta;
+      delta.index = static_cast<int>(i);
+      delta.text_offset = c.offset;
+      if (r.echo && !c.echoed && (u.done || !u.text.empty() || !u.logprobs.empty() || !u.prompt_logprobs.empty())) {
+        c.echoed = true;
+        delta.text = echo_text;
+        if (want_lp) {
+          delta.tokens.push_back({token_text(spec.prompt[0]), std::nan(""), {}});
+          for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
+        }
+      }
+      if (!r.echo_only) {
+        delta.text += u.text;
+        if (want_lp)
+          for (const TokenLogprob& lp : u.logprobs) delta.tokens.push_back(token_info(lp));
+      }
+      for (const TokenInfo& t : delta.tokens) c.offset += t.token.size();
+      c.all.text += delta.text;
+      c.all.tokens.insert(c.all.tokens.end(), delta.tokens.begin(), delta.tokens.end());
+      if (r.stream && (!delta.text.empty() || !delta.tokens.empty() || (c.first && chat))) {
+        // Every chunk carries the request's counts so far (cllm.completion_tokens...): a client can
+        // tell how many tokens a chunk holds (a Jacobi iteration can make several final).
+        update_usage();
+        if (!res.write_chunk(chunk_event(r, id, created, delta, &usage, c.first))) return client_left();
+        c.first = false;
+      }
+      if (!u.done) continue;
       if (u.finish_reason == "cancelled" || u.finish_reason == "error") {
+        for (const auto& s : streams) engine.cancel(s);
         const bool failed = u.finish_reason == "error";
         const std::string msg = failed ? u.error : "the server shut down before the request finished";
         const std::string body = http::error_json(msg, failed ? "server_error" : "service_unavailable");
@@ -208,9 +302,12 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         res.write_chunk("event: error\ndata: " + body + "\n\n");
         return res.end_stream();
       }
-      finish = u.finish_reason;
-      break;
+      c.done = true;
+      --open;
+      // Echo with max_tokens 0: the one token generated is not part of the answer.
+      c.all.finish_reason = r.echo_only ? "length" : u.finish_reason;
     }
+    if (open == 0) break;
     if (res.client_gone()) return client_left();
     if (!r.stream && !probing && res.peer_finished_sending()) {
       if (!res.start_stream("application/json")) return client_left();
@@ -221,8 +318,20 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
       last_probe = Clock::now();
     }
   }
-  if (!r.stream) return send_body(200, completion_json(r, id, created, text, finish, usage));
-  std::string tail = chunk_event(r, id, created, "", finish, &usage, first);
+  update_usage();
+  if (!r.stream) {
+    std::vector<Choice> all;
+    for (const Progress& c : choices) all.push_back(c.all);
+    return send_body(200, completion_json(r, id, created, all, usage));
+  }
+  std::string tail;
+  for (const Progress& c : choices) {
+    Choice end;
+    end.index = c.all.index;
+    end.finish_reason = c.all.finish_reason;
+    end.text_offset = c.offset;
+    tail += chunk_event(r, id, created, end, &usage, c.first);
+  }
   if (r.include_usage) tail += usage_event(r, id, created, usage);
   tail += "data: [DONE]\n\n";
   res.write_chunk(tail);

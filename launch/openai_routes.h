@@ -1,5 +1,5 @@
 // The routes of `cllm serve`: /v1/completions, /v1/chat/completions (JSON or SSE), /v1/models[/ID],
-// /tokenize, /detokenize, /health and /metrics, with the API key check. Admits validated requests
+// /tokenize, /detokenize, /tokenizer_info, /health and /metrics, with the API key check. Admits validated requests
 // (their specs from openai_spec.h) and waits on their streams, cancelling a request whose client
 // has gone. Every request the HTTP server answers is counted and logged through observer(),
 // whoever answered it (this class, or the server itself for 400/408/413).
@@ -25,6 +25,8 @@ class Routes {
     cfg_.chat_template = loaded.chat_template;
     cfg_.add_bos = loaded.add_bos;
     cfg_.eos_ids = loaded.eos_ids;
+    cfg_.eos_token = loaded.eos_token;
+    cfg_.bos_token = loaded.bos_token;
     cfg_.max_context = loaded.max_context;
     tok_ = tok;
     engine_.store(engine);
@@ -39,6 +41,9 @@ class Routes {
  private:
   void generate(const http::Request& req, http::Responder& res, bool chat);
   void tokenize(const http::Request& req, http::Responder& res, bool forward);
+  void tokenizer_info(http::Responder& res);
+  // A token's text in logprobs: its bytes, or for BOS/EOS (no bytes) the control token's name.
+  std::string token_text(int32_t id) const;
 
   RouteConfig cfg_;
   http::Metrics& metrics_;

@@ -31,11 +31,31 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   const int prompt_len = static_cast<int>(spec.prompt.size());
   spec.jacobi = cfg.jacobi;
   spec.jacobi.seed = r.seed;
-  if (r.block > 0) spec.jacobi.block = r.block;
-  if (r.decode == "ar") spec.jacobi.block = 1;  // Jacobi with one guess is greedy AR
+  if (r.block > 0) {  // cllm_block pins the block (the server's --block auto picks it per step)
+    spec.jacobi.block = r.block;
+    spec.jacobi.adaptive = false;
+  }
+  if (r.candidates >= 0) spec.jacobi.candidates = r.candidates;
+  if (r.ngram > 0) spec.jacobi.ngram = r.ngram;
+  if (spec.jacobi.adaptive && spec.jacobi.candidates > 0 && spec.jacobi.ngram >= 2)
+    // The adaptive block's largest size leaves the request's lookahead rows their place.
+    spec.jacobi.block = std::max(1, std::min(spec.jacobi.block, kMaxBlockRows - spec.jacobi.candidates * (spec.jacobi.ngram - 1)));
+  if (spec.jacobi.rows() > kMaxBlockRows)
+    throw ApiError(400, "cllm_block (" + std::to_string(spec.jacobi.block) + ") + cllm_candidates (" +
+                            std::to_string(spec.jacobi.candidates) + ") x (cllm_ngram " +
+                            std::to_string(spec.jacobi.ngram) + " - 1) rows per iteration exceed " +
+                            std::to_string(kMaxBlockRows),
+                   "cllm_candidates");
+  if (r.decode == "ar") {  // Jacobi with one guess and no candidates is greedy AR
+    spec.jacobi.block = 1;
+    spec.jacobi.adaptive = false;
+    spec.jacobi.candidates = 0;
+  }
   if (r.temperature > 0) {
     spec.sampling = {static_cast<float>(r.temperature), static_cast<float>(r.top_p), r.seed};
     spec.jacobi.block = 1;
+    spec.jacobi.adaptive = false;
+    spec.jacobi.candidates = 0;
   }
   if (r.max_tokens > cfg.max_context)
     throw ApiError(400, "max_tokens " + std::to_string(r.max_tokens) + " is beyond the context of " +
@@ -43,9 +63,14 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   spec.gen.max_new_tokens = r.max_tokens;
   if (r.max_tokens == 0)  // OpenAI's defaults: 16 for completions; chat: what fits, capped
     spec.gen.max_new_tokens = r.chat ? std::max(1, std::min(cfg.default_chat_max_tokens,
-                                                            cfg.max_context - prompt_len - spec.jacobi.block))
+                                                            cfg.max_context - prompt_len - spec.jacobi.rows()))
                                      : 16;
+  // Echo with max_tokens 0 generates nothing the client sees; one token runs (the engine needs a
+  // positive count) and the answer drops it.
+  if (r.echo_only) spec.gen.max_new_tokens = 1;
   if (!r.ignore_eos) spec.gen.stop_ids = cfg.eos_ids;
+  spec.logprobs = r.logprobs;
+  spec.prompt_logprobs = r.echo && r.logprobs >= 0;
   return spec;
 }
 

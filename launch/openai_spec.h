@@ -21,6 +21,7 @@ struct RouteConfig {
   std::string chat_template;
   bool add_bos = false;
   std::vector<int32_t> eos_ids;
+  std::string eos_token, bos_token;  // the control tokens' text ("" when the checkpoint has none)
   JacobiOptions jacobi;        // server defaults (block, window, init)
   int max_context = 0;         // KV rows of one slot
   int default_chat_max_tokens = 256;
@@ -30,7 +31,8 @@ struct RouteConfig {
 // against the vocabulary), its decoding (the server's Jacobi options, cllm_block, cllm_decode "ar"
 // or sampling at temperature > 0: both one token per iteration), max_new_tokens (OpenAI's
 // defaults when absent: 16 for completions, for chat what fits up to default_chat_max_tokens)
-// and the stop ids (the model's EOS unless cllm_ignore_eos). Throws ApiError naming the field:
+// the stop ids (the model's EOS unless cllm_ignore_eos) and the logprobs asked for (the prompt's
+// too with echo). Throws ApiError naming the field:
 // 404 for another model's name, 400 otherwise. Whether the sequence fits a KV slot is the
 // engine's check, not this.
 SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tokenizer& tok);

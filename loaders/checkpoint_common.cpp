@@ -6,6 +6,11 @@
 namespace cllm::detail {
 
 void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab) {
+  // The manifest has an entry per layer: a corrupted layer count (2147483647) is named by the first
+  // layer it promises that the file lacks, before any entry is allocated.
+  const std::string last = "model.layers." + std::to_string(cfg.num_layers - 1) + ".input_layernorm.weight";
+  CLLM_CHECK(r.has_tensor(last), r.source() << ": num_hidden_layers is " << cfg.num_layers
+                                            << ", but the checkpoint has no tensor '" << last << "'");
   const TensorManifest manifest = make_tensor_manifest(cfg);
   for (const TensorSpec* t : manifest.all()) check_shape(r, *t);
   CLLM_CHECK(tokenizer_vocab <= cfg.vocab_size,

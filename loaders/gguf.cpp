@@ -263,15 +263,33 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& filena
     t.offset = g.data_offset + off;
   }
 
-  std::vector<const GgufTensorInfo*> order;
-  for (const auto& t : g.tensors)
-    if (t.nbytes > 0) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-  for (size_t k = 1; k < order.size(); ++k)
-    CLLM_CHECK(order[k]->offset >= order[k - 1]->offset + order[k - 1]->nbytes,
-               filename << ": tensor '" << order[k]->name << "' data at offset " << order[k]->offset - g.data_offset
-                        << " overlaps tensor '" << order[k - 1]->name << "' [" << order[k - 1]->offset - g.data_offset
-                        << ", +" << order[k - 1]->nbytes << ")");
+  // The tensors' data lie back to back in the order of their infos, each padded to the alignment,
+  // and the file ends with the last one (as llama.cpp's reader requires and every GGUF writer does).
+  // A tensor whose type or shape byte was corrupted changes its size, so the next tensor's offset,
+  // or for the last tensor the file's end, no longer fits: refused naming that tensor.
+  uint64_t expected = 0;
+  const GgufTensorInfo* prev = nullptr;
+  const auto describe = [](const GgufTensorInfo& t) {
+    std::string d = "'" + t.name + "' (" + std::string(dtype_name(t.dtype)) + " [";
+    for (size_t i = 0; i < t.ne.size(); ++i) d += (i ? ", " : "") + std::to_string(t.ne[i]);
+    return d + "], " + std::to_string(t.nbytes) + " bytes)";
+  };
+  for (size_t k = 0; k < g.tensors.size(); ++k) {
+    const GgufTensorInfo& t = g.tensors[k];
+    CLLM_CHECK(rel_offsets[k] == expected,
+               filename << ": tensor '" << t.name << "' data starts at offset " << rel_offsets[k] << ", but "
+                        << (prev ? "the tensor before it, " + describe(*prev) + ", ends at " : "the data section starts at ")
+                        << expected << ": a tensor's offset, type or shape is corrupted");
+    expected += (t.nbytes + g.alignment - 1) / g.alignment * g.alignment;  // no overflow: nbytes <= data_size
+    prev = &t;
+  }
+  if (prev != nullptr) {
+    const uint64_t end = prev->offset + prev->nbytes;  // the last tensor's data, unpadded
+    CLLM_CHECK(size <= g.data_offset + expected,
+               filename << ": " << size - end << " bytes follow the last tensor, " << describe(*prev)
+                        << ", where at most its padding to " << g.alignment
+                        << " bytes may: a tensor's type or shape is corrupted");
+  }
   return g;
 }
 
@@ -311,9 +329,10 @@ int64_t GgufFile::get_int(const std::string& key, int64_t fallback) const {
 }
 double GgufFile::get_float(const std::string& key) const {
   const GgufValue& v = require(*this, key);
+  // Floats only, as llama.cpp reads them: the bits of a float field whose type byte was corrupted
+  // into an integer type read as an integer of another magnitude.
   if (is_float(v.type)) return v.f;
-  if (is_int(v.type)) return static_cast<double>(v.i);
-  wrong_type(*this, key, v, "a number");
+  wrong_type(*this, key, v, "float32 or float64");
 }
 double GgufFile::get_float(const std::string& key, double fallback) const {
   return find(key) ? get_float(key) : fallback;

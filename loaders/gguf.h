@@ -61,7 +61,7 @@ struct GgufFile {
   // Typed accessors: throw naming the file and key when absent or of the wrong type/range.
   int64_t get_int(const std::string& key) const;  // any integer type
   int64_t get_int(const std::string& key, int64_t fallback) const;
-  double get_float(const std::string& key) const;  // F32/F64 (integers accepted)
+  double get_float(const std::string& key) const;  // F32/F64 only
   double get_float(const std::string& key, double fallback) const;
   bool get_bool(const std::string& key, bool fallback) const;
   const std::string& get_string(const std::string& key) const;

@@ -4,7 +4,7 @@
 // run: reset of how many slots, a batched forward, keepalive or stop), then for a forward the
 // batch itself (its SeqBlocks and token ids), and every rank runs the same call, so every rank
 // meets the same collectives in the same order. After each forward the ranks vote: one
-// all-gather of (step, the accept count of every block, hash of the predicted ids); a
+// all-gather of (step, every block's decision by the decoding core, hash of the predicted ids); a
 // disagreement stops every rank with a message naming the ranks that differ.
 #pragma once
 #include <functional>
@@ -27,6 +27,10 @@ class CoordinatorModel final : public Model {
   void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                      float* logits) override;
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
+  // A branch layout travels with the batch; the vote then covers each block's verified branch.
+  void forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                    const KvMove* moves, int32_t* out_ids, float* logits) override;
+  bool verifies_branches() const override { return local_.verifies_branches(); }
   // Rank 0's bytes per step (its weight slices plus KV heads); every rank's shard is the same size.
   double step_bytes(int context) const override { return local_.step_bytes(context); }
   // Ends worker_loop on every worker. Call once, after the last forward.

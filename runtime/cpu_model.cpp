@@ -180,7 +180,13 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, 
 
 void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                              float* logits) {
+  forward_rows(tokens, blocks, count, nullptr, nullptr, out_ids, logits);
+}
+
+void CpuModel::forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                            const KvMove* moves, int32_t* out_ids, float* logits) {
   const int n = check_batch_args(cfg_, tokens, blocks, count, limit_tokens_, limit_slots_);  // rows of the batch
+  const bool plain = check_row_layout(blocks, count, rows, moves, limit_tokens_);
   grow_scratch(n);
   // A batch whose blocks all have at most kMaxBlockRows tokens uses the batch-invariant GEMM
   // (gemm_invariant.h), whatever its total rows, so Jacobi blocks reproduce AR bit for bit and a
@@ -190,7 +196,26 @@ void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int 
   const int d = cfg_.hidden_size, hd = cfg_.head_dim;
   attn_blocks_.resize(count);
   for (int b = 0, row = 0; b < count; row += blocks[b++].n)
-    for (int i = 0; i < blocks[b].n; ++i) positions_[row + i] = blocks[b].pos + i;
+    for (int i = 0; i < blocks[b].n; ++i) positions_[row + i] = rows ? rows[row + i].pos : blocks[b].pos + i;
+  if (!plain) {
+    layout_.resize(2 * static_cast<size_t>(n));
+    for (int r = 0; r < n; ++r) {
+      layout_[2 * r] = positions_[r];
+      layout_[2 * r + 1] = rows ? rows[r].base : positions_[r];
+    }
+    // A verified branch's KV goes to the positions its tokens were accepted at, in every layer.
+    for (int b = 0; moves && b < count; ++b) {
+      const KvMove& m = moves[b];
+      if (m.n == 0) continue;
+      const size_t len = static_cast<size_t>(m.n) * kvd_ * sizeof(float);
+      for (int l = 0; l < cfg_.num_layers; ++l) {
+        std::memmove(k_[l].get() + kv_offset(blocks[b].slot, blocks[b].pos - m.n),
+                     k_[l].get() + kv_offset(blocks[b].slot, m.src), len);
+        std::memmove(v_[l].get() + kv_offset(blocks[b].slot, blocks[b].pos - m.n),
+                     v_[l].get() + kv_offset(blocks[b].slot, m.src), len);
+      }
+    }
+  }
 
   float* x = x_.data();  // residual stream [n, d], replicated on every rank
   float* h = h_.data();
@@ -213,7 +238,7 @@ void CpuModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int 
       const size_t off = static_cast<size_t>(row) * kvd_, len = static_cast<size_t>(s.n) * kvd_;
       std::memcpy(kc + static_cast<size_t>(s.pos) * kvd_, k_new_.data() + off, len * sizeof(float));
       std::memcpy(vc + static_cast<size_t>(s.pos) * kvd_, v_new_.data() + off, len * sizeof(float));
-      attn_blocks_[b] = {kc, vc, s.n, s.pos, cfg_.sliding_window};
+      attn_blocks_[b] = {kc, vc, s.n, s.pos, cfg_.sliding_window, plain ? nullptr : layout_.data() + 2 * row};
     }
     cpu::batch_attention(q_.data(), att_.data(), attn_blocks_.data(), count, plan_.heads, plan_.kv_heads, hd);
     linear(att_.data(), L.wo, h, n, 0, d, qd_);

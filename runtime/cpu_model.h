@@ -30,6 +30,11 @@ class CpuModel final : public Model {
   void reset(int max_tokens, int slots = 1) override;
   void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                      float* logits) override;
+  // Branch rows attend through cpu::AttentionBlock::layout; a verified row is bit-identical to the
+  // same token forwarded causally after its accepted prefix.
+  void forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                    const KvMove* moves, int32_t* out_ids, float* logits) override;
+  bool verifies_branches() const override { return true; }
   // out_ids: the global argmax; logits (if not null): the full [n, vocab] on every rank.
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
   // This rank's bytes: its weight slices plus its KV heads.
@@ -70,6 +75,7 @@ class CpuModel final : public Model {
   std::vector<float> gathered_;           // [size, n, plan_.vocab]: every shard, when logits are asked for
   std::vector<ValueIndex> best_;          // [n]: per-token (max logit, id) for the max-loc
   std::vector<int32_t> positions_;        // [n]
+  std::vector<int32_t> layout_;           // [n][2]: (logical position, base) per row, for branch layouts
   std::vector<cpu::AttentionBlock> attn_blocks_;
 };
 

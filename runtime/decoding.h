@@ -19,11 +19,23 @@ enum class InitialGuess {
 };
 
 struct JacobiOptions {
-  int block = 16;  // n: guesses forwarded per iteration
+  int block = 16;  // n: guesses forwarded per iteration (adaptive: the most)
   JacobiWindow window = JacobiWindow::Sliding;
   InitialGuess init = InitialGuess::RandomFromContext;
   uint64_t seed = 0;
   int32_t pad_id = 0;
+  // Load-adaptive: each iteration's block is picked in 1..block by runtime/block_policy.h (sliding
+  // window only); false: every iteration forwards `block` rows.
+  bool adaptive = false;
+  // Lookahead (design.md, "More tokens per forward"): beside the block, verify up to `candidates`
+  // n-grams of `ngram` tokens (the final first token, then ngram - 1 rows each) from the
+  // sequence's pool, in the same forward. 0 candidates: plain Jacobi.
+  int candidates = 0;
+  int ngram = 4;
+  bool prompt_pool = true;  // the pool also holds the prompt's n-grams (else only generated text
+                            // and the Jacobi trajectory)
+  // Rows one iteration forwards: the block and every candidate's rows.
+  int rows() const { return block + (candidates > 0 ? candidates * (ngram - 1) : 0); }
 };
 
 struct GenerateOptions {
@@ -37,7 +49,12 @@ struct DecodeStats {
   int iterations = 0;
   int tokens = 0;           // generated tokens returned
   int fast_forwarded = 0;   // tokens accepted beyond the first one in an iteration
+  int accepted_block = 0;   // of those, tokens the Jacobi block's guesses gave
+  int accepted_pool = 0;    // of those, tokens a verified n-gram of committed text (prompt, output) gave
+  int accepted_recycled = 0;  // of those, tokens a verified n-gram of the Jacobi trajectory gave: guesses
+                              // and predictions rejected in their iteration, recycled as candidates
   int stationary = 0;       // fast-forwarded tokens whose guess was already right one iteration earlier
+  std::vector<int> block_iterations;  // Jacobi: decode iterations per block size (index = rows)
   double prefill_seconds = 0;
   double decode_seconds = 0;
 
@@ -62,6 +79,15 @@ struct GenerateResult {
   std::string finish_reason;     // "stop" (a stop id) or "length" (max_new_tokens)
   DecodeStats stats;
 };
+
+// The request's limits applied to newly final tokens ids[0..n) after `generated` earlier ones:
+// `take` of them count, cut before a stop id or at max_new_tokens; finish_reason is "stop",
+// "length" or "" (go on). The one truncation rule of generate, serve and the scheduler.
+struct Truncation {
+  int take = 0;
+  std::string finish_reason;
+};
+Truncation truncate_final(const GenerateOptions& opts, int generated, const int32_t* ids, int n);
 
 // Called with each run of newly final tokens, in order, as soon as they are known.
 using TokenSink = std::function<void(const int32_t* ids, int n)>;

@@ -20,23 +20,13 @@ class Output {
 
   // Returns true when generation is over.
   bool push(const std::vector<int32_t>& ids) {
-    size_t take = 0;
-    for (; take < ids.size(); ++take) {
-      if (static_cast<int>(r_.tokens.size() + take) >= opts_.max_new_tokens) {
-        r_.finish_reason = "length";
-        break;
-      }
-      if (std::find(opts_.stop_ids.begin(), opts_.stop_ids.end(), ids[take]) != opts_.stop_ids.end()) {
-        r_.finish_reason = "stop";
-        break;
-      }
+    const Truncation t =
+        truncate_final(opts_, static_cast<int>(r_.tokens.size()), ids.data(), static_cast<int>(ids.size()));
+    if (t.take > 0) {
+      if (sink_) sink_(ids.data(), t.take);
+      r_.tokens.insert(r_.tokens.end(), ids.begin(), ids.begin() + t.take);
     }
-    if (take > 0) {
-      if (sink_) sink_(ids.data(), static_cast<int>(take));
-      r_.tokens.insert(r_.tokens.end(), ids.begin(), ids.begin() + static_cast<long>(take));
-    }
-    if (r_.finish_reason.empty() && static_cast<int>(r_.tokens.size()) >= opts_.max_new_tokens)
-      r_.finish_reason = "length";
+    r_.finish_reason = t.finish_reason;
     return !r_.finish_reason.empty();
   }
 
@@ -98,26 +88,46 @@ GenerateResult generate_ar(BlockPredictor& model, const std::vector<int32_t>& pr
 }
 
 GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>& prompt,
-                               const GenerateOptions& opts, const JacobiOptions& jacobi, const TokenSink& sink) {
+                               const GenerateOptions& opts, const JacobiOptions& jacobi, const TokenSink& sink,
+                               StepCostModel* cost) {
   GenerateResult r;
   CLLM_CHECK(opts.max_new_tokens > 0, "max_new_tokens must be positive, got " << opts.max_new_tokens);
+  CLLM_CHECK(!jacobi.adaptive || cost, "adaptive Jacobi needs a step cost model");
   Output out(opts, sink, r);
+  CLLM_CHECK(jacobi.candidates == 0 || model.verifies_branches(),
+             "lookahead candidates need a backend that verifies branches (the CPU model); this one does not");
   const int32_t first = prefill(model, prompt, r.stats);
   const auto t0 = Clock::now();
   JacobiDecoder dec(jacobi, prompt, first);
+  AcceptanceEstimate estimate;
   std::vector<int32_t> y;
+  r.stats.block_iterations.assign(static_cast<size_t>(jacobi.block) + 1, 0);
   bool done = out.push({first});
   while (!done) {
+    if (jacobi.adaptive) {
+      // Guesses past the tokens still wanted would be wasted rows.
+      const int cap = std::max(1, std::min(jacobi.block, opts.max_new_tokens - static_cast<int>(r.tokens.size())));
+      dec.set_block(pick_block(estimate, cap, dec.position(), *cost));
+    }
     const std::vector<int32_t>& g = dec.block();
+    const int n = static_cast<int>(g.size());
     y.resize(g.size());
-    model.predict(g.data(), static_cast<int>(g.size()), dec.position(), y.data());
+    const auto t = Clock::now();
+    if (dec.rows().empty() && dec.move().n == 0)
+      model.predict(g.data(), n, dec.position(), y.data());
+    else
+      model.predict_rows(g.data(), n, dec.position(), dec.layout(), dec.move(), y.data());
+    if (jacobi.adaptive) cost->observe(n, static_cast<double>(n) * dec.position(), seconds_since(t));
     ++r.stats.iterations;
-    done = out.push(dec.accept(y.data()));
+    const int block_rows = dec.block_rows();
+    ++r.stats.block_iterations[static_cast<size_t>(block_rows)];
+    const std::vector<int32_t> finals = dec.accept(y.data());
+    estimate.observe(block_rows, static_cast<int>(finals.size()));
+    done = out.push(finals);
   }
   r.stats.decode_seconds = seconds_since(t0);
   r.stats.tokens = static_cast<int>(r.tokens.size());
-  r.stats.fast_forwarded = dec.fast_forwarded();
-  r.stats.stationary = dec.stationary();
+  dec.add_stats(r.stats);
   return r;
 }
 

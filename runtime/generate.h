@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/block_policy.h"
 #include "runtime/decoding.h"
 #include "runtime/model.h"
 
@@ -25,8 +26,10 @@ std::string context_limit_error(const ModelConfig& cfg, int64_t prompt_tokens, i
 GenerateResult generate_ar(BlockPredictor& model, const std::vector<int32_t>& prompt,
                            const GenerateOptions& opts, const TokenSink& sink = {});
 
+// jacobi.adaptive: each iteration's block is picked by choose_blocks() from `cost` (refined with
+// every timed forward) and the sequence's acceptance; `cost` is then required.
 GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>& prompt,
                                const GenerateOptions& opts, const JacobiOptions& jacobi,
-                               const TokenSink& sink = {});
+                               const TokenSink& sink = {}, StepCostModel* cost = nullptr);
 
 }  // namespace cllm

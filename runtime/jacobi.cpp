@@ -3,16 +3,48 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "runtime/acceptance.h"
+#include "runtime/block_rows.h"
 
 namespace cllm {
 
+void NgramPool::add(int32_t key, const int32_t* continuation, Origin origin, int32_t before) {
+  std::vector<Entry>& list = pool_[key];
+  Entry e{std::vector<int32_t>(continuation, continuation + ngram_ - 1), origin, before};
+  auto it = std::find_if(list.begin(), list.end(), [&](const Entry& x) { return x.gram == e.gram; });
+  if (it != list.end()) {
+    if (it->origin == Origin::Text) e.origin = Origin::Text;  // once in the text, it is text
+    list.erase(it);
+  }
+  list.insert(list.begin(), std::move(e));  // newest first
+  if (static_cast<int>(list.size()) > keep_) list.resize(keep_);
+}
+
+void NgramPool::add_text(const int32_t* tokens, int n) {
+  for (int i = 0; i + ngram_ <= n; ++i) add(tokens[i], tokens + i + 1, Origin::Text, i > 0 ? tokens[i - 1] : -1);
+}
+
+const std::vector<NgramPool::Entry>& NgramPool::candidates(int32_t key) const {
+  static const std::vector<Entry> none;
+  auto it = pool_.find(key);
+  return it == pool_.end() ? none : it->second;
+}
+
 JacobiDecoder::JacobiDecoder(const JacobiOptions& opts, std::vector<int32_t> context, int32_t first)
-    : opts_(opts), context_(std::move(context)), rng_(opts.seed) {
+    : opts_(opts), context_(std::move(context)), rng_(opts.seed), pool_(std::max(opts.ngram, 2), 4 * std::max(opts.candidates, 1)) {
   CLLM_CHECK(opts_.block >= 1, "Jacobi block size must be >= 1, got " << opts_.block);
   CLLM_CHECK(!context_.empty(), "Jacobi decoding needs a non-empty prompt");
+  CLLM_CHECK(opts_.candidates >= 0, "lookahead candidates must be >= 0, got " << opts_.candidates);
+  CLLM_CHECK(opts_.candidates == 0 || opts_.ngram >= 2,
+             "the lookahead n-gram size must be >= 2 (a key token and a continuation), got " << opts_.ngram);
+  CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << opts_.block << ") + candidates (" << opts_.candidates
+                                                      << ") x (ngram " << opts_.ngram << " - 1) = " << opts_.rows()
+                                                      << " rows per iteration, over " << kMaxBlockRows);
+  if (opts_.candidates > 0 && opts_.prompt_pool) pool_.add_text(context_.data(), static_cast<int>(context_.size()));
   block_.push_back(first);
   block_end_ = position() + opts_.block;
   append_guesses(opts_.block - 1);
+  lay_out();
 }
 
 void JacobiDecoder::append_guesses(int count) {
@@ -36,43 +68,120 @@ void JacobiDecoder::append_guesses(int count) {
   }
 }
 
-std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
-  const int L = static_cast<int>(block_.size());
-  int m = 0;
-  while (m + 1 < L && block_[m + 1] == y[m]) ++m;
+void JacobiDecoder::set_block(int n) {
+  CLLM_CHECK(n >= 1, "Jacobi block size must be >= 1, got " << n);
+  CLLM_CHECK(opts_.window == JacobiWindow::Sliding, "the Jacobi block can change between iterations only with the "
+                                                    "sliding window");
+  opts_.block = n;
+  if (static_cast<int>(block_.size()) > n)
+    block_.resize(static_cast<size_t>(n));
+  else
+    append_guesses(n - static_cast<int>(block_.size()));
+  CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << n << ") + lookahead rows = " << opts_.rows()
+                                                      << " rows per iteration, over " << kMaxBlockRows);
+  lay_out();  // the candidates' rows follow the block's new length
+}
 
-  // Stationary: a fast-forwarded guess that already sat at the same position, with the same
-  // value, in the previous iteration (when something before it was still wrong).
+void JacobiDecoder::lay_out() {
+  rows_tokens_ = block_;
+  rows_.clear();
+  origins_.clear();
+  if (opts_.candidates == 0) return;
+  const int p = position(), len = opts_.ngram - 1;
+  int taken = 0;
+  const std::vector<NgramPool::Entry>& pool = pool_.candidates(block_[0]);
+  // Newest first, those seen after the same two tokens (context_.back(), g[0]) before the others.
+  for (bool two_token_match : {true, false})
+    for (const NgramPool::Entry& e : pool) {
+      const std::vector<int32_t>& gram = e.gram;
+      if (taken == opts_.candidates) break;
+      if ((e.before == context_.back()) != two_token_match) continue;
+      // The block itself already verifies the guesses it holds.
+      if (static_cast<int>(block_.size()) > len && std::equal(gram.begin(), gram.end(), block_.begin() + 1)) continue;
+      if (rows_.empty())
+        for (int i = 0; i < static_cast<int>(block_.size()); ++i) rows_.push_back({p + i, 0});
+      for (int i = 0; i < len; ++i) rows_.push_back({p + 1 + i, p + 1});  // sees the context, g[0], its prefix
+      rows_tokens_.insert(rows_tokens_.end(), gram.begin(), gram.end());
+      origins_.push_back(e.origin);
+      ++taken;
+    }
+}
+
+void JacobiDecoder::add_stats(DecodeStats& stats) const {
+  stats.fast_forwarded += fast_forwarded_;
+  stats.stationary += stationary_;
+  stats.accepted_block += accepted_block_;
+  stats.accepted_pool += accepted_pool_;
+  stats.accepted_recycled += accepted_recycled_;
+}
+
+std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
+  const int L = static_cast<int>(rows_tokens_.size()), n = static_cast<int>(block_.size());
   const int pos = position();
-  for (int j = 1; j <= m; ++j) {
+  const Verdict v = verify_block(rows_tokens_.data(), y, L, pos, rows_.empty() ? nullptr : rows_.data());
+  const int m = v.accepted;
+  // Tokens from the block's own guesses: up to the branch's root, or the whole path when the block
+  // won (with a one-token block, a first candidate continues it causally and counts as the pool's).
+  const int from_block = v.branch >= 0 ? v.root : std::min(m, n - 1);
+  accepted_block_ += from_block;
+  // A one-token block's first candidate continues it causally: the main run then holds it.
+  const int candidate = v.branch >= 0 ? v.branch : 0;
+  if (m > from_block)
+    (origins_[candidate] == NgramPool::Origin::Text ? accepted_pool_ : accepted_recycled_) += m - from_block;
+  fast_forwarded_ += m;
+
+  // Stationary: a fast-forwarded guess of the block that already sat at the same position, with
+  // the same value, in the previous iteration (when something before it was still wrong).
+  for (int j = 1; j <= from_block; ++j) {
     const int prev_index = pos + j - previous_pos_;
     if (previous_pos_ >= 0 && prev_index >= 0 && prev_index < static_cast<int>(previous_.size()) &&
         previous_[prev_index] == block_[j])
       ++stationary_;
   }
-  fast_forwarded_ += m;
   previous_ = block_;
   previous_pos_ = pos;
 
-  std::vector<int32_t> final_tokens(block_.begin() + 1, block_.begin() + m + 1);
-  final_tokens.push_back(y[m]);
-  context_.insert(context_.end(), block_.begin(), block_.begin() + m + 1);
+  const std::vector<int32_t> final_tokens = verdict_tokens(v, rows_tokens_.data(), y);
+  // Token i of the path after the root sits on the branch: its prediction is one row earlier there.
+  final_rows_.resize(final_tokens.size());
+  for (int i = 0; i < static_cast<int>(final_tokens.size()); ++i)
+    final_rows_[static_cast<size_t>(i)] = v.branch < 0 || i <= v.root ? i : v.first_row + i - v.root - 1;
+  const int32_t previous_last = context_.back();  // the token before g[0]
+  context_.push_back(block_[0]);
+  context_.insert(context_.end(), final_tokens.begin(), final_tokens.end() - 1);
+  const int32_t next0 = final_tokens.back();
+  // A verified candidate's KV sits in its rows: it moves to its positions before the next forward.
+  move_ = v.branch >= 0 ? KvMove{pos + v.first_row, m - v.root} : KvMove{};
 
-  // Next block starts at the new position with y[m] as its final first token.
-  std::vector<int32_t> next(y + m, y + L);
+  if (opts_.candidates > 0) {
+    // The pool learns the committed text (windows ending in the new tokens) and the block's
+    // trajectory: after each guess g[j], the predictions y[j..] that followed it.
+    std::vector<int32_t> text(context_.end() - std::min<size_t>(context_.size(), m + opts_.ngram + 1), context_.end());
+    text.push_back(next0);
+    pool_.add_text(text.data(), static_cast<int>(text.size()));
+    for (int j = 0; j + opts_.ngram - 1 <= n; ++j)
+      pool_.add(block_[j], y + j, NgramPool::Origin::Recycled, j > 0 ? block_[j - 1] : previous_last);
+  }
+
+  // The next block starts at the new position with next0 as its final first token, then the
+  // block's predictions past the accepted path.
+  std::vector<int32_t> next = {next0};
+  for (int j = m + 1; j < n; ++j) next.push_back(y[j]);
   if (opts_.window == JacobiWindow::Sliding) {
     block_ = std::move(next);
     append_guesses(opts_.block - static_cast<int>(block_.size()));
   } else if (position() >= block_end_) {
     // The paper's block is fully fixed: start the next n-token block.
-    block_.assign(1, y[m]);
+    block_.assign(1, next0);
     block_end_ = position() + opts_.block;
     append_guesses(opts_.block - 1);
   } else {
-    // Keep iterating the same block: only its remaining positions (y[L-1] lies past its end).
-    next.resize(static_cast<size_t>(block_end_ - position()));
+    // Keep iterating the same block: only its remaining positions (y[n-1] lies past its end).
+    next.resize(std::min(next.size(), static_cast<size_t>(block_end_ - position())));
     block_ = std::move(next);
+    append_guesses(block_end_ - position() - static_cast<int>(block_.size()));
   }
+  lay_out();
   return final_tokens;
 }
 

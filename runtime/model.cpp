@@ -35,6 +35,43 @@ int check_batch_args(const ModelConfig& cfg, const int32_t* tokens, const SeqBlo
   return rows;
 }
 
+bool check_row_layout(const SeqBlock* blocks, int count, const RowSpec* rows, const KvMove* moves, int capacity) {
+  bool plain = true;
+  for (int b = 0, row = 0; b < count; row += blocks[b++].n) {
+    const SeqBlock& s = blocks[b];
+    for (int i = 0; rows && i < s.n; ++i) {
+      const RowSpec& r = rows[row + i];
+      CLLM_CHECK(0 <= r.base && r.base <= r.pos && r.pos <= s.pos + i,
+                 "block " << b << " row " << i << " (cache row " << s.pos + i << ") has position " << r.pos
+                          << " and base " << r.base << ": need 0 <= base <= position <= cache row");
+      plain = plain && r.pos == s.pos + i;
+    }
+    if (!moves || moves[b].n == 0) continue;
+    const KvMove& m = moves[b];
+    CLLM_CHECK(m.n > 0 && m.n <= s.pos && m.src >= 0 && m.src + m.n <= capacity,
+               "block " << b << " moves " << m.n << " KV rows from row " << m.src << " to row " << s.pos - m.n
+                        << ": outside the block's exact KV [0, " << s.pos << ") or the capacity " << capacity);
+    plain = false;
+  }
+  return plain;
+}
+
+void Model::forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                         const KvMove* moves, int32_t* out_ids, float* logits) {
+  CLLM_CHECK(check_row_layout(blocks, count, rows, moves, INT32_MAX),
+             "this backend does not verify lookahead branches (verifies_branches() is false): decode without "
+             "candidates, or on the CPU");
+  forward_batch(tokens, blocks, count, out_ids, logits);
+}
+
+void BlockPredictor::predict_rows(const int32_t* tokens, int n, int pos, const RowSpec* rows, KvMove move,
+                                  int32_t* out_ids) {
+  const SeqBlock block{0, pos, n};
+  CLLM_CHECK(check_row_layout(&block, 1, rows, &move, INT32_MAX),
+             "this predictor does not verify lookahead branches (verifies_branches() is false)");
+  predict(tokens, n, pos, out_ids);
+}
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::Cpu;
   if (name == "cuda") return Device::Cuda;

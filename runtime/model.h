@@ -19,6 +19,13 @@ class BlockPredictor {
   // tokens[0..n) sit at positions pos..pos+n-1; the cache must hold exact KV for [0, pos).
   // Writes KV rows [pos, pos+n) and out_ids[i] = argmax of the logits at position pos+i.
   virtual void predict(const int32_t* tokens, int n, int pos, int32_t* out_ids) = 0;
+  // Lookahead verification (design.md, "More tokens per forward"): as predict(), but row i sits
+  // at rows[i] (core/types.h, RowSpec; null: every row causal), and first the KV `move` is
+  // applied. Backends that cannot lay rows out this way answer false to verifies_branches() and
+  // throw here unless the layout is plain.
+  virtual void predict_rows(const int32_t* tokens, int n, int pos, const RowSpec* rows, KvMove move,
+                            int32_t* out_ids);
+  virtual bool verifies_branches() const { return false; }
 };
 
 class Model : public BlockPredictor {
@@ -37,6 +44,17 @@ class Model : public BlockPredictor {
   void predict(const int32_t* tokens, int n, int pos, int32_t* out_ids) override {
     forward(tokens, n, pos, out_ids, nullptr);
   }
+  // forward_batch with lookahead branches: rows (null, or one RowSpec per row of the batch, in the
+  // same order) and moves (null, or one KvMove per block, applied to its slot before the forward).
+  // The CPU model implements it in its attention; a backend that does not (the default) runs a
+  // plain layout through forward_batch and refuses any other, naming verifies_branches().
+  virtual void forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                            const KvMove* moves, int32_t* out_ids, float* logits);
+  void predict_rows(const int32_t* tokens, int n, int pos, const RowSpec* rows, KvMove move,
+                    int32_t* out_ids) override {
+    const SeqBlock block{0, pos, n};
+    forward_rows(tokens, &block, 1, rows, &move, out_ids, nullptr);
+  }
   // Bytes one decode step must read (weights + KV of `context` positions): the bandwidth floor.
   virtual double step_bytes(int context) const = 0;
 };
@@ -47,6 +65,12 @@ void check_forward_args(const ModelConfig& cfg, const int32_t* tokens, int n, in
 // The same for a batch: every block as above, slots inside [0, slots) and distinct. Returns the rows.
 int check_batch_args(const ModelConfig& cfg, const int32_t* tokens, const SeqBlock* blocks, int count, int capacity,
                      int slots);
+
+// A batch's branch layout and KV moves (Model::forward_rows): every row inside its block's
+// positions (0 <= base <= pos <= its cache row), every move inside the exact KV below the block's
+// position and the slot's capacity. Returns true when the layout is plain (no branch row and no move:
+// forward_batch computes the same). Throws naming the block and row.
+bool check_row_layout(const SeqBlock* blocks, int count, const RowSpec* rows, const KvMove* moves, int capacity);
 
 enum class Device { Cpu, Cuda };
 Device parse_device(const std::string& name);  // "cpu" | "cuda"; throws naming the valid ones

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace cllm {
@@ -14,6 +15,16 @@ struct SamplingOptions {
   float top_p = 1.0f;        // keep the smallest set of tokens whose probability reaches top_p
   uint64_t seed = 0;
 };
+
+// The model's log-probability of `token` at one position: the log-softmax of the raw logits (no
+// temperature, no top_p), reduced in double; and the `top` most probable ids, best first (ties by
+// id). What the server reports as logprobs / top_logprobs.
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+TokenLogprob token_logprob(const float* logits, int vocab, int32_t token, int top);
 
 class Sampler {
  public:

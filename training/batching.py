@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.acceptance import first_mismatch
+
 
 class Batch:
     """Tensors of one forward: ids, positions, see_prefix, start [b, t] (see attention_mask()); rows,
@@ -91,8 +93,8 @@ def build(units, local=False, pad_id=0):
                     off += n
                 target_tokens = ex.next_states[i] if local else ex.fixed
                 # As losses.consistency_loss: positions from the first token that differs from the target.
-                diff = np.flatnonzero(ex.states[i] != target_tokens)
-                k = diff[0] if len(diff) else n
+                k = first_mismatch(ex.states[i], target_tokens)
+                k = n if k is None else k
                 st_idx.append(slots[0])
                 tg_idx.append(slots[1] if local else main_idx)
                 st_mask.append((np.arange(n) >= k) & (np.arange(n) < ex.valid))

@@ -12,17 +12,13 @@ point's valid tokens, each predicted from its exact context."""
 import torch
 import torch.nn.functional as F
 
+from training.acceptance import first_mismatch
+
 
 def soft_cross_entropy(student_logits, target_logits):
     """[m, V] x [m, V] -> mean over the m positions of -sum_v softmax(target) log_softmax(student)."""
     target = torch.softmax(target_logits.float(), dim=-1)
     return -(target * torch.log_softmax(student_logits.float(), dim=-1)).sum(-1).mean()
-
-
-def first_mismatch(state, target):
-    """First j with state[j] != target[j], or None when the rows are equal."""
-    diff = (state != target).nonzero()
-    return int(diff[0]) if len(diff) else None
 
 
 def consistency_loss(student_logits, target_logits, state, target, prefix_len, valid):

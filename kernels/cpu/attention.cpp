@@ -109,6 +109,9 @@ CLLM_SIMD_CLONES void accumulate(const float* p, const float* v, size_t stride, 
 
 struct Shape {
   int n, p0, n_heads, n_kv, head_dim, group, window;
+  const int32_t* layout;  // AttentionBlock::layout
+  int pos(int i) const { return layout ? layout[2 * i] : p0 + i; }      // logical position of query i
+  int base(int i) const { return layout ? layout[2 * i + 1] : p0 + i + 1; }  // keys from here on: its lineage
 };
 
 // Scratch reused across calls on the same thread; sized by rows * head_dim.
@@ -135,20 +138,33 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
     for (int d = 0; d < hd; ++d) sc.q[size_t(r) * hd + d] = src[d] * scale;
   }
 
-  const int t_end = sh.p0 + i1;  // exclusive: the last query of the block sees rows < p0 + i1
-  // With a window, the first query of the block sees nothing before p0 + i0 + 1 - window.
-  const int t_begin = sh.window > 0 ? std::max(0, sh.p0 + i0 + 1 - sh.window) / kKeyTile * kKeyTile : 0;
+  // Logical keys: the last query of the item sees keys < t_end; with a window, its first sees
+  // nothing before t_begin (rounded down to a tile: tiles are aligned to logical positions).
+  int t_end = 0, t_first = sh.pos(i0);
+  for (int i = i0; i < i1; ++i) {
+    t_end = std::max(t_end, sh.pos(i) + 1);
+    t_first = std::min(t_first, sh.pos(i));
+  }
+  const int t_begin = sh.window > 0 ? std::max(0, t_first + 1 - sh.window) / kKeyTile * kKeyTile : 0;
   for (int t0 = t_begin; t0 < t_end; t0 += kKeyTile) {
     const int t1 = std::min(t0 + kKeyTile, t_end);
     for (int r = 0; r < rows; ++r) {
-      const int pos = sh.p0 + i0 + r / group;  // the row's query position
+      const int i = i0 + r / group;
+      const int pos = sh.pos(i);  // the row's logical query position
       const int lim = std::min(t1, pos + 1);
       const int lo = sh.window > 0 ? std::max(t0, pos + 1 - sh.window) : t0;
       if (lim <= lo) continue;  // this tile lies entirely in the row's future or before its window
       const float* qr = &sc.q[size_t(r) * hd];
       float* acc = &sc.acc[size_t(r) * hd];
       const int cnt = lim - lo;
-      scores(qr, kg + lo * kv_stride, kv_stride, cnt, hd, sc.s);
+      // Keys [lo, lim) in at most two contiguous runs of cache rows: the shared prefix, then the
+      // row's lineage. Each score and each accumulated key is computed alone, in key order, so the
+      // split does not change the arithmetic.
+      const int base = std::clamp(sh.base(i), lo, lim);
+      const int shift = sh.p0 + i - pos;  // cache row of lineage key t: t + shift
+      const int n1 = base - lo, n2 = lim - base;
+      if (n1 > 0) scores(qr, kg + size_t(lo) * kv_stride, kv_stride, n1, hd, sc.s);
+      if (n2 > 0) scores(qr, kg + size_t(base + shift) * kv_stride, kv_stride, n2, hd, sc.s + n1);
       float tile_max = -INFINITY;
       for (int j = 0; j < cnt; ++j) tile_max = std::max(tile_max, sc.s[j]);
       const float m_new = std::max(sc.m[r], tile_max);
@@ -162,7 +178,8 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
         sc.s[j] = std::exp(sc.s[j] - m_new);  // scores become probabilities (unnormalised)
         sc.l[r] += sc.s[j];
       }
-      accumulate(sc.s, vg + lo * kv_stride, kv_stride, cnt, hd, acc);
+      if (n1 > 0) accumulate(sc.s, vg + size_t(lo) * kv_stride, kv_stride, n1, hd, acc);
+      if (n2 > 0) accumulate(sc.s + n1, vg + size_t(base + shift) * kv_stride, kv_stride, n2, hd, acc);
     }
   }
 
@@ -184,6 +201,13 @@ void batch_attention(const float* q, float* out, const AttentionBlock* blocks, i
     CLLM_CHECK(blocks[b].n >= 0 && blocks[b].p0 >= 0 && blocks[b].window >= 0,
                "attention: bad block " << b << ": n=" << blocks[b].n << " p0=" << blocks[b].p0
                                        << " window=" << blocks[b].window);
+    for (int i = 0; blocks[b].layout && i < blocks[b].n; ++i) {
+      const int q = blocks[b].layout[2 * i], base = blocks[b].layout[2 * i + 1];
+      CLLM_CHECK(0 <= base && base <= q && q <= blocks[b].p0 + i,
+                 "attention: block " << b << " row " << i << " at cache row " << blocks[b].p0 + i
+                                     << " has logical position " << q << " and base " << base
+                                     << " (need 0 <= base <= position <= cache row)");
+    }
     rows += blocks[b].n;
   }
   if (rows == 0) return;
@@ -217,7 +241,7 @@ void batch_attention(const float* q, float* out, const AttentionBlock* blocks, i
     thread_local Scratch sc;
     const Item& it = items[i];
     const AttentionBlock& blk = blocks[it.b];
-    const Shape sh{blk.n, blk.p0, n_heads, n_kv, head_dim, n_heads / n_kv, blk.window};
+    const Shape sh{blk.n, blk.p0, n_heads, n_kv, head_dim, n_heads / n_kv, blk.window, blk.layout};
     attend_block(q + it.first_row * row_floats, blk.k, blk.v, out + it.first_row * row_floats, sh, it.g, it.i0,
                  it.i1, sc);
   });

@@ -37,6 +37,13 @@ struct AttentionBlock {
   int n;
   int p0;
   int window = 0;  // as block_attention's: keys within `window` positions of the query; 0 = all
+  // Branch layout (lookahead verification), or nullptr: every query causal at p0+i. Else [n][2]:
+  // query i (whose own key is cache row c = p0+i) sits at logical position q = layout[2i] and sees
+  // logical keys 0..q: key t < base = layout[2i+1] is cache row t, key t >= base is cache row
+  // c - q + t (its own lineage, ending at itself). 0 <= base <= q <= c. Tiles follow the logical
+  // keys, so a query's result is bit-identical to block_attention over its logical keys laid out
+  // contiguously (what AR computes for the same tokens).
+  const int32_t* layout = nullptr;
 };
 
 // block_attention for several sequences in one call: the work of every block is spread over the

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -148,7 +149,29 @@ struct Agreement {
   int tokens_before_diff = 0;   // greedy tokens equal before the first difference, summed
   int top1_agree = 0, top1_n = 0;  // argmax equal along the reference's text (teacher-forced)
   double kl = 0;                // mean over prompts of the mean KL(reference || candidate), nats/token
+  // Per prompt: the first greedy token that differs (new_tokens when none), and at that step the
+  // reference's logit of its own pick minus its logit of the candidate's pick (its top-2 margin
+  // when the candidate took its second choice; -1 when the outputs are identical).
+  std::vector<int> first_diff;
+  std::vector<double> ref_margin;
 };
+
+// "prompt: first difference at token k (reference's margin m)" for each prompt, and how many of the
+// differences are near-ties (margin below `near`).
+void print_divergence(const Agreement& g, const std::vector<std::string>& prompts, double near) {
+  int ties = 0, diffs = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (g.ref_margin[i] < 0) {
+      std::printf("  %-42s identical\n", ("'" + prompts[i] + "'").c_str());
+      continue;
+    }
+    ++diffs;
+    ties += g.ref_margin[i] < near;
+    std::printf("  %-42s first difference at token %2d, reference's margin there %.3f\n", ("'" + prompts[i] + "'").c_str(),
+                g.first_diff[i], g.ref_margin[i]);
+  }
+  std::printf("  %d of %d differences are near-ties (margin below %.2f)\n", ties, diffs, near);
+}
 
 // Greedy continuations of `prompts` by `ref` and `cand`, and both models' distributions along
 // ref's text (prompt + continuation).
@@ -178,6 +201,15 @@ Agreement compare_models(Model& ref, Model& cand, const Tokenizer& tok, bool add
     cand.forward(seq.data(), n, 0, aq.data(), lq.data());
     g.kl += mean_kl(lp, lq, V) / static_cast<double>(prompts.size());
     for (int i = static_cast<int>(ids.size()) - 1; i < n; ++i) g.top1_agree += ap[i] == aq[i], ++g.top1_n;
+    g.first_diff.push_back(k);
+    if (k < new_tokens) {
+      // Both prefixes are equal up to token k, so ref's logits along its own text at that position
+      // are those it picked a[k] from.
+      const float* row = lp.data() + (ids.size() - 1 + k) * V;
+      g.ref_margin.push_back(double(row[a[k]]) - double(row[b[k]]));
+    } else {
+      g.ref_margin.push_back(-1);
+    }
     if (print)
       std::printf("%-45s ref:  %s\n%-45s cand: %s\n", ("'" + text + "'").c_str(), tok.decode(a).c_str(), "",
                   tok.decode(b).c_str());
@@ -189,11 +221,15 @@ Agreement compare_models(Model& ref, Model& cand, const Tokenizer& tok, bool add
 // Q4_0 (the package's quantizer) as the yardstick: a 4-bit 135M model parts ways with Q8_0 within
 // a few greedy tokens, so the bar is being closer to Q8_0 than Q4_0 is, and a top-1 agreement of
 // at least 85% along the Q8_0 text.
+// The prompts of the quantization-quality comparisons (also in tests/reference/quant_agreement.py
+// and llamacpp_quant_check.py).
+const std::vector<std::string> kQualityPrompts = {
+    "The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,",
+    "The three primary colors are", "To make a cup of tea, first", "import numpy as np\n",
+    "Water boils at a temperature of", "The largest planet in the solar system is"};
+
 TEST(SmolLM2Requantized, Q4KMDecodesLikeQ8_0) {
-  const std::vector<std::string> prompts = {
-      "The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,",
-      "The three primary colors are", "To make a cup of tea, first", "import numpy as np\n",
-      "Water boils at a temperature of", "The largest planet in the solar system is"};
+  const std::vector<std::string>& prompts = kQualityPrompts;
   const int new_tokens = 16;
   auto q8_ckpt = open_checkpoint(fixture("smollm2_Q8_0.gguf"));
   auto q4km_ckpt = open_checkpoint(fixture("smollm2_Q4_K_M.gguf"));
@@ -212,6 +248,7 @@ TEST(SmolLM2Requantized, Q4KMDecodesLikeQ8_0) {
                 name, new_tokens, g.same_outputs, prompts.size(), g.tokens_before_diff, prompts.size() * new_tokens,
                 double(g.top1_agree) / g.top1_n, g.top1_n, g.kl);
   }
+  print_divergence(k, prompts, 0.5);
   RecordProperty("q4_k_m_kl_nats", std::to_string(k.kl));
   RecordProperty("q4_k_m_top1", std::to_string(double(k.top1_agree) / k.top1_n));
   EXPECT_GE(double(k.top1_agree) / k.top1_n, 0.85) << "Q4_K_M's argmax differs from Q8_0's too often";
@@ -231,6 +268,110 @@ TEST(SmolLM2Requantized, Q4KMLogitsMatchTransformers) {
   ASSERT_EQ(got, want) << "requantize_gguf.py wrote other bytes than the fixture was made from (another numpy or "
                           "gguf version?): regenerate it with make_logit_fixtures.py (tests/reference/README.md)";
   test::check_fixture("smollm2_q4_k_m_requantized.json", fixture("smollm2_Q4_K_M.gguf"), 2e-3);
+}
+
+// llama.cpp's own Q4_K_M and Q8_0 of SmolLM2's weights and llama.cpp's logits on them, written by
+// tests/reference/llamacpp_quant_check.py into the directory CLLM_LLAMACPP_DIR names (llama.cpp is
+// built from source for it, so these run by hand, not in CI; without the variable they skip).
+std::string llamacpp_dir() {
+  const char* d = std::getenv("CLLM_LLAMACPP_DIR");
+  return d ? d : "";
+}
+
+// cllm's logits on each file llama.cpp wrote (and on the float32 file it quantized) against
+// llama.cpp's logits on the same file and tokens. llama.cpp multiplies quantized weights by
+// activations it quantizes to 8 bits (Q8_0/Q8_K) and cllm by float32 activations, so the two differ by
+// that rounding: the float32 file, where neither rounds, is the floor. A decoder that misreads a
+// block (a wrong scale, a nibble order) moves logits by whole units and flips argmaxes wholesale.
+TEST(LlamaCppQuant, DecoderMatchesLlamaCppLogits) {
+  const std::string dir = llamacpp_dir();
+  if (dir.empty()) GTEST_SKIP() << "CLLM_LLAMACPP_DIR is not set (tests/reference/llamacpp_quant_check.py)";
+  const auto meta = nlohmann::json::parse(std::ifstream(dir + "/llamacpp_logits.json"));
+  for (const std::string name : {"F32", "Q8_0", "Q4_K_M"}) {
+    const auto& file = meta["files"][name];
+    auto ckpt = open_checkpoint(dir + "/" + file["gguf"].get<std::string>());
+    auto model = make_model(*ckpt, Device::Cpu);
+    const int V = model->config().vocab_size;
+    double worst = 0, kl = 0, scale = 0;
+    int rows = 0, argmax_same = 0, flips_beyond_tie = 0;
+    for (const auto& p : file["prompts"]) {
+      std::vector<int32_t> seq = p["ids"].get<std::vector<int32_t>>();
+      for (int t : p["greedy"]) seq.push_back(t);
+      const int n = static_cast<int>(seq.size());
+      ASSERT_EQ(p["rows"].get<int>(), n);
+      ASSERT_EQ(p["vocab"].get<int>(), V);
+      std::vector<float> ref(static_cast<size_t>(n) * V), got(ref.size());
+      std::ifstream raw(dir + "/" + p["logits"].get<std::string>(), std::ios::binary);
+      raw.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * sizeof(float)));
+      ASSERT_TRUE(raw) << p["logits"];
+      std::vector<int32_t> am(n);
+      model->reset(n);
+      model->forward(seq.data(), n, 0, am.data(), got.data());
+      kl += mean_kl(ref, got, V) * n;
+      for (int r = 0; r < n; ++r, ++rows) {
+        const float* a = ref.data() + static_cast<size_t>(r) * V;
+        const float* b = got.data() + static_cast<size_t>(r) * V;
+        int best = 0;
+        for (int i = 0; i < V; ++i) {
+          worst = std::max(worst, double(std::abs(a[i] - b[i])));
+          scale = std::max(scale, double(std::abs(a[i])));
+          if (a[i] > a[best]) best = i;
+        }
+        argmax_same += am[r] == best;
+        // A flip is allowed only where llama.cpp's own margin is within the measured difference.
+        if (am[r] != best && a[best] - a[am[r]] > 0.5) ++flips_beyond_tie;
+      }
+    }
+    kl /= rows;
+    std::printf("%-7s cllm vs llama.cpp on %s: max |logit diff| %.4f (logits up to %.1f), argmax equal at %d of %d "
+                "positions, mean KL(llama.cpp || cllm) %.2e nats/token\n",
+                name.c_str(), file["gguf"].get<std::string>().c_str(), worst, scale, argmax_same, rows, kl);
+    RecordProperty(name + "_max_logit_diff", std::to_string(worst));
+    RecordProperty(name + "_kl", std::to_string(kl));
+    EXPECT_EQ(flips_beyond_tie, 0) << name << ": argmax differs where llama.cpp's margin exceeds 0.5";
+    EXPECT_LT(kl, 1e-3) << name;
+    EXPECT_LT(worst, 0.5) << name;
+  }
+}
+
+// cllm's greedy output on llama.cpp's Q4_K_M file against that on llama.cpp's Q8_0 file (same
+// weights), per prompt with the first difference and whether it is a near-tie, and cllm's greedy
+// output on each file against llama.cpp's own on it.
+TEST(LlamaCppQuant, Q4KMDecodesLikeQ8_0) {
+  const std::string dir = llamacpp_dir();
+  if (dir.empty()) GTEST_SKIP() << "CLLM_LLAMACPP_DIR is not set (tests/reference/llamacpp_quant_check.py)";
+  const auto meta = nlohmann::json::parse(std::ifstream(dir + "/llamacpp_logits.json"));
+  const int new_tokens = meta["new_tokens"];
+  auto q8_ckpt = open_checkpoint(dir + "/" + meta["files"]["Q8_0"]["gguf"].get<std::string>());
+  auto q4_ckpt = open_checkpoint(dir + "/" + meta["files"]["Q4_K_M"]["gguf"].get<std::string>());
+  auto tok = make_tokenizer(q8_ckpt->tokenizer());
+  const bool bos = q8_ckpt->tokenizer().add_bos;
+  auto q8 = make_model(*q8_ckpt, Device::Cpu);
+  auto q4 = make_model(*q4_ckpt, Device::Cpu);
+  for (const auto& [name, model] : {std::pair{"Q8_0", q8.get()}, std::pair{"Q4_K_M", q4.get()}}) {
+    int same = 0;
+    for (const auto& p : meta["files"][name]["prompts"]) {
+      const std::vector<int32_t> ids = tok->encode(p["prompt"].get<std::string>(), bos);
+      ASSERT_EQ(ids, p["ids"].get<std::vector<int32_t>>()) << "cllm tokenizes '" << p["prompt"] << "' otherwise";
+      GenerateOptions gen;
+      gen.max_new_tokens = new_tokens;
+      model->reset(kv_rows_needed(static_cast<int>(ids.size()), new_tokens, 1));
+      same += generate_ar(*model, ids, gen).tokens == p["greedy"].get<std::vector<int32_t>>();
+    }
+    std::printf("%-7s cllm's greedy output equals llama.cpp's on %d of %zu prompts\n", name, same, kQualityPrompts.size());
+    EXPECT_GE(same, static_cast<int>(kQualityPrompts.size()) - 1) << name;
+  }
+  const Agreement g = compare_models(*q8, *q4, *tok, bos, kQualityPrompts, new_tokens, true);
+  std::printf("llama.cpp's Q4_K_M vs its Q8_0, decoded by cllm: identical %d-token greedy output on %d of %zu prompts, "
+              "top-1 agreement along the Q8_0 text %.3f (%d positions), mean KL(Q8_0 || Q4_K_M) %.4f nats/token\n",
+              new_tokens, g.same_outputs, kQualityPrompts.size(), double(g.top1_agree) / g.top1_n, g.top1_n, g.kl);
+  print_divergence(g, kQualityPrompts, 0.5);
+  std::printf("llama.cpp's own decoding of the same files: identical on %d prompts, first differences at %s\n",
+              meta["llamacpp_q4_k_m_vs_q8_0"]["identical"].get<int>(),
+              meta["llamacpp_q4_k_m_vs_q8_0"]["first_difference"].dump().c_str());
+  RecordProperty("llamacpp_q4_k_m_kl_nats", std::to_string(g.kl));
+  RecordProperty("llamacpp_q4_k_m_top1", std::to_string(double(g.top1_agree) / g.top1_n));
+  EXPECT_GE(double(g.top1_agree) / g.top1_n, 0.85);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schemes, GgufQuantModel, ::testing::Values("Q4_K_M", "Q5_K_M", "Q6_K", "legacy_mix"));

@@ -48,6 +48,14 @@ void expect_same_tokens(Model& ref, Model& tp, const std::vector<int32_t>& promp
           << "Jacobi n=" << n << (w == JacobiWindow::Sliding ? " sliding" : " blockwise");
     }
   }
+  // Lookahead: the branch layout and KV moves travel with the batch; the vote covers the branch.
+  for (int n : {1, 4}) {
+    JacobiOptions jac;
+    jac.block = n;
+    jac.candidates = (16 - n) / 3;
+    jac.ngram = 4;
+    EXPECT_EQ(generate_jacobi(tp, prompt, gen, jac).tokens, want.tokens) << "lookahead n=" << n;
+  }
 }
 
 // The whole comparison on rank 0 (the one-rank reference lives there only); the workers serve.

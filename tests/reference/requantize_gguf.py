@@ -11,6 +11,8 @@ Every tensor is dequantized with gguf.quants.dequantize, then written again:
   (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); in SmolLM2-135M (hidden 576) that is every tensor
   whose input is the hidden size, so only ffn_down (input 1536) is k-quantized.
 - Q8_0 / Q4_0: every matrix Q8_0 / Q4_0 (gguf.quants.quantize, llama.cpp's reference rounding).
+- F32: every tensor dequantized to float32 (the input llama.cpp's own quantizer is given in
+  llamacpp_quant_check.py).
 Norms stay F32. Metadata is copied unchanged (general.file_type aside).
 
 The gguf package (0.19) cannot quantize k-quants (gguf.quants.quantize raises NotImplementedError for
@@ -123,7 +125,7 @@ def choose(name, cols, scheme, n_layers, tied):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", required=True)
-    ap.add_argument("--scheme", required=True, choices=["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0"])
+    ap.add_argument("--scheme", required=True, choices=["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "F32"])
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     r = gguf.GGUFReader(a.src)
@@ -141,7 +143,7 @@ def main():
     for t in r.tensors:
         shape = [int(x) for x in reversed(t.shape)]  # numpy order: (rows, cols)
         values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
-        if len(shape) == 1:
+        if len(shape) == 1 or a.scheme == "F32":
             w.add_tensor(t.name, values)
             continue
         qtype = choose(t.name, shape[1], a.scheme, n_layers, tied)
@@ -154,8 +156,11 @@ def main():
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    print(f"{a.out}: {a.scheme}: tensor types {counts}; relative RMS error vs the source weights: "
-          f"mean {np.mean(err):.4f}, max {np.max(err):.4f}")
+    if err:
+        print(f"{a.out}: {a.scheme}: tensor types {counts}; relative RMS error vs the source weights: "
+              f"mean {np.mean(err):.4f}, max {np.max(err):.4f}")
+    else:
+        print(f"{a.out}: every tensor float32")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serving load benchmark for a running `cllm serve` (python3 standard library only).
 
-For each decode mode (ar, jacobi) and each concurrency C, C clients each send --requests
+For each decode mode and each concurrency C, C clients each send --requests
 streaming /v1/completions requests one after another (a closed loop: C requests in flight at any
 time), every one generating exactly --max-tokens tokens (cllm_ignore_eos). Reported per run:
 
@@ -18,6 +18,17 @@ time), every one generating exactly --max-tokens tokens (cllm_ignore_eos). Repor
                     how much work shared each one (cllm_forward_steps_total, cllm_step_rows,
                     cllm_step_sequences)
 
+Decode modes (--modes, comma-separated):
+  ar        cllm_decode "ar": greedy AR, one row per sequence per step
+  jacobiN   a fixed Jacobi block of N (cllm_block N), e.g. jacobi16
+  jacobi    Jacobi with --block as cllm_block (0: whatever the server's --block is)
+  auto      Jacobi with no cllm_block: the server's --block, which must be `auto` (the default), so
+            the load-adaptive policy picks the blocks (a run where every step used one block > 1
+            is flagged: the server is probably pinned)
+--compare-adaptive is --modes ar,jacobi16,auto (with the default --concurrency 1,4,16,64): AR, a
+fixed block of 16 and the adaptive policy (start the server with its default --block auto). Each
+run also reports the mean block the server ran (from cllm_decode_blocks_total).
+
 Server overhead, two ways:
   1. per request, in the same run: the server times each request inside its engine, from
      admission (after the HTTP parse and tokenization) to the first token and to the end, and
@@ -30,11 +41,13 @@ Server overhead, two ways:
      with the server's single-stream (C=1) decode rate. This includes the engine loop's own
      costs (batch assembly, detokenizing, metrics) that (1) cannot see.
 
-Examples (server on the GPU box; random LLaMA-2-7B weights, no checkpoint file):
+Examples (a GPU server; random LLaMA-2-7B weights, no checkpoint file):
   build-gpu/cllm serve --model random:7b --device cuda --max-batch 64 --max-context 1024 --port 8000 &
   python3 tests/server/bench_serve.py --url http://127.0.0.1:8000 --concurrency 1,4,16,64 \\
       --requests 4 --max-tokens 128 --modes ar,jacobi --block 16 --json bench_serve_7b.json \\
       --generate-bin build-gpu/cllm --generate-args "--model random:7b --device cuda"
+  python3 tests/server/bench_serve.py --compare-adaptive --requests 4 --max-tokens 128 --json adaptive.json
+A quick smoke run on a CPU: --compare-adaptive --concurrency 1,2 --requests 1 --max-tokens 4 --warmup 0
 """
 import argparse
 import http.client
@@ -81,10 +94,14 @@ class Server:
         return body
 
     def metrics(self):
-        """Counters and histogram sums/counts of /metrics as {name: value} (unlabelled lines)."""
+        """Counters and histogram sums/counts of /metrics as {name: value} (unlabelled lines), and
+        the decode iterations per block size as {"block:N": count}."""
         out = {}
         for line in self.get("/metrics").splitlines():
-            if line and not line.startswith("#") and "{" not in line:
+            if line.startswith("cllm_decode_blocks_total{"):
+                name, value = line.split()
+                out["block:" + name.split('"')[1]] = float(value)
+            elif line and not line.startswith("#") and "{" not in line:
                 name, value = line.split()
                 out[name] = float(value)
         return out
@@ -124,11 +141,25 @@ class Server:
                 "cllm": cllm or {}}
 
 
+def mode_block(mode, args):
+    """(cllm_decode, cllm_block or None) of a --modes entry."""
+    if mode == "ar":
+        return "ar", None
+    if mode == "auto":
+        return "jacobi", None
+    if mode == "jacobi":
+        return "jacobi", args.block or None
+    if mode.startswith("jacobi") and mode[6:].isdigit():
+        return "jacobi", int(mode[6:])
+    raise SystemExit(f"--modes: unknown mode '{mode}' (ar, auto, jacobi or jacobiN)")
+
+
 def run(server, args, mode, concurrency):
+    decode, block = mode_block(mode, args)
     body = {"max_tokens": args.max_tokens, "stream": True, "stream_options": {"include_usage": True},
-            "cllm_ignore_eos": True, "cllm_decode": mode}
-    if mode == "jacobi" and args.block:
-        body["cllm_block"] = args.block
+            "cllm_ignore_eos": True, "cllm_decode": decode}
+    if block:
+        body["cllm_block"] = block
     results, errors = [], []
     lock = threading.Lock()
 
@@ -179,6 +210,8 @@ def run(server, args, mode, concurrency):
         if r["cllm"].get("tokens_per_iteration"):
             tpi.append(r["cllm"]["tokens_per_iteration"])
     steps = delta.get("cllm_forward_steps_total", 0)
+    blocks = {int(k[6:]): v for k, v in delta.items() if k.startswith("block:") and v > 0}
+    decode_its = sum(blocks.values())
     ms = lambda v: None if v is None else v * 1e3  # noqa: E731
     return {
         "mode": mode, "concurrency": concurrency, "requests": len(results), "errors": errors[:5],
@@ -192,6 +225,8 @@ def run(server, args, mode, concurrency):
         "server_steps": steps,
         "rows_per_step": delta.get("cllm_step_rows_sum", 0) / steps if steps else None,
         "seqs_per_step": delta.get("cllm_step_sequences_sum", 0) / steps if steps else None,
+        "decode_blocks": blocks,
+        "mean_block": sum(n * c for n, c in blocks.items()) / decode_its if decode_its else None,
     }
 
 
@@ -203,14 +238,15 @@ def engine_alone(args, mode):
         prompts, out = os.path.join(tmp, "prompts.jsonl"), os.path.join(tmp, "out.jsonl")
         with open(prompts, "w") as f:
             f.write(json.dumps({"prompt": "Request 0.0. " + args.prompt}) + "\n")
+        decode, block = mode_block(mode, args)
         cmd = [args.generate_bin, "generate", *args.generate_args.split(), "--prompts", prompts, "--json-out", out,
-               "--decode", mode, "--max-new-tokens", str(args.max_tokens), "--quiet"]
-        if mode == "jacobi" and args.block:
-            cmd += ["--block", str(args.block)]
+               "--decode", decode, "--max-new-tokens", str(args.max_tokens), "--quiet"]
+        if block:
+            cmd += ["--block", str(block)]
         try:
             subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=True)
             with open(out) as f:
-                r = json.loads(f.readline())[mode]
+                r = json.loads(f.readline())[decode]
         except (OSError, subprocess.SubprocessError, ValueError, KeyError) as e:
             print(f"engine alone ({mode}): `{' '.join(cmd)}` failed: {e}")
             return None
@@ -230,8 +266,10 @@ def main():
     p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts")
     p.add_argument("--requests", type=int, default=4, help="requests per client (sequential)")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--modes", default="ar,jacobi", help="ar and/or jacobi (cllm_decode)")
-    p.add_argument("--block", type=int, default=0, help="Jacobi block (cllm_block); 0: the server's --block")
+    p.add_argument("--modes", default="ar,jacobi", help="comma-separated: ar, auto, jacobi, jacobiN (see above)")
+    p.add_argument("--block", type=int, default=0, help="the block of mode jacobi (cllm_block); 0: the server's --block")
+    p.add_argument("--compare-adaptive", action="store_true",
+                   help="--modes ar,jacobi16,auto: AR, a fixed block of 16 and the adaptive policy")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt text (each request prefixes its own id)")
     p.add_argument("--prompt-repeat", type=int, default=1, help="repeat the prompt text this many times")
     p.add_argument("--warmup", type=int, default=2, help="requests sent once before measuring")
@@ -239,28 +277,43 @@ def main():
     p.add_argument("--generate-bin", help="cllm binary: also time `cllm generate` on the same prompt")
     p.add_argument("--generate-args", default="", help="model flags for cllm generate, e.g. '--model random:7b --device cuda'")
     args = p.parse_args()
+    if args.compare_adaptive:
+        args.modes = "ar,jacobi16,auto"
     args.prompt = args.prompt * args.prompt_repeat
     server = Server(args.url, args.api_key)
     server.get("/health")
     modes = [m for m in args.modes.split(",") if m]
+    for m in modes:
+        mode_block(m, args)
     for i in range(args.warmup):
         server.stream({"prompt": "warm up " + args.prompt, "max_tokens": 8, "stream": True, "cllm_ignore_eos": True})
 
     results = []
-    header = (f"{'mode':>6} {'C':>4} {'reqs':>5} {'agg tok/s':>10} {'stream tok/s':>12} {'TTFT p50':>9} {'TTFT p99':>9} "
+    header = (f"{'mode':>8} {'C':>4} {'reqs':>5} {'agg tok/s':>10} {'stream tok/s':>12} {'TTFT p50':>9} {'TTFT p99':>9} "
               f"{'ITL p50':>8} {'ITL p99':>8} {'TPOT p50':>9} {'tok/it':>6} {'rows/step':>9} {'seqs/step':>9} "
-              f"{'ovh ms':>7} {'err':>4}")
+              f"{'ovh ms':>7} {'block':>5} {'err':>4}")
     print(header)
     for mode in modes:
         for c in [int(x) for x in args.concurrency.split(",") if x]:
             r = run(server, args, mode, c)
             results.append(r)
-            print(f"{mode:>6} {c:>4} {r['requests']:>5} {fmt(r['aggregate_tok_s']):>10} {fmt(r['stream_tok_s_p50']):>12} "
+            print(f"{mode:>8} {c:>4} {r['requests']:>5} {fmt(r['aggregate_tok_s']):>10} {fmt(r['stream_tok_s_p50']):>12} "
                   f"{fmt(r['ttft_ms_p50']):>9} {fmt(r['ttft_ms_p99']):>9} {fmt(r['itl_ms_p50'], '.2f'):>8} "
                   f"{fmt(r['itl_ms_p99'], '.2f'):>8} {fmt(r['tpot_ms_p50'], '.2f'):>9} "
                   f"{fmt(r['tokens_per_iteration'], '.2f'):>6} {fmt(r['rows_per_step']):>9} {fmt(r['seqs_per_step']):>9} "
-                  f"{fmt(r['overhead_total_ms_p50'], '.2f'):>7} {r['error_count']:>4}", flush=True)
-    print("ovh ms: client-observed request time minus the engine's own time for it (p50), see --help")
+                  f"{fmt(r['overhead_total_ms_p50'], '.2f'):>7} {fmt(r['mean_block'], '.2f'):>5} "
+                  f"{r['error_count']:>4}", flush=True)
+            if mode == "auto" and r["decode_blocks"] and set(r["decode_blocks"]) == {max(r["decode_blocks"])} \
+                    and max(r["decode_blocks"]) > 1:
+                print(f"  (auto: every decode step ran a block of {max(r['decode_blocks'])}: is the server's --block auto?)")
+    print("ovh ms: client-observed request time minus the engine's own time for it (p50), see --help; "
+          "block: mean decode block the server ran")
+    by = {(r["mode"], r["concurrency"]): r["aggregate_tok_s"] for r in results}
+    if "ar" in modes and len(modes) > 1:
+        for c in sorted({r["concurrency"] for r in results}):
+            if by.get(("ar", c)):
+                print(f"C={c}: aggregate tok/s over AR's: " +
+                      ", ".join(f"{m} {by[(m, c)] / by[('ar', c)]:.2f}x" for m in modes if m != "ar" and (m, c) in by))
 
     alone = {}
     if args.generate_bin:

@@ -34,13 +34,14 @@ def model_name(base_url, auth):
 class PrivateServer:
     """A `cllm serve` on a free port, under `mpirun -np N` when ranks > 1."""
 
-    def __init__(self, *flags, ranks=1):
+    def __init__(self, *flags, ranks=1, env=None):
         binary = os.environ.get("CLLM_BIN", os.path.join(ROOT, "build", "cllm"))
         cmd = [binary, "serve", "--port", "0", *flags]
         if ranks > 1:
             cmd = ["mpirun", "-np", str(ranks), "--oversubscribe"] + cmd
         self.log = open(os.path.join(os.environ.get("CLLM_TEST_TMP", "/tmp"), f"private_server_{time.time_ns()}.log"), "w+")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=dict(os.environ, **(env or {})))
         deadline = time.time() + 120
         self.pid = self.url = None
         while time.time() < deadline and self.proc.poll() is None:

@@ -10,6 +10,8 @@ export CLLM_BIN="${CLLM_BIN:-$root/build/cllm}" CLLM_SERVE_RANKS="${CLLM_SERVE_R
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet openai
 python3 -c "import pytest, requests" 2>/dev/null || python3 -m pip install --quiet pytest requests
+# lm-evaluation-harness with its API backends (test_lm_eval.py).
+python3 -c "import lm_eval, tenacity, aiohttp" 2>/dev/null || python3 -m pip install --quiet "lm-eval[api]"
 
 export CLLM_TEST_TMP="$(mktemp -d)"
 export CLLM_API_KEY="test-key-$RANDOM"

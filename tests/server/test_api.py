@@ -75,6 +75,9 @@ def test_jacobi_equals_greedy_ar(base_url, auth):
     assert jac["choices"][0]["text"] == ar["choices"][0]["text"]
     assert ar["cllm"]["iterations"] == 12  # prefill + one token per iteration, the first from the prefill
     assert jac["cllm"]["iterations"] <= ar["cllm"]["iterations"]
+    # Lookahead: n-grams of the pool verified beside the block, the output still AR's.
+    la = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_block=4, cllm_candidates=4, cllm_ngram=4)
+    assert la["choices"][0]["text"] == ar["choices"][0]["text"]
 
 
 def test_ignore_eos_runs_to_max_tokens(base_url, auth):
@@ -122,9 +125,13 @@ BAD = [
     ('{"prompt": "x", "temperature": 7}', 400, "temperature"),
     ('{"prompt": "x", "stop": 3}', 400, "stop"),
     ('{"prompt": "x", "stream": "yes"}', 400, "stream"),
-    ('{"prompt": "x", "n": 2}', 400, "n"),
+    ('{"prompt": "x", "n": 17}', 400, "n"),
+    ('{"prompt": "x", "logprobs": 21}', 400, "logprobs"),
+    ('{"prompt": "x", "max_tokens": 0}', 400, "max_tokens"),
     ('{"prompt": "x", "frobnicate": 1}', 400, "frobnicate"),
     ('{"prompt": "x", "cllm_block": 65}', 400, "cllm_block"),
+    ('{"prompt": "x", "cllm_ngram": 1}', 400, "cllm_ngram"),
+    ('{"prompt": "x", "cllm_block": 16, "cllm_candidates": 20, "cllm_ngram": 4}', 400, "cllm_candidates"),
     ('{"prompt": "x", "cllm_ignore_eos": 1}', 400, "cllm_ignore_eos"),
     ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400, "cllm_decode"),
     ('{"prompt": [999999999]}', 400, "prompt"),
@@ -181,7 +188,9 @@ def test_metrics(base_url, auth):
     for name in ["cllm_requests_total{endpoint=\"/v1/completions\",status=\"200\"}", "cllm_prompt_tokens_total",
                  "cllm_generated_tokens_total", "cllm_jacobi_iterations_total", "cllm_tokens_per_iteration_bucket",
                  "cllm_time_to_first_token_seconds_bucket", "cllm_inter_token_latency_seconds_bucket",
-                 "cllm_queue_depth", "cllm_batch_size", "cllm_kv_usage_ratio"]:
+                 "cllm_queue_depth", "cllm_batch_size", "cllm_kv_usage_ratio",
+                 "cllm_accepted_tokens_total{source=\"block\"}", "cllm_accepted_tokens_total{source=\"pool\"}",
+                 "cllm_accepted_tokens_total{source=\"recycled\"}"]:
         assert name in text, name
     generated = [l for l in text.splitlines() if l.startswith("cllm_generated_tokens_total ")]
     assert int(generated[0].split()[1]) >= 3

@@ -59,7 +59,7 @@ def test_full_queue_answers_429_then_sigterm_drains():
         assert r.headers["Retry-After"] == "1" and r.json()["error"]["type"] == "rate_limit_error"
         assert "a" not in results, "a finished before the queue was full"
 
-        os.kill(srv.pid, signal.SIGTERM)  # rank 0 (mpirun would kill the job, not drain it)
+        os.kill(srv.pid, signal.SIGTERM)  # rank 0 (SIGTERM to mpirun: test_failures.py)
         wait_for("the drain to close intake", lambda: intake_closed(srv.url))
         try:
             refused = post(srv.url, prompt="x", max_tokens=2).status_code == 503

@@ -3,7 +3,11 @@
 // decoder must reproduce the oracle exactly, with the iteration counts the contract implies.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
+#include <set>
+
+#include "core/check.h"
 
 #include "runtime/generate.h"
 #include "runtime/jacobi.h"
@@ -24,20 +28,27 @@ class OracleModel final : public BlockPredictor {
   std::vector<int32_t> seen;  // KV "cache": the tokens at each position
 
   void predict(const int32_t* tokens, int n, int pos, int32_t* out) override {
-    seen.resize(pos + n);
+    predict_rows(tokens, n, pos, nullptr, KvMove{}, out);
+  }
+  // Lookahead rows: row i (cache row pos + i) sees the logical tokens its RowSpec names.
+  void predict_rows(const int32_t* tokens, int n, int pos, const RowSpec* rows, KvMove move, int32_t* out) override {
+    if (move.n > 0) std::copy(seen.begin() + move.src, seen.begin() + move.src + move.n, seen.begin() + pos - move.n);
+    seen.resize(std::max<size_t>(seen.size(), pos + n));
     for (int i = 0; i < n; ++i) seen[pos + i] = tokens[i];
     ++forwards;
     for (int i = 0; i < n; ++i) {
-      const int p = pos + i;
+      const int c = pos + i, p = rows ? rows[i].pos : c, base = rows ? rows[i].base : c;
+      auto logical = [&](int t) { return t < base ? seen[t] : seen[c - p + t]; };
       int first_wrong = -1;
       for (int q = 0; q <= p && first_wrong < 0; ++q)
-        if (seen[q] != oracle_[q]) first_wrong = q;
-      const bool lucky = local_ && (static_cast<uint32_t>(p * 2654435761u) ^ static_cast<uint32_t>(seen[p] * 40503u)) % 3 != 0;
+        if (logical(q) != oracle_[q]) first_wrong = q;
+      const bool lucky = local_ && (static_cast<uint32_t>(p * 2654435761u) ^ static_cast<uint32_t>(logical(p) * 40503u)) % 3 != 0;
       const bool right = first_wrong < 0 || p - first_wrong < lookahead_ || lucky;
       // A wrong prediction is deterministic garbage that never equals an oracle token (< 50).
       out[i] = right ? oracle_[p + 1] : static_cast<int32_t>(1000 + (p * 7 + tokens[i]) % 97);
     }
   }
+  bool verifies_branches() const override { return true; }
   int forwards = 0;
 
  private:
@@ -167,6 +178,210 @@ TEST(Jacobi, AcceptCommitsLongestMatchingRun) {
   EXPECT_EQ(dec.accept(y), (std::vector<int32_t>{7, 8}));
   EXPECT_EQ(dec.position(), 5);
   EXPECT_EQ(dec.block(), (std::vector<int32_t>{8, 9, 5, 7}));  // y[1..3] + one fresh pad guess
+}
+
+TEST(Jacobi, BlockChangedBetweenIterationsStillMatchesOracle) {
+  // set_block: cut the guesses or append fresh ones; g[0] stays final, so any sequence of sizes
+  // reproduces the oracle (a CLLM-like model, so longer blocks do accept several tokens).
+  const std::vector<int32_t> oracle = make_oracle(300, 4);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + kPrompt);
+  OracleModel model(oracle, /*lookahead=*/3, /*local=*/true);
+  JacobiOptions jac;
+  jac.block = 8;
+  std::vector<int32_t> y(prompt.size());
+  model.predict(prompt.data(), kPrompt, 0, y.data());  // the prefill
+  JacobiDecoder dec(jac, prompt, y.back());
+  std::vector<int32_t> out = {y.back()};
+  std::mt19937 rng(9);
+  std::set<int> sizes;
+  while (out.size() < 120) {
+    const int n = 1 + static_cast<int>(rng() % 20);
+    dec.set_block(n);
+    ASSERT_EQ(static_cast<int>(dec.block().size()), n);
+    sizes.insert(n);
+    y.resize(n);
+    model.predict(dec.block().data(), n, dec.position(), y.data());
+    const std::vector<int32_t> finals = dec.accept(y.data());
+    ASSERT_GE(static_cast<int>(finals.size()), 1);
+    ASSERT_LE(static_cast<int>(finals.size()), n);
+    out.insert(out.end(), finals.begin(), finals.end());
+  }
+  EXPECT_EQ(out, std::vector<int32_t>(oracle.begin() + kPrompt, oracle.begin() + kPrompt + out.size()));
+  EXPECT_GT(sizes.size(), 10u);
+  EXPECT_GT(dec.fast_forwarded(), 0);
+}
+
+TEST(Jacobi, BlockCannotChangeInBlockwiseMode) {
+  JacobiOptions jac;
+  jac.block = 4;
+  jac.window = JacobiWindow::Blockwise;
+  JacobiDecoder dec(jac, {1, 2, 3}, 4);
+  EXPECT_THROW(dec.set_block(2), Error);
+}
+
+// A frozen step cost model where each extra row costs `per_row` of a one-row step.
+StepCostModel frozen_cost(double per_row) {
+  StepCostModel cost;
+  for (int n = 1; n <= 64; n *= 2) cost.set_knot(n, 1.0 + per_row * (n - 1));
+  cost.set_learning_rate(0);
+  return cost;
+}
+
+TEST(Jacobi, AdaptiveGenerateMatchesOracleAndVariesTheBlock) {
+  // generate_jacobi with jacobi.adaptive: a frozen cost model where each extra row costs 15% of a
+  // step, so the block follows the acceptance (high on the CLLM-like model: longer blocks).
+  const std::vector<int32_t> oracle = make_oracle(300, 5);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + kPrompt);
+  for (int lookahead : {0, 6}) {
+    OracleModel model(oracle, lookahead, /*local=*/lookahead > 0);
+    StepCostModel cost = frozen_cost(0.15);
+    GenerateOptions gen;
+    gen.max_new_tokens = 100;
+    JacobiOptions jac;
+    jac.block = 32;
+    jac.adaptive = true;
+    const GenerateResult r = generate_jacobi(model, prompt, gen, jac, {}, &cost);
+    EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + kPrompt, oracle.begin() + kPrompt + 100));
+    int used = 0;
+    for (int c : r.stats.block_iterations) used += c > 0;
+    EXPECT_GE(used, 2) << "lookahead " << lookahead;
+    if (lookahead == 0) {  // a causal model accepts nothing past g[0]: mostly AR steps
+      EXPECT_GT(r.stats.block_iterations[1], 80);
+    } else {
+      EXPECT_LT(r.stats.iterations, 80);  // vs about 100 for the causal model
+    }
+  }
+}
+
+// An oracle that repeats itself: the pool (prompt and generated text) holds the continuation.
+std::vector<int32_t> periodic_oracle(int len, int period, uint32_t seed) {
+  const std::vector<int32_t> base = make_oracle(period, seed);
+  std::vector<int32_t> o(len);
+  for (int i = 0; i < len; ++i) o[i] = base[i % period];
+  return o;
+}
+
+TEST(Lookahead, MatchesOracleForEveryModeAndSize) {
+  for (const auto& oracle : {make_oracle(300, 11), periodic_oracle(300, 23, 12)}) {
+    const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 30);
+    const std::vector<int32_t> expected(oracle.begin() + 30, oracle.begin() + 130);
+    for (int n : {1, 2, 5, 8})
+      for (int g : {1, 3, 7})
+        for (int ngram : {2, 3, 5})
+          for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise})
+            for (bool prompt_pool : {true, false})
+              for (bool local : {false, true}) {
+                OracleModel model(oracle, 0, local);
+                GenerateOptions gen;
+                gen.max_new_tokens = 100;
+                JacobiOptions jac;
+                jac.block = n;
+                jac.window = w;
+                jac.candidates = g;
+                jac.ngram = ngram;
+                jac.prompt_pool = prompt_pool;
+                const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
+                ASSERT_EQ(r.tokens, expected) << "n=" << n << " window " << static_cast<int>(w) << " prompt pool "
+                                              << prompt_pool << " G=" << g << " N=" << ngram << " local=" << local;
+                EXPECT_EQ(r.stats.iterations, model.forwards);
+                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool + r.stats.accepted_recycled);
+              }
+  }
+}
+
+TEST(Lookahead, PoolOfARepeatingTextAcceptsMoreTokensPerForward) {
+  const std::vector<int32_t> oracle = periodic_oracle(300, 23, 12);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 30);
+  GenerateOptions gen;
+  gen.max_new_tokens = 100;
+  JacobiOptions jac;
+  jac.block = 4;
+  OracleModel plain_model(oracle);
+  const GenerateResult plain = generate_jacobi(plain_model, prompt, gen, jac);
+  jac.candidates = 3;
+  jac.ngram = 6;
+  OracleModel la_model(oracle);
+  const GenerateResult la = generate_jacobi(la_model, prompt, gen, jac);
+  EXPECT_EQ(la.tokens, plain.tokens);
+  // The prompt already holds every 6-gram of the period: each forward verifies 5 tokens from it.
+  EXPECT_GT(la.stats.accepted_pool, 60);
+  EXPECT_GE(la.stats.tokens_per_iteration(), 4.5);
+  EXPECT_LT(plain.stats.tokens_per_iteration(), 1.5);
+}
+
+TEST(Lookahead, RecyclesRejectedTrajectoryNgrams) {
+  // A CLLM-like model (correct guesses survive behind a wrong one) on a text that does not repeat:
+  // with no prompt in the pool, only the trajectory's rejected n-grams can be verified later.
+  const std::vector<int32_t> oracle = make_oracle(300, 21);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 10);
+  GenerateOptions gen;
+  gen.max_new_tokens = 150;
+  JacobiOptions jac;
+  jac.block = 8;
+  jac.candidates = 4;
+  jac.ngram = 4;
+  jac.prompt_pool = false;
+  OracleModel model(oracle, 0, /*local=*/true);
+  const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + 10, oracle.begin() + 160));
+  EXPECT_GT(r.stats.accepted_recycled, 0);
+}
+
+TEST(Lookahead, AdaptiveBlockWithCandidatesMatchesOracle) {
+  // The adaptive policy picks each iteration's block; the candidates ride beside it. On a repeating
+  // text the pool's n-grams win, so the policy sees high acceptance, yet the output is the oracle's.
+  const std::vector<int32_t> oracle = periodic_oracle(300, 23, 12);
+  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 30);
+  StepCostModel cost = frozen_cost(0.15);
+  GenerateOptions gen;
+  gen.max_new_tokens = 100;
+  JacobiOptions jac;
+  jac.block = 16;
+  jac.adaptive = true;
+  jac.candidates = 3;
+  jac.ngram = 5;
+  OracleModel model(oracle, 0, /*local=*/true);
+  const GenerateResult r = generate_jacobi(model, prompt, gen, jac, {}, &cost);
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + 30, oracle.begin() + 130));
+  EXPECT_EQ(r.stats.iterations, model.forwards);
+  EXPECT_GT(r.stats.accepted_pool, 0);
+  EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool + r.stats.accepted_recycled);
+  int used = 0, total = 0;
+  for (int c : r.stats.block_iterations) {
+    used += c > 0;
+    total += c;
+  }
+  EXPECT_EQ(total + 1, r.stats.iterations);  // the prefill, then decode iterations by the block's own rows
+  EXPECT_GE(used, 2);
+}
+
+TEST(Lookahead, SetBlockLaysOutCandidatesAfterTheNewBlock) {
+  // Prompt 1 2 3 1 2 3 ...: after key 3 the pool holds "1 2" (ngram 3); the block then grows.
+  JacobiOptions jac;
+  jac.block = 2;
+  jac.candidates = 1;
+  jac.ngram = 3;
+  jac.init = InitialGuess::Pad;  // guesses 0: never the candidate itself
+  JacobiDecoder dec(jac, {1, 2, 3, 1, 2, 3, 1, 2}, 3);
+  ASSERT_EQ(dec.block_rows(), 2);
+  ASSERT_EQ(dec.block().size(), 4u);  // 2 guesses + one candidate of 2 rows
+  dec.set_block(5);
+  EXPECT_EQ(dec.block_rows(), 5);
+  ASSERT_EQ(dec.block().size(), 7u);
+  EXPECT_EQ(dec.block()[5], 1);
+  EXPECT_EQ(dec.block()[6], 2);
+  ASSERT_EQ(dec.rows().size(), 7u);
+  EXPECT_EQ(dec.rows()[5].pos, dec.position() + 1);  // the candidate's rows follow g[0], not the block
+}
+
+TEST(Lookahead, BackendWithoutBranchesIsRefused) {
+  struct Plain final : BlockPredictor {
+    void predict(const int32_t*, int n, int, int32_t* out) override { std::fill(out, out + n, 1); }
+  } model;
+  GenerateOptions gen;
+  JacobiOptions jac;
+  jac.candidates = 2;
+  EXPECT_THROW(generate_jacobi(model, {1, 2, 3}, gen, jac), std::exception);
 }
 
 }  // namespace

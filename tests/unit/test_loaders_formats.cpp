@@ -173,6 +173,8 @@ TEST(Gguf, ParsesAllValueKinds) {
   EXPECT_EQ(g.tensors[0].ne, (std::vector<int64_t>{4, 2}));
   EXPECT_EQ(g.tensors[0].offset, g.data_offset);
   expect_error([&] { g.get_string("a.u32"); }, {"m.gguf", "'a.u32'", "uint32", "expected string"});
+  // A float field stored as an integer (a corrupted type byte over float bits) is refused.
+  expect_error([&] { g.get_float("a.u32"); }, {"m.gguf", "'a.u32'", "uint32", "expected float32 or float64"});
   expect_error([&] { g.get_int("nope"); }, {"m.gguf", "missing metadata key 'nope'"});
 }
 

@@ -36,7 +36,8 @@ TEST(OpenAiParse, EveryFieldReachesTheRequest) {
   const ApiRequest r = parse_request(
       R"({"model": "m", "prompt": "hi", "max_tokens": 7, "stop": "x", "temperature": 0.5, "top_p": 0.9,
           "seed": 11, "stream": true, "stream_options": {"include_usage": true}, "cllm_decode": "ar",
-          "cllm_block": 4, "cllm_ignore_eos": true, "user": "u", "n": 1, "logprobs": false})",
+          "cllm_block": 4, "cllm_candidates": 3, "cllm_ngram": 5, "cllm_ignore_eos": true, "user": "u", "n": 1,
+          "logprobs": false})",
       false);
   EXPECT_EQ(r.model, "m");
   EXPECT_EQ(r.prompt, "hi");
@@ -48,6 +49,8 @@ TEST(OpenAiParse, EveryFieldReachesTheRequest) {
   EXPECT_TRUE(r.stream && r.include_usage && r.ignore_eos);
   EXPECT_EQ(r.decode, "ar");
   EXPECT_EQ(r.block, 4);
+  EXPECT_EQ(r.candidates, 3);
+  EXPECT_EQ(r.ngram, 5);
   EXPECT_EQ(parse_request(R"({"prompt": [5, 6]})", false).prompt_ids, (std::vector<int32_t>{5, 6}));
   EXPECT_EQ(parse_request(R"({"prompt": "x", "max_completion_tokens": 3})", false).max_tokens, 3);
   const ApiRequest c = parse_request(R"({"messages": [{"role": "developer", "content": [{"type": "text", "text": "a"},
@@ -85,7 +88,11 @@ TEST(OpenAiParse, ErrorsNameTheirField) {
       {R"({"prompt": "x", "cllm_decode": "fast"})", "cllm_decode"},
       {R"({"prompt": "x", "cllm_block": 0})", "cllm_block"},
       {R"({"prompt": "x", "cllm_ignore_eos": 1})", "cllm_ignore_eos"},
-      {R"({"prompt": "x", "n": 2})", "n"},
+      {R"({"prompt": "x", "n": 0})", "n"},
+      {R"({"prompt": "x", "n": 17})", "n"},
+      {R"({"prompt": "x", "logprobs": 21})", "logprobs"},
+      {R"({"prompt": "x", "logprobs": -1})", "logprobs"},
+      {R"({"prompt": "x", "max_tokens": 0, "logprobs": 1})", "max_tokens"},
       {R"({"prompt": "x", "best_of": 3})", "best_of"},
       {R"({"prompt": "x", "frequency_penalty": 0.5})", "frequency_penalty"},
       {R"({"prompt": "x", "logit_bias": {"1": 2}})", "logit_bias"},
@@ -110,10 +117,29 @@ TEST(OpenAiParse, ErrorsNameTheirField) {
   EXPECT_EQ(parse_error(R"({"messages": [{"role": "user", "content": 3}]})", true).param, "messages[0].content");
   EXPECT_EQ(parse_error(R"({"prompt": "x"})", true).param, "prompt");  // a completions field on chat
   EXPECT_EQ(parse_error(R"({})", true).param, "messages");
+  const std::string hi = R"("messages": [{"role": "user", "content": "x"}])";
+  EXPECT_EQ(parse_error("{" + hi + R"(, "top_logprobs": 2})", true).param, "top_logprobs");  // needs logprobs
+  EXPECT_EQ(parse_error("{" + hi + R"(, "logprobs": true, "top_logprobs": 21})", true).param, "top_logprobs");
+  EXPECT_EQ(parse_error("{" + hi + R"(, "logprobs": 3})", true).param, "logprobs");  // a boolean on chat
+  EXPECT_EQ(parse_error("{" + hi + R"(, "echo": true})", true).param, "echo");
   EXPECT_EQ(parse_error("{bad json").param, "");
   // OpenAI's neutral value, which clients send by default.
   EXPECT_NO_THROW(parse_request(R"({"prompt": "x", "top_logprobs": 0})", false));
   EXPECT_NO_THROW(parse_request(R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 0})", true));
+}
+
+TEST(OpenAiParse, LogprobsEchoAndChoices) {
+  const std::string hi = R"("messages": [{"role": "user", "content": "x"}])";
+  EXPECT_EQ(parse_request("{" + hi + "}", true).logprobs, -1);
+  EXPECT_EQ(parse_request("{" + hi + R"(, "logprobs": true})", true).logprobs, 0);
+  EXPECT_EQ(parse_request("{" + hi + R"(, "logprobs": true, "top_logprobs": 20})", true).logprobs, 20);
+  EXPECT_EQ(parse_request("{" + hi + R"(, "logprobs": false, "top_logprobs": 0})", true).logprobs, -1);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": 5})", false).logprobs, 5);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "logprobs": null})", false).logprobs, -1);
+  const ApiRequest e = parse_request(R"({"prompt": [[3, 4, 5]], "echo": true, "max_tokens": 0, "logprobs": 1})", false);
+  EXPECT_TRUE(e.echo && e.echo_only);
+  EXPECT_EQ(e.prompt_ids, (std::vector<int32_t>{3, 4, 5}));
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "n": 16})", false).n, 16);
 }
 
 class OpenAiSpec : public ::testing::Test {
@@ -160,6 +186,17 @@ TEST_F(OpenAiSpec, DecodingChoices) {
   EXPECT_EQ(sampled.sampling.seed, 9u);
   EXPECT_TRUE(spec(R"({"prompt": "x", "cllm_ignore_eos": true})").gen.stop_ids.empty());
   EXPECT_EQ(spec(R"({"prompt": "x", "max_tokens": 33})").gen.max_new_tokens, 33);
+}
+
+TEST_F(OpenAiSpec, LogprobsAndEcho) {
+  EXPECT_EQ(spec(R"({"prompt": "x"})").logprobs, -1);
+  const SequenceSpec lp = spec(R"({"prompt": "x", "logprobs": 3})");
+  EXPECT_EQ(lp.logprobs, 3);
+  EXPECT_FALSE(lp.prompt_logprobs);
+  const SequenceSpec echo = spec(R"({"prompt": "x", "logprobs": 1, "echo": true, "max_tokens": 0})");
+  EXPECT_TRUE(echo.prompt_logprobs);
+  EXPECT_EQ(echo.gen.max_new_tokens, 1);  // one runs, the answer drops it
+  EXPECT_FALSE(spec(R"({"prompt": "x", "echo": true})").prompt_logprobs);  // echo without logprobs: text only
 }
 
 TEST_F(OpenAiSpec, ChatUsesTheTemplateAndWhatFits) {

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <set>
+#include <tuple>
 
 #include "runtime/generate.h"
 #include "runtime/scheduler.h"
@@ -48,6 +50,7 @@ struct Outcome {
   std::vector<int32_t> tokens;
   std::string finish;
   int events = 0;
+  int accepted_pool = 0;  // tokens verified candidates gave (text or recycled)
 };
 
 // Runs specs[i] as id i + 1 through one scheduler until all finish.
@@ -63,6 +66,7 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
       Outcome& o = out[ev.id];
       o.tokens.insert(o.tokens.end(), ev.tokens.begin(), ev.tokens.end());
       ++o.events;
+      o.accepted_pool += ev.accepted_pool + ev.accepted_recycled;
       if (ev.done) o.finish = ev.finish_reason;
       return hook ? hook(sched, ev) : true;
     });
@@ -85,7 +89,15 @@ TEST(Scheduler, ConcurrentOutputsEqualAloneAndAr) {
   std::vector<SequenceSpec> specs = {spec(5, 1, 20, 4),  spec(11, 2, 17, 16), spec(70, 3, 12, 8),
                                      spec(3, 4, 25, 1),  spec(9, 5, 15, 16, 0.8f), spec(130, 6, 9, 32),
                                      spec(20, 7, 14, 2)};
+  // Lookahead: candidates verified beside the block (branch rows and KV moves in the batch).
+  for (auto [salt, block, candidates] : {std::tuple{8, 4, 3}, std::tuple{9, 1, 5}}) {
+    specs.push_back(spec(24, salt, 30, block));
+    specs.back().jacobi.candidates = candidates;
+    specs.back().jacobi.ngram = 4;
+  }
   const auto together = run_all(specs, limits(3));
+  EXPECT_GT(together.at(specs.size() - 1).accepted_pool + together.at(specs.size()).accepted_pool, 0)
+      << "no candidate was verified: the test does not exercise lookahead";
   for (size_t i = 0; i < specs.size(); ++i) {
     const auto alone = run_all({specs[i]}, limits(1));
     const Outcome& t = together.at(i + 1);
@@ -369,6 +381,74 @@ TEST(Scheduler, StepBudgetKeepsOutputsExact) {
     // Alone with a budget under one chunk: the 130-token prompt prefills `budget` rows a step.
     EXPECT_EQ(run_all({specs[5]}, limits(1, 64, budget)).at(1).tokens, alone[5]) << "budget " << budget;
   }
+}
+
+TEST(Scheduler, AdaptiveBlocksVaryAndOutputsEqualAr) {
+  // --block auto: every step the policy picks each adaptive sequence's block for the whole batch
+  // (frozen cost model: each extra row costs 5% of a step). Pinned, AR and sampled sequences run
+  // beside them. The sizes change from step to step; greedy outputs still equal generate_ar.
+  std::vector<SequenceSpec> specs = {spec(5, 1, 30, 16), spec(11, 2, 27, 16), spec(70, 3, 22, 16),
+                                     spec(3, 4, 25, 1),  spec(9, 5, 15, 16, 0.8f), spec(20, 7, 24, 16)};
+  for (int i : {0, 1, 2, 5}) specs[i].jacobi.adaptive = true;
+  StepCostModel cost;
+  for (int n = 1; n <= 8192; n *= 2) cost.set_knot(n, 1.0 + 0.05 * (n - 1));
+  cost.set_learning_rate(0);
+  for (int step_rows : {0, 40}) {
+    Scheduler sched(*tiny().model, limits(4, 64, step_rows), cost);
+    for (size_t i = 0; i < specs.size(); ++i) ASSERT_TRUE(sched.submit(i + 1, specs[i]));
+    std::map<uint64_t, std::vector<int32_t>> out;
+    std::set<int> sizes;
+    for (int steps = 0; !sched.idle() && steps < 1000; ++steps) {
+      sched.step([&](const SequenceEvent& ev) {
+        out[ev.id].insert(out[ev.id].end(), ev.tokens.begin(), ev.tokens.end());
+        return true;
+      });
+      for (int n = 0; n <= kMaxBlockRows; ++n)
+        if (sched.last_step().decode_blocks[n]) sizes.insert(n);
+    }
+    EXPECT_TRUE(sched.idle());
+    std::string seen;
+    for (int n : sizes) seen += " " + std::to_string(n);
+    // Fixed blocks would be 1 and 16 only (the caps): the policy picked at least two others.
+    EXPECT_GE(std::count_if(sizes.begin(), sizes.end(), [](int n) { return n != 1 && n != 16; }), 2)
+        << "step rows " << step_rows << ", sizes" << seen;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (specs[i].sampling.temperature > 0) continue;
+      Model& m = *tiny().model;
+      m.reset(256);
+      EXPECT_EQ(out[i + 1], generate_ar(m, specs[i].prompt, specs[i].gen).tokens)
+          << "sequence " << i << ", step rows " << step_rows;
+    }
+    sched.cancel(0);
+  }
+}
+
+}  // namespace
+}  // namespace cllm
+
+namespace cllm {
+namespace {
+
+TEST(Scheduler, LogprobsOfSampledTokens) {
+  SequenceSpec s = spec(9, 5, 12, 1, 1.5f);
+  s.logprobs = 0;
+  Scheduler sched(*tiny().model, limits(1));
+  ASSERT_TRUE(sched.submit(1, s));
+  size_t seen = 0;
+  while (!sched.idle())
+    sched.step([&](const SequenceEvent& ev) {
+      EXPECT_EQ(ev.logprobs.size(), ev.tokens.size());
+      for (size_t i = 0; i < ev.tokens.size(); ++i) {
+        EXPECT_EQ(ev.logprobs[i].token, ev.tokens[i]);
+        EXPECT_LT(ev.logprobs[i].logprob, 0.0f);
+        EXPECT_TRUE(ev.logprobs[i].top.empty());
+      }
+      seen += ev.tokens.size();
+      return true;
+    });
+  EXPECT_EQ(seen, 12u);
+  s.logprobs = kMaxTopLogprobs + 1;
+  EXPECT_NE(sched.check(s), "");
 }
 
 }  // namespace
