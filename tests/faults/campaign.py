@@ -48,7 +48,7 @@ ERROR_LINE = re.compile(r"^(rank \d+: )?(cllm [a-z-]+: )?error: (.*)$")
 # launcher's one line about a killed rank.
 # A stopped rank 0 may leave its streamed text mid-line, so another rank's report can follow it on
 # that line: it is looked for anywhere in the line.
-RANK_LINE = re.compile(r"(?:^|(?<=[^\w]))(rank \d+( \(host [^)]*\))?: (?!loaded |loading ).*|mpirun noticed that process rank \d+ .*)$")
+RANK_LINE = re.compile(r"(?:^|(?<=[^\w]))(rank \d+( \(host [^)]*\))?: (?!loaded |loading ).*|(?:mpirun|mpiexec) noticed that process rank \d+ .*)$")
 
 
 class Case:

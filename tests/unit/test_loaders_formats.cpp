@@ -231,7 +231,21 @@ TEST(Gguf, OverlappingTensors) {
   const size_t at = img.find(std::string("\x01\0\0\0\0\0\0\0b", 9)) + 9 + 4 + 8 + 4;
   ASSERT_EQ(static_cast<uint8_t>(img[at]), 64u);
   img[at] = 0;
-  expect_error([&] { parse_g(img); }, {"m.gguf", "overlaps"});
+  // The data must lie back to back in info order (as llama.cpp requires): b is named with a's end.
+  expect_error([&] { parse_g(img); }, {"m.gguf", "tensor 'b' data starts at offset 0", "'a' (F32 [16], 64 bytes), ends at 64"});
+}
+
+// A corrupted type byte that shrinks the last tensor (F32 -> F16) leaves bytes no tensor explains.
+TEST(Gguf, LastTensorTypeCorruptedIsRefused) {
+  GgufBuilder b;
+  b.f32_tensor("a", {16}, ramp(16, 1.0f));
+  b.f32_tensor("b", {64}, ramp(64, 1.0f));
+  std::string img = b.build();
+  const size_t type_at = img.find(std::string("\x01\0\0\0\0\0\0\0b", 9)) + 9 + 4 + 8;
+  ASSERT_EQ(static_cast<uint8_t>(img[type_at]), 0u);  // F32
+  EXPECT_NO_THROW(parse_g(img));
+  img[type_at] = 1;  // F16: half the bytes
+  expect_error([&] { parse_g(img); }, {"m.gguf", "128 bytes follow the last tensor, 'b' (F16 [64], 128 bytes)"});
 }
 
 // ---------------------------------------------------------------- config.json
