@@ -119,6 +119,8 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   const bool lead = comm.rank() == 0;
   ModelOptions numerics = parse_numerics(flags.numerics);  // refused before anything loads
   numerics.cpu_native_weights = parse_weights(flags.weights);
+  numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
+  numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
   LoadedModel m;
   // "random:7b": random weights of a named shape, computed while loading (no file).
   if (path.rfind("random:", 0) == 0)
@@ -195,7 +197,14 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
        "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "
        "equals greedy AR; 0-13% of a 7B step), invariant (every forward: any block size, batches and prefill "
-       "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)");
+       "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)")
+
+      ("cuda-launch", po::value(&flags.cuda_launch)->default_value("overlapped"),
+       "with --device cuda: overlapped (each kernel is scheduled while the one before it finishes, and fetches its "
+       "weights meanwhile) or serial (plain launches; for comparison)")
+      ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("separate"),
+       "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed inside the down "
+       "projection's small-M GEMM: one kernel fewer a layer, the same bits)");
 }
 
 void check_block_flag(int block) {

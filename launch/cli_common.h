@@ -49,6 +49,9 @@ struct CommFlags {
   std::string all_reduce = "auto";  // --all-reduce: how CUDA ranks sum activations (parse_cuda_all_reduce)
   std::string weights = "f32";     // --weights: CPU weights in the file's blocks or fp32 (parse_weights)
   std::string numerics = "blocks";  // --numerics: which CUDA forwards are batch-invariant (parse_numerics)
+
+  std::string cuda_launch = "overlapped";  // --cuda-launch (parse_cuda_launch)
+  std::string cuda_swiglu = "separate";    // --cuda-swiglu (parse_cuda_swiglu)
   // cllm bench --tp-rank R/N: load only rank R's shard of a TP=N group and run it alone on this
   // GPU (parallel/cuda/rank_stand_in.h). stand_in_size 0: off.
   int stand_in_rank = 0, stand_in_size = 0;

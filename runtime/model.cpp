@@ -92,6 +92,18 @@ ModelOptions parse_numerics(const std::string& name) {
   CLLM_FAIL("unknown numerics '" << name << "' (expected blocks, invariant or fast)");
 }
 
+bool parse_cuda_launch(const std::string& name) {
+  if (name == "overlapped") return true;
+  if (name == "serial") return false;
+  CLLM_FAIL("unknown --cuda-launch '" << name << "' (expected overlapped or serial)");
+}
+
+bool parse_cuda_swiglu(const std::string& name) {
+  if (name == "fused") return true;
+  if (name == "separate") return false;
+  CLLM_FAIL("unknown --cuda-swiglu '" << name << "' (expected fused or separate)");
+}
+
 bool parse_weights(const std::string& name) {
   if (name == "native") return true;
   if (name == "f32") return false;

@@ -85,12 +85,22 @@ struct ModelOptions {
   // CPU, one rank: Q8_0 / Q4_1 matrices of a GGUF file stay in their blocks and are computed on
   // directly (kernels/cpu/gemm_quant.h); false: every weight is converted to fp32 at load.
   bool cpu_native_weights = false;
+  // CUDA: kernels launched to overlap the one before them (kernels/cuda/launch.cuh); false: plain
+  // launches, for A/B timings.
+  bool cuda_overlap_launches = true;
+  // CUDA: silu(gate) * up computed inside the down projection's GEMM (one kernel fewer a layer, the
+  // same bits) for the forwards that run the small-M GEMM; false: a separate kernel.
+  bool cuda_fuse_swiglu = false;
 };
 // --weights: "native" (true) or "f32" (false). Throws naming the valid ones.
 bool parse_weights(const std::string& name);
 // --numerics: "blocks" (the default above), "invariant" (every forward: blocks of any size,
 // batches and prefill chunks too, at a cost) or "fast" (none). Throws naming the valid ones.
 ModelOptions parse_numerics(const std::string& name);
+// --cuda-launch: "overlapped" (true) or "serial" (false). --cuda-swiglu: "fused" (true) or
+// "separate" (false). Throw naming the valid ones.
+bool parse_cuda_launch(const std::string& name);
+bool parse_cuda_swiglu(const std::string& name);
 
 #ifdef CLLM_HAVE_CUDA
 std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,

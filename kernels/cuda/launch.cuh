@@ -11,12 +11,24 @@
 // every CTA that reads or writes anything else. Kernels of other libraries (cuBLASLt, NCCL) and
 // copies keep the stream's full ordering, before and after. Results are unchanged: only when the
 // kernel starts moves, never what it computes.
+//
+// set_launch_overlap(false) launches them as plain kernels instead (for A/B timings: whether the
+// overlap pays on a given GPU). Process-wide, because kernels take no model handle; set it before
+// any launch or graph capture, as CudaModel's constructor does from CudaModelOptions.
 #pragma once
 #include <cuda_runtime.h>
+
+#include <atomic>
 
 #include "kernels/cuda/cuda_check.cuh"
 
 namespace cllm::cuda {
+
+namespace detail {
+inline std::atomic<bool> launch_overlap{true};
+}  // namespace detail
+inline void set_launch_overlap(bool on) { detail::launch_overlap.store(on, std::memory_order_relaxed); }
+inline bool launch_overlap() { return detail::launch_overlap.load(std::memory_order_relaxed); }
 
 template <typename... Params, typename... Args>
 void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
@@ -30,7 +42,7 @@ void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
   cfg.dynamicSmemBytes = smem_bytes;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = launch_overlap() ? 1 : 0;
   CLLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
   CLLM_CUDA_LAUNCH_CHECK(stream);
 }

@@ -64,12 +64,11 @@ __device__ __forceinline__ void load_x(uint32_t (&v)[4], const void* p, bool pre
       : "l"(p), "r"(static_cast<int>(pred)));
 }
 
-// The gated input (invoke_skinny_gemm_gated): 8 elements of silu(gate) * up from a gate | up row,
-// the up half `half` elements after the gate; rounded to bf16 as invoke_silu_mul writes them.
-__device__ __forceinline__ void load_x_gated(uint32_t (&v)[4], const __nv_bfloat16* p, int half, bool pred) {
-  uint32_t gv[4], uv[4];
-  load_x(gv, p, pred);
-  load_x(uv, p + half, pred);
+// The gated input (invoke_skinny_gemm_gated): 8 elements of silu(gate) * up from the raw 16-byte gate
+// and up vectors of a gate | up row, rounded to bf16 as invoke_silu_mul writes them. Called only after
+// every load of the round is issued: converting as each x vector lands would stall the warp on it
+// before the round's later W loads go out (a quarter of the bytes in flight).
+__device__ __forceinline__ void gate_x(uint32_t (&v)[4], const uint32_t (&gv)[4], const uint32_t (&uv)[4]) {
   detail::Bf16x8 gb, ub;
   memcpy(&gb, gv, sizeof gb);
   memcpy(&ub, uv, sizeof ub);
@@ -152,7 +151,8 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
     for (int c_in = 0; c_in < kGroup; c_in += UL) {
       // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
-      uint32_t a[UL][RT][2][4], b[UL][NT][4];
+      // GATED: b holds the gate vectors, up_v the up ones (K elements further), until all are issued.
+      uint32_t a[UL][RT][2][4], b[UL][NT][4], up_v[GATED ? UL : 1][GATED ? NT : 1][4];
 #pragma unroll
       for (int u = 0; u < UL; ++u) {
         const int k = (grp * kGroup + c_in + u) * kChunk;
@@ -163,12 +163,15 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
           for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          if constexpr (GATED)
-            load_x_gated(b[u][nt], x_base + (x_off[nt] + k), K, k_ok && x_ok[nt]);
-          else
-            load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+          load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+          if constexpr (GATED) load_x(up_v[u][nt], x_base + (x_off[nt] + k + K), k_ok && x_ok[nt]);
         }
       }
+      if constexpr (GATED)
+#pragma unroll
+        for (int u = 0; u < UL; ++u)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) gate_x(b[u][nt], b[u][nt], up_v[u][nt]);
 #pragma unroll
       for (int u = 0; u < UL; ++u)
 #pragma unroll

@@ -12,6 +12,7 @@
 #include "kernels/cuda/bf16_host.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
@@ -68,13 +69,10 @@ void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t 
     invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
 }
 
-constexpr bool kFuseSwiGlu = false;
-
-void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, bf16* y, cudaStream_t stream) const {
-  // The fused kernel (invoke_skinny_gemm_gated: the same bits, one kernel fewer) made the 7B step
-  // slower on 1x H100 80 GB (n=1 at context 512: 7.69 ms against 5.39 ms unfused), though the
-  // skinny GEMM alone is unchanged: kept behind this switch until a profile shows why.
-  if (kFuseSwiGlu && !plan_ && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
+void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, bf16* y, bool fuse,
+                                  cudaStream_t stream) const {
+  // fuse (CudaModelOptions::fuse_swiglu): invoke_skinny_gemm_gated, the same bits, one kernel fewer.
+  if (fuse && !plan_ && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
     invoke_skinny_gemm_gated(gate_up, w, y, m_, n_, k_, stream);
     return;
   }
@@ -129,6 +127,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
                              "model (rank) has a width of " << k);
   // A group's forwards hold host collectives between kernels when the sum is host-staged: no graphs.
   if (all_reduce_ != nullptr && !all_reduce_->capturable()) opts_.use_graphs = false;
+  set_launch_overlap(opts_.overlap_launches);
   const int d = dims_.d, q = dims_.q, kv = dims_.kv, f = dims_.ffn;
   const std::vector<float> inv_freq = rope_inv_freq(cfg_);
   inv_freq_ = DeviceBuffer(inv_freq.size() * sizeof(float));
@@ -449,7 +448,7 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
     // SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
     invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
     p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
-    p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, s);
+    p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, opts_.fuse_swiglu, s);
     all_reduce(sub, {"mlp", l});
   }
   invoke_add_rmsnorm(residual, sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);

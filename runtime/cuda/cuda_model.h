@@ -74,6 +74,8 @@ struct CudaModelOptions {
   // about 3x on prefill and 256-1024-row batches, where the invariant GEMM is 4x slower than
   // cuBLASLt (docs/benchmarks.md).
   int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
+  bool overlap_launches = ModelOptions{}.cuda_overlap_launches;  // see ModelOptions
+  bool fuse_swiglu = ModelOptions{}.cuda_fuse_swiglu;
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
   // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
@@ -81,6 +83,8 @@ struct CudaModelOptions {
   static CudaModelOptions with(const ModelOptions& m) {
     CudaModelOptions o;
     o.invariant_max_rows = m.cuda_invariant_max_rows;
+    o.overlap_launches = m.cuda_overlap_launches;
+    o.fuse_swiglu = m.cuda_fuse_swiglu;
     return o;
   }
   // Rows of one batched device forward (CudaModel::kMaxRows): invariant_max_rows at or above it
@@ -150,10 +154,11 @@ class CudaModel final : public Model {
    public:
     Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     void run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, cudaStream_t stream) const;
-    // The SwiGLU down projection: y = (silu(gate) * up) . W^T from gate_up [M, 2K]. The skinny
-    // kernel computes the activation as it loads it; cuBLASLt needs it in act [M, K] first.
+    // The SwiGLU down projection: y = (silu(gate) * up) . W^T from gate_up [M, 2K]. With fuse, the
+    // skinny kernel computes the activation as it loads it; else (and always for cuBLASLt) it goes
+    // through act [M, K] first.
     void run_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* act, __nv_bfloat16* y,
-                   cudaStream_t stream) const;
+                   bool fuse, cudaStream_t stream) const;
 
    private:
     int m_, n_, k_;
