@@ -104,6 +104,12 @@ bool parse_cuda_swiglu(const std::string& name) {
   CLLM_FAIL("unknown --cuda-swiglu '" << name << "' (expected fused or separate)");
 }
 
+bool parse_cuda_norm(const std::string& name) {
+  if (name == "fused") return true;
+  if (name == "separate") return false;
+  CLLM_FAIL("unknown --cuda-norm '" << name << "' (expected fused or separate)");
+}
+
 bool parse_weights(const std::string& name) {
   if (name == "native") return true;
   if (name == "f32") return false;

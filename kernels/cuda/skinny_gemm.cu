@@ -35,7 +35,10 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/rms_sum.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
+
+#include <type_traits>
 
 namespace cllm::cuda {
 namespace {
@@ -81,20 +84,54 @@ __device__ __forceinline__ void gate_x(uint32_t (&v)[4], const uint32_t (&gv)[4]
   memcpy(v, &ab, sizeof ab);
 }
 
+// The normalised input (SkinnyInput::residual): 8 elements bf16((r * inv_rms) * gamma) from two raw
+// 16-byte vectors of the fp32 residual and one of gamma, as invoke_add_rmsnorm writes them. Called,
+// as gate_x, only after the round's loads are issued.
+__device__ __forceinline__ void norm_x(uint32_t (&v)[4], const uint32_t (&lo)[4], const uint32_t (&hi)[4],
+                                       const uint32_t (&gamma)[4], float inv_rms) {
+  detail::Bf16x8 gb;
+  memcpy(&gb, gamma, sizeof gb);
+  float gf[8], a[8];
+  detail::bf16x8_to_float(gb, gf);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    a[e] = __uint_as_float(lo[e]) * inv_rms * gf[e];
+    a[e + 4] = __uint_as_float(hi[e]) * inv_rms * gf[e + 4];
+  }
+  const detail::Bf16x8 ab = detail::float_to_bf16x8(a);
+  memcpy(v, &ab, sizeof ab);
+}
+
+// How the register-tiled kernel gets x (SkinnyInput): bf16 rows, gate | up rows, or the fp32 residual
+// normalised on the fly.
+enum class XIn { kBf16, kGated, kNormed };
+
+// Everything one launch reads and writes besides W (SkinnyInput and SkinnyOutput, flattened).
+struct SkinnyIo {
+  const void* x;            // kBf16: bf16 [M, K]; kGated: bf16 [M, 2K]; kNormed: fp32 residual [M, K]
+  const __nv_bfloat16* gamma;  // kNormed: [K]
+  const float* parts_in;    // kNormed: [M, rms_segments(K)]
+  float eps;
+  __nv_bfloat16* y;         // bf16 [M, N], or null: add into res_out
+  float* res_out;           // fp32 [M, N]
+  float* parts_out;         // [M, rms_segments(N)]
+};
+
 // Asks L2 for the 16 bytes at p (a weight the kernel will read), without waiting for them.
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
 
 constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see the top)
-constexpr int kTiledMinM = kSkinnyGatedMaxM + 1;  // rows from which tiled_gemm_kernel (below) takes over
+constexpr int kTiledMinM = kSkinnyFusedMaxM + 1;  // rows from which tiled_gemm_kernel (below) takes over
 
 // NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
 // kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__.
-// GATED: x is [M, 2K], each row gate | up, and the product's input is silu(gate) * up.
-template <int NT, int RT, int UL, int MIN_CTAS, bool GATED>
+// IN: how x is read (XIn). The output goes to io.y, or is added into io.res_out (io.y null).
+template <int NT, int RT, int UL, int MIN_CTAS, XIn IN>
 __global__ void __launch_bounds__(kThreads, MIN_CTAS)
-    skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-                       __nv_bfloat16* __restrict__ y, int M, int N, int K) {
+    skinny_gemm_kernel(const SkinnyIo io, const __nv_bfloat16* __restrict__ w, int M, int N, int K) {
   static_assert(kGroup % UL == 0);
+  constexpr bool GATED = IN == XIn::kGated, NORMED = IN == XIn::kNormed;
+  using XElem = std::conditional_t<NORMED, float, __nv_bfloat16>;
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
   const int g = lane / 4, t = lane % 4;
   const int tok0 = blockIdx.x * (8 * NT);  // M tiles vary fastest: CTAs sharing a W tile run together
@@ -105,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   // element offsets from the CTA's base pointers, which sit at element 8t; invalid rows are never loaded.
   const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;
   const int x_stride = GATED ? 2 * K : K;  // elements between x rows
-  const __nv_bfloat16* x_base = x + static_cast<size_t>(tok0) * x_stride + t * 8;
+  const XElem* x_base = static_cast<const XElem*>(io.x) + static_cast<size_t>(tok0) * x_stride + t * 8;
   int w_off[RT][2], x_off[NT];
   bool w_ok[RT][2], x_ok[NT];
 #pragma unroll
@@ -138,6 +175,21 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     }
   detail::wait_prior_grids();
 
+  // NORMED: each token's inverse rms from the partials of the kernel before (rms_sum.cuh).
+  float inv_rms[NT];
+  if constexpr (NORMED) {
+    __shared__ float inv_s[8 * NT];
+    for (int j = warp; j < 8 * NT; j += kWarps) {
+      const float inv = tok0 + j < M ? detail::rms_inv_from_partials(
+                                           io.parts_in + static_cast<size_t>(tok0 + j) * rms_segments(K), K, io.eps)
+                                     : 0.f;
+      if (lane == 0) inv_s[j] = inv;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) inv_rms[nt] = inv_s[nt * 8 + g];
+  }
+
   float acc[RT][NT][4];
 #pragma unroll
   for (int rt = 0; rt < RT; ++rt)
@@ -151,8 +203,11 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
     for (int c_in = 0; c_in < kGroup; c_in += UL) {
       // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
-      // GATED: b holds the gate vectors, up_v the up ones (K elements further), until all are issued.
-      uint32_t a[UL][RT][2][4], b[UL][NT][4], up_v[GATED ? UL : 1][GATED ? NT : 1][4];
+      // GATED: b holds the gate vectors, more_v the up ones (K elements further), until all are
+      // issued; NORMED: b and more_v the two halves of 8 fp32 residual elements, gamma_v the weights.
+      constexpr bool kTwoX = GATED || NORMED;
+      uint32_t a[UL][RT][2][4], b[UL][NT][4], more_v[kTwoX ? UL : 1][kTwoX ? NT : 1][4];
+      uint32_t gamma_v[NORMED ? UL : 1][4];
 #pragma unroll
       for (int u = 0; u < UL; ++u) {
         const int k = (grp * kGroup + c_in + u) * kChunk;
@@ -161,17 +216,21 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
         for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
           for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
+        if constexpr (NORMED) load_x(gamma_v[u], io.gamma + (t * 8 + k), k_ok);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
-          if constexpr (GATED) load_x(up_v[u][nt], x_base + (x_off[nt] + k + K), k_ok && x_ok[nt]);
+          if constexpr (GATED) load_x(more_v[u][nt], x_base + (x_off[nt] + k + K), k_ok && x_ok[nt]);
+          if constexpr (NORMED) load_x(more_v[u][nt], x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
         }
       }
-      if constexpr (GATED)
 #pragma unroll
-        for (int u = 0; u < UL; ++u)
+      for (int u = 0; u < UL; ++u)
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) gate_x(b[u][nt], b[u][nt], up_v[u][nt]);
+        for (int nt = 0; nt < NT; ++nt) {
+          if constexpr (GATED) gate_x(b[u][nt], b[u][nt], more_v[u][nt]);
+          if constexpr (NORMED) norm_x(b[u][nt], b[u][nt], more_v[u][nt], gamma_v[u], inv_rms[nt]);
+        }
 #pragma unroll
       for (int u = 0; u < UL; ++u)
 #pragma unroll
@@ -187,7 +246,11 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 
   // Sum the 8 classes' partials in class order. Accumulator e of lane (g, t) in tile (rt, nt) is
   // W row 16 rt + g + 8 (e / 2), token 8 nt + 2t + (e % 2).
+  // Adding into the residual (io.y null): the new residual values of the tile (token, row) go to
+  // shared memory too, and one thread per token writes the partial of its 16-row segment.
   __shared__ float4 red[kWarps][detail::kWarp];
+  __shared__ float new_res[8][16];
+  const bool to_residual = io.y == nullptr;  // block-uniform
 #pragma unroll
   for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
@@ -200,21 +263,47 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
         float sum = 0.f;
 #pragma unroll
         for (int v = 0; v < kWarps; ++v) sum += reinterpret_cast<const float*>(&red[v][l])[e];
-        const int row = row0 + rt * 16 + l / 4 + 8 * (e / 2), tok = tok0 + nt * 8 + 2 * (l % 4) + e % 2;
-        if (row < N && tok < M) y[static_cast<size_t>(tok) * N + row] = __float2bfloat16_rn(sum);
+        const int row_in = l / 4 + 8 * (e / 2), tok_in = 2 * (l % 4) + e % 2;
+        const int row = row0 + rt * 16 + row_in, tok = tok0 + nt * 8 + tok_in;
+        const __nv_bfloat16 out = __float2bfloat16_rn(sum);
+        if (row < N && tok < M) {
+          const size_t at = static_cast<size_t>(tok) * N + row;
+          if (to_residual) {
+            const float r = io.res_out[at] + __bfloat162float(out);  // as invoke_add_rmsnorm adds it
+            io.res_out[at] = r;
+            new_res[tok_in][row_in] = r;
+          } else {
+            io.y[at] = out;
+          }
+        }
       }
       __syncthreads();
+      if (to_residual && threadIdx.x < 8) {
+        const int tok = tok0 + nt * 8 + threadIdx.x, seg_row = row0 + rt * 16;
+        if (tok < M && seg_row < N)
+          io.parts_out[static_cast<size_t>(tok) * rms_segments(N) + seg_row / kRmsSegment] =
+              detail::rms_segment_partial(new_res[threadIdx.x], min(kRmsSegment, N - seg_row));
+        // the next tile's writes to new_res come after its own __syncthreads
+      }
     }
 }
 
 template <int NT, int RT, int UL, int MIN_CTAS = 2>
-void launch(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K, bool gated,
-            cudaStream_t stream) {
+void launch(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K, cudaStream_t stream) {
   const dim3 grid((M + 8 * NT - 1) / (8 * NT), (N + 16 * RT - 1) / (16 * RT));
-  if (gated)
-    launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, true>, grid, kThreads, 0, stream, x, w, y, M, N, K);
-  else
-    launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, false>, grid, kThreads, 0, stream, x, w, y, M, N, K);
+  switch (in) {
+    case XIn::kBf16:
+      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kBf16>, grid, kThreads, 0, stream, io, w, M, N, K);
+      break;
+    case XIn::kGated:
+      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kGated>, grid, kThreads, 0, stream, io, w, M, N,
+                        K);
+      break;
+    case XIn::kNormed:
+      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kNormed>, grid, kThreads, 0, stream, io, w, M,
+                        N, K);
+      break;
+  }
 }
 
 // ---- many rows: the same order from shared-memory tiles -------------------------------------------
@@ -355,9 +444,10 @@ void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
   launch_overlapped(tiled_gemm_kernel, grid, kThreads, kTiledSmem, stream, x, w, y, M, N, K);
 }
 
-// The register-tiled variants by M (see the top); gated inputs take them up to kTiledMinM - 1 rows.
-void launch_register_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
-                           bool gated, cudaStream_t stream) {
+// The register-tiled variants by M (see the top); fused inputs and outputs take them up to
+// kTiledMinM - 1 rows.
+void launch_register_tiled(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K,
+                           cudaStream_t stream) {
   // The variant sets only speed (see the top): bytes in flight per warp are UL * RT * 1 KiB of W.
   // RT = 2 from M = 9 on halves the x re-reads per W byte (every CTA reads its M tile of x once:
   // 8*NT*K*2 bytes against 16*RT*K*2 of W), but also halves the CTAs: below N = 4096 (a 135M
@@ -365,15 +455,15 @@ void launch_register_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_
   // stays 1 there. Above 32 rows a CTA takes 64 tokens at one CTA per SM (the registers of 64
   // accumulators and a chunk of loads per thread); from kTiledMinM rows on, the shared-memory tiles.
   if (M <= 8)
-    launch<1, 1, 4>(x, w, y, M, N, K, gated, stream);
+    launch<1, 1, 4>(io, in, w, M, N, K, stream);
   else if (M <= 16 && N < 4096)
-    launch<2, 1, 4>(x, w, y, M, N, K, gated, stream);
+    launch<2, 1, 4>(io, in, w, M, N, K, stream);
   else if (M <= 16)
-    launch<2, 2, 4>(x, w, y, M, N, K, gated, stream);
+    launch<2, 2, 4>(io, in, w, M, N, K, stream);
   else if (M <= 32)
-    launch<4, 2, 2>(x, w, y, M, N, K, gated, stream);
+    launch<4, 2, 2>(io, in, w, M, N, K, stream);
   else
-    launch<8, 2, 1, 1>(x, w, y, M, N, K, gated, stream);
+    launch<8, 2, 1, 1>(io, in, w, M, N, K, stream);
 }
 
 }  // namespace
@@ -390,22 +480,48 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
                                            << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
                                            << ", K % 8 == 0, x and W 16-byte aligned)");
   if (M < kTiledMinM)
-    launch_register_tiled(x, w, y, M, N, K, false, stream);
+    launch_register_tiled(SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr}, XIn::kBf16, w, M, N, K, stream);
   else
     launch_tiled(x, w, y, M, N, K, stream);
 }
 
+bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, const SkinnyOutput& out,
+                                 const void* w) {
+  const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
+  const bool input_ok = in.residual != nullptr
+                            ? in.x == nullptr && !in.gated && in.gamma != nullptr && in.rms_parts != nullptr &&
+                                  is_aligned(in.gamma, 16)
+                            : in.x != nullptr;
+  const bool output_ok = out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
+                                          : out.residual != nullptr && out.rms_parts != nullptr;
+  return input_ok && output_ok && M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, x, w);
+}
+
 bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w) {
-  return M <= kSkinnyGatedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, gate_up, w);
+  return gate_up != nullptr && M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, gate_up, w);
+}
+
+void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,
+                              int K, cudaStream_t stream) {
+  CLLM_CHECK(skinny_gemm_fused_supported(M, N, K, in, out, w),
+             "skinny_gemm_fused: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
+                                                 << kSkinnyFusedMaxM << ", N <= " << kSkinnyGemmMaxN
+                                                 << ", K % 8 == 0, 16-byte aligned inputs, one input form and "
+                                                    "one output form: skinny_gemm.cuh)");
+  const XIn mode = in.residual != nullptr ? XIn::kNormed : in.gated ? XIn::kGated : XIn::kBf16;
+  const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
+  launch_register_tiled(SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts}, mode, w, M,
+                        N, K, stream);
 }
 
 void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
                               int K, cudaStream_t stream) {
-  CLLM_CHECK(skinny_gemm_gated_supported(M, N, K, gate_up, w),
-             "skinny_gemm_gated: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
-                                                 << kSkinnyGatedMaxM << ", N <= " << kSkinnyGemmMaxN
-                                                 << ", K % 8 == 0, gate_up and W 16-byte aligned)");
-  launch_register_tiled(gate_up, w, y, M, N, K, true, stream);
+  SkinnyInput in;
+  in.x = gate_up;
+  in.gated = true;
+  SkinnyOutput out;
+  out.y = y;
+  invoke_skinny_gemm_fused(in, w, out, M, N, K, stream);
 }
 
 }  // namespace cllm::cuda

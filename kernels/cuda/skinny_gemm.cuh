@@ -24,11 +24,39 @@ bool skinny_gemm_supported(int M, int N, int K, const void* x, const void* w);
 void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N, int K,
                         cudaStream_t stream);
 
-// The SwiGLU down projection with its activation fused: y[M, N] = a . W[N, K]^T where a = silu(gate) * up,
-// gate_up bf16 [M, 2K] (each row: gate, then up), a rounded to bf16 as it is loaded. The bits equal
-// invoke_silu_mul into [M, K] followed by invoke_skinny_gemm, without the [M, K] round trip and its
-// kernel. For the few-row forwards only: at most kSkinnyGatedMaxM rows.
-constexpr int kSkinnyGatedMaxM = 64;
+// The fused forms, for the few-row forwards (at most kSkinnyFusedMaxM rows), each the same bits as
+// the kernels it replaces (so a forward may take them or not and a token's logits do not change):
+//  - gated input: x = silu(gate) * up from gate_up bf16 [M, 2K] (each row gate, then up), rounded to
+//    bf16 as it is loaded: invoke_silu_mul into [M, K], then the GEMM;
+//  - normalised input: x = bf16((residual * inv_rms) * gamma), residual fp32 [M, K], inv_rms from
+//    rms_parts [M, rms_segments(K)] (rms_sum.cuh): invoke_add_rmsnorm (x = nullptr), then the GEMM;
+//  - output added into the residual: residual fp32 [M, N] += bf16(y), and rms_parts [M,
+//    rms_segments(N)] gets the new rows' segment partials for the next normalised input: the GEMM
+//    into y, then invoke_add_rmsnorm's add.
+// With these, a decode layer's two add + RMSNorm kernels and its silu_mul kernel disappear: the o
+// and down projections add into the residual, the qkv and gate|up projections normalise it.
+constexpr int kSkinnyFusedMaxM = 64;
+
+struct SkinnyInput {  // exactly one of x (bf16, or gate | up with gated) and residual
+  const __nv_bfloat16* x = nullptr;
+  bool gated = false;
+  const float* residual = nullptr;
+  const __nv_bfloat16* gamma = nullptr;  // [K], 16-byte aligned
+  const float* rms_parts = nullptr;
+  float eps = 0.f;
+};
+struct SkinnyOutput {  // exactly one of y and (residual, rms_parts)
+  __nv_bfloat16* y = nullptr;
+  float* residual = nullptr;
+  float* rms_parts = nullptr;
+};
+
+bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, const SkinnyOutput& out, const void* w);
+// Throws cllm::Error when skinny_gemm_fused_supported() is false.
+void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,
+                              int K, cudaStream_t stream);
+
+// The gated input alone, into y.
 bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w);
 void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
                               int K, cudaStream_t stream);

@@ -14,6 +14,7 @@
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.cuh"
+#include "kernels/cuda/rms_sum.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
 #include "runtime/rope.h"
@@ -80,6 +81,13 @@ void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act,
   run(act, w, y, stream);
 }
 
+bool CudaModel::Linear::fusable() const { return !plan_ && m_ <= kSkinnyFusedMaxM; }
+
+void CudaModel::Linear::run_fused(const SkinnyInput& in, const bf16* w, const SkinnyOutput& out,
+                                  cudaStream_t stream) const {
+  invoke_skinny_gemm_fused(in, w, out, m_, n_, k_, stream);
+}
+
 CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws,
                                   size_t ws_bytes)
     : qkv(lt, n, c.q + 2 * c.kv, c.d, skinny_max_m, gemm_ws, ws_bytes),
@@ -144,6 +152,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
   residual_ = DeviceBuffer(static_cast<size_t>(kMaxRows) * d * sizeof(float));
   sub_ = bf16_rows(kMaxRows, d);
   normed_ = bf16_rows(kMaxRows, d);
+  rms_parts_ = DeviceBuffer(static_cast<size_t>(kSkinnyFusedMaxM) * rms_segments(d) * sizeof(float));
   qkv_ = bf16_rows(kMaxRows, q + 2 * kv);
   att_ = bf16_rows(kMaxRows, q);
   gate_up_ = bf16_rows(kMaxRows, 2 * f);
@@ -432,26 +441,63 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
   invoke_embedding(w_.embed.as<bf16>(), tokens_dev, sub, n, d, plan_.vocab_begin, plan_.vocab, s);
   all_reduce(sub, {"embedding"});
   CLLM_CUDA_CHECK(cudaMemsetAsync(residual, 0, static_cast<size_t>(n) * d * sizeof(float), s));
+  // The fused layer boundary (CudaModelOptions::fuse_norms, one rank, few rows): the o and down
+  // projections add into the residual and leave its RMS partials, the qkv and gate|up projections
+  // normalise it as they load it; the same bits as the add_rmsnorm kernels they replace.
+  const bool fuse_norms = opts_.fuse_norms && all_reduce_ == nullptr && p.qkv.fusable() && p.o.fusable() &&
+                          p.gate_up.fusable() && p.down.fusable();
+  float* rms_parts = rms_parts_.as<float>();
+  const SkinnyOutput to_residual{nullptr, residual, rms_parts};
+  auto normed_input = [&](const DeviceBuffer& gamma) {
+    SkinnyInput in;
+    in.residual = residual;
+    in.gamma = gamma.as<bf16>();
+    in.rms_parts = rms_parts;
+    in.eps = eps;
+    return in;
+  };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const DeviceLayer& L = w_.layers[l];
     bf16* k_cache = kv_.as<bf16>() + 2 * l * layer_cache;
     bf16* v_cache = k_cache + layer_cache;
     // Attention: fused q|k|v GEMM; RoPE on q in place, k rotated and v copied into each row's cache row.
-    invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
-    p.qkv.run(normed, L.wqkv.as<bf16>(), qkv, s);
+    // The first layer adds the embedding (sub) into the residual whether fused or not.
+    if (fuse_norms && l > 0) {
+      p.qkv.run_fused(normed_input(L.attn_norm), L.wqkv.as<bf16>(), SkinnyOutput{qkv}, s);
+    } else {
+      invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
+      p.qkv.run(normed, L.wqkv.as<bf16>(), qkv, s);
+    }
     invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev, rows_dev,
                          inv_freq_.as<float>(), n, heads, kv_heads, hd, s);
     invoke_batched_attention(qkv, ld_qkv, k_cache, v_cache, slot_stride, att, attn_ws_.as<void>(), attn_ws_.bytes(),
                              attn_plan_, table_dev, heads, kv_heads, hd, s);
-    p.o.run(att, L.wo.as<bf16>(), sub, s);
-    all_reduce(sub, {"attention", l});
-    // SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
-    invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
-    p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
-    p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, opts_.fuse_swiglu, s);
-    all_reduce(sub, {"mlp", l});
+    // Output projection, then the SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
+    if (fuse_norms) {
+      SkinnyInput att_in;
+      att_in.x = att;
+      p.o.run_fused(att_in, L.wo.as<bf16>(), to_residual, s);
+      p.gate_up.run_fused(normed_input(L.ffn_norm), L.wgu.as<bf16>(), SkinnyOutput{gate_up}, s);
+      SkinnyInput act_in;
+      act_in.x = gate_up;
+      act_in.gated = true;
+      if (!opts_.fuse_swiglu) {
+        invoke_silu_mul(gate_up, act, n, dims_.ffn, s);
+        act_in.x = act;
+        act_in.gated = false;
+      }
+      p.down.run_fused(act_in, L.wdown.as<bf16>(), to_residual, s);
+    } else {
+      p.o.run(att, L.wo.as<bf16>(), sub, s);
+      all_reduce(sub, {"attention", l});
+      invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
+      p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
+      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, opts_.fuse_swiglu, s);
+      all_reduce(sub, {"mlp", l});
+    }
   }
-  invoke_add_rmsnorm(residual, sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);
+  // The residual holds the last down projection's output already on the fused path.
+  invoke_add_rmsnorm(residual, fuse_norms ? nullptr : sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);
   p.head.run(normed, w_.head(), logits, s);
   // This rank's argmax over its vocab rows, as global ids; with several ranks also the values.
   float* values = comm_ != nullptr ? values_dev_.as<float>() : nullptr;

@@ -76,6 +76,7 @@ struct CudaModelOptions {
   int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
   bool overlap_launches = ModelOptions{}.cuda_overlap_launches;  // see ModelOptions
   bool fuse_swiglu = ModelOptions{}.cuda_fuse_swiglu;
+  bool fuse_norms = ModelOptions{}.cuda_fuse_norms;
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
   // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
@@ -85,6 +86,7 @@ struct CudaModelOptions {
     o.invariant_max_rows = m.cuda_invariant_max_rows;
     o.overlap_launches = m.cuda_overlap_launches;
     o.fuse_swiglu = m.cuda_fuse_swiglu;
+    o.fuse_norms = m.cuda_fuse_norms;
     return o;
   }
   // Rows of one batched device forward (CudaModel::kMaxRows): invariant_max_rows at or above it
@@ -159,6 +161,9 @@ class CudaModel final : public Model {
     // through act [M, K] first.
     void run_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* act, __nv_bfloat16* y,
                    bool fuse, cudaStream_t stream) const;
+    // The fused forms of the skinny kernel (skinny_gemm.cuh); only when fusable().
+    bool fusable() const;
+    void run_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, cudaStream_t stream) const;
 
    private:
     int m_, n_, k_;
@@ -261,6 +266,7 @@ class CudaModel final : public Model {
   DeviceBuffer residual_;     // fp32 [kMaxRows, d]
   DeviceBuffer sub_;          // [kMaxRows, d]: embedding, then each sublayer's output
   DeviceBuffer normed_;       // [kMaxRows, d]: RMSNorm output, the GEMM input
+  DeviceBuffer rms_parts_;    // fp32 [kSkinnyFusedMaxM, rms_segments(d)]: the fused layer boundary's partials
   DeviceBuffer qkv_;          // [kMaxRows, q + 2 kv]
   DeviceBuffer att_;          // [kMaxRows, q]
   DeviceBuffer gate_up_;      // [kMaxRows, 2 ffn]

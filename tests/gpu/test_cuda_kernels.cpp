@@ -717,7 +717,7 @@ TEST(FusedKernels, GatedGemmEqualsSiluMulThenGemm) {
           ASSERT_NEAR(got[i], ref[i], 2e-2f + 1e-2f * std::fabs(ref[i])) << "N " << N << " K " << K << " at " << i;
       }
     }
-    EXPECT_FALSE(cu::skinny_gemm_gated_supported(cu::kSkinnyGatedMaxM + 1, N, K, d_w.get(), d_w.get()));
+    EXPECT_FALSE(cu::skinny_gemm_gated_supported(cu::kSkinnyFusedMaxM + 1, N, K, d_w.get(), d_w.get()));
   }
 }
 
