@@ -10,6 +10,11 @@
 
 namespace cllm::cuda {
 
+// The RMS sum runs over segments of this many elements (kernels/cuda/rms_sum.cuh: the one order
+// every kernel uses); 16, the small-M GEMM's row tile, so one CTA owns whole segments of its output.
+constexpr int kRmsSegment = 16;
+__host__ __device__ constexpr int rms_segments(int dim) { return (dim + kRmsSegment - 1) / kRmsSegment; }
+
 // residual[r, :] += x[r, :]  (skipped when x == nullptr)
 // out[r, :] = bf16(residual[r, :] / sqrt(mean(residual[r, :]^2) + eps) * weight[:])
 // residual: fp32 [rows, dim]; x, out: bf16 [rows, dim]; weight: bf16 [dim]. All math in fp32.

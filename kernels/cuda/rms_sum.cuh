@@ -13,14 +13,9 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/device_utils.cuh"
+#include "kernels/cuda/norm.cuh"
 
-namespace cllm::cuda {
-
-// 16: the row tile of the small-M GEMM, so one CTA owns whole segments of its output columns.
-constexpr int kRmsSegment = 16;
-__host__ __device__ constexpr int rms_segments(int dim) { return (dim + kRmsSegment - 1) / kRmsSegment; }
-
-namespace detail {
+namespace cllm::cuda::detail {
 
 // Step 1 for one segment of n <= kRmsSegment elements (any address space).
 __device__ __forceinline__ float rms_segment_partial(const float* x, int n) {
@@ -37,5 +32,4 @@ __device__ __forceinline__ float rms_inv_from_partials(const float* parts, int d
   return rsqrtf(warp_sum(acc) / static_cast<float>(dim) + eps);
 }
 
-}  // namespace detail
-}  // namespace cllm::cuda
+}  // namespace cllm::cuda::detail

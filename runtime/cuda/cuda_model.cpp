@@ -14,7 +14,6 @@
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.cuh"
-#include "kernels/cuda/rms_sum.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
 #include "runtime/rope.h"

@@ -721,6 +721,72 @@ TEST(FusedKernels, GatedGemmEqualsSiluMulThenGemm) {
   }
 }
 
+// The fused layer boundary: a GEMM whose output is added into the residual (with its RMS partials),
+// then a GEMM that normalises the residual as it loads it, give the bits of GEMM -> add_rmsnorm ->
+// GEMM: the new residual and the second output, for every row count the fused forms take, at the
+// 135M, 7B and 70B-rank (TP=4) widths, with a plain and a gated first input.
+TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
+  struct Widths {
+    int d, k_in, n_out;  // residual width, first GEMM's K (its input), second GEMM's N
+  };
+  const Widths shapes[] = {{576, 576, 3072}, {4096, 11008, 4096}, {8192, 2048, 2304}};
+  const float eps = 1e-5f;
+  std::mt19937 rng(17);
+  Stream st;
+  for (const Widths& sh : shapes) {
+    const std::vector<float> w1 = rand_bf16(rng, static_cast<size_t>(sh.d) * sh.k_in, -0.05f, 0.05f);
+    const std::vector<float> w2 = rand_bf16(rng, static_cast<size_t>(sh.n_out) * sh.d, -0.05f, 0.05f);
+    const std::vector<float> gamma = rand_bf16(rng, sh.d, 0.5f, 1.5f);
+    auto d_w1 = upload_bf16(w1);
+    auto d_w2 = upload_bf16(w2);
+    auto d_gamma = upload_bf16(gamma);
+    for (const bool gated : {false, true})
+      for (const int M : {1, 2, 3, 8, 9, 16, 17, 33, 64}) {
+        const int in_width = gated ? 2 * sh.k_in : sh.k_in;
+        auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * in_width, -3.f, 3.f));
+        const std::vector<float> res0 = rand_f32(rng, static_cast<size_t>(M) * sh.d, -2.f, 2.f);
+        auto d_res_ref = upload(res0);
+        auto d_res_fused = upload(res0);
+        DeviceBuffer<bf16> d_act(static_cast<size_t>(M) * sh.k_in), d_sub(static_cast<size_t>(M) * sh.d),
+            d_normed(static_cast<size_t>(M) * sh.d), d_y_ref(static_cast<size_t>(M) * sh.n_out),
+            d_y_fused(static_cast<size_t>(M) * sh.n_out);
+        DeviceBuffer<float> d_parts(static_cast<size_t>(M) * cu::rms_segments(sh.d));
+        // Separate kernels.
+        const bf16* first_in = d_x.get();
+        if (gated) {
+          cu::invoke_silu_mul(d_x.get(), d_act.get(), M, sh.k_in, st.s);
+          first_in = d_act.get();
+        }
+        cu::invoke_skinny_gemm(first_in, d_w1.get(), d_sub.get(), M, sh.d, sh.k_in, st.s);
+        cu::invoke_add_rmsnorm(d_res_ref.get(), d_sub.get(), d_gamma.get(), d_normed.get(), M, sh.d, eps, st.s);
+        cu::invoke_skinny_gemm(d_normed.get(), d_w2.get(), d_y_ref.get(), M, sh.n_out, sh.d, st.s);
+        // Fused.
+        cu::SkinnyInput in1;
+        in1.x = d_x.get();
+        in1.gated = gated;
+        const cu::SkinnyOutput out1{nullptr, d_res_fused.get(), d_parts.get()};
+        ASSERT_TRUE(cu::skinny_gemm_fused_supported(M, sh.d, sh.k_in, in1, out1, d_w1.get()));
+        cu::invoke_skinny_gemm_fused(in1, d_w1.get(), out1, M, sh.d, sh.k_in, st.s);
+        cu::SkinnyInput in2;
+        in2.residual = d_res_fused.get();
+        in2.gamma = d_gamma.get();
+        in2.rms_parts = d_parts.get();
+        in2.eps = eps;
+        cu::invoke_skinny_gemm_fused(in2, d_w2.get(), cu::SkinnyOutput{d_y_fused.get()}, M, sh.n_out, sh.d, st.s);
+        st.sync();
+        const std::string tag = "d " + std::to_string(sh.d) + (gated ? " gated" : "") + " M " + std::to_string(M);
+        EXPECT_TRUE(download(d_res_fused) == download(d_res_ref)) << tag << ": residual differs";
+        const size_t count = static_cast<size_t>(M) * sh.n_out;
+        EXPECT_TRUE(download_bits(d_y_fused, 0, count) == download_bits(d_y_ref, 0, count)) << tag << ": output differs";
+      }
+    // Refused: more rows than the register tiles take, or two output forms at once.
+    cu::SkinnyInput in;
+    in.x = d_w1.get();
+    EXPECT_FALSE(cu::skinny_gemm_fused_supported(cu::kSkinnyFusedMaxM + 1, sh.d, sh.k_in, in,
+                                                 cu::SkinnyOutput{d_w2.get()}, d_w1.get()));
+  }
+}
+
 // The batch-invariant attention plan: a query row at position p gives the same bits as a lone
 // one-token block (n = 1, the AR step) when it is row i of a Jacobi block at p - i, and when other
 // blocks of random sizes and contexts share the launch; positions straddle chunk boundaries.

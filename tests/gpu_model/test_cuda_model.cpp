@@ -186,25 +186,30 @@ TEST(CudaModel, SmolLM2MatchesCpu) {
 }
 
 // (b) The same steps through the graph and the eager model: every id and logit equal.
-void expect_graph_equals_eager(Models& m, const std::vector<int32_t>& ids) {
-  const int V = m.vocab();
+// a and b give the same ids and logits bits on the same steps. Positions advance by uneven amounts
+// and blocks change size (1 to 64 rows); the second half runs after a reset that reallocates the KV
+// cache, so graphs must pick up the new buffer.
+void expect_same_outputs(CudaModel& a, CudaModel& b, const std::vector<int32_t>& ids, const std::string& what) {
+  const int V = a.config().vocab_size;
   struct Step {
     int n, pos;
   };
-  // Positions advance by uneven amounts and blocks change size; the second half runs after a
-  // reset that reallocates the KV cache, so the graphs must pick up the new buffer.
   const std::vector<Step> steps = {{37, 0}, {1, 37}, {1, 38}, {7, 39}, {7, 41}, {7, 47}, {64, 50},
                                    {16, 60}, {1, 76}, {1, 77}, {64, 78}, {7, 100}};
   for (int capacity : {160, 400}) {
-    m.graph->reset(capacity);
-    m.eager->reset(capacity);
+    a.reset(capacity);
+    b.reset(capacity);
     for (const Step& s : steps) {
       const std::vector<int32_t> block(ids.begin() + s.pos, ids.begin() + s.pos + s.n);
-      const Output g = run(*m.graph, block, s.pos, V), e = run(*m.eager, block, s.pos, V);
-      ASSERT_EQ(g.ids, e.ids) << "capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
-      ASSERT_TRUE(g.logits == e.logits) << "capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
+      const Output g = run(a, block, s.pos, V), e = run(b, block, s.pos, V);
+      ASSERT_EQ(g.ids, e.ids) << what << ": capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
+      ASSERT_TRUE(g.logits == e.logits) << what << ": capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
     }
   }
+}
+
+void expect_graph_equals_eager(Models& m, const std::vector<int32_t>& ids) {
+  expect_same_outputs(*m.graph, *m.eager, ids, "graph vs eager");
   const cuda::CudaGraphStats& st = m.graph->graph_stats();
   std::printf("[ graphs   ] captures %d, updates %d, instantiations %d, replays %d\n", st.captures, st.updates,
               st.instantiations, st.replays);
@@ -222,6 +227,27 @@ TEST(CudaModel, GraphEqualsEagerRandom) {
 TEST(CudaModel, GraphEqualsEagerSmolLM2) {
   Models& m = smollm2();
   expect_graph_equals_eager(m, text_ids(m, 160));
+}
+
+// The fused kernels (silu(gate) * up in the down GEMM, residual add and RMSNorm in the small-M
+// GEMMs) give the separate kernels' bits, in every forward of the steps above.
+CudaModelOptions all_fused() {
+  CudaModelOptions o;
+  o.fuse_swiglu = true;
+  o.fuse_norms = true;
+  return o;
+}
+
+TEST(CudaModel, FusedEqualsSeparateRandom) {
+  Models& m = random_models();
+  const auto fused = cuda::make_cuda_model(*m.ckpt, {}, all_fused());
+  expect_same_outputs(*fused, *m.graph, synthetic_ids(m.vocab(), 160, 2), "fused vs separate");
+}
+
+TEST(CudaModel, FusedEqualsSeparateSmolLM2) {
+  Models& m = smollm2();
+  const auto fused = cuda::make_cuda_model(*m.ckpt, {}, all_fused());
+  expect_same_outputs(*fused, *m.graph, text_ids(m, 160), "fused vs separate");
 }
 
 // (c) GPU Jacobi against GPU AR. Forwards of up to CudaModelOptions::invariant_max_rows rows run
@@ -285,6 +311,16 @@ constexpr int kLongGeneration = 1100;
 TEST(CudaModel, JacobiEqualsArSmolLM2Prose) {
   Models& m = smollm2();
   expect_jacobi_equals_ar(*m.graph, m.cpu.get(), text_ids(m, 48), kLongGeneration, "prose");
+}
+
+// Every forward invariant, with the fused kernels (forwards of up to 64 rows take them, larger ones
+// the separate ones): every block size exact.
+TEST(CudaModel, JacobiEqualsArSmolLM2FusedInvariant) {
+  Models& m = smollm2();
+  CudaModelOptions o = all_fused();
+  o.invariant_max_rows = CudaModelOptions::invariant().invariant_max_rows;
+  const auto gpu = cuda::make_cuda_model(*m.ckpt, {}, o);
+  expect_jacobi_equals_ar(*gpu, m.cpu.get(), text_ids(m, 48), kLongGeneration, "prose, fused, invariant");
 }
 
 // Every forward invariant: every block size exact.
