@@ -121,7 +121,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   numerics.cpu_native_weights = parse_weights(flags.weights);
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
-  numerics.cuda_fuse_norms = parse_cuda_norm(flags.cuda_norm);
+  numerics.cuda_fuse_layer = parse_cuda_layer(flags.cuda_layer);
   LoadedModel m;
   // "random:7b": random weights of a named shape, computed while loading (no file).
   if (path.rfind("random:", 0) == 0)
@@ -206,10 +206,11 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("separate"),
        "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed inside the down "
        "projection's small-M GEMM: one kernel fewer a layer, the same bits)")
-      ("cuda-norm", po::value(&flags.cuda_norm)->default_value("separate"),
-       "with --device cuda on one GPU: separate (residual add + RMSNorm kernels) or fused (the o and down "
-       "projections add into the residual, the qkv and gate|up projections normalise it as they load it, in "
-       "forwards of up to 64 rows: two kernels fewer a layer, the same bits)");
+      ("cuda-layer", po::value(&flags.cuda_layer)->default_value("separate"),
+       "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
+       "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "
+       "load it, the qkv projection's epilogue does RoPE and the KV write; in forwards of up to 64 rows: three "
+       "kernels fewer a layer, the same bits)");
 }
 
 void check_block_flag(int block) {

@@ -104,10 +104,10 @@ bool parse_cuda_swiglu(const std::string& name) {
   CLLM_FAIL("unknown --cuda-swiglu '" << name << "' (expected fused or separate)");
 }
 
-bool parse_cuda_norm(const std::string& name) {
+bool parse_cuda_layer(const std::string& name) {
   if (name == "fused") return true;
   if (name == "separate") return false;
-  CLLM_FAIL("unknown --cuda-norm '" << name << "' (expected fused or separate)");
+  CLLM_FAIL("unknown --cuda-layer '" << name << "' (expected fused or separate)");
 }
 
 bool parse_weights(const std::string& name) {

@@ -91,9 +91,10 @@ struct ModelOptions {
   // CUDA: silu(gate) * up computed inside the down projection's GEMM (one kernel fewer a layer, the
   // same bits) for the forwards that run the small-M GEMM; false: a separate kernel.
   bool cuda_fuse_swiglu = false;
-  // CUDA, one rank: the residual add and RMSNorm inside the neighbouring small-M GEMMs (two kernels
-  // fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh); false: add_rmsnorm kernels.
-  bool cuda_fuse_norms = false;
+  // CUDA, one rank: residual adds, RMSNorms, RoPE and the KV write inside the neighbouring small-M
+  // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh); false: the
+  // add_rmsnorm and rope_kv_write kernels.
+  bool cuda_fuse_layer = false;
 };
 // --weights: "native" (true) or "f32" (false). Throws naming the valid ones.
 bool parse_weights(const std::string& name);
@@ -104,8 +105,8 @@ ModelOptions parse_numerics(const std::string& name);
 // "separate" (false). Throw naming the valid ones.
 bool parse_cuda_launch(const std::string& name);
 bool parse_cuda_swiglu(const std::string& name);
-// --cuda-norm: "fused" (true) or "separate" (false). Throws naming the valid ones.
-bool parse_cuda_norm(const std::string& name);
+// --cuda-layer: "fused" (true) or "separate" (false). Throws naming the valid ones.
+bool parse_cuda_layer(const std::string& name);
 
 #ifdef CLLM_HAVE_CUDA
 std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,

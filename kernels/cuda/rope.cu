@@ -9,6 +9,7 @@
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rope.cuh"
+#include "kernels/cuda/rope_rotate.cuh"
 
 namespace cllm::cuda {
 namespace {
@@ -16,11 +17,9 @@ namespace {
 // x[d], x[d + half] <- (x[d] cos - x[d+half] sin, x[d+half] cos + x[d] sin); src and dst may alias.
 __device__ __forceinline__ void rotate_pair(const __nv_bfloat16* src, __nv_bfloat16* dst, int d, int half,
                                             float pos, const float* inv_freq) {
-  float s, c;
-  sincosf(pos * inv_freq[d], &s, &c);  // precise sincos: angles reach max_ctx radians
   const float x0 = __bfloat162float(src[d]), x1 = __bfloat162float(src[d + half]);
-  dst[d] = __float2bfloat16_rn(x0 * c - x1 * s);
-  dst[d + half] = __float2bfloat16_rn(x1 * c + x0 * s);
+  dst[d] = __float2bfloat16_rn(detail::rope_rotated(x0, x1, pos, inv_freq[d], true));
+  dst[d + half] = __float2bfloat16_rn(detail::rope_rotated(x1, x0, pos, inv_freq[d], false));
 }
 
 __global__ void rope_kv_write_kernel(__nv_bfloat16* __restrict__ q, int q_stride, const __nv_bfloat16* __restrict__ k,

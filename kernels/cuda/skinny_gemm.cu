@@ -36,6 +36,7 @@
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/rms_sum.cuh"
+#include "kernels/cuda/rope_rotate.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
 
 #include <type_traits>
@@ -102,6 +103,28 @@ __device__ __forceinline__ void norm_x(uint32_t (&v)[4], const uint32_t (&lo)[4]
   memcpy(v, &ab, sizeof ab);
 }
 
+// The qkv epilogue (SkinnyOutput::rope) for output (tok, row) of value x, partner the value of its
+// rotation partner, first: row is the pair's first element. As invoke_rope_kv_write: q rows rotated
+// into y, k rows rotated into k_cache, v rows copied into v_cache, at the token's cache row.
+__device__ __forceinline__ void rope_epilogue(const SkinnyRopeKv& r, __nv_bfloat16* y, int N, int row, int tok, float x,
+                                              float partner, bool first) {
+  const int pos = r.positions[tok];
+  const size_t cache_row = static_cast<size_t>(r.cache_rows != nullptr ? r.cache_rows[tok] : pos) * r.kv_width;
+  const int rotated = r.q_width + r.kv_width;
+  float value = x;
+  if (row < rotated) {
+    const int d = row % r.head_dim - (first ? 0 : r.head_dim / 2);
+    value = detail::rope_rotated(x, partner, static_cast<float>(pos), r.inv_freq[d], first);
+  }
+  const __nv_bfloat16 out = __float2bfloat16_rn(value);
+  if (row < r.q_width)
+    y[static_cast<size_t>(tok) * N + row] = out;
+  else if (row < rotated)
+    r.k_cache[cache_row + (row - r.q_width)] = out;
+  else
+    r.v_cache[cache_row + (row - rotated)] = out;
+}
+
 // How the register-tiled kernel gets x (SkinnyInput): bf16 rows, gate | up rows, or the fp32 residual
 // normalised on the fly.
 enum class XIn { kBf16, kGated, kNormed };
@@ -115,7 +138,19 @@ struct SkinnyIo {
   __nv_bfloat16* y;         // bf16 [M, N], or null: add into res_out
   float* res_out;           // fp32 [M, N]
   float* parts_out;         // [M, rms_segments(N)]
+  SkinnyRopeKv rope;        // head_dim > 0: the qkv epilogue (SkinnyOutput::rope)
 };
+
+// W row of row `i` (0..15) of 16-row tile `tile`. Plain: tile * 16 + i. Under the RoPE epilogue, a
+// tile of the q and k rows holds 8 rotation pairs instead: rows d and d + head_dim / 2 of one head
+// as tile rows i and i + 8, which the mma puts in one lane (A rows g and g + 8), and the reduction
+// below in threads t and t ^ 2. Only which CTA computes an output moves, never how.
+__device__ __forceinline__ int tile_row(int tile, int i, const SkinnyRopeKv& rope) {
+  const int base = tile * 16;
+  if (rope.head_dim == 0 || base >= rope.q_width + rope.kv_width) return base + i;
+  const int head0 = base / rope.head_dim * rope.head_dim, pair0 = (base - head0) / 2;
+  return head0 + pair0 + (i < 8 ? i : rope.head_dim / 2 + i - 8);
+}
 
 // Asks L2 for the 16 bytes at p (a weight the kernel will read), without waiting for them.
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
@@ -140,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 
   // This lane's W rows (row tile rt, half h: row 16 rt + g + 8 h) and x rows (token 8 nt + g), as
   // element offsets from the CTA's base pointers, which sit at element 8t; invalid rows are never loaded.
-  const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;
+  const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;  // offsets below: rows from row0
   const int x_stride = GATED ? 2 * K : K;  // elements between x rows
   const XElem* x_base = static_cast<const XElem*>(io.x) + static_cast<size_t>(tok0) * x_stride + t * 8;
   int w_off[RT][2], x_off[NT];
@@ -150,8 +185,9 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = rt * 16 + g + 8 * h;
-      w_ok[rt][h] = row0 + r < N;
-      w_off[rt][h] = r * K;
+      const int row = tile_row(blockIdx.y * RT + rt, g + 8 * h, io.rope);  // within [row0 - head_dim, N)
+      w_ok[rt][h] = row < N;
+      w_off[rt][h] = (row - row0) * K;
     }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -264,9 +300,12 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
         for (int v = 0; v < kWarps; ++v) sum += reinterpret_cast<const float*>(&red[v][l])[e];
         const int row_in = l / 4 + 8 * (e / 2), tok_in = 2 * (l % 4) + e % 2;
-        const int row = row0 + rt * 16 + row_in, tok = tok0 + nt * 8 + tok_in;
+        const int row = tile_row(blockIdx.y * RT + rt, row_in, io.rope), tok = tok0 + nt * 8 + tok_in;
         const __nv_bfloat16 out = __float2bfloat16_rn(sum);
-        if (row < N && tok < M) {
+        if (io.rope.head_dim > 0) {  // block-uniform; all 128 threads take the shuffle
+          const float x = __bfloat162float(out), partner = __shfl_xor_sync(0xffffffffu, x, 2);
+          if (row < N && tok < M) rope_epilogue(io.rope, io.y, N, row, tok, x, partner, e / 2 == 0);
+        } else if (row < N && tok < M) {
           const size_t at = static_cast<size_t>(tok) * N + row;
           if (to_residual) {
             const float r = io.res_out[at] + __bfloat162float(out);  // as invoke_add_rmsnorm adds it
@@ -480,7 +519,8 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
                                            << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
                                            << ", K % 8 == 0, x and W 16-byte aligned)");
   if (M < kTiledMinM)
-    launch_register_tiled(SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr}, XIn::kBf16, w, M, N, K, stream);
+    launch_register_tiled(SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr, SkinnyRopeKv{}}, XIn::kBf16, w, M, N,
+                          K, stream);
   else
     launch_tiled(x, w, y, M, N, K, stream);
 }
@@ -492,8 +532,13 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
                             ? in.x == nullptr && !in.gated && in.gamma != nullptr && in.rms_parts != nullptr &&
                                   is_aligned(in.gamma, 16)
                             : in.x != nullptr;
-  const bool output_ok = out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
-                                          : out.residual != nullptr && out.rms_parts != nullptr;
+  const SkinnyRopeKv& r = out.rope;
+  const bool rope_ok = r.head_dim == 0 ||
+                       (out.y != nullptr && r.head_dim % 16 == 0 && r.q_width % r.head_dim == 0 &&
+                        r.kv_width % r.head_dim == 0 && N == r.q_width + 2 * r.kv_width && r.positions != nullptr &&
+                        r.inv_freq != nullptr && r.k_cache != nullptr && r.v_cache != nullptr);
+  const bool output_ok = rope_ok && (out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
+                                                      : out.residual != nullptr && out.rms_parts != nullptr);
   return input_ok && output_ok && M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, x, w);
 }
 
@@ -510,8 +555,8 @@ void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, con
                                                     "one output form: skinny_gemm.cuh)");
   const XIn mode = in.residual != nullptr ? XIn::kNormed : in.gated ? XIn::kGated : XIn::kBf16;
   const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
-  launch_register_tiled(SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts}, mode, w, M,
-                        N, K, stream);
+  launch_register_tiled(SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts, out.rope},
+                        mode, w, M, N, K, stream);
 }
 
 void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,

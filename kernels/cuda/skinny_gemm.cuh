@@ -8,6 +8,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace cllm::cuda {
 
 // Largest M and N the kernel takes (int32 element offsets inside an M tile and a W tile).
@@ -33,8 +35,9 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
 //  - output added into the residual: residual fp32 [M, N] += bf16(y), and rms_parts [M,
 //    rms_segments(N)] gets the new rows' segment partials for the next normalised input: the GEMM
 //    into y, then invoke_add_rmsnorm's add.
-// With these, a decode layer's two add + RMSNorm kernels and its silu_mul kernel disappear: the o
-// and down projections add into the residual, the qkv and gate|up projections normalise it.
+// With these and SkinnyOutput::rope below, a decode layer's two add + RMSNorm kernels, its RoPE + KV
+// write and its silu_mul disappear: the o and down projections add into the residual, the qkv and
+// gate|up projections normalise it, the qkv projection writes the rotated q, k and v.
 constexpr int kSkinnyFusedMaxM = 64;
 
 struct SkinnyInput {  // exactly one of x (bf16, or gate | up with gated) and residual
@@ -45,10 +48,24 @@ struct SkinnyInput {  // exactly one of x (bf16, or gate | up with gated) and re
   const float* rms_parts = nullptr;
   float eps = 0.f;
 };
-struct SkinnyOutput {  // exactly one of y and (residual, rms_parts)
+// The q|k|v projection's RoPE and KV write in its epilogue (with y, the [M, q | k | v] output): q
+// rows rotated into y (its k and v columns are not written), k rows rotated into k_cache and v rows
+// copied into v_cache at the token's cache row: invoke_rope_kv_write's bits and layout (rope.cuh).
+// head_dim 0: none. Needs head_dim % 16 == 0, q_width and kv_width multiples of it, N = q + 2 kv.
+struct SkinnyRopeKv {
+  const int32_t* positions = nullptr;   // [M]
+  const int32_t* cache_rows = nullptr;  // [M], or null: the positions
+  const float* inv_freq = nullptr;      // [head_dim / 2]
+  __nv_bfloat16* k_cache = nullptr;     // [rows][kv_width]
+  __nv_bfloat16* v_cache = nullptr;
+  int q_width = 0, kv_width = 0, head_dim = 0;
+};
+
+struct SkinnyOutput {  // exactly one of y and (residual, rms_parts); rope only with y
   __nv_bfloat16* y = nullptr;
   float* residual = nullptr;
   float* rms_parts = nullptr;
+  SkinnyRopeKv rope;
 };
 
 bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, const SkinnyOutput& out, const void* w);

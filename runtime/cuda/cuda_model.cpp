@@ -440,11 +440,12 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
   invoke_embedding(w_.embed.as<bf16>(), tokens_dev, sub, n, d, plan_.vocab_begin, plan_.vocab, s);
   all_reduce(sub, {"embedding"});
   CLLM_CUDA_CHECK(cudaMemsetAsync(residual, 0, static_cast<size_t>(n) * d * sizeof(float), s));
-  // The fused layer boundary (CudaModelOptions::fuse_norms, one rank, few rows): the o and down
-  // projections add into the residual and leave its RMS partials, the qkv and gate|up projections
-  // normalise it as they load it; the same bits as the add_rmsnorm kernels they replace.
-  const bool fuse_norms = opts_.fuse_norms && all_reduce_ == nullptr && p.qkv.fusable() && p.o.fusable() &&
-                          p.gate_up.fusable() && p.down.fusable();
+  // The fused layer (CudaModelOptions::fuse_layer, one rank, few rows): the o and down projections
+  // add into the residual and leave its RMS partials, the qkv and gate|up projections normalise it
+  // as they load it, and the qkv projection's epilogue does RoPE and the KV write: the same bits as
+  // the add_rmsnorm and rope_kv_write kernels they replace.
+  const bool fuse_layer = opts_.fuse_layer && all_reduce_ == nullptr && hd % 16 == 0 && p.qkv.fusable() &&
+                          p.o.fusable() && p.gate_up.fusable() && p.down.fusable();
   float* rms_parts = rms_parts_.as<float>();
   const SkinnyOutput to_residual{nullptr, residual, rms_parts};
   auto normed_input = [&](const DeviceBuffer& gamma) {
@@ -459,20 +460,29 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
     const DeviceLayer& L = w_.layers[l];
     bf16* k_cache = kv_.as<bf16>() + 2 * l * layer_cache;
     bf16* v_cache = k_cache + layer_cache;
-    // Attention: fused q|k|v GEMM; RoPE on q in place, k rotated and v copied into each row's cache row.
-    // The first layer adds the embedding (sub) into the residual whether fused or not.
-    if (fuse_norms && l > 0) {
-      p.qkv.run_fused(normed_input(L.attn_norm), L.wqkv.as<bf16>(), SkinnyOutput{qkv}, s);
+    // Attention: fused q|k|v GEMM; RoPE on q in place, k rotated and v copied into each row's cache
+    // row (fused: in the GEMM's epilogue). The first layer adds the embedding (sub) into the residual.
+    if (fuse_layer) {
+      SkinnyInput in;
+      if (l == 0) {
+        invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
+        in.x = normed;
+      } else {
+        in = normed_input(L.attn_norm);
+      }
+      SkinnyOutput out{qkv};
+      out.rope = SkinnyRopeKv{pos_dev, rows_dev, inv_freq_.as<float>(), k_cache, v_cache, qd, kvd, hd};
+      p.qkv.run_fused(in, L.wqkv.as<bf16>(), out, s);
     } else {
       invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
       p.qkv.run(normed, L.wqkv.as<bf16>(), qkv, s);
+      invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev, rows_dev,
+                           inv_freq_.as<float>(), n, heads, kv_heads, hd, s);
     }
-    invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev, rows_dev,
-                         inv_freq_.as<float>(), n, heads, kv_heads, hd, s);
     invoke_batched_attention(qkv, ld_qkv, k_cache, v_cache, slot_stride, att, attn_ws_.as<void>(), attn_ws_.bytes(),
                              attn_plan_, table_dev, heads, kv_heads, hd, s);
     // Output projection, then the SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
-    if (fuse_norms) {
+    if (fuse_layer) {
       SkinnyInput att_in;
       att_in.x = att;
       p.o.run_fused(att_in, L.wo.as<bf16>(), to_residual, s);
@@ -496,7 +506,7 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
     }
   }
   // The residual holds the last down projection's output already on the fused path.
-  invoke_add_rmsnorm(residual, fuse_norms ? nullptr : sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);
+  invoke_add_rmsnorm(residual, fuse_layer ? nullptr : sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);
   p.head.run(normed, w_.head(), logits, s);
   // This rank's argmax over its vocab rows, as global ids; with several ranks also the values.
   float* values = comm_ != nullptr ? values_dev_.as<float>() : nullptr;

@@ -76,7 +76,7 @@ struct CudaModelOptions {
   int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
   bool overlap_launches = ModelOptions{}.cuda_overlap_launches;  // see ModelOptions
   bool fuse_swiglu = ModelOptions{}.cuda_fuse_swiglu;
-  bool fuse_norms = ModelOptions{}.cuda_fuse_norms;
+  bool fuse_layer = ModelOptions{}.cuda_fuse_layer;
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
   // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
@@ -86,7 +86,7 @@ struct CudaModelOptions {
     o.invariant_max_rows = m.cuda_invariant_max_rows;
     o.overlap_launches = m.cuda_overlap_launches;
     o.fuse_swiglu = m.cuda_fuse_swiglu;
-    o.fuse_norms = m.cuda_fuse_norms;
+    o.fuse_layer = m.cuda_fuse_layer;
     return o;
   }
   // Rows of one batched device forward (CudaModel::kMaxRows): invariant_max_rows at or above it

@@ -787,6 +787,58 @@ TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
   }
 }
 
+// The qkv projection's RoPE + KV write epilogue: q in y, k and v in the caches with the bits of the
+// GEMM followed by invoke_rope_kv_write, for every row count the fused forms take, at the 135M, 7B
+// and 70B-rank head layouts; positions past 2048 and tokens in different cache slots (cache rows).
+TEST(FusedKernels, QkvRopeEpilogueEqualsRopeKvWrite) {
+  struct Heads {
+    int d, heads, kv, hd;
+  };
+  std::mt19937 rng(19);
+  Stream st;
+  for (const Heads h : {Heads{576, 9, 3, 64}, Heads{4096, 32, 32, 128}, Heads{8192, 16, 2, 128}}) {
+    const int q_w = h.heads * h.hd, kv_w = h.kv * h.hd, N = q_w + 2 * kv_w;
+    const std::vector<float> w = rand_bf16(rng, static_cast<size_t>(N) * h.d, -0.05f, 0.05f);
+    auto d_w = upload_bf16(w);
+    auto d_inv_freq = upload(inv_freq_for(h.hd));
+    for (const int M : {1, 3, 8, 16, 17, 64}) {
+      const int cache_rows_total = 3 * 4096;
+      std::vector<int32_t> pos(M), rows(M);
+      for (int i = 0; i < M; ++i) {
+        pos[i] = 2040 + i / 3 + 700 * (i % 3);
+        rows[i] = (i % 3) * 4096 + pos[i];
+      }
+      auto d_pos = upload(pos);
+      auto d_rows = upload(rows);
+      auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * h.d, -2.f, 2.f));
+      const std::vector<float> cache0 = rand_bf16(rng, static_cast<size_t>(cache_rows_total) * kv_w, -1.f, 1.f);
+      auto d_k_ref = upload_bf16(cache0), d_v_ref = upload_bf16(cache0), d_k_fused = upload_bf16(cache0),
+           d_v_fused = upload_bf16(cache0);
+      DeviceBuffer<bf16> d_qkv(static_cast<size_t>(M) * N), d_y(static_cast<size_t>(M) * N);
+      cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_qkv.get(), M, N, h.d, st.s);
+      bf16* q = d_qkv.get();
+      cu::invoke_rope_kv_write(q, N, q + q_w, N, q + q_w + kv_w, N, d_k_ref.get(), d_v_ref.get(), d_pos.get(),
+                               d_rows.get(), d_inv_freq.get(), M, h.heads, h.kv, h.hd, st.s);
+      cu::SkinnyInput in;
+      in.x = d_x.get();
+      cu::SkinnyOutput out{d_y.get()};
+      out.rope = cu::SkinnyRopeKv{d_pos.get(), d_rows.get(), d_inv_freq.get(), d_k_fused.get(), d_v_fused.get(),
+                                  q_w, kv_w, h.hd};
+      ASSERT_TRUE(cu::skinny_gemm_fused_supported(M, N, h.d, in, out, d_w.get()));
+      cu::invoke_skinny_gemm_fused(in, d_w.get(), out, M, N, h.d, st.s);
+      st.sync();
+      const std::string tag = "heads " + std::to_string(h.heads) + "/" + std::to_string(h.kv) + " M " + std::to_string(M);
+      for (int i = 0; i < M; ++i)
+        ASSERT_TRUE(download_bits(d_y, static_cast<size_t>(i) * N, q_w) ==
+                    download_bits(d_qkv, static_cast<size_t>(i) * N, q_w))
+            << tag << ": q of token " << i << " differs";
+      const size_t cache_elems = static_cast<size_t>(cache_rows_total) * kv_w;
+      EXPECT_TRUE(download_bits(d_k_fused, 0, cache_elems) == download_bits(d_k_ref, 0, cache_elems)) << tag << ": K";
+      EXPECT_TRUE(download_bits(d_v_fused, 0, cache_elems) == download_bits(d_v_ref, 0, cache_elems)) << tag << ": V";
+    }
+  }
+}
+
 // The batch-invariant attention plan: a query row at position p gives the same bits as a lone
 // one-token block (n = 1, the AR step) when it is row i of a Jacobi block at p - i, and when other
 // blocks of random sizes and contexts share the launch; positions straddle chunk boundaries.

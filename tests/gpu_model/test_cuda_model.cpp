@@ -234,7 +234,7 @@ TEST(CudaModel, GraphEqualsEagerSmolLM2) {
 CudaModelOptions all_fused() {
   CudaModelOptions o;
   o.fuse_swiglu = true;
-  o.fuse_norms = true;
+  o.fuse_layer = true;
   return o;
 }
 
