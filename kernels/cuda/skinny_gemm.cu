@@ -173,8 +173,9 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   const int row0 = blockIdx.y * (16 * RT);
   const int n_groups = (K + kChunk * kGroup - 1) / (kChunk * kGroup);
 
-  // This lane's W rows (row tile rt, half h: row 16 rt + g + 8 h) and x rows (token 8 nt + g), as
-  // element offsets from the CTA's base pointers, which sit at element 8t; invalid rows are never loaded.
+  // This lane's W rows (row tile rt, half h: tile row g + 8 h, tile_row() below) and x rows (token
+  // 8 nt + g), as element offsets from the CTA's base pointers, which sit at element 8t of row0 and
+  // token tok0; invalid rows are never loaded.
   const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;  // offsets below: rows from row0
   const int x_stride = GATED ? 2 * K : K;  // elements between x rows
   const XElem* x_base = static_cast<const XElem*>(io.x) + static_cast<size_t>(tok0) * x_stride + t * 8;
@@ -184,7 +185,6 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int r = rt * 16 + g + 8 * h;
       const int row = tile_row(blockIdx.y * RT + rt, g + 8 * h, io.rope);  // within [row0 - head_dim, N)
       w_ok[rt][h] = row < N;
       w_off[rt][h] = (row - row0) * K;
