@@ -166,8 +166,8 @@ def train_step(model, units, n_global, args, device, autocast):
     return sums, examples, tokens
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def setup(args):
+    """Device, world size and rank (torch.distributed starts only when WORLD_SIZE > 1); seeds."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if args.device == "auto":
@@ -183,16 +183,23 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts (norms, loss) need no more
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    local = args.loss == "local"
-    if args.pack and local:
+    if args.pack and args.loss == "local":
         raise SystemExit("--pack supports --loss global only")
+    return device, world, rank
 
-    t_load = time.time()
+
+def load_data(args, world):
+    """(file info, block examples, training units) of the trajectory files."""
     info = data.read_info(args.trajectories)
     examples = data.block_examples(data.read_samples(args.trajectories))
     units = batching.units_of(examples, args.pack)
     if len(units) < world:
         raise SystemExit(f"{args.trajectories}: {len(units)} units, fewer than the {world} ranks")
+    return info, examples, units
+
+
+def prepare_model(args, info, device, world):
+    """(model, its dtypes, the module that trains: DDP- and compile-wrapped as asked)."""
     model, dtypes = load_model(args.model)
     if info.get("vocab_size") and info["vocab_size"] > model.cfg.vocab_size:
         raise SystemExit(f"{args.trajectories} was collected with a vocabulary of {info['vocab_size']} tokens; "
@@ -206,38 +213,42 @@ def main(argv=None):
         if not hasattr(torch, "compile"):
             raise SystemExit(f"--compile needs torch >= 2 (this is {torch.__version__})")
         train_model = torch.compile(train_model, dynamic=True)
+    return model, dtypes, train_model
+
+
+def make_optimizer(args, model, device, total):
+    """AdamW and the warm-up + cosine schedule over `total` steps; the returned clock dict's "fraction"
+    (elapsed / --max-seconds) makes the schedule follow the time."""
     try:  # one fused kernel per step on the GPU (torch 2.x); the plain loop elsewhere
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                 **({"fused": True} if device.type == "cuda" else {}))
     except (TypeError, RuntimeError):
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    per_step = args.batch_size * world
-    total = args.steps or max(1, math.ceil(len(units) * args.epochs / per_step))
     warmup = max(1, math.ceil(args.warmup * total))
     clock = {"fraction": 0.0}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, total, warmup, clock["fraction"]))
+    return opt, sched, clock
+
+
+def announce(args, info, examples, units, total, per_step, device, world, load_seconds):
+    """The run's line on stderr and training_args.json (rank 0)."""
+    local = args.loss == "local"
+    mean_tokens = sum(batching.unit_tokens([(examples[i], [0] * min(args.states_per_example, len(examples[i].states)))
+                                            for i in u], local) for u in units) / len(units)
+    print(f"{len(examples)} block examples in {len(units)} units (block {info.get('block')}, "
+          f"{len(args.trajectories)} files and the model read in {load_seconds:.1f} s, "
+          f"~{mean_tokens:.0f} tokens each), {total} steps of {per_step} units"
+          f"{f' or {args.max_seconds:.0f} s' if args.max_seconds else ''}, {args.loss} consistency "
+          f"{args.consistency_weight:g} + {args.ar_weight:g} x AR, lr {args.lr:g}, device {device}, world {world}",
+          file=sys.stderr)
+    with open(os.path.join(args.out, "training_args.json"), "w") as f:
+        json.dump(vars(args), f, indent=2)
+
+
+def train_loop(args, model, train_model, opt, sched, clock, stream, total, device, world, rank, writer, log):
+    """Runs the steps (until `total` or --max-seconds); returns (steps done, block examples seen, seconds)."""
     autocast = ((lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if args.bf16
                 else contextlib.nullcontext)
-
-    os.makedirs(args.out, exist_ok=True)
-    if rank == 0:
-        mean_tokens = sum(batching.unit_tokens([(examples[i], [0] * min(args.states_per_example, len(examples[i].states)))
-                                                for i in u], local) for u in units) / len(units)
-        print(f"{len(examples)} block examples in {len(units)} units (block {info.get('block')}, "
-              f"{len(args.trajectories)} files and the model read in {time.time() - t_load:.1f} s, "
-              f"~{mean_tokens:.0f} tokens each), {total} steps of {per_step} units"
-              f"{f' or {args.max_seconds:.0f} s' if args.max_seconds else ''}, {args.loss} consistency + "
-              f"{args.ar_weight} x AR, lr {args.lr:g}, device {device}, world {world}", file=sys.stderr)
-        with open(os.path.join(args.out, "training_args.json"), "w") as f:
-            json.dump(vars(args), f, indent=2)
-    csv_path = os.path.join(args.out, "loss.csv")
-    log = open(csv_path, "w", newline="") if rank == 0 else None
-    writer = csv.writer(log) if log else None
-    if writer:
-        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples"])
-
-    stream = batching.global_batches(examples, units, per_step, args.seed, args.states_per_example,
-                                     args.sort_buffer, local)
     t0 = time.time()
     seen = tokens_seen = 0
     model.train()
@@ -272,10 +283,34 @@ def main(argv=None):
                       f"{tokens_seen / max(seconds, 1e-9):.0f} tokens/s)", file=sys.stderr)
         if last:
             break
+    return step + 1, seen, time.time() - t0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device, world, rank = setup(args)
+    t_load = time.time()
+    info, examples, units = load_data(args, world)
+    model, dtypes, train_model = prepare_model(args, info, device, world)
+    per_step = args.batch_size * world
+    total = args.steps or max(1, math.ceil(len(units) * args.epochs / per_step))
+    opt, sched, clock = make_optimizer(args, model, device, total)
+
+    os.makedirs(args.out, exist_ok=True)
+    if rank == 0:
+        announce(args, info, examples, units, total, per_step, device, world, time.time() - t_load)
+    csv_path = os.path.join(args.out, "loss.csv")
+    log = open(csv_path, "w", newline="") if rank == 0 else None
+    writer = csv.writer(log) if log else None
+    if writer:
+        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples"])
+    stream = batching.global_batches(examples, units, per_step, args.seed, args.states_per_example,
+                                     args.sort_buffer, args.loss == "local")
+    steps, seen, seconds = train_loop(args, model, train_model, opt, sched, clock, stream, total, device, world, rank,
+                                      writer, log)
     if rank == 0:
         log.close()
-        seconds = time.time() - t0
-        print(f"trained {step + 1} steps, {seen} block examples ({seen / len(examples):.2f} epochs) in {seconds:.1f} s: "
+        print(f"trained {steps} steps, {seen} block examples ({seen / len(examples):.2f} epochs) in {seconds:.1f} s: "
               f"{seen / max(seconds, 1e-9):.1f} examples/s", file=sys.stderr)
         save_model(model, dtypes, args.model, args.out, None if args.save_dtype == "same" else args.save_dtype)
         if args.plot:
