@@ -57,6 +57,8 @@ del _cllm_guard
 
 def load_problems(path=PROBLEMS, limit=0):
     """The problems (dicts with task_id, prompt, entry_point, test), the first `limit` (0: all)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--problems {path}: no such file")
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt") as f:
         problems = [json.loads(line) for line in f if line.strip()]
@@ -244,7 +246,10 @@ def main(argv=None):
     prompts_path = os.path.join(args.out, "prompts.jsonl")
     with open(prompts_path, "w") as f:
         f.write("".join(prompt_line(p, args.mode) + "\n" for p in problems))
-    res = {"problems_file": os.path.relpath(os.path.abspath(args.problems), REPO), "n": len(problems),
+    problems_file = os.path.abspath(args.problems)
+    if problems_file.startswith(REPO + os.sep):
+        problems_file = os.path.relpath(problems_file, REPO)
+    res = {"problems_file": problems_file, "n": len(problems),
            "mode": args.mode, "max_new_tokens": args.max_new_tokens, "block": args.block, "window": args.window,
            "device": args.device, "timeout": args.timeout, "isolation": isolation, "models": {}, "problems": []}
     with open(os.path.join(args.out, "results.jsonl"), "w") as out:

@@ -103,6 +103,8 @@ class Config:
     humaneval_tokens: int = 512
     humaneval_reserve: Optional[int] = None
     humaneval_window: str = "blockwise"
+    humaneval_mode: str = ""
+    humaneval_problems: str = os.path.join(REPO, "training", "data", "HumanEval.jsonl.gz")
     smoke: bool = False
     random_model: bool = False
     resume: bool = False
@@ -163,6 +165,10 @@ class Config:
         if not self.cllm_bin:
             gpu = os.path.join(REPO, "build-gpu", "cllm")
             self.cllm_bin = gpu if os.access(gpu, os.X_OK) else os.path.join(REPO, "build", "cllm")
+        if not self.humaneval_mode:  # a random model has no chat template
+            self.humaneval_mode = "complete" if self.random_model else "chat"
+        if self.humaneval_mode not in ("chat", "complete"):
+            raise RecipeError(f"--humaneval-mode must be chat or complete, got '{self.humaneval_mode}'")
         self.python = self.python or os.environ.get("PYTHON", "") or sys.executable
         return self
 
@@ -185,7 +191,7 @@ class Config:
         "train": ("lr", "batch_size", "states", "epochs", "ar_weight", "consistency_weight", "train_seconds"),
         "evaluate": ("eval_prompts", "eval_n", "eval_tokens", "windows", "train_eval_n", "block"),
         "serve": ("eval_prompts", "serve_n", "eval_tokens", "serve_windows", "block"),
-        "humaneval": ("humaneval_n", "humaneval_tokens", "humaneval_window", "block"),
+        "humaneval": ("humaneval_problems", "humaneval_n", "humaneval_tokens", "humaneval_window", "humaneval_mode", "block"),
     }
 
     def stage_settings(self, stage):
@@ -209,7 +215,8 @@ def parse_args(argv=None):
         "collect_seconds": "0: until every prompt is done", "prompts_limit": "the first N training prompts (0: all)",
         "states": "states per block example (--states-per-example)", "epochs": "at most this many epochs",
         "windows": "Jacobi windows of evaluate: blockwise,sliding", "train_eval_n": "training prompts evaluated too",
-        "humaneval_n": "HumanEval problems (0: all 164)", "humaneval_tokens": "new tokens per HumanEval answer",
+        "humaneval_n": "HumanEval problems (0: all 164; smoke 2)",
+        "humaneval_mode": "chat (default) or complete (plain-text prompts; default with --random-model)", "humaneval_tokens": "new tokens per HumanEval answer",
         "resume": "skip the stages already done with these settings (WORK/done/)",
         "cllm_bin": "cllm executable (default $CLLM_BIN, build-gpu/cllm, build/cllm)",
     }
@@ -438,9 +445,9 @@ class Recipe:
                      f"({c.humaneval_window}) ({self.left()}s left)")
         shutil.rmtree(os.path.join(w, "humaneval"), ignore_errors=True)
         self.log.run([c.python, "-m", "training.humaneval", "--model", f"base={self.base}", "--model",
-                      f"cllm={os.path.join(w, 'cllm')}", "--out", os.path.join(w, "humaneval"), "--limit",
+                      f"cllm={os.path.join(w, 'cllm')}", "--out", os.path.join(w, "humaneval"), "--problems", c.humaneval_problems, "--limit",
                       c.humaneval_n, "--max-new-tokens", c.humaneval_tokens, "--block", c.block, "--window",
-                      c.humaneval_window, "--device", c.device, "--cllm-bin", c.cllm_bin])
+                      c.humaneval_window, "--mode", c.humaneval_mode, "--device", c.device, "--cllm-bin", c.cllm_bin])
         return True
 
     # ---- resume records ----
@@ -650,6 +657,11 @@ def main(argv=None):
         os.makedirs(cfg.work, exist_ok=True)
         cfg.out, cfg.work = os.path.abspath(cfg.out), os.path.abspath(cfg.work)
         cfg.cllm_bin = os.path.abspath(cfg.cllm_bin)
+        # The Python steps run from the repository root: every path absolute.
+        for name in ("gguf", "hf_dir", "eval_prompts", "humaneval_problems"):
+            if getattr(cfg, name):
+                setattr(cfg, name, os.path.abspath(getattr(cfg, name)))
+        cfg.train_prompts = ",".join(os.path.abspath(p) for p in cfg.train_prompts.split(",") if p)
     except RecipeError as e:
         print(f"{os.environ.get('CLLM_RECIPE_PROG', 'recipe')}: {e}", file=sys.stderr)
         return 2

@@ -97,7 +97,7 @@ def test_smollm2_through_cllm_generate(tmp_path):
         pytest.skip(f"{model} is not here (launch/fetch_model.sh)")
     out = tmp_path / "he"
     r = subprocess.run([sys.executable, "-m", "training.humaneval", "--model", f"base={model}", "--out", str(out),
-                        "--limit", "2", "--max-new-tokens", "48", "--block", "8", "--cllm-bin", cllm_bin()],
+                        "--limit", "2", "--max-new-tokens", "24", "--block", "8", "--cllm-bin", cllm_bin()],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads((out / "humaneval.json").read_text())
