@@ -91,6 +91,7 @@ class Config:
     epochs: float = 8
     ar_weight: float = 10.0
     consistency_weight: float = 1.0
+    distill_weight: float = 0.0
     eval_n: Optional[int] = None
     eval_tokens: Optional[int] = None
     windows: Optional[str] = None
@@ -188,10 +189,12 @@ class Config:
     # The settings each stage's result depends on (--resume compares them).
     STAGE_KEYS = {
         "collect": ("gguf", "hf_dir", "random_model", "train_prompts", "prompts_limit", "max_new_tokens", "block"),
-        "train": ("lr", "batch_size", "states", "epochs", "ar_weight", "consistency_weight", "train_seconds"),
+        "train": ("lr", "batch_size", "states", "epochs", "ar_weight", "consistency_weight", "distill_weight",
+                  "train_seconds"),
         "evaluate": ("eval_prompts", "eval_n", "eval_tokens", "windows", "train_eval_n", "block"),
         "serve": ("eval_prompts", "serve_n", "eval_tokens", "serve_windows", "block"),
-        "humaneval": ("humaneval_problems", "humaneval_n", "humaneval_tokens", "humaneval_window", "humaneval_mode", "block"),
+        "humaneval": ("humaneval_problems", "humaneval_n", "humaneval_tokens", "humaneval_window", "humaneval_mode",
+                      "block"),
     }
 
     def stage_settings(self, stage):
@@ -216,7 +219,10 @@ def parse_args(argv=None):
         "states": "states per block example (--states-per-example)", "epochs": "at most this many epochs",
         "windows": "Jacobi windows of evaluate: blockwise,sliding", "train_eval_n": "training prompts evaluated too",
         "humaneval_n": "HumanEval problems (0: all 164; smoke 2)",
-        "humaneval_mode": "chat (default) or complete (plain-text prompts; default with --random-model)", "humaneval_tokens": "new tokens per HumanEval answer",
+        "humaneval_mode": "chat (default) or complete (plain-text prompts; default with --random-model)",
+        "humaneval_tokens": "new tokens per HumanEval answer",
+        "ar_weight": "w in L = consistency_weight * L_consistency + w * L_AR + distill_weight * KL(base || model)",
+        "distill_weight": "0: no distillation to the base's logits (training/train.py --distill-weight)",
         "resume": "skip the stages already done with these settings (WORK/done/)",
         "cllm_bin": "cllm executable (default $CLLM_BIN, build-gpu/cllm, build/cllm)",
     }
@@ -390,7 +396,8 @@ class Recipe:
         totals = collect_totals(open(p).read() for p in outs)
         log.say(f"collect: done, {failed} shards failed; {totals['kept']} prompts kept, {totals['dropped']} dropped, "
                 f"{totals['present']} already present, {totals['left']} left; base Jacobi "
-                f"{totals['tokens'] / max(1, totals['iterations']):.3f} tokens/iteration over {totals['tokens']} tokens")
+                f"{totals['tokens'] / max(1, totals['iterations']):.3f} tokens/iteration over {totals['tokens']} "
+                "tokens")
         return failed == 0 and totals["left"] == 0
 
     def train(self):
@@ -407,7 +414,8 @@ class Recipe:
         self.log.run([c.python, "-m", "training.train", "--model", self.base, "--trajectories", *shards, "--out",
                       os.path.join(c.work, "cllm"), "--pack", "--batch-size", c.batch_size, "--micro-batch", 16,
                       "--states-per-example", c.states, "--epochs", c.epochs, "--max-seconds", seconds, "--lr", c.lr,
-                      "--ar-weight", c.ar_weight, "--consistency-weight", c.consistency_weight, *precision,
+                      "--ar-weight", c.ar_weight, "--consistency-weight", c.consistency_weight,
+                      "--distill-weight", c.distill_weight, *precision,
                       "--log-every", 10, "--plot"])
         return True
 
@@ -445,7 +453,8 @@ class Recipe:
                      f"({c.humaneval_window}) ({self.left()}s left)")
         shutil.rmtree(os.path.join(w, "humaneval"), ignore_errors=True)
         self.log.run([c.python, "-m", "training.humaneval", "--model", f"base={self.base}", "--model",
-                      f"cllm={os.path.join(w, 'cllm')}", "--out", os.path.join(w, "humaneval"), "--problems", c.humaneval_problems, "--limit",
+                      f"cllm={os.path.join(w, 'cllm')}", "--out", os.path.join(w, "humaneval"), "--problems",
+                      c.humaneval_problems, "--limit",
                       c.humaneval_n, "--max-new-tokens", c.humaneval_tokens, "--block", c.block, "--window",
                       c.humaneval_window, "--mode", c.humaneval_mode, "--device", c.device, "--cllm-bin", c.cllm_bin])
         return True
@@ -494,8 +503,9 @@ class Recipe:
         log.say(f"settings: procs {c.procs} x collect-batch {c.collect_batch}, prompts-limit {c.prompts_limit}, "
                 f"max-new-tokens {c.max_new_tokens}, block {c.block}, lr {c.lr:g}, batch {c.batch_size} prompts, "
                 f"states {c.states}, epochs <= {c.epochs:g}, consistency {c.consistency_weight:g} + "
-                f"{c.ar_weight:g} x AR, eval {c.eval_n} x {c.eval_tokens} tokens ({c.windows}) + {c.train_eval_n} "
-                f"training prompts, serve {c.serve_n} prompts ({c.serve_windows}); reserved: {c.reserve()}s "
+                f"{c.ar_weight:g} x AR + {c.distill_weight:g} x distill, eval {c.eval_n} x {c.eval_tokens} tokens "
+                f"({c.windows}) + {c.train_eval_n} training prompts, serve {c.serve_n} prompts ({c.serve_windows}); "
+                f"reserved: {c.reserve()}s "
                 f"(evaluate {c.eval_reserve}s, serve {c.serve_reserve}s, humaneval {c.humaneval_reserve}s, "
                 "when run here)")
         self.check_inputs()
@@ -539,25 +549,28 @@ class Recipe:
             for name in ("eval.json", "eval.md", "eval.png"):
                 if os.path.isfile(os.path.join(w, "eval", name)):
                     shutil.copy(os.path.join(w, "eval", name), out)
-        for stage, path, key, table in (("serve", "serve/serve.json", "serve", "serve/serve.md"),
-                                        ("humaneval", "humaneval/humaneval.json", "humaneval", "humaneval/humaneval.md")):
+        for stage in ("serve", "humaneval"):
+            path, table = f"{stage}/{stage}.json", f"{stage}/{stage}.md"
             if not c.has(stage) or not os.path.isfile(os.path.join(w, path)):
                 continue
-            res = json.load(open(os.path.join(out, "eval.json"))) if os.path.isfile(os.path.join(out, "eval.json")) else {}
+            eval_json = os.path.join(out, "eval.json")
+            res = json.load(open(eval_json)) if os.path.isfile(eval_json) else {}
             full = json.load(open(os.path.join(w, path)))
             # Every request or problem: in records.tar.gz.
-            res[key] = {k: v for k, v in full.items() if k not in ("requests", "problems")}
+            res[stage] = {k: v for k, v in full.items() if k not in ("requests", "problems")}
             with open(os.path.join(out, "eval.json"), "w") as f:
                 json.dump(res, f, indent=2)
             md = os.path.join(out, "eval.md")
             with open(md, "a") as f:
-                f.write(("\n" if os.path.isfile(md) and os.path.getsize(md) else "") + open(os.path.join(w, table)).read())
+                f.write(("\n" if os.path.isfile(md) and os.path.getsize(md) else "")
+                        + open(os.path.join(w, table)).read())
         if c.has("humaneval") and os.path.isfile(os.path.join(w, "humaneval", "humaneval.json")):
             shutil.copy(os.path.join(w, "humaneval", "humaneval.json"), out)
         records = []  # (folder, names)
         if c.has("collect"):
             records.append((w, [n for n in sorted(os.listdir(w)) if re.fullmatch(r"collect_\d+\.(out|err)", n)]))
-        for stage, sub, pattern in (("evaluate", "eval", r".*\.(jsonl|log)"), ("serve", "serve", r"serve\.json|.*\.log"),
+        for stage, sub, pattern in (("evaluate", "eval", r".*\.(jsonl|log)"),
+                                    ("serve", "serve", r"serve\.json|.*\.log"),
                                     ("humaneval", "humaneval", r".*\.(jsonl|log)")):
             d = os.path.join(w, sub)
             if c.has(stage) and os.path.isdir(d):

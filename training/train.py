@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--ar-weight", type=float, default=10.0, help="w in L = L_consistency + w * L_AR")
     p.add_argument("--consistency-weight", type=float, default=1.0)
+    p.add_argument("--distill-weight", type=float, default=0.0,
+                   help="d in L = ... + d * KL(base || model) on the next-token distributions of the fixed "
+                        "points' tokens (the base: --model, frozen; one more forward per step, no backward)")
     p.add_argument("--loss", choices=("global", "local"), default="global",
                    help="global: target is the fixed point; local: the next Jacobi state")
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -143,24 +146,28 @@ def lr_multiplier(step, total, warmup, time_fraction=0.0):
     return 0.5 * (1.0 + math.cos(math.pi * (progress - warm) / (1.0 - warm)))
 
 
-def train_step(model, units, n_global, args, device, autocast):
-    """Forward + backward of this rank's units of one global batch; returns (loss, consistency, ar)
-    summed over its block examples / n_global (all_reduce makes them the global batch's means)."""
+def train_step(model, units, n_global, args, device, autocast, teacher=None):
+    """Forward + backward of this rank's units of one global batch; returns (loss, consistency, ar,
+    distill) summed over its block examples / n_global (all_reduce makes them the global batch's
+    means), block examples and real tokens. `teacher`: the frozen base, with --distill-weight."""
     units = sorted(units, key=lambda u: batching.unit_tokens(u, args.loss == "local"))
     m = args.micro_batch or len(units)
     chunks = [units[i:i + m] for i in range(0, len(units), m)]
-    sums, examples, tokens = torch.zeros(3), 0, 0
+    sums, examples, tokens = torch.zeros(4), 0, 0
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     for c, chunk in enumerate(chunks):
         batch = batching.build(chunk, local=args.loss == "local").to(device)
         sync = c == len(chunks) - 1 or not hasattr(model, "no_sync")
         with (model.no_sync() if not sync else contextlib.nullcontext()):
             with autocast():
-                cons, ar = batching.example_losses(model, batch, args.label_smoothing)
-            total = args.consistency_weight * cons + args.ar_weight * ar
+                losses_ = batching.example_losses(model, batch, args.label_smoothing, teacher)
+            cons, ar = losses_[:2]
+            dist = losses_[2] if teacher is not None else torch.zeros_like(ar)
+            total = args.consistency_weight * cons + args.ar_weight * ar + args.distill_weight * dist
             # DDP averages gradients over ranks: scale so that the result is the global mean.
             (total.sum() * (world / n_global)).backward()
-        sums += torch.stack([total.detach().sum(), cons.detach().sum(), ar.detach().sum()]).float().cpu() / n_global
+        sums += torch.stack([total.detach().sum(), cons.detach().sum(), ar.detach().sum(),
+                             dist.detach().sum()]).float().cpu() / n_global
         examples += batch.examples
         tokens += batch.real_tokens
     return sums, examples, tokens
@@ -199,7 +206,8 @@ def load_data(args, world):
 
 
 def prepare_model(args, info, device, world):
-    """(model, its dtypes, the module that trains: DDP- and compile-wrapped as asked)."""
+    """(model, its dtypes, the module that trains: DDP- and compile-wrapped as asked, the frozen base
+    with --distill-weight, else None)."""
     model, dtypes = load_model(args.model)
     if info.get("vocab_size") and info["vocab_size"] > model.cfg.vocab_size:
         raise SystemExit(f"{args.trajectories} was collected with a vocabulary of {info['vocab_size']} tokens; "
@@ -213,7 +221,11 @@ def prepare_model(args, info, device, world):
         if not hasattr(torch, "compile"):
             raise SystemExit(f"--compile needs torch >= 2 (this is {torch.__version__})")
         train_model = torch.compile(train_model, dynamic=True)
-    return model, dtypes, train_model
+    teacher = None
+    if args.distill_weight > 0:  # the base, frozen
+        teacher = load_model(args.model)[0].to(device).eval()
+        teacher.requires_grad_(False)
+    return model, dtypes, train_model, teacher
 
 
 def make_optimizer(args, model, device, total):
@@ -239,13 +251,16 @@ def announce(args, info, examples, units, total, per_step, device, world, load_s
           f"{len(args.trajectories)} files and the model read in {load_seconds:.1f} s, "
           f"~{mean_tokens:.0f} tokens each), {total} steps of {per_step} units"
           f"{f' or {args.max_seconds:.0f} s' if args.max_seconds else ''}, {args.loss} consistency "
-          f"{args.consistency_weight:g} + {args.ar_weight:g} x AR, lr {args.lr:g}, device {device}, world {world}",
+          f"{args.consistency_weight:g} + {args.ar_weight:g} x AR"
+          f"{f' + {args.distill_weight:g} x distill' if args.distill_weight else ''}, lr {args.lr:g}, device {device}, "
+          f"world {world}",
           file=sys.stderr)
     with open(os.path.join(args.out, "training_args.json"), "w") as f:
         json.dump(vars(args), f, indent=2)
 
 
-def train_loop(args, model, train_model, opt, sched, clock, stream, total, device, world, rank, writer, log):
+def train_loop(args, model, train_model, teacher, opt, sched, clock, stream, total, device, world, rank, writer,
+               log):
     """Runs the steps (until `total` or --max-seconds); returns (steps done, block examples seen, seconds)."""
     autocast = ((lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if args.bf16
                 else contextlib.nullcontext)
@@ -256,7 +271,7 @@ def train_loop(args, model, train_model, opt, sched, clock, stream, total, devic
         batch = next(stream)
         n_global = sum(len(u) for u in batch)
         opt.zero_grad(set_to_none=True)
-        sums, n_ex, n_tok = train_step(train_model, batch[rank::world], n_global, args, device, autocast)
+        sums, n_ex, n_tok = train_step(train_model, batch[rank::world], n_global, args, device, autocast, teacher)
         stats = torch.cat([sums, torch.tensor([float(n_ex), float(n_tok)])])
         elapsed = torch.tensor([time.time() - t0])
         if world > 1:
@@ -264,8 +279,8 @@ def train_loop(args, model, train_model, opt, sched, clock, stream, total, devic
             torch.distributed.all_reduce(stats)
             torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)  # ranks stop together
             stats, elapsed = stats.cpu(), elapsed.cpu()
-        seen += int(stats[3])
-        tokens_seen += int(stats[4])
+        seen += int(stats[4])
+        tokens_seen += int(stats[5])
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         lr = opt.param_groups[0]["lr"]
         opt.step()
@@ -275,11 +290,12 @@ def train_loop(args, model, train_model, opt, sched, clock, stream, total, devic
         last = step + 1 == total or clock["fraction"] >= 1.0
         if writer:
             writer.writerow([step + 1, f"{lr:.6g}", f"{stats[0]:.6f}", f"{stats[1]:.6f}", f"{stats[2]:.6f}",
-                             f"{seconds:.2f}", seen])
+                             f"{seconds:.2f}", seen, f"{stats[3]:.6f}"])
             log.flush()
             if (step + 1) % args.log_every == 0 or last:
+                distill = f" distill {stats[3]:.4f}" if teacher is not None else ""
                 print(f"step {step + 1}/{total} lr {lr:.3g} loss {stats[0]:.4f} consistency {stats[1]:.4f} "
-                      f"ar {stats[2]:.4f} ({seconds:.1f} s, {seen / max(seconds, 1e-9):.1f} examples/s, "
+                      f"ar {stats[2]:.4f}{distill} ({seconds:.1f} s, {seen / max(seconds, 1e-9):.1f} examples/s, "
                       f"{tokens_seen / max(seconds, 1e-9):.0f} tokens/s)", file=sys.stderr)
         if last:
             break
@@ -291,7 +307,7 @@ def main(argv=None):
     device, world, rank = setup(args)
     t_load = time.time()
     info, examples, units = load_data(args, world)
-    model, dtypes, train_model = prepare_model(args, info, device, world)
+    model, dtypes, train_model, teacher = prepare_model(args, info, device, world)
     per_step = args.batch_size * world
     total = args.steps or max(1, math.ceil(len(units) * args.epochs / per_step))
     opt, sched, clock = make_optimizer(args, model, device, total)
@@ -303,11 +319,11 @@ def main(argv=None):
     log = open(csv_path, "w", newline="") if rank == 0 else None
     writer = csv.writer(log) if log else None
     if writer:
-        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples"])
+        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples", "distill"])
     stream = batching.global_batches(examples, units, per_step, args.seed, args.states_per_example,
                                      args.sort_buffer, args.loss == "local")
-    steps, seen, seconds = train_loop(args, model, train_model, opt, sched, clock, stream, total, device, world, rank,
-                                      writer, log)
+    steps, seen, seconds = train_loop(args, model, train_model, teacher, opt, sched, clock, stream, total, device,
+                                      world, rank, writer, log)
     if rank == 0:
         log.close()
         print(f"trained {steps} steps, {seen} block examples ({seen / len(examples):.2f} epochs) in {seconds:.1f} s: "
