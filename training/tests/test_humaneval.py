@@ -112,3 +112,20 @@ def test_smollm2_through_cllm_generate(tmp_path):
     assert all(r["tokens"] > 0 and "def " in r["completion"] for r in rows), rows
     assert sum(r["passed"] for r in rows if r["decode"] == "ar") == m["ar"]["passed"]
     assert "| base | " in (out / "humaneval.md").read_text()
+
+
+def test_generate_json_lines_carry_the_decoded_text(tiny_model, tmp_path):
+    """cllm generate --json-out: each decoding's text; the tiny random model's bytes are not UTF-8,
+    which becomes U+FFFD instead of failing the whole line."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("The sea is\nOnce upon a time\n1, 2, 3,\n")
+    out = tmp_path / "j.jsonl"
+    r = subprocess.run([cllm_bin(), "generate", "--model", tiny_model, "--prompts", str(prompts), "--json-out",
+                        str(out), "--max-new-tokens", "24", "--block", "4", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3
+    for rec in records:
+        assert rec["ar"]["text"] == rec["jacobi"]["text"] and len(rec["ar"]["ids"]) == 24
+    assert all(rec["ar"]["text"].strip() for rec in records)
+    assert any("\ufffd" in rec["ar"]["text"] for rec in records)
