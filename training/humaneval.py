@@ -11,7 +11,7 @@ is plain text and the completion, cut at the first top-level `def`/`class`/`if`/
 Each program (prompt + completion + the problem's test + check(entry point)) runs in its own Python
 process (-I), in a new temporary directory that is its working directory, HOME and TMPDIR, with a
 minimal environment, stdin closed, a wall-clock time limit (--timeout; the process group is killed),
-rlimits (CPU seconds, 2 GiB address space, 64 MiB files, no core dumps) and an audit hook that refuses
+rlimits (CPU seconds, 2 GiB address space, 256 MiB files, no core dumps) and an audit hook that refuses
 sockets, process creation and signals. With --isolation netns (auto: when `unshare --user --net` works,
 as it does without root where unprivileged user namespaces are allowed) it also runs in new user and
 network namespaces: no network interface but a downed loopback. Not a full sandbox: the file system
@@ -42,7 +42,7 @@ GUARD = r'''
 def _cllm_guard():
     import resource, sys
     for what, value in ((resource.RLIMIT_CPU, %(cpu)d), (resource.RLIMIT_AS, 2 << 30),
-                        (resource.RLIMIT_FSIZE, 64 << 20), (resource.RLIMIT_CORE, 0)):
+                        (resource.RLIMIT_FSIZE, 256 << 20), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(what, (value, value))
     denied = ("socket.", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
               "os.forkpty", "os.kill", "os.killpg", "pty.spawn", "webbrowser.open")

@@ -72,6 +72,8 @@ def test_sandbox_limits_time_network_processes_and_directory(tmp_path):
     assert humaneval.run_program(probe, 5) == "passed"
     assert humaneval.run_program(probe, 5) == "passed"
     assert humaneval.run_program("x = bytearray(4 << 30)\n", 5).startswith("failed: MemoryError")
+    big = "f = open('f', 'wb')\nf.seek(300 << 20)\nf.write(b'x')\nf.close()\n"  # past the 256 MiB file limit
+    assert humaneval.run_program(big, 5).startswith("failed: OSError: [Errno 27] File too large")
 
 
 def test_network_namespace_has_no_route():
