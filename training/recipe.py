@@ -92,6 +92,7 @@ class Config:
     ar_weight: float = 10.0
     consistency_weight: float = 1.0
     distill_weight: float = 0.0
+    train_init: str = "base"
     eval_n: Optional[int] = None
     eval_tokens: Optional[int] = None
     windows: Optional[str] = None
@@ -117,7 +118,7 @@ class Config:
     SIZES = (("budget", 900, 120), ("prompts_limit", 0, 16), ("max_new_tokens", 128, 32), ("eval_n", 100, 4),
              ("eval_tokens", 128, 32), ("windows", "blockwise,sliding", "blockwise"), ("eval_reserve", 75, 30),
              ("work", "/tmp/cllm_recipe", "/tmp/cllm_recipe_smoke"), ("train_eval_n", 30, 2), ("serve_n", 30, 2),
-             ("serve_reserve", 25, 20), ("humaneval_n", 0, 2), ("humaneval_reserve", 600, 60))
+             ("serve_reserve", 25, 20), ("humaneval_n", 0, 2), ("humaneval_reserve", 300, 60))
 
     def resolve(self):
         """Fills the defaults, checks every setting (RecipeError naming the flag), puts the stages in order."""
@@ -170,6 +171,8 @@ class Config:
             self.humaneval_mode = "complete" if self.random_model else "chat"
         if self.humaneval_mode not in ("chat", "complete"):
             raise RecipeError(f"--humaneval-mode must be chat or complete, got '{self.humaneval_mode}'")
+        if self.train_init not in ("base", "cllm"):
+            raise RecipeError(f"--train-init must be base or cllm, got '{self.train_init}'")
         self.python = self.python or os.environ.get("PYTHON", "") or sys.executable
         return self
 
@@ -190,7 +193,7 @@ class Config:
     STAGE_KEYS = {
         "collect": ("gguf", "hf_dir", "random_model", "train_prompts", "prompts_limit", "max_new_tokens", "block"),
         "train": ("lr", "batch_size", "states", "epochs", "ar_weight", "consistency_weight", "distill_weight",
-                  "train_seconds"),
+                  "train_seconds", "train_init"),
         "evaluate": ("eval_prompts", "eval_n", "eval_tokens", "windows", "train_eval_n", "block"),
         "serve": ("eval_prompts", "serve_n", "eval_tokens", "serve_windows", "block"),
         "humaneval": ("humaneval_problems", "humaneval_n", "humaneval_tokens", "humaneval_window", "humaneval_mode",
@@ -223,6 +226,8 @@ def parse_args(argv=None):
         "humaneval_tokens": "new tokens per HumanEval answer",
         "ar_weight": "w in L = consistency_weight * L_consistency + w * L_AR + distill_weight * KL(base || model)",
         "distill_weight": "0: no distillation to the base's logits (training/train.py --distill-weight)",
+        "train_init": "base: train from the base model; cllm: go on training WORK/cllm (a new warm-up and cosine "
+                      "over --train-seconds; the base stays the distillation teacher)",
         "resume": "skip the stages already done with these settings (WORK/done/)",
         "cllm_bin": "cllm executable (default $CLLM_BIN, build-gpu/cllm, build/cllm)",
     }
@@ -302,10 +307,12 @@ class Recipe:
         c = self.cfg
         if not c.has("collect") and not os.path.isfile(os.path.join(self.base, "config.json")):
             self.die(f"no base model in {self.base}: run --stages collect first with this --work")
+        trained = os.path.isfile(os.path.join(c.work, "cllm", "config.json"))
+        if c.has("train") and c.train_init == "cllm" and not trained:
+            self.die(f"--train-init cllm: no trained model in {c.work}/cllm: run --stages train first with this --work")
         if c.has("train") and not c.has("collect") and not self.read_shards():
             self.die(f"no trajectories (traj_*.h5) in {c.work}: run --stages collect first with this --work")
-        if ((c.has("evaluate") or c.has("serve") or c.has("humaneval")) and not c.has("train")
-                and not os.path.isfile(os.path.join(c.work, "cllm", "config.json"))):
+        if (c.has("evaluate") or c.has("serve") or c.has("humaneval")) and not c.has("train") and not trained:
             self.die(f"no trained model in {c.work}/cllm: run --stages train first with this --work")
         if (c.has("collect") and not c.random_model and not c.hf_dir
                 and not os.path.isfile(os.path.join(self.base, "config.json")) and not os.path.isfile(c.gguf)):
@@ -401,22 +408,35 @@ class Recipe:
         return failed == 0 and totals["left"] == 0
 
     def train(self):
-        """From the base model on every shard; the clock left minus the later stages' reserves and a margin
-        to load and save, unless --train-seconds."""
+        """From the base model (or, --train-init cllm, from WORK/cllm) on every shard; the clock left minus
+        the later stages' reserves and a margin to load and save, unless --train-seconds."""
         c = self.cfg
         shards = self.read_shards()
         if not shards:
             self.die(f"no trajectories in {c.work}")
+        cllm = os.path.join(c.work, "cllm")
+        start = cllm if c.train_init == "cllm" else self.base
+        if not os.path.isfile(os.path.join(start, "config.json")):
+            self.die(f"--train-init cllm: no trained model in {cllm}: run --stages train first with this --work")
         seconds = c.train_seconds if c.train_seconds is not None else max(5, self.left() - c.reserve() - 20)
-        self.log.say(f"train: {seconds}s on {len(shards)} shards")
+        self.log.say(f"train: {seconds}s on {len(shards)} shards, from {c.train_init} ({start})")
         # bf16 autocast on the GPU only: on a CPU it is ~20x slower than fp32.
         precision = ["--device", "cuda", "--bf16"] if c.device == "cuda" else ["--device", "cpu"]
-        self.log.run([c.python, "-m", "training.train", "--model", self.base, "--trajectories", *shards, "--out",
-                      os.path.join(c.work, "cllm"), "--pack", "--batch-size", c.batch_size, "--micro-batch", 16,
+        # Into a new folder, which replaces cllm/ once complete (training from cllm/ reads it meanwhile).
+        new = os.path.join(c.work, "cllm.new")
+        shutil.rmtree(new, ignore_errors=True)
+        self.log.run([c.python, "-m", "training.train", "--model", start, "--teacher", self.base, "--trajectories",
+                      *shards, "--out", new, "--pack", "--batch-size", c.batch_size, "--micro-batch", 16,
                       "--states-per-example", c.states, "--epochs", c.epochs, "--max-seconds", seconds, "--lr", c.lr,
                       "--ar-weight", c.ar_weight, "--consistency-weight", c.consistency_weight,
-                      "--distill-weight", c.distill_weight, *precision,
-                      "--log-every", 10, "--plot"])
+                      "--distill-weight", c.distill_weight, *precision, "--log-every", 10, "--plot"])
+        if c.train_init == "cllm":  # the earlier segments' losses stay beside this one's
+            earlier = sorted(n for n in os.listdir(cllm) if re.fullmatch(r"loss_\d+\.csv", n))
+            for n in earlier:
+                shutil.copy(os.path.join(cllm, n), new)
+            shutil.copy(os.path.join(cllm, "loss.csv"), os.path.join(new, f"loss_{len(earlier) + 1}.csv"))
+        shutil.rmtree(cllm, ignore_errors=True)
+        os.rename(new, cllm)
         return True
 
     def evaluate(self):
@@ -465,6 +485,8 @@ class Recipe:
         return os.path.join(self.cfg.work, "done", f"{stage}.json")
 
     def is_done(self, stage):
+        if stage == "train" and self.cfg.train_init == "cllm":
+            return False  # training that goes on is never done
         try:
             with open(self.done_path(stage)) as f:
                 return json.load(f)["settings"] == json.loads(json.dumps(self.cfg.stage_settings(stage)))

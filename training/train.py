@@ -56,7 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--consistency-weight", type=float, default=1.0)
     p.add_argument("--distill-weight", type=float, default=0.0,
                    help="d in L = ... + d * KL(base || model) on the next-token distributions of the fixed "
-                        "points' tokens (the base: --model, frozen; one more forward per step, no backward)")
+                        "points' tokens (the base: --teacher, frozen; one more forward per step, no backward)")
+    p.add_argument("--teacher", default="",
+                   help="the base that --distill-weight distills from (default: --model; give the base when "
+                        "--model is a CLLM whose training goes on)")
     p.add_argument("--loss", choices=("global", "local"), default="global",
                    help="global: target is the fixed point; local: the next Jacobi state")
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -223,7 +226,10 @@ def prepare_model(args, info, device, world):
         train_model = torch.compile(train_model, dynamic=True)
     teacher = None
     if args.distill_weight > 0:  # the base, frozen
-        teacher = load_model(args.model)[0].to(device).eval()
+        teacher = load_model(args.teacher or args.model)[0].to(device).eval()
+        if teacher.cfg.vocab_size != model.cfg.vocab_size:
+            raise SystemExit(f"--teacher {args.teacher}: vocabulary of {teacher.cfg.vocab_size} tokens, "
+                             f"--model {args.model} has {model.cfg.vocab_size}")
         teacher.requires_grad_(False)
     return model, dtypes, train_model, teacher
 

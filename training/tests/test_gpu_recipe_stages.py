@@ -30,7 +30,8 @@ def test_two_calls_share_the_work_dir(tiny_model, tmp_path):
     r = recipe(tiny_model, tmp_path, "a", "--stages", "collect,train", "--collect-seconds", "60",
                "--train-seconds", "30", "--collect-batch", "2")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "collect: 2 processes x 2 prompts at once, 60s" in r.stderr and "train: 30s on 2 shards" in r.stderr
+    assert "collect: 2 processes x 2 prompts at once, 60s" in r.stderr
+    assert "train: 30s on 2 shards, from base" in r.stderr
     assert "5 prompts kept, 0 dropped, 0 already present, 0 left" in r.stderr
     a = tmp_path / "a"
     assert set(os.listdir(a)) - {"loss.png"} == {"loss.csv", "recipe.log", "records.tar.gz", "summary.md"}
@@ -102,9 +103,20 @@ def test_two_calls_share_the_work_dir(tiny_model, tmp_path):
     assert json.loads((tmp_path / "c" / "eval.json").read_text())["models"]  # the results of the skipped stage
     r = recipe(tiny_model, tmp_path, "d", "--stages", "collect,train,evaluate", "--resume", *first, "--lr", "2e-3")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "] collect: skipped" in r.stderr and "] train: 30s on 2 shards" in r.stderr
+    assert "] collect: skipped" in r.stderr and "] train: 30s on 2 shards, from base" in r.stderr
     assert "] evaluate: 4 held-out prompts" in r.stderr and "evaluate: skipped" not in r.stderr
     assert os.stat(work / "cllm/model.safetensors").st_mtime_ns != made["cllm/model.safetensors"]
+
+    # --train-init cllm: training goes on from cllm/ (never skipped by --resume), distilling from the base;
+    # the earlier segment's losses stay as loss_1.csv.
+    trained = (work / "cllm/model.safetensors").read_bytes()
+    r = recipe(tiny_model, tmp_path, "e", "--stages", "train", "--resume", *first, "--lr", "2e-3",
+               "--train-init", "cllm", "--distill-weight", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"] train: 30s on 2 shards, from cllm ({work}/cllm)" in r.stderr and "+ 1 x distill" in r.stderr
+    assert (work / "cllm/model.safetensors").read_bytes() != trained
+    assert (work / "cllm/loss_1.csv").is_file() and (work / "cllm/loss.csv").is_file()
+    assert not (work / "cllm.new").exists()
 
 
 def test_a_stage_without_its_input_is_refused(tiny_model, tmp_path):
@@ -117,3 +129,7 @@ def test_a_stage_without_its_input_is_refused(tiny_model, tmp_path):
     assert r.returncode == 2 and "more than --budget 150s" in r.stderr, r.stderr
     r = recipe(tiny_model, tmp_path, "o", "--stages", "collect,lunch")
     assert r.returncode == 2 and "unknown stage 'lunch'" in r.stderr
+    r = recipe(tiny_model, tmp_path, "o", "--stages", "train", "--train-init", "cllm")
+    assert r.returncode == 2 and "--train-init cllm: no trained model in" in r.stderr, r.stderr
+    r = recipe(tiny_model, tmp_path, "o", "--train-init", "nothing")
+    assert r.returncode == 2 and "--train-init must be base or cllm" in r.stderr, r.stderr
