@@ -228,6 +228,20 @@ def parse_args(argv=None):
         "distill_weight": "0: no distillation to the base's logits (training/train.py --distill-weight)",
         "train_init": "base: train from the base model; cllm: go on training WORK/cllm (a new warm-up and cosine "
                       "over --train-seconds; the base stays the distillation teacher)",
+        "gguf": "the base model's GGUF (collect converts it)", "eval_prompts": "held-out prompts (JSONL or text)",
+        "train_seconds": "training seconds (default: what the budget leaves)",
+        "procs": "cllm trajectories processes (default 2 on cuda with --collect-batch > 1, else 8)",
+        "collect_batch": "prompts each process collects at once (default 64 on cuda, 1 on cpu)",
+        "max_new_tokens": "new tokens per collected prompt (default 128; smoke 32)", "block": "Jacobi block size",
+        "lr": "peak learning rate", "batch_size": "prompts per training step",
+        "eval_n": "held-out prompts evaluated (default 100; smoke 4)", "eval_tokens": "new tokens per evaluated prompt",
+        "eval_reserve": "seconds kept for evaluate", "serve_n": "prompts served (default 30; smoke 2)",
+        "serve_windows": "blockwise and/or sliding", "serve_reserve": "seconds kept for serve",
+        "humaneval_reserve": "seconds kept for humaneval (default 300; smoke 60)",
+        "humaneval_window": "Jacobi window of humaneval", "humaneval_problems": "HumanEval JSONL (.gz or plain)",
+        "smoke": "a quick check of every step at toy sizes",
+        "random_model": "a random model of SmolLM2's shape instead of the GGUF",
+        "python": "interpreter of the Python steps (default $PYTHON, else this one)",
         "resume": "skip the stages already done with these settings (WORK/done/)",
         "cllm_bin": "cllm executable (default $CLLM_BIN, build-gpu/cllm, build/cllm)",
     }
@@ -710,6 +724,9 @@ def main(argv=None):
     except StageFailed as e:
         rc = e.code or 1
         recipe.log.say(str(e))
+    except BaseException as e:  # interrupted or a bug: in the history with its status, then as usual
+        rc = 130 if isinstance(e, KeyboardInterrupt) else 1
+        raise
     finally:
         recipe.finish(rc)
     return rc
