@@ -184,18 +184,28 @@ def summarize(results, n):
     return out
 
 
+def add_points_vs_base(models):
+    """With a model named base: each model's pass@1 minus the base's, in percentage points."""
+    if "base" in models:
+        for m in models.values():
+            m["points_vs_base"] = {k: 100 * (m[k]["pass_at_1"] - models["base"][k]["pass_at_1"])
+                                   for k in ("ar", "jacobi")}
+
+
 def markdown(res):
     lines = [f"HumanEval: {res['n']} problems, greedy pass@1 ({res['mode']} prompts, {res['max_new_tokens']} new "
              f"tokens, Jacobi {res['window']} block {res['block']}, device {res['device']}; isolation: "
              f"{res['isolation']}).", "",
              "| model | AR passed | AR pass@1 | Jacobi passed | Jacobi pass@1 | Jacobi == AR "
-             "| Jacobi tokens/iteration |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| Jacobi tokens/iteration | vs base (points, AR / Jacobi) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, m in res["models"].items():
         ar, jac = m["ar"], m["jacobi"]
         lines.append(f"| {name} | {ar['passed']}/{ar['n']} | {ar['pass_at_1']:.1%} | {jac['passed']}/{jac['n']} | "
                      f"{jac['pass_at_1']:.1%} | {m['jacobi_equals_ar']}/{res['n']} | "
-                     f"{m['tokens_per_iteration']:.3f} |")
+                     f"{m['tokens_per_iteration']:.3f} | " +
+                     (f"{m['points_vs_base']['ar']:+.1f} / {m['points_vs_base']['jacobi']:+.1f} |"
+                      if "points_vs_base" in m else "|"))
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +283,7 @@ def main(argv=None):
             s = res["models"][name]
             print(f"humaneval: {name}: AR {s['ar']['passed']}/{len(problems)}, Jacobi {s['jacobi']['passed']}/"
                   f"{len(problems)} passed, Jacobi == AR on {s['jacobi_equals_ar']}", file=sys.stderr, flush=True)
+    add_points_vs_base(res["models"])
     with open(os.path.join(args.out, "humaneval.json"), "w") as f:
         json.dump(res, f, indent=2)
     table = markdown(res)

@@ -131,3 +131,17 @@ def test_generate_json_lines_carry_the_decoded_text(tiny_model, tmp_path):
         assert rec["ar"]["text"] == rec["jacobi"]["text"] and len(rec["ar"]["ids"]) == 24
     assert all(rec["ar"]["text"].strip() for rec in records)
     assert any("\ufffd" in rec["ar"]["text"] for rec in records)
+
+
+def test_markdown_and_points_against_the_base():
+    res = {"n": 164, "mode": "chat", "max_new_tokens": 512, "window": "blockwise", "block": 16, "device": "cuda",
+           "isolation": "x", "models": {}}
+    for name, (ar, jac) in (("base", (20, 20)), ("cllm", (18, 21))):
+        res["models"][name] = {**humaneval.summarize({"ar": ["passed"] * ar + ["failed: x"] * (164 - ar),
+                                                      "jacobi": ["passed"] * jac + ["timed out"] * (164 - jac)}, 164),
+                               "jacobi_equals_ar": 150, "tokens_per_iteration": 2.0}
+    humaneval.add_points_vs_base(res["models"])
+    assert res["models"]["cllm"]["ar"] == {"passed": 18, "n": 164, "pass_at_1": 18 / 164}
+    assert res["models"]["base"]["points_vs_base"] == {"ar": 0.0, "jacobi": 0.0}
+    table = humaneval.markdown(res)
+    assert "| cllm | 18/164 | 11.0% | 21/164 | 12.8% | 150/164 | 2.000 | -1.2 / +0.6 |" in table, table
