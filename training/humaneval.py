@@ -161,7 +161,7 @@ def generate(args, name, model, prompts_path, n):
            "--decode", "both", "--window", args.window, "--block", str(args.block), "--max-new-tokens",
            str(args.max_new_tokens), "--device", args.device, "--quiet"]
     print(f"humaneval: {name}: {n} problems ...", file=sys.stderr, flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     with open(os.path.join(args.out, f"{name}.log"), "w") as f:
         f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
     # Exit 3: AR and Jacobi differ on the CPU, which the records show; anything else is a failure.

@@ -278,7 +278,7 @@ class Log:
     def run(self, cmd, cwd=REPO):
         """Runs cmd with its stdout and stderr line by line into the log; raises on failure."""
         p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, bufsize=1)
+                             text=True, errors="replace", bufsize=1)
         for line in p.stdout:
             self.raw(line)
         if p.wait() != 0:
@@ -328,6 +328,11 @@ class Recipe:
             self.die(f"no trajectories (traj_*.h5) in {c.work}: run --stages collect first with this --work")
         if (c.has("evaluate") or c.has("serve") or c.has("humaneval")) and not c.has("train") and not trained:
             self.die(f"no trained model in {c.work}/cllm: run --stages train first with this --work")
+        for name, paths in (("train-prompts", c.train_prompts.split(",")), ("eval-prompts", [c.eval_prompts]),
+                            ("humaneval-problems", [c.humaneval_problems] if c.has("humaneval") else [])):
+            for path in paths:
+                if not os.path.isfile(path):
+                    self.die(f"--{name} {path}: no such file")
         if (c.has("collect") and not c.random_model and not c.hf_dir
                 and not os.path.isfile(os.path.join(self.base, "config.json")) and not os.path.isfile(c.gguf)):
             self.die(f"{c.gguf} is missing (launch/fetch_model.sh, or --gguf)")

@@ -131,5 +131,7 @@ def test_a_stage_without_its_input_is_refused(tiny_model, tmp_path):
     assert r.returncode == 2 and "unknown stage 'lunch'" in r.stderr
     r = recipe(tiny_model, tmp_path, "o", "--stages", "train", "--train-init", "cllm")
     assert r.returncode == 2 and "--train-init cllm: no trained model in" in r.stderr, r.stderr
+    r = recipe(tiny_model, tmp_path, "o", "--stages", "collect", "--eval-prompts", str(tmp_path / "none.jsonl"))
+    assert r.returncode == 2 and f"--eval-prompts {tmp_path}/none.jsonl: no such file" in r.stderr, r.stderr
     r = recipe(tiny_model, tmp_path, "o", "--train-init", "nothing")
     assert r.returncode == 2 and "--train-init must be base or cllm" in r.stderr, r.stderr
