@@ -134,9 +134,10 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
   return 0;
 }
 
-nlohmann::json run_json(const Run& r) {
+nlohmann::json run_json(const Run& r, const Tokenizer& tokenizer) {
   const DecodeStats& s = r.result.stats;
   nlohmann::json j = {{"ids", r.result.tokens},
+                      {"text", tokenizer.decode(r.result.tokens)},
                       {"tokens", s.tokens},
                       {"iterations", s.iterations},
                       {"tokens_per_iteration", s.tokens_per_iteration()},
@@ -182,7 +183,7 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
     if (f.decode != "jacobi") runs.push_back(run_one("ar", false, model, *m.tokenizer, prompts[i], f.gen, f.jac, false, &f.cost));
     if (f.decode != "ar") runs.push_back(run_one("jacobi", true, model, *m.tokenizer, prompts[i], f.gen, f.jac, false, &f.cost));
     for (const Run& r : runs) {
-      line[r.name] = run_json(r);
+      line[r.name] = run_json(r, *m.tokenizer);
       DecodeStats& sum = std::string(r.name) == "ar" ? ar_sum : jac_sum;
       sum.tokens += r.result.stats.tokens;
       sum.iterations += r.result.stats.iterations;
@@ -193,7 +194,9 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
       line["identical"] = same;
       identical += same;
     }
-    if (json.is_open()) json << line.dump() << "\n" << std::flush;
+    // A text cut inside a UTF-8 sequence (at --max-new-tokens) gets U+FFFD instead of a throw.
+    if (json.is_open())
+      json << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
     if (!f.quiet) {
       std::fprintf(stderr, "[%zu/%zu] %zu prompt tokens", i + 1, prompts.size(), prompts[i].size());
       for (const Run& r : runs)
@@ -231,7 +234,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
       ("prompts", po::value(&f.prompts_path),
        "batch mode: decode every prompt of this file (JSONL or plain text, as cllm trajectories reads) instead of --prompt")
       ("json-out", po::value(&f.json_out),
-       "write one JSON line per prompt: prompt_ids and, per decoding, ids, tokens, iterations, tokens_per_iteration, "
+       "write one JSON line per prompt: prompt_ids and, per decoding, ids, text (decoded, special tokens skipped), tokens, iterations, tokens_per_iteration, "
        "prefill_seconds, decode_seconds, finish (with --decode both: identical)")
       ("limit", po::value(&f.limit)->default_value(0), "batch mode: the first N prompts only (0: all)")
       ("warmup-tokens", po::value(&f.warmup_tokens)->default_value(16),

@@ -124,11 +124,29 @@ def attention_mask(see_prefix, start):
     return (k < see_prefix[..., None]) | ((k >= start[..., None]) & (k <= q))
 
 
-def example_losses(model, batch, smoothing=0.1):
+def example_losses(model, batch, smoothing=0.1, teacher=None):
     """(consistency [E], ar [E]) per block example of the batch: the per-example losses of
-    training/losses.py, the consistency averaged over the example's states (0 without states)."""
+    training/losses.py, the consistency averaged over the example's states (0 without states).
+    With a teacher model, also distill [E]: KL(teacher || model) of the next-token distributions that
+    predict the fixed point's valid tokens (the AR positions), averaged over them; the teacher's
+    forward (same ids, positions and mask) has no gradient."""
     mask = attention_mask(batch.see_prefix, batch.start)
     logits = model(batch.ids, positions=batch.positions, mask=mask, gather=(batch.rows, batch.cols))
+    cons, ar = _losses(logits, batch, smoothing)
+    if teacher is None:
+        return cons, ar
+    E, n = batch.ar_idx.shape
+    rows = batch.ar_idx.reshape(-1)
+    with torch.no_grad():
+        # Only the rows the AR loss uses: the states' rows are not needed.
+        t_logits = teacher(batch.ids, positions=batch.positions, mask=mask, gather=(batch.rows, batch.cols))[rows]
+    t_log = torch.log_softmax(t_logits.float(), dim=-1)
+    kl = (t_log.exp() * (t_log - torch.log_softmax(logits[rows].float(), dim=-1))).sum(-1).reshape(E, n)
+    m = batch.ar_mask.to(kl.dtype)
+    return cons, ar, (kl * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _losses(logits, batch, smoothing):
     E, n = batch.ar_idx.shape
     ce = F.cross_entropy(logits[batch.ar_idx.reshape(-1)], batch.ar_tok.reshape(-1), reduction="none",
                          label_smoothing=smoothing).reshape(E, n)

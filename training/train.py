@@ -54,6 +54,12 @@ def parse_args(argv=None):
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--ar-weight", type=float, default=10.0, help="w in L = L_consistency + w * L_AR")
     p.add_argument("--consistency-weight", type=float, default=1.0)
+    p.add_argument("--distill-weight", type=float, default=0.0,
+                   help="d in L = ... + d * KL(base || model) on the next-token distributions of the fixed "
+                        "points' tokens (the base: --teacher, frozen; one more forward per step, no backward)")
+    p.add_argument("--teacher", default="",
+                   help="the base that --distill-weight distills from (default: --model; give the base when "
+                        "--model is a CLLM whose training goes on)")
     p.add_argument("--loss", choices=("global", "local"), default="global",
                    help="global: target is the fixed point; local: the next Jacobi state")
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -143,31 +149,35 @@ def lr_multiplier(step, total, warmup, time_fraction=0.0):
     return 0.5 * (1.0 + math.cos(math.pi * (progress - warm) / (1.0 - warm)))
 
 
-def train_step(model, units, n_global, args, device, autocast):
-    """Forward + backward of this rank's units of one global batch; returns (loss, consistency, ar)
-    summed over its block examples / n_global (all_reduce makes them the global batch's means)."""
+def train_step(model, units, n_global, args, device, autocast, teacher=None):
+    """Forward + backward of this rank's units of one global batch; returns (loss, consistency, ar,
+    distill) summed over its block examples / n_global (all_reduce makes them the global batch's
+    means), block examples and real tokens. `teacher`: the frozen base, with --distill-weight."""
     units = sorted(units, key=lambda u: batching.unit_tokens(u, args.loss == "local"))
     m = args.micro_batch or len(units)
     chunks = [units[i:i + m] for i in range(0, len(units), m)]
-    sums, examples, tokens = torch.zeros(3), 0, 0
+    sums, examples, tokens = torch.zeros(4), 0, 0
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     for c, chunk in enumerate(chunks):
         batch = batching.build(chunk, local=args.loss == "local").to(device)
         sync = c == len(chunks) - 1 or not hasattr(model, "no_sync")
         with (model.no_sync() if not sync else contextlib.nullcontext()):
             with autocast():
-                cons, ar = batching.example_losses(model, batch, args.label_smoothing)
-            total = args.consistency_weight * cons + args.ar_weight * ar
+                losses_ = batching.example_losses(model, batch, args.label_smoothing, teacher)
+            cons, ar = losses_[:2]
+            dist = losses_[2] if teacher is not None else torch.zeros_like(ar)
+            total = args.consistency_weight * cons + args.ar_weight * ar + args.distill_weight * dist
             # DDP averages gradients over ranks: scale so that the result is the global mean.
             (total.sum() * (world / n_global)).backward()
-        sums += torch.stack([total.detach().sum(), cons.detach().sum(), ar.detach().sum()]).float().cpu() / n_global
+        sums += torch.stack([total.detach().sum(), cons.detach().sum(), ar.detach().sum(),
+                             dist.detach().sum()]).float().cpu() / n_global
         examples += batch.examples
         tokens += batch.real_tokens
     return sums, examples, tokens
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def setup(args):
+    """Device, world size and rank (torch.distributed starts only when WORLD_SIZE > 1); seeds."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if args.device == "auto":
@@ -183,16 +193,24 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts (norms, loss) need no more
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    local = args.loss == "local"
-    if args.pack and local:
+    if args.pack and args.loss == "local":
         raise SystemExit("--pack supports --loss global only")
+    return device, world, rank
 
-    t_load = time.time()
+
+def load_data(args, world):
+    """(file info, block examples, training units) of the trajectory files."""
     info = data.read_info(args.trajectories)
     examples = data.block_examples(data.read_samples(args.trajectories))
     units = batching.units_of(examples, args.pack)
     if len(units) < world:
         raise SystemExit(f"{args.trajectories}: {len(units)} units, fewer than the {world} ranks")
+    return info, examples, units
+
+
+def prepare_model(args, info, device, world):
+    """(model, its dtypes, the module that trains: DDP- and compile-wrapped as asked, the frozen base
+    with --distill-weight, else None)."""
     model, dtypes = load_model(args.model)
     if info.get("vocab_size") and info["vocab_size"] > model.cfg.vocab_size:
         raise SystemExit(f"{args.trajectories} was collected with a vocabulary of {info['vocab_size']} tokens; "
@@ -206,38 +224,52 @@ def main(argv=None):
         if not hasattr(torch, "compile"):
             raise SystemExit(f"--compile needs torch >= 2 (this is {torch.__version__})")
         train_model = torch.compile(train_model, dynamic=True)
+    teacher = None
+    if args.distill_weight > 0:  # the base, frozen
+        teacher = load_model(args.teacher or args.model)[0].to(device).eval()
+        if teacher.cfg.vocab_size != model.cfg.vocab_size:
+            raise SystemExit(f"--teacher {args.teacher}: vocabulary of {teacher.cfg.vocab_size} tokens, "
+                             f"--model {args.model} has {model.cfg.vocab_size}")
+        teacher.requires_grad_(False)
+    return model, dtypes, train_model, teacher
+
+
+def make_optimizer(args, model, device, total):
+    """AdamW and the warm-up + cosine schedule over `total` steps; the returned clock dict's "fraction"
+    (elapsed / --max-seconds) makes the schedule follow the time."""
     try:  # one fused kernel per step on the GPU (torch 2.x); the plain loop elsewhere
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                                 **({"fused": True} if device.type == "cuda" else {}))
     except (TypeError, RuntimeError):
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    per_step = args.batch_size * world
-    total = args.steps or max(1, math.ceil(len(units) * args.epochs / per_step))
     warmup = max(1, math.ceil(args.warmup * total))
     clock = {"fraction": 0.0}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, total, warmup, clock["fraction"]))
+    return opt, sched, clock
+
+
+def announce(args, info, examples, units, total, per_step, device, world, load_seconds):
+    """The run's line on stderr and training_args.json (rank 0)."""
+    local = args.loss == "local"
+    mean_tokens = sum(batching.unit_tokens([(examples[i], [0] * min(args.states_per_example, len(examples[i].states)))
+                                            for i in u], local) for u in units) / len(units)
+    print(f"{len(examples)} block examples in {len(units)} units (block {info.get('block')}, "
+          f"{len(args.trajectories)} files and the model read in {load_seconds:.1f} s, "
+          f"~{mean_tokens:.0f} tokens each), {total} steps of {per_step} units"
+          f"{f' or {args.max_seconds:.0f} s' if args.max_seconds else ''}, {args.loss} consistency "
+          f"{args.consistency_weight:g} + {args.ar_weight:g} x AR"
+          f"{f' + {args.distill_weight:g} x distill' if args.distill_weight else ''}, lr {args.lr:g}, device {device}, "
+          f"world {world}",
+          file=sys.stderr)
+    with open(os.path.join(args.out, "training_args.json"), "w") as f:
+        json.dump(vars(args), f, indent=2)
+
+
+def train_loop(args, model, train_model, teacher, opt, sched, clock, stream, total, device, world, rank, writer,
+               log):
+    """Runs the steps (until `total` or --max-seconds); returns (steps done, block examples seen, seconds)."""
     autocast = ((lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if args.bf16
                 else contextlib.nullcontext)
-
-    os.makedirs(args.out, exist_ok=True)
-    if rank == 0:
-        mean_tokens = sum(batching.unit_tokens([(examples[i], [0] * min(args.states_per_example, len(examples[i].states)))
-                                                for i in u], local) for u in units) / len(units)
-        print(f"{len(examples)} block examples in {len(units)} units (block {info.get('block')}, "
-              f"{len(args.trajectories)} files and the model read in {time.time() - t_load:.1f} s, "
-              f"~{mean_tokens:.0f} tokens each), {total} steps of {per_step} units"
-              f"{f' or {args.max_seconds:.0f} s' if args.max_seconds else ''}, {args.loss} consistency + "
-              f"{args.ar_weight} x AR, lr {args.lr:g}, device {device}, world {world}", file=sys.stderr)
-        with open(os.path.join(args.out, "training_args.json"), "w") as f:
-            json.dump(vars(args), f, indent=2)
-    csv_path = os.path.join(args.out, "loss.csv")
-    log = open(csv_path, "w", newline="") if rank == 0 else None
-    writer = csv.writer(log) if log else None
-    if writer:
-        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples"])
-
-    stream = batching.global_batches(examples, units, per_step, args.seed, args.states_per_example,
-                                     args.sort_buffer, local)
     t0 = time.time()
     seen = tokens_seen = 0
     model.train()
@@ -245,7 +277,7 @@ def main(argv=None):
         batch = next(stream)
         n_global = sum(len(u) for u in batch)
         opt.zero_grad(set_to_none=True)
-        sums, n_ex, n_tok = train_step(train_model, batch[rank::world], n_global, args, device, autocast)
+        sums, n_ex, n_tok = train_step(train_model, batch[rank::world], n_global, args, device, autocast, teacher)
         stats = torch.cat([sums, torch.tensor([float(n_ex), float(n_tok)])])
         elapsed = torch.tensor([time.time() - t0])
         if world > 1:
@@ -253,8 +285,8 @@ def main(argv=None):
             torch.distributed.all_reduce(stats)
             torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)  # ranks stop together
             stats, elapsed = stats.cpu(), elapsed.cpu()
-        seen += int(stats[3])
-        tokens_seen += int(stats[4])
+        seen += int(stats[4])
+        tokens_seen += int(stats[5])
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         lr = opt.param_groups[0]["lr"]
         opt.step()
@@ -264,18 +296,43 @@ def main(argv=None):
         last = step + 1 == total or clock["fraction"] >= 1.0
         if writer:
             writer.writerow([step + 1, f"{lr:.6g}", f"{stats[0]:.6f}", f"{stats[1]:.6f}", f"{stats[2]:.6f}",
-                             f"{seconds:.2f}", seen])
+                             f"{seconds:.2f}", seen, f"{stats[3]:.6f}"])
             log.flush()
             if (step + 1) % args.log_every == 0 or last:
+                distill = f" distill {stats[3]:.4f}" if teacher is not None else ""
                 print(f"step {step + 1}/{total} lr {lr:.3g} loss {stats[0]:.4f} consistency {stats[1]:.4f} "
-                      f"ar {stats[2]:.4f} ({seconds:.1f} s, {seen / max(seconds, 1e-9):.1f} examples/s, "
+                      f"ar {stats[2]:.4f}{distill} ({seconds:.1f} s, {seen / max(seconds, 1e-9):.1f} examples/s, "
                       f"{tokens_seen / max(seconds, 1e-9):.0f} tokens/s)", file=sys.stderr)
         if last:
             break
+    return step + 1, seen, time.time() - t0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device, world, rank = setup(args)
+    t_load = time.time()
+    info, examples, units = load_data(args, world)
+    model, dtypes, train_model, teacher = prepare_model(args, info, device, world)
+    per_step = args.batch_size * world
+    total = args.steps or max(1, math.ceil(len(units) * args.epochs / per_step))
+    opt, sched, clock = make_optimizer(args, model, device, total)
+
+    os.makedirs(args.out, exist_ok=True)
+    if rank == 0:
+        announce(args, info, examples, units, total, per_step, device, world, time.time() - t_load)
+    csv_path = os.path.join(args.out, "loss.csv")
+    log = open(csv_path, "w", newline="") if rank == 0 else None
+    writer = csv.writer(log) if log else None
+    if writer:
+        writer.writerow(["step", "lr", "loss", "consistency", "ar", "seconds", "examples", "distill"])
+    stream = batching.global_batches(examples, units, per_step, args.seed, args.states_per_example,
+                                     args.sort_buffer, args.loss == "local")
+    steps, seen, seconds = train_loop(args, model, train_model, teacher, opt, sched, clock, stream, total, device,
+                                      world, rank, writer, log)
     if rank == 0:
         log.close()
-        seconds = time.time() - t0
-        print(f"trained {step + 1} steps, {seen} block examples ({seen / len(examples):.2f} epochs) in {seconds:.1f} s: "
+        print(f"trained {steps} steps, {seen} block examples ({seen / len(examples):.2f} epochs) in {seconds:.1f} s: "
               f"{seen / max(seconds, 1e-9):.1f} examples/s", file=sys.stderr)
         save_model(model, dtypes, args.model, args.out, None if args.save_dtype == "same" else args.save_dtype)
         if args.plot:

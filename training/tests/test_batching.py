@@ -2,6 +2,7 @@
 packing change nothing, and the batch stream is what the old one-by-one loop trained on."""
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,24 @@ def test_stream_draws_states_like_the_one_by_one_loop(setup):
     packed = batching.units_of(examples, pack=True)
     assert sorted(i for u in packed for i in u) == list(range(len(examples)))
     assert all(len({examples[i].prompt_index for i in u}) == 1 for u in packed)
+
+
+def test_distill_loss_is_the_kl_to_the_teacher_at_the_ar_positions(setup, tiny_model):
+    model, examples = setup
+    teacher = load_model(tiny_model)[0].eval()  # the unperturbed weights
+    units = [[(ex, [0] if len(ex.states) else [])] for ex in examples[:6]]
+    with torch.no_grad():
+        cons, ar, dist = batching.example_losses(model, batching.build(units), teacher=teacher)
+        ref_cons, ref_ar = batching.example_losses(model, batching.build(units))
+        assert torch.equal(cons, ref_cons) and torch.equal(ar, ref_ar)
+        for e, unit in enumerate(units):
+            ex = unit[0][0]
+            ids = torch.from_numpy(np.concatenate([ex.prefix, ex.fixed]))[None]
+            rows = slice(len(ex.prefix) - 1, len(ex.prefix) + ex.valid - 1)
+            s = torch.log_softmax(model(ids)[0, rows].float(), -1)
+            t = torch.log_softmax(teacher(ids)[0, rows].float(), -1)
+            ref = (t.exp() * (t - s)).sum(-1).mean()
+            assert ref > 1e-4 and dist[e].item() == pytest.approx(ref.item(), rel=1e-4, abs=1e-6), e
+        # The model as its own teacher: nothing to distill.
+        _, _, zero = batching.example_losses(model, batching.build(units), teacher=model)
+        assert zero.abs().max() < 1e-5

@@ -17,11 +17,12 @@ def test_recipe_runs_every_step_and_returns_few_files(tiny_model, tmp_path):
            "--hf-dir", tiny_model, "--train-prompts", str(train), "--eval-prompts", str(held_out), "--device", "cpu",
            "--procs", "2", "--max-new-tokens", "16", "--block", "4", "--eval-n", "2", "--eval-tokens", "12",
            "--budget", "200", "--eval-reserve", "40", "--batch-size", "2", "--states", "2", "--epochs", "1",
-           "--lr", "1e-3"]
+           "--lr", "1e-3", "--ar-weight", "5", "--distill-weight", "2"]
     env = dict(os.environ, CLLM_BIN=cllm_bin(), PYTHON=sys.executable)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "5 prompts kept" in r.stderr, r.stderr
+    assert "global consistency 1 + 5 x AR + 2 x distill" in r.stderr  # the trainer got the weights
     files = sorted(os.listdir(out))
     assert {"summary.md", "eval.json", "eval.md", "loss.csv", "recipe.log", "records.tar.gz"} <= set(files), files
     res = json.loads((out / "eval.json").read_text())

@@ -112,3 +112,25 @@ def test_lr_multiplier_follows_steps_or_time():
     assert train.lr_multiplier(5, 100, 3, 1.0) == pytest.approx(0.0)
     # A one-step run under --max-seconds: warm-up is the whole schedule; it ends at 0, no ZeroDivisionError.
     assert train.lr_multiplier(1, 1, 1, 0.5) == pytest.approx(0.0)
+
+
+def test_distillation_keeps_the_model_closer_to_its_base(tiny_model, trajectories, tmp_path):
+    """--distill-weight: the same run with a large weight ends nearer the base (KL on the fixed points)."""
+    from training import batching
+    examples = data.block_examples(data.read_samples(trajectories))
+    base = load_model(tiny_model)[0].eval()
+    kls = {}
+    for weight in ("0", "20"):
+        out = tmp_path / f"d{weight}"
+        train.main(["--model", tiny_model, "--trajectories", trajectories, "--out", str(out), "--steps", "12",
+                    "--lr", "3e-3", "--batch-size", "2", "--pack", "--device", "cpu", "--log-every", "100",
+                    "--ar-weight", "1", "--distill-weight", weight])
+        with open(out / "loss.csv") as f:
+            rows = list(csv.DictReader(f))
+        # Logged only when distilling; 0 at step 1 (the model starts as its base), then above.
+        assert (float(rows[-1]["distill"]) > 0) == (weight != "0") and float(rows[0]["distill"]) < 1e-6
+        units = [[(ex, [])] for ex in examples]
+        with torch.no_grad():
+            kls[weight] = float(batching.example_losses(load_model(str(out))[0].eval(), batching.build(units),
+                                                        teacher=base)[2].mean())
+    assert kls["20"] < 0.5 * kls["0"], kls
