@@ -122,6 +122,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
   numerics.cuda_fuse_layer = parse_cuda_layer(flags.cuda_layer);
+  numerics.cuda_graphs = parse_cuda_graphs(flags.cuda_graphs);
   LoadedModel m;
   // "random:7b": random weights of a named shape, computed while loading (no file).
   if (path.rfind("random:", 0) == 0)
@@ -210,7 +211,11 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "
        "load it, the qkv projection's epilogue does RoPE and the KV write; in forwards of up to 64 rows: three "
-       "kernels fewer a layer, the same bits)");
+       "kernels fewer a layer, the same bits)")
+      ("cuda-graphs", po::value(&flags.cuda_graphs)->default_value("replay"),
+       "with --device cuda: replay (each device forward is a CUDA graph, replayed while its launch shape is "
+       "unchanged), recapture (captured and patched every step; for comparison) or off (kernels launched one by "
+       "one; host-staged tensor parallelism always runs so)");
 }
 
 void check_block_flag(int block) {

@@ -110,6 +110,13 @@ bool parse_cuda_layer(const std::string& name) {
   CLLM_FAIL("unknown --cuda-layer '" << name << "' (expected fused or separate)");
 }
 
+ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name) {
+  if (name == "replay") return ModelOptions::CudaGraphs::kReplay;
+  if (name == "recapture") return ModelOptions::CudaGraphs::kRecapture;
+  if (name == "off") return ModelOptions::CudaGraphs::kOff;
+  CLLM_FAIL("unknown --cuda-graphs '" << name << "' (expected replay, recapture or off)");
+}
+
 bool parse_weights(const std::string& name) {
   if (name == "native") return true;
   if (name == "f32") return false;

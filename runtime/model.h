@@ -95,6 +95,11 @@ struct ModelOptions {
   // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh); false: the
   // add_rmsnorm and rope_kv_write kernels.
   bool cuda_fuse_layer = false;
+  // CUDA: how device forwards are launched. kReplay: cached graphs, replayed while the step's launch
+  // shape is unchanged; kRecapture: every step captured and patched into its graph (A/B timings);
+  // kOff: kernels enqueued directly.
+  enum class CudaGraphs { kReplay, kRecapture, kOff };
+  CudaGraphs cuda_graphs = CudaGraphs::kReplay;
 };
 // --weights: "native" (true) or "f32" (false). Throws naming the valid ones.
 bool parse_weights(const std::string& name);
@@ -107,6 +112,8 @@ bool parse_cuda_launch(const std::string& name);
 bool parse_cuda_swiglu(const std::string& name);
 // --cuda-layer: "fused" (true) or "separate" (false). Throws naming the valid ones.
 bool parse_cuda_layer(const std::string& name);
+// --cuda-graphs: "replay", "recapture" or "off". Throws naming the valid ones.
+ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name);
 
 #ifdef CLLM_HAVE_CUDA
 std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,

@@ -1,21 +1,16 @@
 #include "runtime/cuda/cuda_model.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "core/check.h"
-#include "kernels/cuda/activation.cuh"
 #include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/bf16_host.h"
 #include "kernels/cuda/cuda_check.cuh"
-#include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.cuh"
-#include "kernels/cuda/rope.cuh"
-#include "kernels/cuda/skinny_gemm.cuh"
 #include "runtime/rope.h"
 
 namespace cllm::cuda {
@@ -52,52 +47,6 @@ CudaModel::Handles::Handles() {
 CudaModel::Handles::~Handles() {
   if (lt != nullptr) cublasLtDestroy(lt);
   if (stream != nullptr) cudaStreamDestroy(stream);
-}
-
-CudaModel::Linear::Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m, void* gemm_ws, size_t ws_bytes)
-    : m_(M), n_(N), k_(K) {
-  // The scratch and weight buffers are whole cudaMalloc allocations (256-byte aligned), so the
-  // skinny kernel's pointer requirements hold; its shape ones are checked here.
-  const bool skinny = M <= std::min(skinny_max_m, kSkinnyGemmMaxM) && K % 8 == 0;  // K checked for invariance
-  if (!skinny) plan_.emplace(lt, M, N, K, ws_bytes, 256, gemm_ws);
-}
-
-void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t stream) const {
-  if (plan_)
-    plan_->run(x, w, y, stream);
-  else
-    invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
-}
-
-void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, bf16* y, bool fuse,
-                                  cudaStream_t stream) const {
-  // fuse (CudaModelOptions::fuse_swiglu): invoke_skinny_gemm_gated, the same bits, one kernel fewer.
-  if (fuse && !plan_ && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
-    invoke_skinny_gemm_gated(gate_up, w, y, m_, n_, k_, stream);
-    return;
-  }
-  invoke_silu_mul(gate_up, act, m_, k_, stream);
-  run(act, w, y, stream);
-}
-
-bool CudaModel::Linear::fusable() const { return !plan_ && m_ <= kSkinnyFusedMaxM; }
-
-void CudaModel::Linear::run_fused(const SkinnyInput& in, const bf16* w, const SkinnyOutput& out,
-                                  cudaStream_t stream) const {
-  invoke_skinny_gemm_fused(in, w, out, m_, n_, k_, stream);
-}
-
-CudaModel::BlockPlans::BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws,
-                                  size_t ws_bytes)
-    : qkv(lt, n, c.q + 2 * c.kv, c.d, skinny_max_m, gemm_ws, ws_bytes),
-      o(lt, n, c.d, c.q, skinny_max_m, gemm_ws, ws_bytes),
-      gate_up(lt, n, 2 * c.ffn, c.d, skinny_max_m, gemm_ws, ws_bytes),
-      down(lt, n, c.d, c.ffn, skinny_max_m, gemm_ws, ws_bytes),
-      head(lt, n, c.vocab, c.d, skinny_max_m, gemm_ws, ws_bytes) {}
-
-CudaModel::BlockPlans::~BlockPlans() {
-  for (CachedGraph& g : graphs)
-    if (g.exec != nullptr) cudaGraphExecDestroy(g.exec);
 }
 
 CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaModelOptions& opts)
@@ -351,171 +300,7 @@ void CudaModel::fit_attention_plan() {
 }
 
 void CudaModel::launch_graph(BlockPlans& p, const GraphKey& key) {
-  ++graph_clock_;
-  if (opts_.replay_graphs)
-    for (CachedGraph& g : p.graphs)
-      if (g.key == key) {
-        g.last_use = graph_clock_;
-        ++stats_.replays;
-        CLLM_CUDA_CHECK(cudaGraphLaunch(g.exec, h_.stream));
-        return;
-      }
-  cudaGraph_t graph = nullptr;
-  CLLM_CUDA_CHECK(cudaStreamBeginCapture(h_.stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    enqueue_step(p);
-  } catch (...) {
-    // Leave the stream usable: end the (invalidated) capture and drop what it recorded.
-    if (cudaStreamEndCapture(h_.stream, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
-    (void)cudaGetLastError();
-    throw;
-  }
-  CLLM_CUDA_CHECK(cudaStreamEndCapture(h_.stream, &graph));
-  ++stats_.captures;
-  // A new entry while there is room, else the least recently used one is patched (or rebuilt).
-  const size_t room = opts_.replay_graphs ? kGraphsPerRows : 1;
-  if (p.graphs.size() < room) p.graphs.push_back({});
-  const auto victim = std::min_element(p.graphs.begin(), p.graphs.end(),
-                                       [](const CachedGraph& a, const CachedGraph& b) { return a.last_use < b.last_use; });
-  CachedGraph& g = *victim;
-  g.key = GraphKey{};  // matches no step until exec holds this one's graph (kv_generation starts at 1)
-  if (g.exec != nullptr) {
-    cudaGraphExecUpdateResultInfo info{};
-    if (cudaGraphExecUpdate(g.exec, graph, &info) == cudaSuccess) {
-      ++stats_.updates;
-    } else {  // topology or node kinds changed: build a new executable graph
-      (void)cudaGetLastError();
-      cudaGraphExecDestroy(g.exec);
-      g.exec = nullptr;
-    }
-  }
-  if (g.exec == nullptr) {
-    const cudaError_t err = cudaGraphInstantiate(&g.exec, graph, 0);
-    if (err != cudaSuccess) {
-      g.exec = nullptr;
-      cudaGraphDestroy(graph);
-      p.graphs.erase(victim);
-      CLLM_CUDA_CHECK(err);
-    }
-    ++stats_.instantiations;
-  }
-  cudaGraphDestroy(graph);
-  g.key = key;
-  g.last_use = graph_clock_;
-  CLLM_CUDA_CHECK(cudaGraphLaunch(g.exec, h_.stream));
-}
-
-void CudaModel::enqueue_step(const BlockPlans& p) {
-  cudaStream_t s = h_.stream;
-  const int n = step_.rows;
-  const int d = dims_.d, qd = dims_.q, kvd = dims_.kv, ld_qkv = qd + 2 * kvd;
-  const int heads = plan_.heads, kv_heads = plan_.kv_heads, hd = cfg_.head_dim;
-  const float eps = cfg_.rms_norm_eps;
-  // Tensor parallel: the row-parallel outputs (and the vocab-parallel embedding) summed over ranks.
-  auto all_reduce = [&](bf16* x, const CommPhase& phase) {
-    if (all_reduce_ != nullptr) all_reduce_->sum_bf16(x, static_cast<size_t>(n) * d, s, phase);
-  };
-
-  // Tokens, positions, cache rows (and the block table) from pinned memory: a memcpy node reading
-  // io_host_ at replay time.
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(io_dev_.as<void>(), io_host_.as<void>(), step_.upload_bytes, cudaMemcpyHostToDevice, s));
-  const int32_t* tokens_dev = io_dev_.as<int32_t>();
-  const int32_t* pos_dev = tokens_dev + n;
-  const int32_t* rows_dev = tokens_dev + 2 * n;
-  const void* table_dev = io_dev_.as<char>() + step_.table_offset;
-
-  float* residual = residual_.as<float>();
-  bf16* sub = sub_.as<bf16>();
-  bf16* normed = normed_.as<bf16>();
-  bf16* qkv = qkv_.as<bf16>();
-  bf16* att = att_.as<bf16>();
-  bf16* gate_up = gate_up_.as<bf16>();
-  bf16* act = act_.as<bf16>();
-  bf16* logits = logits_.as<bf16>();
-  const size_t slot_stride = static_cast<size_t>(capacity_) * kvd;  // elements of one slot's K (or V)
-  const size_t layer_cache = slot_stride * slots_;                    // elements of one layer's K (or V)
-
-  // The residual starts at 0; the first add_rmsnorm adds the embedding into it. A vocab shard writes
-  // zero rows for ids it does not hold, so the sum over ranks is exact.
-  invoke_embedding(w_.embed.as<bf16>(), tokens_dev, sub, n, d, plan_.vocab_begin, plan_.vocab, s);
-  all_reduce(sub, {"embedding"});
-  CLLM_CUDA_CHECK(cudaMemsetAsync(residual, 0, static_cast<size_t>(n) * d * sizeof(float), s));
-  // The fused layer (CudaModelOptions::fuse_layer, one rank, few rows): the o and down projections
-  // add into the residual and leave its RMS partials, the qkv and gate|up projections normalise it
-  // as they load it, and the qkv projection's epilogue does RoPE and the KV write: the same bits as
-  // the add_rmsnorm and rope_kv_write kernels they replace.
-  const bool fuse_layer = opts_.fuse_layer && all_reduce_ == nullptr && hd % 16 == 0 && p.qkv.fusable() &&
-                          p.o.fusable() && p.gate_up.fusable() && p.down.fusable();
-  float* rms_parts = rms_parts_.as<float>();
-  const SkinnyOutput to_residual{nullptr, residual, rms_parts};
-  auto normed_input = [&](const DeviceBuffer& gamma) {
-    SkinnyInput in;
-    in.residual = residual;
-    in.gamma = gamma.as<bf16>();
-    in.rms_parts = rms_parts;
-    in.eps = eps;
-    return in;
-  };
-  for (int l = 0; l < cfg_.num_layers; ++l) {
-    const DeviceLayer& L = w_.layers[l];
-    bf16* k_cache = kv_.as<bf16>() + 2 * l * layer_cache;
-    bf16* v_cache = k_cache + layer_cache;
-    // Attention: fused q|k|v GEMM; RoPE on q in place, k rotated and v copied into each row's cache
-    // row (fused: in the GEMM's epilogue). The first layer adds the embedding (sub) into the residual.
-    if (fuse_layer) {
-      SkinnyInput in;
-      if (l == 0) {
-        invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
-        in.x = normed;
-      } else {
-        in = normed_input(L.attn_norm);
-      }
-      SkinnyOutput out{qkv};
-      out.rope = SkinnyRopeKv{pos_dev, rows_dev, inv_freq_.as<float>(), k_cache, v_cache, qd, kvd, hd};
-      p.qkv.run_fused(in, L.wqkv.as<bf16>(), out, s);
-    } else {
-      invoke_add_rmsnorm(residual, sub, L.attn_norm.as<bf16>(), normed, n, d, eps, s);
-      p.qkv.run(normed, L.wqkv.as<bf16>(), qkv, s);
-      invoke_rope_kv_write(qkv, ld_qkv, qkv + qd, ld_qkv, qkv + qd + kvd, ld_qkv, k_cache, v_cache, pos_dev, rows_dev,
-                           inv_freq_.as<float>(), n, heads, kv_heads, hd, s);
-    }
-    invoke_batched_attention(qkv, ld_qkv, k_cache, v_cache, slot_stride, att, attn_ws_.as<void>(), attn_ws_.bytes(),
-                             attn_plan_, table_dev, heads, kv_heads, hd, s);
-    // Output projection, then the SwiGLU MLP: fused gate|up GEMM, silu(gate) * up, down projection.
-    if (fuse_layer) {
-      SkinnyInput att_in;
-      att_in.x = att;
-      p.o.run_fused(att_in, L.wo.as<bf16>(), to_residual, s);
-      p.gate_up.run_fused(normed_input(L.ffn_norm), L.wgu.as<bf16>(), SkinnyOutput{gate_up}, s);
-      SkinnyInput act_in;
-      act_in.x = gate_up;
-      act_in.gated = true;
-      if (!opts_.fuse_swiglu) {
-        invoke_silu_mul(gate_up, act, n, dims_.ffn, s);
-        act_in.x = act;
-        act_in.gated = false;
-      }
-      p.down.run_fused(act_in, L.wdown.as<bf16>(), to_residual, s);
-    } else {
-      p.o.run(att, L.wo.as<bf16>(), sub, s);
-      all_reduce(sub, {"attention", l});
-      invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
-      p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
-      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, opts_.fuse_swiglu, s);
-      all_reduce(sub, {"mlp", l});
-    }
-  }
-  // The residual holds the last down projection's output already on the fused path.
-  invoke_add_rmsnorm(residual, fuse_layer ? nullptr : sub, w_.final_norm.as<bf16>(), normed, n, d, eps, s);
-  p.head.run(normed, w_.head(), logits, s);
-  // This rank's argmax over its vocab rows, as global ids; with several ranks also the values.
-  float* values = comm_ != nullptr ? values_dev_.as<float>() : nullptr;
-  invoke_argmax(logits, n, dims_.vocab, ids_dev_.as<int32_t>(), values, plan_.vocab_begin, argmax_ws_.as<void>(),
-                argmax_ws_.bytes(), s);
-  CLLM_CUDA_CHECK(cudaMemcpyAsync(ids_host_.as<int32_t>(), ids_dev_.as<int32_t>(), n * sizeof(int32_t),
-                                  cudaMemcpyDeviceToHost, s));
-  if (values != nullptr)
-    CLLM_CUDA_CHECK(cudaMemcpyAsync(values_host_.as<float>(), values, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+  p.graphs.launch(key, opts_.replay_graphs, ++graph_clock_, h_.stream, [&] { enqueue_step(p); }, stats_);
 }
 
 std::unique_ptr<CudaModel> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
@@ -534,10 +319,7 @@ namespace cllm {
 
 std::unique_ptr<Model> make_cuda_model(const CheckpointReader& ckpt, const LoadProgress& progress,
                                        const ModelOptions& model_opts) {
-  cuda::CudaModelOptions opts = cuda::CudaModelOptions::with(model_opts);
-  if (const char* env = std::getenv("CLLM_CUDA_GRAPH_REPLAY"); env != nullptr && std::string(env) == "0")
-    opts.replay_graphs = false;
-  return cuda::make_cuda_model(ckpt, progress, opts);
+  return cuda::make_cuda_model(ckpt, progress, cuda::CudaModelOptions::with(model_opts));
 }
 
 

@@ -22,7 +22,7 @@
 // its work list to a power of two, so a growing context changes the key only at doublings of its
 // work (and when its split-K combine first appears). Otherwise the step is captured into a fresh
 // cudaGraph_t and patched into the cached executable with cudaGraphExecUpdate, or the graph is
-// instantiated again when the topology changed (llama.cpp's scheme). Capturing a ~300-node step
+// instantiated again when the topology changed (llama.cpp's scheme; step_graphs.h). Capturing a ~300-node step
 // costs about a millisecond of host time, as much as a small model's whole forward on the GPU, so
 // replaying instead is what makes a 135M model's decode step cheap. Graphs and GEMM plans are keyed
 // by the row count rounded up to a multiple of 16 above kExactMax (at most 124 keys up to kMaxRows);
@@ -53,6 +53,7 @@
 #include "runtime/cuda/device_all_reduce.h"
 #include "runtime/block_rows.h"
 #include "runtime/cuda/device_buffer.h"
+#include "runtime/cuda/step_graphs.h"
 #include "runtime/model.h"
 
 namespace cllm::cuda {
@@ -60,7 +61,7 @@ namespace cllm::cuda {
 struct CudaModelOptions {
   bool use_graphs = true;  // false: enqueue the kernels directly (the eager path tests compare against)
   // false: capture every step and patch it into the cached graph even when its key is unchanged
-  // (the behaviour before replays; make_cuda_model reads CLLM_CUDA_GRAPH_REPLAY=0 for A/B runs).
+  // (the behaviour before replays, for A/B timings: --cuda-graphs recapture).
   bool replay_graphs = true;
   // Batch invariance (design.md, "GPU numerics"): a token's logits do not depend on what shares its
   // forward (its block's size, other sequences, prefill chunking), so greedy Jacobi equals greedy AR
@@ -87,6 +88,8 @@ struct CudaModelOptions {
     o.overlap_launches = m.cuda_overlap_launches;
     o.fuse_swiglu = m.cuda_fuse_swiglu;
     o.fuse_layer = m.cuda_fuse_layer;
+    o.use_graphs = m.cuda_graphs != ModelOptions::CudaGraphs::kOff;
+    o.replay_graphs = m.cuda_graphs == ModelOptions::CudaGraphs::kReplay;
     return o;
   }
   // Rows of one batched device forward (CudaModel::kMaxRows): invariant_max_rows at or above it
@@ -96,14 +99,6 @@ struct CudaModelOptions {
   // M <= 8 on the 7B projections, 0-30% slower at 9-16); it runs there in every mode.
   static constexpr int kSkinnyBestMaxM = 8;
   bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
-};
-
-// What the graph cache did, for tests and benchmarks.
-struct CudaGraphStats {
-  int captures = 0;        // steps captured
-  int updates = 0;         // captured steps patched into an existing executable graph
-  int instantiations = 0;  // executable graphs (re)built: first use of a block size, or a topology change
-  int replays = 0;         // steps launched from a cached graph without capture (their key was unchanged)
 };
 
 class CudaModel final : public Model {
@@ -175,34 +170,11 @@ class CudaModel final : public Model {
     int d, q, kv, ffn, vocab;
   };
 
-  // What a captured step's launches depend on besides the fixed buffers (see "Graphs" above).
-  struct GraphKey {
-    int rows = 0;
-    size_t upload_bytes = 0, table_offset = 0;
-    AttentionLaunchShape attention;
-    uint64_t kv_generation = 0;
-    bool operator==(const GraphKey& o) const {
-      return rows == o.rows && upload_bytes == o.upload_bytes && table_offset == o.table_offset &&
-             attention == o.attention && kv_generation == o.kv_generation;
-    }
-  };
-
-  // An executable graph and the key of the step it was captured from.
-  struct CachedGraph {
-    GraphKey key;
-    cudaGraphExec_t exec = nullptr;
-    uint64_t last_use = 0;  // graph_clock_ when last launched
-  };
-  // Graphs kept per GEMM row count: a few launch shapes recur (contexts of different lengths, the
-  // split-K combine on or off), e.g. when one process evaluates many prompts one after another.
-  static constexpr size_t kGraphsPerRows = 4;
-
   // Linear layers for one GEMM row count (M = n) and that count's executable graphs.
   struct BlockPlans {
     BlockPlans(cublasLtHandle_t lt, const Dims& c, int n, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
-    ~BlockPlans();
     Linear qkv, o, gate_up, down, head;
-    std::vector<CachedGraph> graphs;  // at most kGraphsPerRows, the least recently used replaced
+    StepGraphs graphs;
     bool warmed_up = false;  // ran once eagerly
   };
 
@@ -239,7 +211,8 @@ class CudaModel final : public Model {
                           float* logits);
   // Launches the step through p's graph: as is when `key` matches, else captured and patched first.
   void launch_graph(BlockPlans& p, const GraphKey& key);
-  // Enqueues the whole step_ on the stream: input upload, layers, head, argmax, id download.
+  // Enqueues the whole step_ on the stream: input upload, layers, head, argmax, id download
+  // (cuda_step.cpp: the kernels in order).
   void enqueue_step(const BlockPlans& p);
 
   Handles h_;
