@@ -86,8 +86,11 @@ struct ModelOptions {
   // directly (kernels/cpu/gemm_quant.h); false: every weight is converted to fp32 at load.
   bool cpu_native_weights = false;
 };
-// --weights: "native" (true) or "f32" (false). Throws naming the valid ones.
-bool parse_weights(const std::string& name);
+// --weights: "native" (true), "f32" (false) or "auto" (the command-line default: native on one
+// rank, where the quantized matrices of a GGUF file stay in their blocks and anything else is fp32
+// anyway; f32 for a tensor-parallel group of `ranks`, whose shards are fp32). Throws naming the
+// valid ones.
+bool parse_weights(const std::string& name, int ranks = 1);
 // --numerics: "blocks" (the default above), "invariant" (every forward: blocks of any size,
 // batches and prefill chunks too, at a cost) or "fast" (none). Throws naming the valid ones.
 ModelOptions parse_numerics(const std::string& name);
