@@ -1,10 +1,13 @@
 #include "kernels/cpu/gemm_quant.h"
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "core/check.h"
 #include "kernels/cpu/thread_pool.h"
@@ -178,6 +181,22 @@ void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r
 }
 
 }  // namespace
+
+namespace detail {
+
+void* alloc_weights(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  const size_t size = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, size);
+  if (!p) throw std::bad_alloc();
+  if (align == kHuge) madvise(p, size, MADV_HUGEPAGE);  // advice only: without it, 4 KB pages
+  return p;
+}
+
+void free_weights(void* p) noexcept { std::free(p); }
+
+}  // namespace detail
 
 QuantMatrix pack_quant(QuantFormat f, int rows, int cols, const uint8_t* qs, const float* d, const float* m) {
   CLLM_CHECK(rows > 0 && cols > 0 && cols % QK == 0,

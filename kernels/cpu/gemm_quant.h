@@ -28,6 +28,25 @@
 
 namespace cllm::cpu {
 
+namespace detail {
+void* alloc_weights(size_t bytes);  // 64-byte aligned; from 2 MB on, on transparent huge pages
+void free_weights(void* p) noexcept;
+}  // namespace detail
+
+// Allocator of the packed quants: a large matrix (the LM head, tens of MB) streams through the
+// TLB once per step, and 2 MB pages cut its misses.
+template <class T>
+struct WeightAllocator {
+  using value_type = T;
+  WeightAllocator() = default;
+  template <class U>
+  WeightAllocator(const WeightAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(detail::alloc_weights(n * sizeof(T))); }
+  void deallocate(T* p, size_t) noexcept { detail::free_weights(p); }
+  template <class U>
+  bool operator==(const WeightAllocator<U>&) const { return true; }
+};
+
 enum class QuantFormat { Q8_0, Q4_1 };
 constexpr int kQuantBlock = 32;  // elements per block
 constexpr int kQuantGroup = 16;  // weight rows interleaved per group
@@ -36,7 +55,7 @@ constexpr int kQuantGroup = 16;  // weight rows interleaved per group
 struct QuantMatrix {
   QuantFormat format = QuantFormat::Q8_0;
   int rows = 0, cols = 0;
-  std::vector<uint8_t> qs;  // [groups, cols / 32, group_block_bytes()]
+  std::vector<uint8_t, WeightAllocator<uint8_t>> qs;  // [groups, cols / 32, group_block_bytes()]
   std::vector<float> d;     // [groups, cols / 32, 16]: block scales
   std::vector<float> m;     // [groups, cols / 32, 16]: Q4_1 block minimums; empty for Q8_0
 
