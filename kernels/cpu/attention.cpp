@@ -114,15 +114,39 @@ CLLM_SIMD_CLONES void accumulate(const float* p, const float* v, size_t stride, 
     for (int j = 0; j < cnt; ++j) acc[d] += p[j] * v[j * stride + d];
 }
 
-// s[j] = exp(s[j] - m) for j < cnt, 8 at a time (s has kKeyTile floats: the tail is padded).
-CLLM_SIMD_CLONES void probabilities(float* s, int cnt, float m) {
+// s[j] = exp(s[j] - m) for j < cnt, 8 at a time (s has kKeyTile floats: the tail is padded);
+// returns their sum: 8 lane sums over j = lane mod 8 in j order, then hsum's tree. All of it is a
+// function of the tile's scores alone, so a row's result does not depend on its batch.
+CLLM_SIMD_CLONES float probabilities(float* s, int cnt, float m) {
+  f32x8 sum = {};
   int j = 0;
-  for (; j + 8 <= cnt; j += 8) store8(s + j, exp8(load8(s + j) - m));
-  if (j < cnt) {
-    f32x8 v = f32x8{} + m;  // padding lanes: exp(0), never read
-    for (int u = 0; u < cnt - j; ++u) v[u] = s[j + u];
-    store8(s + j, exp8(v - m));
+  for (; j + 8 <= cnt; j += 8) {
+    const f32x8 p = exp8(load8(s + j) - m);
+    store8(s + j, p);
+    sum += p;
   }
+  if (j < cnt) {
+    f32x8 v = f32x8{} + m, keep = {};
+    for (int u = 0; u < cnt - j; ++u) v[u] = s[j + u], keep[u] = 1.0f;
+    const f32x8 p = exp8(v - m) * keep;  // padding lanes: 0
+    store8(s + j, p);
+    sum += p;
+  }
+  return hsum(sum);
+}
+
+// max(s[j]) for j < cnt (exact in any order).
+CLLM_SIMD_CLONES float tile_max(const float* s, int cnt) {
+  f32x8 mx = f32x8{} - INFINITY;
+  int j = 0;
+  for (; j + 8 <= cnt; j += 8) {
+    const f32x8 v = load8(s + j);
+    mx = v > mx ? v : mx;
+  }
+  float out = -INFINITY;
+  for (int u = 0; u < 8; ++u) out = std::max(out, mx[u]);
+  for (; j < cnt; ++j) out = std::max(out, s[j]);
+  return out;
 }
 
 struct Shape {
@@ -183,17 +207,14 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
       const int n1 = base - lo, n2 = lim - base;
       if (n1 > 0) scores(qr, kg + size_t(lo) * kv_stride, kv_stride, n1, hd, sc.s);
       if (n2 > 0) scores(qr, kg + size_t(base + shift) * kv_stride, kv_stride, n2, hd, sc.s + n1);
-      float tile_max = -INFINITY;
-      for (int j = 0; j < cnt; ++j) tile_max = std::max(tile_max, sc.s[j]);
-      const float m_new = std::max(sc.m[r], tile_max);
+      const float m_new = std::max(sc.m[r], tile_max(sc.s, cnt));
       if (m_new > sc.m[r]) {
         const float corr = std::exp(sc.m[r] - m_new);  // 0 on the first tile (m = -inf)
         sc.l[r] *= corr;
         for (int d = 0; d < hd; ++d) acc[d] *= corr;
         sc.m[r] = m_new;
       }
-      probabilities(sc.s, cnt, m_new);  // scores become probabilities (unnormalised)
-      for (int j = 0; j < cnt; ++j) sc.l[r] += sc.s[j];
+      sc.l[r] += probabilities(sc.s, cnt, m_new);  // scores become probabilities (unnormalised)
       if (n1 > 0) accumulate(sc.s, vg + size_t(lo) * kv_stride, kv_stride, n1, hd, acc);
       if (n2 > 0) accumulate(sc.s + n1, vg + size_t(base + shift) * kv_stride, kv_stride, n2, hd, acc);
     }
