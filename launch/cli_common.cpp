@@ -188,7 +188,7 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "under mpirun with --device cuda: auto (NCCL + CUDA IPC when every rank has its own GPU, else host), nccl, "
        "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)")
       ("weights", po::value(&flags.weights)->default_value("auto"),
-       "with --device cpu: native (one rank: Q8_0 and Q4_1 matrices of a GGUF file stay in their blocks and are "
+       "with --device cpu: native (one rank: Q8_0, Q4_0 and Q4_1 matrices of a GGUF file stay in their blocks and are "
        "multiplied with int8-quantized activations, batch-invariant: ~5x fewer bytes per token), f32 (every "
        "weight converted to fp32 at load) or auto (native on one rank, f32 under mpirun)")
       ("numerics", po::value(&flags.numerics)->default_value("blocks"),

@@ -82,7 +82,7 @@ struct ModelOptions {
   // CudaModelOptions). 16: decoding and Jacobi blocks of up to 16 tokens (0-13% of a 7B step).
   // The CPU model is batch-invariant up to kMaxBlockRows rows whatever this says.
   int cuda_invariant_max_rows = 16;
-  // CPU, one rank: Q8_0 / Q4_1 matrices of a GGUF file stay in their blocks and are computed on
+  // CPU, one rank: Q8_0 / Q4_0 / Q4_1 matrices of a GGUF file stay in their blocks and are computed on
   // directly (kernels/cpu/gemm_quant.h); false: every weight is converted to fp32 at load.
   bool cpu_native_weights = false;
 };

@@ -61,7 +61,6 @@ inline void hsum4(const f32x8& a, const f32x8& b, const f32x8& c, const f32x8& d
   for (int u = 0; u < 4; ++u) out[u] = h[u] + h[u + 4];
 }
 
-
 // s[j] = q · k_j for j < cnt, k_j = k + j * stride. Four keys per pass share each load of q.
 CLLM_SIMD_CLONES void scores(const float* q, const float* k, size_t stride, int cnt, int hd, float* s) {
   const int hd8 = hd & ~7;
