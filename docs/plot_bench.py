@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Plots `cllm bench --json` results: forward time per block size n against the bandwidth floor.
 
-usage: python3 docs/plot_bench.py RESULT.json [RESULT2.json ...] --out docs/img/bench.png
-Each JSON file becomes one line (labelled by its model and device); the dashed line of the same
-colour is that run's floor (bytes one step reads / read bandwidth measured in the same run).
+usage: python3 docs/plot_bench.py RESULT.json [RESULT2.json ...] --out docs/img/bench.png [--labels A,B,...]
+Each JSON file becomes one line (labelled by its model and device, or by --labels); the dashed
+line of the same colour is that run's floor (bytes one step reads / read bandwidth measured in the
+same run).
 """
 import argparse
 import json
@@ -21,17 +22,21 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--peer", help="hf_peer_bench.py JSON from the same run, drawn dotted per context")
     ap.add_argument("--contexts", help="comma-separated contexts to draw (default: all)")
+    ap.add_argument("--labels", help="comma-separated line labels, one per result file (default: model (device))")
     ap.add_argument("--title", default="cllm: one forward over n tokens vs the memory-bandwidth floor")
     args = ap.parse_args()
 
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(args.results):
+        ap.error(f"--labels has {len(labels)} labels for {len(args.results)} result files")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for path in args.results:
+    for i, path in enumerate(args.results):
         with open(path) as f:
             r = json.load(f)
         by_ctx = {}
         for row in r["forward"]:
             by_ctx.setdefault(row.get("context", 0), []).append(row)
-        name = f'{os.path.basename(r["model"].rstrip("/"))} ({r["device"]})'
+        name = labels[i] if labels else f'{os.path.basename(r["model"].rstrip("/"))} ({r["device"]})'
         for ctx, rows in sorted(by_ctx.items()):
             if args.contexts and str(ctx) not in args.contexts.split(","):
                 continue

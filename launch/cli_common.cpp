@@ -118,7 +118,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = comm.rank() == 0;
   ModelOptions numerics = parse_numerics(flags.numerics);  // refused before anything loads
-  numerics.cpu_native_weights = parse_weights(flags.weights);
+  numerics.cpu_native_weights = parse_weights(flags.weights, comm.size());
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
   numerics.cuda_fuse_layer = parse_cuda_layer(flags.cuda_layer);
@@ -191,10 +191,10 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("all-reduce", po::value(&flags.all_reduce)->default_value("auto"),
        "under mpirun with --device cuda: auto (NCCL + CUDA IPC when every rank has its own GPU, else host), nccl, "
        "ipc, or host (staged through host memory over MPI: ranks may share a GPU; no CUDA graphs)")
-      ("weights", po::value(&flags.weights)->default_value("f32"),
-       "with --device cpu on one rank: native (Q8_0 and Q4_1 matrices of a GGUF file stay in their blocks and are "
-       "multiplied with int8-quantized activations, batch-invariant: ~5x fewer bytes per token) or f32 (every "
-       "weight converted to fp32 at load)")
+      ("weights", po::value(&flags.weights)->default_value("auto"),
+       "with --device cpu: native (one rank: Q8_0, Q4_0 and Q4_1 matrices of a GGUF file stay in their blocks and are "
+       "multiplied with int8-quantized activations, batch-invariant: ~5x fewer bytes per token), f32 (every "
+       "weight converted to fp32 at load) or auto (native on one rank, f32 under mpirun)")
       ("numerics", po::value(&flags.numerics)->default_value("blocks"),
        "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
        "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "

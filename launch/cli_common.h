@@ -47,7 +47,7 @@ double startup_deadline(int argc, char** argv);
 struct CommFlags {
   double deadline_s = 60;           // --comm-deadline: seconds a collective may wait before every rank stops
   std::string all_reduce = "auto";  // --all-reduce: how CUDA ranks sum activations (parse_cuda_all_reduce)
-  std::string weights = "f32";     // --weights: CPU weights in the file's blocks or fp32 (parse_weights)
+  std::string weights = "auto";    // --weights: CPU weights in the file's blocks or fp32 (parse_weights)
   std::string numerics = "blocks";  // --numerics: which CUDA forwards are batch-invariant (parse_numerics)
 
   std::string cuda_launch = "overlapped";  // --cuda-launch (parse_cuda_launch)

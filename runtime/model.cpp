@@ -117,10 +117,11 @@ ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name) {
   CLLM_FAIL("unknown --cuda-graphs '" << name << "' (expected replay, recapture or off)");
 }
 
-bool parse_weights(const std::string& name) {
+bool parse_weights(const std::string& name, int ranks) {
+  if (name == "auto") return ranks == 1;
   if (name == "native") return true;
   if (name == "f32") return false;
-  CLLM_FAIL("unknown weights '" << name << "' (expected native or f32)");
+  CLLM_FAIL("unknown weights '" << name << "' (expected auto, native or f32)");
 }
 
 std::unique_ptr<Model> make_model(const CheckpointReader& ckpt, Device device, const LoadProgress& progress,

@@ -82,7 +82,7 @@ struct ModelOptions {
   // CudaModelOptions). 16: decoding and Jacobi blocks of up to 16 tokens (0-13% of a 7B step).
   // The CPU model is batch-invariant up to kMaxBlockRows rows whatever this says.
   int cuda_invariant_max_rows = 16;
-  // CPU, one rank: Q8_0 / Q4_1 matrices of a GGUF file stay in their blocks and are computed on
+  // CPU, one rank: Q8_0 / Q4_0 / Q4_1 matrices of a GGUF file stay in their blocks and are computed on
   // directly (kernels/cpu/gemm_quant.h); false: every weight is converted to fp32 at load.
   bool cpu_native_weights = false;
   // CUDA: kernels launched to overlap the one before them (kernels/cuda/launch.cuh); false: plain
@@ -101,8 +101,11 @@ struct ModelOptions {
   enum class CudaGraphs { kReplay, kRecapture, kOff };
   CudaGraphs cuda_graphs = CudaGraphs::kReplay;
 };
-// --weights: "native" (true) or "f32" (false). Throws naming the valid ones.
-bool parse_weights(const std::string& name);
+// --weights: "native" (true), "f32" (false) or "auto" (the command-line default: native on one
+// rank, where the quantized matrices of a GGUF file stay in their blocks and anything else is fp32
+// anyway; f32 for a tensor-parallel group of `ranks`, whose shards are fp32). Throws naming the
+// valid ones.
+bool parse_weights(const std::string& name, int ranks = 1);
 // --numerics: "blocks" (the default above), "invariant" (every forward: blocks of any size,
 // batches and prefill chunks too, at a cost) or "fast" (none). Throws naming the valid ones.
 ModelOptions parse_numerics(const std::string& name);

@@ -8,26 +8,25 @@
 namespace cllm {
 namespace {
 
-// Q8_0 / Q4_1 rows of the file (dequant.h layouts: fp16 d [, fp16 m], then the quants) split into
-// QuantMatrix's arrays, scales widened to fp32 (exact).
+// Q8_0 / Q4_0 / Q4_1 rows of the file (dequant.h layouts: fp16 d [, fp16 m], then the quants)
+// split into quants and scales widened to fp32 (exact), then packed for kernels/cpu/gemm_quant.h.
+// Q4_0 ((nib - 8) d) becomes Q4_1 with minimum -8 d: the same nibbles, and -8 d is exact.
 cpu::QuantMatrix repack_blocks(DType t, const uint8_t* rows, int n_rows, int cols) {
-  cpu::QuantMatrix q;
-  q.format = t == DType::Q8_0 ? cpu::QuantFormat::Q8_0 : cpu::QuantFormat::Q4_1;
-  q.rows = n_rows;
-  q.cols = cols;
   const size_t blocks = static_cast<size_t>(n_rows) * (cols / cpu::kQuantBlock);
-  const size_t bbytes = static_cast<size_t>(dtype_block_bytes(t)), header = t == DType::Q8_0 ? 2 : 4;
-  const size_t qbytes = bbytes - header;  // 32 (Q8_0) or 16 (Q4_1)
-  q.qs.resize(blocks * qbytes);
-  q.d.resize(blocks);
-  if (t == DType::Q4_1) q.m.resize(blocks);
+  const size_t bbytes = static_cast<size_t>(dtype_block_bytes(t)), header = t == DType::Q4_1 ? 4 : 2;
+  const size_t qbytes = bbytes - header;  // 32 (Q8_0) or 16 (Q4_0, Q4_1)
+  const bool nibbles = t != DType::Q8_0;
+  std::vector<uint8_t> qs(blocks * qbytes);
+  std::vector<float> d(blocks), m(nibbles ? blocks : 0);
   for (size_t b = 0; b < blocks; ++b) {
     const uint8_t* p = rows + b * bbytes;
-    q.d[b] = fp16_to_f32(static_cast<uint16_t>(p[0] | p[1] << 8));
-    if (t == DType::Q4_1) q.m[b] = fp16_to_f32(static_cast<uint16_t>(p[2] | p[3] << 8));
-    std::memcpy(q.qs.data() + b * qbytes, p + header, qbytes);
+    d[b] = fp16_to_f32(static_cast<uint16_t>(p[0] | p[1] << 8));
+    if (t == DType::Q4_1) m[b] = fp16_to_f32(static_cast<uint16_t>(p[2] | p[3] << 8));
+    if (t == DType::Q4_0) m[b] = -8.0f * d[b];
+    std::memcpy(qs.data() + b * qbytes, p + header, qbytes);
   }
-  return q;
+  return cpu::pack_quant(nibbles ? cpu::QuantFormat::Q4_1 : cpu::QuantFormat::Q8_0, n_rows, cols, qs.data(), d.data(),
+                         nibbles ? m.data() : nullptr);
 }
 
 // Reads this rank's slices of the manifest's tensors, checking each full shape first.
@@ -44,11 +43,11 @@ class TensorLoader {
     return out;
   }
 
-  // Native: a whole Q8_0 / Q4_1 matrix stays in its blocks; anything else is read as fp32.
+  // Native: a whole Q8_0 / Q4_0 / Q4_1 matrix stays in its blocks; anything else is read as fp32.
   LinearWeight matrix(const TensorSpec& t) {
     LinearWeight w;
     const DType dt = ckpt_.stored_dtype(t.name);
-    if (!native_ || (dt != DType::Q8_0 && dt != DType::Q4_1)) {
+    if (!native_ || (dt != DType::Q8_0 && dt != DType::Q4_0 && dt != DType::Q4_1)) {
       w.f32 = read(t);
       return w;
     }

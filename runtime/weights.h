@@ -1,5 +1,5 @@
 // LLaMA weights in host memory: plain data, HF layout ([out, in] row-major for linears), fp32, or
-// with native weights the linears (and the embedding / LM head) kept in the file's Q8_0 / Q4_1
+// with native weights the linears (and the embedding / LM head) kept in the file's Q8_0 / Q4_0 / Q4_1
 // blocks for kernels/cpu/gemm_quant.h (other stored types are converted to fp32 as before).
 // A tensor-parallel rank holds only its slice (core/tensor_manifest.h); the shapes below are those
 // of the slice, with heads, kv, ffn and vocab the rank's own counts (the whole model at TP=1).
@@ -46,7 +46,7 @@ struct ModelWeights {
 
 // Reads the whole model.
 ModelWeights load_weights_f32(const CheckpointReader& ckpt, const LoadProgress& progress);
-// The whole model with Q8_0 / Q4_1 matrices kept in their blocks (one rank only).
+// The whole model with Q8_0 / Q4_0 / Q4_1 matrices kept in their blocks (one rank only).
 ModelWeights load_weights_native(const CheckpointReader& ckpt, const LoadProgress& progress);
 // Reads only the slices of `plan` (TensorRange reads), checking each tensor's full shape first.
 // progress counts this rank's bytes.

@@ -19,6 +19,7 @@
 
 #include "core/check.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd_exp.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace cllm::cpu {
@@ -37,7 +38,6 @@ constexpr int kMaxQueryBlock = 16;  // queries per work item (rows = this * grou
 
 // 8 floats in a GCC/Clang vector: one ymm register in the AVX2 clone, two xmm in the baseline one.
 // Explicit vectors because auto-vectorising these reductions without -ffast-math gives shuffles.
-typedef float f32x8 __attribute__((vector_size(32)));
 // load8 returns f32x8 by value; it is internal and inlined, so GCC's warning that this ABI
 // differs between the AVX and baseline clones does not apply. The others take references.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -48,10 +48,17 @@ inline f32x8 load8(const float* p) {
   return v;
 }
 inline void store8(float* p, const f32x8& v) { std::memcpy(p, &v, sizeof v); }
-inline float hsum(const f32x8& v) {
-  float s = 0;
-  for (int u = 0; u < 8; ++u) s += v[u];
-  return s;
+
+// Pairwise sums, as one hadd: [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7].
+__attribute__((always_inline)) inline f32x8 hadd8(const f32x8& a, const f32x8& b) {
+  return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) + __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+// The sum of 8 lanes in one fixed tree, ((0+1)+(2+3)) + ((4+5)+(6+7)): hsum4 gives every key this
+// same tree, so a score does not depend on which keys share its pass.
+inline float hsum(const f32x8& v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
+inline void hsum4(const f32x8& a, const f32x8& b, const f32x8& c, const f32x8& d, float* out) {
+  const f32x8 h = hadd8(hadd8(a, b), hadd8(c, d));  // [a lo, b lo, c lo, d lo | a hi, b hi, c hi, d hi]
+  for (int u = 0; u < 4; ++u) out[u] = h[u] + h[u + 4];
 }
 
 // s[j] = q · k_j for j < cnt, k_j = k + j * stride. Four keys per pass share each load of q.
@@ -68,14 +75,13 @@ CLLM_SIMD_CLONES void scores(const float* q, const float* k, size_t stride, int 
       a2 += x * load8(k2 + d);
       a3 += x * load8(k3 + d);
     }
-    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    hsum4(a0, a1, a2, a3, s + j);
     for (int d = hd8; d < hd; ++d) {
-      s0 += q[d] * k0[d];
-      s1 += q[d] * k1[d];
-      s2 += q[d] * k2[d];
-      s3 += q[d] * k3[d];
+      s[j] += q[d] * k0[d];
+      s[j + 1] += q[d] * k1[d];
+      s[j + 2] += q[d] * k2[d];
+      s[j + 3] += q[d] * k3[d];
     }
-    s[j] = s0, s[j + 1] = s1, s[j + 2] = s2, s[j + 3] = s3;
   }
   for (; j < cnt; ++j) {
     const float* kj = k + j * stride;
@@ -105,6 +111,41 @@ CLLM_SIMD_CLONES void accumulate(const float* p, const float* v, size_t stride, 
   }
   for (int d = d0; d < hd; ++d)
     for (int j = 0; j < cnt; ++j) acc[d] += p[j] * v[j * stride + d];
+}
+
+// s[j] = exp(s[j] - m) for j < cnt, 8 at a time (s has kKeyTile floats: the tail is padded);
+// returns their sum: 8 lane sums over j = lane mod 8 in j order, then hsum's tree. All of it is a
+// function of the tile's scores alone, so a row's result does not depend on its batch.
+CLLM_SIMD_CLONES float probabilities(float* s, int cnt, float m) {
+  f32x8 sum = {};
+  int j = 0;
+  for (; j + 8 <= cnt; j += 8) {
+    const f32x8 p = exp8(load8(s + j) - m);
+    store8(s + j, p);
+    sum += p;
+  }
+  if (j < cnt) {
+    f32x8 v = f32x8{} + m, keep = {};
+    for (int u = 0; u < cnt - j; ++u) v[u] = s[j + u], keep[u] = 1.0f;
+    const f32x8 p = exp8(v - m) * keep;  // padding lanes: 0
+    store8(s + j, p);
+    sum += p;
+  }
+  return hsum(sum);
+}
+
+// max(s[j]) for j < cnt (exact in any order).
+CLLM_SIMD_CLONES float tile_max(const float* s, int cnt) {
+  f32x8 mx = f32x8{} - INFINITY;
+  int j = 0;
+  for (; j + 8 <= cnt; j += 8) {
+    const f32x8 v = load8(s + j);
+    mx = v > mx ? v : mx;
+  }
+  float out = -INFINITY;
+  for (int u = 0; u < 8; ++u) out = std::max(out, mx[u]);
+  for (; j < cnt; ++j) out = std::max(out, s[j]);
+  return out;
 }
 
 struct Shape {
@@ -165,19 +206,14 @@ void attend_block(const float* q, const float* k, const float* v, float* out, co
       const int n1 = base - lo, n2 = lim - base;
       if (n1 > 0) scores(qr, kg + size_t(lo) * kv_stride, kv_stride, n1, hd, sc.s);
       if (n2 > 0) scores(qr, kg + size_t(base + shift) * kv_stride, kv_stride, n2, hd, sc.s + n1);
-      float tile_max = -INFINITY;
-      for (int j = 0; j < cnt; ++j) tile_max = std::max(tile_max, sc.s[j]);
-      const float m_new = std::max(sc.m[r], tile_max);
+      const float m_new = std::max(sc.m[r], tile_max(sc.s, cnt));
       if (m_new > sc.m[r]) {
         const float corr = std::exp(sc.m[r] - m_new);  // 0 on the first tile (m = -inf)
         sc.l[r] *= corr;
         for (int d = 0; d < hd; ++d) acc[d] *= corr;
         sc.m[r] = m_new;
       }
-      for (int j = 0; j < cnt; ++j) {
-        sc.s[j] = std::exp(sc.s[j] - m_new);  // scores become probabilities (unnormalised)
-        sc.l[r] += sc.s[j];
-      }
+      sc.l[r] += probabilities(sc.s, cnt, m_new);  // scores become probabilities (unnormalised)
       if (n1 > 0) accumulate(sc.s, vg + size_t(lo) * kv_stride, kv_stride, n1, hd, acc);
       if (n2 > 0) accumulate(sc.s + n1, vg + size_t(base + shift) * kv_stride, kv_stride, n2, hd, acc);
     }

@@ -1,77 +1,70 @@
 #include "kernels/cpu/gemm_quant.h"
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 
 #include "core/check.h"
-#include "kernels/cpu/reduce8.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace cllm::cpu {
 namespace {
 
-constexpr int QK = kQuantBlock;
+constexpr int QK = kQuantBlock, G = kQuantGroup;
 
 // x quantized per row and 32-block, as llama.cpp's Q8_0/Q8_1 activations: q = round(x / d) with
-// d = max|x| / 127, so |q| <= 127 (the int8 dot products below cannot overflow int16 pairs).
+// d = max|x| / 127, so |q| <= 127 (the int8 dot products cannot overflow int16 pairs).
 struct QuantRows {
-  std::vector<int8_t> q;  // [M, K]
-  std::vector<float> d;   // [M, K / 32]
-  std::vector<float> s;   // [M, K / 32]: d * Σ q, the Q4_1 minimum's factor
+  std::vector<int8_t> q;   // [M, K]
+  std::vector<float> d;    // [M, K / 32]
+  std::vector<float> s;    // [M, K / 32]: d * Σ q, the Q4_1 minimum's factor
+  std::vector<int32_t> c;  // [M, K / 32]: -128 Σ q, taking back Q8_0's stored + 128
 };
 
-// One scalar routine for every CPU: O(M K), small next to the O(M N K) products.
-void quantize_rows(const float* x, int M, int K, QuantRows& out) {
-  const int nb = K / QK;
-  out.q.resize(static_cast<size_t>(M) * K);
-  out.d.resize(static_cast<size_t>(M) * nb);
-  out.s.resize(static_cast<size_t>(M) * nb);
-  for (size_t b = 0; b < static_cast<size_t>(M) * nb; ++b) {
-    const float* xb = x + b * QK;
-    float amax = 0;
-    for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-    int sum = 0;
-    for (int i = 0; i < QK; ++i) {
-      const int q = static_cast<int>(std::nearbyint(xb[i] * id));  // nearest even, as cvtps_epi32
-      out.q[b * QK + i] = static_cast<int8_t>(q);
-      sum += q;
-    }
-    out.d[b] = d;
-    out.s[b] = d * static_cast<float>(sum);
+void quantize_block_portable(const float* xb, int8_t* q, float& d, int& sum) {
+  float amax = 0;
+  for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
+  d = amax / 127.0f;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  sum = 0;
+  for (int i = 0; i < QK; ++i) {
+    const int v = static_cast<int>(std::nearbyint(xb[i] * id));  // nearest even, as cvtps_epi32
+    q[i] = static_cast<int8_t>(v);
+    sum += v;
   }
 }
 
-// Weight element i (0..31) of a block as an integer: int8 for Q8_0, the nibble for Q4_1.
-int weight_q(QuantFormat f, const uint8_t* wq, int i) {
-  if (f == QuantFormat::Q8_0) return static_cast<int8_t>(wq[i]);
-  return i < QK / 2 ? (wq[i] & 0x0F) : (wq[i - QK / 2] >> 4);
+// Weight element i (0..31) of row r (0..15) of a packed group-block, as an integer.
+int packed_weight(QuantFormat f, const uint8_t* blk, int r, int i) {
+  const int k = i / 4, j = i % 4;
+  if (f == QuantFormat::Q8_0) return static_cast<int>(blk[64 * k + 4 * r + j]) - 128;
+  const uint8_t byte = blk[64 * (k % 4) + 4 * r + j];
+  return k < 4 ? (byte & 0x0F) : (byte >> 4);
 }
 
-// Scalar twin of the AVX2 path: int32 lane l sums elements 4l..4l+3 (maddubs then madd), each
-// block adds (dw * dx) * lane into fp32 lane l, Q4_1 adds mw * s into one offset sum.
-// y[t, n - r0] with row stride ldy.
-void rows_portable(const QuantRows& xq, const QuantMatrix& w, float* y, int ldy, int r0, int M, int n0, int n1) {
+// The reference every SIMD path matches bit for bit: per (token, row), per block in k order, the
+// exact int dot, then fma(dw * dx, isum, acc) and, for Q4_1, fma(mw, s, acc). out[M][16].
+void group_portable(const QuantRows& xq, const QuantMatrix& w, int g, int M, float* out) {
   const int K = w.cols, nb = K / QK;
-  const size_t wstride = w.row_qs_bytes(), bbytes = wstride / nb;
-  for (int n = n0; n < n1; ++n)
-    for (int t = 0; t < M; ++t) {
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, off = 0;
+  const size_t gb = w.group_block_bytes();
+  for (int t = 0; t < M; ++t)
+    for (int r = 0; r < G; ++r) {
+      float acc = 0;
       for (int b = 0; b < nb; ++b) {
-        const uint8_t* wq = w.qs.data() + n * wstride + b * bbytes;
+        const size_t gbi = static_cast<size_t>(g) * nb + b, wi = gbi * G + r, xi = static_cast<size_t>(t) * nb + b;
+        const uint8_t* blk = w.qs.data() + gbi * gb;
         const int8_t* xb = xq.q.data() + static_cast<size_t>(t) * K + b * QK;
-        const size_t wb = static_cast<size_t>(n) * nb + b, xbi = static_cast<size_t>(t) * nb + b;
-        const float s = w.d[wb] * xq.d[xbi];
-        for (int l = 0; l < 8; ++l) {
-          int lane = 0;
-          for (int i = 4 * l; i < 4 * l + 4; ++i) lane += weight_q(w.format, wq, i) * xb[i];
-          acc[l] = __builtin_fmaf(s, static_cast<float>(lane), acc[l]);
-        }
-        if (w.format == QuantFormat::Q4_1) off = __builtin_fmaf(w.m[wb], xq.s[xbi], off);
+        int isum = 0;
+        for (int i = 0; i < QK; ++i) isum += packed_weight(w.format, blk, r, i) * xb[i];
+        acc = __builtin_fmaf(w.d[wi] * xq.d[xi], static_cast<float>(isum), acc);
+        if (w.format == QuantFormat::Q4_1) acc = __builtin_fmaf(w.m[wi], xq.s[xi], acc);
       }
-      y[static_cast<size_t>(t) * ldy + n - r0] = detail::sum8_fixed(acc) + off;
+      out[static_cast<size_t>(t) * G + r] = acc;
     }
 }
 
@@ -103,7 +96,8 @@ namespace avx512vnni {
 }  // namespace avx512vnni
 #pragma GCC pop_options
 
-using RowsFn = void (*)(const QuantRows&, const QuantMatrix&, float*, int, int, int, int, int);
+using GroupFn = void (*)(const QuantRows&, const QuantMatrix&, int, int, float*);
+using QuantizeFn = void (*)(const float*, int8_t*, float&, int&);
 
 bool cpu_has(QuantPath p) {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -127,20 +121,34 @@ QuantPath best_path() {
 
 const QuantPath kBestPath = best_path();
 
-RowsFn rows_fn(QuantPath p) {
+GroupFn group_fn(QuantPath p) {
   switch (p) {
-    case QuantPath::Avx512Vnni: return avx512vnni::rows;
-    case QuantPath::AvxVnni: return avxvnni::rows;
-    case QuantPath::Avx2: return avx2::rows;
+    case QuantPath::Avx512Vnni: return avx512vnni::group;
+    case QuantPath::AvxVnni: return avxvnni::group;
+    case QuantPath::Avx2: return avx2::group;
     case QuantPath::Scalar: break;
   }
-  return rows_portable;
+  return group_portable;
+}
+
+void quantize_rows(const float* x, int M, int K, QuantRows& out, QuantizeFn quantize) {
+  const size_t blocks = static_cast<size_t>(M) * (K / QK);
+  out.q.resize(static_cast<size_t>(M) * K);
+  out.d.resize(blocks);
+  out.s.resize(blocks);
+  out.c.resize(blocks);
+  for (size_t b = 0; b < blocks; ++b) {
+    int sum = 0;
+    quantize(x + b * QK, out.q.data() + b * QK, out.d[b], sum);
+    out.s[b] = out.d[b] * static_cast<float>(sum);
+    out.c[b] = -128 * sum;
+  }
 }
 
 void check_shapes(const QuantMatrix& w) {
-  const size_t nb = static_cast<size_t>(w.rows) * (w.cols / QK);
-  CLLM_CHECK(w.cols % QK == 0 && w.qs.size() == w.rows * w.row_qs_bytes() && w.d.size() == nb &&
-                 w.m.size() == (w.format == QuantFormat::Q4_1 ? nb : 0),
+  const size_t gblocks = static_cast<size_t>(w.groups()) * w.blocks_per_row();
+  CLLM_CHECK(w.rows > 0 && w.cols > 0 && w.cols % QK == 0 && w.qs.size() == gblocks * w.group_block_bytes() &&
+                 w.d.size() == gblocks * G && w.m.size() == (w.format == QuantFormat::Q4_1 ? gblocks * G : 0),
              "quantized matrix [" << w.rows << ", " << w.cols << "] has inconsistent block arrays");
 }
 
@@ -149,29 +157,85 @@ void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r
   check_shapes(w);
   if (r1 < 0) r1 = w.rows;
   CLLM_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "row range [" << r0 << ", " << r1 << ") of " << w.rows << " rows");
+  if (M <= 0 || r0 == r1) return;
   const int ldy = r1 - r0;
   // The caller's scratch; the workers must see this one, not their own thread_local copies.
   thread_local QuantRows scratch;
   QuantRows& xq = scratch;
-  quantize_rows(x, M, w.cols, xq);
-  const RowsFn rows = rows_fn(path);
-  // Whole weight rows per chunk: each row's blocks are read from memory once per call.
-  parallel_for_range(ldy, 16, [&](size_t b, size_t e) {
-    const int n0 = r0 + static_cast<int>(b), n1 = r0 + static_cast<int>(e);
-    rows(xq, w, y, ldy, r0, M, n0, n1);
+  quantize_rows(x, M, w.cols, xq, path == QuantPath::Scalar ? quantize_block_portable : avx2::quantize_block);
+  const GroupFn group = group_fn(path);
+  // Whole groups of 16 weight rows per item: each group's blocks are read from memory once per
+  // call; a range that cuts a group computes it whole and keeps its own rows.
+  const int g0 = r0 / G, g1 = (r1 + G - 1) / G;
+  parallel_for_range(static_cast<size_t>(g1 - g0), 1, [&](size_t b, size_t e) {
+    thread_local std::vector<float> tile;
+    tile.resize(static_cast<size_t>(M) * G);
+    for (int g = g0 + static_cast<int>(b); g < g0 + static_cast<int>(e); ++g) {
+      group(xq, w, g, M, tile.data());
+      const int n0 = std::max(r0, g * G), n1 = std::min(r1, g * G + G);
+      for (int t = 0; t < M; ++t)
+        std::memcpy(y + static_cast<size_t>(t) * ldy + (n0 - r0), tile.data() + static_cast<size_t>(t) * G + (n0 - g * G),
+                    static_cast<size_t>(n1 - n0) * sizeof(float));
+    }
   });
 }
 
 }  // namespace
 
+namespace detail {
+
+void* alloc_weights(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  const size_t size = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, size);
+  if (!p) throw std::bad_alloc();
+  if (align == kHuge) madvise(p, size, MADV_HUGEPAGE);  // advice only: without it, 4 KB pages
+  return p;
+}
+
+void free_weights(void* p) noexcept { std::free(p); }
+
+}  // namespace detail
+
+QuantMatrix pack_quant(QuantFormat f, int rows, int cols, const uint8_t* qs, const float* d, const float* m) {
+  CLLM_CHECK(rows > 0 && cols > 0 && cols % QK == 0,
+             "quantized matrix [" << rows << ", " << cols << "]: columns must be a positive multiple of " << QK);
+  CLLM_CHECK(f == QuantFormat::Q8_0 || m != nullptr, "Q4_1 matrix [" << rows << ", " << cols << "] without minimums");
+  QuantMatrix w;
+  w.format = f;
+  w.rows = rows;
+  w.cols = cols;
+  const int nb = cols / QK;
+  const size_t gb = w.group_block_bytes(), gblocks = static_cast<size_t>(w.groups()) * nb;
+  const size_t src_bb = f == QuantFormat::Q8_0 ? QK : QK / 2;  // quant bytes per block in ggml order
+  // Padding rows: value 0 (stored 128 for Q8_0), scale 0.
+  w.qs.assign(gblocks * gb, f == QuantFormat::Q8_0 ? 0x80 : 0);
+  w.d.assign(gblocks * G, 0.0f);
+  if (f == QuantFormat::Q4_1) w.m.assign(gblocks * G, 0.0f);
+  for (int n = 0; n < rows; ++n)
+    for (int b = 0; b < nb; ++b) {
+      const size_t src = static_cast<size_t>(n) * nb + b, gbi = static_cast<size_t>(n / G) * nb + b;
+      const int r = n % G;
+      const uint8_t* in = qs + src * src_bb;
+      uint8_t* out = w.qs.data() + gbi * gb;
+      if (f == QuantFormat::Q8_0)
+        for (int i = 0; i < QK; ++i) out[64 * (i / 4) + 4 * r + i % 4] = in[i] ^ 0x80;
+      else
+        for (int j = 0; j < QK / 2; ++j) out[64 * (j / 4) + 4 * r + j % 4] = in[j];
+      w.d[gbi * G + r] = d[src];
+      if (f == QuantFormat::Q4_1) w.m[gbi * G + r] = m[src];
+    }
+  return w;
+}
+
 void dequantize_quant_row(const QuantMatrix& w, int r, float* out) {
-  const int nb = w.cols / QK;
-  const size_t bbytes = w.row_qs_bytes() / nb;
+  const int nb = w.blocks_per_row();
   for (int b = 0; b < nb; ++b) {
-    const uint8_t* wq = w.qs.data() + r * w.row_qs_bytes() + b * bbytes;
-    const size_t wb = static_cast<size_t>(r) * nb + b;
-    const float mn = w.format == QuantFormat::Q4_1 ? w.m[wb] : 0.0f;
-    for (int i = 0; i < QK; ++i) out[b * QK + i] = static_cast<float>(weight_q(w.format, wq, i)) * w.d[wb] + mn;
+    const size_t gbi = static_cast<size_t>(r / G) * nb + b, wi = gbi * G + r % G;
+    const uint8_t* blk = w.qs.data() + gbi * w.group_block_bytes();
+    const float mn = w.format == QuantFormat::Q4_1 ? w.m[wi] : 0.0f;
+    for (int i = 0; i < QK; ++i) out[b * QK + i] = static_cast<float>(packed_weight(w.format, blk, r % G, i)) * w.d[wi] + mn;
   }
 }
 
@@ -193,8 +257,8 @@ void matmul_wt_quant(const float* x, const QuantMatrix& w, float* y, int M, int 
   matmul(x, w, y, M, r0, r1, kBestPath);
 }
 
-void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path) {
-  matmul(x, w, y, M, 0, -1, path);
+void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path, int r0, int r1) {
+  matmul(x, w, y, M, r0, r1, path);
 }
 
 }  // namespace cllm::cpu

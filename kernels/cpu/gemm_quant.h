@@ -1,15 +1,26 @@
 // Batch-invariant GEMM on quantized weights: y[M,N] = x[M,K] · W[N,K]^T with W kept in 32-element
-// blocks (the ggml Q8_0 and Q4_1 formats, scales widened to fp32 once at load so the inner loop
-// has no fp16 conversion). Decoding reads the weights once per step, so reading ~1 byte (Q8_0) or
-// ~0.75 byte (Q4_1) per weight instead of 4 is most of the speed-up. As in llama.cpp, each row of
-// x is first quantized per 32-block to int8 with an fp32 scale (Q8 activations), and each
-// weight-block x activation-block product is an exact int32 dot product:
-//   Q8_0: y += (dw * dx) * Σ wq·xq
-//   Q4_1: y += (dw * dx) * Σ nib·xq  +  mw * (dx * Σ xq)      (w = nib * dw + mw)
-// Batch invariance: the int dot is exact and the fp32 sums run in one fixed order (8 lanes of
-// 4 elements each across the blocks in k order, then a fixed lane reduction, then the Q4_1
-// offset sum), so a row's result does not depend on M, the tiling or the threads, and the SIMD
-// paths (AVX2, AVX-VNNI, AVX-512 VNNI, chosen at run time) and the scalar fallback give the same bits.
+// blocks (the ggml Q8_0 and Q4_1 formats; Q4_0 is Q4_1 with minimum -8 d). Decoding reads the
+// weights once per step, so reading ~1 byte (Q8_0) or ~0.75 byte (Q4_1) per weight instead of 4 is
+// most of the speed-up. As in llama.cpp, each row of x is first quantized per 32-block to int8
+// with an fp32 scale (Q8 activations), and each weight-block x activation-block product is an
+// exact int32 dot product over the whole block:
+//   Q8_0: y = fma(dw * dx, Σ wq·xq, y)
+//   Q4_1: y = fma(dw * dx, Σ nib·xq, y);  y = fma(mw, dx * Σ xq, y)     (w = nib * dw + mw)
+// over the blocks in k order. Batch invariance: the int dot is exact and every (row, token)
+// output runs this one fp32 chain, whatever M, the tiling or the threads, so a row's result does
+// not depend on how many rows share the GEMM, and the SIMD paths (AVX2, AVX-VNNI, AVX-512 VNNI,
+// chosen at run time) and the scalar fallback give the same bits.
+//
+// Weight layout (packed at load): rows in groups of 16 (the last one padded with zero blocks);
+// for each group and block, 8 chunks of 64 bytes, chunk k holding elements 4k..4k+3 of the 16 rows
+// in row order. One int8 dot instruction (vpdpbusd) on a chunk and 4 broadcast activation bytes
+// adds 4 products into each of 16 rows' int32 lanes, so a block's 32 products land in its row's
+// lane without horizontal sums, and the fp32 scale/accumulate steps serve 16 rows at once. Each
+// unpacked group-block is reused for up to 8 tokens from registers.
+//   Q8_0: 512 bytes per group-block, value + 128 as uint8 (vpdpbusd's unsigned operand; the
+//         activation sum x -128 is subtracted back, exactly).
+//   Q4_1: 256 bytes per group-block, 4 chunks whose low nibbles are chunks 0..3 and high nibbles
+//         chunks 4..7 (element 4c + j low, 16 + 4c + j high: ggml's byte 4c + j of the row's block).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -17,23 +28,47 @@
 
 namespace cllm::cpu {
 
+namespace detail {
+void* alloc_weights(size_t bytes);  // 64-byte aligned; from 2 MB on, on transparent huge pages
+void free_weights(void* p) noexcept;
+}  // namespace detail
+
+// Allocator of the packed quants: a large matrix (the LM head, tens of MB) streams through the
+// TLB once per step, and 2 MB pages cut its misses.
+template <class T>
+struct WeightAllocator {
+  using value_type = T;
+  WeightAllocator() = default;
+  template <class U>
+  WeightAllocator(const WeightAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(detail::alloc_weights(n * sizeof(T))); }
+  void deallocate(T* p, size_t) noexcept { detail::free_weights(p); }
+  template <class U>
+  bool operator==(const WeightAllocator<U>&) const { return true; }
+};
+
 enum class QuantFormat { Q8_0, Q4_1 };
 constexpr int kQuantBlock = 32;  // elements per block
+constexpr int kQuantGroup = 16;  // weight rows interleaved per group
 
-// A [rows, cols] weight matrix in blocks; cols is a multiple of kQuantBlock.
+// A [rows, cols] weight matrix in the packed layout above; cols is a multiple of kQuantBlock.
 struct QuantMatrix {
   QuantFormat format = QuantFormat::Q8_0;
   int rows = 0, cols = 0;
-  // Q8_0: int8 [rows, cols]; Q4_1: [rows, cols / 2] bytes, per block byte j holds element j in its
-  // low nibble and element j + 16 in its high nibble (ggml order).
-  std::vector<uint8_t> qs;
-  std::vector<float> d;  // [rows, cols / 32]: block scales
-  std::vector<float> m;  // [rows, cols / 32]: Q4_1 block minimums; empty for Q8_0
+  std::vector<uint8_t, WeightAllocator<uint8_t>> qs;  // [groups, cols / 32, group_block_bytes()]
+  std::vector<float> d;     // [groups, cols / 32, 16]: block scales
+  std::vector<float> m;     // [groups, cols / 32, 16]: Q4_1 block minimums; empty for Q8_0
 
+  int groups() const { return (rows + kQuantGroup - 1) / kQuantGroup; }
+  int blocks_per_row() const { return cols / kQuantBlock; }
+  size_t group_block_bytes() const { return format == QuantFormat::Q8_0 ? 512 : 256; }
   size_t bytes() const { return qs.size() + (d.size() + m.size()) * sizeof(float); }
-  // Bytes of one row's quantized values (qs stride).
-  size_t row_qs_bytes() const { return format == QuantFormat::Q8_0 ? cols : cols / 2; }
 };
+
+// Packs a matrix given in ggml's block order, row-major: qs holds each row's blocks back to back
+// (Q8_0: 32 int8 per block; Q4_1: 16 bytes per block, byte j = element j low nibble, j + 16
+// high), d and m (Q4_1 only; null for Q8_0) one value per block, [rows, cols / 32].
+QuantMatrix pack_quant(QuantFormat f, int rows, int cols, const uint8_t* qs, const float* d, const float* m);
 
 // Elements [0, cols) of row r as fp32 (x = q * d, or nib * d + m): the embedding lookup and the
 // tests' dequantize-then-multiply reference.
@@ -51,6 +86,7 @@ bool quant_path_supported(QuantPath p);
 const char* quant_path_name(QuantPath p);
 
 // matmul_wt_quant through the named path (throws if this CPU lacks it): for the tests.
-void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path);
+void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path, int r0 = 0,
+                          int r1 = -1);
 
 }  // namespace cllm::cpu

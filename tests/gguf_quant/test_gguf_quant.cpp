@@ -18,12 +18,15 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/tensor_manifest.h"
+#include "kernels/cpu/gemm_quant.h"
 #include "loaders/checkpoint.h"
 #include "loaders/gguf.h"
 #include "loaders/mapped_file.h"
 #include "runtime/generate.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+#include "runtime/weights.h"
 #include "logit_fixture.h"
 
 namespace cllm {
@@ -120,6 +123,48 @@ TEST_P(GgufQuantModel, LogitsEqualFloat32Twin) {
   EXPECT_GT(scale, 0.1) << "degenerate random model";
   EXPECT_EQ(worst, 0.0);
   EXPECT_EQ(am_q, am_f);
+}
+
+// Native weights (--weights native) on the legacy mix: every Q8_0, Q4_0 and Q4_1 matrix stays in
+// its blocks (Q4_0 as Q4_1 with minimum -8 d) and dequantizes to exactly the fp32 loader's values;
+// the other types are fp32 in both.
+TEST(GgufNative, LegacyMatricesKeptInBlocksDequantizeExactly) {
+  const std::string path = fixture("tiny_legacy_mix.gguf");
+  const auto ckpt = open_checkpoint(path);
+  const ModelWeights native = load_weights_native(*ckpt, {}), f32 = load_weights_f32(*ckpt, {});
+  const TensorManifest m = make_tensor_manifest(ckpt->config(), ShardPlan::whole(ckpt->config()));
+  std::set<std::string> kept;
+  auto check = [&](const TensorSpec& t, const LinearWeight& a, const LinearWeight& b) {
+    const DType dt = ckpt->stored_dtype(t.name);
+    const bool blocks = dt == DType::Q8_0 || dt == DType::Q4_0 || dt == DType::Q4_1;
+    ASSERT_EQ(a.quantized(), blocks) << t.name << " (" << dtype_name(dt) << ")";
+    if (!blocks) {
+      EXPECT_EQ(a.f32, b.f32) << t.name;
+      return;
+    }
+    kept.insert(dtype_name(dt));
+    const int rows = static_cast<int>(t.shape[0]), cols = static_cast<int>(t.shape[1]);
+    std::vector<float> row(cols);
+    for (int r = 0; r < rows; ++r) {
+      cpu::dequantize_quant_row(a.q, r, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), b.f32.data() + static_cast<size_t>(r) * cols, cols * sizeof(float)))
+          << t.name << " (" << dtype_name(dt) << ") row " << r;
+    }
+  };
+  check(m.embed, native.embed, f32.embed);
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    const LayerTensors& t = m.layers[l];
+    const LayerWeights &a = native.layers[l], &b = f32.layers[l];
+    check(t.wq, a.wq, b.wq);
+    check(t.wk, a.wk, b.wk);
+    check(t.wv, a.wv, b.wv);
+    check(t.wo, a.wo, b.wo);
+    check(t.w_gate, a.w_gate, b.w_gate);
+    check(t.w_up, a.w_up, b.w_up);
+    check(t.w_down, a.w_down, b.w_down);
+  }
+  if (m.has_lm_head()) check(m.lm_head, native.lm_head, f32.lm_head);
+  EXPECT_TRUE(kept.count("Q4_0") && kept.count("Q4_1") && kept.count("Q8_0")) << "the mix lacks a legacy type";
 }
 
 // Mean over positions of KL(p || q) in nats for logits rows of V floats (float64 softmax).

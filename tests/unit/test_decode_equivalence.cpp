@@ -153,6 +153,16 @@ TEST(DecodeEquivalence, SmolLM2NativeWeights) {
   }
 }
 
+// --weights auto (the command line's default) computes a quantized file natively on one rank and
+// falls back to fp32 shards in a tensor-parallel group, which native weights do not support.
+TEST(DecodeEquivalence, WeightsAutoIsNativeOnOneRank) {
+  EXPECT_TRUE(parse_weights("auto", 1));
+  EXPECT_FALSE(parse_weights("auto", 4));
+  EXPECT_TRUE(parse_weights("native", 1));
+  EXPECT_FALSE(parse_weights("f32", 1));
+  EXPECT_THROW(parse_weights("fp32", 1), std::exception);
+}
+
 // Greedy AR with native weights against the f32 path on SmolLM2: the same tokens, or, where they
 // part, a near-tie: at the first differing position the f32 logits of the two chosen tokens are
 // within kNearTie of each other (measured: 0.02 to 0.29 on these prompts, int8 activations; a
