@@ -339,6 +339,10 @@ def main(argv=None):
             plot(csv_path, os.path.join(args.out, "loss.png"))
         print(f"wrote {args.out}", file=sys.stderr)
     if world > 1:
+        # DDP's reducer holds gloo state: free it while every rank is still in the group, and leave
+        # together (a rank tearing down after its peer has exited could wait forever).
+        del train_model
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

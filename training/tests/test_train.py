@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -57,9 +58,19 @@ def test_two_ranks_train_like_one_rank_with_twice_the_batch(tiny_model, trajecto
     ranks = [subprocess.Popen([sys.executable, *common, "--out", str(tmp_path / "ddp"), "--batch-size", "1"],
                               cwd=REPO, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    # Every rank must finish: on a deadline or a failed rank, the others are stopped and every
+    # rank's output is shown (a rank left waiting on a dead peer would otherwise hang the suite).
+    deadline = time.monotonic() + 300
+    while any(p.poll() is None for p in ranks) and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in ranks):
+            break
+        time.sleep(0.1)
     for p in ranks:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out
+        if p.poll() is None:
+            p.kill()
+    outputs = [p.communicate()[0] for p in ranks]
+    for r, (p, out) in enumerate(zip(ranks, outputs)):
+        assert p.returncode == 0, f"rank {r} (exit {p.returncode}):\n{out}\nother rank:\n{outputs[1 - r]}"
     # --micro-batch 1: one example per forward as on each rank. Batched, the padded GEMMs round
     # differently (~1e-7), which Adam's first steps can blow up past the tolerance on a few weights.
     single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one"), "--batch-size", "2",
