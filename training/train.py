@@ -13,6 +13,7 @@ WORLD_SIZE > 1; each global batch is split across ranks)."""
 import argparse
 import contextlib
 import csv
+import datetime
 import json
 import math
 import os
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--save-dtype", choices=("same", "F32", "F16", "BF16"), default="same",
                    help="dtype of the saved weights (same: as in --model)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--collective-timeout", type=float, default=600.0,
+                   help="with several ranks (torchrun): seconds any collective may wait for the others before the "
+                        "run stops with an error")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--plot", action="store_true", help="also write loss.png (needs matplotlib)")
     return p.parse_args(argv)
@@ -184,11 +188,15 @@ def setup(args):
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
     if world > 1:
+        if not args.collective_timeout > 0:
+            raise SystemExit(f"--collective-timeout must be positive seconds, got {args.collective_timeout}")
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend)
+        # Every collective gets a deadline: a rank that died or stalls stops the others with an
+        # error instead of leaving them waiting (gloo and NCCL default to 30 minutes).
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=args.collective_timeout))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the fp32 parts (norms, loss) need no more
     random.seed(args.seed)

@@ -83,6 +83,14 @@ def test_two_ranks_train_like_one_rank_with_twice_the_batch(tiny_model, trajecto
     assert any(not torch.equal(x, z) for x, z in zip(a.state_dict().values(), base.state_dict().values()))
 
 
+def test_collective_timeout_must_be_positive(tiny_model, trajectories, tmp_path):
+    env = dict(os.environ, WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="1")
+    r = subprocess.run([sys.executable, "-m", "training.train", "--model", tiny_model, "--trajectories", trajectories,
+                        "--out", str(tmp_path / "o"), "--device", "cpu", "--collective-timeout", "0"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--collective-timeout must be positive seconds, got 0.0" in r.stderr, r.stderr
+
+
 def test_packed_batches_with_several_states_lower_the_loss(tiny_model, trajectories, tmp_path):
     out = tmp_path / "out"
     argv = ["--model", tiny_model, "--trajectories", trajectories, "--out", str(out), "--steps", "16",
