@@ -160,7 +160,7 @@ StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max
 }
 
 double AcceptanceEstimate::p() const {
-  return (successes_ + opts_.prior_p * opts_.prior_weight) / (trials_ + opts_.prior_weight);
+  return trials_ > 0 ? successes_ / trials_ : opts_.prior_p;
 }
 
 double AcceptanceEstimate::expected(int block) const {

@@ -56,8 +56,8 @@ StepCostModel calibrate_step_cost(Model& model, int slots, int capacity, int max
 // One sequence's expected tokens per iteration at each block size. Model: each guess after the
 // first is accepted with probability p given the ones before it were (the first token of a block
 // is always final), so E(n) = (1 - p^n) / (1 - p), at most n. An iteration of block n that made t
-// tokens final gives t - 1 successes and one failure (none when t == n): p = (successes + prior)
-// / (trials + prior), with older iterations decayed. One parameter learns from every block size
+// tokens final gives t - 1 successes and one failure (none when t == n): p = successes / trials,
+// both decayed per iteration and starting at the prior's pseudo-trials. One parameter learns from every block size
 // and gives an estimate at each, including sizes not tried yet.
 class AcceptanceEstimate {
  public:
@@ -86,7 +86,11 @@ class AcceptanceEstimate {
 
  private:
   Options opts_;
-  double successes_ = 0, trials_ = 0;  // decayed counts of accepted guesses and guesses tried
+  // Decayed counts of accepted guesses and guesses tried, starting at the prior's pseudo-trials:
+  // the prior decays with the observations, so it is not a lasting floor under p (with a base
+  // model's few acceptances it kept p near 0.12, enough to prefer blocks of 2 that cost more than
+  // their extra tokens gave).
+  double successes_ = opts_.prior_p * opts_.prior_weight, trials_ = opts_.prior_weight;
   int ar_run_ = 0;                     // AR steps in a row
   int probe_after_ = opts_.probe_after;
   bool probing_ = false;

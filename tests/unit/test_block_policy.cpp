@@ -176,6 +176,21 @@ TEST(AcceptanceEstimate, PriorObservationsAndProbes) {
   EXPECT_GT(e.p(), 0.9);
   e.observe(1, 1);  // an AR step says nothing
   EXPECT_GT(e.p(), 0.9);
+  // The prior fades with the observations: a text whose guesses are rarely accepted (1 in 20
+  // blocks of 2, a base model's rate) settles near that rate, under the 2-row step's extra cost,
+  // instead of being held near the prior's share (p about 0.12 when the prior never decayed).
+  // (p jumps after each acceptance and fades until the next: the mean over a cycle is the rate.)
+  AcceptanceEstimate low;
+  double p_sum = 0;
+  int prefer_ar = 0;
+  for (int i = 0; i < 200; ++i) {
+    low.observe(2, i % 20 == 19 ? 2 : 1);
+    if (i < 180) continue;
+    p_sum += low.p();
+    prefer_ar += low.expected(2) < 1.08;  // a 2-row step costing 1.08x a 1-row one loses
+  }
+  EXPECT_LT(p_sum / 20, 0.07);
+  EXPECT_GE(prefer_ar, 15);
 
   // Probes: due after 16 AR steps; a probe that finds nothing doubles the wait, one that accepts resets it.
   AcceptanceEstimate a;
