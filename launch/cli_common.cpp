@@ -200,7 +200,6 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "
        "equals greedy AR; 0-13% of a 7B step), invariant (every forward: any block size, batches and prefill "
        "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)")
-
       ("cuda-launch", po::value(&flags.cuda_launch)->default_value("overlapped"),
        "with --device cuda: overlapped (each kernel is scheduled while the one before it finishes, and fetches its "
        "weights meanwhile) or serial (plain launches; for comparison)")

@@ -92,23 +92,18 @@ ModelOptions parse_numerics(const std::string& name) {
   CLLM_FAIL("unknown numerics '" << name << "' (expected blocks, invariant or fast)");
 }
 
-bool parse_cuda_launch(const std::string& name) {
-  if (name == "overlapped") return true;
-  if (name == "serial") return false;
-  CLLM_FAIL("unknown --cuda-launch '" << name << "' (expected overlapped or serial)");
+namespace {
+// A two-way switch: `on` -> true, `off` -> false; anything else is refused naming the flag.
+bool parse_switch(const char* flag, const std::string& name, const char* on, const char* off) {
+  if (name == on) return true;
+  if (name == off) return false;
+  CLLM_FAIL("unknown " << flag << " '" << name << "' (expected " << on << " or " << off << ")");
 }
+}  // namespace
 
-bool parse_cuda_swiglu(const std::string& name) {
-  if (name == "fused") return true;
-  if (name == "separate") return false;
-  CLLM_FAIL("unknown --cuda-swiglu '" << name << "' (expected fused or separate)");
-}
-
-bool parse_cuda_layer(const std::string& name) {
-  if (name == "fused") return true;
-  if (name == "separate") return false;
-  CLLM_FAIL("unknown --cuda-layer '" << name << "' (expected fused or separate)");
-}
+bool parse_cuda_launch(const std::string& name) { return parse_switch("--cuda-launch", name, "overlapped", "serial"); }
+bool parse_cuda_swiglu(const std::string& name) { return parse_switch("--cuda-swiglu", name, "fused", "separate"); }
+bool parse_cuda_layer(const std::string& name) { return parse_switch("--cuda-layer", name, "fused", "separate"); }
 
 ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name) {
   if (name == "replay") return ModelOptions::CudaGraphs::kReplay;

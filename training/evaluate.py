@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from .report import write_report
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -249,11 +251,8 @@ def main(argv=None):
     else:
         print(f"evaluate: {args.base} is not an HF dir: no perplexity", file=sys.stderr)
 
-    with open(os.path.join(args.out, "eval.json"), "w") as f:
-        json.dump(results, f, indent=2)
     table = markdown(results)
-    with open(os.path.join(args.out, "eval.md"), "w") as f:
-        f.write(table)
+    write_report(args.out, "eval", results, table)
     plot(results, os.path.join(args.out, "eval.png"))
     print(table)
     return results

@@ -32,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 
+from .report import write_report
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEMS = os.path.join(REPO, "training", "data", "HumanEval.jsonl.gz")
 INSTRUCTION = "Implement this Python function. Reply with the code only."
@@ -284,11 +286,8 @@ def main(argv=None):
             print(f"humaneval: {name}: AR {s['ar']['passed']}/{len(problems)}, Jacobi {s['jacobi']['passed']}/"
                   f"{len(problems)} passed, Jacobi == AR on {s['jacobi_equals_ar']}", file=sys.stderr, flush=True)
     add_points_vs_base(res["models"])
-    with open(os.path.join(args.out, "humaneval.json"), "w") as f:
-        json.dump(res, f, indent=2)
     table = markdown(res)
-    with open(os.path.join(args.out, "humaneval.md"), "w") as f:
-        f.write(table)
+    write_report(args.out, "humaneval", res, table)
     print(table)
     return res
 

@@ -33,6 +33,8 @@ import time
 import urllib.error
 import urllib.request
 
+from .report import write_report
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -297,11 +299,8 @@ def main(argv=None):
             results["servers"][f"{name}_{window}"] = info
             results["requests"] += ar_w + jacobi
         results["models"][name] = per
-    with open(os.path.join(args.out, "serve.json"), "w") as f:
-        json.dump(results, f, indent=2)
     table = markdown(results)
-    with open(os.path.join(args.out, "serve.md"), "w") as f:
-        f.write(table)
+    write_report(args.out, "serve", results, table)
     print(table)
     return results
 

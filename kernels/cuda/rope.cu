@@ -18,8 +18,9 @@ namespace {
 __device__ __forceinline__ void rotate_pair(const __nv_bfloat16* src, __nv_bfloat16* dst, int d, int half,
                                             float pos, const float* inv_freq) {
   const float x0 = __bfloat162float(src[d]), x1 = __bfloat162float(src[d + half]);
-  dst[d] = __float2bfloat16_rn(detail::rope_rotated(x0, x1, pos, inv_freq[d], true));
-  dst[d + half] = __float2bfloat16_rn(detail::rope_rotated(x1, x0, pos, inv_freq[d], false));
+  const detail::RopeAngle a = detail::rope_angle(pos, inv_freq[d]);
+  dst[d] = __float2bfloat16_rn(detail::rope_rotated(x0, x1, a, true));
+  dst[d + half] = __float2bfloat16_rn(detail::rope_rotated(x1, x0, a, false));
 }
 
 __global__ void rope_kv_write_kernel(__nv_bfloat16* __restrict__ q, int q_stride, const __nv_bfloat16* __restrict__ k,

@@ -7,14 +7,21 @@
 
 namespace cllm::cuda::detail {
 
-// Element d (first: d < head_dim / 2) or d + head_dim / 2 of a rotation pair (x0, x1) at angle
-// pos * inv_freq[d]: first -> x0 cos - x1 sin, else x1 cos + x0 sin. self is this element's value,
-// partner the other's.
-__device__ __forceinline__ float rope_rotated(float self, float partner, float pos, float inv_freq, bool first) {
+// The angle pos * inv_freq[d] of rotation pair d.
+struct RopeAngle {
   float s, c;
-  sincosf(pos * inv_freq, &s, &c);  // precise sincos: angles reach max_ctx radians
-  const float a = __fmul_rn(self, c), b = __fmul_rn(partner, s);
-  return first ? __fsub_rn(a, b) : __fadd_rn(a, b);
+};
+__device__ __forceinline__ RopeAngle rope_angle(float pos, float inv_freq) {
+  RopeAngle a;
+  sincosf(pos * inv_freq, &a.s, &a.c);  // precise sincos: angles reach max_ctx radians
+  return a;
+}
+
+// Element d (first: d < head_dim / 2) or d + head_dim / 2 of a rotation pair (x0, x1) at angle a:
+// first -> x0 cos - x1 sin, else x1 cos + x0 sin. self is this element's value, partner the other's.
+__device__ __forceinline__ float rope_rotated(float self, float partner, RopeAngle a, bool first) {
+  const float p = __fmul_rn(self, a.c), q = __fmul_rn(partner, a.s);
+  return first ? __fsub_rn(p, q) : __fadd_rn(p, q);
 }
 
 }  // namespace cllm::cuda::detail

@@ -114,7 +114,7 @@ __device__ __forceinline__ void rope_epilogue(const SkinnyRopeKv& r, __nv_bfloat
   float value = x;
   if (row < rotated) {
     const int d = row % r.head_dim - (first ? 0 : r.head_dim / 2);
-    value = detail::rope_rotated(x, partner, static_cast<float>(pos), r.inv_freq[d], first);
+    value = detail::rope_rotated(x, partner, detail::rope_angle(static_cast<float>(pos), r.inv_freq[d]), first);
   }
   const __nv_bfloat16 out = __float2bfloat16_rn(value);
   if (row < r.q_width)
@@ -525,6 +525,11 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
     launch_tiled(x, w, y, M, N, K, stream);
 }
 
+// The fused forms' shape limits: the register-tiled kernel (K <= 2^23: its gated rows are 2K wide).
+static bool fused_shape_supported(int M, int N, int K, const void* x, const void* w) {
+  return M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, x, w);
+}
+
 bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, const SkinnyOutput& out,
                                  const void* w) {
   const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
@@ -539,11 +544,11 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
                         r.inv_freq != nullptr && r.k_cache != nullptr && r.v_cache != nullptr);
   const bool output_ok = rope_ok && (out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
                                                       : out.residual != nullptr && out.rms_parts != nullptr);
-  return input_ok && output_ok && M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, x, w);
+  return input_ok && output_ok && fused_shape_supported(M, N, K, x, w);
 }
 
 bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w) {
-  return gate_up != nullptr && M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, gate_up, w);
+  return gate_up != nullptr && fused_shape_supported(M, N, K, gate_up, w);
 }
 
 void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,

@@ -151,10 +151,10 @@ class CudaModel final : public Model {
    public:
     Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     void run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, cudaStream_t stream) const;
-    // The SwiGLU down projection: y = (silu(gate) * up) . W^T from gate_up [M, 2K]. With fuse, the
-    // skinny kernel computes the activation as it loads it; else (and always for cuBLASLt) it goes
-    // through act [M, K] first.
-    void run_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* act, __nv_bfloat16* y,
+    // The SwiGLU down projection: (silu(gate) * up) . W^T from gate_up [M, 2K] into out (y, or
+    // added into the residual: fusable() only). With fuse, the skinny kernel computes the
+    // activation as it loads it; else (and always for cuBLASLt) it goes through act [M, K] first.
+    void run_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* act, const SkinnyOutput& out,
                    bool fuse, cudaStream_t stream) const;
     // The fused forms of the skinny kernel (skinny_gemm.cuh); only when fusable().
     bool fusable() const;

@@ -41,15 +41,21 @@ void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t 
     invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
 }
 
-void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, bf16* y, bool fuse,
+void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, const SkinnyOutput& out, bool fuse,
                                   cudaStream_t stream) const {
-  // fuse (CudaModelOptions::fuse_swiglu): invoke_skinny_gemm_gated, the same bits, one kernel fewer.
-  if (fuse && !plan_ && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
-    invoke_skinny_gemm_gated(gate_up, w, y, m_, n_, k_, stream);
-    return;
+  // fuse (CudaModelOptions::fuse_swiglu): the activation inside the GEMM, the same bits, one kernel fewer.
+  SkinnyInput in;
+  if (fuse && fusable() && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
+    in.x = gate_up;
+    in.gated = true;
+  } else {
+    invoke_silu_mul(gate_up, act, m_, k_, stream);
+    in.x = act;
   }
-  invoke_silu_mul(gate_up, act, m_, k_, stream);
-  run(act, w, y, stream);
+  if (out.residual == nullptr && !in.gated)
+    run(in.x, w, out.y, stream);  // any M: the skinny kernel or cuBLASLt
+  else
+    run_fused(in, w, out, stream);
 }
 
 bool CudaModel::Linear::fusable() const { return !plan_ && m_ <= kSkinnyFusedMaxM; }
@@ -149,21 +155,13 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
       att_in.x = att;
       p.o.run_fused(att_in, L.wo.as<bf16>(), to_residual, s);
       p.gate_up.run_fused(normed_input(L.ffn_norm), L.wgu.as<bf16>(), SkinnyOutput{gate_up}, s);
-      SkinnyInput act_in;
-      act_in.x = gate_up;
-      act_in.gated = true;
-      if (!opts_.fuse_swiglu) {
-        invoke_silu_mul(gate_up, act, n, dims_.ffn, s);
-        act_in.x = act;
-        act_in.gated = false;
-      }
-      p.down.run_fused(act_in, L.wdown.as<bf16>(), to_residual, s);
+      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, to_residual, opts_.fuse_swiglu, s);
     } else {
       p.o.run(att, L.wo.as<bf16>(), sub, s);
       all_reduce(sub, {"attention", l});
       invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
       p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
-      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, sub, opts_.fuse_swiglu, s);
+      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, SkinnyOutput{sub}, opts_.fuse_swiglu, s);
       all_reduce(sub, {"mlp", l});
     }
   }
