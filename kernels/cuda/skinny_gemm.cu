@@ -483,26 +483,62 @@ void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
   launch_overlapped(tiled_gemm_kernel, grid, kThreads, kTiledSmem, stream, x, w, y, M, N, K);
 }
 
-// The register-tiled variants by M (see the top); fused inputs and outputs take them up to
-// kTiledMinM - 1 rows.
+// Every register-tiled variant that is built (each the same bits: see the top), for the dispatch
+// below and for tuning benches (invoke_skinny_gemm_tiles). Bytes in flight per warp: UL * RT KiB of W;
+// x is re-read from L2 once per CTA: 8*NT*K*2 bytes against 16*RT*K*2 of W. MIN_CTAS sets the
+// register cap (255 at 1, 128 at 2): a cap that is too low makes the compiler spill or serialise
+// the round's loads.
+using LaunchFn = void (*)(const SkinnyIo&, XIn, const __nv_bfloat16*, int, int, int, cudaStream_t);
+struct TileVariant {
+  SkinnyTileShape shape;
+  LaunchFn fn;
+};
+#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC) TileVariant{SkinnyTileShape{NT, RT, UL, MC}, &launch<NT, RT, UL, MC>}
+constexpr TileVariant kTileVariants[] = {
+    CLLM_SKINNY_VARIANT(1, 1, 4, 2), CLLM_SKINNY_VARIANT(1, 1, 2, 2), CLLM_SKINNY_VARIANT(1, 1, 4, 1),
+    CLLM_SKINNY_VARIANT(1, 2, 2, 2), CLLM_SKINNY_VARIANT(1, 2, 4, 1), CLLM_SKINNY_VARIANT(2, 1, 4, 2),
+    CLLM_SKINNY_VARIANT(2, 1, 2, 2), CLLM_SKINNY_VARIANT(2, 1, 4, 1), CLLM_SKINNY_VARIANT(2, 2, 4, 2),
+    CLLM_SKINNY_VARIANT(2, 2, 2, 2), CLLM_SKINNY_VARIANT(2, 2, 4, 1), CLLM_SKINNY_VARIANT(2, 2, 2, 1),
+    CLLM_SKINNY_VARIANT(4, 1, 2, 2), CLLM_SKINNY_VARIANT(4, 2, 2, 2), CLLM_SKINNY_VARIANT(4, 2, 1, 2),
+    CLLM_SKINNY_VARIANT(4, 2, 2, 1), CLLM_SKINNY_VARIANT(4, 1, 4, 1), CLLM_SKINNY_VARIANT(8, 2, 1, 1),
+    CLLM_SKINNY_VARIANT(8, 1, 2, 1), CLLM_SKINNY_VARIANT(8, 1, 1, 2), CLLM_SKINNY_VARIANT(8, 2, 2, 1),
+};
+#undef CLLM_SKINNY_VARIANT
+
+constexpr bool operator==(const SkinnyTileShape& a, const SkinnyTileShape& b) {
+  return a.tokens8 == b.tokens8 && a.rows16 == b.rows16 && a.chunks_per_round == b.chunks_per_round &&
+         a.min_ctas == b.min_ctas;
+}
+const TileVariant* find_variant(const SkinnyTileShape& s) {
+  for (const TileVariant& v : kTileVariants)
+    if (v.shape == s) return &v;
+  return nullptr;
+}
+
+// The variant for M rows into N outputs: speed only (see the top). At M <= 16, RT = 2 halves the x
+// re-reads per W byte but also halves the CTAs: below N = 4096 (a 135M model's projections: 18-96
+// CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT stays 1 there. Above 32 rows a
+// CTA takes 64 tokens at one CTA per SM (the registers of 64 accumulators and a chunk of loads).
+SkinnyTileShape pick_tile_shape(int M, int N) {
+  if (M <= 8) return {1, 1, 4, 2};
+  if (M <= 16) return N < 4096 ? SkinnyTileShape{2, 1, 4, 2} : SkinnyTileShape{2, 2, 4, 2};
+  if (M <= 32) return {4, 2, 2, 2};
+  return {8, 2, 1, 1};
+}
+
+// The register-tiled kernel; fused inputs and outputs take it up to kTiledMinM - 1 rows.
 void launch_register_tiled(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K,
                            cudaStream_t stream) {
-  // The variant sets only speed (see the top): bytes in flight per warp are UL * RT * 1 KiB of W.
-  // RT = 2 from M = 9 on halves the x re-reads per W byte (every CTA reads its M tile of x once:
-  // 8*NT*K*2 bytes against 16*RT*K*2 of W), but also halves the CTAs: below N = 4096 (a 135M
-  // model's projections: 18-96 CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT
-  // stays 1 there. Above 32 rows a CTA takes 64 tokens at one CTA per SM (the registers of 64
-  // accumulators and a chunk of loads per thread); from kTiledMinM rows on, the shared-memory tiles.
-  if (M <= 8)
-    launch<1, 1, 4>(io, in, w, M, N, K, stream);
-  else if (M <= 16 && N < 4096)
-    launch<2, 1, 4>(io, in, w, M, N, K, stream);
-  else if (M <= 16)
-    launch<2, 2, 4>(io, in, w, M, N, K, stream);
-  else if (M <= 32)
-    launch<4, 2, 2>(io, in, w, M, N, K, stream);
-  else
-    launch<8, 2, 1, 1>(io, in, w, M, N, K, stream);
+  const TileVariant* v = find_variant(pick_tile_shape(M, N));
+  CLLM_CHECK(v != nullptr, "skinny_gemm: the dispatch picked a tile shape that is not built");
+  v->fn(io, in, w, M, N, K, stream);
+}
+
+// SkinnyInput and SkinnyOutput, flattened, and how x is read.
+SkinnyIo make_io(const SkinnyInput& in, const SkinnyOutput& out, XIn& mode) {
+  mode = in.residual != nullptr ? XIn::kNormed : in.gated ? XIn::kGated : XIn::kBf16;
+  const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
+  return SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts, out.rope};
 }
 
 }  // namespace
@@ -558,10 +594,30 @@ void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, con
                                                  << kSkinnyFusedMaxM << ", N <= " << kSkinnyGemmMaxN
                                                  << ", K % 8 == 0, 16-byte aligned inputs, one input form and "
                                                     "one output form: skinny_gemm.cuh)");
-  const XIn mode = in.residual != nullptr ? XIn::kNormed : in.gated ? XIn::kGated : XIn::kBf16;
-  const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
-  launch_register_tiled(SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts, out.rope},
-                        mode, w, M, N, K, stream);
+  XIn mode;
+  const SkinnyIo io = make_io(in, out, mode);
+  launch_register_tiled(io, mode, w, M, N, K, stream);
+}
+
+std::vector<SkinnyTileShape> skinny_tile_shapes() {
+  std::vector<SkinnyTileShape> shapes;
+  for (const TileVariant& v : kTileVariants) shapes.push_back(v.shape);
+  return shapes;
+}
+
+SkinnyTileShape skinny_default_tile_shape(int M, int N) { return pick_tile_shape(M, N); }
+
+void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,
+                              const SkinnyOutput& out, int M, int N, int K, cudaStream_t stream) {
+  CLLM_CHECK(skinny_gemm_fused_supported(M, N, K, in, out, w),
+             "skinny_gemm_tiles: unsupported M=" << M << " N=" << N << " K=" << K << " (as invoke_skinny_gemm_fused)");
+  const TileVariant* v = find_variant(tiles);
+  CLLM_CHECK(v != nullptr, "skinny_gemm_tiles: tile shape " << tiles.tokens8 << "x" << tiles.rows16 << "x"
+                                                            << tiles.chunks_per_round << "/" << tiles.min_ctas
+                                                            << " is not built (skinny_tile_shapes())");
+  XIn mode;
+  const SkinnyIo io = make_io(in, out, mode);
+  v->fn(io, mode, w, M, N, K, stream);
 }
 
 void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,

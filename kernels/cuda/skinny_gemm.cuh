@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace cllm::cuda {
 
@@ -77,5 +78,19 @@ void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, con
 bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w);
 void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
                               int K, cudaStream_t stream);
+
+// Tuning: the register-tiled kernel's tile shapes that are built (each gives the same bits; only the
+// speed differs): 8*tokens8 tokens x 16*rows16 W rows per CTA, chunks_per_round 32-wide K chunks per
+// load round, min_ctas CTAs per SM (the register cap). For benches that time them side by side.
+struct SkinnyTileShape {
+  int tokens8 = 1, rows16 = 1, chunks_per_round = 4, min_ctas = 2;
+};
+std::vector<SkinnyTileShape> skinny_tile_shapes();
+// The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs.
+SkinnyTileShape skinny_default_tile_shape(int M, int N);
+// invoke_skinny_gemm_fused (plain input: in.x alone) with the given tile shape; throws cllm::Error
+// when the shape is not one of skinny_tile_shapes() or the operands are unsupported.
+void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,
+                              const SkinnyOutput& out, int M, int N, int K, cudaStream_t stream);
 
 }  // namespace cllm::cuda

@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <string>
@@ -131,10 +132,64 @@ std::string fmt(const char* f, int a, int b = 0, int c = 0) {
   return buf;
 }
 
+// --tile-sweep: every built tile shape of the skinny GEMM at the 7B and 135M projection shapes, plain
+// and with the gated (SwiGLU) input, M = 1..64: one row per run, then the fastest shape per case
+// beside the default dispatch's. The shapes give the same bits (BatchInvariance tests), so the
+// dispatch may take whichever is fastest.
+void tile_sweep(Bench& b) {
+  struct Case {
+    const char* name;
+    int N, K;
+    bool gated;
+  };
+  const Case cases[] = {{"7b qkv", 12288, 4096, false},     {"7b o", 4096, 4096, false},
+                        {"7b gate_up", 22016, 4096, false}, {"7b down", 4096, 11008, false},
+                        {"7b down gated", 4096, 11008, true}, {"7b lm_head", 32000, 4096, false},
+                        {"135m qkv", 960, 576, false},      {"135m o", 576, 576, false},
+                        {"135m gate_up", 3072, 576, false}, {"135m down gated", 576, 1536, true},
+                        {"135m lm_head", 49152, 576, false}};
+  const cudaStream_t s = b.stream;
+  bf16* weight = alloc<bf16>(size_t{49152} * 4096);  // the largest N*K above
+  bf16* x = alloc<bf16>(size_t{64} * 2 * 11008);
+  bf16* y = alloc<bf16>(size_t{64} * 49152);
+  CLLM_CUDA_CHECK(cudaDeviceSynchronize());
+  std::printf("| case            | M  | tiles NTxRTxUL/minCTAs |   time us | %%copy  |\n");
+  std::vector<std::string> best_rows;
+  for (const Case& c : cases)
+    for (const int m : {1, 4, 8, 16, 32, 64}) {
+      const double bytes = 2.0 * (double(c.N) * c.K + double(m) * c.K * (c.gated ? 2 : 1) + double(m) * c.N);
+      const cu::SkinnyTileShape def = cu::skinny_default_tile_shape(m, c.N);
+      double best_us = 1e30, def_us = 0;
+      cu::SkinnyTileShape best{};
+      for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes()) {
+        cu::SkinnyInput in;
+        in.x = x;
+        in.gated = c.gated;
+        const double us = b.time_us(
+            [&] { cu::invoke_skinny_gemm_tiles(t, in, weight, cu::SkinnyOutput{y}, m, c.N, c.K, s); });
+        const bool is_def = t.tokens8 == def.tokens8 && t.rows16 == def.rows16 &&
+                            t.chunks_per_round == def.chunks_per_round && t.min_ctas == def.min_ctas;
+        std::printf("| %-15s | %2d | %dx%dx%d/%d%-14s | %9.2f | %5.1f%% |\n", c.name, m, t.tokens8, t.rows16,
+                    t.chunks_per_round, t.min_ctas, is_def ? " default" : "", us, 100.0 * bytes / (us * 1e3) / b.copy_gbs);
+        if (is_def) def_us = us;
+        if (us < best_us) best_us = us, best = t;
+      }
+      char line[160];
+      std::snprintf(line, sizeof line, "| %-15s | %2d | default %dx%dx%d/%d %8.2f us %5.1f%% | best %dx%dx%d/%d %8.2f us %5.1f%% |",
+                    c.name, m, def.tokens8, def.rows16, def.chunks_per_round, def.min_ctas, def_us,
+                    100.0 * bytes / (def_us * 1e3) / b.copy_gbs, best.tokens8, best.rows16, best.chunks_per_round,
+                    best.min_ctas, best_us, 100.0 * bytes / (best_us * 1e3) / b.copy_gbs);
+      best_rows.push_back(line);
+    }
+  std::printf("\nfastest tile shape per case (%%copy: bytes over the copy bandwidth of this run)\n");
+  for (const std::string& r : best_rows) std::printf("%s\n", r.c_str());
+}
+
 int run(int argc, char** argv) {
-  const int reps = argc > 1 ? std::atoi(argv[1]) : 100;
+  const bool sweep = argc > 1 && std::strcmp(argv[1], "--tile-sweep") == 0;
+  const int reps = argc > 1 + sweep ? std::atoi(argv[1 + sweep]) : 100;
   if (reps <= 0) {
-    std::fprintf(stderr, "usage: %s [reps > 0]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s [--tile-sweep] [reps > 0]\n", argv[0]);
     return 2;
   }
   cudaDeviceProp prop{};
@@ -144,6 +199,10 @@ int run(int argc, char** argv) {
   std::printf("device: %s, %d SMs, L2 %d MiB; %d reps, L2 flushed before each\n", prop.name,
               prop.multiProcessorCount, prop.l2CacheSize >> 20, reps);
   std::printf("device-to-device copy: %.0f GB/s (read + write)\n\n", b.copy_gbs);
+  if (sweep) {
+    tile_sweep(b);
+    return 0;
+  }
   std::printf("| kernel          | shape                              |   time us |     GB/s | %%copy  | TFLOP/s |\n");
   std::printf("|-----------------|------------------------------------|-----------|----------|--------|---------|\n");
 

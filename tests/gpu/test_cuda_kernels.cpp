@@ -684,6 +684,37 @@ TEST(BatchInvariance, GemmRowIndependentOfM) {
   }
 }
 
+// Every built tile shape of the register-tiled kernel (what a tuning bench may pick) gives the bits
+// of the default dispatch, plain and gated, for row counts that fill, split and overhang its tiles.
+TEST(BatchInvariance, GemmTileShapesGiveTheSameBits) {
+  const int nk[][2] = {{576, 1536}, {200, 264}, {4096, 4096}};
+  std::mt19937 rng(17);
+  Stream st;
+  for (const auto& [N, K] : nk) {
+    auto d_w = upload_bf16(rand_bf16(rng, static_cast<size_t>(N) * K, -0.05f, 0.05f));
+    for (const int M : {1, 7, 16, 23, 64}) {
+      auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * 2 * K, -4.f, 4.f));  // also gate | up
+      const size_t count = static_cast<size_t>(M) * N;
+      DeviceBuffer<bf16> d_ref(count), d_gated_ref(count), d_y(count);
+      cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_ref.get(), M, N, K, st.s);
+      cu::invoke_skinny_gemm_gated(d_x.get(), d_w.get(), d_gated_ref.get(), M, N, K, st.s);
+      st.sync();
+      const std::vector<uint16_t> ref = download_bits(d_ref, 0, count), gated_ref = download_bits(d_gated_ref, 0, count);
+      for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes())
+        for (const bool gated : {false, true}) {
+          cu::SkinnyInput in;
+          in.x = d_x.get();
+          in.gated = gated;
+          cu::invoke_skinny_gemm_tiles(t, in, d_w.get(), cu::SkinnyOutput{d_y.get()}, M, N, K, st.s);
+          st.sync();
+          EXPECT_TRUE(download_bits(d_y, 0, count) == (gated ? gated_ref : ref))
+              << "N " << N << " K " << K << " M " << M << (gated ? " gated" : "") << ": tile shape " << t.tokens8
+              << "x" << t.rows16 << "x" << t.chunks_per_round << "/" << t.min_ctas << " differs from the default";
+        }
+    }
+  }
+}
+
 // The fused SwiGLU down projection: the same bits as invoke_silu_mul followed by the skinny GEMM,
 // for every row count it takes, at the 135M and 7B (and one TP=4 70B rank's) MLP shapes.
 TEST(FusedKernels, GatedGemmEqualsSiluMulThenGemm) {
