@@ -206,7 +206,7 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("separate"),
        "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed inside the down "
        "projection's small-M GEMM: one kernel fewer a layer, the same bits)")
-      ("cuda-layer", po::value(&flags.cuda_layer)->default_value("separate"),
+      ("cuda-layer", po::value(&flags.cuda_layer)->default_value("fused"),
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "
        "load it, the qkv projection's epilogue does RoPE and the KV write; in forwards of up to 64 rows: three "

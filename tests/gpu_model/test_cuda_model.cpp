@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <sstream>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -229,25 +230,34 @@ TEST(CudaModel, GraphEqualsEagerSmolLM2) {
   expect_graph_equals_eager(m, text_ids(m, 160));
 }
 
-// The fused kernels (silu(gate) * up in the down GEMM, residual add and RMSNorm in the small-M
-// GEMMs) give the separate kernels' bits, in every forward of the steps above.
-CudaModelOptions all_fused() {
+// The fused kernels (silu(gate) * up in the down GEMM; residual add, RMSNorm, RoPE and the KV write
+// in the small-M GEMMs) give the separate kernels' bits, in every forward of the steps above, in each
+// combination (the default is the fused layer alone).
+CudaModelOptions with_fusions(bool layer, bool swiglu) {
   CudaModelOptions o;
-  o.fuse_swiglu = true;
-  o.fuse_layer = true;
+  o.fuse_layer = layer;
+  o.fuse_swiglu = swiglu;
   return o;
+}
+CudaModelOptions all_fused() { return with_fusions(true, true); }
+
+void expect_fusions_equal_separate(Models& m, const std::vector<int32_t>& ids) {
+  const auto separate = cuda::make_cuda_model(*m.ckpt, {}, with_fusions(false, false));
+  for (const auto& [layer, swiglu] : {std::pair{true, false}, std::pair{false, true}, std::pair{true, true}}) {
+    const auto fused = cuda::make_cuda_model(*m.ckpt, {}, with_fusions(layer, swiglu));
+    expect_same_outputs(*fused, *separate, ids,
+                        std::string("fused") + (layer ? " layer" : "") + (swiglu ? " swiglu" : "") + " vs separate");
+  }
 }
 
 TEST(CudaModel, FusedEqualsSeparateRandom) {
   Models& m = random_models();
-  const auto fused = cuda::make_cuda_model(*m.ckpt, {}, all_fused());
-  expect_same_outputs(*fused, *m.graph, synthetic_ids(m.vocab(), 160, 2), "fused vs separate");
+  expect_fusions_equal_separate(m, synthetic_ids(m.vocab(), 160, 2));
 }
 
 TEST(CudaModel, FusedEqualsSeparateSmolLM2) {
   Models& m = smollm2();
-  const auto fused = cuda::make_cuda_model(*m.ckpt, {}, all_fused());
-  expect_same_outputs(*fused, *m.graph, text_ids(m, 160), "fused vs separate");
+  expect_fusions_equal_separate(m, text_ids(m, 160));
 }
 
 // (c) GPU Jacobi against GPU AR. Forwards of up to CudaModelOptions::invariant_max_rows rows run
