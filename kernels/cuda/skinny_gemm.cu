@@ -139,13 +139,17 @@ struct SkinnyIo {
   float* res_out;           // fp32 [M, N]
   float* parts_out;         // [M, rms_segments(N)]
   SkinnyRopeKv rope;        // head_dim > 0: the qkv epilogue (SkinnyOutput::rope)
+  bool swiglu;              // the gate|up epilogue (SkinnyOutput::swiglu): y is [M, N / 2]
 };
 
 // W row of row `i` (0..15) of 16-row tile `tile`. Plain: tile * 16 + i. Under the RoPE epilogue, a
 // tile of the q and k rows holds 8 rotation pairs instead: rows d and d + head_dim / 2 of one head
 // as tile rows i and i + 8, which the mma puts in one lane (A rows g and g + 8), and the reduction
-// below in threads t and t ^ 2. Only which CTA computes an output moves, never how.
-__device__ __forceinline__ int tile_row(int tile, int i, const SkinnyRopeKv& rope) {
+// below in threads t and t ^ 2. Under the SwiGLU epilogue (io.swiglu, N = 2F) likewise gate row
+// 8 tile + i and up row F + 8 tile + i. Only which CTA computes an output moves, never how.
+__device__ __forceinline__ int tile_row(int tile, int i, const SkinnyIo& io, int N) {
+  const SkinnyRopeKv& rope = io.rope;
+  if (io.swiglu) return tile * 16 >= N ? N : (i < 8 ? 0 : N / 2) + tile * 8 + i % 8;  // N: past the last tile
   const int base = tile * 16;
   if (rope.head_dim == 0 || base >= rope.q_width + rope.kv_width) return base + i;
   const int head0 = base / rope.head_dim * rope.head_dim, pair0 = (base - head0) / 2;
@@ -185,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int row = tile_row(blockIdx.y * RT + rt, g + 8 * h, io.rope);  // within [row0 - head_dim, N)
+      const int row = tile_row(blockIdx.y * RT + rt, g + 8 * h, io, N);  // within [row0 - head_dim, N)
       w_ok[rt][h] = row < N;
       w_off[rt][h] = (row - row0) * K;
     }
@@ -300,11 +304,15 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
         for (int v = 0; v < kWarps; ++v) sum += reinterpret_cast<const float*>(&red[v][l])[e];
         const int row_in = l / 4 + 8 * (e / 2), tok_in = 2 * (l % 4) + e % 2;
-        const int row = tile_row(blockIdx.y * RT + rt, row_in, io.rope), tok = tok0 + nt * 8 + tok_in;
+        const int row = tile_row(blockIdx.y * RT + rt, row_in, io, N), tok = tok0 + nt * 8 + tok_in;
         const __nv_bfloat16 out = __float2bfloat16_rn(sum);
         if (io.rope.head_dim > 0) {  // block-uniform; all 128 threads take the shuffle
           const float x = __bfloat162float(out), partner = __shfl_xor_sync(0xffffffffu, x, 2);
           if (row < N && tok < M) rope_epilogue(io.rope, io.y, N, row, tok, x, partner, e / 2 == 0);
+        } else if (io.swiglu) {  // block-uniform; the gate thread (e < 2) takes its up value from e + 2
+          const float x = __bfloat162float(out), up = __shfl_xor_sync(0xffffffffu, x, 2);
+          if (e / 2 == 0 && row < N && tok < M)
+            io.y[static_cast<size_t>(tok) * (N / 2) + row] = __float2bfloat16_rn(detail::silu_times(x, up));
         } else if (row < N && tok < M) {
           const size_t at = static_cast<size_t>(tok) * N + row;
           if (to_residual) {
@@ -538,7 +546,7 @@ void launch_register_tiled(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, i
 SkinnyIo make_io(const SkinnyInput& in, const SkinnyOutput& out, XIn& mode) {
   mode = in.residual != nullptr ? XIn::kNormed : in.gated ? XIn::kGated : XIn::kBf16;
   const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
-  return SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts, out.rope};
+  return SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts, out.rope, out.swiglu};
 }
 
 }  // namespace
@@ -555,8 +563,8 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
                                            << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
                                            << ", K % 8 == 0, x and W 16-byte aligned)");
   if (M < kTiledMinM)
-    launch_register_tiled(SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr, SkinnyRopeKv{}}, XIn::kBf16, w, M, N,
-                          K, stream);
+    launch_register_tiled(SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr, SkinnyRopeKv{}, false}, XIn::kBf16,
+                          w, M, N, K, stream);
   else
     launch_tiled(x, w, y, M, N, K, stream);
 }
@@ -578,8 +586,10 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
                        (out.y != nullptr && r.head_dim % 16 == 0 && r.q_width % r.head_dim == 0 &&
                         r.kv_width % r.head_dim == 0 && N == r.q_width + 2 * r.kv_width && r.positions != nullptr &&
                         r.inv_freq != nullptr && r.k_cache != nullptr && r.v_cache != nullptr);
-  const bool output_ok = rope_ok && (out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
-                                                      : out.residual != nullptr && out.rms_parts != nullptr);
+  const bool swiglu_ok = !out.swiglu || (out.y != nullptr && r.head_dim == 0 && N % 16 == 0);
+  const bool output_ok = rope_ok && swiglu_ok &&
+                         (out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
+                                           : out.residual != nullptr && out.rms_parts != nullptr);
   return input_ok && output_ok && fused_shape_supported(M, N, K, x, w);
 }
 

@@ -62,11 +62,15 @@ struct SkinnyRopeKv {
   int q_width = 0, kv_width = 0, head_dim = 0;
 };
 
-struct SkinnyOutput {  // exactly one of y and (residual, rms_parts); rope only with y
+struct SkinnyOutput {  // exactly one of y and (residual, rms_parts); rope and swiglu only with y, not both
   __nv_bfloat16* y = nullptr;
   float* residual = nullptr;
   float* rms_parts = nullptr;
   SkinnyRopeKv rope;
+  // The gate|up projection's SwiGLU in its epilogue: W is [gate rows | up rows] (N = 2F, F % 8 == 0)
+  // and y gets bf16 [M, F] = silu(gate) * up, the bits of the GEMM into [M, 2F] then invoke_silu_mul.
+  // A W tile holds gate rows j..j+7 and up rows F+j..F+j+7, so each pair meets in one lane pair.
+  bool swiglu = false;
 };
 
 bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, const SkinnyOutput& out, const void* w);

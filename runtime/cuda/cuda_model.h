@@ -151,11 +151,12 @@ class CudaModel final : public Model {
    public:
     Linear(cublasLtHandle_t lt, int M, int N, int K, int skinny_max_m, void* gemm_ws, size_t ws_bytes);
     void run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, cudaStream_t stream) const;
-    // The SwiGLU down projection: (silu(gate) * up) . W^T from gate_up [M, 2K] into out (y, or
-    // added into the residual: fusable() only). With fuse, the skinny kernel computes the
-    // activation as it loads it; else (and always for cuBLASLt) it goes through act [M, K] first.
-    void run_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* act, const SkinnyOutput& out,
-                   bool fuse, cudaStream_t stream) const;
+    // The gate|up projection and SwiGLU: act [M, N / 2] = silu(gate) * up of in . W^T (W = [gate rows |
+    // up rows]). in: bf16 x, or the residual normalised as it loads (fusable() only). With fuse (and
+    // fusable()) the activation is the skinny kernel's epilogue; else the product goes through
+    // gate_up [M, N] and invoke_silu_mul. The same bits either way.
+    void run_swiglu(const SkinnyInput& in, const __nv_bfloat16* w, __nv_bfloat16* gate_up, __nv_bfloat16* act,
+                    bool fuse, cudaStream_t stream) const;
     // The fused forms of the skinny kernel (skinny_gemm.cuh); only when fusable().
     bool fusable() const;
     void run_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, cudaStream_t stream) const;

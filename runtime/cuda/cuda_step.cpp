@@ -8,7 +8,8 @@
 // Fused (CudaModelOptions::fuse_layer and fuse_swiglu, one rank, forwards of up to
 // kSkinnyFusedMaxM rows: 5, or 6 with the combine): qkv GEMM (normalises the residual as it loads it;
 // RoPE and the KV write in its epilogue), attention (+ combine), o GEMM (adds into the residual),
-// gate|up GEMM (normalises), down GEMM (silu(gate) * up as it loads, adds into the residual).
+// gate|up GEMM (normalises; silu(gate) * up in its epilogue), down GEMM (adds into the residual).
+// fuse_swiglu alone also works with TP shards (a rank's gate|up columns are its own).
 #include <algorithm>
 
 #include "runtime/cuda/cuda_model.h"
@@ -41,21 +42,20 @@ void CudaModel::Linear::run(const bf16* x, const bf16* w, bf16* y, cudaStream_t 
     invoke_skinny_gemm(x, w, y, m_, n_, k_, stream);
 }
 
-void CudaModel::Linear::run_gated(const bf16* gate_up, const bf16* w, bf16* act, const SkinnyOutput& out, bool fuse,
-                                  cudaStream_t stream) const {
-  // fuse (CudaModelOptions::fuse_swiglu): the activation inside the GEMM, the same bits, one kernel fewer.
-  SkinnyInput in;
-  if (fuse && fusable() && skinny_gemm_gated_supported(m_, n_, k_, gate_up, w)) {
-    in.x = gate_up;
-    in.gated = true;
-  } else {
-    invoke_silu_mul(gate_up, act, m_, k_, stream);
-    in.x = act;
-  }
-  if (out.residual == nullptr && !in.gated)
-    run(in.x, w, out.y, stream);  // any M: the skinny kernel or cuBLASLt
-  else
+void CudaModel::Linear::run_swiglu(const SkinnyInput& in, const bf16* w, bf16* gate_up, bf16* act, bool fuse,
+                                   cudaStream_t stream) const {
+  // fuse (CudaModelOptions::fuse_swiglu): the activation in the GEMM's epilogue, one kernel fewer.
+  SkinnyOutput out{act};
+  out.swiglu = true;
+  if (fuse && fusable() && skinny_gemm_fused_supported(m_, n_, k_, in, out, w)) {
     run_fused(in, w, out, stream);
+    return;
+  }
+  if (in.residual == nullptr)
+    run(in.x, w, gate_up, stream);  // any M: the skinny kernel or cuBLASLt
+  else
+    run_fused(in, w, SkinnyOutput{gate_up}, stream);
+  invoke_silu_mul(gate_up, act, m_, n_ / 2, stream);
 }
 
 bool CudaModel::Linear::fusable() const { return !plan_ && m_ <= kSkinnyFusedMaxM; }
@@ -154,14 +154,18 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
       SkinnyInput att_in;
       att_in.x = att;
       p.o.run_fused(att_in, L.wo.as<bf16>(), to_residual, s);
-      p.gate_up.run_fused(normed_input(L.ffn_norm), L.wgu.as<bf16>(), SkinnyOutput{gate_up}, s);
-      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, to_residual, opts_.fuse_swiglu, s);
+      p.gate_up.run_swiglu(normed_input(L.ffn_norm), L.wgu.as<bf16>(), gate_up, act, opts_.fuse_swiglu, s);
+      SkinnyInput act_in;
+      act_in.x = act;
+      p.down.run_fused(act_in, L.wdown.as<bf16>(), to_residual, s);
     } else {
       p.o.run(att, L.wo.as<bf16>(), sub, s);
       all_reduce(sub, {"attention", l});
       invoke_add_rmsnorm(residual, sub, L.ffn_norm.as<bf16>(), normed, n, d, eps, s);
-      p.gate_up.run(normed, L.wgu.as<bf16>(), gate_up, s);
-      p.down.run_gated(gate_up, L.wdown.as<bf16>(), act, SkinnyOutput{sub}, opts_.fuse_swiglu, s);
+      SkinnyInput normed_in;
+      normed_in.x = normed;
+      p.gate_up.run_swiglu(normed_in, L.wgu.as<bf16>(), gate_up, act, opts_.fuse_swiglu, s);
+      p.down.run(act, L.wdown.as<bf16>(), sub, s);
       all_reduce(sub, {"mlp", l});
     }
   }

@@ -752,6 +752,52 @@ TEST(FusedKernels, GatedGemmEqualsSiluMulThenGemm) {
   }
 }
 
+// The SwiGLU in the gate|up projection's epilogue: the same bits as the GEMM into [M, 2F] followed by
+// invoke_silu_mul, for plain and normalised inputs, at the 135M, 7B and one TP=4 70B rank's shapes,
+// for every row count the fused forms take, and every built tile shape.
+TEST(FusedKernels, SwigluEpilogueEqualsGemmThenSiluMul) {
+  const int fk[][2] = {{1536, 576}, {11008, 4096}, {7168, 8192}, {24, 40}};  // F, K
+  std::mt19937 rng(19);
+  Stream st;
+  for (const auto& [F, K] : fk) {
+    const int N = 2 * F;
+    auto d_w = upload_bf16(rand_bf16(rng, static_cast<size_t>(N) * K, -0.05f, 0.05f));
+    for (const int M : {1, 3, 8, 9, 16, 17, 33, 64}) {
+      const std::vector<float> x = rand_bf16(rng, static_cast<size_t>(M) * K, -4.f, 4.f);
+      auto d_x = upload_bf16(x);
+      DeviceBuffer<bf16> d_gu(static_cast<size_t>(M) * N), d_ref(static_cast<size_t>(M) * F),
+          d_act(static_cast<size_t>(M) * F);
+      cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_gu.get(), M, N, K, st.s);
+      cu::invoke_silu_mul(d_gu.get(), d_ref.get(), M, F, st.s);
+      st.sync();
+      const size_t count = static_cast<size_t>(M) * F;
+      const std::vector<uint16_t> ref = download_bits(d_ref, 0, count);
+      cu::SkinnyInput in;
+      in.x = d_x.get();
+      cu::SkinnyOutput out{d_act.get()};
+      out.swiglu = true;
+      ASSERT_TRUE(cu::skinny_gemm_fused_supported(M, N, K, in, out, d_w.get())) << "F " << F << " M " << M;
+      cu::invoke_skinny_gemm_fused(in, d_w.get(), out, M, N, K, st.s);
+      st.sync();
+      EXPECT_TRUE(download_bits(d_act, 0, count) == ref) << "F " << F << " K " << K << " M " << M;
+      if (M == 9 && F <= 1536)
+        for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes()) {
+          CLLM_CUDA_CHECK(cudaMemset(d_act.get(), 0xff, count * sizeof(bf16)));
+          cu::invoke_skinny_gemm_tiles(t, in, d_w.get(), out, M, N, K, st.s);
+          st.sync();
+          EXPECT_TRUE(download_bits(d_act, 0, count) == ref)
+              << "F " << F << " M " << M << ": tile shape " << t.tokens8 << "x" << t.rows16 << "x"
+              << t.chunks_per_round << "/" << t.min_ctas;
+        }
+    }
+    cu::SkinnyInput in;
+    in.x = d_w.get();
+    cu::SkinnyOutput odd{d_w.get()};
+    odd.swiglu = true;
+    EXPECT_FALSE(cu::skinny_gemm_fused_supported(1, N - 8, K, in, odd, d_w.get())) << "N % 16 != 0 accepted";
+  }
+}
+
 // The fused layer boundary: a GEMM whose output is added into the residual (with its RMS partials),
 // then a GEMM that normalises the residual as it loads it, give the bits of GEMM -> add_rmsnorm ->
 // GEMM: the new residual and the second output, for every row count the fused forms take, at the
