@@ -204,8 +204,8 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "with --device cuda: overlapped (each kernel is scheduled while the one before it finishes, and fetches its "
        "weights meanwhile) or serial (plain launches; for comparison)")
       ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("separate"),
-       "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed inside the down "
-       "projection's small-M GEMM: one kernel fewer a layer, the same bits)")
+       "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed in the epilogue of "
+       "the gate|up projection's small-M GEMM: one kernel fewer a layer, the same bits)")
       ("cuda-layer", po::value(&flags.cuda_layer)->default_value("fused"),
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "

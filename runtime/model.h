@@ -88,8 +88,8 @@ struct ModelOptions {
   // CUDA: kernels launched to overlap the one before them (kernels/cuda/launch.cuh); false: plain
   // launches, for A/B timings.
   bool cuda_overlap_launches = true;
-  // CUDA: silu(gate) * up computed inside the down projection's GEMM (one kernel fewer a layer, the
-  // same bits) for the forwards that run the small-M GEMM; false: a separate kernel.
+  // CUDA: silu(gate) * up computed in the epilogue of the gate|up projection's GEMM (one kernel fewer
+  // a layer, the same bits) for the forwards that run the small-M GEMM; false: a separate kernel.
   bool cuda_fuse_swiglu = false;
   // CUDA, one rank: residual adds, RMSNorms, RoPE and the KV write inside the neighbouring small-M
   // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh); false: the
