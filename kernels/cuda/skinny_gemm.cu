@@ -586,7 +586,9 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
                        (out.y != nullptr && r.head_dim % 16 == 0 && r.q_width % r.head_dim == 0 &&
                         r.kv_width % r.head_dim == 0 && N == r.q_width + 2 * r.kv_width && r.positions != nullptr &&
                         r.inv_freq != nullptr && r.k_cache != nullptr && r.v_cache != nullptr);
-  const bool swiglu_ok = !out.swiglu || (out.y != nullptr && r.head_dim == 0 && N % 16 == 0);
+  // (row offsets from the CTA's first row reach N / 2 rows under SwiGLU: int32 element offsets)
+  const bool swiglu_ok =
+      !out.swiglu || (out.y != nullptr && r.head_dim == 0 && N % 16 == 0 && static_cast<int64_t>(N) * K < (1ll << 31));
   const bool output_ok = rope_ok && swiglu_ok &&
                          (out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
                                            : out.residual != nullptr && out.rms_parts != nullptr);

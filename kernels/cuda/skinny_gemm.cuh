@@ -70,6 +70,7 @@ struct SkinnyOutput {  // exactly one of y and (residual, rms_parts); rope and s
   // The gate|up projection's SwiGLU in its epilogue: W is [gate rows | up rows] (N = 2F, F % 8 == 0)
   // and y gets bf16 [M, F] = silu(gate) * up, the bits of the GEMM into [M, 2F] then invoke_silu_mul.
   // A W tile holds gate rows j..j+7 and up rows F+j..F+j+7, so each pair meets in one lane pair.
+  // Needs N * K < 2^31.
   bool swiglu = false;
 };
 
