@@ -163,8 +163,8 @@ class GgufReader final : public CheckpointReader {
  public:
   explicit GgufReader(const std::string& path)
       : file_(path), g_(parse_gguf(file_.data(), file_.size(), path)) {
+    cfg_ = config_from_gguf(g_);  // first: another architecture is refused as such, not key by key
     check_gguf_keys(g_);
-    cfg_ = config_from_gguf(g_);
     validate(cfg_, path);
     tok_ = tokenizer_from_gguf(g_, cfg_);
     for (const auto& t : g_.tensors) {
