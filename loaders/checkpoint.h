@@ -27,6 +27,7 @@ struct TokenizerSpec {
   int bos_id = -1;
   int eos_id = -1;
   bool add_bos = false;
+  bool add_space_prefix = true;     // GgufSpm: the dummy "▁" before the text (tokenizer.ggml.add_space_prefix)
   std::string chat_template;        // jinja text from tokenizer_config.json or GGUF metadata
   std::string note;                 // which file was chosen when there was a choice, and why
   // HfJson with a sentencepiece-style (byte_fallback) model: "always", "first" or "never" when

@@ -3,6 +3,7 @@
 // converter reorders each head's rows for its interleaved RoPE,
 //   w.reshape(n_head, 2, head_dim/2, in).swapaxes(1, 2),
 // so GGUF row h*head_dim + 2*i + j holds HF row h*head_dim + j*head_dim/2 + i.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <regex>
@@ -11,6 +12,7 @@
 #include "core/check.h"
 #include "loaders/checkpoint_common.h"
 #include "loaders/gguf.h"
+#include "loaders/gguf_keys.h"
 #include "loaders/mapped_file.h"
 
 namespace cllm::detail {
@@ -65,7 +67,17 @@ ModelConfig config_from_gguf(const GgufFile& g) {
     CLLM_CHECK(kl == c.head_dim, g.filename << ": llama.attention.key_length " << kl << " differs from the rotary "
                                             << "dimension " << c.head_dim << " (partial RoPE is not supported)");
   }
+  if (g.find(key("attention.value_length"))) {
+    const int vl = geti("attention.value_length");
+    CLLM_CHECK(vl == c.head_dim, g.filename << ": llama.attention.value_length " << vl << " differs from the head "
+                                            << "dimension " << c.head_dim << " (expected equal)");
+  }
   c.max_position_embeddings = geti_or("context_length", c.max_position_embeddings);
+  // llama.cpp's converter writes no window for LLaMA/Mistral; a file that has one gets it, as the
+  // HF model it came from attends (MistralForCausalLM's sliding_window).
+  c.sliding_window = geti_or("attention.sliding_window", 0);
+  CLLM_CHECK(c.sliding_window >= 0, g.filename << ": llama.attention.sliding_window is " << c.sliding_window
+                                               << ", expected a window of 0 (none) or more tokens");
   c.rms_norm_eps = static_cast<float>(g.get_float(key("attention.layer_norm_rms_epsilon")));
   c.rope_theta = static_cast<float>(g.get_float(key("rope.freq_base"), 10000.0));
 
@@ -90,10 +102,12 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   c.vocab_size = to_int(g.get_int(key("vocab_size"), vocab), g, key("vocab_size"));
   c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
   c.bos_token_id = to_int(g.get_int("tokenizer.ggml.bos_token_id", -1), g, "tokenizer.ggml.bos_token_id");
-  for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
+  // Generation ends at any of them, as llama.cpp's end-of-generation tokens; the first is EOS.
+  for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     if (!g.find(k)) continue;
     const int id = to_int(g.get_int(k), g, k);
-    if (c.eos_token_ids.empty() || c.eos_token_ids[0] != id) c.eos_token_ids.push_back(id);
+    if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
+      c.eos_token_ids.push_back(id);
   }
   return c;
 }
@@ -135,6 +149,7 @@ TokenizerSpec tokenizer_from_gguf(const GgufFile& g, const ModelConfig& c) {
     CLLM_CHECK(t.scores.size() == t.tokens.size(), g.filename << ": tokenizer.ggml.scores has " << t.scores.size()
                                                               << " entries, tokenizer.ggml.tokens has " << t.tokens.size());
     t.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
+    t.add_space_prefix = g.get_bool("tokenizer.ggml.add_space_prefix", true);
   } else {
     CLLM_FAIL(g.filename << ": tokenizer.ggml.model '" << model << "' is not supported (accepted: gpt2, llama)");
   }
@@ -148,15 +163,20 @@ class GgufReader final : public CheckpointReader {
  public:
   explicit GgufReader(const std::string& path)
       : file_(path), g_(parse_gguf(file_.data(), file_.size(), path)) {
-    cfg_ = config_from_gguf(g_);
+    cfg_ = config_from_gguf(g_);  // first: another architecture is refused as such, not key by key
+    check_gguf_keys(g_);
     validate(cfg_, path);
     tok_ = tokenizer_from_gguf(g_, cfg_);
     for (const auto& t : g_.tensors) {
       CLLM_CHECK(t.ne.size() <= 2, path << ": tensor '" << t.name << "' has " << t.ne.size() << " dims (expected 1 or 2)");
-      std::string name = hf_name(t.name);
+      // A tensor the LLaMA forward has no place for (biases, experts, ...) would be used by
+      // llama.cpp or means another architecture: refused, not dropped.
+      const std::string name = hf_name(t.name);
+      CLLM_CHECK(!name.empty(), path << ": tensor '" << t.name << "' is not part of the LLaMA forward cllm runs "
+                                     << "(expected token_embd, output_norm, output and blk.N.{attn_norm, attn_q, "
+                                        "attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down}.weight)");
       Entry e{&t, 0};
-      if (name.empty()) name = t.name;  // kept under its GGUF name
-      else if (name.find("q_proj") != std::string::npos) e.permute_heads = cfg_.num_heads;
+      if (name.find("q_proj") != std::string::npos) e.permute_heads = cfg_.num_heads;
       else if (name.find("k_proj") != std::string::npos) e.permute_heads = cfg_.num_kv_heads;
       tensors_.emplace(name, e);
     }

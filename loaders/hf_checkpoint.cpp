@@ -70,19 +70,38 @@ std::string special_token_text(const json& cfg, const char* key, const std::stri
   return v["content"].get<std::string>();
 }
 
-// Whether tokenizer.json's post-processor puts a special token first in single-sequence mode.
-bool post_processor_adds_bos(const json& tj) {
-  const auto adds = [](const json& pp) {
-    if (!pp.is_object() || pp.value("type", "") != "TemplateProcessing") return false;
+// The single-sequence templates of tokenizer.json's TemplateProcessing post-processors (one, or
+// those inside a Sequence): e.g. [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}].
+std::vector<json> single_templates(const json& tj) {
+  std::vector<json> out;
+  const auto add = [&](const json& pp) {
+    if (!pp.is_object() || pp.value("type", "") != "TemplateProcessing") return;
     const json single = pp.value("single", json::array());
-    return single.is_array() && !single.empty() && single[0].is_object() && single[0].contains("SpecialToken");
+    if (single.is_array()) out.push_back(single);
   };
   const json pp = tj.value("post_processor", json());
-  if (adds(pp)) return true;
+  add(pp);
   if (pp.is_object() && pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array())
-    for (const auto& p : pp["processors"])
-      if (adds(p)) return true;
-  return false;
+    for (const auto& p : pp["processors"]) add(p);
+  return out;
+}
+
+// Whether tokenizer.json's post-processor puts a special token first in single-sequence mode.
+// One after the text (an appended EOS) is refused: cllm's prompts end in their last text token.
+bool post_processor_adds_bos(const json& tj, const std::string& source) {
+  bool bos = false;
+  for (const json& single : single_templates(tj)) {
+    bool text_seen = false;
+    for (const json& piece : single) {
+      const bool special = piece.is_object() && piece.contains("SpecialToken");
+      if (special && !text_seen) bos = true;
+      CLLM_CHECK(!(special && text_seen), source << ": post_processor appends special token "
+                                                 << piece["SpecialToken"].value("id", std::string("?"))
+                                                 << " after the text; appending tokens to a prompt is not supported");
+      text_seen |= piece.is_object() && piece.contains("Sequence");
+    }
+  }
+  return bos;
 }
 
 TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_t* vocab) {
@@ -111,7 +130,7 @@ TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_
         if (a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.contains("content") && a["content"].is_string())
           ids[a["content"].get<std::string>()] = a["id"].get<int>();
     for (const auto& [text, id] : ids) *vocab = std::max<int64_t>(*vocab, int64_t{id} + 1);
-    default_add_bos = post_processor_adds_bos(tj);
+    default_add_bos = post_processor_adds_bos(tj, t.path);
   } else if (fs::exists(spm_path)) {
     t.kind = TokenizerSpec::Kind::SentencePieceModel;
     t.path = spm_path.string();
@@ -128,6 +147,12 @@ TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_
   if (tc.contains("add_bos_token") && !tc["add_bos_token"].is_null()) {
     CLLM_CHECK(tc["add_bos_token"].is_boolean(), src << ": field 'add_bos_token' must be true/false");
     t.add_bos = tc["add_bos_token"].get<bool>();
+  }
+  // transformers appends EOS to every encoded text with add_eos_token true (some fine-tunes' files).
+  if (tc.contains("add_eos_token") && !tc["add_eos_token"].is_null()) {
+    CLLM_CHECK(tc["add_eos_token"].is_boolean(), src << ": field 'add_eos_token' must be true/false");
+    CLLM_CHECK(!tc["add_eos_token"].get<bool>(), src << ": field 'add_eos_token' = true is not supported (prompts "
+                                                        "would end in EOS, which cllm does not append)");
   }
   // transformers' LlamaTokenizer rebuilds a sentencepiece tokenizer.json's space handling from
   // add_prefix_space (default true) and legacy (default false): prepend_scheme always, first or never.

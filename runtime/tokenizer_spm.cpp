@@ -219,8 +219,8 @@ std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerSpec& spe
   return std::make_unique<SentencePieceTokenizer>(spec);
 }
 
-std::unique_ptr<Tokenizer> make_gguf_spm_tokenizer(const TokenizerSpec& spec, bool add_space_prefix) {
-  return std::make_unique<GgufSpmTokenizer>(spec, add_space_prefix);
+std::unique_ptr<Tokenizer> make_gguf_spm_tokenizer(const TokenizerSpec& spec) {
+  return std::make_unique<GgufSpmTokenizer>(spec, spec.add_space_prefix);
 }
 
 }  // namespace cllm

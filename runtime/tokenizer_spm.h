@@ -11,7 +11,8 @@ namespace cllm {
 
 std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerSpec& spec);
 
-// GGUF tokenizer.ggml.add_space_prefix is not in TokenizerSpec; LLaMA/Mistral SPM vocabs use true.
-std::unique_ptr<Tokenizer> make_gguf_spm_tokenizer(const TokenizerSpec& spec, bool add_space_prefix = true);
+// spec.add_space_prefix (GGUF tokenizer.ggml.add_space_prefix; LLaMA/Mistral vocabs: true) puts
+// sentencepiece's dummy "▁" before the text.
+std::unique_ptr<Tokenizer> make_gguf_spm_tokenizer(const TokenizerSpec& spec);
 
 }  // namespace cllm

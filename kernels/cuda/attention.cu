@@ -11,9 +11,11 @@
 // writes the normalised output directly; otherwise it writes (m, l, acc) to the workspace and the
 // combine kernel merges the chunks: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c.
 //
-// Masking: key t is visible to query i when t <= p0 + i and t lies in the CTA's chunk. Masked
-// scores become -inf and weigh exactly 0; tile rows past the chunk are zero-filled in shared memory,
-// never loaded, so cache rows >= p0+n may hold anything (even NaN).
+// Masking: key t is visible to query i when t <= p0 + i and t lies in the CTA's chunk, and with a
+// sliding window of w keys (Mistral's sliding_window) also t > p0 + i - w. Masked scores become -inf
+// and weigh exactly 0; tile rows past the chunk are zero-filled in shared memory, never loaded, so
+// cache rows >= p0+n may hold anything (even NaN). Key tiles of a chunk that lie wholly before the
+// window of the CTA's first row are skipped: they would weigh 0 for every row of the CTA.
 //
 // Batches (continuous batching). The same kernels serve several blocks, each in its own KV slot:
 // a CTA then reads its (block, chunk, row tile) from a work list in device memory instead of from
@@ -57,6 +59,7 @@ struct AttnParams {
   const uint32_t* work;             // batched: [items] (block << 20 | chunk << 10 | row tile)
   const int32_t* row_block;         // batched: [rows] block of each query row
   int n_heads, n_kv, group;
+  int window;   // keys a query sees, its own included; 0: every earlier key
   float scale;  // 1/sqrt(head_dim), folded into q
 };
 
@@ -137,6 +140,13 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
   const int row0 = tile * kCtaRows;
   const int c0 = chunk * b.chunk_len;
   const int c1 = min(c0 + b.chunk_len, b.pos + b.n);  // this chunk's keys: [c0, c1)
+  // The first tile any row of this CTA can see (its first row has the lowest position); at least the
+  // chunk's last tile, so every CTA runs the loop below once.
+  int t_begin = c0;
+  if (p.window > 0) {
+    const int first_key = b.pos + row0 / p.group - p.window + 1;
+    t_begin = c0 + min(max(first_key - c0, 0) / kTile, (c1 - 1 - c0) / kTile) * kTile;
+  }
   const size_t cache_row_stride = static_cast<size_t>(p.n_kv) * HD;
   const __nv_bfloat16* k_cache = p.k_cache + b.slot * p.slot_stride + kvh * HD;
   const __nv_bfloat16* v_cache = p.v_cache + b.slot * p.slot_stride + kvh * HD;
@@ -160,15 +170,17 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
       detail::cp_async_16(vs + j * kPitch + c * 8, v_cache + off, ok);
     }
   };
-  if (c0 < c1) load_tile(c0, 0);
+  if (c0 < c1) load_tile(t_begin, 0);
   detail::cp_async_commit();
 
-  // This lane's rows: r_lo = warp * 16 + g and r_hi = r_lo + 8 of the CTA; the last key each may see.
-  int last_key[2];
+  // This lane's rows: r_lo = warp * 16 + g and r_hi = r_lo + 8 of the CTA; the first and last key
+  // each may see.
+  int first_key[2], last_key[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = row0 + warp * 16 + g + 8 * h;
     last_key[h] = row < rows_total ? b.pos + row / p.group : -1;
+    first_key[h] = p.window > 0 ? last_key[h] - p.window + 1 : 0;
   }
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // l: this lane's part of the row sum
   float o[kDimTiles][4];
@@ -178,10 +190,10 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     for (int e = 0; e < 4; ++e) o[d][e] = 0.f;
   uint32_t qf[kKSteps][4];  // A fragments of this warp's 16 q rows
 
-  for (int t0 = c0, st = 0; t0 < c1; t0 += kTile, st ^= 1) {
+  for (int t0 = t_begin, st = 0; t0 < c1; t0 += kTile, st ^= 1) {
     detail::cp_async_wait_all();
     __syncthreads();  // tile t0 (and, first pass, q) landed; every warp is done with the other stage
-    if (t0 == c0)
+    if (t0 == t_begin)
 #pragma unroll
       for (int kk = 0; kk < kKSteps; ++kk)
         ldmatrix_x4(qf[kk], q_s + (warp * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + kk * 16 + 8 * (lane / 16));
@@ -215,7 +227,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
         for (int e = 0; e < 2; ++e) {
           const int key = t0 + nt * 8 + 2 * t + e;
           float& v = s[nt][2 * h + e];
-          v = key <= visible_end ? v * p.scale : -INFINITY;
+          v = key <= visible_end && key >= first_key[h] ? v * p.scale : -INFINITY;
           tile_max = fmaxf(tile_max, v);
         }
       tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
@@ -262,7 +274,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     const int row = row0 + warp * 16 + g + 8 * h;
     if (row >= rows_total) continue;
     const int i = row / p.group, head = kvh * p.group + row % p.group;
-    if (b.n_chunks == 1) {  // key 0 is visible to every row, so l_row > 0
+    if (b.n_chunks == 1) {  // the row's own key is visible to it, so l_row > 0
       // o / l, divided as the combine kernel divides: a row gets the same bits whether its block
       // has one chunk or more (chunks past its position weigh exactly 0).
       __nv_bfloat16* out = p.out + (static_cast<size_t>(b.q_row + i) * p.n_heads + head) * HD;
@@ -365,9 +377,9 @@ size_t block_attention_workspace_bytes(int max_n, int n_heads, int head_dim) {
 void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k_cache,
                             const __nv_bfloat16* v_cache, __nv_bfloat16* out, void* workspace,
                             size_t workspace_bytes, int n, int p0, int n_heads, int n_kv, int head_dim,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, int window) {
   check_shape(q_stride, k_cache, v_cache, out, workspace, n_heads, n_kv, head_dim);
-  CLLM_CHECK(n >= 0 && p0 >= 0, "attention: bad n " << n << " / p0 " << p0);
+  CLLM_CHECK(n >= 0 && p0 >= 0 && window >= 0, "attention: bad n " << n << " / p0 " << p0 << " / window " << window);
   if (n == 0) return;
 
   const int group = n_heads / n_kv;
@@ -396,6 +408,7 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
   p.n_heads = n_heads;
   p.n_kv = n_kv;
   p.group = group;
+  p.window = window;
   p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   launch(p, dim3(n_chunks, n_kv, row_tiles), head_dim, n_chunks > 1, n, stream);
 }
@@ -411,7 +424,9 @@ size_t attention_partials_bytes(size_t partials, int head_dim) {
 }
 
 void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
-                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan) {
+                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan,
+                            int window) {
+  CLLM_CHECK(window >= 0, "batched attention: window " << window << " is negative");
   CLLM_CHECK(chunk_keys >= 0 && chunk_keys % kTile == 0,
              "batched attention: chunk_keys " << chunk_keys << " is not a multiple of " << kTile);
   const bool fixed = chunk_keys > 0;
@@ -477,6 +492,7 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   plan.n_heads = n_heads;
   plan.n_kv = n_kv;
   plan.head_dim = head_dim;
+  plan.window = window;
   plan.count = count;
   plan.rows = rows;
   plan.items = items;
@@ -547,6 +563,7 @@ void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_b
   p.n_heads = n_heads;
   p.n_kv = n_kv;
   p.group = n_heads / n_kv;
+  p.window = plan.window;
   p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   launch(p, dim3(plan.items, n_kv, 1), head_dim, plan.combine, plan.rows, stream);
 }

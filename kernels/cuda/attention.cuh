@@ -17,7 +17,8 @@ namespace cllm::cuda {
 size_t block_attention_workspace_bytes(int max_n, int n_heads, int head_dim);
 
 // out[i, h, :] = softmax_t(q[i, h, :] . k_cache[t, h/g, :] / sqrt(head_dim)) . v_cache[t, h/g, :]
-// over cache rows t = 0 .. p0+i, with g = n_heads / n_kv.
+// over cache rows t = 0 .. p0+i, with g = n_heads / n_kv; with window > 0 (a sliding window, e.g.
+// Mistral's sliding_window) only over the last `window` of them, t = p0+i-window+1 .. p0+i.
 // q: bf16, query i's row [n_heads, head_dim] starting at element i*q_stride (a slice of the fused
 //    qkv output is fine); k_cache, v_cache: bf16 [>= p0+n, n_kv, head_dim], rows 0 .. p0+n-1 written
 //    (this block's rows by invoke_rope_kv_write), later rows never read;
@@ -27,7 +28,7 @@ size_t block_attention_workspace_bytes(int max_n, int n_heads, int head_dim);
 void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k_cache,
                             const __nv_bfloat16* v_cache, __nv_bfloat16* out, void* workspace,
                             size_t workspace_bytes, int n, int p0, int n_heads, int n_kv, int head_dim,
-                            cudaStream_t stream);
+                            cudaStream_t stream, int window = 0);
 
 // ---- batched form (continuous batching) ---------------------------------------------------------
 //
@@ -53,11 +54,12 @@ struct AttnBlockDesc {
 // else is in the table. Two plans with equal shapes launch the same kernels with the same
 // arguments, so a CUDA graph captured with one replays the other once its table is uploaded.
 struct AttentionLaunchShape {
-  int n_heads = 0, n_kv = 0, head_dim = 0, count = 0, rows = 0, items = 0;
+  int n_heads = 0, n_kv = 0, head_dim = 0, window = 0, count = 0, rows = 0, items = 0;
   bool combine = false;
   size_t work_offset = 0, row_block_offset = 0;
   bool operator==(const AttentionLaunchShape& o) const {  // (the CUDA sources are C++17: no defaulted ==)
-    return n_heads == o.n_heads && n_kv == o.n_kv && head_dim == o.head_dim && count == o.count && rows == o.rows &&
+    return n_heads == o.n_heads && n_kv == o.n_kv && head_dim == o.head_dim && window == o.window && count == o.count &&
+           rows == o.rows &&
            items == o.items && combine == o.combine &&
            work_offset == o.work_offset && row_block_offset == o.row_block_offset;
   }
@@ -65,6 +67,7 @@ struct AttentionLaunchShape {
 
 struct BatchedAttentionPlan {
   int n_heads = 0, n_kv = 0, head_dim = 0;  // the shape it was planned for
+  int window = 0;            // keys each query sees, its own included (0: all earlier keys)
   int count = 0, rows = 0;   // blocks; query rows (1 + the last row any block covers)
   int items = 0;             // CTAs per KV head: (block, chunk, row tile) triples, padded to a power
                              // of two with no-op items when the table has room
@@ -75,7 +78,7 @@ struct BatchedAttentionPlan {
   size_t work_offset = 0, row_block_offset = 0;  // byte offsets inside table
 
   AttentionLaunchShape launch_shape() const {
-    return {n_heads, n_kv, head_dim, count, rows, items, combine, work_offset, row_block_offset};
+    return {n_heads, n_kv, head_dim, window, count, rows, items, combine, work_offset, row_block_offset};
   }
 };
 
@@ -98,8 +101,10 @@ constexpr int kInvariantChunkKeys = 128;
 // workspace_bytes and the table fits table_bytes (at worst one chunk per block, which needs no
 // workspace); throws when even that table does not fit. Either way throws when a block is empty, or
 // rows overlap the limits of the packing (blocks < 4096, n * n_heads / n_kv <= 16384, 1024 chunks).
+// window > 0: every query sees only the last `window` keys up to its own (invoke_block_attention).
 void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
-                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan);
+                            size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan,
+                            int window = 0);
 
 // Bytes of workspace a plan with `partials` partial-result slots needs.
 size_t attention_partials_bytes(size_t partials, int head_dim);
@@ -107,7 +112,8 @@ size_t attention_partials_bytes(size_t partials, int head_dim);
 // Every block of `plan` (whose table is at table_dev on the device, uploaded by the caller before
 // this launch on the same stream) at once:
 //   out[q_row+i, h, :] = softmax_t(q[q_row+i, h, :] . K_slot[t, h/g, :] / sqrt(hd)) . V_slot[t, h/g, :]
-// over t = 0 .. pos+i, with K_slot = k_cache + slot * slot_stride (likewise V). Shapes and
+// over t = 0 .. pos+i (the last plan.window of them when the plan has a window), with
+// K_slot = k_cache + slot * slot_stride (likewise V). Shapes and
 // alignment as invoke_block_attention; slot_stride (elements) a multiple of 8; rows not covered by a
 // block are left untouched. A one-block plan gives the same numbers as invoke_block_attention only
 // when both pick the same chunk length (not guaranteed): call that one for single sequences.

@@ -223,7 +223,7 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   attn.clear();
   for (int b = 0, row = 0; b < count; row += blocks[b].n, ++b) attn.push_back({row, blocks[b].pos, blocks[b].n, blocks[b].slot});
   plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
-                         table_bytes_, invariant_step() ? kInvariantChunkKeys : 0, attn_plan_);
+                         table_bytes_, invariant_step() ? kInvariantChunkKeys : 0, attn_plan_, cfg_.sliding_window);
   fit_attention_plan();  // may reallocate io_host_: fill it only after
 
   int32_t* io = io_host_.as<int32_t>();

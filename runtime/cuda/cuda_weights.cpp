@@ -93,13 +93,6 @@ void check_cuda_supported(const ModelConfig& c, const std::string& source) {
              source << ": hidden_size " << c.hidden_size << " must be a multiple of 8 for the CUDA kernels");
   CLLM_CHECK(c.intermediate_size % 8 == 0,
              source << ": intermediate_size " << c.intermediate_size << " must be a multiple of 8 for the CUDA kernels");
-  // The CUDA attention has no window yet: it would attend to every position, which differs from
-  // the model once a sequence is longer than the window. Refuse unless the window covers every
-  // position the model can be used at (max_position_embeddings bounds the context).
-  CLLM_CHECK(c.sliding_window == 0 || c.sliding_window >= c.max_position_embeddings,
-             source << ": config field 'sliding_window' = " << c.sliding_window << " is smaller than the context it "
-                    << "would be used at (max_position_embeddings " << c.max_position_embeddings
-                    << "), and the CUDA attention has no sliding window; use --device cpu");
 }
 
 DeviceWeights load_device_weights(const CheckpointReader& ckpt, const LoadProgress& progress) {

@@ -125,11 +125,11 @@ TEST_P(GgufQuantModel, LogitsEqualFloat32Twin) {
   EXPECT_EQ(am_q, am_f);
 }
 
-// Native weights (--weights native) on the legacy mix: every Q8_0, Q4_0 and Q4_1 matrix stays in
-// its blocks (Q4_0 as Q4_1 with minimum -8 d) and dequantizes to exactly the fp32 loader's values;
-// the other types are fp32 in both.
-TEST(GgufNative, LegacyMatricesKeptInBlocksDequantizeExactly) {
-  const std::string path = fixture("tiny_legacy_mix.gguf");
+// Native weights (--weights native, and so --weights auto on one rank) on a GGUF file: every Q8_0,
+// Q4_0 and Q4_1 matrix stays in its blocks (Q4_0 as Q4_1 with minimum -8 d) and dequantizes to
+// exactly the fp32 loader's values; the other types (the k-quants among them) are fp32 in both.
+// Returns the types kept in blocks.
+std::set<std::string> check_native_weights(const std::string& path) {
   const auto ckpt = open_checkpoint(path);
   const ModelWeights native = load_weights_native(*ckpt, {}), f32 = load_weights_f32(*ckpt, {});
   const TensorManifest m = make_tensor_manifest(ckpt->config(), ShardPlan::whole(ckpt->config()));
@@ -164,7 +164,35 @@ TEST(GgufNative, LegacyMatricesKeptInBlocksDequantizeExactly) {
     check(t.w_down, a.w_down, b.w_down);
   }
   if (m.has_lm_head()) check(m.lm_head, native.lm_head, f32.lm_head);
+  return kept;
+}
+
+TEST(GgufNative, LegacyMatricesKeptInBlocksDequantizeExactly) {
+  const std::set<std::string> kept = check_native_weights(fixture("tiny_legacy_mix.gguf"));
   EXPECT_TRUE(kept.count("Q4_0") && kept.count("Q4_1") && kept.count("Q8_0")) << "the mix lacks a legacy type";
+}
+
+// The k-quant files under native weights: every matrix falls back to fp32, and the model gives the
+// fp32 loader's logits exactly.
+TEST(GgufNative, KQuantMatricesFallBackToFloat32) {
+  for (const std::string scheme : {"Q4_K_M", "Q5_K_M", "Q6_K"}) {
+    const std::string path = fixture("tiny_" + scheme + ".gguf");
+    EXPECT_TRUE(check_native_weights(path).empty()) << scheme;
+    const auto ckpt = open_checkpoint(path);
+    ModelOptions native_opts;
+    native_opts.cpu_native_weights = true;
+    auto native = make_model(*ckpt, Device::Cpu, {}, native_opts), f32 = make_model(*ckpt, Device::Cpu);
+    const int V = ckpt->config().vocab_size, n = 12;
+    std::vector<int32_t> ids(n), am_n(n), am_f(n);
+    for (int i = 0; i < n; ++i) ids[i] = (i * 37 + 5) % V;
+    std::vector<float> ln(static_cast<size_t>(n) * V), lf(ln.size());
+    native->reset(n);
+    f32->reset(n);
+    native->forward(ids.data(), n, 0, am_n.data(), ln.data());
+    f32->forward(ids.data(), n, 0, am_f.data(), lf.data());
+    EXPECT_TRUE(ln == lf) << scheme;
+    EXPECT_EQ(am_n, am_f) << scheme;
+  }
 }
 
 // Mean over positions of KL(p || q) in nats for logits rows of V floats (float64 softmax).

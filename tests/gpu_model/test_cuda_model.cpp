@@ -80,6 +80,24 @@ Models& random_models() {
   return m;
 }
 
+// The same random shape as a Mistral checkpoint with a sliding window of `window` keys (the CPU
+// model's window is checked against transformers in test_logits.cpp).
+Models open_window_models(int window) {
+  ModelConfig c = random_model_shape("tiny");
+  c.hidden_size = 128;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 64;
+  c.sliding_window = window;  // > 0: written as MistralForCausalLM
+  const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_model_window" + std::to_string(window);
+  RandomModelOptions opts;
+  opts.seed = 7;
+  write_random_model(c, dir, opts);
+  Models m = open_models(dir);
+  EXPECT_EQ(m.ckpt->config().sliding_window, window);
+  return m;
+}
+
 Models& smollm2() {
   static Models m = open_models(test::smollm2_path());
   return m;
@@ -178,6 +196,22 @@ void compare_with_cpu(Models& m, const std::vector<int32_t>& ids, int prompt, do
 TEST(CudaModel, RandomCheckpointMatchesCpu) {
   Models& m = random_models();
   compare_with_cpu(m, synthetic_ids(m.vocab(), 40 + 64, 1), 40, kTolRandom, "random");
+}
+
+// Sliding-window attention: a prompt of 180 positions (several key tiles and, for blocks of up to
+// 16 rows, several 128-key chunks), then blocks past it. Windows of 8 (inside one tile), 100 (across
+// tiles and chunks) and 200 (wider than the prompt: full attention until the blocks pass it).
+TEST(CudaModel, RandomSlidingWindowMatchesCpu) {
+  for (int window : {8, 100, 200}) {
+    Models m = open_window_models(window);
+    compare_with_cpu(m, synthetic_ids(m.vocab(), 180 + 64, 3), 180, kTolRandom, "window " + std::to_string(window));
+  }
+  // The window changes the output: the CPU model with window 8 differs from full attention there.
+  Models full = open_window_models(0), w8 = open_window_models(8);
+  const std::vector<int32_t> ids = synthetic_ids(full.vocab(), 60, 3);
+  full.cpu->reset(60);
+  w8.cpu->reset(60);
+  EXPECT_NE(run(*full.cpu, ids, 0, full.vocab()).logits, run(*w8.cpu, ids, 0, w8.vocab()).logits);
 }
 
 TEST(CudaModel, SmolLM2MatchesCpu) {

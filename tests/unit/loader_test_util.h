@@ -87,6 +87,7 @@ struct GgufBuilder {
     std::memcpy(&b, &v, 4);
     key(k, GgufType::F32), put(kv, b, 4);
   }
+  void boolean(const std::string& k, bool v) { key(k, GgufType::BOOL), put(kv, v ? 1 : 0, 1); }
   void str(const std::string& k, const std::string& v) { key(k, GgufType::STRING), put_str(kv, v); }
   void strs(const std::string& k, const std::vector<std::string>& v) {
     key(k, GgufType::ARRAY), put(kv, static_cast<uint32_t>(GgufType::STRING), 4), put(kv, v.size(), 8);

@@ -169,8 +169,9 @@ TEST(HfCheckpoint, UnknownFormatListsAccepted) {
 
 namespace {
 // A tiny llama GGUF holding the TinyModel's weights, q/k permuted as llama.cpp's converter does.
-// token_types: tokenizer.ggml.token_type when not empty.
-std::string tiny_gguf(const TinyModel& m, int n_tokens, const std::vector<int32_t>& token_types = {}) {
+// token_types: tokenizer.ggml.token_type when not empty; extra adds keys or tensors last.
+std::string tiny_gguf(const TinyModel& m, int n_tokens, const std::vector<int32_t>& token_types = {},
+                      const std::function<void(GgufBuilder&)>& extra = {}) {
   const ModelConfig& c = m.cfg;
   GgufBuilder b;
   b.str("general.architecture", "llama");
@@ -217,6 +218,7 @@ std::string tiny_gguf(const TinyModel& m, int n_tokens, const std::vector<int32_
     }
     b.f32_tensor(g, ne, data);
   }
+  if (extra) extra(b);
   return b.build();
 }
 }  // namespace
@@ -283,6 +285,60 @@ TEST(GgufCheckpoint, CorruptedTokenTypeRefused) {
   write_file(p, tiny_gguf(tiny_model(), 64, types));
   expect_error([&] { open_checkpoint(p.string()); },
                {p.string(), "tokenizer.ggml.token_type[37] (token 't37') is 16777217", "0..6", "corrupted"});
+}
+
+// GGUF keys beyond the LLaMA shape (loaders/gguf_keys.h): honoured ones change the config, ones
+// cllm would ignore are refused naming the key and value unless they hold their no-op value.
+TEST(GgufCheckpoint, MetadataKeysHonouredOrRefused) {
+  const TinyModel m = tiny_model();
+  const fs::path p = temp_dir() / "tiny.gguf";
+  const auto open_with = [&](const std::function<void(GgufBuilder&)>& extra) {
+    write_file(p, tiny_gguf(m, 64, {}, extra));
+    return open_checkpoint(p.string());
+  };
+  EXPECT_EQ(open_with({})->config().sliding_window, 0);
+  EXPECT_EQ(open_with([](GgufBuilder& b) { b.u32("llama.attention.sliding_window", 8); })->config().sliding_window, 8);
+  // An end-of-message token ends generation too (Llama 3.1's <|eom_id|>), after EOS and EOT.
+  const auto stops = open_with([](GgufBuilder& b) {
+    b.u32("tokenizer.ggml.eot_token_id", 5);
+    b.u32("tokenizer.ggml.eom_token_id", 6);
+  })->config().eos_token_ids;
+  EXPECT_EQ(stops, (std::vector<int>{2, 5, 6}));
+  // No-op values pass; anything else is named.
+  EXPECT_NO_THROW(open_with([](GgufBuilder& b) {
+    b.u32("llama.expert_count", 0);
+    b.f32("llama.logit_scale", 1.0f);
+    b.boolean("tokenizer.ggml.add_eos_token", false);
+    b.u32("split.count", 1);
+    b.str("general.name", "tiny");
+    b.u32("llama.attention.value_length", 4);
+  }));
+  const std::vector<std::pair<std::function<void(GgufBuilder&)>, std::vector<std::string>>> refused = {
+      {[](GgufBuilder& b) { b.u32("llama.expert_count", 8); }, {"'llama.expert_count' = 8", "mixture-of-experts"}},
+      {[](GgufBuilder& b) { b.f32("llama.logit_scale", 0.5f); }, {"'llama.logit_scale' = 0.5", "accepted only as 1"}},
+      {[](GgufBuilder& b) { b.boolean("tokenizer.ggml.add_eos_token", true); }, {"'tokenizer.ggml.add_eos_token' = true"}},
+      {[](GgufBuilder& b) { b.u32("split.count", 3); }, {"'split.count' = 3", "gguf-split --merge"}},
+      {[](GgufBuilder& b) { b.f32("llama.some_future_scale", 2.0f); }, {"'llama.some_future_scale' = 2"}},
+      {[](GgufBuilder& b) { b.u32("llama.attention.value_length", 8); }, {"llama.attention.value_length 8", "head dimension 4"}},
+      {[](GgufBuilder& b) { b.str("adapter.type", "lora"); }, {"'adapter.type' = lora", "LoRA adapter"}},
+  };
+  for (const auto& [extra, needles] : refused) {
+    std::vector<std::string> with_file = needles;
+    with_file.push_back(p.string());
+    expect_error([&] { open_with(extra); }, with_file);
+  }
+  // A key of no known family is ignored with a warning, not refused.
+  EXPECT_NO_THROW(open_with([](GgufBuilder& b) { b.str("mytool.comment", "x"); }));
+}
+
+// A tensor outside the LLaMA forward (a bias llama.cpp would add, an expert) is refused, not dropped.
+TEST(GgufCheckpoint, TensorsOutsideTheForwardRefused) {
+  const TinyModel m = tiny_model();
+  const fs::path p = temp_dir() / "tiny.gguf";
+  for (const std::string name : {"blk.0.attn_q.bias", "blk.1.ffn_gate_exps.weight", "output.bias"}) {
+    write_file(p, tiny_gguf(m, 64, {}, [&](GgufBuilder& b) { b.f32_tensor(name, {16}, std::vector<float>(16, 0.5f)); }));
+    expect_error([&] { open_checkpoint(p.string()); }, {p.string(), "tensor '" + name + "'", "not part of the LLaMA"});
+  }
 }
 
 // One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values

@@ -365,6 +365,22 @@ TEST(TokenizerGgufSpm, SpecialTokensAsSentencePiece) {
   }
 }
 
+// tokenizer.ggml.add_space_prefix false: no dummy "▁" before the text, as llama.cpp encodes it. So
+// " " + text then encodes as text does with the prefix, and text alone differently where a
+// "▁word" piece exists.
+TEST(TokenizerGgufSpm, NoSpacePrefixWhenTheFileSaysSo) {
+  TokenizerSpec with = tiny_sp_as_gguf(), without = with;
+  without.add_space_prefix = false;
+  auto a = make_tokenizer(with), b = make_tokenizer(without);
+  int differ = 0;
+  for (const std::string text : {"hello world", "The quick brown fox.", "a</s>b", "x  y"}) {
+    EXPECT_EQ(b->encode(" " + text, false), a->encode(text, false)) << "'" << text << "'";
+    differ += b->encode(text, false) != a->encode(text, false);
+    if (text.find('<') == std::string::npos) EXPECT_EQ(b->decode(b->encode(text, false)), text);
+  }
+  EXPECT_GE(differ, 3);
+}
+
 // The LLaMA-2 / Mistral / TinyLlama directory layout: tokenizer.json and tokenizer.model together,
 // weights in safetensors shards with an index. cllm loads tokenizer.json, as AutoTokenizer does,
 // says so, and gives the ids transformers gives (checked with transformers 5.25 in
@@ -405,5 +421,26 @@ TEST(TokenizerHfDir, JsonAndModelTogetherUseTheFastTokenizer) {
   std::vector<int32_t> ids = tok->encode("Hello world", true), argmax(ids.size());
   model->reset(static_cast<int>(ids.size()));
   model->forward(ids.data(), static_cast<int>(ids.size()), 0, argmax.data(), nullptr);
+  // An EOS that transformers would append to every prompt (add_eos_token, or a post-processor
+  // template with a special token after the text) is refused, naming the file and field.
+  const auto refused = [&](const std::string& needle) {
+    try {
+      open_checkpoint(dir.string());
+      ADD_FAILURE() << "not refused: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  std::ofstream(dir / "tokenizer_config.json") << R"({"add_eos_token": true})";
+  refused("tokenizer_config.json: field 'add_eos_token' = true is not supported");
+  std::ofstream(dir / "tokenizer_config.json") << R"({"add_eos_token": false})";
+  EXPECT_NO_THROW(open_checkpoint(dir.string()));
+  json tj = read_json("tiny_sp_prepend.json");
+  tj["post_processor"] = {{"type", "TemplateProcessing"},
+                          {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                      {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                      {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}}}};
+  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  refused("tokenizer.json: post_processor appends special token </s> after the text");
   fs::remove_all(dir);
 }
