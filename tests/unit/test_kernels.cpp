@@ -354,7 +354,9 @@ TEST(ThreadPool, ErrorInItemReachesCallerAndPoolSurvives) {
 // copy probe does what one memcpy of the buffer does, and the read probe what one memchr over a
 // buffer of the same size does (a bandwidth-bound scan through libc). Both sides take their best of
 // interleaved runs, so other load slows both alike; a probe that miscounts its bytes (2x), times
-// the wrong region or lets the compiler drop its reads leaves the [2/3, 3/2] band.
+// the wrong region or lets the compiler drop its reads leaves the [2/3, 3/2] band. Load that comes
+// and goes (a test beside this one under ctest -j) can still push one side out for a round, so a
+// round out of the band is measured again, up to 4 rounds: a miscount stays out in every round.
 TEST(MemoryBandwidth, ProbesAgreeWithTheSameTrafficMeasuredDirectly) {
   const size_t bytes = size_t(64) << 20;
   const int threads = cpu::num_threads();
@@ -365,12 +367,17 @@ TEST(MemoryBandwidth, ProbesAgreeWithTheSameTrafficMeasuredDirectly) {
     fn();
     return traffic / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
   };
+  auto in_band = [](double ratio) { return ratio > 2.0 / 3 && ratio < 1.5; };
   double copy = 0, copy_ref = 0, read = 0, read_ref = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    copy = std::max(copy, cpu::measure_copy_bandwidth_gbs(bytes, 1));
-    copy_ref = std::max(copy_ref, best_gbs(2.0 * bytes, [&] { std::memcpy(dst.data(), src.data(), bytes); }));
-    read = std::max(read, cpu::measure_read_bandwidth_gbs(bytes, 1));
-    read_ref = std::max(read_ref, best_gbs(bytes, [&] { ASSERT_EQ(std::memchr(dst.data(), 0, bytes), nullptr); }));
+  for (int round = 0; round < 4; ++round) {
+    copy = copy_ref = read = read_ref = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+      copy = std::max(copy, cpu::measure_copy_bandwidth_gbs(bytes, 1));
+      copy_ref = std::max(copy_ref, best_gbs(2.0 * bytes, [&] { std::memcpy(dst.data(), src.data(), bytes); }));
+      read = std::max(read, cpu::measure_read_bandwidth_gbs(bytes, 1));
+      read_ref = std::max(read_ref, best_gbs(bytes, [&] { ASSERT_EQ(std::memchr(dst.data(), 0, bytes), nullptr); }));
+    }
+    if (in_band(copy / copy_ref) && in_band(read / read_ref)) break;
   }
   cpu::set_num_threads(threads);
   EXPECT_GT(copy / copy_ref, 2.0 / 3) << copy << " GB/s copy probe, " << copy_ref << " GB/s memcpy";
