@@ -203,14 +203,14 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("cuda-launch", po::value(&flags.cuda_launch)->default_value("overlapped"),
        "with --device cuda: overlapped (each kernel is scheduled while the one before it finishes, and fetches its "
        "weights meanwhile) or serial (plain launches; for comparison)")
-      ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("separate"),
+      ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("fused"),
        "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed in the epilogue of "
        "the gate|up projection's small-M GEMM: one kernel fewer a layer, the same bits)")
       ("cuda-layer", po::value(&flags.cuda_layer)->default_value("fused"),
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "
-       "load it, the qkv projection's epilogue does RoPE and the KV write; in forwards of up to 64 rows: three "
-       "kernels fewer a layer, the same bits)")
+       "load it, the qkv projection's epilogue does RoPE and the KV write; in forwards of up to 4 rows, where it "
+       "pays: two kernels fewer a layer, the same bits)")
       ("cuda-graphs", po::value(&flags.cuda_graphs)->default_value("replay"),
        "with --device cuda: replay (each device forward is a CUDA graph, replayed while its launch shape is "
        "unchanged), recapture (captured and patched every step; for comparison) or off (kernels launched one by "

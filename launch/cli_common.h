@@ -51,7 +51,7 @@ struct CommFlags {
   std::string numerics = "blocks";  // --numerics: which CUDA forwards are batch-invariant (parse_numerics)
 
   std::string cuda_launch = "overlapped";  // --cuda-launch (parse_cuda_launch)
-  std::string cuda_swiglu = "separate";    // --cuda-swiglu (parse_cuda_swiglu)
+  std::string cuda_swiglu = "fused";        // --cuda-swiglu (parse_cuda_swiglu)
   std::string cuda_layer = "fused";          // --cuda-layer (parse_cuda_layer)
   std::string cuda_graphs = "replay";      // --cuda-graphs (parse_cuda_graphs)
   // cllm bench --tp-rank R/N: load only rank R's shard of a TP=N group and run it alone on this

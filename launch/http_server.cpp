@@ -371,7 +371,6 @@ void Server::serve(std::unique_ptr<Connection> conn) {
       req.id = request_id(req.header("x-request-id"));
     }
     if (!ec) {
-      const auto& h = parser.get();
       parser.body_limit(opts_.max_body);
       if (parser.content_length() && *parser.content_length() > opts_.max_body) ec = bhttp::error::body_limit;
     }

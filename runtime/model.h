@@ -89,12 +89,13 @@ struct ModelOptions {
   // launches, for A/B timings.
   bool cuda_overlap_launches = true;
   // CUDA: silu(gate) * up computed in the epilogue of the gate|up projection's GEMM (one kernel fewer
-  // a layer, the same bits) for the forwards that run the small-M GEMM; false: a separate kernel.
-  bool cuda_fuse_swiglu = false;
+  // a layer, the same bits) for the forwards that run the small-M GEMM; false: a separate kernel. On
+  // by default: 7% of a 135M step at n <= 4, 1% of a 7B step, on 1x H100 (docs/benchmarks.md).
+  bool cuda_fuse_swiglu = true;
   // CUDA, one rank: residual adds, RMSNorms, RoPE and the KV write inside the neighbouring small-M
   // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh); false: the
-  // add_rmsnorm and rope_kv_write kernels. On by default: 11-13% of a 135M step and 5% of a 7B step
-  // at n <= 4 on 1x H100, nothing lost at n >= 16 (docs/benchmarks.md).
+  // add_rmsnorm and rope_kv_write kernels, in forwards of up to CudaModelOptions::kFusedLayerMaxRows rows.
+  // On by default: 11-13% of a 135M step and 5% of a 7B step at n <= 4 on 1x H100 (docs/benchmarks.md).
   bool cuda_fuse_layer = true;
   // CUDA: how device forwards are launched. kReplay: cached graphs, replayed while the step's launch
   // shape is unchanged; kRecapture: every step captured and patched into its graph (A/B timings);

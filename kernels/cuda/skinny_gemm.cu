@@ -68,26 +68,10 @@ __device__ __forceinline__ void load_x(uint32_t (&v)[4], const void* p, bool pre
       : "l"(p), "r"(static_cast<int>(pred)));
 }
 
-// The gated input (invoke_skinny_gemm_gated): 8 elements of silu(gate) * up from the raw 16-byte gate
-// and up vectors of a gate | up row, rounded to bf16 as invoke_silu_mul writes them. Called only after
-// every load of the round is issued: converting as each x vector lands would stall the warp on it
-// before the round's later W loads go out (a quarter of the bytes in flight).
-__device__ __forceinline__ void gate_x(uint32_t (&v)[4], const uint32_t (&gv)[4], const uint32_t (&uv)[4]) {
-  detail::Bf16x8 gb, ub;
-  memcpy(&gb, gv, sizeof gb);
-  memcpy(&ub, uv, sizeof ub);
-  float g[8], u[8], a[8];
-  detail::bf16x8_to_float(gb, g);
-  detail::bf16x8_to_float(ub, u);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) a[e] = detail::silu_times(g[e], u[e]);
-  const detail::Bf16x8 ab = detail::float_to_bf16x8(a);
-  memcpy(v, &ab, sizeof ab);
-}
-
 // The normalised input (SkinnyInput::residual): 8 elements bf16((r * inv_rms) * gamma) from two raw
-// 16-byte vectors of the fp32 residual and one of gamma, as invoke_add_rmsnorm writes them. Called,
-// as gate_x, only after the round's loads are issued.
+// 16-byte vectors of the fp32 residual and one of gamma, as invoke_add_rmsnorm writes them. Called only
+// after every load of the round is issued: converting as each x vector lands would stall the warp
+// on it before the round's later W loads go out.
 __device__ __forceinline__ void norm_x(uint32_t (&v)[4], const uint32_t (&lo)[4], const uint32_t (&hi)[4],
                                        const uint32_t (&gamma)[4], float inv_rms) {
   detail::Bf16x8 gb;
@@ -127,11 +111,11 @@ __device__ __forceinline__ void rope_epilogue(const SkinnyRopeKv& r, __nv_bfloat
 
 // How the register-tiled kernel gets x (SkinnyInput): bf16 rows, gate | up rows, or the fp32 residual
 // normalised on the fly.
-enum class XIn { kBf16, kGated, kNormed };
+enum class XIn { kBf16, kNormed };
 
 // Everything one launch reads and writes besides W (SkinnyInput and SkinnyOutput, flattened).
 struct SkinnyIo {
-  const void* x;            // kBf16: bf16 [M, K]; kGated: bf16 [M, 2K]; kNormed: fp32 residual [M, K]
+  const void* x;            // kBf16: bf16 [M, K]; kNormed: fp32 residual [M, K]
   const __nv_bfloat16* gamma;  // kNormed: [K]
   const float* parts_in;    // kNormed: [M, rms_segments(K)]
   float eps;
@@ -169,7 +153,7 @@ template <int NT, int RT, int UL, int MIN_CTAS, XIn IN>
 __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     skinny_gemm_kernel(const SkinnyIo io, const __nv_bfloat16* __restrict__ w, int M, int N, int K) {
   static_assert(kGroup % UL == 0);
-  constexpr bool GATED = IN == XIn::kGated, NORMED = IN == XIn::kNormed;
+  constexpr bool NORMED = IN == XIn::kNormed;
   using XElem = std::conditional_t<NORMED, float, __nv_bfloat16>;
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
   const int g = lane / 4, t = lane % 4;
@@ -181,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   // 8 nt + g), as element offsets from the CTA's base pointers, which sit at element 8t of row0 and
   // token tok0; invalid rows are never loaded.
   const __nv_bfloat16* w_base = w + static_cast<size_t>(row0) * K + t * 8;  // offsets below: rows from row0
-  const int x_stride = GATED ? 2 * K : K;  // elements between x rows
+  const int x_stride = K;  // elements between x rows
   const XElem* x_base = static_cast<const XElem*>(io.x) + static_cast<size_t>(tok0) * x_stride + t * 8;
   int w_off[RT][2], x_off[NT];
   bool w_ok[RT][2], x_ok[NT];
@@ -243,10 +227,8 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
     for (int c_in = 0; c_in < kGroup; c_in += UL) {
       // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
-      // GATED: b holds the gate vectors, more_v the up ones (K elements further), until all are
-      // issued; NORMED: b and more_v the two halves of 8 fp32 residual elements, gamma_v the weights.
-      constexpr bool kTwoX = GATED || NORMED;
-      uint32_t a[UL][RT][2][4], b[UL][NT][4], more_v[kTwoX ? UL : 1][kTwoX ? NT : 1][4];
+      // NORMED: b and more_v hold the two halves of 8 fp32 residual elements, gamma_v the weights.
+      uint32_t a[UL][RT][2][4], b[UL][NT][4], more_v[NORMED ? UL : 1][NORMED ? NT : 1][4];
       uint32_t gamma_v[NORMED ? UL : 1][4];
 #pragma unroll
       for (int u = 0; u < UL; ++u) {
@@ -260,7 +242,6 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
-          if constexpr (GATED) load_x(more_v[u][nt], x_base + (x_off[nt] + k + K), k_ok && x_ok[nt]);
           if constexpr (NORMED) load_x(more_v[u][nt], x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
         }
       }
@@ -268,7 +249,6 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
       for (int u = 0; u < UL; ++u)
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          if constexpr (GATED) gate_x(b[u][nt], b[u][nt], more_v[u][nt]);
           if constexpr (NORMED) norm_x(b[u][nt], b[u][nt], more_v[u][nt], gamma_v[u], inv_rms[nt]);
         }
 #pragma unroll
@@ -341,10 +321,6 @@ void launch(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, in
   switch (in) {
     case XIn::kBf16:
       launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kBf16>, grid, kThreads, 0, stream, io, w, M, N, K);
-      break;
-    case XIn::kGated:
-      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kGated>, grid, kThreads, 0, stream, io, w, M, N,
-                        K);
       break;
     case XIn::kNormed:
       launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kNormed>, grid, kThreads, 0, stream, io, w, M,
@@ -523,15 +499,17 @@ const TileVariant* find_variant(const SkinnyTileShape& s) {
   return nullptr;
 }
 
-// The variant for M rows into N outputs: speed only (see the top). At M <= 16, RT = 2 halves the x
-// re-reads per W byte but also halves the CTAs: below N = 4096 (a 135M model's projections: 18-96
-// CTAs at RT = 2) the GPU is short of CTAs, not of bandwidth, so RT stays 1 there. Above 32 rows a
-// CTA takes 64 tokens at one CTA per SM (the registers of 64 accumulators and a chunk of loads).
+// The variant for M rows into N outputs: speed only (see the top). Chosen by `cllm_gpu_bench
+// --tile-sweep` on 1x H100 (docs/benchmarks.md): the fastest shape for the sum of a layer's
+// projections, at the 7B shape (N >= 4096) and at the 135M one (below: few CTAs, so smaller tiles).
+// Against the shapes before (RT = 2 from 9 rows on) the 7B layer's GEMMs take 3% less at M <= 8,
+// 16% less at M = 16, 8% at 32 and 5% at 64; the 135M layer's 24% and 42% less at 32 and 64.
 SkinnyTileShape pick_tile_shape(int M, int N) {
-  if (M <= 8) return {1, 1, 4, 2};
-  if (M <= 16) return N < 4096 ? SkinnyTileShape{2, 1, 4, 2} : SkinnyTileShape{2, 2, 4, 2};
-  if (M <= 32) return {4, 2, 2, 2};
-  return {8, 2, 1, 1};
+  const bool wide = N >= 4096;
+  if (M <= 8) return {1, 1, 2, 2};
+  if (M <= 16) return wide ? SkinnyTileShape{2, 1, 4, 2} : SkinnyTileShape{1, 1, 4, 2};
+  if (M <= 32) return wide ? SkinnyTileShape{4, 2, 2, 1} : SkinnyTileShape{2, 1, 4, 1};
+  return wide ? SkinnyTileShape{8, 1, 1, 2} : SkinnyTileShape{4, 1, 2, 2};
 }
 
 // The register-tiled kernel; fused inputs and outputs take it up to kTiledMinM - 1 rows.
@@ -544,7 +522,7 @@ void launch_register_tiled(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, i
 
 // SkinnyInput and SkinnyOutput, flattened, and how x is read.
 SkinnyIo make_io(const SkinnyInput& in, const SkinnyOutput& out, XIn& mode) {
-  mode = in.residual != nullptr ? XIn::kNormed : in.gated ? XIn::kGated : XIn::kBf16;
+  mode = in.residual != nullptr ? XIn::kNormed : XIn::kBf16;
   const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
   return SkinnyIo{x, in.gamma, in.rms_parts, in.eps, out.y, out.residual, out.rms_parts, out.rope, out.swiglu};
 }
@@ -569,16 +547,16 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
     launch_tiled(x, w, y, M, N, K, stream);
 }
 
-// The fused forms' shape limits: the register-tiled kernel (K <= 2^23: its gated rows are 2K wide).
+// The fused forms' shape limits: the register-tiled kernel.
 static bool fused_shape_supported(int M, int N, int K, const void* x, const void* w) {
-  return M <= kSkinnyFusedMaxM && K <= (1 << 23) && skinny_gemm_supported(M, N, K, x, w);
+  return M <= kSkinnyFusedMaxM && skinny_gemm_supported(M, N, K, x, w);
 }
 
 bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, const SkinnyOutput& out,
                                  const void* w) {
   const void* x = in.residual != nullptr ? static_cast<const void*>(in.residual) : in.x;
   const bool input_ok = in.residual != nullptr
-                            ? in.x == nullptr && !in.gated && in.gamma != nullptr && in.rms_parts != nullptr &&
+                            ? in.x == nullptr && in.gamma != nullptr && in.rms_parts != nullptr &&
                                   is_aligned(in.gamma, 16)
                             : in.x != nullptr;
   const SkinnyRopeKv& r = out.rope;
@@ -593,10 +571,6 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
                          (out.y != nullptr ? out.residual == nullptr && out.rms_parts == nullptr
                                            : out.residual != nullptr && out.rms_parts != nullptr);
   return input_ok && output_ok && fused_shape_supported(M, N, K, x, w);
-}
-
-bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w) {
-  return gate_up != nullptr && fused_shape_supported(M, N, K, gate_up, w);
 }
 
 void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,
@@ -630,16 +604,6 @@ void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& i
   XIn mode;
   const SkinnyIo io = make_io(in, out, mode);
   v->fn(io, mode, w, M, N, K, stream);
-}
-
-void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
-                              int K, cudaStream_t stream) {
-  SkinnyInput in;
-  in.x = gate_up;
-  in.gated = true;
-  SkinnyOutput out;
-  out.y = y;
-  invoke_skinny_gemm_fused(in, w, out, M, N, K, stream);
 }
 
 }  // namespace cllm::cuda

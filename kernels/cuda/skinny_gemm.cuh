@@ -29,21 +29,19 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
 
 // The fused forms, for the few-row forwards (at most kSkinnyFusedMaxM rows), each the same bits as
 // the kernels it replaces (so a forward may take them or not and a token's logits do not change):
-//  - gated input: x = silu(gate) * up from gate_up bf16 [M, 2K] (each row gate, then up), rounded to
-//    bf16 as it is loaded: invoke_silu_mul into [M, K], then the GEMM;
 //  - normalised input: x = bf16((residual * inv_rms) * gamma), residual fp32 [M, K], inv_rms from
 //    rms_parts [M, rms_segments(K)] (rms_sum.cuh): invoke_add_rmsnorm (x = nullptr), then the GEMM;
 //  - output added into the residual: residual fp32 [M, N] += bf16(y), and rms_parts [M,
 //    rms_segments(N)] gets the new rows' segment partials for the next normalised input: the GEMM
 //    into y, then invoke_add_rmsnorm's add.
-// With these and SkinnyOutput::rope below, a decode layer's two add + RMSNorm kernels, its RoPE + KV
-// write and its silu_mul disappear: the o and down projections add into the residual, the qkv and
-// gate|up projections normalise it, the qkv projection writes the rotated q, k and v.
+// With these, SkinnyOutput::rope and SkinnyOutput::swiglu below, a decode layer's two add + RMSNorm
+// kernels, its RoPE + KV write and its silu_mul disappear: the o and down projections add into the
+// residual, the qkv and gate|up projections normalise it, the qkv projection writes the rotated q, k
+// and v, the gate|up projection writes silu(gate) * up.
 constexpr int kSkinnyFusedMaxM = 64;
 
-struct SkinnyInput {  // exactly one of x (bf16, or gate | up with gated) and residual
+struct SkinnyInput {  // exactly one of x (bf16) and residual
   const __nv_bfloat16* x = nullptr;
-  bool gated = false;
   const float* residual = nullptr;
   const __nv_bfloat16* gamma = nullptr;  // [K], 16-byte aligned
   const float* rms_parts = nullptr;
@@ -79,11 +77,6 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
 void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,
                               int K, cudaStream_t stream);
 
-// The gated input alone, into y.
-bool skinny_gemm_gated_supported(int M, int N, int K, const void* gate_up, const void* w);
-void invoke_skinny_gemm_gated(const __nv_bfloat16* gate_up, const __nv_bfloat16* w, __nv_bfloat16* y, int M, int N,
-                              int K, cudaStream_t stream);
-
 // Tuning: the register-tiled kernel's tile shapes that are built (each gives the same bits; only the
 // speed differs): 8*tokens8 tokens x 16*rows16 W rows per CTA, chunks_per_round 32-wide K chunks per
 // load round, min_ctas CTAs per SM (the register cap). For benches that time them side by side.
@@ -93,7 +86,7 @@ struct SkinnyTileShape {
 std::vector<SkinnyTileShape> skinny_tile_shapes();
 // The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs.
 SkinnyTileShape skinny_default_tile_shape(int M, int N);
-// invoke_skinny_gemm_fused (plain input: in.x alone) with the given tile shape; throws cllm::Error
+// invoke_skinny_gemm_fused with the given tile shape; throws cllm::Error
 // when the shape is not one of skinny_tile_shapes() or the operands are unsupported.
 void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,
                               const SkinnyOutput& out, int M, int N, int K, cudaStream_t stream);

@@ -98,6 +98,10 @@ struct CudaModelOptions {
   // GEMM rows up to which the skinny kernel beats cuBLASLt (docs/benchmarks.md: 0-20% faster at
   // M <= 8 on the 7B projections, 0-30% slower at 9-16); it runs there in every mode.
   static constexpr int kSkinnyBestMaxM = 8;
+  // Rows up to which fuse_layer applies. Its normalised input re-reads each token's fp32 residual in
+  // every CTA, which pays for the two kernels it saves only at few rows: on 1x H100 the fused layer
+  // took 5% (7B) and 11-13% (135M) off the step at n <= 4 but added 2-10% at n = 16.
+  static constexpr int kFusedLayerMaxRows = 4;
   bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
 };
 

@@ -6,10 +6,11 @@
 // A layer, separate kernels (10): add_rmsnorm, qkv GEMM, rope_kv_write, attention (+ its split-K
 // combine), o GEMM, [all-reduce], add_rmsnorm, gate|up GEMM, silu_mul, down GEMM, [all-reduce].
 // Fused (CudaModelOptions::fuse_layer and fuse_swiglu, one rank, forwards of up to
-// kSkinnyFusedMaxM rows: 5, or 6 with the combine): qkv GEMM (normalises the residual as it loads it;
+// kFusedLayerMaxRows rows: 5, or 6 with the combine): qkv GEMM (normalises the residual as it loads it;
 // RoPE and the KV write in its epilogue), attention (+ combine), o GEMM (adds into the residual),
 // gate|up GEMM (normalises; silu(gate) * up in its epilogue), down GEMM (adds into the residual).
-// fuse_swiglu alone also works with TP shards (a rank's gate|up columns are its own).
+// fuse_swiglu alone applies to every forward that runs the skinny kernel, TP shards included (a
+// rank's gate|up rows are its own): 9 kernels a layer.
 #include <algorithm>
 
 #include "runtime/cuda/cuda_model.h"
@@ -112,8 +113,8 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
   // add into the residual and leave its RMS partials, the qkv and gate|up projections normalise it
   // as they load it, and the qkv projection's epilogue does RoPE and the KV write: the same bits as
   // the add_rmsnorm and rope_kv_write kernels they replace.
-  const bool fuse_layer = opts_.fuse_layer && all_reduce_ == nullptr && hd % 16 == 0 && p.qkv.fusable() &&
-                          p.o.fusable() && p.gate_up.fusable() && p.down.fusable();
+  const bool fuse_layer = opts_.fuse_layer && n <= CudaModelOptions::kFusedLayerMaxRows && all_reduce_ == nullptr &&
+                          hd % 16 == 0 && p.qkv.fusable() && p.o.fusable() && p.gate_up.fusable() && p.down.fusable();
   float* rms_parts = rms_parts_.as<float>();
   const SkinnyOutput to_residual{nullptr, residual, rms_parts};
   auto normed_input = [&](const DeviceBuffer& gamma) {

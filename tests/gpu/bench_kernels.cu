@@ -133,20 +133,20 @@ std::string fmt(const char* f, int a, int b = 0, int c = 0) {
 }
 
 // --tile-sweep: every built tile shape of the skinny GEMM at the 7B and 135M projection shapes, plain
-// and with the gated (SwiGLU) input, M = 1..64: one row per run, then the fastest shape per case
-// beside the default dispatch's. The shapes give the same bits (BatchInvariance tests), so the
+// and with the SwiGLU epilogue (gate|up into silu(gate) * up), M = 1..64: one row per run, then the
+// fastest shape per case beside the default dispatch's. The shapes give the same bits (BatchInvariance tests), so the
 // dispatch may take whichever is fastest.
 void tile_sweep(Bench& b) {
   struct Case {
     const char* name;
     int N, K;
-    bool gated;
+    bool swiglu;
   };
   const Case cases[] = {{"7b qkv", 12288, 4096, false},     {"7b o", 4096, 4096, false},
                         {"7b gate_up", 22016, 4096, false}, {"7b down", 4096, 11008, false},
-                        {"7b down gated", 4096, 11008, true}, {"7b lm_head", 32000, 4096, false},
+                        {"7b gate_up swiglu", 22016, 4096, true}, {"7b lm_head", 32000, 4096, false},
                         {"135m qkv", 960, 576, false},      {"135m o", 576, 576, false},
-                        {"135m gate_up", 3072, 576, false}, {"135m down gated", 576, 1536, true},
+                        {"135m gate_up", 3072, 576, false}, {"135m gate_up swiglu", 3072, 576, true},
                         {"135m lm_head", 49152, 576, false}};
   const cudaStream_t s = b.stream;
   bf16* weight = alloc<bf16>(size_t{49152} * 4096);  // the largest N*K above
@@ -157,16 +157,16 @@ void tile_sweep(Bench& b) {
   std::vector<std::string> best_rows;
   for (const Case& c : cases)
     for (const int m : {1, 4, 8, 16, 32, 64}) {
-      const double bytes = 2.0 * (double(c.N) * c.K + double(m) * c.K * (c.gated ? 2 : 1) + double(m) * c.N);
+      const double bytes = 2.0 * (double(c.N) * c.K + double(m) * c.K + double(m) * c.N / (c.swiglu ? 2 : 1));
       const cu::SkinnyTileShape def = cu::skinny_default_tile_shape(m, c.N);
       double best_us = 1e30, def_us = 0;
       cu::SkinnyTileShape best{};
       for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes()) {
         cu::SkinnyInput in;
         in.x = x;
-        in.gated = c.gated;
-        const double us = b.time_us(
-            [&] { cu::invoke_skinny_gemm_tiles(t, in, weight, cu::SkinnyOutput{y}, m, c.N, c.K, s); });
+        cu::SkinnyOutput out{y};
+        out.swiglu = c.swiglu;
+        const double us = b.time_us([&] { cu::invoke_skinny_gemm_tiles(t, in, weight, out, m, c.N, c.K, s); });
         const bool is_def = t.tokens8 == def.tokens8 && t.rows16 == def.rows16 &&
                             t.chunks_per_round == def.chunks_per_round && t.min_ctas == def.min_ctas;
         std::printf("| %-15s | %2d | %dx%dx%d/%d%-14s | %9.2f | %5.1f%% |\n", c.name, m, t.tokens8, t.rows16,

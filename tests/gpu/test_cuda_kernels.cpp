@@ -685,7 +685,7 @@ TEST(BatchInvariance, GemmRowIndependentOfM) {
 }
 
 // Every built tile shape of the register-tiled kernel (what a tuning bench may pick) gives the bits
-// of the default dispatch, plain and gated, for row counts that fill, split and overhang its tiles.
+// of the default dispatch, for row counts that fill, split and overhang its tiles.
 TEST(BatchInvariance, GemmTileShapesGiveTheSameBits) {
   const int nk[][2] = {{576, 1536}, {200, 264}, {4096, 4096}};
   std::mt19937 rng(17);
@@ -693,62 +693,22 @@ TEST(BatchInvariance, GemmTileShapesGiveTheSameBits) {
   for (const auto& [N, K] : nk) {
     auto d_w = upload_bf16(rand_bf16(rng, static_cast<size_t>(N) * K, -0.05f, 0.05f));
     for (const int M : {1, 7, 16, 23, 64}) {
-      auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * 2 * K, -4.f, 4.f));  // also gate | up
+      auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * K, -4.f, 4.f));
       const size_t count = static_cast<size_t>(M) * N;
-      DeviceBuffer<bf16> d_ref(count), d_gated_ref(count), d_y(count);
+      DeviceBuffer<bf16> d_ref(count), d_y(count);
       cu::invoke_skinny_gemm(d_x.get(), d_w.get(), d_ref.get(), M, N, K, st.s);
-      cu::invoke_skinny_gemm_gated(d_x.get(), d_w.get(), d_gated_ref.get(), M, N, K, st.s);
       st.sync();
-      const std::vector<uint16_t> ref = download_bits(d_ref, 0, count), gated_ref = download_bits(d_gated_ref, 0, count);
-      for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes())
-        for (const bool gated : {false, true}) {
-          cu::SkinnyInput in;
-          in.x = d_x.get();
-          in.gated = gated;
-          cu::invoke_skinny_gemm_tiles(t, in, d_w.get(), cu::SkinnyOutput{d_y.get()}, M, N, K, st.s);
-          st.sync();
-          EXPECT_TRUE(download_bits(d_y, 0, count) == (gated ? gated_ref : ref))
-              << "N " << N << " K " << K << " M " << M << (gated ? " gated" : "") << ": tile shape " << t.tokens8
-              << "x" << t.rows16 << "x" << t.chunks_per_round << "/" << t.min_ctas << " differs from the default";
-        }
-    }
-  }
-}
-
-// The fused SwiGLU down projection: the same bits as invoke_silu_mul followed by the skinny GEMM,
-// for every row count it takes, at the 135M and 7B (and one TP=4 70B rank's) MLP shapes.
-TEST(FusedKernels, GatedGemmEqualsSiluMulThenGemm) {
-  const int nk[][2] = {{576, 1536}, {4096, 11008}, {8192, 7168}};
-  std::mt19937 rng(13);
-  Stream st;
-  for (const auto& [N, K] : nk) {
-    const std::vector<float> w = rand_bf16(rng, static_cast<size_t>(N) * K, -0.05f, 0.05f);
-    auto d_w = upload_bf16(w);
-    for (const int M : {1, 2, 3, 4, 7, 8, 9, 16, 17, 31, 32, 33, 48, 64}) {
-      const std::vector<float> gate_up = rand_bf16(rng, static_cast<size_t>(M) * 2 * K, -6.f, 6.f);
-      auto d_gu = upload_bf16(gate_up);
-      DeviceBuffer<bf16> d_act(static_cast<size_t>(M) * K), d_ref(static_cast<size_t>(M) * N),
-          d_fused(static_cast<size_t>(M) * N);
-      ASSERT_TRUE(cu::skinny_gemm_gated_supported(M, N, K, d_gu.get(), d_w.get())) << "M " << M;
-      cu::invoke_silu_mul(d_gu.get(), d_act.get(), M, K, st.s);
-      cu::invoke_skinny_gemm(d_act.get(), d_w.get(), d_ref.get(), M, N, K, st.s);
-      cu::invoke_skinny_gemm_gated(d_gu.get(), d_w.get(), d_fused.get(), M, N, K, st.s);
-      st.sync();
-      const size_t count = static_cast<size_t>(M) * N;
-      EXPECT_TRUE(download_bits(d_fused, 0, count) == download_bits(d_ref, 0, count))
-          << "N " << N << " K " << K << " M " << M << ": fused differs from silu_mul + gemm";
-      if (M == 3) {  // and against the CPU reference, as every kernel
-        const std::vector<float> gate = columns(gate_up, M, 2 * K, 0, K), up = columns(gate_up, M, 2 * K, K, K);
-        std::vector<float> act(gate.size()), ref(count);
-        cllm::ref::silu_mul(gate.data(), up.data(), act.data(), act.size());
-        for (float& a : act) a = cllm::round_to_bf16(a);  // the kernel rounds the activation to bf16
-        cllm::ref::matmul_wt(act.data(), w.data(), ref.data(), M, N, K);
-        const std::vector<float> got = download_bf16(d_fused);
-        for (size_t i = 0; i < count; ++i)
-          ASSERT_NEAR(got[i], ref[i], 2e-2f + 1e-2f * std::fabs(ref[i])) << "N " << N << " K " << K << " at " << i;
+      const std::vector<uint16_t> ref = download_bits(d_ref, 0, count);
+      for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes()) {
+        cu::SkinnyInput in;
+        in.x = d_x.get();
+        cu::invoke_skinny_gemm_tiles(t, in, d_w.get(), cu::SkinnyOutput{d_y.get()}, M, N, K, st.s);
+        st.sync();
+        EXPECT_TRUE(download_bits(d_y, 0, count) == ref)
+            << "N " << N << " K " << K << " M " << M << ": tile shape " << t.tokens8 << "x" << t.rows16 << "x"
+            << t.chunks_per_round << "/" << t.min_ctas << " differs from the default";
       }
     }
-    EXPECT_FALSE(cu::skinny_gemm_gated_supported(cu::kSkinnyFusedMaxM + 1, N, K, d_w.get(), d_w.get()));
   }
 }
 
@@ -780,6 +740,17 @@ TEST(FusedKernels, SwigluEpilogueEqualsGemmThenSiluMul) {
       cu::invoke_skinny_gemm_fused(in, d_w.get(), out, M, N, K, st.s);
       st.sync();
       EXPECT_TRUE(download_bits(d_act, 0, count) == ref) << "F " << F << " K " << K << " M " << M;
+      if (M == 3 && F <= 1536) {  // and against the CPU reference, as every kernel
+        const std::vector<float> w = download_bf16(d_w);
+        std::vector<float> gu(static_cast<size_t>(M) * N), act(count);
+        cllm::ref::matmul_wt(x.data(), w.data(), gu.data(), M, N, K);
+        for (float& v : gu) v = cllm::round_to_bf16(v);  // the GEMM's output is rounded to bf16 first
+        const std::vector<float> gate = columns(gu, M, N, 0, F), up = columns(gu, M, N, F, F);
+        cllm::ref::silu_mul(gate.data(), up.data(), act.data(), act.size());
+        const std::vector<float> got = download_bf16(d_act);
+        for (size_t i = 0; i < count; ++i)
+          ASSERT_NEAR(got[i], act[i], 2e-2f + 1e-2f * std::fabs(act[i])) << "F " << F << " K " << K << " at " << i;
+      }
       if (M == 9 && F <= 1536)
         for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes()) {
           CLLM_CUDA_CHECK(cudaMemset(d_act.get(), 0xff, count * sizeof(bf16)));
@@ -801,7 +772,7 @@ TEST(FusedKernels, SwigluEpilogueEqualsGemmThenSiluMul) {
 // The fused layer boundary: a GEMM whose output is added into the residual (with its RMS partials),
 // then a GEMM that normalises the residual as it loads it, give the bits of GEMM -> add_rmsnorm ->
 // GEMM: the new residual and the second output, for every row count the fused forms take, at the
-// 135M, 7B and 70B-rank (TP=4) widths, with a plain and a gated first input.
+// 135M, 7B and 70B-rank (TP=4) widths.
 TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
   struct Widths {
     int d, k_in, n_out;  // residual width, first GEMM's K (its input), second GEMM's N
@@ -817,45 +788,37 @@ TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
     auto d_w1 = upload_bf16(w1);
     auto d_w2 = upload_bf16(w2);
     auto d_gamma = upload_bf16(gamma);
-    for (const bool gated : {false, true})
-      for (const int M : {1, 2, 3, 8, 9, 16, 17, 33, 64}) {
-        const int in_width = gated ? 2 * sh.k_in : sh.k_in;
-        auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * in_width, -3.f, 3.f));
-        const std::vector<float> res0 = rand_f32(rng, static_cast<size_t>(M) * sh.d, -2.f, 2.f);
-        auto d_res_ref = upload(res0);
-        auto d_res_fused = upload(res0);
-        DeviceBuffer<bf16> d_act(static_cast<size_t>(M) * sh.k_in), d_sub(static_cast<size_t>(M) * sh.d),
-            d_normed(static_cast<size_t>(M) * sh.d), d_y_ref(static_cast<size_t>(M) * sh.n_out),
-            d_y_fused(static_cast<size_t>(M) * sh.n_out);
-        DeviceBuffer<float> d_parts(static_cast<size_t>(M) * cu::rms_segments(sh.d));
-        // Separate kernels.
-        const bf16* first_in = d_x.get();
-        if (gated) {
-          cu::invoke_silu_mul(d_x.get(), d_act.get(), M, sh.k_in, st.s);
-          first_in = d_act.get();
-        }
-        cu::invoke_skinny_gemm(first_in, d_w1.get(), d_sub.get(), M, sh.d, sh.k_in, st.s);
-        cu::invoke_add_rmsnorm(d_res_ref.get(), d_sub.get(), d_gamma.get(), d_normed.get(), M, sh.d, eps, st.s);
-        cu::invoke_skinny_gemm(d_normed.get(), d_w2.get(), d_y_ref.get(), M, sh.n_out, sh.d, st.s);
-        // Fused.
-        cu::SkinnyInput in1;
-        in1.x = d_x.get();
-        in1.gated = gated;
-        const cu::SkinnyOutput out1{nullptr, d_res_fused.get(), d_parts.get()};
-        ASSERT_TRUE(cu::skinny_gemm_fused_supported(M, sh.d, sh.k_in, in1, out1, d_w1.get()));
-        cu::invoke_skinny_gemm_fused(in1, d_w1.get(), out1, M, sh.d, sh.k_in, st.s);
-        cu::SkinnyInput in2;
-        in2.residual = d_res_fused.get();
-        in2.gamma = d_gamma.get();
-        in2.rms_parts = d_parts.get();
-        in2.eps = eps;
-        cu::invoke_skinny_gemm_fused(in2, d_w2.get(), cu::SkinnyOutput{d_y_fused.get()}, M, sh.n_out, sh.d, st.s);
-        st.sync();
-        const std::string tag = "d " + std::to_string(sh.d) + (gated ? " gated" : "") + " M " + std::to_string(M);
-        EXPECT_TRUE(download(d_res_fused) == download(d_res_ref)) << tag << ": residual differs";
-        const size_t count = static_cast<size_t>(M) * sh.n_out;
-        EXPECT_TRUE(download_bits(d_y_fused, 0, count) == download_bits(d_y_ref, 0, count)) << tag << ": output differs";
-      }
+    for (const int M : {1, 2, 3, 8, 9, 16, 17, 33, 64}) {
+      auto d_x = upload_bf16(rand_bf16(rng, static_cast<size_t>(M) * sh.k_in, -3.f, 3.f));
+      const std::vector<float> res0 = rand_f32(rng, static_cast<size_t>(M) * sh.d, -2.f, 2.f);
+      auto d_res_ref = upload(res0);
+      auto d_res_fused = upload(res0);
+      DeviceBuffer<bf16> d_sub(static_cast<size_t>(M) * sh.d),
+          d_normed(static_cast<size_t>(M) * sh.d), d_y_ref(static_cast<size_t>(M) * sh.n_out),
+          d_y_fused(static_cast<size_t>(M) * sh.n_out);
+      DeviceBuffer<float> d_parts(static_cast<size_t>(M) * cu::rms_segments(sh.d));
+      // Separate kernels.
+      cu::invoke_skinny_gemm(d_x.get(), d_w1.get(), d_sub.get(), M, sh.d, sh.k_in, st.s);
+      cu::invoke_add_rmsnorm(d_res_ref.get(), d_sub.get(), d_gamma.get(), d_normed.get(), M, sh.d, eps, st.s);
+      cu::invoke_skinny_gemm(d_normed.get(), d_w2.get(), d_y_ref.get(), M, sh.n_out, sh.d, st.s);
+      // Fused.
+      cu::SkinnyInput in1;
+      in1.x = d_x.get();
+      const cu::SkinnyOutput out1{nullptr, d_res_fused.get(), d_parts.get()};
+      ASSERT_TRUE(cu::skinny_gemm_fused_supported(M, sh.d, sh.k_in, in1, out1, d_w1.get()));
+      cu::invoke_skinny_gemm_fused(in1, d_w1.get(), out1, M, sh.d, sh.k_in, st.s);
+      cu::SkinnyInput in2;
+      in2.residual = d_res_fused.get();
+      in2.gamma = d_gamma.get();
+      in2.rms_parts = d_parts.get();
+      in2.eps = eps;
+      cu::invoke_skinny_gemm_fused(in2, d_w2.get(), cu::SkinnyOutput{d_y_fused.get()}, M, sh.n_out, sh.d, st.s);
+      st.sync();
+      const std::string tag = "d " + std::to_string(sh.d) + " M " + std::to_string(M);
+      EXPECT_TRUE(download(d_res_fused) == download(d_res_ref)) << tag << ": residual differs";
+      const size_t count = static_cast<size_t>(M) * sh.n_out;
+      EXPECT_TRUE(download_bits(d_y_fused, 0, count) == download_bits(d_y_ref, 0, count)) << tag << ": output differs";
+    }
     // Refused: more rows than the register tiles take, or two output forms at once.
     cu::SkinnyInput in;
     in.x = d_w1.get();
