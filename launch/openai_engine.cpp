@@ -236,7 +236,12 @@ int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(C
 bool Engine::stalled(double min_s) const {
   const int64_t began = step_began_ns_.load();
   if (began == 0) return false;
-  const double limit = std::max(min_s, 4e-9 * static_cast<double>(typical_step_ns_.load()));
+  // Four typical steps, or twice the slowest recent one (a loaded machine, many ranks on few cores,
+  // has single steps far above its average; a stall is a step that never ends), the latter at most
+  // 0.9 s: under mpirun a rank's death brings SIGKILL 1 s after SIGTERM, and open requests must be
+  // answered before it.
+  const double limit = std::max({min_s, 4e-9 * static_cast<double>(typical_step_ns_.load()),
+                                 std::min(0.9, 2e-9 * static_cast<double>(slow_step_ns_.load()))});
   return 1e-9 * static_cast<double>(now_ns() - began) > limit;
 }
 
@@ -285,6 +290,7 @@ void Engine::run() {
       step_began_ns_ = 0;
       const int64_t took = now_ns() - began;
       typical_step_ns_ = typical_step_ns_.load() == 0 ? took : (7 * typical_step_ns_.load() + took) / 8;
+      slow_step_ns_ = std::max(took, slow_step_ns_.load() - slow_step_ns_.load() / 64);  // decays over ~64 steps
       batch = sched_.last_step();
       if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows, batch.decode_blocks);
     }

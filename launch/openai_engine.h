@@ -91,7 +91,8 @@ class Engine {
   // Any thread, while run() may be blocked (a rank died inside a collective, and the launcher is
   // about to kill this process): ends every open request with an error and refuses new ones.
   void fail_open(const std::string& why);
-  // Any thread: run() has been inside one step for longer than max(min_s, 4 x a typical step).
+  // Any thread: run() has been inside one step for longer than max(min_s, 4 x a typical step,
+  // min(0.9 s, 2 x the slowest recent step)).
   bool stalled(double min_s) const;
 
  private:
@@ -117,7 +118,7 @@ class Engine {
   std::vector<std::unique_ptr<Live>> live_;  // run()'s thread only
   std::vector<std::weak_ptr<Stream>> open_;  // every admitted stream (under mu_), for fail_open()
   // The step in progress: when it began (0: none), and a running average of step times (ns).
-  std::atomic<int64_t> step_began_ns_{0}, typical_step_ns_{0};
+  std::atomic<int64_t> step_began_ns_{0}, typical_step_ns_{0}, slow_step_ns_{0};
 };
 
 }  // namespace cllm::openai
