@@ -290,7 +290,8 @@ void Engine::run() {
       step_began_ns_ = 0;
       const int64_t took = now_ns() - began;
       typical_step_ns_ = typical_step_ns_.load() == 0 ? took : (7 * typical_step_ns_.load() + took) / 8;
-      slow_step_ns_ = std::max(took, slow_step_ns_.load() - slow_step_ns_.load() / 64);  // decays over ~64 steps
+      const int64_t slow = slow_step_ns_.load();
+      slow_step_ns_ = std::max(took, slow - slow / 64);  // decays over ~64 steps
       batch = sched_.last_step();
       if (batch.sequences > 0) metrics_.observe_step(batch.sequences, batch.rows, batch.decode_blocks);
     }

@@ -489,14 +489,11 @@ constexpr TileVariant kTileVariants[] = {
 };
 #undef CLLM_SKINNY_VARIANT
 
-constexpr bool operator==(const SkinnyTileShape& a, const SkinnyTileShape& b) {
-  return a.tokens8 == b.tokens8 && a.rows16 == b.rows16 && a.chunks_per_round == b.chunks_per_round &&
-         a.min_ctas == b.min_ctas;
-}
-const TileVariant* find_variant(const SkinnyTileShape& s) {
+// The built variant of a tile shape; throws when it is not one of kTileVariants.
+const TileVariant& find_variant(const SkinnyTileShape& s) {
   for (const TileVariant& v : kTileVariants)
-    if (v.shape == s) return &v;
-  return nullptr;
+    if (v.shape == s) return v;
+  CLLM_FAIL("skinny_gemm: tile shape " << s.name() << " is not built (skinny_tile_shapes())");
 }
 
 // The variant for M rows into N outputs: speed only (see the top). Chosen by `cllm_gpu_bench
@@ -512,12 +509,11 @@ SkinnyTileShape pick_tile_shape(int M, int N) {
   return wide ? SkinnyTileShape{8, 1, 1, 2} : SkinnyTileShape{4, 1, 2, 2};
 }
 
-// The register-tiled kernel; fused inputs and outputs take it up to kTiledMinM - 1 rows.
-void launch_register_tiled(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K,
-                           cudaStream_t stream) {
-  const TileVariant* v = find_variant(pick_tile_shape(M, N));
-  CLLM_CHECK(v != nullptr, "skinny_gemm: the dispatch picked a tile shape that is not built");
-  v->fn(io, in, w, M, N, K, stream);
+// The register-tiled kernel with the given tile shape; fused inputs and outputs take it up to
+// kTiledMinM - 1 rows.
+void launch_register_tiled(const SkinnyTileShape& tiles, const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M,
+                           int N, int K, cudaStream_t stream) {
+  find_variant(tiles).fn(io, in, w, M, N, K, stream);
 }
 
 // SkinnyInput and SkinnyOutput, flattened, and how x is read.
@@ -541,7 +537,8 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
                                            << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
                                            << ", K % 8 == 0, x and W 16-byte aligned)");
   if (M < kTiledMinM)
-    launch_register_tiled(SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr, SkinnyRopeKv{}, false}, XIn::kBf16,
+    launch_register_tiled(pick_tile_shape(M, N),
+                          SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr, SkinnyRopeKv{}, false}, XIn::kBf16,
                           w, M, N, K, stream);
   else
     launch_tiled(x, w, y, M, N, K, stream);
@@ -575,14 +572,7 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
 
 void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,
                               int K, cudaStream_t stream) {
-  CLLM_CHECK(skinny_gemm_fused_supported(M, N, K, in, out, w),
-             "skinny_gemm_fused: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
-                                                 << kSkinnyFusedMaxM << ", N <= " << kSkinnyGemmMaxN
-                                                 << ", K % 8 == 0, 16-byte aligned inputs, one input form and "
-                                                    "one output form: skinny_gemm.cuh)");
-  XIn mode;
-  const SkinnyIo io = make_io(in, out, mode);
-  launch_register_tiled(io, mode, w, M, N, K, stream);
+  invoke_skinny_gemm_tiles(pick_tile_shape(M, N), in, w, out, M, N, K, stream);
 }
 
 std::vector<SkinnyTileShape> skinny_tile_shapes() {
@@ -596,14 +586,13 @@ SkinnyTileShape skinny_default_tile_shape(int M, int N) { return pick_tile_shape
 void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,
                               const SkinnyOutput& out, int M, int N, int K, cudaStream_t stream) {
   CLLM_CHECK(skinny_gemm_fused_supported(M, N, K, in, out, w),
-             "skinny_gemm_tiles: unsupported M=" << M << " N=" << N << " K=" << K << " (as invoke_skinny_gemm_fused)");
-  const TileVariant* v = find_variant(tiles);
-  CLLM_CHECK(v != nullptr, "skinny_gemm_tiles: tile shape " << tiles.tokens8 << "x" << tiles.rows16 << "x"
-                                                            << tiles.chunks_per_round << "/" << tiles.min_ctas
-                                                            << " is not built (skinny_tile_shapes())");
+             "skinny_gemm_fused: unsupported M=" << M << " N=" << N << " K=" << K << " (need 1 <= M <= "
+                                                 << kSkinnyFusedMaxM << ", N <= " << kSkinnyGemmMaxN
+                                                 << ", K % 8 == 0, 16-byte aligned inputs, one input form and "
+                                                    "one output form: skinny_gemm.cuh)");
   XIn mode;
   const SkinnyIo io = make_io(in, out, mode);
-  v->fn(io, mode, w, M, N, K, stream);
+  launch_register_tiled(tiles, io, mode, w, M, N, K, stream);
 }
 
 }  // namespace cllm::cuda

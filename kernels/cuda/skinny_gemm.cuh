@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace cllm::cuda {
@@ -82,6 +83,15 @@ void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, con
 // load round, min_ctas CTAs per SM (the register cap). For benches that time them side by side.
 struct SkinnyTileShape {
   int tokens8 = 1, rows16 = 1, chunks_per_round = 4, min_ctas = 2;
+  constexpr bool operator==(const SkinnyTileShape& o) const {
+    return tokens8 == o.tokens8 && rows16 == o.rows16 && chunks_per_round == o.chunks_per_round &&
+           min_ctas == o.min_ctas;
+  }
+  // "NTxRTxUL/minCTAs", as benches and messages name it.
+  std::string name() const {
+    return std::to_string(tokens8) + "x" + std::to_string(rows16) + "x" + std::to_string(chunks_per_round) + "/" +
+           std::to_string(min_ctas);
+  }
 };
 std::vector<SkinnyTileShape> skinny_tile_shapes();
 // The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs.

@@ -167,18 +167,16 @@ void tile_sweep(Bench& b) {
         cu::SkinnyOutput out{y};
         out.swiglu = c.swiglu;
         const double us = b.time_us([&] { cu::invoke_skinny_gemm_tiles(t, in, weight, out, m, c.N, c.K, s); });
-        const bool is_def = t.tokens8 == def.tokens8 && t.rows16 == def.rows16 &&
-                            t.chunks_per_round == def.chunks_per_round && t.min_ctas == def.min_ctas;
-        std::printf("| %-15s | %2d | %dx%dx%d/%d%-14s | %9.2f | %5.1f%% |\n", c.name, m, t.tokens8, t.rows16,
-                    t.chunks_per_round, t.min_ctas, is_def ? " default" : "", us, 100.0 * bytes / (us * 1e3) / b.copy_gbs);
+        const bool is_def = t == def;
+        std::printf("| %-15s | %2d | %-22s | %9.2f | %5.1f%% |\n", c.name, m,
+                    (t.name() + (is_def ? " default" : "")).c_str(), us, 100.0 * bytes / (us * 1e3) / b.copy_gbs);
         if (is_def) def_us = us;
         if (us < best_us) best_us = us, best = t;
       }
       char line[160];
-      std::snprintf(line, sizeof line, "| %-15s | %2d | default %dx%dx%d/%d %8.2f us %5.1f%% | best %dx%dx%d/%d %8.2f us %5.1f%% |",
-                    c.name, m, def.tokens8, def.rows16, def.chunks_per_round, def.min_ctas, def_us,
-                    100.0 * bytes / (def_us * 1e3) / b.copy_gbs, best.tokens8, best.rows16, best.chunks_per_round,
-                    best.min_ctas, best_us, 100.0 * bytes / (best_us * 1e3) / b.copy_gbs);
+      std::snprintf(line, sizeof line, "| %-15s | %2d | default %-7s %8.2f us %5.1f%% | best %-7s %8.2f us %5.1f%% |",
+                    c.name, m, def.name().c_str(), def_us, 100.0 * bytes / (def_us * 1e3) / b.copy_gbs,
+                    best.name().c_str(), best_us, 100.0 * bytes / (best_us * 1e3) / b.copy_gbs);
       best_rows.push_back(line);
     }
   std::printf("\nfastest tile shape per case (%%copy: bytes over the copy bandwidth of this run)\n");

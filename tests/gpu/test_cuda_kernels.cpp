@@ -705,8 +705,7 @@ TEST(BatchInvariance, GemmTileShapesGiveTheSameBits) {
         cu::invoke_skinny_gemm_tiles(t, in, d_w.get(), cu::SkinnyOutput{d_y.get()}, M, N, K, st.s);
         st.sync();
         EXPECT_TRUE(download_bits(d_y, 0, count) == ref)
-            << "N " << N << " K " << K << " M " << M << ": tile shape " << t.tokens8 << "x" << t.rows16 << "x"
-            << t.chunks_per_round << "/" << t.min_ctas << " differs from the default";
+            << "N " << N << " K " << K << " M " << M << ": tile shape " << t.name() << " differs from the default";
       }
     }
   }
@@ -757,8 +756,7 @@ TEST(FusedKernels, SwigluEpilogueEqualsGemmThenSiluMul) {
           cu::invoke_skinny_gemm_tiles(t, in, d_w.get(), out, M, N, K, st.s);
           st.sync();
           EXPECT_TRUE(download_bits(d_act, 0, count) == ref)
-              << "F " << F << " M " << M << ": tile shape " << t.tokens8 << "x" << t.rows16 << "x"
-              << t.chunks_per_round << "/" << t.min_ctas;
+              << "F " << F << " M " << M << ": tile shape " << t.name();
         }
     }
     cu::SkinnyInput in;
