@@ -232,10 +232,14 @@ TEST(BlockPolicy, PlanBlocksProbesSequencesStuckAtAr) {
 TEST(StepCostModel, CalibratesOnARealModel) {
   auto ckpt = open_checkpoint(test::random_model_dir("tiny", 1));
   auto model = make_model(*ckpt, Device::Cpu);
-  const StepCostModel c = calibrate_step_cost(*model, 2, 128, 128, 5.0);
+  // 128 rows over two slots of at most 64: a real forward takes longer than one row's. The tiny
+  // model's steps take microseconds, so load beside the test (ctest -j) can invert one calibration;
+  // it is calibrated again, up to 3 times: a model that ignores its rows stays inverted in each.
+  StepCostModel c = calibrate_step_cost(*model, 2, 128, 128, 5.0);
+  for (int again = 0; again < 2 && !(c.seconds(128) > c.seconds(1)); ++again)
+    c = calibrate_step_cost(*model, 2, 128, 128, 5.0);
   EXPECT_TRUE(c.calibrated());
   EXPECT_GT(c.seconds(1), 0);
-  // 128 rows over two slots of at most 64: a real forward takes longer than one row's.
   EXPECT_GT(c.seconds(128), c.seconds(1));
   EXPECT_THROW(calibrate_step_cost(*model, 0, 128, 16), Error);
 }
