@@ -53,6 +53,22 @@ TEST(CudaLookahead, BranchRowsEqualCausalRowsRandom) { check_branches_on_gpu(ran
 
 TEST(CudaLookahead, BranchRowsEqualCausalRowsSmolLM2) { check_branches_on_gpu(test::smollm2_path()); }
 
+// A sliding window (40 keys: the 70-token prompt and the branches reach past it) counts a branch
+// row's logical keys, as the plain row's.
+TEST(CudaLookahead, BranchRowsEqualCausalRowsSlidingWindow) {
+  ModelConfig c = random_model_shape("tiny");
+  c.hidden_size = 128;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 64;
+  c.sliding_window = 40;
+  const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_lookahead_window40";
+  RandomModelOptions opts;
+  opts.seed = 11;
+  write_random_model(c, dir, opts);
+  check_branches_on_gpu(dir);
+}
+
 // (b) Slot 0: a block of 3 and two branches of 2 rows after a 40-token prompt; slot 1: a plain block
 // of 4 after a 25-token prompt. Batched, each sequence's logits equal its own forward's bits.
 TEST(CudaLookahead, BranchesInABatchEqualAlone) {

@@ -19,6 +19,16 @@ TEST(Lookahead, BranchRowsEqualCausalRowsTinyRandom) {
   test::check_branches(*model, *reference);
 }
 
+// A sliding window counts a branch row's logical keys: the window of 8 ends inside the branch.
+TEST(Lookahead, BranchRowsEqualCausalRowsSlidingWindow) {
+  auto ckpt = open_checkpoint(test::random_model_with_config(
+      "tiny", 7, "lookahead_mistral_sw8", R"({"architectures": ["MistralForCausalLM"], "sliding_window": 8})"));
+  ASSERT_EQ(ckpt->config().sliding_window, 8);
+  auto model = make_model(*ckpt, Device::Cpu);
+  auto reference = make_model(*ckpt, Device::Cpu);
+  test::check_branches(*model, *reference);
+}
+
 TEST(Lookahead, BranchRowsEqualCausalRowsSmolLM2) {
   auto ckpt = open_checkpoint(test::smollm2_path());
   auto model = make_model(*ckpt, Device::Cpu);
