@@ -4,6 +4,8 @@
 //   3. one forward over a block of n tokens after a context of c tokens, for each n
 //   4. with --batch-sizes: one batched step (Model::forward_batch, continuous batching) of B
 //      sequences, each forwarding n tokens after its own context of --batch-context tokens
+// On native (int8-block) CPU weights, also the int8 multiply-add rate, and for each n the floor of
+// the block's int8 work at that rate: a multi-token step is compute-bound long before its bytes.
 // Results print as a table and, with --json, go to a file for docs/plot_bench.py.
 // Under mpirun, rank 0 times the tensor-parallel group and prints; the ranks of one node share
 // its memory bandwidth, so the floor counts the bytes of all of them against it.
@@ -21,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "kernels/cpu/int8_peak.h"
 #include "kernels/cpu/membw.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/thread_pool.h"
@@ -214,6 +217,13 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                 cpu::pool_size());
     if (node_ranks > 1) cpu::set_num_threads(rank_threads);
   }
+  // A multi-token step on int8 blocks can be compute-bound: its floor is then its int8
+  // multiply-adds over this CPU's dot-product rate, measured here.
+  const double int8_macs = gpu ? 0 : model.step_int8_macs();
+  const double int8_gmacs = int8_macs > 0 ? cpu::measure_int8_gmacs(cpu::quant_best_path(), 5) : 0;
+  if (int8_gmacs > 0)
+    std::printf("int8 multiply-add rate: %.1f GMAC/s (%s, %d threads); one token: %.1f M int8 multiply-adds\n",
+                int8_gmacs, cpu::quant_path_name(cpu::quant_best_path()), cpu::pool_size(), int8_macs / 1e6);
 
   // 2. AR decode after a short prompt of synthetic ids.
   std::vector<int32_t> prompt(16);
@@ -235,7 +245,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   std::vector<int32_t> ids(std::max({max_ctx + max_n, prefill})), out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("\n%8s %6s %12s %14s %10s %10s\n", "context", "n", "forward ms", "ms per token", "vs n=1", "floor x");
+  std::printf("\n%8s %6s %12s %14s %10s %10s%s\n", "context", "n", "forward ms", "ms per token", "vs n=1", "floor x",
+              int8_gmacs > 0 ? "  MAC floor x" : "");
   for (int context : contexts) {
     model.predict(ids.data(), context, 0, out.data());
     double t1 = 0;
@@ -249,8 +260,15 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
       const double t = median(times);
       if (n == ns.front()) t1 = t;
       const double floor_n = node_bytes(context + n) / (read_gbs * 1e9);
-      std::printf("%8d %6d %12.3f %14.3f %9.2fx %9.2fx\n", context, n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
-      rows.push_back({{"context", context}, {"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}});
+      std::printf("%8d %6d %12.3f %14.3f %9.2fx %9.2fx", context, n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
+      nlohmann::json row = {{"context", context}, {"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}};
+      if (int8_gmacs > 0) {  // the int8 work alone, at the dot-product rate: no step of n tokens is faster
+        const double mac_floor = n * int8_macs / (int8_gmacs * 1e9);
+        std::printf("  %10.2fx", t / mac_floor);
+        row["mac_floor_ms"] = mac_floor * 1e3;
+      }
+      std::printf("\n");
+      rows.push_back(row);
     }
   }
   double prefill_ms = 0, prefill_floor_ms = 0, matmul_tflops = 0;
@@ -284,6 +302,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                         {"load_seconds", f.load_seconds},
                         {"read_gbs", read_gbs},
                         {"copy_gbs", copy_gbs},
+                        {"int8_gmacs", int8_gmacs},
+                        {"int8_macs_per_token", int8_macs},
                         {"ar_tokens_per_s", ar_tps},
                         {"ar_floor_ms", floor_s * 1e3},
                         {"prefill_tokens", prefill},

@@ -70,6 +70,17 @@ double CpuModel::step_bytes(int context) const {
   return static_cast<double>(w_.bytes()) + 2.0 * cfg_.num_layers * context * kvd_ * sizeof(float);
 }
 
+double CpuModel::step_int8_macs() const {
+  double macs = 0;
+  auto add = [&](const LinearWeight& w) {
+    if (w.quantized()) macs += static_cast<double>(w.q.rows) * w.q.cols;
+  };
+  for (const LayerWeights& l : w_.layers)
+    for (const LinearWeight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*w);
+  add(w_.head());
+  return macs;
+}
+
 void CpuModel::grow_scratch(int n) {
   const size_t sn = static_cast<size_t>(n);
   if (x_.size() >= sn * cfg_.hidden_size) return;

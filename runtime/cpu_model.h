@@ -39,6 +39,8 @@ class CpuModel final : public Model {
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
   // This rank's bytes: its weight slices plus its KV heads.
   double step_bytes(int context) const override;
+  // Rows x columns of every linear layer and of the LM head kept in int8 blocks.
+  double step_int8_macs() const override;
 
  private:
   CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan& plan, Comm* comm);

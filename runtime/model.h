@@ -57,6 +57,10 @@ class Model : public BlockPredictor {
   }
   // Bytes one decode step must read (weights + KV of `context` positions): the bandwidth floor.
   virtual double step_bytes(int context) const = 0;
+  // int8 multiply-adds one token costs in the weights this backend multiplies in int8 blocks
+  // (kernels/cpu/gemm_quant.h): with cpu::measure_int8_gmacs, the compute floor of a multi-token
+  // step. 0: none (fp32 or bf16 weights).
+  virtual double step_int8_macs() const { return 0; }
 };
 
 // Shared argument checks of Model::forward implementations: n > 0, pos >= 0, the block fits the

@@ -7,7 +7,10 @@
 // each row the same bits alone as inside M = 2..64, on every path.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -16,6 +19,7 @@
 
 #include "kernels/cpu/gemm_invariant.h"
 #include "kernels/cpu/gemm_quant.h"
+#include "kernels/cpu/int8_peak.h"
 #include "kernels/cpu/reference.h"
 
 namespace cllm {
@@ -193,6 +197,35 @@ TEST(GemmQuant, RowsDoNotDependOnBatchSize) {
               << name << " rows [" << r0 << ", " << r1 << ") token " << t;
       }
     }
+  }
+}
+
+// The int8 ceiling (kernels/cpu/int8_peak.h) is what benchmarks call the compute floor of a
+// multi-token step, so the quantized GEMM must never beat it: a 16-token GEMM whose weights sit in
+// cache runs at most at the measured rate (1.25x of slack for load that comes and goes between the
+// two measurements). A probe that undercounts its multiply-adds, or times more than its chains, fails.
+TEST(Int8Peak, TheQuantizedGemmNeverBeatsIt) {
+  EXPECT_EQ(cpu::measure_int8_gmacs(cpu::QuantPath::Scalar, 1), 0.0);
+  const int M = 16, N = 1536, K = 576;
+  const cpu::QuantMatrix w = random_quant(cpu::QuantFormat::Q4_1, N, K, 3).w;
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(M) * K), y(static_cast<size_t>(M) * N);
+  for (float& v : x) v = dist(rng);
+  for (cpu::QuantPath p : {cpu::QuantPath::Avx2, cpu::QuantPath::AvxVnni, cpu::QuantPath::Avx512Vnni}) {
+    if (!cpu::quant_path_supported(p)) continue;
+    const double ceiling = cpu::measure_int8_gmacs(p, 3);
+    double best = 1e300;
+    for (int r = 0; r < 30; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      cpu::matmul_wt_quant_path(x.data(), w, y.data(), M, p);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double gemm = static_cast<double>(M) * N * K / best / 1e9;
+    std::printf("[ int8     ] %s: ceiling %.1f GMAC/s, 16-token GEMM in cache %.1f GMAC/s\n", cpu::quant_path_name(p),
+                ceiling, gemm);
+    EXPECT_GT(ceiling, 0.0) << cpu::quant_path_name(p);
+    EXPECT_LE(gemm, 1.25 * ceiling) << cpu::quant_path_name(p) << ": the GEMM beat the measured int8 ceiling";
   }
 }
 
