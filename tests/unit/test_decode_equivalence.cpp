@@ -81,6 +81,21 @@ void expect_jacobi_equals_ar(Model& model, const std::vector<int32_t>& prompt, i
     EXPECT_EQ(jr.tokens, ar.tokens) << "lookahead n=" << n << " candidates " << candidates << " ngram " << ngram;
     EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_block + jr.stats.accepted_pool + jr.stats.accepted_recycled);
   }
+  // Multi-block: K blocks in flight, with and without candidates, in both windows.
+  for (auto [n, blocks, candidates, w] : {std::tuple{4, 2, 0, JacobiWindow::Sliding}, std::tuple{4, 3, 0, JacobiWindow::Blockwise},
+                                          std::tuple{8, 2, 3, JacobiWindow::Blockwise}, std::tuple{4, 3, 4, JacobiWindow::Sliding}}) {
+    JacobiOptions jac;
+    jac.block = n;
+    jac.blocks = blocks;
+    jac.window = w;
+    jac.candidates = candidates;
+    jac.ngram = 4;
+    const GenerateResult jr = generate_jacobi(model, prompt, gen, jac);
+    EXPECT_EQ(jr.tokens, ar.tokens) << "multi-block n=" << n << " K=" << blocks << " candidates " << candidates
+                                    << (w == JacobiWindow::Sliding ? " sliding" : " blockwise");
+    EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_block + jr.stats.accepted_later + jr.stats.accepted_pool +
+                                           jr.stats.accepted_recycled);
+  }
   // Both together: the adaptive block with lookahead candidates beside it.
   {
     JacobiOptions jac;
