@@ -50,7 +50,7 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
                             std::to_string(spec.jacobi.candidates) + ") x (cllm_ngram " +
                             std::to_string(spec.jacobi.ngram) + " - 1) rows per iteration exceed " +
                             std::to_string(kMaxBlockRows),
-                   "cllm_candidates");
+                   spec.jacobi.candidates > 0 ? "cllm_candidates" : "cllm_blocks");
   if (r.decode == "ar") {  // Jacobi with one guess and no candidates is greedy AR
     spec.jacobi.block = 1;
     spec.jacobi.blocks = 1;

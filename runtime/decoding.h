@@ -63,6 +63,7 @@ struct DecodeStats {
   double prefill_seconds = 0;
   double decode_seconds = 0;
 
+  int accepted_by_sources() const { return accepted_block + accepted_later + accepted_pool + accepted_recycled; }
   double tokens_per_iteration() const { return iterations ? static_cast<double>(tokens) / iterations : 0; }
   double tokens_per_second() const {
     const double s = prefill_seconds + decode_seconds;

@@ -51,7 +51,8 @@ std::string Scheduler::check(const SequenceSpec& spec) const {
   if (spec.gen.max_new_tokens <= 0) return "max_tokens must be positive";
   const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.rows();
   if (spec.jacobi.block < 1 || block > kMaxBlockRows)
-    return "the Jacobi block (" + std::to_string(spec.jacobi.block) + ") plus its candidates' rows must be in 1.." +
+    return "the Jacobi block (" + std::to_string(spec.jacobi.block) + ") x blocks in flight (" +
+           std::to_string(spec.jacobi.blocks) + ") plus the candidates' rows must be in 1.." +
            std::to_string(kMaxBlockRows) + ", got " + std::to_string(block);
   if (spec.jacobi.blocks < 1 || (spec.jacobi.blocks > 1 && spec.jacobi.adaptive && spec.sampling.temperature <= 0))
     return "Jacobi blocks in flight must be >= 1, and more than one needs a fixed block size, got " +
