@@ -6,7 +6,7 @@ in one process), so its speedup is a ratio measured in one run. Settings run in 
 round (a shared machine drifts; alternating spreads the drift over them all), and the JSON keeps every
 run so the report can give medians and spreads.
 
-usage: python3 docs/bench_multiblock.py --prompts P.jsonl --out RESULTS.json [--rounds 3]
+usage: python3 docs/bench_multiblock.py --prompts P.jsonl --out RESULTS.json [--rounds 3] [--only TEXT --append]
        python3 docs/bench_multiblock.py --plot RESULTS.json --png docs/img/cpu_multiblock.png
 """
 import argparse
@@ -20,13 +20,15 @@ TOTAL = re.compile(r"^\[(ar|jacobi)\] \d+ prompts: (\d+) tokens, (\d+) iteration
 SOURCES = re.compile(r"^\[jacobi\] accepted .*: block (\d+), later blocks (\d+), pool (\d+), recycled (\d+)")
 VERSUS = re.compile(r"^jacobi vs ar: decode speedup ([\d.]+)x .*, (\d+)/(\d+) outputs identical")
 
+LOOKAHEAD = ["--candidates", "4", "--ngram", "4"]
 # (label, flags): the blockwise window (the CLLM paper's mode) and the sliding one, each without and
-# with lookahead candidates, for K = 1, 2, 3 blocks of 4 guesses.
+# with lookahead candidates, for K = 1, 2, 3 blocks of 4 guesses; and, for the same rows, one
+# blockwise block of 4K guesses with the candidates.
 SETTINGS = [
     (f"{window} n=4 K={k}{' +4x4' if cand else ''}",
-     ["--window", window, "--block", "4", "--blocks", str(k)] + (["--candidates", "4", "--ngram", "4"] if cand else []))
+     ["--window", window, "--block", "4", "--blocks", str(k)] + (LOOKAHEAD if cand else []))
     for window in ("blockwise", "sliding") for cand in (False, True) for k in (1, 2, 3)
-]
+] + [(f"blockwise n={4 * k} K=1 +4x4", ["--window", "blockwise", "--block", str(4 * k)] + LOOKAHEAD) for k in (2, 3)]
 
 
 def run(binary, model, prompts, max_new, flags):
@@ -49,8 +51,12 @@ def run(binary, model, prompts, max_new, flags):
 def measure(args):
     results = {"date": time.strftime("%Y-%m-%d"), "machine": "2-core x86-64 CPU", "commit": args.commit,
                "prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "runs": {}}
+    if args.append:  # more runs into an earlier file (its date and commit stay)
+        results = json.load(open(args.out))
     for rnd in range(args.rounds):
         for label, flags in SETTINGS:
+            if args.only and args.only not in label:
+                continue
             r = run(args.binary, args.model, args.prompts, args.max_new_tokens, flags)
             results["runs"].setdefault(label, []).append(r)
             print(f"round {rnd + 1} {label}: {r['jacobi']['tokens'] / r['jacobi']['forwards']:.2f} tokens/forward, "
@@ -84,14 +90,17 @@ def plot(args):
     for r in rows:
         name, k = r["label"].rsplit(" K=", 1)
         k, extra = (k.split(" ", 1) + [""])[:2]
+        window, n = name.split(" n=")
+        if n != "4":  # one block of 4K guesses: plotted at the K whose rows it matches
+            name, k = f"{window} one block of 4K", int(n) // 4
         groups.setdefault(f"{name} {extra}".strip(), []).append((int(k), r))
     for name, pts in groups.items():
         pts.sort(key=lambda p: p[0])
         ks = [p[0] for p in pts]
         a1.plot(ks, [p[1]["tpf"] for p in pts], marker="o", label=name)
-        a2.plot(ks, [p[1]["median"] for p in pts], marker="o", label=name)
+        line, = a2.plot(ks, [p[1]["median"] for p in pts], marker="o", label=name)
         for k, r in pts:
-            a2.scatter([k] * len(r["speedups"]), r["speedups"], s=8, alpha=0.35)
+            a2.scatter([k] * len(r["speedups"]), r["speedups"], s=8, alpha=0.35, color=line.get_color())
     a1.set_title("tokens per forward (prefill counted)")
     a2.set_title("decode rate / AR's (median, dots: runs)")
     a2.axhline(1.0, color="gray", lw=0.8)
@@ -117,6 +126,8 @@ def main():
     ap.add_argument("--prompts")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--append", action="store_true", help="add the runs to --out's earlier ones")
+    ap.add_argument("--only", help="run only the settings whose label contains this")
     ap.add_argument("--commit", default="")
     ap.add_argument("--out")
     ap.add_argument("--plot", help="a RESULTS.json to plot and tabulate")
