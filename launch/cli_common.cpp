@@ -255,10 +255,11 @@ void check_lookahead_flags(const JacobiOptions& jac) {
                                                "picks one block's size per step");
   CLLM_CHECK(jac.candidates >= 0, "--candidates must be >= 0, got " << jac.candidates);
   CLLM_CHECK(jac.ngram >= 2, "--ngram must be >= 2 (a key token and a continuation), got " << jac.ngram);
-  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ") x --blocks (" << jac.blocks
-                                                      << ") + --candidates (" << jac.candidates
-                                                      << ") x (--ngram " << jac.ngram << " - 1) = " << jac.rows()
-                                                      << " rows per iteration, over " << kMaxBlockRows);
+  const std::string blocks = jac.blocks > 1 ? " x --blocks (" + std::to_string(jac.blocks) + ")" : "";
+  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ")" << blocks << " + --candidates ("
+                                                      << jac.candidates << ") x (--ngram " << jac.ngram
+                                                      << " - 1) = " << jac.rows() << " rows per iteration, over "
+                                                      << kMaxBlockRows);
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {
