@@ -412,26 +412,28 @@ TEST(MultiBlock, MatchesOracleForEveryModeAndSize) {
   }
 }
 
+// Greedy Jacobi over an oracle's first `prompt` tokens, `max_new` tokens, with a model that stays
+// right `lookahead` positions past a wrong token.
+GenerateResult decode_oracle(const std::vector<int32_t>& oracle, int prompt, int max_new, const JacobiOptions& jac,
+                             int lookahead) {
+  OracleModel model(oracle, lookahead);
+  GenerateOptions gen;
+  gen.max_new_tokens = max_new;
+  GenerateResult r = generate_jacobi(model, {oracle.begin(), oracle.begin() + prompt}, gen, jac);
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + prompt, oracle.begin() + prompt + max_new));
+  EXPECT_EQ(r.stats.iterations, model.forwards);
+  return r;
+}
+
 TEST(MultiBlock, LaterBlocksGiveAcceptedTokens) {
   // A CLLM-like model (predictions stay right for 3 positions past a wrong token) in the paper's
   // blockwise window: with one block each new block starts from fresh guesses; with K blocks the
   // next block's guesses converge while the frontier finishes, so when the frontier is fixed the
   // path runs on into the next block.
   const std::vector<int32_t> oracle = make_oracle(400, 41);
-  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 10);
-  const std::vector<int32_t> expected(oracle.begin() + 10, oracle.begin() + 210);
-  GenerateOptions gen;
-  gen.max_new_tokens = 200;
-  JacobiOptions jac;
-  jac.block = 4;
-  jac.window = JacobiWindow::Blockwise;
-  OracleModel one_model(oracle, /*lookahead=*/3);
-  const GenerateResult one = generate_jacobi(one_model, prompt, gen, jac);
-  jac.blocks = 3;
-  OracleModel multi_model(oracle, /*lookahead=*/3);
-  const GenerateResult multi = generate_jacobi(multi_model, prompt, gen, jac);
-  EXPECT_EQ(one.tokens, expected);
-  EXPECT_EQ(multi.tokens, expected);
+  const GenerateResult one = decode_oracle(oracle, 10, 200, {.block = 4, .window = JacobiWindow::Blockwise}, 3);
+  const GenerateResult multi =
+      decode_oracle(oracle, 10, 200, {.block = 4, .window = JacobiWindow::Blockwise, .blocks = 3}, 3);
   EXPECT_EQ(one.stats.accepted_later, 0);
   EXPECT_GT(multi.stats.accepted_later, 40);
   EXPECT_GT(multi.stats.tokens_per_iteration(), 1.3 * one.stats.tokens_per_iteration())
@@ -443,27 +445,17 @@ TEST(MultiBlock, SlidingBlocksForwardAsOneLongBlock) {
   // the same rows, iterations and output as one block of K x n; only the sources differ (tokens
   // past the first n guesses count as later blocks').
   const std::vector<int32_t> oracle = make_oracle(400, 43);
-  const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 10);
-  GenerateOptions gen;
-  gen.max_new_tokens = 200;
-  JacobiOptions jac;
-  jac.block = 12;
-  OracleModel long_model(oracle, /*lookahead=*/6);
-  const GenerateResult one_long = generate_jacobi(long_model, prompt, gen, jac);
-  jac.block = 4;
-  jac.blocks = 3;
-  OracleModel multi_model(oracle, /*lookahead=*/6);
-  const GenerateResult multi = generate_jacobi(multi_model, prompt, gen, jac);
-  EXPECT_EQ(multi.tokens, one_long.tokens);
+  const GenerateResult one_long = decode_oracle(oracle, 10, 200, {.block = 12}, 6);
+  const GenerateResult multi = decode_oracle(oracle, 10, 200, {.block = 4, .blocks = 3}, 6);
   EXPECT_EQ(multi.stats.iterations, one_long.stats.iterations);
   EXPECT_EQ(multi.stats.accepted_block + multi.stats.accepted_later, one_long.stats.accepted_block);
   EXPECT_GT(multi.stats.accepted_later, 0);
 }
 
 TEST(MultiBlock, BlockwiseBlocksKeepTheirEnds) {
-  // Two blocks of 4 at position 3: the frontier is 4 guesses, the run 8. A path of 2 leaves the
-  // frontier 2 guesses (its end stays) and the run 6; when the frontier is fixed the second block
-  // becomes the frontier with its refined guesses and a fresh block joins behind it.
+  // Two blocks of 4 at position 3: the frontier is 4 guesses, the run 8. An iteration that fixes
+  // one token leaves the frontier 3 guesses (its end stays) and the run 7; a path through the
+  // frontier into the second block then leaves both behind: a new frontier and a fresh block.
   JacobiOptions jac;
   jac.block = 4;
   jac.blocks = 2;
