@@ -118,6 +118,8 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   const auto t0 = std::chrono::steady_clock::now();
   const bool lead = comm.rank() == 0;
   ModelOptions numerics = parse_numerics(flags.numerics);  // refused before anything loads
+  if (flags.numerics == "blocks")
+    numerics.cuda_invariant_max_rows = std::max(numerics.cuda_invariant_max_rows, flags.lookahead_rows);
   numerics.cpu_native_weights = parse_weights(flags.weights, comm.size());
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
@@ -197,8 +199,9 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "weight converted to fp32 at load) or auto (native on one rank, f32 under mpirun)")
       ("numerics", po::value(&flags.numerics)->default_value("blocks"),
        "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
-       "depend on what shares its forward: blocks (forwards of up to 16 rows: greedy Jacobi with blocks of up to 16 "
-       "equals greedy AR; 0-13% of a 7B step), invariant (every forward: any block size, batches and prefill "
+       "depend on what shares its forward: blocks (forwards of up to 16 rows, or of one sequence's lookahead "
+       "iteration when --candidates is on: greedy Jacobi with blocks of up to 16, and lookahead, equal greedy AR; "
+       "0-13% of a 7B step), invariant (every forward: any block size, batches and prefill "
        "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)")
       ("cuda-launch", po::value(&flags.cuda_launch)->default_value("overlapped"),
        "with --device cuda: overlapped (each kernel is scheduled while the one before it finishes, and fetches its "

@@ -95,7 +95,7 @@ GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>
   CLLM_CHECK(!jacobi.adaptive || cost, "adaptive Jacobi needs a step cost model");
   Output out(opts, sink, r);
   CLLM_CHECK(jacobi.candidates == 0 || model.verifies_branches(),
-             "lookahead candidates need a backend that verifies branches (the CPU model); this one does not");
+             "lookahead candidates need a backend that verifies branches (the CPU and CUDA models); this one does not");
   const int32_t first = prefill(model, prompt, r.stats);
   const auto t0 = Clock::now();
   JacobiDecoder dec(jacobi, prompt, first);

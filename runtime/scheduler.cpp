@@ -61,7 +61,7 @@ std::string Scheduler::check(const SequenceSpec& spec) const {
     return "lookahead needs candidates >= 0 and an n-gram size >= 2, got " + std::to_string(spec.jacobi.candidates) +
            " and " + std::to_string(spec.jacobi.ngram);
   if (spec.jacobi.candidates > 0 && spec.sampling.temperature <= 0 && !model_.verifies_branches())
-    return "lookahead candidates need a backend that verifies branches (the CPU model); this one does not";
+    return "lookahead candidates need a backend that verifies branches (the CPU and CUDA models); this one does not";
   if (spec.logprobs < -1 || spec.logprobs > kMaxTopLogprobs)
     return "top logprobs must be in 0.." + std::to_string(kMaxTopLogprobs);
   if (spec.prompt_logprobs && spec.logprobs < 0) return "prompt logprobs need logprobs";

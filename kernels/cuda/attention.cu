@@ -15,7 +15,9 @@
 // sliding window of w keys (Mistral's sliding_window) also t > p0 + i - w. Masked scores become -inf
 // and weigh exactly 0; tile rows past the chunk are zero-filled in shared memory, never loaded, so
 // cache rows >= p0+n may hold anything (even NaN). Key tiles of a chunk that lie wholly before the
-// window of the CTA's first row are skipped: they would weigh 0 for every row of the CTA.
+// window of the CTA's first row are skipped: they would weigh 0 for every row of the CTA. Keys, not
+// cache rows, are what all of this counts: a lookahead branch (AttnBlock::base, shift) differs from a
+// plain block only in which cache row its keys past `base` are loaded from.
 //
 // Batches (continuous batching). The same kernels serve several blocks, each in its own KV slot:
 // a CTA then reads its (block, chunk, row tile) from a work list in device memory instead of from
@@ -165,7 +167,8 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     for (int e = threadIdx.x; e < kTile * kVecs; e += kThreads) {
       const int j = e / kVecs, c = e % kVecs, key = t0 + j;
       const bool ok = key < c1;
-      const size_t off = static_cast<size_t>(ok ? key : 0) * cache_row_stride + c * 8;
+      const int cache_row = key < b.base ? key : key + b.shift;  // AttnBlock: a branch's own rows lie further on
+      const size_t off = static_cast<size_t>(ok ? cache_row : 0) * cache_row_stride + c * 8;
       detail::cp_async_16(ks + j * kPitch + c * 8, k_cache + off, ok);
       detail::cp_async_16(vs + j * kPitch + c * 8, v_cache + off, ok);
     }
@@ -404,7 +407,7 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
   p.slot_stride = 0;
   p.out = out;
   set_partials(p, workspace, partials, head_dim);
-  p.one = AttnBlockDesc{0, p0, n, 0, chunk_len, n_chunks, 0, 0};
+  p.one = AttnBlockDesc{0, p0, n, 0, chunk_len, n_chunks, 0, 0, 0, {0, 0, 0}};
   p.n_heads = n_heads;
   p.n_kv = n_kv;
   p.group = group;
@@ -447,6 +450,9 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
     CLLM_CHECK(k.n > 0 && k.pos >= 0 && k.q_row >= 0 && k.slot >= 0,
                "batched attention: block " << b << " has n " << k.n << ", pos " << k.pos << ", q_row " << k.q_row
                                            << ", slot " << k.slot);
+    CLLM_CHECK(k.shift == 0 || (k.base >= 0 && k.base <= k.pos && k.shift > 0),
+               "batched attention: block " << b << " at position " << k.pos << " has base " << k.base << " and shift "
+                                           << k.shift << " (need 0 <= base <= pos and shift >= 0)");
     CLLM_CHECK(ceil_div(k.n * group, cta_rows) <= static_cast<int>(kWorkTileMask) + 1,
                "batched attention: block " << b << " of " << k.n << " queries x group " << group << " exceeds "
                                            << (kWorkTileMask + 1) * cta_rows << " rows");
@@ -514,7 +520,8 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
     CLLM_CHECK(chunks <= static_cast<int>(kWorkChunkMask) + 1,
                "batched attention: block " << b << " needs " << chunks << " chunks of " << chunk_len << " keys, more than "
                                            << kWorkChunkMask + 1);
-    descs[b] = AttnBlockDesc{k.q_row, k.pos, k.n, k.slot, chunk_len, chunks, static_cast<int32_t>(part_base), 0};
+    descs[b] = AttnBlockDesc{k.q_row, k.pos,      k.n,   k.slot,   chunk_len, chunks, static_cast<int32_t>(part_base),
+                             k.shift ? k.base : 0, k.shift, {0, 0, 0}};
     if (chunks > 1) part_base += static_cast<size_t>(chunks) * k.n * n_heads;
     for (int c = 0; c < chunks; ++c)
       for (int t = 0; t < tiles; ++t)

@@ -34,17 +34,24 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
 //
 // A batch is `count` blocks; block b owns query rows q_row .. q_row+n-1 of the q/out arrays, sits
 // at positions pos .. pos+n-1 and attends to KV slot `slot`, whose cache rows start at element
-// slot * slot_stride of k_cache / v_cache. Query row q_row+i sees that slot's rows 0 .. pos+i.
+// slot * slot_stride of k_cache / v_cache. Query row q_row+i sees that slot's keys 0 .. pos+i.
+// Key t is cache row t below `base` and cache row t + shift from `base` on (runtime/row_runs.h): a
+// lookahead branch is a block at its logical positions whose own rows were written `shift` rows
+// further on. shift 0 (the default): key t is cache row t, a plain causal block. Chunks, masks and
+// windows all count keys, never cache rows, so a branch row gets the bits of the plain row at its
+// position over the same keys.
 struct AttnBlock {
   int32_t q_row = 0, pos = 0, n = 0, slot = 0;
+  int32_t base = 0, shift = 0;
 };
 
-// The device form of one block, as the kernels read it (32 bytes). chunk_len: keys per split-K
+// The device form of one block, as the kernels read it (48 bytes). chunk_len: keys per split-K
 // chunk (a multiple of 64); n_chunks = ceil((pos + n) / chunk_len); part_base: first partial-result
-// slot of the block in the workspace (used when n_chunks > 1).
+// slot of the block in the workspace (used when n_chunks > 1); base, shift: as AttnBlock.
 struct AttnBlockDesc {
-  int32_t q_row, pos, n, slot, chunk_len, n_chunks, part_base, pad;
+  int32_t q_row, pos, n, slot, chunk_len, n_chunks, part_base, base, shift, pad[3];
 };
+static_assert(sizeof(AttnBlockDesc) == 48, "the planner packs descriptors at 16-byte multiples");
 
 // Host-side plan of one batched call: how the work is cut (one chunk length for all blocks, sized so
 // that about two CTAs per SM exist in total, and so the partial results fit the workspace), and the

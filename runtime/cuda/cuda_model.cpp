@@ -9,6 +9,7 @@
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/bf16_host.h"
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/kv_move.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "runtime/rope.h"
@@ -173,7 +174,7 @@ void CudaModel::run_sequence(const int32_t* tokens, int n, int pos, int slot, in
   for (int done = 0; done < n;) {
     const int m = next_block(n - done);
     const SeqBlock b{slot, pos + done, m};
-    run_device_forward(tokens + done, &b, 1, out_ids + done,
+    run_device_forward(tokens + done, &b, 1, nullptr, out_ids + done,
                        logits ? logits + static_cast<size_t>(done) * cfg_.vocab_size : nullptr);
     done += m;
   }
@@ -186,31 +187,58 @@ void CudaModel::forward_batch(const int32_t* tokens, const SeqBlock* blocks, int
     run_sequence(tokens, blocks[0].n, blocks[0].pos, blocks[0].slot, out_ids, logits);
     return;
   }
-  // Consecutive rows in device forwards of at most kMaxRows; a block may be cut between two.
+  run_batch(tokens, blocks, count, nullptr, out_ids, logits);
+}
+
+void CudaModel::forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                             const KvMove* moves, int32_t* out_ids, float* logits) {
+  check_batch_args(cfg_, tokens, blocks, count, limit_tokens_, limit_slots_);
+  if (check_row_layout(blocks, count, rows, moves, limit_tokens_)) {
+    forward_batch(tokens, blocks, count, out_ids, logits);  // plain: the same computation
+    return;
+  }
+  apply_kv_moves(blocks, count, moves);
+  run_batch(tokens, blocks, count, rows, out_ids, logits);
+}
+
+void CudaModel::apply_kv_moves(const SeqBlock* blocks, int count, const KvMove* moves) {
+  const size_t slot_rows = static_cast<size_t>(capacity_) * slots_;  // rows of one layer's K (or V)
+  for (int b = 0; moves != nullptr && b < count; ++b) {
+    const KvMove& m = moves[b];
+    if (m.n == 0) continue;
+    // Rows counted from the slot's first row: the arrays below start there.
+    bf16* slot_cache = kv_.as<bf16>() + static_cast<size_t>(blocks[b].slot) * capacity_ * dims_.kv;
+    invoke_kv_move(slot_cache, slot_rows * dims_.kv, 2 * cfg_.num_layers, m.src, blocks[b].pos - m.n, m.n, dims_.kv,
+                   h_.stream);
+  }
+}
+
+void CudaModel::run_batch(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                          int32_t* out_ids, float* logits) {
   const size_t V = cfg_.vocab_size;
   std::vector<SeqBlock> pieces;
-  int first_row = 0, rows = 0;
+  int first_row = 0, piece_rows = 0;
   auto flush = [&] {
-    run_device_forward(tokens + first_row, pieces.data(), static_cast<int>(pieces.size()), out_ids + first_row,
-                       logits ? logits + first_row * V : nullptr);
-    first_row += rows;
-    rows = 0;
+    run_device_forward(tokens + first_row, pieces.data(), static_cast<int>(pieces.size()),
+                       rows ? rows + first_row : nullptr, out_ids + first_row, logits ? logits + first_row * V : nullptr);
+    first_row += piece_rows;
+    piece_rows = 0;
     pieces.clear();
   };
   for (int b = 0; b < count; ++b) {
     for (int done = 0; done < blocks[b].n;) {
-      const int take = std::min(blocks[b].n - done, kMaxRows - rows);
+      const int take = std::min(blocks[b].n - done, kMaxRows - piece_rows);
       pieces.push_back({blocks[b].slot, blocks[b].pos + done, take});
-      rows += take;
+      piece_rows += take;
       done += take;
-      if (rows == kMaxRows) flush();
+      if (piece_rows == kMaxRows) flush();
     }
   }
-  if (rows > 0) flush();
+  if (piece_rows > 0) flush();
 }
 
-void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
-                                   float* logits) {
+void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* specs,
+                                   int32_t* out_ids, float* logits) {
   int rows = 0;
   for (int b = 0; b < count; ++b) rows += blocks[b].n;
   CLLM_CHECK(rows > 0 && rows <= kMaxRows, "device forward of " << rows << " rows (1.." << kMaxRows << ")");
@@ -219,10 +247,15 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   step_.gemm_rows = gemm_rows(rows);
   BlockPlans& p = plans_for(step_.gemm_rows);  // before capture: plan creation allocates
 
+  // Each block's causal runs (one for a plain block; one more per lookahead branch) as attention blocks.
   std::vector<AttnBlock>& attn = attn_blocks_;
   attn.clear();
-  for (int b = 0, row = 0; b < count; row += blocks[b].n, ++b) attn.push_back({row, blocks[b].pos, blocks[b].n, blocks[b].slot});
-  plan_batched_attention(attn.data(), count, plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
+  for (int b = 0, row = 0; b < count; row += blocks[b].n, ++b) {
+    row_runs_.clear();
+    append_row_runs(blocks[b].pos, blocks[b].n, specs ? specs + row : nullptr, row_runs_);
+    for (const RowRun& r : row_runs_) attn.push_back({row + r.first, r.pos, r.n, blocks[b].slot, r.base, r.shift});
+  }
+  plan_batched_attention(attn.data(), static_cast<int>(attn.size()), plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
                          table_bytes_, invariant_step() ? kInvariantChunkKeys : 0, attn_plan_, cfg_.sliding_window);
   fit_attention_plan();  // may reallocate io_host_: fill it only after
 
@@ -232,7 +265,7 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
   int32_t* cache_rows = io + 2 * rows;
   for (int b = 0, row = 0; b < count; ++b)
     for (int i = 0; i < blocks[b].n; ++i, ++row) {
-      positions[row] = blocks[b].pos + i;
+      positions[row] = specs ? specs[row].pos : blocks[b].pos + i;  // RoPE's; the KV goes to the cache row
       cache_rows[row] = blocks[b].slot * capacity_ + blocks[b].pos + i;
     }
   step_.table_offset = (3 * static_cast<size_t>(rows) * sizeof(int32_t) + 15) / 16 * 16;

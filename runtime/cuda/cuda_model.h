@@ -55,6 +55,7 @@
 #include "runtime/cuda/device_buffer.h"
 #include "runtime/cuda/step_graphs.h"
 #include "runtime/model.h"
+#include "runtime/row_runs.h"
 
 namespace cllm::cuda {
 
@@ -140,6 +141,13 @@ class CudaModel final : public Model {
   void forward_batch(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
                      float* logits) override;
   void forward(const int32_t* tokens, int n, int pos, int32_t* out_ids, float* logits) override;
+  // Lookahead branches (runtime/model.h): each block's rows go to the attention as causal runs
+  // (runtime/row_runs.h) at their logical positions, RoPE takes those positions, and the KV moves
+  // run first, in one kernel per move for every layer. A branch row gets the bits of the plain row
+  // at its position over the same keys (AttnBlock), so verification keeps greedy AR's tokens.
+  void forward_rows(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows, const KvMove* moves,
+                    int32_t* out_ids, float* logits) override;
+  bool verifies_branches() const override { return true; }
   // bf16 weight bytes a step reads + bf16 K and V rows of `context` positions, all layers.
   double step_bytes(int context) const override;
 
@@ -210,10 +218,17 @@ class CudaModel final : public Model {
   BlockPlans& plans_for(int gemm_rows);
   // One sequence on one slot: device forwards of at most kMaxBlock tokens (see kMaxBlock).
   void run_sequence(const int32_t* tokens, int n, int pos, int slot, int32_t* out_ids, float* logits);
+  // Blocks of several sequences (or branch rows): consecutive rows in device forwards of at most
+  // kMaxRows; a block may be cut between two, the first writing its KV before the second reads it.
+  void run_batch(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows, int32_t* out_ids,
+                 float* logits);
   // One device forward over `count` blocks whose rows (sum of n <= kMaxRows) follow each other in
-  // tokens; logits (or nullptr) receives [rows, vocab] fp32.
-  void run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, int32_t* out_ids,
-                          float* logits);
+  // tokens; rows: their RowSpecs in the same order, or null when every row is causal; logits (or
+  // nullptr) receives [rows, vocab] fp32.
+  void run_device_forward(const int32_t* tokens, const SeqBlock* blocks, int count, const RowSpec* rows,
+                          int32_t* out_ids, float* logits);
+  // Applies each block's KvMove (null: none) to its slot, in every layer's K and V.
+  void apply_kv_moves(const SeqBlock* blocks, int count, const KvMove* moves);
   // Launches the step through p's graph: as is when `key` matches, else captured and patched first.
   void launch_graph(BlockPlans& p, const GraphKey& key);
   // Enqueues the whole step_ on the stream: input upload, layers, head, argmax, id download
@@ -267,6 +282,7 @@ class CudaModel final : public Model {
 
   Step step_;
   std::vector<AttnBlock> attn_blocks_;              // the step's blocks, for the planner (reused)
+  std::vector<RowRun> row_runs_;                    // one block's causal runs (reused)
   BatchedAttentionPlan attn_plan_;                  // of the batched step being enqueued
   std::vector<std::unique_ptr<BlockPlans>> plans_;  // indexed by GEMM rows, created on first use
   CudaGraphStats stats_;

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -34,6 +35,7 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/kv_move.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/rope.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
@@ -305,10 +307,14 @@ std::vector<Compared> run_block_attention(const Shape& s, std::mt19937& rng) {
 // k/v part of the fused qkv rows are NaN: the kernel must read none of them. The reference is the
 // single-block CPU attention of each block over its slot. tiny_ws: no workspace, so the adaptive
 // planner must fall back to one chunk per block. chunk_keys > 0: the batch-invariant plan, its
-// workspace sized after planning as CudaModel sizes it.
-std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, bool tiny_ws, int chunk_keys = 0) {
+// workspace sized after planning as CudaModel sizes it. branches: every other block is a lookahead
+// branch (AttnBlock::base, shift: its keys from a random base on lie 1..8 cache rows further), and
+// the reference attends over the keys gathered into their logical order.
+std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, bool tiny_ws, int chunk_keys = 0,
+                                            bool branches = false) {
   const int q_w = s.heads * s.hd, kv_w = s.kv * s.hd, q_stride = q_w + 2 * kv_w;
-  const int slots = s.count + 3, capacity = s.ctx + s.n + 8;
+  constexpr int kMaxShift = 8;
+  const int slots = s.count + 3, capacity = s.ctx + s.n + 8 + kMaxShift;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<int> slot_ids(slots);
   for (int i = 0; i < slots; ++i) slot_ids[i] = i;
@@ -319,6 +325,10 @@ std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, b
   for (int b = 0; b < s.count; ++b) {
     const bool widest = b == s.count / 2;  // one block at the full n and context
     blocks[b] = {rows, widest ? s.ctx : pos_dist(rng), widest ? s.n : n_dist(rng), slot_ids[b]};
+    if (branches && b % 2 == 1) {
+      blocks[b].base = std::uniform_int_distribution<int>(0, blocks[b].pos)(rng);
+      blocks[b].shift = std::uniform_int_distribution<int>(1, kMaxShift)(rng);
+    }
     rows += blocks[b].n;
   }
   std::vector<float> qkv(static_cast<size_t>(rows) * q_stride, nan);
@@ -327,11 +337,17 @@ std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, b
     std::copy_n(q.begin() + static_cast<size_t>(r) * q_w, q_w, qkv.begin() + static_cast<size_t>(r) * q_stride);
   const size_t slot_elems = static_cast<size_t>(capacity) * kv_w;
   std::vector<float> k_cache(slots * slot_elems, nan), v_cache(k_cache.size(), nan);
-  for (const cu::AttnBlock& b : blocks) {
-    const size_t len = static_cast<size_t>(b.pos + b.n) * kv_w;
-    const std::vector<float> k = rand_bf16(rng, len, -1.f, 1.f), v = rand_bf16(rng, len, -1.f, 1.f);
-    std::copy(k.begin(), k.end(), k_cache.begin() + b.slot * slot_elems);
-    std::copy(v.begin(), v.end(), v_cache.begin() + b.slot * slot_elems);
+  std::vector<std::vector<float>> keys(s.count), values(s.count);  // each block's keys in logical order
+  for (int b = 0; b < s.count; ++b) {
+    const cu::AttnBlock& blk = blocks[b];
+    const size_t len = static_cast<size_t>(blk.pos + blk.n) * kv_w;
+    keys[b] = rand_bf16(rng, len, -1.f, 1.f);
+    values[b] = rand_bf16(rng, len, -1.f, 1.f);
+    for (int t = 0; t < blk.pos + blk.n; ++t) {
+      const size_t row = static_cast<size_t>(t < blk.base ? t : t + blk.shift);
+      std::copy_n(keys[b].begin() + static_cast<size_t>(t) * kv_w, kv_w, k_cache.begin() + blk.slot * slot_elems + row * kv_w);
+      std::copy_n(values[b].begin() + static_cast<size_t>(t) * kv_w, kv_w, v_cache.begin() + blk.slot * slot_elems + row * kv_w);
+    }
   }
 
   size_t ws_bytes = tiny_ws ? 0 : cu::block_attention_workspace_bytes(rows, s.heads, s.hd);
@@ -359,11 +375,33 @@ std::vector<Compared> run_batched_attention(const Shape& s, std::mt19937& rng, b
   st.sync();
 
   std::vector<float> ref(static_cast<size_t>(rows) * q_w);
-  for (const cu::AttnBlock& b : blocks)
-    cllm::ref::block_attention(q.data() + static_cast<size_t>(b.q_row) * q_w, k_cache.data() + b.slot * slot_elems,
-                               v_cache.data() + b.slot * slot_elems, ref.data() + static_cast<size_t>(b.q_row) * q_w,
-                               b.n, b.pos, s.heads, s.kv, s.hd);
+  for (int b = 0; b < s.count; ++b)
+    cllm::ref::block_attention(q.data() + static_cast<size_t>(blocks[b].q_row) * q_w, keys[b].data(), values[b].data(),
+                               ref.data() + static_cast<size_t>(blocks[b].q_row) * q_w, blocks[b].n, blocks[b].pos,
+                               s.heads, s.kv, s.hd);
   return {{"out", download_bf16(d_out), ref}};
+}
+
+// `arrays` arrays (a cache's K and V of every layer) of `capacity` rows of `dim` elements; rows
+// [src, src + n) moved to [dst, dst + n), overlapping or not, against std::memmove per array.
+std::vector<Compared> run_kv_move(const Shape& s, std::mt19937& rng) {
+  const int arrays = 6, capacity = 3 * s.n + 10, dim = s.dim;
+  const size_t array_elems = static_cast<size_t>(capacity) * dim;
+  std::vector<float> cache = rand_bf16(rng, arrays * array_elems, -1.f, 1.f);
+  auto d_cache = upload_bf16(cache);
+  std::vector<Compared> out;
+  // Down past the source, down overlapping, up overlapping, up past it.
+  const int moves[][2] = {{2 * s.n + 5, 1}, {s.n / 2 + 3, 3}, {3, s.n / 2 + 3}, {1, 2 * s.n + 5}};
+  Stream st;
+  for (const auto& [src, dst] : moves) {
+    cu::invoke_kv_move(d_cache.get(), array_elems, arrays, src, dst, s.n, dim, st.s);
+    for (int a = 0; a < arrays; ++a)
+      std::memmove(cache.data() + a * array_elems + static_cast<size_t>(dst) * dim,
+                   cache.data() + a * array_elems + static_cast<size_t>(src) * dim, sizeof(float) * s.n * dim);
+  }
+  st.sync();
+  out.push_back({"cache", download_bf16(d_cache), cache});
+  return out;
 }
 
 std::vector<Compared> run_silu_mul(const Shape& s, std::mt19937& rng) {
@@ -563,6 +601,13 @@ const std::vector<Op>& ops() {
        [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, true); }},
       {"batched_attention_invariant", kTolDot, batched_attention_shapes({1, 5, 16}),
        [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false, cu::kInvariantChunkKeys); }},
+      {"batched_attention_branches", kTolDot, batched_attention_shapes({2, 5}),
+       [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false, 0, true); }},
+      {"batched_attention_branches_invariant", kTolDot, batched_attention_shapes({5}),
+       [](const Shape& s, std::mt19937& rng) {
+         return run_batched_attention(s, rng, false, cu::kInvariantChunkKeys, true);
+       }},
+      {"kv_move", kExact, rows_by({64, 1024}), run_kv_move},
       {"silu_mul", kTolElementwise, rows_by({1536, 11008, 14336}), run_silu_mul},
       {"argmax_bf16", kExact, vocab_shapes(), run_argmax<bf16>},
       {"argmax_f32", kExact, vocab_shapes(), run_argmax<float>},
