@@ -252,11 +252,17 @@ void apply_block_flags(const std::string& block, int max_block, bool max_block_g
 }
 
 void check_lookahead_flags(const JacobiOptions& jac) {
+  CLLM_CHECK(jac.blocks >= 1 && jac.blocks <= kMaxBlockRows,
+             "--blocks must be in 1.." << kMaxBlockRows << ", got " << jac.blocks);
+  CLLM_CHECK(jac.blocks == 1 || !jac.adaptive, "--blocks " << jac.blocks << " needs a fixed --block N: --block auto "
+                                               "picks one block's size per step");
   CLLM_CHECK(jac.candidates >= 0, "--candidates must be >= 0, got " << jac.candidates);
   CLLM_CHECK(jac.ngram >= 2, "--ngram must be >= 2 (a key token and a continuation), got " << jac.ngram);
-  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ") + --candidates (" << jac.candidates
-                                                      << ") x (--ngram " << jac.ngram << " - 1) = " << jac.rows()
-                                                      << " rows per iteration, over " << kMaxBlockRows);
+  const std::string blocks = jac.blocks > 1 ? " x --blocks (" + std::to_string(jac.blocks) + ")" : "";
+  CLLM_CHECK(jac.rows() <= kMaxBlockRows, "--block (" << jac.block << ")" << blocks << " + --candidates ("
+                                                      << jac.candidates << ") x (--ngram " << jac.ngram
+                                                      << " - 1) = " << jac.rows() << " rows per iteration, over "
+                                                      << kMaxBlockRows);
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

@@ -49,8 +49,8 @@ struct CommFlags {
   std::string all_reduce = "auto";  // --all-reduce: how CUDA ranks sum activations (parse_cuda_all_reduce)
   std::string weights = "auto";    // --weights: CPU weights in the file's blocks or fp32 (parse_weights)
   std::string numerics = "blocks";  // --numerics: which CUDA forwards are batch-invariant (parse_numerics)
-  // Rows of one sequence's lookahead iteration (block + candidate rows; 0: no candidates), set by the
-  // decoding commands: under --numerics blocks, forwards of that many rows are invariant too, so a
+  // Rows of one sequence's lookahead or multi-block iteration (blocks + candidate rows; 0: neither),
+  // set by the decoding commands: under --numerics blocks, forwards of that many rows are invariant too, so a
   // branch row computes as the plain row at its position and lookahead keeps AR's tokens.
   int lookahead_rows = 0;
 

@@ -80,8 +80,9 @@ void print_stats(const Run& r) {
               r.name, s.tokens, s.prefill_seconds + s.decode_seconds, s.prefill_seconds, s.tokens_per_second(),
               s.iterations, s.tokens_per_iteration());
   if (std::string(r.name) == "jacobi") {
-    std::printf(", %d fast-forwarded (block %d, pool %d, recycled %d), %d stationary, blocks", s.fast_forwarded,
-                s.accepted_block, s.accepted_pool, s.accepted_recycled, s.stationary);
+    std::printf(", %d fast-forwarded (block %d, later blocks %d, pool %d, recycled %d), %d stationary, blocks",
+                s.fast_forwarded, s.accepted_block, s.accepted_later, s.accepted_pool, s.accepted_recycled,
+                s.stationary);
     for (size_t n = 0; n < s.block_iterations.size(); ++n)
       if (s.block_iterations[n]) std::printf(" %zux%d", n, s.block_iterations[n]);
   }
@@ -148,7 +149,10 @@ nlohmann::json run_json(const Run& r, const Tokenizer& tokenizer) {
     j["fast_forwarded"] = s.fast_forwarded;
     j["stationary"] = s.stationary;
     j["block_iterations"] = s.block_iterations;
-    j["accepted"] = {{"block", s.accepted_block}, {"pool", s.accepted_pool}, {"recycled", s.accepted_recycled}};
+    j["accepted"] = {{"block", s.accepted_block},
+                     {"later", s.accepted_later},
+                     {"pool", s.accepted_pool},
+                     {"recycled", s.accepted_recycled}};
   }
   return j;
 }
@@ -188,6 +192,10 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
       sum.tokens += r.result.stats.tokens;
       sum.iterations += r.result.stats.iterations;
       sum.decode_seconds += r.result.stats.decode_seconds;
+      sum.accepted_block += r.result.stats.accepted_block;
+      sum.accepted_later += r.result.stats.accepted_later;
+      sum.accepted_pool += r.result.stats.accepted_pool;
+      sum.accepted_recycled += r.result.stats.accepted_recycled;
     }
     if (runs.size() == 2) {
       const bool same = runs[0].result.tokens == runs[1].result.tokens;
@@ -210,6 +218,10 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
       std::printf("[%s] %zu prompts: %d tokens, %d iterations (%.3f tokens/iteration), decode %.3f s (%.1f tokens/s)\n",
                   name, prompts.size(), s.tokens, s.iterations, s.tokens_per_iteration(), s.decode_seconds,
                   s.decode_seconds > 0 ? s.tokens / s.decode_seconds : 0.0);
+  if (jac_sum.iterations)
+    std::printf("[jacobi] accepted beyond the first token of an iteration: block %d, later blocks %d, pool %d, "
+                "recycled %d\n", jac_sum.accepted_block, jac_sum.accepted_later, jac_sum.accepted_pool,
+                jac_sum.accepted_recycled);
   if (ar_sum.iterations && jac_sum.iterations) {
     std::printf("jacobi vs ar: decode speedup %.2fx (Jacobi / AR decode tokens per second), %d/%zu outputs identical\n",
                 decode_speedup(ar_sum, jac_sum), identical, prompts.size());
@@ -258,7 +270,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
-  if (f.jac.candidates > 0) f.comm_flags.lookahead_rows = f.jac.rows();
+  if (f.jac.candidates > 0 || f.jac.blocks > 1) f.comm_flags.lookahead_rows = f.jac.rows();
 
   LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
   return lead_or_serve(m, comm,

@@ -35,7 +35,7 @@ struct Flags {
   std::string model_path, host, api_key, chat_template, device, model_name, window = "sliding", block = "auto";
   int port = 8000, max_batch = 8, max_queue = 64, max_block = 0, max_context = 2048, threads = 0;
   int max_step_rows = 512, max_connections = 512;
-  int candidates = JacobiOptions{}.candidates, ngram = JacobiOptions{}.ngram;
+  int candidates = JacobiOptions{}.candidates, ngram = JacobiOptions{}.ngram, blocks = JacobiOptions{}.blocks;
   double header_timeout_s = 10, body_timeout_s = 60, idle_timeout_s = 30;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
@@ -115,6 +115,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("candidates", po::value(&f.candidates)->default_value(f.candidates),
        "default lookahead n-grams verified beside the block per iteration (0: none; requests: cllm_candidates)")
       ("ngram", po::value(&f.ngram)->default_value(f.ngram), "default lookahead n-gram size (requests: cllm_ngram)")
+      ("blocks", po::value(&f.blocks)->default_value(f.blocks),
+       "default multi-block: Jacobi blocks of --block guesses in flight (1: one block; more need a fixed --block "
+       "N; requests: cllm_blocks)")
       ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
                                                      "instead of the checkpoint's")
       ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
@@ -150,9 +153,10 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
   jacobi.candidates = f.candidates;
   jacobi.ngram = f.ngram;
+  jacobi.blocks = f.blocks;
   apply_block_flags(f.block, f.max_block == 0 ? kMaxBlockRows : f.max_block, f.max_block != 0, jacobi);
   check_lookahead_flags(jacobi);
-  if (jacobi.candidates > 0) f.comm_flags.lookahead_rows = jacobi.rows();
+  if (jacobi.candidates > 0 || jacobi.blocks > 1) f.comm_flags.lookahead_rows = jacobi.rows();
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill

@@ -21,6 +21,9 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
       ("pad-id", po::value(&jac.pad_id)->default_value(0), "token id used by --init pad")
       ("candidates", po::value(&jac.candidates)->default_value(jac.candidates),
        "lookahead: n-grams from the sequence's pool verified beside the block each iteration (0: none)")
+      ("blocks", po::value(&jac.blocks)->default_value(jac.blocks),
+       "multi-block: Jacobi blocks of --block guesses in flight, later ones drafting ahead of the frontier "
+       "(1: one block; more need a fixed --block N)")
       ("ngram", po::value(&jac.ngram)->default_value(jac.ngram), "lookahead: n-gram size (its first token, then ngram - 1 rows)")
       ("pool", po::value(&pool_)->default_value(pool_), "lookahead pool: prompt (prompt, generated text, trajectory) | generated (no prompt)");
 }

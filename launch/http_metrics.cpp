@@ -61,9 +61,10 @@ void Metrics::observe_iteration(int tokens) {
   tokens_per_iteration_.observe(tokens);
 }
 
-void Metrics::add_accepted(int block, int pool, int recycled) {
+void Metrics::add_accepted(int block, int later, int pool, int recycled) {
   std::lock_guard<std::mutex> lock(mu_);
   accepted_block_ += block;
+  accepted_later_ += later;
   accepted_pool_ += pool;
   accepted_recycled_ += recycled;
 }
@@ -111,10 +112,11 @@ std::string Metrics::render() const {
   for (size_t n = 1; n < decode_blocks_.size(); ++n)
     if (decode_blocks_[n]) os << "cllm_decode_blocks_total{block=\"" << n << "\"} " << decode_blocks_[n] << "\n";
   os << "# HELP cllm_accepted_tokens_total Tokens accepted beyond the first of an iteration, by source: the Jacobi "
-        "block's guesses, a verified lookahead n-gram of the pool, a recycled n-gram.\n"
+        "block's guesses, later blocks' guesses (multi-block), a verified lookahead n-gram of the pool, a recycled "
+        "n-gram.\n"
      << "# TYPE cllm_accepted_tokens_total counter\n";
   for (const auto& [source, n] : {std::pair<const char*, uint64_t>{"block", accepted_block_},
-                                  {"pool", accepted_pool_}, {"recycled", accepted_recycled_}})
+                                  {"later", accepted_later_}, {"pool", accepted_pool_}, {"recycled", accepted_recycled_}})
     os << "cllm_accepted_tokens_total{source=\"" << source << "\"} " << n << "\n";
   gauge("cllm_queue_depth", "Requests waiting for a KV slot.", gauges_.queue_depth);
   counter("cllm_forward_steps_total", "Batched forwards (engine steps); each advances every active sequence.", steps_);

@@ -41,8 +41,8 @@ class Metrics {
   void add_tokens(int prompt, int generated);
   // One iteration of one sequence that made `tokens` tokens final.
   void observe_iteration(int tokens);
-  // Tokens accepted beyond the first of an iteration, by source (block, pool, recycled).
-  void add_accepted(int block, int pool, int recycled);
+  // Tokens accepted beyond the first of an iteration, by source (block, later blocks, pool, recycled).
+  void add_accepted(int block, int later, int pool, int recycled);
   void observe_ttft(double seconds);
   void observe_inter_token(double seconds);
   // One batched forward (engine step) over `sequences` sequences and `rows` token rows;
@@ -56,7 +56,7 @@ class Metrics {
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   std::array<uint64_t, kMaxBlockRows + 1> decode_blocks_{};
   uint64_t prompt_tokens_ = 0, generated_tokens_ = 0, iterations_ = 0, steps_ = 0;
-  uint64_t accepted_block_ = 0, accepted_pool_ = 0, accepted_recycled_ = 0;
+  uint64_t accepted_block_ = 0, accepted_later_ = 0, accepted_pool_ = 0, accepted_recycled_ = 0;
   Histogram tokens_per_iteration_, ttft_, inter_token_, step_sequences_, step_rows_;
   Gauges gauges_;
 };

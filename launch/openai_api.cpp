@@ -179,6 +179,8 @@ const Field kFields[] = {
      [](const json& v, const std::string& key, ApiRequest& r) { r.candidates = int_field(v, key, 0, kMaxBlockRows - 1); }},
     {"cllm_ngram", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.ngram = int_field(v, key, 2, kMaxBlockRows); }},
+    {"cllm_blocks", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.blocks = int_field(v, key, 1, kMaxBlockRows); }},
     {"cllm_ignore_eos", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.ignore_eos = bool_field(v, key); }},
     // Client bookkeeping: ignored.

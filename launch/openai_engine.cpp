@@ -153,7 +153,7 @@ bool Engine::on_event(const SequenceEvent& ev) {
   Live& l = **it;
   const Clock::time_point now = Clock::now();
   metrics_.observe_iteration(static_cast<int>(ev.tokens.size()) + (ev.finish_reason == "stop" ? 1 : 0));
-  metrics_.add_accepted(ev.accepted_block, ev.accepted_pool, ev.accepted_recycled);
+  metrics_.add_accepted(ev.accepted_block, ev.accepted_later, ev.accepted_pool, ev.accepted_recycled);
   if (!ev.tokens.empty()) {
     if (!l.delivered) {
       l.ttft_s = seconds(now - l.arrived);

@@ -37,23 +37,30 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   }
   if (r.candidates >= 0) spec.jacobi.candidates = r.candidates;
   if (r.ngram > 0) spec.jacobi.ngram = r.ngram;
+  if (r.blocks > 0) spec.jacobi.blocks = r.blocks;
+  if (spec.jacobi.blocks > 1 && spec.jacobi.adaptive && r.decode != "ar" && r.temperature <= 0)
+    throw ApiError(400, "cllm_blocks (" + std::to_string(spec.jacobi.blocks) + ") needs a fixed block: give "
+                            "cllm_block (the server picks the block per step)", "cllm_blocks");
   if (spec.jacobi.adaptive && spec.jacobi.candidates > 0 && spec.jacobi.ngram >= 2)
     // The adaptive block's largest size leaves the request's lookahead rows their place.
     spec.jacobi.block = std::max(1, std::min(spec.jacobi.block, kMaxBlockRows - spec.jacobi.candidates * (spec.jacobi.ngram - 1)));
   if (spec.jacobi.rows() > kMaxBlockRows)
-    throw ApiError(400, "cllm_block (" + std::to_string(spec.jacobi.block) + ") + cllm_candidates (" +
+    throw ApiError(400, "cllm_block (" + std::to_string(spec.jacobi.block) + ") x cllm_blocks (" +
+                            std::to_string(spec.jacobi.blocks) + ") + cllm_candidates (" +
                             std::to_string(spec.jacobi.candidates) + ") x (cllm_ngram " +
                             std::to_string(spec.jacobi.ngram) + " - 1) rows per iteration exceed " +
                             std::to_string(kMaxBlockRows),
-                   "cllm_candidates");
+                   spec.jacobi.candidates > 0 ? "cllm_candidates" : "cllm_blocks");
   if (r.decode == "ar") {  // Jacobi with one guess and no candidates is greedy AR
     spec.jacobi.block = 1;
+    spec.jacobi.blocks = 1;
     spec.jacobi.adaptive = false;
     spec.jacobi.candidates = 0;
   }
   if (r.temperature > 0) {
     spec.sampling = {static_cast<float>(r.temperature), static_cast<float>(r.top_p), r.seed};
     spec.jacobi.block = 1;
+    spec.jacobi.blocks = 1;
     spec.jacobi.adaptive = false;
     spec.jacobi.candidates = 0;
   }

@@ -1,5 +1,7 @@
 #include "runtime/acceptance.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace cllm {
@@ -44,6 +46,17 @@ Verdict verify_block(const int32_t* tokens, const int32_t* y, int n, int pos, co
     i += len;
   }
   return best;
+}
+
+Sources accepted_sources(const Verdict& v, int guesses, int frontier) {
+  CLLM_CHECK(frontier >= 1 && frontier <= guesses, "the frontier block (" << frontier << " rows) must lie in the "
+                                                                          << guesses << " guesses");
+  Sources s;
+  const int from_guesses = v.branch >= 0 ? v.root : std::min(v.accepted, guesses - 1);
+  s.block = std::min(from_guesses, frontier - 1);
+  s.later = from_guesses - s.block;
+  s.candidate = v.accepted - from_guesses;
+  return s;
 }
 
 std::vector<int32_t> verdict_tokens(const Verdict& v, const int32_t* tokens, const int32_t* y) {

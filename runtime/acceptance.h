@@ -36,6 +36,17 @@ Verdict verify_block(const int32_t* tokens, const int32_t* y, int n, int pos, co
 // (the accepted path's tokens 1..m, then the prediction after its last one).
 std::vector<int32_t> verdict_tokens(const Verdict& v, const int32_t* tokens, const int32_t* y);
 
+// Where a verdict's accepted tokens (the path's tokens 1..m) came from. The main run's first
+// `guesses` rows are the Jacobi guesses, the first `frontier` of them the frontier block (with
+// multi-block, the rest are later blocks); main rows past the guesses (a one-token block's first
+// candidate, laid out causally) and branch rows are a candidate's.
+struct Sources {
+  int block = 0;      // frontier block's guesses
+  int later = 0;      // later blocks' guesses
+  int candidate = 0;  // the winning candidate's rows
+};
+Sources accepted_sources(const Verdict& v, int guesses, int frontier);
+
 // The main run's length: rows[i].pos == pos + i for i < the result (n when rows is null).
 int main_rows(int n, int pos, const RowSpec* rows);
 

@@ -34,8 +34,12 @@ struct JacobiOptions {
   int ngram = 4;
   bool prompt_pool = true;  // the pool also holds the prompt's n-grams (else only generated text
                             // and the Jacobi trajectory)
-  // Rows one iteration forwards: the block and every candidate's rows.
-  int rows() const { return block + (candidates > 0 ? candidates * (ngram - 1) : 0); }
+  // Multi-block (design.md, "More tokens per forward"): K blocks of `block` guesses in flight, one
+  // causal run; block 1 sits at the frontier, blocks 2..K draft further ahead and become the
+  // frontier already refined. 1: a single block. Needs a fixed block (not adaptive).
+  int blocks = 1;
+  // Rows one iteration forwards: the blocks and every candidate's rows.
+  int rows() const { return block * blocks + (candidates > 0 ? candidates * (ngram - 1) : 0); }
 };
 
 struct GenerateOptions {
@@ -49,7 +53,8 @@ struct DecodeStats {
   int iterations = 0;
   int tokens = 0;           // generated tokens returned
   int fast_forwarded = 0;   // tokens accepted beyond the first one in an iteration
-  int accepted_block = 0;   // of those, tokens the Jacobi block's guesses gave
+  int accepted_block = 0;   // of those, tokens the Jacobi block's guesses gave (the frontier block)
+  int accepted_later = 0;   // of those, tokens the guesses of later blocks (2..K, multi-block) gave
   int accepted_pool = 0;    // of those, tokens a verified n-gram of committed text (prompt, output) gave
   int accepted_recycled = 0;  // of those, tokens a verified n-gram of the Jacobi trajectory gave: guesses
                               // and predictions rejected in their iteration, recycled as candidates
@@ -58,6 +63,7 @@ struct DecodeStats {
   double prefill_seconds = 0;
   double decode_seconds = 0;
 
+  int accepted_by_sources() const { return accepted_block + accepted_later + accepted_pool + accepted_recycled; }
   double tokens_per_iteration() const { return iterations ? static_cast<double>(tokens) / iterations : 0; }
   double tokens_per_second() const {
     const double s = prefill_seconds + decode_seconds;

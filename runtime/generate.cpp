@@ -101,7 +101,7 @@ GenerateResult generate_jacobi(BlockPredictor& model, const std::vector<int32_t>
   JacobiDecoder dec(jacobi, prompt, first);
   AcceptanceEstimate estimate;
   std::vector<int32_t> y;
-  r.stats.block_iterations.assign(static_cast<size_t>(jacobi.block) + 1, 0);
+  r.stats.block_iterations.assign(static_cast<size_t>(jacobi.block) * jacobi.blocks + 1, 0);  // by guesses
   bool done = out.push({first});
   while (!done) {
     if (jacobi.adaptive) {

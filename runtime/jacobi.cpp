@@ -33,18 +33,34 @@ const std::vector<NgramPool::Entry>& NgramPool::candidates(int32_t key) const {
 JacobiDecoder::JacobiDecoder(const JacobiOptions& opts, std::vector<int32_t> context, int32_t first)
     : opts_(opts), context_(std::move(context)), rng_(opts.seed), pool_(std::max(opts.ngram, 2), 4 * std::max(opts.candidates, 1)) {
   CLLM_CHECK(opts_.block >= 1, "Jacobi block size must be >= 1, got " << opts_.block);
+  CLLM_CHECK(opts_.blocks >= 1, "Jacobi blocks in flight must be >= 1, got " << opts_.blocks);
+  CLLM_CHECK(opts_.blocks == 1 || !opts_.adaptive, "multi-block Jacobi (" << opts_.blocks << " blocks) needs a "
+                                                   "fixed block size, not an adaptive one");
   CLLM_CHECK(!context_.empty(), "Jacobi decoding needs a non-empty prompt");
   CLLM_CHECK(opts_.candidates >= 0, "lookahead candidates must be >= 0, got " << opts_.candidates);
   CLLM_CHECK(opts_.candidates == 0 || opts_.ngram >= 2,
              "the lookahead n-gram size must be >= 2 (a key token and a continuation), got " << opts_.ngram);
-  CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << opts_.block << ") + candidates (" << opts_.candidates
-                                                      << ") x (ngram " << opts_.ngram << " - 1) = " << opts_.rows()
+  CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << opts_.block << ") x blocks (" << opts_.blocks
+                                                      << ") + candidates (" << opts_.candidates << ") x (ngram "
+                                                      << opts_.ngram << " - 1) = " << opts_.rows()
                                                       << " rows per iteration, over " << kMaxBlockRows);
   if (opts_.candidates > 0 && opts_.prompt_pool) pool_.add_text(context_.data(), static_cast<int>(context_.size()));
   block_.push_back(first);
   block_end_ = position() + opts_.block;
-  append_guesses(opts_.block - 1);
+  append_guesses(opts_.block * opts_.blocks - 1);
   lay_out();
+}
+
+int JacobiDecoder::frontier_rows() const {
+  const int guesses = static_cast<int>(block_.size());
+  return opts_.window == JacobiWindow::Sliding ? std::min(opts_.block, guesses) : block_end_ - position();
+}
+
+void JacobiDecoder::fill_guesses(int count) {
+  if (static_cast<int>(block_.size()) > count)
+    block_.resize(static_cast<size_t>(count));
+  else
+    append_guesses(count - static_cast<int>(block_.size()));
 }
 
 void JacobiDecoder::append_guesses(int count) {
@@ -73,11 +89,8 @@ void JacobiDecoder::set_block(int n) {
   CLLM_CHECK(opts_.window == JacobiWindow::Sliding, "the Jacobi block can change between iterations only with the "
                                                     "sliding window");
   opts_.block = n;
-  if (static_cast<int>(block_.size()) > n)
-    block_.resize(static_cast<size_t>(n));
-  else
-    append_guesses(n - static_cast<int>(block_.size()));
-  CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << n << ") + lookahead rows = " << opts_.rows()
+  fill_guesses(n * opts_.blocks);
+  CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << n << ") x blocks + lookahead rows = " << opts_.rows()
                                                       << " rows per iteration, over " << kMaxBlockRows);
   lay_out();  // the candidates' rows follow the block's new length
 }
@@ -111,6 +124,7 @@ void JacobiDecoder::add_stats(DecodeStats& stats) const {
   stats.fast_forwarded += fast_forwarded_;
   stats.stationary += stationary_;
   stats.accepted_block += accepted_block_;
+  stats.accepted_later += accepted_later_;
   stats.accepted_pool += accepted_pool_;
   stats.accepted_recycled += accepted_recycled_;
 }
@@ -120,14 +134,14 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   const int pos = position();
   const Verdict v = verify_block(rows_tokens_.data(), y, L, pos, rows_.empty() ? nullptr : rows_.data());
   const int m = v.accepted;
-  // Tokens from the block's own guesses: up to the branch's root, or the whole path when the block
-  // won (with a one-token block, a first candidate continues it causally and counts as the pool's).
-  const int from_block = v.branch >= 0 ? v.root : std::min(m, n - 1);
-  accepted_block_ += from_block;
+  const Sources src = accepted_sources(v, n, frontier_rows());
+  const int from_block = src.block + src.later;  // tokens from the guesses, any block
+  accepted_block_ += src.block;
+  accepted_later_ += src.later;
   // A one-token block's first candidate continues it causally: the main run then holds it.
   const int candidate = v.branch >= 0 ? v.branch : 0;
-  if (m > from_block)
-    (origins_[candidate] == NgramPool::Origin::Text ? accepted_pool_ : accepted_recycled_) += m - from_block;
+  if (src.candidate > 0)
+    (origins_[candidate] == NgramPool::Origin::Text ? accepted_pool_ : accepted_recycled_) += src.candidate;
   fast_forwarded_ += m;
 
   // Stationary: a fast-forwarded guess of the block that already sat at the same position, with
@@ -163,23 +177,22 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
       pool_.add(block_[j], y + j, NgramPool::Origin::Recycled, j > 0 ? block_[j - 1] : previous_last);
   }
 
-  // The next block starts at the new position with next0 as its final first token, then the
-  // block's predictions past the accepted path.
+  // The next guesses start at the new position with next0 as their final first token, then the
+  // predictions past the accepted path, each at the position it predicts.
   std::vector<int32_t> next = {next0};
   for (int j = m + 1; j < n; ++j) next.push_back(y[j]);
+  block_ = std::move(next);
   if (opts_.window == JacobiWindow::Sliding) {
-    block_ = std::move(next);
-    append_guesses(opts_.block - static_cast<int>(block_.size()));
-  } else if (position() >= block_end_) {
-    // The paper's block is fully fixed: start the next n-token block.
-    block_.assign(1, next0);
-    block_end_ = position() + opts_.block;
-    append_guesses(opts_.block - 1);
+    fill_guesses(opts_.block * opts_.blocks);
   } else {
-    // Keep iterating the same block: only its remaining positions (y[n-1] lies past its end).
-    next.resize(std::min(next.size(), static_cast<size_t>(block_end_ - position())));
-    block_ = std::move(next);
-    append_guesses(block_end_ - position() - static_cast<int>(block_.size()));
+    // The blocks keep their ends. Fixed blocks leave the front (the next one in flight becomes the
+    // frontier, its guesses refined) and fresh ones join at the far end; a path past every block
+    // in flight starts a new frontier at the new position.
+    if (position() >= block_end_ + (opts_.blocks - 1) * opts_.block)
+      block_end_ = position() + opts_.block;
+    else
+      while (position() >= block_end_) block_end_ += opts_.block;
+    fill_guesses(block_end_ + (opts_.blocks - 1) * opts_.block - position());
   }
   lay_out();
   return final_tokens;

@@ -8,6 +8,12 @@
 //   accept(y): y[i] = argmax at row i; the decision is runtime/acceptance.h's verify_block: the
 //              longest accepted path, on the block (g[j] == y[j-1]) or through a candidate. Returns
 //              the newly final tokens.
+// Multi-block (JacobiOptions::blocks = K): the guesses are K blocks in one causal run, the frontier
+// block first; each later block drafts the positions after the one before it. An accepted path may
+// run into a later block (its guesses were conditioned on tokens now final, so it is exact), and a
+// later block keeps its refined guesses when it becomes the frontier. With the blockwise window the
+// blocks have fixed ends: when the frontier block is fixed, the next one takes its place and a
+// fresh block joins at the far end. Every block's trajectory feeds the n-gram pool (recycled).
 // g[0] is always final (the argmax at the last committed position), so every iteration commits
 // at least one token and the committed sequence equals greedy AR with exact arithmetic.
 // Tested with a fake model that follows an oracle (tests/unit/test_jacobi.cpp).
@@ -58,8 +64,10 @@ class JacobiDecoder {
   const RowSpec* layout() const { return rows_.empty() ? nullptr : rows_.data(); }
   KvMove move() const { return move_; }
   int position() const { return static_cast<int>(context_.size()); }
-  // The Jacobi block's guesses alone (the first rows of block()).
+  // The Jacobi guesses alone, all blocks (the first rows of block()).
   int block_rows() const { return static_cast<int>(block_.size()); }
+  // Of those, the frontier block's (the first ones).
+  int frontier_rows() const;
 
   // Consumes the predictions for block(); returns the tokens that became final in this iteration
   // (the accepted path's tokens after g[0], then the prediction after them).
@@ -68,13 +76,14 @@ class JacobiDecoder {
   // tokens are: the i-th final token is the argmax at row final_rows()[i] (for log-probabilities).
   const std::vector<int>& final_rows() const { return final_rows_; }
 
-  // Sliding window: the next iteration forwards n guesses (the current ones cut, or fresh ones
-  // appended). Any n keeps the output equal to AR's: g[0] stays final.
+  // Sliding window: the next iteration forwards n guesses per block (the current ones cut, or fresh
+  // ones appended). Any n keeps the output equal to AR's: g[0] stays final.
   void set_block(int n);
 
   int fast_forwarded() const { return fast_forwarded_; }
   int stationary() const { return stationary_; }
   int accepted_block() const { return accepted_block_; }
+  int accepted_later() const { return accepted_later_; }
   int accepted_pool() const { return accepted_pool_; }
   int accepted_recycled() const { return accepted_recycled_; }
   // Adds this decoder's counts to stats (fast-forwarded, stationary, by source).
@@ -82,6 +91,7 @@ class JacobiDecoder {
 
  private:
   void append_guesses(int count);
+  void fill_guesses(int count);  // cuts block_ to count guesses or appends fresh ones
   void lay_out();  // block() and rows() from block_ and the pool's candidates for block_[0]
 
   JacobiOptions opts_;
@@ -89,7 +99,7 @@ class JacobiDecoder {
   std::vector<int32_t> block_;     // current guesses, block_[0] final
   std::vector<int32_t> previous_;  // the block forwarded in the previous iteration
   int previous_pos_ = -1;          // its first position
-  int block_end_ = 0;              // blockwise mode: one past the last position of the current block
+  int block_end_ = 0;              // blockwise mode: one past the last position of the frontier block
   std::mt19937_64 rng_;
   NgramPool pool_;
   std::vector<int32_t> rows_tokens_;  // block_, then each candidate's ngram - 1 tokens
@@ -99,7 +109,7 @@ class JacobiDecoder {
   std::vector<int> final_rows_;
   int fast_forwarded_ = 0;
   int stationary_ = 0;
-  int accepted_block_ = 0, accepted_pool_ = 0, accepted_recycled_ = 0;
+  int accepted_block_ = 0, accepted_later_ = 0, accepted_pool_ = 0, accepted_recycled_ = 0;
 };
 
 }  // namespace cllm

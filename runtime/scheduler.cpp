@@ -51,8 +51,12 @@ std::string Scheduler::check(const SequenceSpec& spec) const {
   if (spec.gen.max_new_tokens <= 0) return "max_tokens must be positive";
   const int block = spec.sampling.temperature > 0 ? 1 : spec.jacobi.rows();
   if (spec.jacobi.block < 1 || block > kMaxBlockRows)
-    return "the Jacobi block (" + std::to_string(spec.jacobi.block) + ") plus its candidates' rows must be in 1.." +
+    return "the Jacobi block (" + std::to_string(spec.jacobi.block) + ") x blocks in flight (" +
+           std::to_string(spec.jacobi.blocks) + ") plus the candidates' rows must be in 1.." +
            std::to_string(kMaxBlockRows) + ", got " + std::to_string(block);
+  if (spec.jacobi.blocks < 1 || (spec.jacobi.blocks > 1 && spec.jacobi.adaptive && spec.sampling.temperature <= 0))
+    return "Jacobi blocks in flight must be >= 1, and more than one needs a fixed block size, got " +
+           std::to_string(spec.jacobi.blocks);
   if (spec.jacobi.candidates < 0 || (spec.jacobi.candidates > 0 && spec.jacobi.ngram < 2))
     return "lookahead needs candidates >= 0 and an n-gram size >= 2, got " + std::to_string(spec.jacobi.candidates) +
            " and " + std::to_string(spec.jacobi.ngram);
@@ -246,7 +250,7 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   std::vector<int32_t> finals;
   std::vector<int> final_rows;  // finals[i] was predicted by row final_rows[i] (empty: s.row + i)
   int first_row = s.row;         // when final_rows is empty
-  int accepted_block = 0, accepted_pool = 0, accepted_recycled = 0;
+  int accepted_block = 0, accepted_later = 0, accepted_pool = 0, accepted_recycled = 0;
   if (s.prefilling()) {
     if (s.spec.prompt_logprobs)  // row i (position prefilled + i) predicts prompt[prefilled + i + 1]
       for (int i = 0; i < s.n && s.prefilled + i + 1 < static_cast<int>(s.spec.prompt.size()); ++i)
@@ -263,13 +267,15 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
     finals = {s.sampler->sample(logits_.data() + last_row * vocab, vocab)};
     first_row = static_cast<int>(last_row);
   } else {
-    const int block0 = s.jacobi->accepted_block(), pool0 = s.jacobi->accepted_pool();
+    const int block0 = s.jacobi->accepted_block(), later0 = s.jacobi->accepted_later();
+    const int pool0 = s.jacobi->accepted_pool();
     const int recycled0 = s.jacobi->accepted_recycled();
     const int block_rows = s.jacobi->block_rows();
     finals = s.jacobi->accept(ids_.data() + s.row);
     s.estimate.observe(block_rows, static_cast<int>(finals.size()));
     for (int r : s.jacobi->final_rows()) final_rows.push_back(s.row + r);
     accepted_block = s.jacobi->accepted_block() - block0;
+    accepted_later = s.jacobi->accepted_later() - later0;
     accepted_pool = s.jacobi->accepted_pool() - pool0;
     accepted_recycled = s.jacobi->accepted_recycled() - recycled0;
   }
@@ -290,6 +296,7 @@ bool Scheduler::advance(Sequence& s, const EventSink& emit) {
   s.generated += t.take;
   ev.finish_reason = t.finish_reason;
   ev.accepted_block = accepted_block;
+  ev.accepted_later = accepted_later;
   ev.accepted_pool = accepted_pool;
   ev.accepted_recycled = accepted_recycled;
   if (!s.prompt_logprobs.empty()) ev.prompt_logprobs = std::move(s.prompt_logprobs);

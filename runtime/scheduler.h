@@ -58,9 +58,9 @@ struct SequenceEvent {
   std::vector<TokenLogprob> logprobs;
   // The first event of a spec.prompt_logprobs sequence: prompt[1..]'s log-probabilities.
   std::vector<TokenLogprob> prompt_logprobs;
-  // Tokens this iteration accepted beyond its first, by source: the Jacobi block's guesses, a
-  // verified n-gram of the pool, a recycled one (DecodeStats).
-  int accepted_block = 0, accepted_pool = 0, accepted_recycled = 0;
+  // Tokens this iteration accepted beyond its first, by source: the Jacobi block's guesses, later
+  // blocks' guesses (multi-block), a verified n-gram of the pool, a recycled one (DecodeStats).
+  int accepted_block = 0, accepted_later = 0, accepted_pool = 0, accepted_recycled = 0;
 };
 // Returns false when the consumer wants no more of this sequence (a stop string matched, the
 // client left): the scheduler then drops it, as cancel() would.

@@ -62,6 +62,17 @@ def verify_block(tokens, y, pos, rows=None):
     return best
 
 
+def accepted_sources(v, guesses, frontier):
+    """dict(block, later, candidate): where the accepted path's tokens 1..m came from. The main run's
+    first `guesses` rows are the Jacobi guesses, the first `frontier` of them the frontier block (the
+    rest: later blocks of multi-block); the others are the winning candidate's rows."""
+    if not 1 <= frontier <= guesses:
+        raise ValueError(f"the frontier block ({frontier} rows) must lie in the {guesses} guesses")
+    from_guesses = v["root"] if v["branch"] >= 0 else min(v["accepted"], guesses - 1)
+    block = min(from_guesses, frontier - 1)
+    return dict(block=block, later=from_guesses - block, candidate=v["accepted"] - from_guesses)
+
+
 def verdict_tokens(v, tokens, y):
     """The newly final tokens: the accepted path after its first token, then the next prediction."""
     if v["branch"] < 0:

@@ -56,6 +56,12 @@ void expect_same_tokens(Model& ref, Model& tp, const std::vector<int32_t>& promp
     jac.ngram = 4;
     EXPECT_EQ(generate_jacobi(tp, prompt, gen, jac).tokens, want.tokens) << "lookahead n=" << n;
   }
+  // Multi-block: the later blocks ride in the main run; the vote covers paths that run into them.
+  for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise}) {
+    const JacobiOptions jac{.block = 4, .window = w, .seed = 7, .candidates = 2, .ngram = 3, .blocks = 2};
+    EXPECT_EQ(generate_jacobi(tp, prompt, gen, jac).tokens, want.tokens)
+        << "multi-block" << (w == JacobiWindow::Sliding ? " sliding" : " blockwise");
+  }
 }
 
 // The whole comparison on rank 0 (the one-rank reference lives there only); the workers serve.

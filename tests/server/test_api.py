@@ -78,6 +78,9 @@ def test_jacobi_equals_greedy_ar(base_url, auth):
     # Lookahead: n-grams of the pool verified beside the block, the output still AR's.
     la = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_block=4, cllm_candidates=4, cllm_ngram=4)
     assert la["choices"][0]["text"] == ar["choices"][0]["text"]
+    # Multi-block: three blocks of 4 in flight, with candidates beside them.
+    mb = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_block=4, cllm_blocks=3, cllm_candidates=2)
+    assert mb["choices"][0]["text"] == ar["choices"][0]["text"]
 
 
 def test_ignore_eos_runs_to_max_tokens(base_url, auth):
@@ -132,6 +135,8 @@ BAD = [
     ('{"prompt": "x", "cllm_block": 65}', 400, "cllm_block"),
     ('{"prompt": "x", "cllm_ngram": 1}', 400, "cllm_ngram"),
     ('{"prompt": "x", "cllm_block": 16, "cllm_candidates": 20, "cllm_ngram": 4}', 400, "cllm_candidates"),
+    ('{"prompt": "x", "cllm_blocks": 0}', 400, "cllm_blocks"),
+    ('{"prompt": "x", "cllm_blocks": 9}', 400, "cllm_blocks"),  # 9 blocks of the server's 8: over 64 rows
     ('{"prompt": "x", "cllm_ignore_eos": 1}', 400, "cllm_ignore_eos"),
     ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400, "cllm_decode"),
     ('{"prompt": [999999999]}', 400, "prompt"),
@@ -189,7 +194,8 @@ def test_metrics(base_url, auth):
                  "cllm_generated_tokens_total", "cllm_jacobi_iterations_total", "cllm_tokens_per_iteration_bucket",
                  "cllm_time_to_first_token_seconds_bucket", "cllm_inter_token_latency_seconds_bucket",
                  "cllm_queue_depth", "cllm_batch_size", "cllm_kv_usage_ratio",
-                 "cllm_accepted_tokens_total{source=\"block\"}", "cllm_accepted_tokens_total{source=\"pool\"}",
+                 "cllm_accepted_tokens_total{source=\"block\"}", "cllm_accepted_tokens_total{source=\"later\"}",
+                 "cllm_accepted_tokens_total{source=\"pool\"}",
                  "cllm_accepted_tokens_total{source=\"recycled\"}"]:
         assert name in text, name
     generated = [l for l in text.splitlines() if l.startswith("cllm_generated_tokens_total ")]

@@ -1,6 +1,8 @@
 // Reads blocks as JSON (a list of {"tokens": [...], "y": [...], "pos": P, "rows": [[pos, base], ...]
-// or null}) and prints the decoding core's decision for each (runtime/acceptance.h) as a JSON list
-// of {"branch", "first_row", "root", "accepted", "final": [...]}, or {"error": message} for a
+// or null, optionally "guesses" and "frontier": the Jacobi guesses among the main run's rows and
+// the frontier block's rows among them}) and prints the decoding core's decision for each (runtime/acceptance.h) as a JSON list
+// of {"branch", "first_row", "root", "accepted", "final": [...], and with "guesses" also "sources":
+// {"block", "later", "candidate"}}, or {"error": message} for a
 // layout it refuses. training/tests/test_acceptance.py compares these with training/acceptance.py.
 #include <fstream>
 #include <iostream>
@@ -29,11 +31,16 @@ int main(int argc, char** argv) {
     try {
       const cllm::Verdict v = cllm::verify_block(tokens.data(), y.data(), static_cast<int>(tokens.size()),
                                                  c.at("pos").get<int>(), rows.empty() ? nullptr : rows.data());
-      out.push_back({{"branch", v.branch},
-                     {"first_row", v.first_row},
-                     {"root", v.root},
-                     {"accepted", v.accepted},
-                     {"final", cllm::verdict_tokens(v, tokens.data(), y.data())}});
+      nlohmann::json j = {{"branch", v.branch},
+                          {"first_row", v.first_row},
+                          {"root", v.root},
+                          {"accepted", v.accepted},
+                          {"final", cllm::verdict_tokens(v, tokens.data(), y.data())}};
+      if (c.contains("guesses")) {
+        const cllm::Sources s = cllm::accepted_sources(v, c.at("guesses").get<int>(), c.at("frontier").get<int>());
+        j["sources"] = {{"block", s.block}, {"later", s.later}, {"candidate", s.candidate}};
+      }
+      out.push_back(j);
     } catch (const std::exception& e) {
       out.push_back({{"error", e.what()}});
     }

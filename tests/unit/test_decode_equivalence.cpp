@@ -79,7 +79,16 @@ void expect_jacobi_equals_ar(Model& model, const std::vector<int32_t>& prompt, i
     jac.ngram = ngram;
     const GenerateResult jr = generate_jacobi(model, prompt, gen, jac);
     EXPECT_EQ(jr.tokens, ar.tokens) << "lookahead n=" << n << " candidates " << candidates << " ngram " << ngram;
-    EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_block + jr.stats.accepted_pool + jr.stats.accepted_recycled);
+    EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_by_sources());
+  }
+  // Multi-block: K blocks in flight, with and without candidates, in both windows.
+  for (auto [n, blocks, candidates, w] : {std::tuple{4, 2, 0, JacobiWindow::Sliding}, std::tuple{4, 3, 0, JacobiWindow::Blockwise},
+                                          std::tuple{8, 2, 3, JacobiWindow::Blockwise}, std::tuple{4, 3, 4, JacobiWindow::Sliding}}) {
+    const JacobiOptions jac{.block = n, .window = w, .candidates = candidates, .ngram = 4, .blocks = blocks};
+    const GenerateResult jr = generate_jacobi(model, prompt, gen, jac);
+    EXPECT_EQ(jr.tokens, ar.tokens) << "multi-block n=" << n << " K=" << blocks << " candidates " << candidates
+                                    << (w == JacobiWindow::Sliding ? " sliding" : " blockwise");
+    EXPECT_EQ(jr.stats.fast_forwarded, jr.stats.accepted_by_sources());
   }
   // Both together: the adaptive block with lookahead candidates beside it.
   {
@@ -217,12 +226,13 @@ TEST(DecodeEquivalence, SchedulerLogprobsUnderJacobiEqualArAndOneForward) {
     std::vector<TokenLogprob> lp, prompt_lp;
     int events = 0;
   };
-  auto run = [&](int block, int step_rows) {
+  auto run = [&](int block, int step_rows, int blocks = 1) {
     // Counting: Jacobi accepts several tokens per iteration.
     SequenceSpec s;
     s.prompt = counting;
     s.gen.max_new_tokens = 24;
     s.jacobi.block = block;
+    s.jacobi.blocks = blocks;
     s.logprobs = 5;
     s.prompt_logprobs = true;
     SchedulerLimits lim = {1, 0, 256, step_rows};  // step_rows 8: the prompt prefills in chunks
@@ -245,6 +255,11 @@ TEST(DecodeEquivalence, SchedulerLogprobsUnderJacobiEqualArAndOneForward) {
   const auto [prompt2, jacobi] = run(8, 8);
   ASSERT_EQ(ar.tokens, jacobi.tokens);
   ASSERT_LT(jacobi.events, ar.events) << "Jacobi never accepted more than one token: the test shows nothing";
+  // Multi-block: a path that runs into a later block takes each token's logits from its own row.
+  const auto [prompt3, multi] = run(3, 8, 3);
+  ASSERT_EQ(multi.tokens, ar.tokens);
+  ASSERT_EQ(multi.lp.size(), ar.lp.size());
+  for (size_t i = 0; i < ar.lp.size(); ++i) EXPECT_NEAR(multi.lp[i].logprob, ar.lp[i].logprob, 1e-4) << "token " << i;
   ASSERT_EQ(ar.lp.size(), jacobi.lp.size());
   for (size_t i = 0; i < ar.lp.size(); ++i) {
     EXPECT_EQ(jacobi.lp[i].token, ar.tokens[i]);

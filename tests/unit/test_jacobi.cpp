@@ -284,7 +284,7 @@ TEST(Lookahead, MatchesOracleForEveryModeAndSize) {
                 ASSERT_EQ(r.tokens, expected) << "n=" << n << " window " << static_cast<int>(w) << " prompt pool "
                                               << prompt_pool << " G=" << g << " N=" << ngram << " local=" << local;
                 EXPECT_EQ(r.stats.iterations, model.forwards);
-                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool + r.stats.accepted_recycled);
+                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_by_sources());
               }
   }
 }
@@ -345,7 +345,7 @@ TEST(Lookahead, AdaptiveBlockWithCandidatesMatchesOracle) {
   EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + 30, oracle.begin() + 130));
   EXPECT_EQ(r.stats.iterations, model.forwards);
   EXPECT_GT(r.stats.accepted_pool, 0);
-  EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_block + r.stats.accepted_pool + r.stats.accepted_recycled);
+  EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_by_sources());
   int used = 0, total = 0;
   for (int c : r.stats.block_iterations) {
     used += c > 0;
@@ -382,6 +382,114 @@ TEST(Lookahead, BackendWithoutBranchesIsRefused) {
   JacobiOptions jac;
   jac.candidates = 2;
   EXPECT_THROW(generate_jacobi(model, {1, 2, 3}, gen, jac), std::exception);
+}
+
+// Multi-block (JacobiOptions::blocks): K blocks of guesses in one causal run. The output stays the
+// oracle's in every mode, with and without lookahead candidates, and every accepted token has one
+// source.
+TEST(MultiBlock, MatchesOracleForEveryModeAndSize) {
+  for (const auto& oracle : {make_oracle(300, 31), periodic_oracle(300, 23, 32)}) {
+    const std::vector<int32_t> prompt(oracle.begin(), oracle.begin() + 30);
+    const std::vector<int32_t> expected(oracle.begin() + 30, oracle.begin() + 130);
+    for (int blocks : {2, 3})
+      for (int n : {1, 2, 4, 8})
+        for (int candidates : {0, 3})
+          for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise})
+            for (int lookahead : {0, 3})
+              for (bool local : {false, true}) {
+                OracleModel model(oracle, lookahead, local);
+                GenerateOptions gen;
+                gen.max_new_tokens = 100;
+                const JacobiOptions jac{.block = n, .window = w, .candidates = candidates, .ngram = 4, .blocks = blocks};
+                const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
+                const std::string what = "K=" + std::to_string(blocks) + " n=" + std::to_string(n) + " G=" +
+                                         std::to_string(candidates) + " window " + std::to_string(static_cast<int>(w)) +
+                                         " lookahead " + std::to_string(lookahead) + " local " + std::to_string(local);
+                ASSERT_EQ(r.tokens, expected) << what;
+                EXPECT_EQ(r.stats.iterations, model.forwards) << what;
+                EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_by_sources()) << what;
+              }
+  }
+}
+
+// Greedy Jacobi over an oracle's first `prompt` tokens, `max_new` tokens, with a model that stays
+// right `lookahead` positions past a wrong token.
+GenerateResult decode_oracle(const std::vector<int32_t>& oracle, int prompt, int max_new, const JacobiOptions& jac,
+                             int lookahead) {
+  OracleModel model(oracle, lookahead);
+  GenerateOptions gen;
+  gen.max_new_tokens = max_new;
+  GenerateResult r = generate_jacobi(model, {oracle.begin(), oracle.begin() + prompt}, gen, jac);
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(oracle.begin() + prompt, oracle.begin() + prompt + max_new));
+  EXPECT_EQ(r.stats.iterations, model.forwards);
+  return r;
+}
+
+TEST(MultiBlock, LaterBlocksGiveAcceptedTokens) {
+  // A CLLM-like model (predictions stay right for 3 positions past a wrong token) in the paper's
+  // blockwise window: with one block each new block starts from fresh guesses; with K blocks the
+  // next block's guesses converge while the frontier finishes, so when the frontier is fixed the
+  // path runs on into the next block.
+  const std::vector<int32_t> oracle = make_oracle(400, 41);
+  const GenerateResult one = decode_oracle(oracle, 10, 200, {.block = 4, .window = JacobiWindow::Blockwise}, 3);
+  const GenerateResult multi =
+      decode_oracle(oracle, 10, 200, {.block = 4, .window = JacobiWindow::Blockwise, .blocks = 3}, 3);
+  EXPECT_EQ(one.stats.accepted_later, 0);
+  EXPECT_GT(multi.stats.accepted_later, 40);
+  EXPECT_GT(multi.stats.tokens_per_iteration(), 1.3 * one.stats.tokens_per_iteration())
+      << one.stats.tokens_per_iteration() << " -> " << multi.stats.tokens_per_iteration();
+}
+
+TEST(MultiBlock, SlidingBlocksForwardAsOneLongBlock) {
+  // In the sliding window K blocks of n are one causal run of K x n guesses refilled at its end:
+  // the same rows, iterations and output as one block of K x n; only the sources differ (tokens
+  // past the first n guesses count as later blocks').
+  const std::vector<int32_t> oracle = make_oracle(400, 43);
+  const GenerateResult one_long = decode_oracle(oracle, 10, 200, {.block = 12}, 6);
+  const GenerateResult multi = decode_oracle(oracle, 10, 200, {.block = 4, .blocks = 3}, 6);
+  EXPECT_EQ(multi.stats.iterations, one_long.stats.iterations);
+  EXPECT_EQ(multi.stats.accepted_block + multi.stats.accepted_later, one_long.stats.accepted_block);
+  EXPECT_GT(multi.stats.accepted_later, 0);
+}
+
+TEST(MultiBlock, BlockwiseBlocksKeepTheirEnds) {
+  // Two blocks of 4 at position 3: the frontier is 4 guesses, the run 8. An iteration that fixes
+  // one token leaves the frontier 3 guesses (its end stays) and the run 7; a path through the
+  // frontier into the second block then leaves both behind: a new frontier and a fresh block.
+  JacobiOptions jac;
+  jac.block = 4;
+  jac.blocks = 2;
+  jac.window = JacobiWindow::Blockwise;
+  jac.init = InitialGuess::Pad;
+  JacobiDecoder dec(jac, {7, 8, 9}, 10);
+  ASSERT_EQ(dec.block_rows(), 8);
+  EXPECT_EQ(dec.frontier_rows(), 4);
+  // g = 10 0 0 0 0 0 0 0: the pad guesses are wrong, so only the next token becomes final.
+  std::vector<int32_t> y = {11, 12, 13, 14, 15, 16, 17, 18};
+  std::vector<int32_t> finals = dec.accept(y.data());
+  EXPECT_EQ(finals, std::vector<int32_t>({11}));  // g[1] = 0 != 11: only the next token
+  EXPECT_EQ(dec.position(), 4);
+  EXPECT_EQ(dec.frontier_rows(), 3);
+  ASSERT_EQ(dec.block_rows(), 7);
+  // The guesses are now the predictions at their positions: 11 (final) 12 13 | 14 15 16 17.
+  EXPECT_EQ(dec.block(), std::vector<int32_t>({11, 12, 13, 14, 15, 16, 17}));
+  y = {12, 13, 14, 15, 16, 17, 99};
+  finals = dec.accept(y.data());  // the whole run: the frontier, then into the second block
+  EXPECT_EQ(finals, std::vector<int32_t>({12, 13, 14, 15, 16, 17, 99}));
+  EXPECT_EQ(dec.accepted_block(), 2);
+  EXPECT_EQ(dec.accepted_later(), 4);
+  // Position 11: past both blocks' ends (7, 11): a new frontier of 4 and one block behind it.
+  EXPECT_EQ(dec.position(), 11);
+  EXPECT_EQ(dec.frontier_rows(), 4);
+  EXPECT_EQ(dec.block_rows(), 8);
+}
+
+TEST(MultiBlock, AdaptiveBlockIsRefused) {
+  JacobiOptions jac;
+  jac.block = 8;
+  jac.blocks = 2;
+  jac.adaptive = true;
+  EXPECT_THROW(JacobiDecoder(jac, {1, 2, 3}, 4), std::exception);
 }
 
 }  // namespace

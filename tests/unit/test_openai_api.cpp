@@ -186,6 +186,17 @@ TEST_F(OpenAiSpec, DecodingChoices) {
   EXPECT_EQ(sampled.sampling.seed, 9u);
   EXPECT_TRUE(spec(R"({"prompt": "x", "cllm_ignore_eos": true})").gen.stop_ids.empty());
   EXPECT_EQ(spec(R"({"prompt": "x", "max_tokens": 33})").gen.max_new_tokens, 33);
+  // Multi-block: blocks in flight with a fixed block; AR and sampling take one block of 1.
+  const SequenceSpec multi = spec(R"({"prompt": "x", "cllm_block": 4, "cllm_blocks": 3})");
+  EXPECT_EQ(multi.jacobi.blocks, 3);
+  EXPECT_EQ(multi.jacobi.rows(), 12);
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_blocks": 3, "cllm_decode": "ar"})").jacobi.blocks, 1);
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_blocks": 3, "temperature": 0.5})").jacobi.blocks, 1);
+  EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_blocks": 0})").param, "cllm_blocks");
+  EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_block": 32, "cllm_blocks": 3})").param, "cllm_blocks");
+  cfg_.jacobi.adaptive = true;  // the server's --block auto: a request's blocks need its own block
+  EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_blocks": 2})").param, "cllm_blocks");
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_blocks": 2, "cllm_block": 4})").jacobi.blocks, 2);
 }
 
 TEST_F(OpenAiSpec, LogprobsAndEcho) {

@@ -21,9 +21,11 @@ def tool():
 
 
 def random_block(rng):
-    """tokens, y, pos, rows over a 4-token vocabulary, so guesses are often right."""
+    """tokens, y, pos, rows over a 4-token vocabulary, so guesses are often right; some are
+    multi-block (K blocks of guesses in one causal run, the first one the frontier)."""
     pos = rng.randrange(0, 50)
-    n = rng.randrange(1, 9)
+    blocks, per_block = rng.randrange(1, 4), rng.randrange(1, 5)
+    n = blocks * per_block
     tokens = [rng.randrange(4) for _ in range(n)]
     rows = None
     if rng.random() < 0.7:
@@ -38,7 +40,7 @@ def random_block(rng):
     for i in range(len(tokens) - 1):
         if rng.random() < 0.6:
             y[i] = tokens[i + 1]
-    return dict(tokens=tokens, y=y, pos=pos, rows=rows)
+    return dict(tokens=tokens, y=y, pos=pos, rows=rows, guesses=n, frontier=per_block)
 
 
 def python_verdict(c):
@@ -46,7 +48,10 @@ def python_verdict(c):
         v = acceptance.verify_block(c["tokens"], c["y"], c["pos"], c["rows"])
     except ValueError:
         return {"error": True}
-    return dict(v, final=acceptance.verdict_tokens(v, c["tokens"], c["y"]))
+    out = dict(v, final=acceptance.verdict_tokens(v, c["tokens"], c["y"]))
+    if "guesses" in c:
+        out["sources"] = acceptance.accepted_sources(v, c["guesses"], c["frontier"])
+    return out
 
 
 def test_python_rule_equals_cpp_rule(tmp_path):
@@ -60,7 +65,7 @@ def test_python_rule_equals_cpp_rule(tmp_path):
     r = subprocess.run([tool(), str(path)], capture_output=True, text=True, check=True)
     cpp = json.loads(r.stdout)
     assert len(cpp) == len(cases)
-    branches_won = 0
+    branches_won = later_won = 0
     for c, want in zip(cases, cpp):
         got = python_verdict(c)
         if "error" in want:
@@ -68,8 +73,11 @@ def test_python_rule_equals_cpp_rule(tmp_path):
             continue
         assert got == want, c
         branches_won += want["branch"] >= 0
-    # The random blocks exercise both outcomes and both refusals.
+        later_won += want["sources"]["later"] > 0
+        assert sum(want["sources"].values()) == want["accepted"], c
+    # The random blocks exercise both outcomes, later blocks' tokens and both refusals.
     assert branches_won > 100
+    assert later_won > 100
     assert "error" in cpp[-1] and "error" in cpp[-2]
 
 
@@ -80,3 +88,14 @@ def test_accept_length_by_hand():
     v = acceptance.verify_block([5, 8, 1, 2], [1, 0, 2, 3], pos=10, rows=[[10, 0], [11, 0], [11, 11], [12, 11]])
     assert v == dict(branch=0, first_row=2, root=0, accepted=2)
     assert acceptance.verdict_tokens(v, [5, 8, 1, 2], [1, 0, 2, 3]) == [1, 2, 3]
+
+
+def test_accepted_sources_by_hand():
+    # Two blocks of 3 at position 10, all of the first and one of the second accepted.
+    tokens, y = [5, 1, 2, 3, 4, 9], [1, 2, 3, 4, 0, 0]
+    v = acceptance.verify_block(tokens, y, pos=10)
+    assert v["accepted"] == 4
+    assert acceptance.accepted_sources(v, guesses=6, frontier=3) == dict(block=2, later=2, candidate=0)
+    # A branch rooted at g[0] wins: its tokens are the candidate's.
+    v = acceptance.verify_block([5, 8, 1, 2], [1, 0, 2, 3], pos=10, rows=[[10, 0], [11, 0], [11, 11], [12, 11]])
+    assert acceptance.accepted_sources(v, guesses=2, frontier=1) == dict(block=0, later=0, candidate=2)
