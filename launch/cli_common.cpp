@@ -199,8 +199,9 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "weight converted to fp32 at load) or auto (native on one rank, f32 under mpirun)")
       ("numerics", po::value(&flags.numerics)->default_value("blocks"),
        "with --device cuda: which forwards run the batch-invariant kernels, so that a token's logits do not "
-       "depend on what shares its forward: blocks (forwards of up to 16 rows, or of one sequence's lookahead "
-       "iteration when --candidates is on: greedy Jacobi with blocks of up to 16, and lookahead, equal greedy AR; "
+       "depend on what shares its forward: blocks (forwards of up to 16 rows, or of one sequence's iteration "
+       "when --candidates or --blocks is on: greedy Jacobi with blocks of up to 16, lookahead and multi-block "
+       "decoding equal greedy AR; "
        "0-13% of a 7B step), invariant (every forward: any block size, batches and prefill "
        "chunks; costs up to 3x on large forwards, docs/benchmarks.md) or fast (none)")
       ("cuda-launch", po::value(&flags.cuda_launch)->default_value("overlapped"),
