@@ -36,6 +36,9 @@ int trajectories_main(int argc, char** argv) {
       ("out", po::value(&out_path)->required(), "output .h5 file; an existing one is resumed (its settings must match)")
       ("block", po::value(&to.block)->default_value(16),
        "Jacobi block size n (1.." + std::to_string(kMaxBlockRows) + ")")
+      ("blocks", po::value(&to.blocks)->default_value(to.blocks),
+       "multi-block: blocks of n in flight (block x blocks <= " + std::to_string(kMaxBlockRows) +
+           "); each block's states are recorded while it is in flight, as a later block too (1: one block)")
       ("max-new-tokens", po::value(&to.max_new_tokens)->default_value(256),
        "tokens per prompt at most (rounded up to whole blocks); a block holding EOS is the last")
       ("augment", po::bool_switch(&to.augment), "also store states with half their wrong tokens set to the fixed point")
@@ -55,7 +58,7 @@ int trajectories_main(int argc, char** argv) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0: all cores)");
   po::variables_map vm;
   if (!parse_flags(argc, argv,
-                   "cllm trajectories --model PATH --prompts FILE --out FILE.h5 [--block N] [--max-new-tokens N] "
+                   "cllm trajectories --model PATH --prompts FILE --out FILE.h5 [--block N] [--blocks K] [--max-new-tokens N] "
                    "[--augment] [--chat] [--seed S] [--shard I/K] [--batch B] [--max-seconds S] [--device cpu|cuda]",
                    opts, vm))
     return 0;
@@ -66,6 +69,9 @@ int trajectories_main(int argc, char** argv) {
                                          "Run it without mpirun; for several processes give each --shard I/K and "
                                          "its own --out");
   check_block_flag(to.block);
+  CLLM_CHECK(to.blocks >= 1 && to.block * to.blocks <= kMaxBlockRows,
+             "--blocks must be >= 1 with --block x --blocks <= " << kMaxBlockRows << ", got --block " << to.block
+                                                                 << " x --blocks " << to.blocks);
   CLLM_CHECK(to.max_new_tokens > 0, "--max-new-tokens must be positive, got " << to.max_new_tokens);
   CLLM_CHECK(to.max_repeat >= 0, "--max-repeat must be >= 0, got " << to.max_repeat);
   if (init == "random")
@@ -92,27 +98,29 @@ int trajectories_main(int argc, char** argv) {
   to.stop_ids = m.model->config().eos_token_ids;
 
   TrajectoryWriter out(out_path, {model_path, to.block, seed, m.tokenizer->vocab_size(), to.max_new_tokens,
-                                  to.augment, to.max_repeat});
+                                  to.augment, to.max_repeat, to.blocks});
   std::fprintf(stderr, "model loaded in %.2f s; %zu prompts (shard %d/%d), %zu already in %s\n", m.load_seconds,
                prompts.size(), plan.shard, plan.num_shards, out.done().size(), out_path.c_str());
   // Prompts finish in completion order with --batch > 1: count them, and name each by its index.
   const size_t in_shard = (prompts.size() + plan.num_shards - 1 - plan.shard) / plan.num_shards;
+  // With several blocks in flight a forward records a state of each: count states, not forwards.
+  const char* unit = to.blocks > 1 ? "block state" : "iteration";
   const CollectSummary s = collect_trajectories(
       *m.model, prompts, out, to, seed, [&](int64_t i, const Trajectory& t, bool dropped) {
         int iters = 0;
         for (int32_t it : t.iterations) iters += it;
-        std::fprintf(stderr, "[%zu/%zu] prompt %lld: %zu prompt tokens -> %d tokens, %d blocks, %d iterations "
-                     "(%.2f tokens/iteration)%s\n",
+        std::fprintf(stderr, "[%zu/%zu] prompt %lld: %zu prompt tokens -> %d tokens, %d blocks, %d %ss "
+                     "(%.2f tokens/%s)%s\n",
                      out.done().size(), in_shard, static_cast<long long>(i), t.prompt.size(), t.num_tokens,
-                     t.num_blocks(), iters, iters ? static_cast<double>(t.num_tokens) / iters : 0.0,
+                     t.num_blocks(), iters, unit, iters ? static_cast<double>(t.num_tokens) / iters : 0.0, unit,
                      dropped ? " DROPPED (repeated tokens)" : "");
       },
       plan);
   std::printf("%d kept, %d dropped (runs of %d identical tokens), %d already present, %d left for a resumed run "
-              "(--max-seconds); kept: %lld tokens in %lld iterations (%.2f tokens/iteration); wrote %s\n",
+              "(--max-seconds); kept: %lld tokens in %lld %ss (%.2f tokens/%s); wrote %s\n",
               s.kept, s.dropped, to.max_repeat, s.skipped, s.remaining, static_cast<long long>(s.tokens),
-              static_cast<long long>(s.iterations), s.iterations ? static_cast<double>(s.tokens) / s.iterations : 0.0,
-              out_path.c_str());
+              static_cast<long long>(s.iterations), unit,
+              s.iterations ? static_cast<double>(s.tokens) / s.iterations : 0.0, unit, out_path.c_str());
   return 0;
 }
 

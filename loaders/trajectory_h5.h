@@ -1,14 +1,17 @@
 // Jacobi trajectories in HDF5: what `cllm trajectories` writes and training/ reads (h5py).
 // Layout (format_version 1; all integer datasets int32 unless noted):
 //   /                     attributes: format_version, model (string), block (n), seed (uint64),
-//                         vocab_size, max_new_tokens, augment (0/1), max_repeat
+//                         vocab_size, max_new_tokens, augment (0/1), max_repeat, blocks (K, multi-block
+//                         collection; absent in older files: 1)
 //   /samples/%08d         one group per kept prompt, named by its 0-based index in the prompts file:
 //     prompt              [P]                 prompt token ids (chat template and BOS applied)
 //     states              [num_states, n]     every block state before each Jacobi iteration, block
 //                                             after block; block b owns iterations[b] consecutive rows
 //                                             and its last row equals fixed_points[b]
 //     fixed_points        [num_blocks, n]     the converged n tokens of each block
-//     iterations          [num_blocks]        forwards until the block was fixed (= its state rows)
+//     iterations          [num_blocks]        forwards until the block was fixed (= its state rows); with
+//                                             K > 1 every forward while the block was in flight, as a
+//                                             later block too
 //     augmented           [num_augmented, n]  --augment: states with half their wrong tokens fixed
 //     augmented_block     [num_augmented]     the block each augmented row belongs to
 //     attributes: prompt_index (int64), num_tokens (valid generated tokens: fixed_points flattened,
@@ -52,6 +55,7 @@ struct TrajectoryFileInfo {
   int max_new_tokens = 0;
   bool augment = false;
   int max_repeat = 0;
+  int blocks = 1;  // multi-block collection: blocks in flight
   bool operator==(const TrajectoryFileInfo&) const = default;
 };
 

@@ -41,7 +41,7 @@ void augment_block(Trajectory& t, int b, int first_state, std::mt19937_64& rng) 
 }  // namespace
 
 int64_t trajectory_kv_rows(int64_t prompt_tokens, const TrajectoryOptions& opts) {
-  return kv_rows_needed(prompt_tokens, max_blocks(opts) * opts.block, opts.block);
+  return kv_rows_needed(prompt_tokens, max_blocks(opts) * opts.block, opts.block * opts.blocks);
 }
 
 uint64_t trajectory_seed(uint64_t seed, int64_t prompt_index) {
@@ -55,6 +55,9 @@ uint64_t trajectory_seed(uint64_t seed, int64_t prompt_index) {
 TrajectoryCollector::TrajectoryCollector(std::vector<int32_t> prompt, const TrajectoryOptions& opts, uint64_t seed)
     : opts_(opts), seed_(seed), aug_rng_(seed ^ 0x5bd1e995ULL) {
   CLLM_CHECK(opts.block >= 1, "trajectory block size must be >= 1, got " << opts.block);
+  CLLM_CHECK(opts.blocks >= 1 && opts.block * opts.blocks <= kMaxBlockRows,
+             "trajectory blocks in flight (" << opts.blocks << ") of " << opts.block << " must be >= 1 and hold at most "
+                                             << kMaxBlockRows << " rows");
   CLLM_CHECK(opts.max_new_tokens > 0, "max_new_tokens must be positive, got " << opts.max_new_tokens);
   CLLM_CHECK(!prompt.empty(), "the prompt is empty: nothing to condition on");
   t_.block = opts.block;
@@ -77,22 +80,33 @@ void TrajectoryCollector::consume(const int32_t* y) {
     prefilled_ += step.n;
     if (prefilling()) return;  // more chunks: only the prompt's last row predicts anything
     const int32_t first = y[step.n - 1];
-    dec_.emplace(JacobiOptions{opts_.block, JacobiWindow::Blockwise, opts_.init, seed_, opts_.pad_id}, t_.prompt,
-                 first);
+    dec_.emplace(JacobiOptions{.block = opts_.block,
+                               .window = JacobiWindow::Blockwise,
+                               .init = opts_.init,
+                               .seed = seed_,
+                               .pad_id = opts_.pad_id,
+                               .blocks = opts_.blocks},
+                 t_.prompt, first);
     gen_.assign(1, first);
     return;
   }
   const int n = opts_.block;
-  const size_t start = static_cast<size_t>(block_index_) * n;  // index in gen_ of the block's first token
-  // The n-token state before this iteration: the block's committed tokens, then the guesses forwarded.
-  const size_t rows_before = t_.states.size();
-  t_.states.insert(t_.states.end(), gen_.begin() + static_cast<long>(start), gen_.end() - 1);
-  t_.states.insert(t_.states.end(), step.tokens, step.tokens + step.n);
-  CLLM_CHECK(t_.states.size() == rows_before + n,
-             "blockwise Jacobi state of block " << block_index_ << " is not " << n << " tokens");
+  // The n-token state before this iteration of each block in flight: its committed tokens (the
+  // frontier's, in gen_), then the guesses forwarded at its positions. Generated token i sits at
+  // step.pos - (gen_.size() - 1) + i; the forward covers the frontier and the later blocks whole.
+  const int64_t committed = static_cast<int64_t>(gen_.size()) - 1;  // gen_.back() is the forward's g[0]
+  const int64_t in_flight = (committed + step.n) / n - block_index_;
+  CLLM_CHECK((committed + step.n) % n == 0 && in_flight == opts_.blocks,
+             "multi-block state: " << step.n << " rows after " << committed << " tokens do not end block "
+                                   << block_index_ + opts_.blocks - 1);
+  pending_.resize(static_cast<size_t>(in_flight));
+  for (int64_t k = 0; k < in_flight && block_index_ + k < max_blocks(opts_); ++k)
+    for (int64_t i = (block_index_ + k) * n; i < (block_index_ + k + 1) * n; ++i)
+      pending_[static_cast<size_t>(k)].push_back(i < committed ? gen_[static_cast<size_t>(i)] : step.tokens[i - committed]);
   const std::vector<int32_t> final_tokens = dec_->accept(y);
   gen_.insert(gen_.end(), final_tokens.begin(), final_tokens.end());
-  if (gen_.size() >= start + n + 1) finish_block();  // fixed once the next block's first token is known
+  // A block is fixed once the next block's first token is known; a path may fix several at once.
+  while (!done_ && gen_.size() >= static_cast<size_t>(block_index_) * n + n + 1) finish_block();
 }
 
 void TrajectoryCollector::finish_block() {
@@ -100,8 +114,11 @@ void TrajectoryCollector::finish_block() {
   const size_t start = static_cast<size_t>(b) * n;
   t_.fixed_points.insert(t_.fixed_points.end(), gen_.begin() + static_cast<long>(start),
                          gen_.begin() + static_cast<long>(start + n));
-  t_.iterations.push_back(t_.num_states() - first_state_);
-  if (opts_.augment) augment_block(t_, b, first_state_, aug_rng_);
+  const int first_state = t_.num_states();
+  t_.states.insert(t_.states.end(), pending_.front().begin(), pending_.front().end());
+  pending_.erase(pending_.begin());
+  t_.iterations.push_back(t_.num_states() - first_state);
+  if (opts_.augment) augment_block(t_, b, first_state, aug_rng_);
 
   t_.num_tokens = static_cast<int32_t>(start + n);
   for (int j = 0; j < n; ++j) {
@@ -112,7 +129,6 @@ void TrajectoryCollector::finish_block() {
     }
   }
   ++block_index_;
-  first_state_ = t_.num_states();
   done_ = t_.stopped || block_index_ == max_blocks(opts_);
 }
 
@@ -220,7 +236,7 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
       continue;
     }
     const std::string why = context_limit_error(model.config(), static_cast<int64_t>(prompts[i].size()),
-                                                max_blocks(opts) * opts.block, opts.block);
+                                                max_blocks(opts) * opts.block, opts.block * opts.blocks);
     CLLM_CHECK(why.empty(), "prompt " << index << " cannot be collected: " << why);
     pending.push_back(index);
     kv_rows = std::max(kv_rows, trajectory_kv_rows(static_cast<int64_t>(prompts[i].size()), opts));

@@ -25,9 +25,13 @@ struct TrajectoryOptions {
   int32_t pad_id = 0;             // for InitialGuess::Pad
   bool augment = false;           // add states with half of their wrong tokens set to the fixed point
   int max_repeat = 10;            // drop a sample with this many identical consecutive tokens (0: keep all)
+  // Multi-block (runtime/jacobi.h): K blocks in flight. Each block's states are recorded in every
+  // forward while it is in flight, as the frontier or as a later block drafting ahead; a block's
+  // states stay consecutive (recorded when it is fixed), so the file's layout is unchanged.
+  int blocks = 1;
 };
 
-// Positions a collection touches: prompt + whole blocks + the guesses of one more block.
+// Positions a collection touches: prompt + whole blocks + the guesses of the blocks in flight.
 int64_t trajectory_kv_rows(int64_t prompt_tokens, const TrajectoryOptions& opts);
 
 // One forward of one sequence: tokens[0..n) at positions pos..pos+n-1 of its KV. The tokens stay
@@ -66,8 +70,9 @@ class TrajectoryCollector {
   std::optional<JacobiDecoder> dec_;    // once the prompt is prefilled
   std::vector<int32_t> gen_;            // final tokens; the last one is dec_->block()[0]
   std::mt19937_64 aug_rng_;
-  int block_index_ = 0;                 // b: the block being iterated
-  int first_state_ = 0;                 // its first row in t_.states
+  int block_index_ = 0;                 // b: the frontier block, being iterated
+  // pending_[k]: the states recorded so far of block b + k in flight, [count, n] row-major.
+  std::vector<std::vector<int32_t>> pending_;
   bool done_ = false;
 };
 

@@ -33,8 +33,10 @@ def read_info(path):
         with h5py.File(p, "r") as f:
             infos.append({k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
                           for k, v in f.attrs.items()})
+    for info in infos:
+        info.setdefault("blocks", 1)  # files from before multi-block collection (--blocks)
     for p, info in zip(_paths(path)[1:], infos[1:]):
-        for key in ("block", "vocab_size", "max_new_tokens", "seed", "augment"):
+        for key in ("block", "vocab_size", "max_new_tokens", "seed", "augment", "blocks"):
             if info.get(key) != infos[0].get(key):
                 raise ValueError(f"{p}: {key} {info.get(key)} differs from {_paths(path)[0]}'s {infos[0].get(key)}")
     return infos[0]

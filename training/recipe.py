@@ -670,7 +670,7 @@ def collect_totals(texts):
     totals = dict.fromkeys(keys, 0)
     for text in texts:
         m = re.search(r"(\d+) kept, (\d+) dropped .*?(\d+) already present, (\d+) left .*?kept: (\d+) tokens in (\d+) "
-                      r"iterations", text)
+                      r"(?:iterations|block states)", text)  # block states: a multi-block collection (--blocks)
         if m:
             for k, v in zip(keys, m.groups()):
                 totals[k] += int(v)

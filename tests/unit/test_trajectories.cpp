@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <numeric>
 #include <set>
 #include <thread>
 
@@ -94,6 +95,45 @@ TEST(Trajectories, StatesEndInFixedPointsThatAreGreedyAR) {
   }
 }
 
+// Multi-block collection: the same fixed points (greedy AR), each block's states consecutive and
+// ending in its fixed point, the later blocks' states recorded while they drafted ahead.
+TEST(Trajectories, MultiBlockRecordsEveryBlockInFlight) {
+  const std::vector<int32_t> prompt = test_prompts()[2];
+  for (int n : {1, 4}) {
+    TrajectoryOptions o = small_opts(n);
+    const Trajectory one = collect(prompt, o, 7);
+    for (int k : {2, 3}) {
+      o.blocks = k;
+      o.augment = true;
+      const Trajectory t = collect(prompt, o, 7);
+      const std::string what = "n=" + std::to_string(n) + " K=" + std::to_string(k);
+      EXPECT_EQ(t.fixed_points, one.fixed_points) << what;
+      ASSERT_EQ(t.num_blocks(), one.num_blocks()) << what;
+      int s = 0, longer = 0;
+      for (int b = 0; b < t.num_blocks(); ++b) {
+        ASSERT_GE(t.iterations[b], 1) << what;
+        s += t.iterations[b];
+        EXPECT_EQ(state_row(t, s - 1), fixed_row(t, b)) << what << " block " << b;
+        longer += t.iterations[b] > one.iterations[b];
+      }
+      EXPECT_EQ(s, t.num_states()) << what;
+      // A later block is in flight before it is the frontier: blocks after the first have more states.
+      if (n > 1) EXPECT_GT(longer, 0) << what;
+      for (int32_t b : t.augmented_block) EXPECT_LT(b, t.num_blocks());
+    }
+  }
+  // A stop id in the second block ends it there, as with one block (later blocks' states dropped).
+  TrajectoryOptions o = small_opts(4);
+  o.stop_ids = {collect(prompt, o, 7).fixed_points[6]};
+  const Trajectory one = collect(prompt, o, 7);
+  o.blocks = 3;
+  const Trajectory multi = collect(prompt, o, 7);
+  EXPECT_TRUE(multi.stopped);
+  EXPECT_EQ(multi.num_tokens, one.num_tokens);
+  EXPECT_EQ(multi.fixed_points, one.fixed_points);
+  EXPECT_EQ(multi.num_states(), std::accumulate(multi.iterations.begin(), multi.iterations.end(), 0));
+}
+
 TEST(Trajectories, StopsAtTheBlockHoldingAStopId) {
   const std::vector<int32_t> prompt = test_prompts()[1];
   TrajectoryOptions o = small_opts(4);
@@ -161,7 +201,7 @@ TEST(Trajectories, RepeatedRunDetection) {
 }
 
 TrajectoryFileInfo info_for(const TrajectoryOptions& o, uint64_t seed) {
-  return {"tiny-random", o.block, seed, 320, o.max_new_tokens, o.augment, o.max_repeat};
+  return {"tiny-random", o.block, seed, 320, o.max_new_tokens, o.augment, o.max_repeat, o.blocks};
 }
 
 TEST(Trajectories, FileRoundTrips) {
@@ -248,6 +288,14 @@ TEST(Trajectories, ResumeRefusesDifferentSettingsOrPrompts) {
     FAIL() << "a different block size was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("block"), std::string::npos) << e.what();
+  }
+  other = info_for(o, 1);
+  other.blocks = 2;  // a multi-block collection's states differ
+  try {
+    TrajectoryWriter w(path, other);
+    FAIL() << "a different number of blocks in flight was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks = 1"), std::string::npos) << e.what();
   }
   TrajectoryWriter w(path, info_for(o, 1));
   EXPECT_THROW(collect_trajectories(*tiny().model, {test_prompts()[1]}, w, o, 1), Error);

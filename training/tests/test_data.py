@@ -66,3 +66,11 @@ def test_shard_files_merge_into_the_whole_collection(tiny_model, tmp_path):
     run_cllm(*common[:5], "--block", 4, "--max-new-tokens", 16, "--max-repeat", 0, "--out", tmp_path / "b4.h5")
     with pytest.raises(ValueError, match="block"):
         data.read_info([shards[0], str(tmp_path / "b4.h5")])
+    # A multi-block collection: the same layout and fixed points; its shards do not mix with others.
+    run_cllm(*common, "--out", tmp_path / "k2.h5", "--blocks", 2)
+    assert data.read_info(str(tmp_path / "k2.h5"))["blocks"] == 2 and data.read_info(shards)["blocks"] == 1
+    for index, s in data.read_samples(str(tmp_path / "k2.h5")).items():
+        assert (s["fixed_points"] == whole[index]["fixed_points"]).all()
+        assert s["states"].shape[0] == s["iterations"].sum()
+    with pytest.raises(ValueError, match="blocks"):
+        data.read_info([shards[0], str(tmp_path / "k2.h5")])
