@@ -48,8 +48,9 @@ int packed_weight(QuantFormat f, const uint8_t* blk, int r, int i) {
 }
 
 // The reference every SIMD path matches bit for bit: per (token, row), per block in k order, the
-// exact int dot, then fma(dw * dx, isum, acc) and, for Q4_1, fma(mw, s, acc). out[M][16].
-void group_portable(const QuantRows& xq, const QuantMatrix& w, int g, int M, float* out) {
+// exact int dot, then fma(dw * dx, isum, acc) and, for Q4_1, fma(mw, s, acc). out[t * ldo + r]: the
+// group's 16 outputs of token t.
+void group_portable(const QuantRows& xq, const QuantMatrix& w, int g, int M, float* out, size_t ldo) {
   const int K = w.cols, nb = K / QK;
   const size_t gb = w.group_block_bytes();
   for (int t = 0; t < M; ++t)
@@ -64,7 +65,7 @@ void group_portable(const QuantRows& xq, const QuantMatrix& w, int g, int M, flo
         acc = __builtin_fmaf(w.d[wi] * xq.d[xi], static_cast<float>(isum), acc);
         if (w.format == QuantFormat::Q4_1) acc = __builtin_fmaf(w.m[wi], xq.s[xi], acc);
       }
-      out[static_cast<size_t>(t) * G + r] = acc;
+      out[static_cast<size_t>(t) * ldo + r] = acc;
     }
 }
 
@@ -96,7 +97,7 @@ namespace avx512vnni {
 }  // namespace avx512vnni
 #pragma GCC pop_options
 
-using GroupFn = void (*)(const QuantRows&, const QuantMatrix&, int, int, float*);
+using GroupFn = void (*)(const QuantRows&, const QuantMatrix&, int, int, float*, size_t);
 using QuantizeFn = void (*)(const float*, int8_t*, float&, int&);
 
 bool cpu_has(QuantPath p) {
@@ -169,10 +170,15 @@ void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r
   const int g0 = r0 / G, g1 = (r1 + G - 1) / G;
   parallel_for_range(static_cast<size_t>(g1 - g0), 1, [&](size_t b, size_t e) {
     thread_local std::vector<float> tile;
-    tile.resize(static_cast<size_t>(M) * G);
     for (int g = g0 + static_cast<int>(b); g < g0 + static_cast<int>(e); ++g) {
-      group(xq, w, g, M, tile.data());
       const int n0 = std::max(r0, g * G), n1 = std::min(r1, g * G + G);
+      if (n1 - n0 == G) {  // a whole group inside the range: straight into y
+        group(xq, w, g, M, y + (n0 - r0), static_cast<size_t>(ldy));
+        continue;
+      }
+      // A group the range cuts (or the padded last one): computed whole, its own rows kept.
+      tile.resize(static_cast<size_t>(M) * G);
+      group(xq, w, g, M, tile.data(), G);
       for (int t = 0; t < M; ++t)
         std::memcpy(y + static_cast<size_t>(t) * ldy + (n0 - r0), tile.data() + static_cast<size_t>(t) * G + (n0 - g * G),
                     static_cast<size_t>(n1 - n0) * sizeof(float));
