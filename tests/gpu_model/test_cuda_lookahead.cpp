@@ -28,14 +28,17 @@ namespace {
 using cuda::CudaModel;
 using cuda::CudaModelOptions;
 
-// The "tiny" random shape widened to head_dim 64 (the smallest head the CUDA attention takes).
-std::string random_hd64_dir() {
+// The "tiny" random shape widened to head_dim 64 (the smallest head the CUDA attention takes); with
+// window > 0, as a Mistral checkpoint with that sliding window.
+std::string random_hd64_dir(int window = 0) {
   ModelConfig c = random_model_shape("tiny");
   c.hidden_size = 128;
   c.num_heads = 2;
   c.num_kv_heads = 1;
   c.head_dim = 64;
-  const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_lookahead_random_hd64";
+  c.sliding_window = window;
+  const std::string dir =
+      std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_lookahead_random_hd64_window" + std::to_string(window);
   RandomModelOptions opts;
   opts.seed = 11;
   write_random_model(c, dir, opts);
@@ -56,19 +59,7 @@ TEST(CudaLookahead, BranchRowsEqualCausalRowsSmolLM2) { check_branches_on_gpu(te
 
 // A sliding window (40 keys: the 70-token prompt and the branches reach past it) counts a branch
 // row's logical keys, as the plain row's.
-TEST(CudaLookahead, BranchRowsEqualCausalRowsSlidingWindow) {
-  ModelConfig c = random_model_shape("tiny");
-  c.hidden_size = 128;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 64;
-  c.sliding_window = 40;
-  const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_lookahead_window40";
-  RandomModelOptions opts;
-  opts.seed = 11;
-  write_random_model(c, dir, opts);
-  check_branches_on_gpu(dir);
-}
+TEST(CudaLookahead, BranchRowsEqualCausalRowsSlidingWindow) { check_branches_on_gpu(random_hd64_dir(40)); }
 
 // (b) Slot 0: a block of 3 and two branches of 2 rows after a 40-token prompt; slot 1: a plain block
 // of 4 after a 25-token prompt. Batched, each sequence's logits equal its own forward's bits.
