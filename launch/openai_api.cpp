@@ -121,6 +121,11 @@ void parse_stream_options(const json& v, const std::string& key, ApiRequest& r) 
   }
 }
 
+void parse_window(const json& v, const std::string& key, ApiRequest& r) {
+  if (!v.is_string() || (v != "sliding" && v != "blockwise")) bad(key, key + " must be \"sliding\" or \"blockwise\"");
+  r.window = v.get<std::string>();
+}
+
 void parse_decode(const json& v, const std::string& key, ApiRequest& r) {
   if (!v.is_string() || (v != "jacobi" && v != "ar")) bad(key, key + " must be \"jacobi\" or \"ar\"");
   r.decode = v.get<std::string>();
@@ -181,6 +186,7 @@ const Field kFields[] = {
      [](const json& v, const std::string& key, ApiRequest& r) { r.ngram = int_field(v, key, 2, kMaxBlockRows); }},
     {"cllm_blocks", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.blocks = int_field(v, key, 1, kMaxBlockRows); }},
+    {"cllm_window", Endpoint::Both, false, parse_window},
     {"cllm_ignore_eos", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.ignore_eos = bool_field(v, key); }},
     // Client bookkeeping: ignored.

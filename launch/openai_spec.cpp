@@ -38,6 +38,10 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   if (r.candidates >= 0) spec.jacobi.candidates = r.candidates;
   if (r.ngram > 0) spec.jacobi.ngram = r.ngram;
   if (r.blocks > 0) spec.jacobi.blocks = r.blocks;
+  if (!r.window.empty()) spec.jacobi.window = r.window == "blockwise" ? JacobiWindow::Blockwise : JacobiWindow::Sliding;
+  if (spec.jacobi.window == JacobiWindow::Blockwise && spec.jacobi.adaptive && r.decode != "ar" && r.temperature <= 0)
+    throw ApiError(400, "cllm_window blockwise iterates one block until it is fixed, so it needs a fixed block: give "
+                        "cllm_block (the server picks the block per step)", "cllm_window");
   if (spec.jacobi.blocks > 1 && spec.jacobi.adaptive && r.decode != "ar" && r.temperature <= 0)
     throw ApiError(400, "cllm_blocks (" + std::to_string(spec.jacobi.blocks) + ") needs a fixed block: give "
                             "cllm_block (the server picks the block per step)", "cllm_blocks");

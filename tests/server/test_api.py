@@ -81,6 +81,9 @@ def test_jacobi_equals_greedy_ar(base_url, auth):
     # Multi-block: three blocks of 4 in flight, with candidates beside them.
     mb = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_block=4, cllm_blocks=3, cllm_candidates=2)
     assert mb["choices"][0]["text"] == ar["choices"][0]["text"]
+    # The paper's blockwise window for this request alone.
+    bw = complete(base_url, auth, prompt=prompt, max_tokens=12, cllm_block=4, cllm_window="blockwise")
+    assert bw["choices"][0]["text"] == ar["choices"][0]["text"]
 
 
 def test_ignore_eos_runs_to_max_tokens(base_url, auth):
@@ -137,6 +140,7 @@ BAD = [
     ('{"prompt": "x", "cllm_block": 16, "cllm_candidates": 20, "cllm_ngram": 4}', 400, "cllm_candidates"),
     ('{"prompt": "x", "cllm_blocks": 0}', 400, "cllm_blocks"),
     ('{"prompt": "x", "cllm_blocks": 9}', 400, "cllm_blocks"),  # 9 blocks of the server's 8: over 64 rows
+    ('{"prompt": "x", "cllm_window": "diagonal"}', 400, "cllm_window"),
     ('{"prompt": "x", "cllm_ignore_eos": 1}', 400, "cllm_ignore_eos"),
     ('{"prompt": "x", "cllm_decode": "jacobi", "temperature": 0.5}', 400, "cllm_decode"),
     ('{"prompt": [999999999]}', 400, "prompt"),

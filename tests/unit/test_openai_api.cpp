@@ -199,6 +199,18 @@ TEST_F(OpenAiSpec, DecodingChoices) {
   EXPECT_EQ(spec(R"({"prompt": "x", "cllm_blocks": 2, "cllm_block": 4})").jacobi.blocks, 2);
 }
 
+TEST_F(OpenAiSpec, WindowPerRequest) {
+  EXPECT_EQ(spec(R"({"prompt": "x"})").jacobi.window, cfg_.jacobi.window);  // the server's --window
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_block": 8, "cllm_window": "blockwise"})").jacobi.window,
+            JacobiWindow::Blockwise);
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_window": "sliding"})").jacobi.window, JacobiWindow::Sliding);
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "cllm_window": "diagonal"})").param, "cllm_window");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "cllm_window": 1})").param, "cllm_window");
+  cfg_.jacobi.adaptive = true;  // the server's --block auto: blockwise needs the request's own block
+  EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_window": "blockwise"})").param, "cllm_window");
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_window": "blockwise", "cllm_decode": "ar"})").jacobi.block, 1);
+}
+
 TEST_F(OpenAiSpec, LogprobsAndEcho) {
   EXPECT_EQ(spec(R"({"prompt": "x"})").logprobs, -1);
   const SequenceSpec lp = spec(R"({"prompt": "x", "logprobs": 3})");
