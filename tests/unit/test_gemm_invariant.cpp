@@ -202,8 +202,11 @@ TEST(GemmQuant, RowsDoNotDependOnBatchSize) {
 
 // The int8 ceiling (kernels/cpu/int8_peak.h) is what benchmarks call the compute floor of a
 // multi-token step, so the quantized GEMM must never beat it: a 16-token GEMM whose weights sit in
-// cache runs at most at the measured rate (1.25x of slack for load that comes and goes between the
-// two measurements). A probe that undercounts its multiply-adds, or times more than its chains, fails.
+// cache runs at most at the measured rate (1.25x of slack). The two are measured at different
+// moments, and load that comes and goes (a test beside this one under ctest -j) can slow the probe
+// alone, so a round the GEMM wins is measured again, up to 4 rounds, the ceiling taken as the best
+// of the probes before and after the GEMM: a probe that undercounts its multiply-adds, or times more
+// than its chains, loses every round.
 TEST(Int8Peak, TheQuantizedGemmNeverBeatsIt) {
   EXPECT_EQ(cpu::measure_int8_gmacs(cpu::QuantPath::Scalar, 1), 0.0);
   const int M = 16, N = 1536, K = 576;
@@ -214,16 +217,21 @@ TEST(Int8Peak, TheQuantizedGemmNeverBeatsIt) {
   for (float& v : x) v = dist(rng);
   for (cpu::QuantPath p : {cpu::QuantPath::Avx2, cpu::QuantPath::AvxVnni, cpu::QuantPath::Avx512Vnni}) {
     if (!cpu::quant_path_supported(p)) continue;
-    const double ceiling = cpu::measure_int8_gmacs(p, 3);
-    double best = 1e300;
-    for (int r = 0; r < 30; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      cpu::matmul_wt_quant_path(x.data(), w, y.data(), M, p);
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    double ceiling = 0, gemm = 0;
+    for (int round = 0; round < 4; ++round) {
+      ceiling = cpu::measure_int8_gmacs(p, 3);
+      double best = 1e300;
+      for (int r = 0; r < 30; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        cpu::matmul_wt_quant_path(x.data(), w, y.data(), M, p);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      gemm = static_cast<double>(M) * N * K / best / 1e9;
+      ceiling = std::max(ceiling, cpu::measure_int8_gmacs(p, 3));
+      std::printf("[ int8     ] %s round %d: ceiling %.1f GMAC/s, 16-token GEMM in cache %.1f GMAC/s\n",
+                  cpu::quant_path_name(p), round, ceiling, gemm);
+      if (gemm <= 1.25 * ceiling) break;
     }
-    const double gemm = static_cast<double>(M) * N * K / best / 1e9;
-    std::printf("[ int8     ] %s: ceiling %.1f GMAC/s, 16-token GEMM in cache %.1f GMAC/s\n", cpu::quant_path_name(p),
-                ceiling, gemm);
     EXPECT_GT(ceiling, 0.0) << cpu::quant_path_name(p);
     EXPECT_LE(gemm, 1.25 * ceiling) << cpu::quant_path_name(p) << ": the GEMM beat the measured int8 ceiling";
   }
