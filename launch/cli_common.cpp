@@ -234,8 +234,7 @@ void apply_block_flags(const std::string& block, int max_block, bool max_block_g
                "with --window blockwise");
     jac.adaptive = true;
     // Without --max-block, the largest block leaves the lookahead candidates their rows.
-    const int lookahead_rows = jac.candidates > 0 && jac.ngram >= 2 ? jac.candidates * (jac.ngram - 1) : 0;
-    jac.block = max_block_given ? max_block : std::max(1, max_block - lookahead_rows);
+    jac.block = max_block_given ? max_block : std::max(1, max_block - (jac.ngram >= 2 ? jac.candidate_rows() : 0));
     return;
   }
   size_t used = 0;
@@ -251,6 +250,8 @@ void apply_block_flags(const std::string& block, int max_block, bool max_block_g
   jac.adaptive = false;
   jac.block = n;
 }
+
+int invariant_decode_rows(const JacobiOptions& jac) { return jac.candidates > 0 || jac.blocks > 1 ? jac.rows() : 0; }
 
 void check_lookahead_flags(const JacobiOptions& jac) {
   CLLM_CHECK(jac.blocks >= 1 && jac.blocks <= kMaxBlockRows,

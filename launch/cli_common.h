@@ -74,6 +74,9 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
 void check_block_flag(int block);
 // --candidates >= 0, --ngram >= 2 with candidates, and the rows of one iteration within kMaxBlockRows.
 void check_lookahead_flags(const JacobiOptions& jac);
+// CommFlags::lookahead_rows for a decoding command: one sequence's rows per iteration when lookahead
+// candidates or several blocks are on, else 0 (plain blocks keep --numerics blocks' 16 rows).
+int invariant_decode_rows(const JacobiOptions& jac);
 
 // The block flags of generate and serve, as draft-length options of other servers read:
 //   --block auto   load-adaptive: each iteration picks 1..--max-block (runtime/block_policy.h)

@@ -270,7 +270,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
-  if (f.jac.candidates > 0 || f.jac.blocks > 1) f.comm_flags.lookahead_rows = f.jac.rows();
+  f.comm_flags.lookahead_rows = invariant_decode_rows(f.jac);
 
   LoadedModel m = load_model(f.model_path, parse_device(f.device), comm, f.comm_flags);
   return lead_or_serve(m, comm,

@@ -156,7 +156,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   jacobi.blocks = f.blocks;
   apply_block_flags(f.block, f.max_block == 0 ? kMaxBlockRows : f.max_block, f.max_block != 0, jacobi);
   check_lookahead_flags(jacobi);
-  if (jacobi.candidates > 0 || jacobi.blocks > 1) f.comm_flags.lookahead_rows = jacobi.rows();
+  f.comm_flags.lookahead_rows = invariant_decode_rows(jacobi);
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
   std::signal(SIGPIPE, SIG_IGN);  // a client that leaves mid-write is an error code, not a kill

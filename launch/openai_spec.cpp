@@ -39,15 +39,18 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   if (r.ngram > 0) spec.jacobi.ngram = r.ngram;
   if (r.blocks > 0) spec.jacobi.blocks = r.blocks;
   if (!r.window.empty()) spec.jacobi.window = r.window == "blockwise" ? JacobiWindow::Blockwise : JacobiWindow::Sliding;
-  if (spec.jacobi.window == JacobiWindow::Blockwise && spec.jacobi.adaptive && r.decode != "ar" && r.temperature <= 0)
+  // The per-step adaptive block runs only when the request decodes with greedy Jacobi (AR and
+  // sampling take one block of 1 below): only then do settings that need a fixed block conflict.
+  const bool adaptive_jacobi = spec.jacobi.adaptive && r.decode != "ar" && r.temperature <= 0;
+  if (spec.jacobi.window == JacobiWindow::Blockwise && adaptive_jacobi)
     throw ApiError(400, "cllm_window blockwise iterates one block until it is fixed, so it needs a fixed block: give "
                         "cllm_block (the server picks the block per step)", "cllm_window");
-  if (spec.jacobi.blocks > 1 && spec.jacobi.adaptive && r.decode != "ar" && r.temperature <= 0)
+  if (spec.jacobi.blocks > 1 && adaptive_jacobi)
     throw ApiError(400, "cllm_blocks (" + std::to_string(spec.jacobi.blocks) + ") needs a fixed block: give "
                             "cllm_block (the server picks the block per step)", "cllm_blocks");
   if (spec.jacobi.adaptive && spec.jacobi.candidates > 0 && spec.jacobi.ngram >= 2)
     // The adaptive block's largest size leaves the request's lookahead rows their place.
-    spec.jacobi.block = std::max(1, std::min(spec.jacobi.block, kMaxBlockRows - spec.jacobi.candidates * (spec.jacobi.ngram - 1)));
+    spec.jacobi.block = std::max(1, std::min(spec.jacobi.block, kMaxBlockRows - spec.jacobi.candidate_rows()));
   if (spec.jacobi.rows() > kMaxBlockRows)
     throw ApiError(400, "cllm_block (" + std::to_string(spec.jacobi.block) + ") x cllm_blocks (" +
                             std::to_string(spec.jacobi.blocks) + ") + cllm_candidates (" +

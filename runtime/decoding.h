@@ -38,8 +38,10 @@ struct JacobiOptions {
   // causal run; block 1 sits at the frontier, blocks 2..K draft further ahead and become the
   // frontier already refined. 1: a single block. Needs a fixed block (not adaptive).
   int blocks = 1;
+  // Rows of the lookahead candidates: ngram - 1 branch rows each.
+  int candidate_rows() const { return candidates > 0 ? candidates * (ngram - 1) : 0; }
   // Rows one iteration forwards: the blocks and every candidate's rows.
-  int rows() const { return block * blocks + (candidates > 0 ? candidates * (ngram - 1) : 0); }
+  int rows() const { return block * blocks + candidate_rows(); }
 };
 
 struct GenerateOptions {
