@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plot of tests/server/bench_serve.py results: aggregate tokens/s and inter-token latency against the
-number of concurrent streams, AR and Jacobi, one line per JSON file (e.g. one per TP size).
+number of concurrent streams, one line per mode (ar, jacobi, jacobiN, auto) and JSON file (e.g. one per
+TP size).
 
 usage: python3 docs/plot_serving.py OUT.png RESULT.json [RESULT.json ...]
 """
@@ -20,7 +21,8 @@ def main(argv):
     for path in argv[2:]:
         label = os.path.splitext(os.path.basename(path))[0]
         results = json.load(open(path))["results"]
-        for mode, style in (("ar", "o-"), ("jacobi", "s--")):
+        modes = list(dict.fromkeys(r["mode"] for r in results))  # in the order the bench ran them
+        for mode, style in zip(modes, ("o-", "s--", "^-.", "d:", "v-")):
             rows = sorted((r for r in results if r["mode"] == mode), key=lambda r: r["concurrency"])
             c = [r["concurrency"] for r in rows]
             axes[0].plot(c, [r["aggregate_tok_s"] for r in rows], style, label=f"{label} {mode}")
