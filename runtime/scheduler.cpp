@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <limits>
 
 #include "core/check.h"
 #include "runtime/generate.h"
@@ -150,17 +149,10 @@ void Scheduler::step(const EventSink& emit) {
     free_slots_.pop_back();
   }
   plan_decode_blocks();
-  // The row budget goes to decoding first: their blocks always run, so a burst of prompts cannot
-  // stall the tokens of running requests. Prefill chunks share what is left.
   int decode_rows = 0;
   for (const auto& s : active_)
     if (!s->prefilling()) decode_rows += s->jacobi ? static_cast<int>(s->jacobi->block().size()) : 1;
-  // Prefill takes what decoding leaves, but never less than one chunk (or the whole budget when it
-  // is smaller): a waiting prompt progresses even when decoding alone fills the budget (64 Jacobi
-  // streams of 16 rows against 512), so its time to first token stays bounded.
-  int prefill_left = limits_.max_step_rows > 0
-                         ? std::max(std::min(kMaxBlockRows, limits_.max_step_rows), limits_.max_step_rows - decode_rows)
-                         : std::numeric_limits<int>::max();
+  PrefillBudget prefill(limits_.max_step_rows, decode_rows);
   // One block per sequence that gets rows, in admission order.
   blocks_.clear();
   tokens_.clear();
@@ -172,15 +164,12 @@ void Scheduler::step(const EventSink& emit) {
   for (auto& s : active_) {
     s->row = static_cast<int>(tokens_.size());
     if (s->prefilling()) {
-      // A chunk shorter than kMaxBlockRows keeps the output exact: the KV of the rows before it is in the
-      // cache whichever step wrote it, and every row of a block of <= kMaxBlockRows rows is computed alike.
-      s->n = std::min({kMaxBlockRows, static_cast<int>(s->spec.prompt.size()) - s->prefilled, prefill_left});
+      s->n = prefill.take(static_cast<int>(s->spec.prompt.size()) - s->prefilled);
       s->want_logits = false;
       if (s->n == 0) {  // over the budget: waits for a later step (later admissions wait too)
         ++last_step_.prefill_deferred;
         continue;
       }
-      prefill_left -= s->n;
       tokens_.insert(tokens_.end(), s->spec.prompt.begin() + s->prefilled,
                      s->spec.prompt.begin() + s->prefilled + s->n);
       blocks_.push_back({s->slot, s->prefilled, s->n});

@@ -64,18 +64,22 @@ TrajectoryCollector::TrajectoryCollector(std::vector<int32_t> prompt, const Traj
   t_.prompt = std::move(prompt);
 }
 
-TrajectoryStep TrajectoryCollector::next_block() const {
+TrajectoryStep TrajectoryCollector::next_block(int max_prefill_rows) const {
   CLLM_CHECK(!done_, "the trajectory is complete: there is no next block");
   if (prefilling()) {
-    const int n = std::min(kMaxBlockRows, static_cast<int>(t_.prompt.size()) - prefilled_);
+    CLLM_CHECK(max_prefill_rows >= 1, "a prefill chunk needs at least 1 row, got " << max_prefill_rows);
+    const int n = std::min({kMaxBlockRows, max_prefill_rows, prefill_left()});
     return {t_.prompt.data() + prefilled_, n, prefilled_};
   }
   const std::vector<int32_t>& g = dec_->block();
   return {g.data(), static_cast<int>(g.size()), dec_->position()};
 }
 
-void TrajectoryCollector::consume(const int32_t* y) {
-  const TrajectoryStep step = next_block();
+void TrajectoryCollector::consume(const TrajectoryStep& step, const int32_t* y) {
+  const TrajectoryStep at = next_block(std::max(step.n, 1));
+  CLLM_CHECK(step.tokens == at.tokens && step.n == at.n && step.pos == at.pos,
+             "the forwarded block (" << step.n << " rows at position " << step.pos << ") is not the collector's next ("
+                                     << at.n << " rows at position " << at.pos << ")");
   if (prefilling()) {
     prefilled_ += step.n;
     if (prefilling()) return;  // more chunks: only the prompt's last row predicts anything
@@ -145,7 +149,7 @@ Trajectory collect_trajectory(BlockPredictor& model, const std::vector<int32_t>&
     const TrajectoryStep s = c.next_block();
     y.resize(s.n);
     model.predict(s.tokens, s.n, s.pos, y.data());
-    c.consume(y.data());
+    c.consume(s, y.data());
   }
   return c.take();
 }
@@ -183,12 +187,11 @@ struct Running {
   int64_t index;
   int slot;
   TrajectoryCollector collector;
-  int rows = 0;  // its rows in the current step's forward (0: it waits this step)
+  TrajectoryStep step;  // its block in the current step's forward (n 0: it waits this step)
 };
 
-// One step's forward: the blocks of the running prompts, in admission order. Every Jacobi block
-// runs; prefill chunks take what is left of max_step_rows, but at least one chunk, so a prompt
-// always progresses. Sets each Running's rows.
+// One step's forward: the blocks of the running prompts, in admission order, under the row budget
+// the scheduler keeps too (PrefillBudget). Sets each Running's step.
 void plan_step(std::vector<Running>& running, int max_step_rows, std::vector<int32_t>& tokens,
                std::vector<SeqBlock>& blocks) {
   tokens.clear();
@@ -196,17 +199,18 @@ void plan_step(std::vector<Running>& running, int max_step_rows, std::vector<int
   int decode_rows = 0;
   for (const Running& r : running)
     if (!r.collector.prefilling()) decode_rows += r.collector.next_block().n;
-  int prefill_left = std::max(kMaxBlockRows, max_step_rows - decode_rows);
+  PrefillBudget prefill(max_step_rows, decode_rows);
   for (Running& r : running) {
-    const TrajectoryStep s = r.collector.next_block();
-    r.rows = 0;
+    r.step = {};
     if (r.collector.prefilling()) {
-      if (s.n > prefill_left) continue;
-      prefill_left -= s.n;
+      const int n = prefill.take(r.collector.prefill_left());
+      if (n == 0) continue;
+      r.step = r.collector.next_block(n);
+    } else {
+      r.step = r.collector.next_block();
     }
-    r.rows = s.n;
-    tokens.insert(tokens.end(), s.tokens, s.tokens + s.n);
-    blocks.push_back({r.slot, s.pos, s.n});
+    tokens.insert(tokens.end(), r.step.tokens, r.step.tokens + r.step.n);
+    blocks.push_back({r.slot, r.step.pos, r.step.n});
   }
 }
 
@@ -259,7 +263,7 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
   for (;;) {
     while (!free_slots.empty() && next < pending.size() && !out_of_time()) {
       const int64_t index = pending[next++];
-      running.push_back({index, free_slots.back(), TrajectoryCollector(prompts[index], opts, trajectory_seed(seed, index))});
+      running.push_back({index, free_slots.back(), TrajectoryCollector(prompts[index], opts, trajectory_seed(seed, index)), {}});
       free_slots.pop_back();
     }
     if (running.empty()) break;  // everything done, or the time is up and the last ones finished
@@ -268,9 +272,9 @@ CollectSummary collect_trajectories(Model& model, const std::vector<std::vector<
     model.forward_batch(tokens.data(), blocks.data(), static_cast<int>(blocks.size()), ids.data(), nullptr);
     size_t row = 0;
     for (Running& r : running) {
-      if (r.rows == 0) continue;
-      r.collector.consume(ids.data() + row);
-      row += r.rows;
+      if (r.step.n == 0) continue;
+      r.collector.consume(r.step, ids.data() + row);
+      row += r.step.n;
       if (!r.collector.done()) continue;
       write_result(out, r.index, r.collector.take(), opts, sum, progress);
       free_slots.push_back(r.slot);

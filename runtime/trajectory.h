@@ -44,19 +44,23 @@ struct TrajectoryStep {
 
 // The collection of one prompt as a state machine driven by the caller, so that one prompt alone
 // (collect_trajectory) and many prompts sharing each forward (collect_trajectories with batch > 1)
-// run the same code. The caller forwards next_block() over the prompt's own KV and hands the
-// argmax of every row to consume(), until done(). The blocks are first the prompt, in prefill
-// chunks of at most kMaxBlockRows tokens (so a trajectory is the same alone or batched; a chunk's KV
-// is exact whichever forward wrote it), then the blockwise Jacobi iterations.
+// run the same code. The caller forwards a next_block() over the prompt's own KV and hands it, with
+// the argmax of every row, to consume(), until done(). The blocks are first the prompt, in prefill
+// chunks of at most kMaxBlockRows tokens (fewer where the step's row budget is short: a trajectory
+// is the same alone or batched, as a chunk's KV is exact whichever forward wrote it), then the
+// blockwise Jacobi iterations.
 class TrajectoryCollector {
  public:
   // `seed` drives the initial guesses and the augmentation (see collect_trajectory).
   TrajectoryCollector(std::vector<int32_t> prompt, const TrajectoryOptions& opts, uint64_t seed);
 
-  TrajectoryStep next_block() const;  // not after done()
+  // Not after done(). While prefilling, the next chunk: at most max_prefill_rows (>= 1) tokens.
+  TrajectoryStep next_block(int max_prefill_rows = kMaxBlockRows) const;
   bool prefilling() const { return prefilled_ < static_cast<int>(t_.prompt.size()); }
-  // y[0..next_block().n): the argmax at each position of next_block().
-  void consume(const int32_t* y);
+  int prefill_left() const { return static_cast<int>(t_.prompt.size()) - prefilled_; }
+  // `step` was a next_block() (any chunk length while prefilling) and y[0..step.n) the argmax at
+  // each of its positions; throws when it is not the block the collector is at.
+  void consume(const TrajectoryStep& step, const int32_t* y);
   bool done() const { return done_; }
   Trajectory take();  // once done(); leaves the collector empty
 

@@ -84,6 +84,29 @@ std::map<uint64_t, Outcome> run_all(const std::vector<SequenceSpec>& specs, Sche
 
 SchedulerLimits limits(int batch, int queue = 64, int step_rows = 0) { return {batch, queue, 256, step_rows}; }
 
+// The row budget every planner shares: decoding first, then prefill chunks in order, at least one
+// chunk's worth, cut to what is left, and nothing once it is spent.
+TEST(PrefillBudget, DecodingFirstThenChunksCutToWhatIsLeft) {
+  PrefillBudget unlimited(0, 5000);
+  EXPECT_EQ(unlimited.take(1000), kMaxBlockRows);
+  EXPECT_EQ(unlimited.take(7), 7);
+
+  PrefillBudget b(512, 400);  // 112 rows left beside the blocks
+  EXPECT_EQ(b.take(1000), kMaxBlockRows);
+  EXPECT_EQ(b.take(30), 30);
+  EXPECT_EQ(b.take(1000), 18);
+  EXPECT_EQ(b.take(1), 0) << "spent: later chunks wait";
+
+  PrefillBudget full(512, 512);  // decoding fills the budget: one chunk still runs
+  EXPECT_EQ(full.take(1000), kMaxBlockRows);
+  EXPECT_EQ(full.take(10), 0);
+
+  PrefillBudget small(8, 100);  // a budget below one chunk: all of it
+  EXPECT_EQ(small.take(1000), 8);
+  EXPECT_EQ(small.take(1000), 0);
+  EXPECT_EQ(PrefillBudget(512, 0).take(0), 0) << "nothing left to prefill";
+}
+
 TEST(Scheduler, ConcurrentOutputsEqualAloneAndAr) {
   // Prompts past kMaxBlockRows exercise chunked prefill (over several steps, beside the others).
   std::vector<SequenceSpec> specs = {spec(5, 1, 20, 4),  spec(11, 2, 17, 16), spec(70, 3, 12, 8),

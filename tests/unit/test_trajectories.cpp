@@ -414,7 +414,7 @@ TEST(Trajectories, CollectorPrefillsInChunksThenIteratesBlocks) {
     EXPECT_EQ(s.tokens[0], prompt[pos]);
     y.resize(s.n);
     m.predict(s.tokens, s.n, s.pos, y.data());
-    c.consume(y.data());
+    c.consume(s, y.data());
   }
   EXPECT_FALSE(c.prefilling());
   const TrajectoryStep s = c.next_block();
@@ -422,6 +422,42 @@ TEST(Trajectories, CollectorPrefillsInChunksThenIteratesBlocks) {
   EXPECT_EQ(s.n, 4);
   EXPECT_EQ(s.tokens[0], y.back()) << "the first guess is the argmax after the prompt";
   EXPECT_THROW(c.take(), Error) << "an unfinished trajectory was handed out";
+}
+
+// A step's row budget may cut a prefill chunk short (PrefillBudget): the trajectory is the same,
+// and a block the collector is not at is refused before it changes anything.
+TEST(Trajectories, CollectorTakesShortPrefillChunksAndRefusesOtherBlocks) {
+  const std::vector<int32_t> prompt = mixed_prompts()[6];  // 150 tokens
+  const TrajectoryOptions o = small_opts(4);
+  Model& m = *tiny().model;
+  m.reset(trajectory_kv_rows(150, o));
+  const Trajectory whole = collect_trajectory(m, prompt, o, 5);
+
+  TrajectoryCollector c(prompt, o, 5);
+  std::vector<int32_t> y;
+  int chunks = 0;
+  for (int limit = 1; c.prefilling(); limit = limit % 37 + 1, ++chunks) {  // chunks of 1, 2, .., 37, 1, ..
+    const TrajectoryStep s = c.next_block(limit);
+    EXPECT_EQ(s.n, std::min(limit, c.prefill_left()));
+    y.resize(s.n);
+    m.predict(s.tokens, s.n, s.pos, y.data());
+    if (chunks == 3) {
+      const TrajectoryStep longer = c.next_block(limit + 1);
+      EXPECT_THROW(c.consume({s.tokens, s.n, s.pos + 1}, y.data()), Error) << "a chunk at another position";
+      EXPECT_THROW(c.consume({s.tokens + 1, s.n, s.pos}, y.data()), Error) << "a chunk of other tokens";
+      EXPECT_EQ(c.next_block(limit + 1).n, longer.n) << "a refused chunk changed the collector";
+    }
+    c.consume(s, y.data());
+  }
+  EXPECT_GT(chunks, 10);
+  while (!c.done()) {
+    const TrajectoryStep s = c.next_block();
+    y.resize(s.n);
+    m.predict(s.tokens, s.n, s.pos, y.data());
+    EXPECT_THROW(c.consume({s.tokens, s.n - 1, s.pos}, y.data()), Error) << "a Jacobi block cut short";
+    c.consume(s, y.data());
+  }
+  EXPECT_EQ(c.take(), whole);
 }
 
 TEST(Trajectories, BatchedCollectionEqualsOnePromptAtATime) {
@@ -450,7 +486,8 @@ TEST(Trajectories, BatchedCollectionEqualsOnePromptAtATime) {
   for (int64_t i : ref.samples()) EXPECT_EQ(ref.read(i), alone[i]) << "prompt " << i << ": batch 1 != collect_trajectory";
   for (int64_t i : ref.dropped()) EXPECT_TRUE(has_repeated_run(alone[i], max_run)) << "prompt " << i;
 
-  // max_step_rows 1: at most one prefill chunk per step, so prefills wait beside running blocks.
+  // max_step_rows 1: one prompt token per step (PrefillBudget cuts the chunks), and prefills wait
+  // beside running blocks; 100: chunks cut to what the running blocks leave.
   for (const auto& [batch, step_rows] : std::vector<std::pair<int, int>>{{2, 1024}, {3, 1}, {8, 1024}, {64, 100}}) {
     CollectPlan plan;
     plan.batch = batch;
