@@ -123,7 +123,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   numerics.cpu_native_weights = parse_weights(flags.weights, comm.size());
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
-  numerics.cuda_fuse_layer = parse_cuda_layer(flags.cuda_layer);
+  numerics.cuda_fused_layer_rows = parse_cuda_layer(flags.cuda_layer);
   numerics.cuda_graphs = parse_cuda_graphs(flags.cuda_graphs);
   LoadedModel m;
   // "random:7b": random weights of a named shape, computed while loading (no file).
@@ -213,8 +213,8 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("cuda-layer", po::value(&flags.cuda_layer)->default_value("fused"),
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "
-       "load it, the qkv projection's epilogue does RoPE and the KV write; in forwards of up to 4 rows, where it "
-       "pays: two kernels fewer a layer, the same bits)")
+       "load it, the qkv projection's epilogue does RoPE and the KV write: three kernels fewer a layer, the same "
+       "bits) in forwards of up to 4 rows, where it pays on 1x H100, or fused:N in forwards of up to N rows (1..64)")
       ("cuda-graphs", po::value(&flags.cuda_graphs)->default_value("replay"),
        "with --device cuda: replay (each device forward is a CUDA graph, replayed while its launch shape is "
        "unchanged), recapture (captured and patched every step; for comparison) or off (kernels launched one by "

@@ -1,5 +1,7 @@
 #include "runtime/model.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 
 #include <vector>
@@ -103,7 +105,16 @@ bool parse_switch(const char* flag, const std::string& name, const char* on, con
 
 bool parse_cuda_launch(const std::string& name) { return parse_switch("--cuda-launch", name, "overlapped", "serial"); }
 bool parse_cuda_swiglu(const std::string& name) { return parse_switch("--cuda-swiglu", name, "fused", "separate"); }
-bool parse_cuda_layer(const std::string& name) { return parse_switch("--cuda-layer", name, "fused", "separate"); }
+int parse_cuda_layer(const std::string& name) {
+  if (name.rfind("fused:", 0) == 0) {
+    const std::string rows = name.substr(6);
+    CLLM_CHECK(!rows.empty() && rows.size() <= 2 && std::all_of(rows.begin(), rows.end(), ::isdigit) &&
+                   std::stoi(rows) >= 1 && std::stoi(rows) <= 64,
+               "--cuda-layer fused:N takes N rows from 1 to 64, got '" << name << "'");
+    return std::stoi(rows);
+  }
+  return parse_switch("--cuda-layer", name, "fused", "separate") ? ModelOptions{}.cuda_fused_layer_rows : 0;
+}
 
 ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name) {
   if (name == "replay") return ModelOptions::CudaGraphs::kReplay;

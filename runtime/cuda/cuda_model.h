@@ -78,7 +78,7 @@ struct CudaModelOptions {
   int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
   bool overlap_launches = ModelOptions{}.cuda_overlap_launches;  // see ModelOptions
   bool fuse_swiglu = ModelOptions{}.cuda_fuse_swiglu;
-  bool fuse_layer = ModelOptions{}.cuda_fuse_layer;
+  int fused_layer_rows = ModelOptions{}.cuda_fused_layer_rows;  // see ModelOptions; 0: separate kernels
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
   // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
@@ -88,7 +88,7 @@ struct CudaModelOptions {
     o.invariant_max_rows = m.cuda_invariant_max_rows;
     o.overlap_launches = m.cuda_overlap_launches;
     o.fuse_swiglu = m.cuda_fuse_swiglu;
-    o.fuse_layer = m.cuda_fuse_layer;
+    o.fused_layer_rows = m.cuda_fused_layer_rows;
     o.use_graphs = m.cuda_graphs != ModelOptions::CudaGraphs::kOff;
     o.replay_graphs = m.cuda_graphs == ModelOptions::CudaGraphs::kReplay;
     return o;
@@ -99,10 +99,6 @@ struct CudaModelOptions {
   // GEMM rows up to which the skinny kernel beats cuBLASLt (docs/benchmarks.md: 0-20% faster at
   // M <= 8 on the 7B projections, 0-30% slower at 9-16); it runs there in every mode.
   static constexpr int kSkinnyBestMaxM = 8;
-  // Rows up to which fuse_layer applies. Its normalised input re-reads each token's fp32 residual in
-  // every CTA, which pays for the two kernels it saves only at few rows: on 1x H100 the fused layer
-  // took 5% (7B) and 11-13% (135M) off the step at n <= 4 but added 2-10% at n = 16.
-  static constexpr int kFusedLayerMaxRows = 4;
   bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
 };
 

@@ -5,8 +5,8 @@
 //
 // A layer, separate kernels (9): add_rmsnorm, qkv GEMM, rope_kv_write, attention (its split-K
 // chunks merged inside), o GEMM, [all-reduce], add_rmsnorm, gate|up GEMM, silu_mul, down GEMM,
-// [all-reduce]. Fused (CudaModelOptions::fuse_layer and fuse_swiglu, one rank, forwards of up to
-// kFusedLayerMaxRows rows: 5): qkv GEMM (normalises the residual as it loads it;
+// [all-reduce]. Fused (CudaModelOptions::fused_layer_rows and fuse_swiglu, one rank, forwards of up
+// to fused_layer_rows rows: 5): qkv GEMM (normalises the residual as it loads it;
 // RoPE and the KV write in its epilogue), attention, o GEMM (adds into the residual),
 // gate|up GEMM (normalises; silu(gate) * up in its epilogue), down GEMM (adds into the residual).
 // fuse_swiglu alone applies to every forward that runs the skinny kernel, TP shards included (a
@@ -109,11 +109,11 @@ void CudaModel::enqueue_step(const BlockPlans& p) {
   invoke_embedding(w_.embed.as<bf16>(), tokens_dev, sub, n, d, plan_.vocab_begin, plan_.vocab, s);
   all_reduce(sub, {"embedding"});
   CLLM_CUDA_CHECK(cudaMemsetAsync(residual, 0, static_cast<size_t>(n) * d * sizeof(float), s));
-  // The fused layer (CudaModelOptions::fuse_layer, one rank, few rows): the o and down projections
+  // The fused layer (CudaModelOptions::fused_layer_rows, one rank, few rows): the o and down projections
   // add into the residual and leave its RMS partials, the qkv and gate|up projections normalise it
   // as they load it, and the qkv projection's epilogue does RoPE and the KV write: the same bits as
   // the add_rmsnorm and rope_kv_write kernels they replace.
-  const bool fuse_layer = opts_.fuse_layer && n <= CudaModelOptions::kFusedLayerMaxRows && all_reduce_ == nullptr &&
+  const bool fuse_layer = n <= opts_.fused_layer_rows && all_reduce_ == nullptr &&
                           hd % 16 == 0 && p.qkv.fusable() && p.o.fusable() && p.gate_up.fusable() && p.down.fusable();
   float* rms_parts = rms_parts_.as<float>();
   const SkinnyOutput to_residual{nullptr, residual, rms_parts};

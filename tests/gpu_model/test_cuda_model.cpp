@@ -264,12 +264,12 @@ TEST(CudaModel, GraphEqualsEagerSmolLM2) {
   expect_graph_equals_eager(m, text_ids(m, 160));
 }
 
-// The fused kernels (silu(gate) * up in the down GEMM; residual add, RMSNorm, RoPE and the KV write
-// in the small-M GEMMs) give the separate kernels' bits, in every forward of the steps above, in each
-// combination (the default is the fused layer alone).
+// The fused kernels (silu(gate) * up in the gate|up GEMM; residual add, RMSNorm, RoPE and the KV
+// write in the small-M GEMMs) give the separate kernels' bits, in every forward of the steps above
+// (the fused layer at every row count its kernels take, not only the default's), in each combination.
 CudaModelOptions with_fusions(bool layer, bool swiglu) {
   CudaModelOptions o;
-  o.fuse_layer = layer;
+  o.fused_layer_rows = layer ? cuda::kSkinnyFusedMaxM : 0;  // every forward the fused kernels take
   o.fuse_swiglu = swiglu;
   return o;
 }
