@@ -8,11 +8,8 @@
 // its rows is scored against that tile, so the K/V bytes are read once for all g * n queries of the
 // tile instead of once per query. Each warp owns 16 rows and keeps an online softmax per row
 // (running max m, running sum l, unnormalised accumulator acc over head_dim). With one chunk the CTA
-// writes the normalised output directly; otherwise it writes (m, l, acc) to the workspace, and the
-// last CTA of the row tile to finish merges the chunks: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c
-// (a counter per (block, row tile, KV head) in the workspace tells it that it is the last). The merge
-// runs inside the kernel because a separate combine kernel cost a launch per layer, ~3 us each on an
-// H100: a tenth of a 135M model's decode step.
+// writes the normalised output directly; otherwise it writes (m, l, acc) to the workspace and the
+// combine kernel merges the chunks: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c.
 //
 // Masking: key t is visible to query i when t <= p0 + i and t lies in the CTA's chunk, and with a
 // sliding window of w keys (Mistral's sliding_window) also t > p0 + i - w. Masked scores become -inf
@@ -26,7 +23,8 @@
 // a CTA then reads its (block, chunk, row tile) from a work list in device memory instead of from
 // blockIdx, and the block's descriptor (query rows, position, slot, chunking) from a table beside
 // it. One chunk length serves the whole batch, chosen so the total CTA count is about two per SM,
-// which also balances long and short contexts (a long context gets more chunks).
+// which also balances long and short contexts (a long context gets more chunks). The combine pass
+// runs over every row; rows of single-chunk blocks were written directly and return at once.
 // The single-sequence path passes its one descriptor by value (no dependent load at the start).
 #include <algorithm>
 #include <cmath>
@@ -58,13 +56,10 @@ struct AttnParams {
   float* part_acc;  // [P, head_dim]
   float* part_m;    // [P]
   float* part_l;    // [P]
-  // Chunks done per (block, row tile, KV head), at part_base + tile * n_kv + kv_head: inside the
-  // block's slots, as a block of n_chunks >= 2 has 2 * n * n_heads >= tiles * n_kv of them. Zero
-  // between launches: the CTA that merges resets its counter.
-  unsigned* done;  // [P]
   AttnBlockDesc one;                // the block, when work == nullptr (single sequence)
   const AttnBlockDesc* blocks;      // batched: [count]
   const uint32_t* work;             // batched: [items] (block << 20 | chunk << 10 | row tile)
+  const int32_t* row_block;         // batched: [rows] block of each query row
   int n_heads, n_kv, group;
   int window;   // keys a query sees, its own included; 0: every earlier key
   float scale;  // 1/sqrt(head_dim), folded into q
@@ -99,70 +94,6 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   uint32_t u;
   memcpy(&u, &h, sizeof(u));
   return u;
-}
-
-// Called by every CTA of a multi-chunk block once its partials are written: the CTA that completes
-// its (block, row tile, KV head) merges the chunks of the tile's rows, chunk by chunk in order, so a
-// row's bits do not depend on which CTA finished last. (The threadFenceReduction pattern: each
-// thread's writes are made visible device-wide before the CTA counts itself done; the last CTA
-// reads the others' partials through L2, bypassing its L1.) First each row's M = max_c m_c and
-// denominator into shared memory, then 4 output dimensions per thread, so that a tile of many rows
-// keeps many independent loads in flight. `scratch`: 2 * kCtaRows floats of shared memory.
-template <int HD>
-__device__ __forceinline__ void merge_chunks_if_last(const AttnParams& p, const AttnBlockDesc& b, int tile, int kvh,
-                                                     int row0, float* scratch) {
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();  // also: every warp is done with the shared memory that scratch reuses
-  if (threadIdx.x == 0) {
-    unsigned* done = p.done + b.part_base + tile * p.n_kv + kvh;
-    last = atomicAdd(done, 1u) == static_cast<unsigned>(b.n_chunks - 1);
-    if (last) *done = 0;  // every other CTA of the tile has counted itself: ready for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int rows = min(kCtaRows, b.n * p.group - row0);
-  const size_t stride = static_cast<size_t>(b.n) * p.n_heads;  // slots between chunks
-  // Chunk 0's slot of tile row r: (query i, head) = (row / group, kvh * group + row % group).
-  auto slot = [&](int r) {
-    const int row = row0 + r;
-    return b.part_base + static_cast<size_t>(row / p.group) * p.n_heads + kvh * p.group + row % p.group;
-  };
-  float* m_s = scratch;              // [kCtaRows] M of each row
-  float* den_s = scratch + kCtaRows;  // [kCtaRows] sum_c e^(m_c - M) l_c
-  for (int r = threadIdx.x; r < rows; r += kThreads) {
-    const size_t s0 = slot(r);
-    float m_max = -INFINITY;
-    for (int c = 0; c < b.n_chunks; ++c) m_max = fmaxf(m_max, __ldcg(p.part_m + c * stride + s0));
-    float den = 0.f;
-    for (int c = 0; c < b.n_chunks; ++c)
-      den += __expf(__ldcg(p.part_m + c * stride + s0) - m_max) * __ldcg(p.part_l + c * stride + s0);
-    m_s[r] = m_max;
-    den_s[r] = den;
-  }
-  __syncthreads();
-  constexpr int kDimVecs = HD / 4;
-  for (int e = threadIdx.x; e < rows * kDimVecs; e += kThreads) {
-    const int r = e / kDimVecs, d = (e % kDimVecs) * 4;
-    const size_t s0 = slot(r);
-    const float m_max = m_s[r];
-    float4 num = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int c = 0; c < b.n_chunks; ++c) {
-      const float w = __expf(__ldcg(p.part_m + c * stride + s0) - m_max);  // 0 for chunks the row cannot see
-      const float4 a = __ldcg(reinterpret_cast<const float4*>(p.part_acc + (c * stride + s0) * HD + d));
-      num.x += w * a.x;
-      num.y += w * a.y;
-      num.z += w * a.z;
-      num.w += w * a.w;
-    }
-    const float den = den_s[r];
-    const int row = row0 + r;
-    __nv_bfloat16* out = p.out + (static_cast<size_t>(b.q_row + row / p.group) * p.n_heads + kvh * p.group +
-                                  row % p.group) * HD + d;
-    reinterpret_cast<__nv_bfloat162*>(out)[0] = __floats2bfloat162_rn(num.x / den, num.y / den);
-    reinterpret_cast<__nv_bfloat162*>(out)[1] = __floats2bfloat162_rn(num.z / den, num.w / den);
-  }
 }
 
 // Shared memory of one CTA (bf16 elements): q [kCtaRows][HD + 8], then two stages of k and v
@@ -347,7 +278,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
     if (row >= rows_total) continue;
     const int i = row / p.group, head = kvh * p.group + row % p.group;
     if (b.n_chunks == 1) {  // the row's own key is visible to it, so l_row > 0
-      // o / l, divided as the merge divides: a row gets the same bits whether its block
+      // o / l, divided as the combine kernel divides: a row gets the same bits whether its block
       // has one chunk or more (chunks past its position weigh exactly 0).
       __nv_bfloat16* out = p.out + (static_cast<size_t>(b.q_row + i) * p.n_heads + head) * HD;
 #pragma unroll
@@ -366,9 +297,29 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
       }
     }
   }
-  if (b.n_chunks > 1) merge_chunks_if_last<HD>(p, b, tile, kvh, row0, reinterpret_cast<float*>(smem));
 }
 
+// One block per (query row, head), one thread per dimension: merge the chunks' partial softmaxes.
+__global__ void attention_combine_kernel(const AttnParams p, int head_dim) {
+  detail::start_after_prior_grids();
+  const int row = blockIdx.x / p.n_heads, h = blockIdx.x % p.n_heads;
+  const int blk = p.work == nullptr ? 0 : p.row_block[row];
+  if (blk < 0) return;  // a row no block covers
+  const AttnBlockDesc b = p.work == nullptr ? p.one : p.blocks[blk];
+  if (b.n_chunks == 1) return;  // written by the partial kernel
+  const int d = threadIdx.x;
+  const size_t stride = static_cast<size_t>(b.n) * p.n_heads;  // between chunks
+  const size_t r = b.part_base + static_cast<size_t>(row - b.q_row) * p.n_heads + h;
+  float m_max = -INFINITY;
+  for (int c = 0; c < b.n_chunks; ++c) m_max = fmaxf(m_max, p.part_m[c * stride + r]);
+  float num = 0.f, den = 0.f;
+  for (int c = 0; c < b.n_chunks; ++c) {
+    const float w = __expf(p.part_m[c * stride + r] - m_max);  // 0 for chunks the row cannot see
+    den += w * p.part_l[c * stride + r];
+    num += w * p.part_acc[(c * stride + r) * head_dim + d];
+  }
+  p.out[(static_cast<size_t>(row) * p.n_heads + h) * head_dim + d] = __float2bfloat16_rn(num / den);
+}
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 int round_up(int a, int m) { return ceil_div(a, m) * m; }
@@ -389,20 +340,12 @@ void check_shape(int q_stride, const void* k_cache, const void* v_cache, const v
              "attention: k_cache/v_cache must be 16-byte aligned, out 4-byte, workspace 8-byte");
 }
 
-constexpr size_t kSlotBytes(int head_dim) { return (static_cast<size_t>(head_dim) + 3) * sizeof(float); }
-
-// Partial-result arrays for as many slots as the workspace holds: acc [P, head_dim], then m [P],
-// l [P] and the done counters [P]. Laid out for the whole workspace, never for one launch's count,
-// so that the counters stay where the last launch left them zero (and, for the batched form, the
-// addresses are launch parameters that must not change with the context:
-// BatchedAttentionPlan::launch_shape).
-void set_partials(AttnParams& p, void* workspace, size_t workspace_bytes, int head_dim) {
-  const size_t slots = workspace_bytes / kSlotBytes(head_dim);
+// Partial-result arrays inside the workspace for P slots: acc [P, head_dim], then m [P], then l [P].
+void set_partials(AttnParams& p, void* workspace, size_t partials, int head_dim) {
   float* ws = static_cast<float*>(workspace);
   p.part_acc = ws;
-  p.part_m = ws + slots * head_dim;
-  p.part_l = p.part_m + slots;
-  p.done = reinterpret_cast<unsigned*>(p.part_l + slots);
+  p.part_m = ws + partials * head_dim;
+  p.part_l = p.part_m + partials;
 }
 
 template <int HD>
@@ -414,11 +357,12 @@ void launch_partial(const AttnParams& p, dim3 grid, cudaStream_t stream) {
   launch_overlapped(attention_partial_kernel<HD>, grid, kThreads, kSmem, stream, p);
 }
 
-void launch(const AttnParams& p, dim3 grid, int head_dim, cudaStream_t stream) {
+void launch(const AttnParams& p, dim3 grid, int head_dim, bool combine, int combine_rows, cudaStream_t stream) {
   if (head_dim == 64)
     launch_partial<64>(p, grid, stream);
   else
     launch_partial<128>(p, grid, stream);
+  if (combine) launch_overlapped(attention_combine_kernel, combine_rows * p.n_heads, head_dim, 0, stream, p, head_dim);
 }
 
 size_t align16(size_t x) { return (x + 15) / 16 * 16; }
@@ -430,11 +374,7 @@ constexpr int kSplitItems = 2048;
 }  // namespace
 
 size_t block_attention_workspace_bytes(int max_n, int n_heads, int head_dim) {
-  return static_cast<size_t>(kMaxChunks) * max_n * n_heads * kSlotBytes(head_dim);
-}
-
-void clear_attention_workspace(void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  if (workspace_bytes > 0) CLLM_CUDA_CHECK(cudaMemsetAsync(workspace, 0, workspace_bytes, stream));
+  return static_cast<size_t>(kMaxChunks) * max_n * n_heads * (head_dim + 2) * sizeof(float);
 }
 
 void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k_cache,
@@ -456,7 +396,7 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
   const int n_chunks = ceil_div(ctx, chunk_len);
 
   const size_t partials = n_chunks > 1 ? static_cast<size_t>(n_chunks) * n * n_heads : 0;
-  CLLM_CHECK(workspace_bytes >= attention_partials_bytes(partials, head_dim),
+  CLLM_CHECK(workspace_bytes >= partials * (head_dim + 2) * sizeof(float),
              "attention: workspace of " << workspace_bytes << " bytes < block_attention_workspace_bytes(" << n
                                         << ", " << n_heads << ", " << head_dim << ")");
   AttnParams p{};
@@ -466,23 +406,25 @@ void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfl
   p.v_cache = v_cache;
   p.slot_stride = 0;
   p.out = out;
-  set_partials(p, workspace, workspace_bytes, head_dim);
+  set_partials(p, workspace, partials, head_dim);
   p.one = AttnBlockDesc{0, p0, n, 0, chunk_len, n_chunks, 0, 0, 0, {0, 0, 0}};
   p.n_heads = n_heads;
   p.n_kv = n_kv;
   p.group = group;
   p.window = window;
   p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  launch(p, dim3(n_chunks, n_kv, row_tiles), head_dim, stream);
+  launch(p, dim3(n_chunks, n_kv, row_tiles), head_dim, n_chunks > 1, n, stream);
 }
 
 size_t batched_attention_table_bytes(int max_rows, int max_blocks, int n_heads, int n_kv) {
   const int group = n_kv > 0 ? std::max(1, n_heads / n_kv) : 1;
   const size_t items = static_cast<size_t>(ceil_div(max_rows * group, kCtaRows)) + max_blocks + kSplitItems;
-  return align16(sizeof(AttnBlockDesc) * max_blocks) + align16(4 * items);
+  return align16(sizeof(AttnBlockDesc) * max_blocks) + align16(4 * items) + align16(4 * static_cast<size_t>(max_rows));
 }
 
-size_t attention_partials_bytes(size_t partials, int head_dim) { return partials * kSlotBytes(head_dim); }
+size_t attention_partials_bytes(size_t partials, int head_dim) {
+  return partials * (static_cast<size_t>(head_dim) + 2) * sizeof(float);
+}
 
 void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int n_kv, int head_dim,
                             size_t workspace_bytes, size_t table_bytes, int chunk_keys, BatchedAttentionPlan& plan,
@@ -534,7 +476,8 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
       items += ceil_div(blocks[b].n * group, cta_rows) * chunks;
       if (chunks > 1) partials += static_cast<size_t>(chunks) * blocks[b].n * n_heads;
     }
-    bytes = align16(sizeof(AttnBlockDesc) * count) + align16(4 * static_cast<size_t>(items));
+    bytes = align16(sizeof(AttnBlockDesc) * count) + align16(4 * static_cast<size_t>(items)) +
+            align16(4 * static_cast<size_t>(rows));
     if (fixed || (attention_partials_bytes(partials, head_dim) <= workspace_bytes && bytes <= table_bytes)) break;
     CLLM_CHECK(chunk_len < full, "batched attention: the table of " << count << " blocks over " << rows
                                                                    << " rows needs " << bytes << " bytes, more than "
@@ -563,10 +506,12 @@ void plan_batched_attention(const AttnBlock* blocks, int count, int n_heads, int
   plan.partials = partials;
   plan.combine = partials > 0;
   plan.work_offset = align16(sizeof(AttnBlockDesc) * count);
+  plan.row_block_offset = plan.work_offset + align16(4 * static_cast<size_t>(items));
   plan.table.assign(bytes, 0);
   auto* descs = reinterpret_cast<AttnBlockDesc*>(plan.table.data());
   auto* work = reinterpret_cast<uint32_t*>(plan.table.data() + plan.work_offset);
-  std::vector<int32_t> row_block(static_cast<size_t>(rows), -1);  // which block covers each query row
+  auto* row_block = reinterpret_cast<int32_t*>(plan.table.data() + plan.row_block_offset);
+  std::fill(row_block, row_block + rows, -1);
   size_t part_base = 0;
   int item = 0;
   for (int b = 0; b < count; ++b) {
@@ -603,9 +548,9 @@ void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_b
                                                  << " heads/kv/head_dim, launched with " << n_heads << "/" << n_kv
                                                  << "/" << head_dim);
   CLLM_CHECK(slot_stride % 8 == 0, "batched attention: slot_stride " << slot_stride << " not a multiple of 8");
-  CLLM_CHECK(workspace_bytes >= attention_partials_bytes(plan.partials, head_dim),
+  CLLM_CHECK(workspace_bytes >= plan.partials * (head_dim + 2) * sizeof(float),
              "batched attention: workspace of " << workspace_bytes << " bytes is smaller than the plan's "
-                                                << attention_partials_bytes(plan.partials, head_dim));
+                                                << plan.partials * (head_dim + 2) * sizeof(float));
   CLLM_CHECK(is_aligned(table_dev, 16), "batched attention: the device table must be 16-byte aligned");
   if (plan.items == 0) return;
   const char* table = static_cast<const char*>(table_dev);
@@ -616,15 +561,18 @@ void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_b
   p.v_cache = v_cache;
   p.slot_stride = slot_stride;
   p.out = out;
-  set_partials(p, workspace, workspace_bytes, head_dim);
+  // Partial slots laid out for the whole workspace, not for this plan's count: the addresses are
+  // launch parameters, and must not change with the context (see BatchedAttentionPlan::launch_shape).
+  set_partials(p, workspace, workspace_bytes / ((head_dim + 2) * sizeof(float)), head_dim);
   p.blocks = reinterpret_cast<const AttnBlockDesc*>(table);
   p.work = reinterpret_cast<const uint32_t*>(table + plan.work_offset);
+  p.row_block = reinterpret_cast<const int32_t*>(table + plan.row_block_offset);
   p.n_heads = n_heads;
   p.n_kv = n_kv;
   p.group = n_heads / n_kv;
   p.window = plan.window;
   p.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-  launch(p, dim3(plan.items, n_kv, 1), head_dim, stream);
+  launch(p, dim3(plan.items, n_kv, 1), head_dim, plan.combine, plan.rows, stream);
 }
 
 }  // namespace cllm::cuda

@@ -12,16 +12,9 @@
 namespace cllm::cuda {
 
 // Bytes of scratch that invoke_block_attention needs for blocks of up to max_n queries: the split-K
-// partial results (fp32 accumulators, running max and sum per chunk) and a counter of finished
-// chunks per row tile. Allocate once, up front, so the launch stays free of allocation (CUDA-graph
-// capture).
+// partial results (fp32 accumulators, running max and sum per chunk). Allocate once, up front, so
+// the launch stays free of allocation (CUDA-graph capture).
 size_t block_attention_workspace_bytes(int max_n, int n_heads, int head_dim);
-
-// Zeroes a workspace (cudaMemsetAsync on `stream`): once after allocating it, before its first
-// launch. The counters in it must start at 0; every launch leaves them 0 again, so a workspace
-// stays ready as long as every launch on it uses the same head_dim (the slots' layout depends on
-// it) and none is interrupted by a device fault.
-void clear_attention_workspace(void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 // out[i, h, :] = softmax_t(q[i, h, :] . k_cache[t, h/g, :] / sqrt(head_dim)) . v_cache[t, h/g, :]
 // over cache rows t = 0 .. p0+i, with g = n_heads / n_kv; with window > 0 (a sliding window, e.g.
@@ -30,7 +23,7 @@ void clear_attention_workspace(void* workspace, size_t workspace_bytes, cudaStre
 //    qkv output is fine); k_cache, v_cache: bf16 [>= p0+n, n_kv, head_dim], rows 0 .. p0+n-1 written
 //    (this block's rows by invoke_rope_kv_write), later rows never read;
 // out: bf16 [n, n_heads, head_dim]; workspace: device memory of workspace_bytes >=
-//    block_attention_workspace_bytes(n, n_heads, head_dim), cleared (clear_attention_workspace).
+//    block_attention_workspace_bytes(n, n_heads, head_dim).
 // head_dim is 64 or 128; n_heads % n_kv == 0; k_cache, v_cache 16-byte aligned, out 4-byte (all checked).
 void invoke_block_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k_cache,
                             const __nv_bfloat16* v_cache, __nv_bfloat16* out, void* workspace,
@@ -69,11 +62,13 @@ static_assert(sizeof(AttnBlockDesc) == 48, "the planner packs descriptors at 16-
 // arguments, so a CUDA graph captured with one replays the other once its table is uploaded.
 struct AttentionLaunchShape {
   int n_heads = 0, n_kv = 0, head_dim = 0, window = 0, count = 0, rows = 0, items = 0;
-  size_t work_offset = 0;
+  bool combine = false;
+  size_t work_offset = 0, row_block_offset = 0;
   bool operator==(const AttentionLaunchShape& o) const {  // (the CUDA sources are C++17: no defaulted ==)
     return n_heads == o.n_heads && n_kv == o.n_kv && head_dim == o.head_dim && window == o.window && count == o.count &&
            rows == o.rows &&
-           items == o.items && work_offset == o.work_offset;
+           items == o.items && combine == o.combine &&
+           work_offset == o.work_offset && row_block_offset == o.row_block_offset;
   }
 };
 
@@ -85,12 +80,12 @@ struct BatchedAttentionPlan {
                              // of two with no-op items when the table has room
   int chunk_len = 0;         // keys per chunk, all blocks
   size_t partials = 0;       // partial-result slots in the workspace: (head_dim + 2) floats each
-  bool combine = false;      // some block has more than one chunk (its row tiles' last CTAs merge them)
-  std::vector<uint8_t> table;  // descs [count] | work items uint32 [items]
-  size_t work_offset = 0;      // byte offset of the work items inside table
+  bool combine = false;      // some block has more than one chunk
+  std::vector<uint8_t> table;  // descs [count] | work items uint32 [items] | row -> block int32 [rows]
+  size_t work_offset = 0, row_block_offset = 0;  // byte offsets inside table
 
   AttentionLaunchShape launch_shape() const {
-    return {n_heads, n_kv, head_dim, window, count, rows, items, work_offset};
+    return {n_heads, n_kv, head_dim, window, count, rows, items, combine, work_offset, row_block_offset};
   }
 };
 
@@ -107,7 +102,7 @@ constexpr int kInvariantChunkKeys = 128;
 
 // Fills `plan` for blocks[0..count). chunk_keys > 0 (a multiple of 64): that chunk length for every
 // block; the plan then needs what it needs, and the caller sizes the workspace (plan.partials slots
-// of attention_partials_bytes) and the table (plan.table.size()) after planning; workspace_bytes and
+// of (head_dim + 2) floats) and the table (plan.table.size()) after planning; workspace_bytes and
 // table_bytes are not consulted. chunk_keys = 0 (adaptive): the chunk length starts at the value that
 // gives about two CTAs per SM over the whole batch and doubles until the partial results fit
 // workspace_bytes and the table fits table_bytes (at worst one chunk per block, which needs no
@@ -126,8 +121,7 @@ size_t attention_partials_bytes(size_t partials, int head_dim);
 //   out[q_row+i, h, :] = softmax_t(q[q_row+i, h, :] . K_slot[t, h/g, :] / sqrt(hd)) . V_slot[t, h/g, :]
 // over t = 0 .. pos+i (the last plan.window of them when the plan has a window), with
 // K_slot = k_cache + slot * slot_stride (likewise V). Shapes and
-// alignment as invoke_block_attention (the workspace cleared once, clear_attention_workspace);
-// slot_stride (elements) a multiple of 8; rows not covered by a
+// alignment as invoke_block_attention; slot_stride (elements) a multiple of 8; rows not covered by a
 // block are left untouched. A one-block plan gives the same numbers as invoke_block_attention only
 // when both pick the same chunk length (not guaranteed): call that one for single sequences.
 void invoke_batched_attention(const __nv_bfloat16* q, int q_stride, const __nv_bfloat16* k_cache,

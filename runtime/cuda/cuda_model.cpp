@@ -114,7 +114,6 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
   // whatever the allocator left (their results are never read either way).
   for (DeviceBuffer* b : {&sub_, &normed_, &qkv_, &att_, &gate_up_, &act_})
     CLLM_CUDA_CHECK(cudaMemset(b->as<void>(), 0, b->bytes()));
-  clear_attention_workspace(attn_ws_.as<void>(), attn_ws_.bytes(), h_.stream);
   // cudaMemcpy from pageable memory (inv_freq above; weights, when a loader stages them in pageable
   // memory) may return before its DMA lands, and h_.stream is non-blocking: it would not wait.
   CLLM_CUDA_CHECK(cudaDeviceSynchronize());
@@ -323,7 +322,6 @@ void CudaModel::fit_attention_plan() {
   if (grow_ws) {
     attn_ws_ = DeviceBuffer();
     attn_ws_ = DeviceBuffer(ws + ws / 2);
-    clear_attention_workspace(attn_ws_.as<void>(), attn_ws_.bytes(), h_.stream);
   }
   if (grow_table) {
     table_bytes_ = attn_plan_.table.size() + attn_plan_.table.size() / 2;

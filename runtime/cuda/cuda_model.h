@@ -20,7 +20,7 @@
 // ids, positions, cache rows, the attention's block table) travels in one pinned host buffer that
 // the graph's first node copies to the device, so no launch parameter changes. The attention pads
 // its work list to a power of two, so a growing context changes the key only at doublings of its
-// work. Otherwise the step is captured into a fresh
+// work (and when its split-K combine first appears). Otherwise the step is captured into a fresh
 // cudaGraph_t and patched into the cached executable with cudaGraphExecUpdate, or the graph is
 // instantiated again when the topology changed (llama.cpp's scheme; step_graphs.h). Capturing a ~300-node step
 // costs about a millisecond of host time, as much as a small model's whole forward on the GPU, so

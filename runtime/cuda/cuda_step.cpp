@@ -3,14 +3,14 @@
 // or a cuBLASLt plan. The rest of the model (buffers, KV slots, graphs, tensor parallel argmax) is in
 // cuda_model.cpp.
 //
-// A layer, separate kernels (9): add_rmsnorm, qkv GEMM, rope_kv_write, attention (its split-K
-// chunks merged inside), o GEMM, [all-reduce], add_rmsnorm, gate|up GEMM, silu_mul, down GEMM,
-// [all-reduce]. Fused (CudaModelOptions::fused_layer_rows and fuse_swiglu, one rank, forwards of up
-// to fused_layer_rows rows: 5): qkv GEMM (normalises the residual as it loads it;
-// RoPE and the KV write in its epilogue), attention, o GEMM (adds into the residual),
+// A layer, separate kernels (10): add_rmsnorm, qkv GEMM, rope_kv_write, attention (+ its split-K
+// combine), o GEMM, [all-reduce], add_rmsnorm, gate|up GEMM, silu_mul, down GEMM, [all-reduce].
+// Fused (CudaModelOptions::fused_layer_rows and fuse_swiglu, one rank, forwards of up to
+// fused_layer_rows rows: 5, or 6 with the combine): qkv GEMM (normalises the residual as it loads it;
+// RoPE and the KV write in its epilogue), attention (+ combine), o GEMM (adds into the residual),
 // gate|up GEMM (normalises; silu(gate) * up in its epilogue), down GEMM (adds into the residual).
 // fuse_swiglu alone applies to every forward that runs the skinny kernel, TP shards included (a
-// rank's gate|up rows are its own): 8 kernels a layer.
+// rank's gate|up rows are its own): 9 kernels a layer.
 #include <algorithm>
 
 #include "runtime/cuda/cuda_model.h"

@@ -36,7 +36,8 @@ struct CudaGraphStats {
 
 class StepGraphs {
  public:
-  // Graphs kept per GEMM row count: a few launch shapes recur (contexts of different lengths), e.g. when one process evaluates many prompts one after another.
+  // Graphs kept per GEMM row count: a few launch shapes recur (contexts of different lengths, the
+  // split-K combine on or off), e.g. when one process evaluates many prompts one after another.
   static constexpr size_t kPerRows = 4;
 
   StepGraphs() = default;

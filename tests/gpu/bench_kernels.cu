@@ -221,8 +221,6 @@ int run(int argc, char** argv) {
   int32_t* positions = alloc<int32_t>(max_n);
   const size_t attn_ws_bytes = cu::block_attention_workspace_bytes(max_n, heads, hd);
   void* attn_ws = alloc<unsigned char>(attn_ws_bytes);
-  cu::clear_attention_workspace(attn_ws, attn_ws_bytes, nullptr);  // alloc fills it with random bytes
-  CLLM_CUDA_CHECK(cudaDeviceSynchronize());
   const size_t argmax_ws_bytes = cu::argmax_workspace_bytes(max_n, vocab);
   void* argmax_ws = alloc<unsigned char>(argmax_ws_bytes);
   {
@@ -271,7 +269,6 @@ int run(int argc, char** argv) {
     bf16* bout = alloc<bf16>(size_t{max_b} * max_bn * heads * hd);
     const size_t ws_bytes = cu::block_attention_workspace_bytes(256, heads, hd);
     void* ws = alloc<unsigned char>(ws_bytes);
-    cu::clear_attention_workspace(ws, ws_bytes, nullptr);
     const size_t table_cap = cu::batched_attention_table_bytes(max_b * max_bn, max_b, heads, 8);
     unsigned char* table = alloc<unsigned char>(table_cap);
     CLLM_CUDA_CHECK(cudaDeviceSynchronize());
