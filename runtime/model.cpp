@@ -113,7 +113,7 @@ int parse_cuda_layer(const std::string& name) {
                "--cuda-layer fused:N takes N rows from 1 to 64, got '" << name << "'");
     return std::stoi(rows);
   }
-  return parse_switch("--cuda-layer", name, "fused", "separate") ? ModelOptions{}.cuda_fused_layer_rows : 0;
+  return parse_switch("--cuda-layer", name, "fused", "separate") ? ModelOptions::kAutoFusedLayerRows : 0;
 }
 
 ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name) {

@@ -98,11 +98,11 @@ struct ModelOptions {
   bool cuda_fuse_swiglu = true;
   // CUDA, one rank: residual adds, RMSNorms, RoPE and the KV write inside the neighbouring small-M
   // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh), in forwards of
-  // up to this many rows (at most 64); 0: the add_rmsnorm and rope_kv_write kernels everywhere. The
-  // default, 4: on 1x H100 the fused layer took 11-13% off a 135M step and 5% off a 7B step at
-  // n <= 4, and added 2-10% at n = 16, where its normalised input re-reads each token's fp32 residual
-  // in every CTA (docs/benchmarks.md).
-  int cuda_fused_layer_rows = 4;
+  // up to this many rows (at most 64); 0: the add_rmsnorm and rope_kv_write kernels everywhere;
+  // kAutoFusedLayerRows (the default): as many rows as CudaModelOptions::auto_fused_layer_rows gives
+  // the model's hidden size.
+  static constexpr int kAutoFusedLayerRows = -1;
+  int cuda_fused_layer_rows = kAutoFusedLayerRows;
   // CUDA: how device forwards are launched. kReplay: cached graphs, replayed while the step's launch
   // shape is unchanged; kRecapture: every step captured and patched into its graph (A/B timings);
   // kOff: kernels enqueued directly.
@@ -121,8 +121,8 @@ ModelOptions parse_numerics(const std::string& name);
 // "separate" (false). Throw naming the valid ones.
 bool parse_cuda_launch(const std::string& name);
 bool parse_cuda_swiglu(const std::string& name);
-// --cuda-layer: "fused" (ModelOptions' default rows), "fused:N" (forwards of up to N rows, 1..64)
-// or "separate" (0). Throws naming the valid ones.
+// --cuda-layer: "fused" (kAutoFusedLayerRows), "fused:N" (forwards of up to N rows, 1..64) or
+// "separate" (0). Throws naming the valid ones.
 int parse_cuda_layer(const std::string& name);
 // --cuda-graphs: "replay", "recapture" or "off". Throws naming the valid ones.
 ModelOptions::CudaGraphs parse_cuda_graphs(const std::string& name);

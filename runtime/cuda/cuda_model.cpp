@@ -84,6 +84,8 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
                              "model (rank) has a width of " << k);
   // A group's forwards hold host collectives between kernels when the sum is host-staged: no graphs.
   if (all_reduce_ != nullptr && !all_reduce_->capturable()) opts_.use_graphs = false;
+  if (opts_.fused_layer_rows == ModelOptions::kAutoFusedLayerRows)
+    opts_.fused_layer_rows = CudaModelOptions::auto_fused_layer_rows(dims_.d);
   set_launch_overlap(opts_.overlap_launches);
   const int d = dims_.d, q = dims_.q, kv = dims_.kv, f = dims_.ffn;
   const std::vector<float> inv_freq = rope_inv_freq(cfg_);

@@ -37,6 +37,7 @@
 // vocab rows and their argmax on the device; the ids and values come back with the step and one
 // host max-loc (Comm, MPI) picks the global argmax, so the graph holds no max-loc collective.
 #pragma once
+#include <algorithm>
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -100,6 +101,17 @@ struct CudaModelOptions {
   // M <= 8 on the 7B projections, 0-30% slower at 9-16); it runs there in every mode.
   static constexpr int kSkinnyBestMaxM = 8;
   bool batch_invariant() const { return invariant_max_rows >= kMaxRowsPerForward; }
+
+  // The fused layer's row limit for a hidden size (ModelOptions::kAutoFusedLayerRows). Its
+  // normalised input re-reads each token's fp32 residual in every CTA of the qkv and gate|up
+  // projections, rows x hidden x 4 bytes, which outgrows the two kernels it saves once it passes
+  // ~64 KiB: on 1x H100 the 7B shape (hidden 4096) gained 5% at n <= 4 and lost 10% at n = 16;
+  // on 1x H200 the 135M shape (hidden 576) gained 10% at n = 16 and nothing at n = 28
+  // (docs/benchmarks.md).
+  static constexpr int kFusedResidualElems = 16384;
+  static int auto_fused_layer_rows(int hidden) {
+    return std::clamp(kFusedResidualElems / std::max(hidden, 1), 1, kSkinnyFusedMaxM);
+  }
 };
 
 class CudaModel final : public Model {
