@@ -11,6 +11,8 @@ With --train-prompts FILE, the CLLM is also decoded (AR with the first window, J
 window) on the first --train-n prompts of its training set: its tokens/iteration there against the
 held-out prompts shows over- or under-fitting (eval.json "training_prompts"; eval.md rows
 "cllm (training prompts)").
+A window may carry lookahead (training/windows.py): "sliding+4x3" verifies 4 candidate n-grams of
+3 tokens after their first (--candidates 4 --ngram 4) beside each Jacobi block of that window.
 Writes eval.json, eval.md (table) and eval.png (needs matplotlib) into --out."""
 import argparse
 import json
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from .report import write_report
+from .windows import parse_window
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--block", type=int, default=16)
     p.add_argument("--windows", default="blockwise",
-                   help="comma-separated Jacobi windows: blockwise (the paper's, as trained) and/or sliding")
+                   help="comma-separated Jacobi windows: blockwise (the paper's, as trained) and/or sliding, each "
+                        "optionally with lookahead: WINDOW+GxR (G candidate n-grams of R tokens, e.g. sliding+4x3)")
     p.add_argument("--device", default="cpu", help="cllm's device: cpu | cuda")
     p.add_argument("--chat", action="store_true", help="wrap plain-text prompts in the chat template")
     p.add_argument("--cllm-bin", default=os.environ.get("CLLM_BIN", os.path.join(REPO, "build", "cllm")))
@@ -130,10 +134,13 @@ def decode(args, model, name, window, decode_mode, prompts=None, n=None):
     prompts = args.prompts if prompts is None else prompts
     n = args.n if n is None else n
     path = os.path.join(args.out, f"{name}_{window}.jsonl")
+    plain, candidates, ngram = parse_window(window)
     if not (args.reuse and os.path.exists(path)):
         cmd = [args.cllm_bin, "generate", "--model", model, "--prompts", prompts, "--json-out", path,
-               "--limit", str(n), "--decode", decode_mode, "--window", window, "--block", str(args.block),
+               "--limit", str(n), "--decode", decode_mode, "--window", plain, "--block", str(args.block),
                "--max-new-tokens", str(args.max_new_tokens), "--device", args.device, "--quiet"]
+        if candidates:
+            cmd += ["--candidates", str(candidates), "--ngram", str(ngram)]
         if args.chat:
             cmd.append("--chat")
         t0 = time.time()
@@ -161,10 +168,11 @@ def plot(results, path):
     names = [k for k in results["models"]]
     for ax, metric, label in ((axes[0], "tokens_per_iteration", "Jacobi tokens / iteration"),
                               (axes[1], "speedup", "decode speedup of Jacobi over AR")):
+        width = 0.8 / len(results["windows"])
         for w, window in enumerate(results["windows"]):
             vals = [results["models"][m][window][metric] for m in names]
-            ax.bar(np.arange(len(names)) + 0.4 * w, vals, width=0.4, label=window)
-        ax.set_xticks(np.arange(len(names)) + 0.2 * (len(results["windows"]) - 1))
+            ax.bar(np.arange(len(names)) + width * w, vals, width=width, label=window)
+        ax.set_xticks(np.arange(len(names)) + width / 2 * (len(results["windows"]) - 1))
         ax.set_xticklabels(names)
         ax.set_title(label)
         ax.legend()
@@ -209,8 +217,13 @@ def markdown(results):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     windows = [w for w in args.windows.split(",") if w]
+    for w in windows:
+        try:
+            parse_window(w)
+        except ValueError as e:
+            raise SystemExit(f"--windows: {e}")
+    os.makedirs(args.out, exist_ok=True)
     results = {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens, "block": args.block,
                "device": args.device, "windows": windows, "models": {}}
     records = {}

@@ -53,10 +53,11 @@ import tarfile
 import time
 from typing import List, Optional
 
+from .windows import WINDOWS, parse_window
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("collect", "train", "evaluate", "serve", "humaneval")
 DEFAULT_STAGES = "collect,train,evaluate,serve"
-WINDOWS = ("blockwise", "sliding")
 
 
 class RecipeError(Exception):
@@ -116,7 +117,8 @@ class Config:
     # (field, full run, --smoke) for the settings whose default depends on --smoke. The smoke test has
     # its own work dir: its shards, collected at other settings, cannot be resumed by a full run.
     SIZES = (("budget", 900, 120), ("prompts_limit", 0, 16), ("max_new_tokens", 128, 32), ("eval_n", 100, 4),
-             ("eval_tokens", 128, 32), ("windows", "blockwise,sliding", "blockwise"), ("eval_reserve", 75, 30),
+             ("eval_tokens", 128, 32), ("windows", "blockwise,sliding,sliding+4x3", "blockwise"),
+             ("eval_reserve", 95, 30),
              ("work", "/tmp/cllm_recipe", "/tmp/cllm_recipe_smoke"), ("train_eval_n", 30, 2), ("serve_n", 30, 2),
              ("serve_reserve", 25, 20), ("humaneval_n", 0, 2), ("humaneval_reserve", 300, 60))
 
@@ -147,9 +149,14 @@ class Config:
             if s not in STAGES:
                 raise RecipeError(f"unknown stage '{s}' in --stages ({', '.join(STAGES)})")
         self.stages = ",".join(s for s in STAGES if s in given)
-        for w in self.windows.split(",") + self.serve_windows.split(",") + [self.humaneval_window]:
+        for w in self.windows.split(","):
+            try:
+                parse_window(w)
+            except ValueError as e:
+                raise RecipeError(f"--windows: {e}")
+        for w in self.serve_windows.split(",") + [self.humaneval_window]:
             if w not in WINDOWS:
-                raise RecipeError(f"unknown window '{w}' in --windows, --serve-windows or --humaneval-window "
+                raise RecipeError(f"unknown window '{w}' in --serve-windows or --humaneval-window "
                                   f"({', '.join(WINDOWS)})")
         explicit = self.reserve()
         if self.has("collect"):
@@ -220,7 +227,8 @@ def parse_args(argv=None):
         "device": "cuda | cpu", "budget": "wall-clock seconds of this call (default 900; smoke 120)",
         "collect_seconds": "0: until every prompt is done", "prompts_limit": "the first N training prompts (0: all)",
         "states": "states per block example (--states-per-example)", "epochs": "at most this many epochs",
-        "windows": "Jacobi windows of evaluate: blockwise,sliding", "train_eval_n": "training prompts evaluated too",
+        "windows": "Jacobi windows of evaluate: blockwise, sliding, each optionally with lookahead "
+                   "(WINDOW+GxR: G candidate n-grams of R tokens; default blockwise,sliding,sliding+4x3)", "train_eval_n": "training prompts evaluated too",
         "humaneval_n": "HumanEval problems (0: all 164; smoke 2)",
         "humaneval_mode": "chat (default) or complete (plain-text prompts; default with --random-model)",
         "humaneval_tokens": "new tokens per HumanEval answer",

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -91,11 +92,14 @@ def test_evaluate_end_to_end_on_the_tiny_model(tiny_model, perturbed_model, tmp_
     out = tmp_path / "eval"
     res = evaluate.main(["--base", tiny_model, "--cllm", perturbed_model, "--prompts", str(prompts),
                          "--out", str(out), "--n", "3", "--max-new-tokens", "12", "--block", "4",
-                         "--windows", "blockwise,sliding", "--cllm-bin", cllm_bin(), "--ppl-device", "cpu"])
+                         "--windows", "blockwise,sliding,sliding+2x2", "--cllm-bin", cllm_bin(), "--ppl-device", "cpu"])
     for name in ("base", "cllm"):
-        for window in ("blockwise", "sliding"):
+        for window in ("blockwise", "sliding", "sliding+2x2"):
             r = res["models"][name][window]
             assert r["prompts"] == 3 and r["tokens_per_iteration"] > 0 and r["identical"] == 1.0
+    # The lookahead window ran cllm with its candidates: its log holds the command line.
+    assert "--window sliding" in (out / "cllm_sliding+2x2.log").read_text()
+    assert "--candidates 2 --ngram 3" in (out / "cllm_sliding+2x2.log").read_text()
     # The quality compares the CLLM's Jacobi output with the base's AR output: the same figures
     # from greedy decoding of each model in PyTorch.
     with open(out / "base_blockwise.jsonl") as f:
@@ -111,5 +115,17 @@ def test_evaluate_end_to_end_on_the_tiny_model(tiny_model, perturbed_model, tmp_
     assert ppl["base AR outputs"] < ppl["CLLM Jacobi outputs"]
     assert ppl["CLLM AR outputs"] == pytest.approx(ppl["CLLM Jacobi outputs"])  # Jacobi == AR
     saved = json.loads((out / "eval.json").read_text())
-    assert saved["windows"] == ["blockwise", "sliding"]
+    assert saved["windows"] == ["blockwise", "sliding", "sliding+2x2"]
     assert "| base | blockwise |" in (out / "eval.md").read_text()
+
+
+def test_windows_with_lookahead_parse_and_bad_ones_are_refused():
+    from ..windows import parse_window
+    assert parse_window("blockwise") == ("blockwise", 0, 0)
+    assert parse_window("sliding+4x3") == ("sliding", 4, 4)
+    for bad in ("slide", "sliding+0x3", "sliding+4x", "sliding+4x3x", "+4x3", ""):
+        with pytest.raises(ValueError, match="is not blockwise or sliding"):
+            parse_window(bad)
+    with pytest.raises(SystemExit, match=re.escape("--windows: window 'sliding+x'")):
+        evaluate.main(["--base", "b", "--cllm", "c", "--prompts", "p", "--out", "/nonexistent/never_made",
+                       "--windows", "blockwise,sliding+x"])

@@ -26,8 +26,9 @@ def test_recipe_runs_every_step_and_returns_few_files(tiny_model, tmp_path):
     files = sorted(os.listdir(out))
     assert {"summary.md", "eval.json", "eval.md", "loss.csv", "recipe.log", "records.tar.gz"} <= set(files), files
     res = json.loads((out / "eval.json").read_text())
-    # The full run's defaults: both windows, the CLLM on training prompts too, and the serve stage.
-    assert set(res["models"]) == {"base", "cllm"} and res["windows"] == ["blockwise", "sliding"]
+    # The full run's defaults: both windows and sliding with lookahead, the CLLM on training prompts
+    # too, and the serve stage.
+    assert set(res["models"]) == {"base", "cllm"} and res["windows"] == ["blockwise", "sliding", "sliding+4x3"]
     assert res["training_prompts"]["prompts_decoded"] == 5 and set(res["serve"]["models"]) == {"base", "cllm"}
     assert sorted(os.path.basename(p) for p in work.glob("traj_*.h5")) == ["traj_0.h5", "traj_1.h5"]
     # Collect again: the shards are complete, so the collection only skips (resume).
