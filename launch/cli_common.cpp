@@ -214,8 +214,8 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "
        "load it, the qkv projection's epilogue does RoPE and the KV write: three kernels fewer a layer, the same "
-       "bits) in forwards of up to 16384 / hidden rows, where it pays (7B: 4, SmolLM2: 28), or fused:N in "
-       "forwards of up to N rows (1..64)")
+       "bits) in forwards of up to 16384 / hidden rows (at most 16), where it pays (7B: 4, SmolLM2: 16), or "
+       "fused:N in forwards of up to N rows (1..64)")
       ("cuda-graphs", po::value(&flags.cuda_graphs)->default_value("replay"),
        "with --device cuda: replay (each device forward is a CUDA graph, replayed while its launch shape is "
        "unchanged), recapture (captured and patched every step; for comparison) or off (kernels launched one by "

@@ -100,7 +100,7 @@ struct ModelOptions {
   // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh), in forwards of
   // up to this many rows (at most 64); 0: the add_rmsnorm and rope_kv_write kernels everywhere;
   // kAutoFusedLayerRows (the default): as many rows as CudaModelOptions::auto_fused_layer_rows gives
-  // the model's hidden size.
+  // the model's hidden size (16384 / hidden, at most 16).
   static constexpr int kAutoFusedLayerRows = -1;
   int cuda_fused_layer_rows = kAutoFusedLayerRows;
   // CUDA: how device forwards are launched. kReplay: cached graphs, replayed while the step's launch

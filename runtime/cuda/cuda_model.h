@@ -106,11 +106,11 @@ struct CudaModelOptions {
   // normalised input re-reads each token's fp32 residual in every CTA of the qkv and gate|up
   // projections, rows x hidden x 4 bytes, which outgrows the two kernels it saves once it passes
   // ~64 KiB: on 1x H100 the 7B shape (hidden 4096) gained 5% at n <= 4 and lost 10% at n = 16;
-  // on 1x H200 the 135M shape (hidden 576) gained 10% at n = 16 (17-28 rows not timed yet)
-  // (docs/benchmarks.md).
-  static constexpr int kFusedResidualElems = 16384;
+  // on 1x H200 the 135M shape (hidden 576) gained 10% at n = 16 (docs/benchmarks.md). At most 16
+  // rows, the most that has been timed fused.
+  static constexpr int kFusedResidualElems = 16384, kAutoFusedMaxRows = 16;
   static int auto_fused_layer_rows(int hidden) {
-    return std::clamp(kFusedResidualElems / std::max(hidden, 1), 1, kSkinnyFusedMaxM);
+    return std::clamp(kFusedResidualElems / std::max(hidden, 1), 1, kAutoFusedMaxRows);
   }
 };
 
