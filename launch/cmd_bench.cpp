@@ -78,12 +78,32 @@ struct Flags {
   bool json = false;
 };
 
+// FLOPs of one rank's forward (tensor parallel over `ranks`) of `rows` token rows whose attention
+// covers `pairs` (query, key) pairs in all: every linear layer (and the LM head, which cllm applies
+// to every row) at 2 FLOPs per weight per row, plus attention, 2 matmuls of 2 FLOPs per (query, key,
+// head dim) per head.
+double forward_flops(const ModelConfig& c, double rows, double pairs, int ranks) {
+  const double q = static_cast<double>(c.num_heads) * c.head_dim, kv = static_cast<double>(c.num_kv_heads) * c.head_dim;
+  const double d = c.hidden_size, f = c.intermediate_size;
+  const double per_layer_weights = d * (q + 2 * kv) + q * d + 3 * d * f;
+  const double weights = c.num_layers * per_layer_weights + static_cast<double>(c.vocab_size) * d;
+  return (2.0 * weights * rows + c.num_layers * 4.0 * q * pairs) / ranks;
+}
+
+// A causal prefill of `tokens` tokens: query i sees keys 0..i.
+double prefill_flops(const ModelConfig& c, int tokens, int ranks) {
+  return forward_flops(c, tokens, tokens * (tokens + 1.0) / 2, ranks);
+}
+
 // 4. Batched steps: B sequences in KV slots 0..B-1, each with `batch_context` tokens of its own
 // (different ids per slot, prefilled by batched forwards), each forwarding n tokens at positions
 // context .. context+n-1 in one forward_batch. The floor counts the weights once and every
-// sequence's KV, times `sharing` (the ranks reading one memory, as run_bench counts them).
-// Returns the JSON rows.
-nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int sharing) {
+// sequence's KV, times `sharing` (the ranks reading one memory, as run_bench counts them). With
+// matmul_tflops > 0 (a GPU's bf16 matmul rate, measured in the same run) it also prints the compute
+// floor, the step's FLOPs (forward_flops) at that rate: large batches are bound by it, not by bytes,
+// and "roofline x" is the step over the larger of the two floors. Returns the JSON rows.
+nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int sharing, double matmul_tflops,
+                             int ranks) {
   const std::vector<int> sizes = parse_list(f.batch_sizes_text, "batch-sizes");
   const std::vector<int> ns = parse_list(f.batch_ns_text, "batch-ns");
   const int max_b = *std::max_element(sizes.begin(), sizes.end());
@@ -112,8 +132,10 @@ nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int 
   }
   const double weights = model.step_bytes(0);
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("\nbatched steps after a context of %d tokens per sequence\n%6s %4s %6s %10s %12s %12s %10s %9s\n", ctx,
-              "B", "n", "rows", "step ms", "rows/s", "seq-steps/s", "floor ms", "floor x");
+  const bool compute = matmul_tflops > 0;
+  std::printf("\nbatched steps after a context of %d tokens per sequence\n%6s %4s %6s %10s %12s %12s %10s %9s%s\n", ctx,
+              "B", "n", "rows", "step ms", "rows/s", "seq-steps/s", "floor ms", "floor x",
+              compute ? "  compute ms  roofline x" : "");
   for (int count : sizes) {
     for (int n : ns) {
       fill(count, ctx, n);
@@ -126,30 +148,25 @@ nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int 
       const double t = median(times);
       const double bytes = sharing * (weights + count * (model.step_bytes(ctx + n) - weights));
       const double floor_s = bytes / (read_gbs * 1e9);
-      std::printf("%6d %4d %6d %10.3f %12.0f %12.1f %10.3f %8.2fx\n", count, n, count * n, t * 1e3, count * n / t,
+      // Each sequence's query i (position ctx + i) sees keys 0 .. ctx + i.
+      const double pairs = static_cast<double>(count) * (static_cast<double>(n) * ctx + n * (n + 1.0) / 2);
+      const double compute_s = compute ? forward_flops(model.config(), count * n, pairs, ranks) / (matmul_tflops * 1e12) : 0;
+      std::printf("%6d %4d %6d %10.3f %12.0f %12.1f %10.3f %8.2fx", count, n, count * n, t * 1e3, count * n / t,
                   count / t, floor_s * 1e3, t / floor_s);
-      rows.push_back({{"batch", count},
-                      {"n", n},
-                      {"context", ctx},
-                      {"rows", count * n},
-                      {"step_ms", t * 1e3},
-                      {"rows_per_s", count * n / t},
-                      {"floor_ms", floor_s * 1e3}});
+      if (compute) std::printf("  %10.3f %10.2fx", compute_s * 1e3, t / std::max(floor_s, compute_s));
+      std::printf("\n");
+      nlohmann::json row = {{"batch", count},
+                            {"n", n},
+                            {"context", ctx},
+                            {"rows", count * n},
+                            {"step_ms", t * 1e3},
+                            {"rows_per_s", count * n / t},
+                            {"floor_ms", floor_s * 1e3}};
+      if (compute) row["compute_floor_ms"] = compute_s * 1e3;
+      rows.push_back(row);
     }
   }
   return rows;
-}
-
-// FLOPs of one rank's prefill of `tokens` tokens (tensor parallel over `ranks`): every linear layer
-// (and the LM head, which cllm applies to every row) at 2 FLOPs per weight per token, plus causal
-// attention, 2 matmuls of 2 FLOPs per (query, key <= query, head dim) per head.
-double prefill_flops(const ModelConfig& c, int tokens, int ranks) {
-  const double q = static_cast<double>(c.num_heads) * c.head_dim, kv = static_cast<double>(c.num_kv_heads) * c.head_dim;
-  const double d = c.hidden_size, f = c.intermediate_size;
-  const double per_layer_weights = d * (q + 2 * kv) + q * d + 3 * d * f;
-  const double weights = c.num_layers * per_layer_weights + static_cast<double>(c.vocab_size) * d;
-  const double attention = c.num_layers * 4.0 * q * tokens * (tokens + 1.0) / 2;
-  return (2.0 * weights * tokens + attention) / ranks;
 }
 
 // Every size the benchmark runs at, against the model's positions, before anything is timed: a
@@ -272,6 +289,10 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     }
   }
   double prefill_ms = 0, prefill_floor_ms = 0, matmul_tflops = 0;
+#ifdef CLLM_HAVE_CUDA
+  // The bf16 matmul rate of this GPU: the compute floor of the prefill and of large batched steps.
+  if (gpu && (prefill > 0 || !f.batch_sizes_text.empty())) matmul_tflops = cuda::measure_device_bf16_matmul_tflops(8192, 5);
+#endif
   if (prefill > 0) {
     std::vector<double> times;
     for (int r = 0; r < 3; ++r) {
@@ -283,7 +304,6 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     std::printf("\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
 #ifdef CLLM_HAVE_CUDA
     if (gpu) {  // prefill is compute-bound: its floor is its FLOPs over the bf16 matmul rate of this GPU
-      matmul_tflops = cuda::measure_device_bf16_matmul_tflops(8192, 5);
       prefill_floor_ms = prefill_flops(cfg, prefill, group) / (matmul_tflops * 1e12) * 1e3;
       std::printf("bf16 matmul rate: %.0f TFLOP/s; prefill compute floor %.1f ms: %.2fx the floor\n", matmul_tflops,
                   prefill_floor_ms, prefill_ms / prefill_floor_ms);
@@ -291,7 +311,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
 #endif
   }
 
-  const nlohmann::json batch = f.batch_sizes_text.empty() ? nlohmann::json::array() : bench_batches(model, f, read_gbs, sharing);
+  const nlohmann::json batch =
+      f.batch_sizes_text.empty() ? nlohmann::json::array() : bench_batches(model, f, read_gbs, sharing, matmul_tflops, group);
 
   if (f.json) {
     nlohmann::json j = {{"model", f.model_path},
