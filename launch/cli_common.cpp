@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -266,6 +269,20 @@ void check_lookahead_flags(const JacobiOptions& jac) {
                                                       << jac.candidates << ") x (--ngram " << jac.ngram
                                                       << " - 1) = " << jac.rows() << " rows per iteration, over "
                                                       << kMaxBlockRows);
+}
+
+void write_output_file(const char* flag, const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  CLLM_CHECK(out, "cannot write " << flag << " " << path << ": " << std::strerror(errno));
+  out << text;
+  out.close();  // flushes: a full disk shows here
+  CLLM_CHECK(!out.fail(), "cannot write " << flag << " " << path << ": " << std::strerror(errno));
+}
+
+void check_output_is_not_input(const char* out_flag, const std::string& out, const char* in_flag, const std::string& in) {
+  std::error_code ec;
+  CLLM_CHECK(out.empty() || in.empty() || !std::filesystem::equivalent(out, in, ec),
+             out_flag << " " << out << " is the " << in_flag << " file: writing it would overwrite the input");
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

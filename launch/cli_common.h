@@ -91,6 +91,13 @@ void apply_block_flags(const std::string& block, int max_block, bool max_block_g
 // Refuses (naming --threads and the cores) a negative count or more threads than this machine's cores.
 void set_cpu_threads(int requested, const Comm& comm);
 
+// An output file a flag names (e.g. --json): `text` written whole, or throws naming the flag, the
+// path and the system's reason (a missing directory, a full disk), so a lost result is never
+// reported as written.
+void write_output_file(const char* flag, const std::string& path, const std::string& text);
+// Throws when a flag's output file is one of the command's input files (it would overwrite it).
+void check_output_is_not_input(const char* out_flag, const std::string& out, const char* in_flag, const std::string& in);
+
 // Rank 0 runs lead(model) where model is what decoders use: the local model with one rank, a
 // CoordinatorModel over the group with several. The other ranks serve it (worker_loop) until
 // lead returns. Returns lead's status on rank 0, 0 elsewhere.

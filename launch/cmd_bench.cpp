@@ -10,9 +10,11 @@
 // Under mpirun, rank 0 times the tensor-parallel group and prints; the ranks of one node share
 // its memory bandwidth, so the floor counts the bytes of all of them against it.
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <sstream>
@@ -333,7 +335,7 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                         {"matmul_tflops", matmul_tflops},
                         {"forward", rows},
                         {"batch", batch}};
-    std::ofstream(f.json_path) << j.dump(2) << "\n";
+    write_output_file("--json", f.json_path, j.dump(2) + "\n");
     std::fprintf(stderr, "wrote %s\n", f.json_path.c_str());
   }
   return 0;
@@ -371,6 +373,9 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   // Each size is timed reps + 1 times: past 1000 the median moves no more, and the run has no end in sight.
   CLLM_CHECK(f.reps <= 1000, "--reps must be at most 1000, got " << f.reps);
   f.json = vm.count("json") > 0;
+  // A --json path that cannot be written is refused before the benchmark, not after it.
+  if (f.json && comm.rank() == 0) CLLM_CHECK(std::ofstream(f.json_path, std::ios::app), "cannot write --json "
+                                                 << f.json_path << ": " << std::strerror(errno));
   if (!f.tp_rank_text.empty()) {
     std::tie(f.comm_flags.stand_in_rank, f.comm_flags.stand_in_size) = parse_tp_rank(f.tp_rank_text);
     CLLM_CHECK(comm.size() == 1, "--tp-rank runs one process; started as " << comm.size() << " ranks");

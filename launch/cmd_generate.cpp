@@ -5,8 +5,10 @@
 // Under mpirun every rank runs this: each loads its shard, rank 0 decodes and prints, and the
 // other ranks serve its forwards (parallel/coordinator.h).
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
@@ -169,8 +171,9 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
                f.prompts_path.c_str());
   std::ofstream json;
   if (!f.json_out.empty()) {
+    check_output_is_not_input("--json-out", f.json_out, "--prompts", f.prompts_path);
     json.open(f.json_out);
-    CLLM_CHECK(json, "cannot write --json-out " << f.json_out);
+    CLLM_CHECK(json, "cannot write --json-out " << f.json_out << ": " << std::strerror(errno));
   }
   // The first decodes pay one-time costs (GPU graphs, allocator, caches): run them untimed.
   if (f.warmup_tokens > 0) {
@@ -203,8 +206,10 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
       identical += same;
     }
     // A text cut inside a UTF-8 sequence (at --max-new-tokens) gets U+FFFD instead of a throw.
-    if (json.is_open())
+    if (json.is_open()) {
       json << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+      CLLM_CHECK(json.good(), "cannot write --json-out " << f.json_out << " (prompt " << i << "): " << std::strerror(errno));
+    }
     if (!f.quiet) {
       std::fprintf(stderr, "[%zu/%zu] %zu prompt tokens", i + 1, prompts.size(), prompts[i].size());
       for (const Run& r : runs)
