@@ -304,7 +304,7 @@ json completion_logprobs(const std::vector<TokenInfo>& tokens, size_t offset) {
     for (const auto& [alt, lp] : t.top) top[alt] = lp;
     j["top_logprobs"].push_back(std::isnan(t.logprob) ? json(nullptr) : top);
     j["text_offset"].push_back(offset);
-    offset += t.token.size();
+    offset += t.text_bytes;
   }
   return j;
 }

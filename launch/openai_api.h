@@ -79,9 +79,10 @@ struct Usage {
 // One token as logprobs shows it: its text (the token's bytes), its log-probability (NaN: none,
 // the echoed prompt's first token) and its most probable alternatives, best first.
 struct TokenInfo {
-  std::string token;
+  std::string token;  // as shown: a special token by its name ("<s>")
   double logprob = 0;
   std::vector<std::pair<std::string, double>> top;
+  size_t text_bytes = 0;  // bytes it adds to the answer's text (0 for a special token): text_offset steps
 };
 
 // One choice of an answer, or what a chunk adds to it.

@@ -207,7 +207,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   const int64_t created = unix_now();
   const bool want_lp = r.logprobs >= 0;
   auto token_info = [&](const TokenLogprob& lp) {
-    TokenInfo t{token_text(lp.token), lp.logprob, {}};
+    TokenInfo t{token_text(lp.token), lp.logprob, {}, tok_->token_bytes(lp.token).size()};
     for (const auto& [alt, alt_lp] : lp.top) t.top.push_back({token_text(alt), alt_lp});
     return t;
   };
@@ -273,7 +273,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         c.echoed = true;
         delta.text = echo_text;
         if (want_lp) {
-          delta.tokens.push_back({token_text(spec.prompt[0]), std::nan(""), {}});
+          delta.tokens.push_back({token_text(spec.prompt[0]), std::nan(""), {}, tok_->token_bytes(spec.prompt[0]).size()});
           for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
         }
       }
@@ -282,7 +282,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         if (want_lp)
           for (const TokenLogprob& lp : u.logprobs) delta.tokens.push_back(token_info(lp));
       }
-      for (const TokenInfo& t : delta.tokens) c.offset += t.token.size();
+      for (const TokenInfo& t : delta.tokens) c.offset += t.text_bytes;
       c.all.text += delta.text;
       c.all.tokens.insert(c.all.tokens.end(), delta.tokens.begin(), delta.tokens.end());
       if (r.stream && (!delta.text.empty() || !delta.tokens.empty() || (c.first && chat))) {

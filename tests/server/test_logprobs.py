@@ -6,6 +6,8 @@ import math
 
 import requests
 
+from conftest import PrivateServer
+
 
 def post(base_url, auth, path, **body):
     r = requests.post(f"{base_url}{path}", json=body, headers=auth, timeout=300)
@@ -144,3 +146,30 @@ def test_tokenizer_info_and_special_tokens(base_url, auth):
     assert len(eos) == 1
     r = requests.post(f"{base_url}/tokenize", json={"prompt": "x", "add_special_tokens": 1}, headers=auth, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["param"] == "add_special_tokens"
+
+
+def text_offsets_point_into_the_text(choice):
+    """Every token's text_offset is where its text starts in the answer; a special token that adds
+    no text (a BOS) takes no room."""
+    text, lp = choice["text"], choice["logprobs"]
+    for tok, off in zip(lp["tokens"], lp["text_offset"]):
+        assert text[off:off + len(tok)] == tok or tok in ("<s>", "</s>", "<|endoftext|>"), (tok, off, text)
+
+
+def test_echo_text_offsets_with_a_bos_token():
+    # random:tiny adds a BOS (shown as "<s>", no text of its own); SmolLM2 adds none.
+    srv = PrivateServer("--model", "random:tiny", "--max-batch", "2")
+    try:
+        out = requests.post(f"{srv.url}/v1/completions", json=dict(prompt="hello", max_tokens=3, echo=True, logprobs=0,
+                                                                   temperature=0), timeout=60).json()
+        c = out["choices"][0]
+        assert c["logprobs"]["tokens"][0] == "<s>" and c["text"].startswith("hello")
+        assert c["logprobs"]["text_offset"][:2] == [0, 0]
+        text_offsets_point_into_the_text(c)
+    finally:
+        srv.close()
+
+
+def test_completion_text_offsets_point_into_the_text(base_url, auth):
+    out = post(base_url, auth, "/v1/completions", prompt=PROMPT, max_tokens=6, echo=True, logprobs=0)
+    text_offsets_point_into_the_text(out["choices"][0])
