@@ -27,6 +27,7 @@
 #include "runtime/block_policy.h"
 #include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
+#include "runtime/generate.h"
 
 namespace cllm::cli {
 namespace {
@@ -148,6 +149,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.max_batch >= 1, "--max-batch must be >= 1, got " << f.max_batch);
   CLLM_CHECK(f.max_queue >= 0, "--max-queue must be >= 0, got " << f.max_queue);
   CLLM_CHECK(f.max_context >= 1, "--max-context must be >= 1, got " << f.max_context);
+  CLLM_CHECK(f.default_chat_max_tokens >= 1, "--default-chat-max-tokens must be >= 1, got " << f.default_chat_max_tokens);
+  CLLM_CHECK(f.max_body >= 1, "--max-body must be >= 1 byte (every POST would get 413), got " << f.max_body);
+  CLLM_CHECK(f.grace_s >= 0, "--grace must be >= 0 seconds, got " << f.grace_s);
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   JacobiOptions jacobi;
   jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
@@ -156,6 +160,12 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   jacobi.blocks = f.blocks;
   apply_block_flags(f.block, f.max_block == 0 ? kMaxBlockRows : f.max_block, f.max_block != 0, jacobi);
   check_lookahead_flags(jacobi);
+  // The smallest request (one prompt token, one new token) with the default block must fit a slot.
+  const int64_t smallest = kv_rows_needed(1, 1, jacobi.rows());
+  CLLM_CHECK(smallest <= f.max_context, "--max-context " << f.max_context << " leaves no room for a request: one "
+                                        "prompt token and one new token with the default block ("
+                                            << jacobi.rows() << " rows: --block, --max-block, --blocks, --candidates) "
+                                            "need " << smallest << " KV rows");
   f.comm_flags.lookahead_rows = invariant_decode_rows(jacobi);
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
@@ -177,6 +187,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   rc.api_key = f.api_key;
   rc.max_context = f.max_context;
   rc.default_chat_max_tokens = f.default_chat_max_tokens;
+  rc.max_sequences = f.max_batch + f.max_queue;
   rc.jacobi = jacobi;
   if (vm.count("chat-template")) rc.chat_template = chat_template_family(f.chat_template);
   http::Metrics metrics;

@@ -189,6 +189,12 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
 
   // n choices are n sequences; a sampled one gets seed + index, so each choice is reproducible
   // on its own and they differ from each other.
+  // More choices than the server ever holds at once would meet 429 however long the client waits.
+  if (cfg_.max_sequences > 0 && r.n > cfg_.max_sequences)
+    return error(res, 400,
+                 "n (" + std::to_string(r.n) + ") is more than this server holds at once (" +
+                     std::to_string(cfg_.max_sequences) + " sequences: --max-batch + --max-queue)",
+                 "", "n");
   std::vector<std::shared_ptr<Stream>> streams;
   for (int i = 0; i < r.n; ++i) {
     SequenceSpec si = spec;

@@ -25,6 +25,7 @@ struct RouteConfig {
   JacobiOptions jacobi;        // server defaults (block, window, init)
   int max_context = 0;         // KV rows of one slot
   int default_chat_max_tokens = 256;
+  int max_sequences = 0;       // sequences the server holds at once, running and queued (0: no limit)
 };
 
 // The sequence a request asks for: its prompt ids (chat template applied; given ids checked

@@ -90,3 +90,15 @@ def test_grace_period_cancels_the_rest():
         assert srv.proc.wait(timeout=60) == 0, srv.text()
     finally:
         srv.close()
+
+
+def test_more_choices_than_the_server_holds_is_a_400_naming_n():
+    # n beyond --max-batch + --max-queue would get 429 however long a client retries.
+    srv = PrivateServer("--max-batch", "2", "--max-queue", "1", ranks=RANKS)
+    try:
+        r = post(srv.url, prompt="hello", max_tokens=2, n=4)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "n" and "--max-batch + --max-queue" in r.json()["error"]["message"]
+        assert post(srv.url, prompt="hello", max_tokens=2, n=3).status_code == 200  # what it holds is served
+    finally:
+        srv.close()
