@@ -83,6 +83,9 @@ int invariant_decode_rows(const JacobiOptions& jac);
 //   --block N      a fixed block of N (1: greedy AR)
 // Sets jac.block and jac.adaptive; refuses a bad value, --max-block with a fixed block, and
 // auto with the blockwise window (its block is fixed by definition). Call after jac.window is set.
+inline constexpr const char* kChatTemplateFlagHelp =
+    "chat template family (chatml, llama-2, llama-3, vicuna) instead of the checkpoint's, for --chat and chat "
+    "messages";
 inline constexpr const char* kBlockFlagHelp =
     "Jacobi block: auto (picked each iteration from 1..--max-block to maximise tokens/s) or a fixed N";
 void apply_block_flags(const std::string& block, int max_block, bool max_block_given, JacobiOptions& jac);

@@ -95,6 +95,7 @@ const char* const kDefaultPrompt = "Write a short poem about the sea.";
 
 struct Flags {
   std::string model_path, prompt_text, decode, device, system, prompts_path, json_out;
+  std::string chat_template;  // --chat-template: a family name instead of the checkpoint's template
   bool chat = false, quiet = false, has_system = false;
   int threads = 0, limit = 0, warmup_tokens = 16;
   CommFlags comm_flags;
@@ -111,7 +112,8 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
     std::vector<ChatMessage> messages;
     if (f.has_system) messages.push_back({"system", f.system});
     messages.push_back({"user", f.prompt_text});
-    prompt = encode_chat(*m.tokenizer, ts.chat_template, messages, ts.add_bos);
+    prompt = encode_chat(*m.tokenizer, f.chat_template.empty() ? ts.chat_template : f.chat_template, messages,
+                         ts.add_bos);
   } else {
     prompt = m.tokenizer->encode(f.prompt_text, ts.add_bos);
   }
@@ -163,8 +165,8 @@ nlohmann::json run_json(const Run& r, const Tokenizer& tokenizer) {
 int decode_batch(Model& model, const LoadedModel& m, Flags f) {
   const TokenizerSpec& spec = m.checkpoint->tokenizer();
   std::vector<std::vector<int32_t>> prompts =
-      tokenize_prompts(read_prompts(f.prompts_path, f.chat), *m.tokenizer, spec.chat_template, spec.add_bos,
-                       f.prompts_path);
+      tokenize_prompts(read_prompts(f.prompts_path, f.chat), *m.tokenizer,
+                       f.chat_template.empty() ? spec.chat_template : f.chat_template, spec.add_bos, f.prompts_path);
   if (f.limit > 0 && static_cast<size_t>(f.limit) < prompts.size()) prompts.resize(f.limit);
   if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
   std::fprintf(stderr, "model loaded in %.2f s; %zu prompts from %s\n", m.load_seconds, prompts.size(),
@@ -243,6 +245,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
       ("model", po::value(&f.model_path)->default_value(default_model_path()), "GGUF file, HF checkpoint directory or cllm .h5 checkpoint")
       ("prompt", po::value(&f.prompt_text)->default_value(kDefaultPrompt), "prompt text")
       ("chat", po::bool_switch(&f.chat), "wrap the prompt in the model's chat template (as a user message)")
+      ("chat-template", po::value(&f.chat_template), kChatTemplateFlagHelp)
       ("system", po::value(&f.system), "system message for --chat (default: the template's own)")
       ("decode", po::value(&f.decode)->default_value("both"), "ar | jacobi | both (both also checks they agree)")
       ("device", po::value(&f.device)->default_value("cpu"), "cpu | cuda")
@@ -269,6 +272,8 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   const bool batch = !f.prompts_path.empty();
   CLLM_CHECK(!batch || f.prompt_text == kDefaultPrompt, "give --prompt or --prompts, not both");
   CLLM_CHECK(!batch || !f.has_system, "--system applies to --prompt only; give system messages in the --prompts file");
+  CLLM_CHECK(!f.has_system || f.chat, "--system needs --chat (it is a chat message)");
+  if (!f.chat_template.empty()) f.chat_template = chat_template_family(f.chat_template);  // refused unless a family
   CLLM_CHECK(batch || f.json_out.empty(), "--json-out needs --prompts (batch mode)");
   CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");
   CLLM_CHECK(f.decode == "ar" || f.decode == "jacobi" || f.decode == "both",

@@ -119,8 +119,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("blocks", po::value(&f.blocks)->default_value(f.blocks),
        "default multi-block: Jacobi blocks of --block guesses in flight (1: one block; more need a fixed --block "
        "N; requests: cllm_blocks)")
-      ("chat-template", po::value(&f.chat_template), "chat template family (chatml, llama-2, llama-3, vicuna) "
-                                                     "instead of the checkpoint's")
+      ("chat-template", po::value(&f.chat_template), kChatTemplateFlagHelp)
       ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
        "max_tokens of a chat request that gives none")
       ("max-body", po::value(&f.max_body)->default_value(f.max_body), "largest request body in bytes (413 above)")

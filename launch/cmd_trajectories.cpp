@@ -16,13 +16,14 @@
 #include "core/check.h"
 #include "launch/cli_common.h"
 #include "launch/prompts_file.h"
+#include "runtime/chat_template.h"
 #include "runtime/trajectory.h"
 
 namespace cllm::cli {
 
 int trajectories_main(int argc, char** argv) {
   po::options_description opts("cllm trajectories");
-  std::string model_path, prompts_path, out_path, device, init = "random", shard = "0/1";
+  std::string model_path, prompts_path, out_path, device, init = "random", shard = "0/1", chat_template;
   CollectPlan plan;
   bool chat = false;
   int threads = 0;
@@ -47,6 +48,7 @@ int trajectories_main(int argc, char** argv) {
       ("init", po::value(&init)->default_value(init), "initial guesses: random (from the prompt, seeded) | repeat | pad")
       ("seed", po::value(&seed)->default_value(0), "seed of the initial guesses and augmentation (per prompt)")
       ("chat", po::bool_switch(&chat), "wrap plain prompts in the model's chat template (as a user message)")
+      ("chat-template", po::value(&chat_template), kChatTemplateFlagHelp)
       ("shard", po::value(&shard)->default_value(shard),
        "I/K: collect only the prompts with index % K == I (K processes, one output file each)")
       ("batch", po::value(&plan.batch)->default_value(1),
@@ -89,12 +91,14 @@ int trajectories_main(int argc, char** argv) {
   CLLM_CHECK(plan.max_seconds >= 0, "--max-seconds must be >= 0, got " << plan.max_seconds);
   CLLM_CHECK(plan.batch >= 1, "--batch must be >= 1 (prompts collected at once), got " << plan.batch);
 
+  if (!chat_template.empty()) chat_template = chat_template_family(chat_template);  // refused unless a family
   // Read and tokenize every prompt before any work, so a malformed file fails at once.
   const std::vector<PromptLine> lines = read_prompts(prompts_path, chat);
   LoadedModel m = load_model(model_path, parse_device(device));
   const TokenizerSpec& spec = m.checkpoint->tokenizer();
   const std::vector<std::vector<int32_t>> prompts =
-      tokenize_prompts(lines, *m.tokenizer, spec.chat_template, spec.add_bos, prompts_path);
+      tokenize_prompts(lines, *m.tokenizer, chat_template.empty() ? spec.chat_template : chat_template, spec.add_bos,
+                       prompts_path);
   to.stop_ids = m.model->config().eos_token_ids;
 
   TrajectoryWriter out(out_path, {model_path, to.block, seed, m.tokenizer->vocab_size(), to.max_new_tokens,

@@ -88,7 +88,8 @@ Family detect(const std::string& t) {
   if (contains(t, "<|im_start|>")) return {"chatml", chatml_default_system(t)};
   if (contains(t, "[INST]") && contains(t, "<<SYS>>")) return {"llama-2", ""};
   if (contains(t, "USER:") && contains(t, "ASSISTANT:")) return {"vicuna", vicuna_default_system(t)};
-  CLLM_FAIL("unrecognised chat template (" << kSupported << "; pass a family name to override): "
+  CLLM_CHECK(!t.empty(), "the model has no chat template (" << kSupported << "): --chat-template FAMILY names one");
+  CLLM_FAIL("unrecognised chat template (" << kSupported << "; --chat-template FAMILY overrides it): "
                                            << t.substr(0, 120));
 }
 
