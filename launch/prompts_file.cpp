@@ -53,6 +53,8 @@ std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
   while (std::getline(in, line)) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    // A UTF-8 byte order mark (what some editors write first) is not part of the first prompt.
+    if (line_no == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     if (jsonl < 0) jsonl = line[line.find_first_not_of(" \t")] == '{';
     const std::string where = path + ":" + std::to_string(line_no);

@@ -1,7 +1,8 @@
 // Prompts files (launch/prompts_file.h) through the cllm executable: bytes that are not UTF-8 are
-// refused naming the file and line, not dropped.
+// refused naming the file and line, not dropped; a leading byte order mark is not part of a prompt.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 
@@ -24,6 +25,26 @@ TEST(PromptsFile, InvalidUtf8RefusedWithItsLine) {
     const std::string out = read_text_file(log.string());
     EXPECT_NE(out.find(prompts.string() + ":3: invalid UTF-8 (byte 0xE9"), std::string::npos) << out;
   }
+}
+
+// A JSONL file that an editor started with a UTF-8 byte order mark is still JSONL: its first prompt
+// is the JSON's text, not the raw line.
+TEST(PromptsFile, ByteOrderMarkIsSkipped) {
+  const std::filesystem::path dir = test::temp_dir("prompts_bom");
+  const std::filesystem::path prompts = dir / "p.jsonl", out = dir / "out.jsonl";
+  std::ofstream(prompts, std::ios::binary) << "\xEF\xBB\xBF{\"prompt\": \"bom\"}\n{\"prompt\": \"two\"}\n";
+  const std::string cmd = std::string(CLLM_BINARY_DIR) + "/cllm generate --model random:tiny --max-new-tokens 2 " +
+                          "--decode ar --quiet --prompts " + prompts.string() + " --json-out " + out.string() +
+                          " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(out);
+  std::string first;
+  std::getline(in, first);
+  // random:tiny tokenizes bytes: BOS, then "bom" is 3 ids; the raw line would be 20.
+  const size_t ids = first.find("\"prompt_ids\":[");
+  ASSERT_NE(ids, std::string::npos) << first;
+  const std::string list = first.substr(ids + 14, first.find(']', ids) - ids - 14);
+  EXPECT_EQ(std::count(list.begin(), list.end(), ',') + 1, 4) << first;
 }
 
 }  // namespace
