@@ -129,9 +129,15 @@ class SocketResponder final : public Responder {
     set_status(status);
     beast::error_code ec;
     io_.expires_after(opts_.write_timeout_s);
-    bhttp::write(io_, res, ec);
+    if (req_.method == "HEAD") {  // the GET answer's header, Content-Length included, and no body
+      bhttp::response_serializer<bhttp::string_body> sr{res};
+      bhttp::write_header(io_, sr, ec);
+      bytes_ = 0;
+    } else {
+      bhttp::write(io_, res, ec);
+      bytes_ = body.size();
+    }
     ok(ec);
-    bytes_ = body.size();
   }
 
   bool start_stream(const std::string& content_type) override {
@@ -369,6 +375,26 @@ void Server::serve(std::unique_ptr<Connection> conn) {
         req.headers[name] = std::string(f.value());
       }
       req.id = request_id(req.header("x-request-id"));
+    }
+    // A header the server cannot frame a body by (RFC 9112 6.1-6.3, 3.2): answered and closed.
+    int refuse = 0;
+    std::string why;
+    if (!ec) {
+      const auto& h = parser.get();
+      const std::string te(h[bhttp::field::transfer_encoding]);
+      if (!te.empty() && !parser.chunked()) {
+        refuse = 400, why = "Transfer-Encoding '" + te + "' is not supported (only chunked)";
+      } else if (h.version() >= 11 && h.find(bhttp::field::host) == h.end()) {
+        refuse = 400, why = "an HTTP/1.1 request needs a Host header";
+      } else if (h.method() == bhttp::verb::post && !parser.content_length() && !parser.chunked()) {
+        refuse = 411, why = "a POST needs a Content-Length (or a chunked body)";
+      }
+    }
+    if (refuse) {
+      SocketResponder r(s, opts_, 11, false, req, observer_);
+      r.send(refuse, "application/json", error_json(why, "invalid_request_error"), {});
+      if (observer_.on_done) observer_.on_done(req, refuse, r.bytes(), steady_now() - t0);
+      break;
     }
     if (!ec) {
       parser.body_limit(opts_.max_body);

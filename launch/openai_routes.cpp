@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "core/check.h"
 #include "launch/openai_api.h"
@@ -87,11 +88,22 @@ http::Observer Routes::observer() {
 }
 
 void Routes::handle(const http::Request& req, http::Responder& res) {
+  static const std::set<std::string> kMethods = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
+                                                  "CONNECT"};
+  if (!kMethods.count(req.method)) return error(res, 501, "method " + req.method + " is not implemented");
   const Route* route = find_route(req.path);
   if (!route) return error(res, 404, "no route " + req.method + " " + req.path);
   const std::string endpoint = route->path;
-  if (req.method != route->method)
-    return error(res, 405, req.method + " is not allowed on " + req.path + " (use " + route->method + ")");
+  const std::string allowed = std::string(route->method) == "GET" ? "GET, HEAD" : route->method;
+  // HEAD is GET without the body (the server writes the header only).
+  const std::string method = req.method == "HEAD" ? "GET" : req.method;
+  if (method != route->method) {
+    http::Headers allow = {{"Allow", allowed}};
+    return res.send(405, "application/json",
+                    http::error_json(req.method + " is not allowed on " + req.path + " (use " + allowed + ")",
+                                     error_type(405)),
+                    allow);
+  }
   Engine* engine = engine_.load();
 
   if (endpoint == "/health") {

@@ -1,7 +1,8 @@
 # The HTTP layer against clients that misbehave or are merely old, on a private one-rank server with
 # short timeouts: stalled and idle sockets are dropped, a flood of idle sockets does not lock out
 # /health, half-closed and HTTP/1.0 clients get their answer, Expect: 100-continue is honoured,
-# every request leaves one access-log line, and a drain answers 503 JSON on kept-alive connections.
+# every request leaves one access-log line, a drain answers 503 JSON on kept-alive connections,
+# and the protocol's framing rules hold (HEAD, Allow, 501, 411, Transfer-Encoding, Host).
 import json
 import re
 import signal
@@ -64,6 +65,37 @@ def parse(raw):
             body, rest = body + rest[:n], rest[n + 2:]
         rest = body
     return status, headers, rest
+
+
+def one_exchange(srv, raw):
+    s = connect(srv.url)
+    s.sendall(raw)
+    return parse(read_until_closed(s))
+
+
+def test_head_is_get_without_a_body_and_405_says_what_is_allowed(srv):
+    status, headers, body = one_exchange(srv, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200 and int(headers["content-length"]) == len(b'{"status":"ok"}') and body == b"", (headers, body)
+    status, headers, body = one_exchange(srv, b"DELETE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 405 and headers["allow"] == "GET, HEAD", headers
+    status, headers, _ = one_exchange(srv, b"GET /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 405 and headers["allow"] == "POST", headers
+    status, _, body = one_exchange(srv, b"BREW /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 501 and b"BREW" in body, body
+
+
+def test_bodies_the_server_cannot_frame_are_refused_and_the_connection_closed(srv):
+    # A transfer coding other than chunked: the body's end is unknown (RFC 9112 6.1).
+    status, _, body = one_exchange(srv, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc")
+    assert status == 400 and b"Transfer-Encoding 'gzip'" in body, body
+    # A POST with neither Content-Length nor chunked: 411, not a "body is not valid JSON".
+    status, _, body = one_exchange(srv, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 411 and b"Content-Length" in body, body
+    # HTTP/1.1 without Host (RFC 9112 3.2); HTTP/1.0 needs none.
+    status, _, body = one_exchange(srv, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status == 400 and b"Host" in body, body
+    status, _, _ = one_exchange(srv, b"GET /health HTTP/1.0\r\n\r\n")
+    assert status == 200
 
 
 def test_stalled_and_idle_sockets_are_dropped(srv):
@@ -173,3 +205,4 @@ def test_drain_answers_503_json_on_kept_alive_connections(srv):
     assert status == 503 and json.loads(payload)["error"]["type"] == "service_unavailable", payload
     assert headers.get("connection", "").lower() == "close"
     long.join()
+
