@@ -192,8 +192,15 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
     // Sampling without a seed differs run to run, as OpenAI's does; a seed makes it reproducible.
     if (r.temperature > 0 && !r.seed_given) r.seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
     spec = request_spec(r, cfg_, *tok_);
-    const std::string why = engine.check(spec);
-    if (!why.empty()) throw ApiError(400, why, "prompt", "context_length_exceeded");
+    std::string why = engine.check(spec);
+    if (!why.empty()) {
+      // Named as the API names it (max_tokens), and blamed on max_tokens when the prompt alone fits.
+      SequenceSpec one_token = spec;
+      one_token.gen.max_new_tokens = 1;
+      const bool prompt_fits = engine.check(one_token).empty();
+      for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, "max_tokens");
+      throw ApiError(400, why, prompt_fits ? "max_tokens" : "prompt", "context_length_exceeded");
+    }
   } catch (const ApiError& e) {
     return error(res, e.status, e.what(), e.code, e.param);
   }

@@ -223,3 +223,16 @@ def test_chat_prompt_is_the_models_template(base_url, auth):
                          json={"messages": say_hi["messages"], "max_tokens": 8}).json()
     ids = complete(base_url, auth, prompt=say_hi["ids"], max_tokens=8)
     assert chat["choices"][0]["message"]["content"] == ids["choices"][0]["text"]
+
+
+def test_context_errors_name_the_field_that_overflows(base_url, auth):
+    # The server's slots hold 2048 KV rows (run.sh's default --max-context): a short prompt with
+    # max_tokens near it overflows by max_tokens, a prompt longer than it by the prompt.
+    r = requests.post(f"{base_url}/v1/completions", json={"prompt": "Hello", "max_tokens": 2045}, headers=auth, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "max_tokens" and err["code"] == "context_length_exceeded", err
+    assert "max_tokens (2045)" in err["message"] and "max_new_tokens" not in err["message"], err
+    r = requests.post(f"{base_url}/v1/completions", json={"prompt": "word " * 2100, "max_tokens": 1}, headers=auth,
+                      timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
