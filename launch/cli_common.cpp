@@ -231,7 +231,7 @@ void check_block_flag(int block) {
 
 void apply_block_flags(const std::string& block, int max_block, bool max_block_given, JacobiOptions& jac) {
   CLLM_CHECK(max_block >= 1 && max_block <= kMaxBlockRows,
-             "--max-block must be in 1.." << kMaxBlockRows << ", got " << max_block);
+             "--max-block must be in 1.." << kMaxBlockRows << " (0: " << kMaxBlockRows << "), got " << max_block);
   if (block == "auto") {
     CLLM_CHECK(jac.window == JacobiWindow::Sliding,
                "--block auto changes the block between iterations, which needs --window sliding; give --block N "

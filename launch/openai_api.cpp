@@ -37,7 +37,7 @@ int int_field(const json& v, const std::string& key, int lo, int hi) {
 double number_field(const json& v, const std::string& key, double lo, double hi) {
   if (!v.is_number()) bad(key, key + " must be a number");
   const double x = v.get<double>();
-  if (!(x >= lo && x <= hi)) bad(key, key + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  if (!(x >= lo && x <= hi)) bad(key, key + " must be in [" + json(lo).dump() + ", " + json(hi).dump() + "]");
   return x;
 }
 

@@ -98,7 +98,8 @@ ModelConfig random_model_shape(const std::string& name) {
   if (name == "7b") return llama(32000, 4096, 11008, 32, 32, 32, 4096, 10000.0f);
   if (name == "13b") return llama(32000, 5120, 13824, 40, 40, 40, 4096, 10000.0f);
   if (name == "70b") return llama(32000, 8192, 28672, 80, 64, 8, 4096, 10000.0f);
-  CLLM_FAIL("unknown model shape '" << name << "' (expected tiny, 135m, 7b, 13b, 70b or custom)");
+  CLLM_FAIL("unknown model shape '" << name << "' (expected tiny, 135m, 7b, 13b or 70b; `cllm random-model --shape "
+            "custom` writes a checkpoint of any other shape)");
 }
 
 namespace {
