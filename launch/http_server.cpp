@@ -337,6 +337,18 @@ void Server::accept_loop() {
   }
 }
 
+// Closes a connection whose request the server refused before reading all of it (a body too large,
+// or one it cannot frame): the write side first, then whatever the client still sends is read and
+// dropped for a moment, so the client reads the answer instead of a reset (nginx's lingering
+// close). Bounded in time and bytes.
+void linger_close(tcp::socket& s, DeadlineStream& io) {
+  beast::error_code ec;
+  s.shutdown(tcp::socket::shutdown_send, ec);
+  io.expires_after(2.0);
+  char sink[16384];
+  for (size_t dropped = 0; !ec && dropped < (64u << 20);) dropped += io.read_some(asio::buffer(sink), ec);
+}
+
 void Server::serve(std::unique_ptr<Connection> conn) {
   tcp::socket& s = conn->socket;
   const int fd = s.native_handle();
@@ -394,6 +406,7 @@ void Server::serve(std::unique_ptr<Connection> conn) {
       SocketResponder r(s, opts_, 11, false, req, observer_);
       r.send(refuse, "application/json", error_json(why, "invalid_request_error"), {});
       if (observer_.on_done) observer_.on_done(req, refuse, r.bytes(), steady_now() - t0);
+      linger_close(s, io);
       break;
     }
     if (!ec) {
@@ -425,6 +438,7 @@ void Server::serve(std::unique_ptr<Connection> conn) {
                         "invalid_request_error"),
              {});
       if (observer_.on_done) observer_.on_done(req, status, r.bytes(), steady_now() - t0);
+      if (too_big) linger_close(s, io);
       break;
     }
     const auto& msg = parser.get();

@@ -98,6 +98,18 @@ def test_bodies_the_server_cannot_frame_are_refused_and_the_connection_closed(sr
     assert status == 200
 
 
+def test_a_client_still_sending_a_too_large_body_reads_the_413(srv):
+    # Python's http.client sends the whole body before it reads: the server answers 413 early and
+    # must drain what follows before closing, or the client gets a reset instead of the answer.
+    import http.client
+    u = urlparse(srv.url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c.request("POST", "/v1/completions", body=json.dumps({"prompt": "x" * (3 << 20)}).encode(),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 413 and b"exceeds" in r.read()
+
+
 def test_stalled_and_idle_sockets_are_dropped(srv):
     silent = connect(srv.url)
     partial = connect(srv.url)
