@@ -153,7 +153,7 @@ void Routes::tokenize(const http::Request& req, http::Responder& res, bool forwa
     const ApiRequest r = parse_request(j.is_object() ? j.dump() : req.body, j.is_object() && j.contains("messages"));
     SequenceSpec spec = request_spec(r, cfg_, *tok_);
     if (!special && !r.chat && r.prompt_ids.empty()) spec.prompt = tok_->encode(r.prompt, false);
-    reply(res, 200, {{"tokens", spec.prompt}, {"count", spec.prompt.size()}, {"max_model_len", cfg_.max_context}});
+    reply(res, 200, {{"tokens", spec.prompt}, {"count", spec.prompt.size()}, {"max_model_len", cfg_.max_model_len()}});
   } catch (const ApiError& e) {
     error(res, e.status, e.what(), e.code, e.param);
   }
@@ -177,7 +177,7 @@ void Routes::tokenizer_info(http::Responder& res) {
                    {"pad_token", nullptr},
                    {"add_bos_token", cfg_.add_bos},
                    {"chat_template", jinja ? json(cfg_.chat_template) : json(nullptr)},
-                   {"model_max_length", cfg_.max_context},
+                   {"model_max_length", cfg_.max_model_len()},
                    {"vocab_size", tok_->vocab_size()}});
 }
 

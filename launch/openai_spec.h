@@ -2,6 +2,7 @@
 // request, and request_spec(), a pure function of the request, those settings and the tokenizer
 // (tests/unit/test_openai_api.cpp). Admission, polling and SSE stay in openai_routes.cpp.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,10 @@ struct RouteConfig {
   int max_context = 0;         // KV rows of one slot
   int default_chat_max_tokens = 256;
   int max_sequences = 0;       // sequences the server holds at once, running and queued (0: no limit)
+  // Prompt + max_tokens a request with the server's default decoding may ask for: a slot's rows
+  // less the rows one iteration forwards past them (kv_rows_needed). What /tokenize and
+  // /tokenizer_info report as the model's length, so a client that truncates to it is never refused.
+  int max_model_len() const { return max_context - std::max(jacobi.rows(), 1); }
 };
 
 // The sequence a request asks for: its prompt ids (chat template applied; given ids checked

@@ -75,3 +75,13 @@ def test_metric_sums_keep_their_precision(base_url, auth):
     s = metric(base_url, "cllm_time_to_first_token_seconds_sum")
     digits = s.replace(".", "").replace("-", "").split("e")[0].lstrip("0")
     assert len(digits) > 6, s  # a sum of measured seconds is not a 6-digit number
+
+
+def test_max_model_len_is_what_a_request_may_use(base_url, auth):
+    # A prompt of max_model_len - 1 tokens and one new token is accepted; one token more is refused.
+    n = post(base_url, auth, "/tokenize", prompt="x").json()["max_model_len"]
+    ids = post(base_url, auth, "/tokenize", prompt="hello " * n).json()["tokens"]
+    ok = post(base_url, auth, "/v1/completions", prompt=ids[:n - 1], max_tokens=1)
+    assert ok.status_code == 200, ok.text
+    over = post(base_url, auth, "/v1/completions", prompt=ids[:n], max_tokens=1)
+    assert over.status_code == 400 and over.json()["error"]["param"] == "prompt", over.text
