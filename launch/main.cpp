@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
 
 #include "core/check.h"
@@ -48,6 +49,12 @@ int main(int argc, char** argv) {
     if (name != s.name) continue;
     try {
       return s.main(argc - 1, argv + 1);
+    } catch (const std::bad_alloc&) {
+      // Sizes the flags name are checked against memory where they are known (the KV cache); this is
+      // what got past those checks.
+      std::fprintf(stderr, "cllm %s: error: out of memory: an allocation failed (std::bad_alloc); a smaller "
+                   "model, batch, context or KV cache may fit\n", s.name);
+      return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "cllm %s: error: %s\n", s.name, e.what());
       return 1;
