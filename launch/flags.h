@@ -53,6 +53,10 @@ class typed_value final : public value_semantic {
     if constexpr (std::is_same_v<T, std::string>) {
       *target_ = text;
     } else {
+      // istream reads "-1" into an unsigned type as its largest value (strtoull's rule): refused.
+      if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T> && !std::is_same_v<T, bool>)
+        if (text.find('-') != std::string::npos)
+          throw error("the argument ('" + text + "') for option '--" + flag + "' is invalid: it cannot be negative");
       std::istringstream is(text);
       T v{};
       is >> v;
