@@ -282,7 +282,7 @@ void write_output_file(const char* flag, const std::string& path, const std::str
 void check_output_is_not_input(const char* out_flag, const std::string& out, const char* in_flag, const std::string& in) {
   std::error_code ec;
   CLLM_CHECK(out.empty() || in.empty() || !std::filesystem::equivalent(out, in, ec),
-             out_flag << " " << out << " is the " << in_flag << " file: writing it would overwrite the input");
+             out_flag << " " << out << " is the " << in_flag << " input: writing it would overwrite the input");
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

@@ -99,6 +99,7 @@ int convert_main(int argc, char** argv) {
   CLLM_CHECK(dt != DType::Q8_0, "--dtype must be f32, f16 or bf16, got '" << dtype << "'");
   if (to.empty()) to = std::filesystem::path(out).extension() == ".h5" ? "h5" : "hf";
   CLLM_CHECK(to == "hf" || to == "h5", "--to must be hf or h5, got '" << to << "'");
+  check_output_is_not_input("--out", out, "--model", in);  // it would be rewritten while it is read
   CLLM_CHECK(to == "h5" || !vm.count("tp-chunks"), "--tp-chunks applies to --to h5 only");
   CLLM_CHECK(to == "hf" || std::filesystem::path(out).extension() == ".h5",
              "--to h5 writes a file whose name ends in .h5 (open_checkpoint picks the reader by it), got '" << out << "'");
