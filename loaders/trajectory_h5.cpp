@@ -40,6 +40,7 @@ void write_info(hid_t file, const TrajectoryFileInfo& info) {
   h5_write_attr<int32_t>(file, "augment", H5T_NATIVE_INT32, info.augment ? 1 : 0);
   h5_write_attr<int32_t>(file, "max_repeat", H5T_NATIVE_INT32, info.max_repeat);
   h5_write_attr<int32_t>(file, "blocks", H5T_NATIVE_INT32, info.blocks);
+  h5_write_string_attr(file, "init", info.init);
 }
 
 TrajectoryFileInfo read_info(hid_t file, const std::string& path) {
@@ -55,6 +56,7 @@ TrajectoryFileInfo read_info(hid_t file, const std::string& path) {
   info.augment = h5_read_attr<int32_t>(file, "augment", H5T_NATIVE_INT32, path) != 0;
   info.max_repeat = h5_read_attr<int32_t>(file, "max_repeat", H5T_NATIVE_INT32, path);
   if (H5Aexists(file, "blocks") > 0) info.blocks = h5_read_attr<int32_t>(file, "blocks", H5T_NATIVE_INT32, path);
+  if (H5Aexists(file, "init") > 0) info.init = h5_read_string_attr(file, "init", path);
   CLLM_CHECK(info.block >= 1, path << ": attribute 'block' is " << info.block);
   return info;
 }
@@ -73,6 +75,7 @@ void check_same_info(const TrajectoryFileInfo& file, const TrajectoryFileInfo& r
   differ("augment", file.augment, run.augment);
   differ("max_repeat", file.max_repeat, run.max_repeat);
   differ("blocks", file.blocks, run.blocks);
+  differ("init", file.init, run.init);  // the guesses a state starts from
 }
 
 // --- datasets ---

@@ -2,7 +2,8 @@
 // Layout (format_version 1; all integer datasets int32 unless noted):
 //   /                     attributes: format_version, model (string), block (n), seed (uint64),
 //                         vocab_size, max_new_tokens, augment (0/1), max_repeat, blocks (K, multi-block
-//                         collection; absent in older files: 1)
+//                         collection; absent in older files: 1), init (the initial guesses: random,
+//                         repeat or pad; absent in older files: random)
 //   /samples/%08d         one group per kept prompt, named by its 0-based index in the prompts file:
 //     prompt              [P]                 prompt token ids (chat template and BOS applied)
 //     states              [num_states, n]     every block state before each Jacobi iteration, block
@@ -56,6 +57,7 @@ struct TrajectoryFileInfo {
   bool augment = false;
   int max_repeat = 0;
   int blocks = 1;  // multi-block collection: blocks in flight
+  std::string init = "random";  // the initial guesses (cllm trajectories --init)
   bool operator==(const TrajectoryFileInfo&) const = default;
 };
 

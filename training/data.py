@@ -35,8 +35,9 @@ def read_info(path):
                           for k, v in f.attrs.items()})
     for info in infos:
         info.setdefault("blocks", 1)  # files from before multi-block collection (--blocks)
+        info.setdefault("init", "random")  # files from before the init attribute
     for p, info in zip(_paths(path)[1:], infos[1:]):
-        for key in ("block", "vocab_size", "max_new_tokens", "seed", "augment", "blocks"):
+        for key in ("block", "vocab_size", "max_new_tokens", "seed", "augment", "blocks", "init"):
             if info.get(key) != infos[0].get(key):
                 raise ValueError(f"{p}: {key} {info.get(key)} differs from {_paths(path)[0]}'s {infos[0].get(key)}")
     return infos[0]

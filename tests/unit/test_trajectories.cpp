@@ -297,6 +297,14 @@ TEST(Trajectories, ResumeRefusesDifferentSettingsOrPrompts) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("blocks = 1"), std::string::npos) << e.what();
   }
+  other = info_for(o, 1);
+  other.init = "pad";  // states that start from other guesses
+  try {
+    TrajectoryWriter w(path, other);
+    FAIL() << "other initial guesses were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("init = random but this run asks for pad"), std::string::npos) << e.what();
+  }
   TrajectoryWriter w(path, info_for(o, 1));
   EXPECT_THROW(collect_trajectories(*tiny().model, {test_prompts()[1]}, w, o, 1), Error);
 }
