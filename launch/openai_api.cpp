@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/block_rows.h"
+#include "runtime/chat_template.h"
 #include "runtime/scheduler.h"
 
 namespace cllm::openai {
@@ -69,9 +70,9 @@ void parse_messages(const json& v, const std::string& key, ApiRequest& r) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
       bad(p, p + " must be an object with a string role and a content");
     const std::string role = m["role"].get<std::string>();
-    if (role != "system" && role != "user" && role != "assistant" && role != "developer")
-      bad(p, p + ".role must be system, user or assistant, got '" + role + "'");
-    r.messages.push_back({role == "developer" ? "system" : role, text_content(m["content"], p + ".content")});
+    const std::string canonical = canonical_chat_role(role);
+    if (canonical.empty()) bad(p, p + ".role must be system, user or assistant, got '" + role + "'");
+    r.messages.push_back({canonical, text_content(m["content"], p + ".content")});
   }
 }
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "runtime/chat_template.h"
 #include "runtime/unicode_text.h"
 
 namespace cllm::cli {
@@ -36,7 +37,9 @@ PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::strin
   for (size_t k = 0; k < ms.size(); ++k) {
     const std::string mw = where + ": messages[" + std::to_string(k) + "]";
     CLLM_CHECK(ms[k].is_object(), mw << " must be an object with 'role' and 'content'");
-    p.messages.push_back({json_string(ms[k], "role", mw), json_string(ms[k], "content", mw)});
+    const std::string role = json_string(ms[k], "role", mw), canonical = canonical_chat_role(role);
+    CLLM_CHECK(!canonical.empty(), mw << ": role must be system, user or assistant, got '" << role << "'");
+    p.messages.push_back({canonical, json_string(ms[k], "content", mw)});
   }
   return p;
 }

@@ -81,6 +81,15 @@ std::string vicuna_default_system(const std::string& t) {
   return kVicunaSystem;
 }
 
+}  // namespace
+
+std::string canonical_chat_role(const std::string& role) {
+  if (role == "system" || role == "user" || role == "assistant") return role;
+  return role == "developer" ? "system" : "";
+}
+
+namespace {
+
 Family detect(const std::string& t) {
   if (t == "chatml" || t == "llama-2" || t == "llama-3") return {t, ""};
   if (t == "vicuna") return {t, kVicunaSystem};

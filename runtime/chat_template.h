@@ -16,6 +16,11 @@ struct ChatMessage {
   std::string content;
 };
 
+// The roles a chat message may have: system, user, assistant, and OpenAI's "developer" (a system
+// message). Returns the role the templates render, or "" for any other (refused by every reader of
+// chat messages: the API and prompts files).
+std::string canonical_chat_role(const std::string& role);
+
 // "chatml", "llama-2", "llama-3" or "vicuna" for a family name or a recognised jinja
 // template; throws cllm::Error naming the supported families otherwise.
 std::string chat_template_family(const std::string& family_or_jinja);
