@@ -173,7 +173,8 @@ const Field kFields[] = {
     {"temperature", Endpoint::Both, true,
      [](const json& v, const std::string& key, ApiRequest& r) { r.temperature = number_field(v, key, 0, 2); }},
     {"top_p", Endpoint::Both, true,
-     [](const json& v, const std::string& key, ApiRequest& r) { r.top_p = number_field(v, key, 1e-6, 1); }},
+     // 0, as OpenAI takes it: the smallest nucleus, the most likely token alone.
+     [](const json& v, const std::string& key, ApiRequest& r) { r.top_p = std::max(number_field(v, key, 0, 1), 1e-6); }},
     {"seed", Endpoint::Both, true, parse_seed},
     {"stream", Endpoint::Both, true,
      [](const json& v, const std::string& key, ApiRequest& r) { r.stream = bool_field(v, key); }},

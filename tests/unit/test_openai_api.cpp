@@ -45,6 +45,8 @@ TEST(OpenAiParse, EveryFieldReachesTheRequest) {
   EXPECT_EQ(r.stop, std::vector<std::string>{"x"});
   EXPECT_EQ(r.temperature, 0.5);
   EXPECT_EQ(r.top_p, 0.9);
+  // top_p 0 is OpenAI's smallest nucleus: the most likely token alone (the sampler keeps at least one).
+  EXPECT_GT(parse_request(R"({"prompt": "x", "top_p": 0})", false).top_p, 0);
   EXPECT_EQ(r.seed, 11u);
   EXPECT_TRUE(r.stream && r.include_usage && r.ignore_eos);
   EXPECT_EQ(r.decode, "ar");
@@ -81,7 +83,8 @@ TEST(OpenAiParse, ErrorsNameTheirField) {
       {R"({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]})", "stop"},
       {R"({"prompt": "x", "stop": [""]})", "stop"},
       {R"({"prompt": "x", "temperature": 7})", "temperature"},
-      {R"({"prompt": "x", "top_p": 0})", "top_p"},
+      {R"({"prompt": "x", "top_p": -0.1})", "top_p"},
+      {R"({"prompt": "x", "top_p": 1.5})", "top_p"},
       {R"({"prompt": "x", "seed": 1.5})", "seed"},
       {R"({"prompt": "x", "stream": "yes"})", "stream"},
       {R"({"prompt": "x", "stream_options": {"other": 1}})", "stream_options"},
