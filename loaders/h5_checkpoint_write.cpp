@@ -148,6 +148,8 @@ void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, co
   namespace fs = std::filesystem;
   dtype_attr(opts.dtype);  // refuses a dtype the format does not store
   h5_chunk_count(1, opts.tp_chunks);
+  // Checked before the conversion's work, not at the rename after it.
+  CLLM_CHECK(!fs::is_directory(path), path << " is a directory: the .h5 checkpoint is one file; name a file");
   const std::string tmp = path + ".tmp";
   const ModelConfig& cfg = in.config();
   const TensorManifest manifest = make_tensor_manifest(cfg);
@@ -172,7 +174,13 @@ void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, co
     fs::remove(tmp, ec);
     throw;
   }
-  fs::rename(tmp, path);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);  // never leave a model-sized temporary behind
+    CLLM_FAIL("cannot move the finished checkpoint into place at " << path << ": " << ec.message());
+  }
 }
 
 }  // namespace cllm
