@@ -56,6 +56,22 @@ void report_progress(double done, double total, const std::string& name) {
   last_decile = pct / 10;
 }
 
+// Weight files of an earlier checkpoint in the output directory (other shards, an index naming
+// them, PyTorch weights) would sit beside the new model.safetensors and make the directory mean two
+// models: removed, as transformers' save_pretrained removes stale shards. Other files stay.
+void remove_stale_weights(const std::string& dir) {
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    const bool weights = (name.rfind("model", 0) == 0 && name.size() > 12 &&
+                          name.compare(name.size() - 12, 12, ".safetensors") == 0) ||
+                         name == "model.safetensors.index.json" || name.rfind("pytorch_model", 0) == 0;
+    if (!weights || !e.is_regular_file()) continue;
+    fs::remove(e.path());
+    std::fprintf(stderr, "removed %s (an earlier checkpoint's weights)\n", e.path().string().c_str());
+  }
+}
+
 void write_hf_dir(const CheckpointReader& ckpt, const std::string& out, DType dt) {
   const ModelConfig& cfg = ckpt.config();
   std::filesystem::create_directories(out);
@@ -73,6 +89,7 @@ void write_hf_dir(const CheckpointReader& ckpt, const std::string& out, DType dt
     done += static_cast<double>(t.bytes(sizeof(float)));
     report_progress(done, total, t.name);
   }
+  remove_stale_weights(out);
   write_safetensors(out + "/model.safetensors", tensors, {{"format", "pt"}});
   write_hf_config(cfg, out);
   export_tokenizer(ckpt.tokenizer(), out);
