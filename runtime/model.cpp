@@ -107,11 +107,11 @@ bool parse_cuda_launch(const std::string& name) { return parse_switch("--cuda-la
 bool parse_cuda_swiglu(const std::string& name) { return parse_switch("--cuda-swiglu", name, "fused", "separate"); }
 int parse_cuda_layer(const std::string& name) {
   if (name.rfind("fused:", 0) == 0) {
-    const std::string rows = name.substr(6);
-    CLLM_CHECK(!rows.empty() && rows.size() <= 2 && std::all_of(rows.begin(), rows.end(), ::isdigit) &&
-                   std::stoi(rows) >= 1 && std::stoi(rows) <= 64,
-               "--cuda-layer fused:N takes N rows from 1 to 64, got '" << name << "'");
-    return std::stoi(rows);
+    const std::string digits = name.substr(6);
+    const bool numeric = !digits.empty() && digits.size() <= 2 && std::all_of(digits.begin(), digits.end(), ::isdigit);
+    const int rows = numeric ? std::stoi(digits) : 0;
+    CLLM_CHECK(rows >= 1 && rows <= 64, "--cuda-layer fused:N takes N rows from 1 to 64, got '" << name << "'");
+    return rows;
   }
   return parse_switch("--cuda-layer", name, "fused", "separate") ? ModelOptions::kAutoFusedLayerRows : 0;
 }

@@ -172,6 +172,16 @@ TEST(DecodeEquivalence, WeightsAutoIsNativeOnOneRank) {
   EXPECT_THROW(parse_weights("fp32", 1), std::exception);
 }
 
+// --cuda-layer: "fused" is the shape-dependent limit, "separate" none, "fused:N" N rows (1..64).
+TEST(DecodeEquivalence, CudaLayerFlagParsesItsRowLimit) {
+  EXPECT_EQ(parse_cuda_layer("fused"), ModelOptions::kAutoFusedLayerRows);
+  EXPECT_EQ(parse_cuda_layer("separate"), 0);
+  EXPECT_EQ(parse_cuda_layer("fused:1"), 1);
+  EXPECT_EQ(parse_cuda_layer("fused:64"), 64);
+  for (const char* bad : {"fused:", "fused:0", "fused:65", "fused:-1", "fused:4x", "fused:123", "fused4"})
+    EXPECT_THROW(parse_cuda_layer(bad), std::exception) << bad;
+}
+
 // Greedy AR with native weights against the f32 path on SmolLM2: the same tokens, or, where they
 // part, a near-tie: at the first differing position the f32 logits of the two chosen tokens are
 // within kNearTie of each other (measured: 0.02 to 0.29 on these prompts, int8 activations; a
