@@ -37,10 +37,10 @@
 // vocab rows and their argmax on the device; the ids and values come back with the step and one
 // host max-loc (Comm, MPI) picks the global argmax, so the graph holds no max-loc collective.
 #pragma once
-#include <algorithm>
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <vector>
