@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <set>
@@ -281,30 +282,21 @@ TEST(Trajectories, ResumeRefusesDifferentSettingsOrPrompts) {
     TrajectoryWriter w(path, info_for(o, 1));
     collect_trajectories(*tiny().model, {test_prompts()[0]}, w, o, 1);
   }
-  TrajectoryFileInfo other = info_for(o, 1);
-  other.block = 8;
-  try {
-    TrajectoryWriter w(path, other);
-    FAIL() << "a different block size was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("block"), std::string::npos) << e.what();
-  }
-  other = info_for(o, 1);
-  other.blocks = 2;  // a multi-block collection's states differ
-  try {
-    TrajectoryWriter w(path, other);
-    FAIL() << "a different number of blocks in flight was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("blocks = 1"), std::string::npos) << e.what();
-  }
-  other = info_for(o, 1);
-  other.init = "pad";  // states that start from other guesses
-  try {
-    TrajectoryWriter w(path, other);
-    FAIL() << "other initial guesses were accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("init = random but this run asks for pad"), std::string::npos) << e.what();
-  }
+  // Opening the file again with one setting changed is refused with a message that names it.
+  auto expect_refused = [&](const std::function<void(TrajectoryFileInfo&)>& change, const std::string& message) {
+    TrajectoryFileInfo other = info_for(o, 1);
+    change(other);
+    try {
+      TrajectoryWriter w(path, other);
+      ADD_FAILURE() << "accepted a resume with another setting; expected: " << message;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  };
+  expect_refused([](TrajectoryFileInfo& i) { i.block = 8; }, "block");
+  expect_refused([](TrajectoryFileInfo& i) { i.blocks = 2; }, "blocks = 1");  // a multi-block collection's states differ
+  expect_refused([](TrajectoryFileInfo& i) { i.init = "pad"; },                // states that start from other guesses
+                 "init = random but this run asks for pad");
   TrajectoryWriter w(path, info_for(o, 1));
   EXPECT_THROW(collect_trajectories(*tiny().model, {test_prompts()[1]}, w, o, 1), Error);
 }
