@@ -36,8 +36,7 @@ void reply(http::Responder& res, int status, const json& body) {
 }
 
 void error(http::Responder& res, int status, const std::string& message, const std::string& code = "",
-           const std::string& param = "") {
-  http::Headers extra;
+           const std::string& param = "", http::Headers extra = {}) {
   if (status == 429) extra.push_back({"Retry-After", "1"});
   if (status == 401) extra.push_back({"WWW-Authenticate", "Bearer"});
   res.send(status, "application/json", http::error_json(message, error_type(status), code, param), extra);
@@ -97,13 +96,9 @@ void Routes::handle(const http::Request& req, http::Responder& res) {
   const std::string allowed = std::string(route->method) == "GET" ? "GET, HEAD" : route->method;
   // HEAD is GET without the body (the server writes the header only).
   const std::string method = req.method == "HEAD" ? "GET" : req.method;
-  if (method != route->method) {
-    http::Headers allow = {{"Allow", allowed}};
-    return res.send(405, "application/json",
-                    http::error_json(req.method + " is not allowed on " + req.path + " (use " + allowed + ")",
-                                     error_type(405)),
-                    allow);
-  }
+  if (method != route->method)
+    return error(res, 405, req.method + " is not allowed on " + req.path + " (use " + allowed + ")", "", "",
+                 {{"Allow", allowed}});
   Engine* engine = engine_.load();
 
   if (endpoint == "/health") {
