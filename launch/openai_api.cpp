@@ -4,6 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "launch/json_depth.h"
 #include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 #include "runtime/scheduler.h"
@@ -76,11 +77,17 @@ void parse_messages(const json& v, const std::string& key, ApiRequest& r) {
   }
 }
 
+// max_tokens, or max_completion_tokens (OpenAI's newer name), which wins when both are given, in
+// either order, as in vLLM.
 void parse_max_tokens(const json& v, const std::string& key, ApiRequest& r) {
   if (!v.is_number_integer()) bad(key, key + " must be an integer");
   // 0 only with echo (checked once every field is read): the prompt's logprobs, nothing generated.
-  if (v.get<int64_t>() < 0) bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
-  r.max_tokens = static_cast<int>(std::min<int64_t>(v.get<int64_t>(), INT32_MAX));
+  if (!v.is_number_unsigned() && v.get<int64_t>() < 0)
+    bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
+  if (key == "max_tokens" && r.max_tokens_field == "max_completion_tokens") return;
+  r.max_tokens = v.is_number_unsigned() ? static_cast<int>(std::min<uint64_t>(v.get<uint64_t>(), INT32_MAX))
+                                        : static_cast<int>(std::min<int64_t>(v.get<int64_t>(), INT32_MAX));
+  r.max_tokens_field = key;
   r.echo_only = r.max_tokens == 0;
 }
 
@@ -116,6 +123,7 @@ void parse_seed(const json& v, const std::string& key, ApiRequest& r) {
 
 void parse_stream_options(const json& v, const std::string& key, ApiRequest& r) {
   if (!v.is_object()) bad(key, key + " must be an object");
+  r.stream_options = true;
   for (const auto& [k2, v2] : v.items()) {
     if (k2 != "include_usage" || !v2.is_boolean()) bad(key, key + " supports only include_usage (boolean)");
     r.include_usage = v2.get<bool>();
@@ -222,13 +230,22 @@ const Field* find_field(const std::string& key, bool chat) {
 
 }  // namespace
 
-ApiRequest parse_request(const std::string& body, bool chat) {
+json parse_body(const std::string& body) {
   json j;
   try {
-    j = json::parse(body);  // rejects invalid UTF-8 inside strings
+    j = cli::parse_json_with_depth_limit(body);  // rejects invalid UTF-8 inside strings
   } catch (const json::exception& e) {
     bad("", std::string("the body is not valid JSON: ") + e.what());
+  } catch (const std::invalid_argument& e) {
+    bad("", std::string("the body is refused: ") + e.what());
   }
+  if (!j.is_object()) bad("", "the body must be a JSON object");
+  return j;
+}
+
+ApiRequest parse_request(const std::string& body, bool chat) { return parse_request_object(parse_body(body), chat); }
+
+ApiRequest parse_request_object(const json& j, bool chat) {
   if (!j.is_object()) bad("", "the body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
@@ -244,7 +261,8 @@ ApiRequest parse_request(const std::string& body, bool chat) {
     bad("top_logprobs", chat ? "top_logprobs needs logprobs: true"
                              : "top_logprobs is for chat; completions take the count as logprobs");
   if (chat && r.logprobs >= 0) r.logprobs = std::max(r.top_logprobs, 0);
-  if (r.echo_only && !r.echo) bad("max_tokens", "max_tokens must be positive (0 only with echo)");
+  if (r.echo_only && !r.echo) bad(r.max_tokens_field, r.max_tokens_field + " must be positive (0 only with echo)");
+  if (r.stream_options && !r.stream) bad("stream_options", "stream_options needs stream: true");
   if (r.decode == "jacobi" && r.temperature > 0)
     bad("cllm_decode", "Jacobi decoding is greedy: use temperature 0, or cllm_decode \"ar\" to sample");
   return r;

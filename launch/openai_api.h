@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/chat_template.h"
 
 namespace cllm::openai {
@@ -38,6 +40,7 @@ struct ApiRequest {
   std::vector<int32_t> prompt_ids;      // completions: a prompt given as token ids
   std::vector<ChatMessage> messages;    // chat
   int max_tokens = 0;                   // 0: not given
+  std::string max_tokens_field = "max_tokens";  // the field it came from (errors name it)
   std::vector<std::string> stop;
   double temperature = 0;
   double top_p = 1;
@@ -45,6 +48,7 @@ struct ApiRequest {
   bool seed_given = false;
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
+  bool stream_options = false;          // stream_options given (only with stream: true)
   std::string decode;                   // "jacobi", "ar" or "" (by temperature)
   int block = 0;                        // 0: the server's --block (auto: picked per step); N: pinned
   int candidates = -1;                  // cllm_candidates: lookahead n-grams per iteration (-1: --candidates)
@@ -64,6 +68,10 @@ constexpr int kMaxChoices = 16;
 
 // Throws ApiError (400) naming the field at fault.
 ApiRequest parse_request(const std::string& body, bool chat);
+ApiRequest parse_request_object(const nlohmann::json& body, bool chat);  // a body parse_body gave
+// A request body as a JSON object; ApiError (400) when it is not JSON, not an object, or nests
+// deeper than cli::kMaxJsonDepth.
+nlohmann::json parse_body(const std::string& body);
 
 struct Usage {
   int prompt_tokens = 0;

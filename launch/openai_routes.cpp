@@ -126,8 +126,8 @@ void Routes::handle(const http::Request& req, http::Responder& res) {
 void Routes::tokenize(const http::Request& req, http::Responder& res, bool forward) {
   try {
     if (!forward) {
-      const json j = json::parse(req.body, nullptr, false);
-      if (!j.is_object() || !j.contains("tokens") || !j["tokens"].is_array())
+      const json j = parse_body(req.body);
+      if (!j.contains("tokens") || !j["tokens"].is_array())
         throw ApiError(400, "the body must be {\"tokens\": [ids]}", "tokens");
       std::vector<int32_t> ids;
       for (const json& t : j["tokens"]) {
@@ -137,15 +137,15 @@ void Routes::tokenize(const http::Request& req, http::Responder& res, bool forwa
       }
       return reply(res, 200, {{"prompt", tok_->decode(ids)}});
     }
-    json j = json::parse(req.body, nullptr, false);
+    json j = parse_body(req.body);
     // vLLM's add_special_tokens (default true): false encodes a text prompt without BOS.
     bool special = true;
-    if (j.is_object() && j.contains("add_special_tokens")) {
+    if (j.contains("add_special_tokens")) {
       if (!j["add_special_tokens"].is_boolean()) throw ApiError(400, "add_special_tokens must be a boolean", "add_special_tokens");
       special = j["add_special_tokens"].get<bool>();
       j.erase("add_special_tokens");
     }
-    const ApiRequest r = parse_request(j.is_object() ? j.dump() : req.body, j.is_object() && j.contains("messages"));
+    const ApiRequest r = parse_request_object(j, j.contains("messages"));
     SequenceSpec spec = request_spec(r, cfg_, *tok_);
     if (!special && !r.chat && r.prompt_ids.empty()) spec.prompt = tok_->encode(r.prompt, false);
     reply(res, 200, {{"tokens", spec.prompt}, {"count", spec.prompt.size()}, {"max_model_len", cfg_.max_model_len()}});

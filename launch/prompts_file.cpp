@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "launch/json_depth.h"
 #include "runtime/chat_template.h"
 #include "runtime/unicode_text.h"
 
@@ -20,9 +21,11 @@ std::string json_string(const nlohmann::json& j, const char* key, const std::str
 PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::string& where) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(line);
+    j = parse_json_with_depth_limit(line);
   } catch (const nlohmann::json::exception& e) {
     CLLM_FAIL(where << ": not valid JSON: " << e.what());
+  } catch (const std::invalid_argument& e) {
+    CLLM_FAIL(where << ": " << e.what());
   }
   CLLM_CHECK(j.is_object(), where << ": expected a JSON object");
   CLLM_CHECK(j.contains("prompt") != j.contains("messages"), where << ": needs exactly one of 'prompt' or 'messages'");

@@ -27,6 +27,19 @@ TEST(PromptsFile, InvalidUtf8RefusedWithItsLine) {
   }
 }
 
+// A JSONL line nested thousands of levels deep is refused with its line, not a stack overflow.
+TEST(PromptsFile, DeeplyNestedLineRefused) {
+  const std::filesystem::path dir = test::temp_dir("prompts_deep");
+  const std::filesystem::path prompts = dir / "p.jsonl", log = dir / "log";
+  std::ofstream(prompts) << "{\"prompt\": \"a\"}\n{\"prompt\": " << std::string(300000, '[') << std::string(300000, ']')
+                         << "}\n";
+  const std::string cmd = std::string(CLLM_BINARY_DIR) + "/cllm generate --model random:tiny --max-new-tokens 2 " +
+                          "--prompts " + prompts.string() + " > " + log.string() + " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 256) << cmd;  // exit status 1, no signal
+  const std::string out = read_text_file(log.string());
+  EXPECT_NE(out.find(prompts.string() + ":2: JSON nests deeper than 64 levels"), std::string::npos) << out;
+}
+
 // A JSONL file that an editor started with a UTF-8 byte order mark is still JSONL: its first prompt
 // is the JSON's text, not the raw line.
 TEST(PromptsFile, ByteOrderMarkIsSkipped) {
