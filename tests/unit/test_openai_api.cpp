@@ -62,6 +62,34 @@ TEST(OpenAiParse, EveryFieldReachesTheRequest) {
   EXPECT_EQ(c.messages[0].content, "ab");
 }
 
+// A body that nests deeper than any request needs is refused before anything copies or dumps it
+// (both recurse once per level: a few hundred KB of brackets would overflow the thread's stack).
+TEST(OpenAiParse, DeeplyNestedBodiesAreRefused) {
+  auto nested = [](const std::string& field, int depth) {
+    return R"({"prompt": "x", ")" + field + R"(": )" + std::string(depth, '[') + std::string(depth, ']') + "}";
+  };
+  for (const std::string field : {"stop", "user", "unknown_field"}) {
+    const ApiError e = parse_error(nested(field, 200000));
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(std::string(e.what()).find("nests deeper than"), std::string::npos) << e.what();
+  }
+  EXPECT_NE(std::string(parse_error(nested("stop", 63)).what()).find("stop"), std::string::npos);  // parsed, then refused as a stop
+  EXPECT_THROW(parse_body("[1]"), ApiError);  // not an object
+}
+
+// max_completion_tokens (OpenAI's newer name) wins over max_tokens in either order, and errors name
+// the field the client used; stream_options is refused without stream: true.
+TEST(OpenAiParse, MaxCompletionTokensWinsAndStreamOptionsNeedStream) {
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "max_tokens": 5, "max_completion_tokens": 3})", false).max_tokens, 3);
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "max_completion_tokens": 3, "max_tokens": 5})", false).max_tokens, 3);
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "max_completion_tokens": 0})").param, "max_completion_tokens");
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "max_tokens": 9223372036854775808})", false).max_tokens, INT32_MAX);
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "max_tokens": -1})").param, "max_tokens");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "stream_options": {"include_usage": true}})").param, "stream_options");
+  EXPECT_TRUE(parse_request(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}})", false)
+                  .include_usage);
+}
+
 TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
   const ApiRequest r = parse_request(R"({"prompt": "x", "max_tokens": null, "temperature": null, "stop": null,
                                          "n": null, "user": null})", false);
