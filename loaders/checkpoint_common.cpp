@@ -1,11 +1,15 @@
 // Shared pieces of the checkpoint readers; see checkpoint_common.h.
 #include "loaders/checkpoint_common.h"
 
+#include <algorithm>
+#include <unordered_set>
+
 #include "core/check.h"
 
 namespace cllm::detail {
 
-void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab) {
+void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab,
+                   std::vector<HeldTensor> held) {
   // The manifest has an entry per layer: a corrupted layer count (2147483647) is named by the first
   // layer it promises that the file lacks, before any entry is allocated.
   const std::string last = "model.layers." + std::to_string(cfg.num_layers - 1) + ".input_layernorm.weight";
@@ -13,6 +17,17 @@ void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t to
                                             << ", but the checkpoint has no tensor '" << last << "'");
   const TensorManifest manifest = make_tensor_manifest(cfg);
   for (const TensorSpec* t : manifest.all()) check_shape(r, *t);
+  std::unordered_set<std::string> used;
+  for (const TensorSpec* t : manifest.all()) used.insert(t->name);
+  std::sort(held.begin(), held.end(), [](const HeldTensor& a, const HeldTensor& b) { return a.file_name < b.file_name; });
+  const std::string ignored = ".rotary_emb.inv_freq";  // a buffer transformers recomputes (older LLaMA files)
+  for (const HeldTensor& t : held) {
+    const bool buffer = t.name.size() >= ignored.size() && t.name.compare(t.name.size() - ignored.size(), ignored.size(), ignored) == 0;
+    CLLM_CHECK(used.count(t.name) || buffer,
+               r.source() << ": tensor '" << t.file_name << "' has no place in the LLaMA forward of this checkpoint's "
+                          << "config (" << cfg.num_layers << " layers" << (cfg.tie_word_embeddings ? ", tied LM head" : "")
+                          << "; no biases): another architecture, or a wrong layer count");
+  }
   CLLM_CHECK(tokenizer_vocab <= cfg.vocab_size,
              r.source() << ": vocab size mismatch: the tokenizer has " << tokenizer_vocab
                         << " tokens but model.embed_tokens.weight has " << cfg.vocab_size << " rows");

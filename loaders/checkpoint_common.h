@@ -12,9 +12,18 @@
 
 namespace cllm::detail {
 
+// A tensor the file holds: its name in the forward (HF naming) and in the file, for messages.
+struct HeldTensor {
+  std::string name, file_name;
+};
+
 // Throws naming the file, the tensor and expected vs actual when a tensor of the config's manifest
-// is missing or misshapen, and when the tokenizer has more tokens than the embedding has rows.
-void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab);
+// is missing or misshapen, when the file holds a tensor the forward has no place for (a bias, a
+// layer past the config's count: dropping it would change the outputs silently; transformers'
+// rotary_emb.inv_freq buffers excepted), and when the tokenizer has more tokens than the embedding
+// has rows.
+void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t tokenizer_vocab,
+                   std::vector<HeldTensor> held);
 
 // A TensorRange made concrete against a tensor viewed as [rows, cols] (1-D: cols = 1).
 struct Rect {

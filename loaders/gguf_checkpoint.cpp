@@ -180,7 +180,9 @@ class GgufReader final : public CheckpointReader {
       else if (name.find("k_proj") != std::string::npos) e.permute_heads = cfg_.num_kv_heads;
       tensors_.emplace(name, e);
     }
-    check_tensors(*this, cfg_, static_cast<int64_t>(tok_.tokens.size()));
+    std::vector<HeldTensor> held;
+    for (const auto& [name, e] : tensors_) held.push_back({name, e.info->name});
+    check_tensors(*this, cfg_, static_cast<int64_t>(tok_.tokens.size()), std::move(held));
   }
 
   const ModelConfig& config() const override { return cfg_; }

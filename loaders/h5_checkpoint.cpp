@@ -187,7 +187,9 @@ class H5Reader final : public CheckpointReader {
     CLLM_CHECK(h5_link_exists(file_, kTensorGroup), path << ": missing group '" << kTensorGroup << "'");
     H5Handle g(CLLM_H5(H5Gopen2(file_, kTensorGroup, H5P_DEFAULT)), H5Gclose);
     for (const std::string& name : group_members(g)) tensors_.emplace(name, inspect(g, name));
-    check_tensors(*this, cfg_, tok_vocab);
+    std::vector<HeldTensor> held;
+    for (const auto& kv : tensors_) held.push_back({kv.first, kv.first});
+    check_tensors(*this, cfg_, tok_vocab, std::move(held));
   }
   ~H5Reader() override {
     std::lock_guard lock(h5_mutex());

@@ -213,7 +213,9 @@ class HfReader final : public CheckpointReader {
     } catch (const json::exception& e) {  // a field of an unexpected JSON type
       CLLM_FAIL(dir << ": malformed tokenizer.json or tokenizer_config.json: " << e.what());
     }
-    check_tensors(*this, cfg_, tok_vocab);
+    std::vector<HeldTensor> held;
+    for (const auto& kv : tensors_) held.push_back({kv.first, kv.first});
+    check_tensors(*this, cfg_, tok_vocab, std::move(held));
   }
 
   const ModelConfig& config() const override { return cfg_; }

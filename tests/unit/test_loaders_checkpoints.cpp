@@ -341,6 +341,31 @@ TEST(GgufCheckpoint, TensorsOutsideTheForwardRefused) {
   }
 }
 
+// Tensors past the config's layer count, biases and stray tensors are refused in every format,
+// not dropped (they would change the outputs silently); transformers' inv_freq buffers are ignored.
+TEST(Checkpoints, TensorsTheConfigHasNoPlaceForRefused) {
+  const fs::path d = temp_dir() / "extra";
+  fs::create_directories(d);
+  for (const std::string extra : {"model.layers.0.self_attn.q_proj.bias", "model.layers.2.mlp.up_proj.weight", "foo"}) {
+    TinyModel m = tiny_model();
+    m.w[extra] = std::vector<float>(16, 5.0f);
+    m.shape[extra] = {16};
+    write_hf(m, d);
+    write_tokenizer_json(d, 64);
+    expect_error([&] { open_checkpoint(d.string()); }, {d.string(), "tensor '" + extra + "'", "no place"});
+  }
+  TinyModel m = tiny_model();
+  m.w["model.layers.1.self_attn.rotary_emb.inv_freq"] = std::vector<float>(2, 1.0f);
+  m.shape["model.layers.1.self_attn.rotary_emb.inv_freq"] = {2};
+  write_hf(m, d);
+  EXPECT_NO_THROW(open_checkpoint(d.string()));
+  // A GGUF whose block_count is below its blk.N tensors names the first one it would drop.
+  m = tiny_model();
+  const fs::path p = temp_dir() / "layers.gguf";
+  write_file(p, tiny_gguf(m, 64, {}, [&](GgufBuilder& b) { b.f32_tensor("blk.2.attn_norm.weight", {16}, std::vector<float>(16, 1)); }));
+  expect_error([&] { open_checkpoint(p.string()); }, {p.string(), "tensor 'blk.2.attn_norm.weight'", "2 layers"});
+}
+
 // One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values
 // here: multiples of 1/64); other weights of the same shape fingerprint differently, tensor by tensor.
 TEST(Checkpoints, TensorFingerprintNamesTheCheckpoint) {
