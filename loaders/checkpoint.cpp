@@ -138,6 +138,8 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path) {
   const fs::file_status st = fs::status(path, ec);
   CLLM_CHECK(fs::exists(st), "checkpoint " << path << " does not exist");
   if (fs::is_directory(st)) return detail::open_hf_checkpoint(path);
+  // A FIFO or a device would block the open or the read forever, or have no size to map.
+  CLLM_CHECK(fs::is_regular_file(st), "checkpoint " << path << " is not a regular file or a directory");
   const fs::path ext = fs::path(path).extension();
   if (ext == ".gguf") return detail::open_gguf_checkpoint(path);
   if (ext == ".h5") return detail::open_h5_checkpoint(path);

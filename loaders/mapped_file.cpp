@@ -15,13 +15,16 @@
 namespace cllm {
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; it is refused below.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   CLLM_CHECK(fd >= 0, "cannot open " << path << ": " << std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    const int err = errno;
+  const bool stat_ok = ::fstat(fd, &st) == 0;
+  if (!stat_ok || !S_ISREG(st.st_mode)) {
+    const int err = stat_ok ? 0 : errno;
     ::close(fd);
-    CLLM_FAIL("cannot map " << path << ": " << (S_ISDIR(st.st_mode) ? "is a directory" : std::strerror(err)));
+    CLLM_FAIL("cannot map " << path << ": "
+                            << (S_ISDIR(st.st_mode) ? "is a directory" : err != 0 ? std::strerror(err) : "not a regular file"));
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {

@@ -1,6 +1,7 @@
 // Loader tests, checkpoints: HF directories and GGUF files opened through open_checkpoint (valid and
 // corrupted, written from code), and the real SmolLM2 GGUF against values from the python `gguf` package.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstring>
@@ -364,6 +365,24 @@ TEST(Checkpoints, TensorsTheConfigHasNoPlaceForRefused) {
   const fs::path p = temp_dir() / "layers.gguf";
   write_file(p, tiny_gguf(m, 64, {}, [&](GgufBuilder& b) { b.f32_tensor("blk.2.attn_norm.weight", {16}, std::vector<float>(16, 1)); }));
   expect_error([&] { open_checkpoint(p.string()); }, {p.string(), "tensor 'blk.2.attn_norm.weight'", "2 layers"});
+}
+
+// A FIFO where a model file should be is refused at once; opening it would wait for a writer forever.
+TEST(Checkpoints, FifoRefusedWithoutBlocking) {
+  const fs::path dir = temp_dir() / "fifo";
+  fs::create_directories(dir);
+  const fs::path fifo = dir / "model.gguf";
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  expect_error([&] { open_checkpoint(fifo.string()); }, {fifo.string(), "not a regular file"});
+  const fs::path hf = dir / "hf";
+  TinyModel m = tiny_model();
+  fs::create_directories(hf);
+  write_hf(m, hf);
+  write_tokenizer_json(hf, 64);
+  fs::remove(hf / "model.safetensors");
+  ASSERT_EQ(::mkfifo((hf / "model.safetensors").c_str(), 0600), 0);
+  expect_error([&] { open_checkpoint(hf.string()); }, {"model.safetensors", "not a regular file"});
 }
 
 // One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values
