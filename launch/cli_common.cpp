@@ -135,7 +135,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   else
     m.checkpoint = open_checkpoint(path);
   if (comm.size() > 1) agree_on_config(*m.checkpoint, comm);  // before the collective load
-  if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer());
+  if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer(), m.checkpoint->config().vocab_size);
   if (lead && !m.checkpoint->tokenizer().note.empty())
     std::fprintf(stderr, "tokenizer: %s\n", m.checkpoint->tokenizer().note.c_str());
   std::string label = "loading " + std::filesystem::path(path).filename().string();

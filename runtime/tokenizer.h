@@ -29,7 +29,10 @@ class Tokenizer {
   virtual int32_t token_id(std::string_view token) const = 0;
 };
 
-std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec);
+// model_vocab: the rows of the model's embedding. Checkpoints pad it past the tokenizer's ids (to a
+// multiple of 64 or 128); a padded id the model emits decodes as no text, as HF tokenizers skip ids
+// they do not know, and vocab_size() is then model_vocab (every id the model can produce).
+std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec, int model_vocab = 0);
 
 // Incremental detokenizer for streaming: feed ids, get the text that is now complete.
 // Holds back bytes of an unfinished UTF-8 sequence, and the sentencepiece leading space.

@@ -52,7 +52,46 @@ std::vector<PreTokStage> gguf_pre_stages(const std::string& name, bool* ignore_m
                                                   "starcoder, refact, codeshell)");
 }
 
-std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec) {
+namespace {
+
+// The padded ids [inner's vocab, model_vocab) of a model whose embedding has more rows than its
+// tokenizer has tokens: no text, never produced by encode.
+class PaddedVocabTokenizer final : public Tokenizer {
+ public:
+  PaddedVocabTokenizer(std::unique_ptr<Tokenizer> inner, int model_vocab)
+      : inner_(std::move(inner)), model_vocab_(model_vocab) {}
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override { return inner_->encode(text, add_bos); }
+  std::string token_bytes(int32_t id) const override { return padded(id) ? "" : inner_->token_bytes(id); }
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::vector<int32_t> known;
+    for (int32_t id : ids)
+      if (!padded(id)) known.push_back(id);
+    return inner_->decode(known);
+  }
+  int vocab_size() const override { return model_vocab_; }
+  int bos_id() const override { return inner_->bos_id(); }
+  int eos_id() const override { return inner_->eos_id(); }
+  int32_t token_id(std::string_view token) const override { return inner_->token_id(token); }
+
+ private:
+  bool padded(int32_t id) const { return id >= inner_->vocab_size() && id < model_vocab_; }
+  std::unique_ptr<Tokenizer> inner_;
+  int model_vocab_;
+};
+
+std::unique_ptr<Tokenizer> make_unpadded_tokenizer(const TokenizerSpec& spec);
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec, int model_vocab) {
+  std::unique_ptr<Tokenizer> tok = make_unpadded_tokenizer(spec);
+  if (model_vocab > tok->vocab_size()) return std::make_unique<PaddedVocabTokenizer>(std::move(tok), model_vocab);
+  return tok;
+}
+
+namespace {
+
+std::unique_ptr<Tokenizer> make_unpadded_tokenizer(const TokenizerSpec& spec) {
   switch (spec.kind) {
     case TokenizerSpec::Kind::SentencePieceModel: return make_sentencepiece_tokenizer(spec);
     case TokenizerSpec::Kind::GgufSpm: return make_gguf_spm_tokenizer(spec);
@@ -72,6 +111,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec) {
   }
   CLLM_FAIL("checkpoint has no tokenizer (no tokenizer.model, tokenizer.json or GGUF vocab)");
 }
+
+}  // namespace
 
 std::string StreamDecoder::push(int32_t id) {
   std::string bytes = tok_.token_bytes(id);

@@ -143,6 +143,25 @@ TEST(TokenizerSmolLM2, EncodingWorkIsLinearInTheText) {
   EXPECT_LE(l8, 2.2 * l4) << "doubling a piece more than doubles the BPE work";
 }
 
+// A model whose embedding has more rows than its tokenizer has tokens (checkpoints pad it): the
+// padded ids it may emit decode as no text, as HF tokenizers skip unknown ids; known ids are as before.
+TEST(TokenizerSmolLM2, PaddedModelVocabDecodesAsNoText) {
+  const Tokenizer& plain = smollm2();
+  const int n = plain.vocab_size();
+  const auto padded = make_tokenizer(smollm2_spec(), n + 64);
+  EXPECT_EQ(padded->vocab_size(), n + 64);
+  const std::vector<int32_t> ids = plain.encode("Hello, world", false);
+  EXPECT_EQ(padded->encode("Hello, world", false), ids);
+  std::vector<int32_t> with_padding = ids;
+  with_padding.insert(with_padding.begin() + 1, n + 5);
+  with_padding.push_back(n + 63);
+  EXPECT_EQ(padded->decode(with_padding), plain.decode(ids));
+  EXPECT_EQ(padded->token_bytes(n), "");
+  EXPECT_EQ(padded->token_bytes(ids[0]), plain.token_bytes(ids[0]));
+  EXPECT_THROW(padded->token_bytes(n + 64), std::exception);  // past the model's rows: a bug, still refused
+  EXPECT_EQ(make_tokenizer(smollm2_spec(), n)->vocab_size(), n);  // no padding: the tokenizer itself
+}
+
 TEST(TokenizerStream, HoldsBackIncompleteUtf8) {
   const Tokenizer& tok = smollm2();
   // A 4-byte emoji becomes several byte-level tokens; nothing may come out mid-character.
