@@ -20,8 +20,17 @@
 namespace cllm::cli {
 namespace {
 
+// Throws when export_tokenizer cannot write this kind, before anything is written.
+void check_tokenizer_exportable(const TokenizerSpec& spec) {
+  if (spec.kind == TokenizerSpec::Kind::GgufSpm)
+    CLLM_FAIL("exporting a GGUF sentencepiece vocabulary to tokenizer.model is not supported; "
+              "convert from the original HF directory instead");
+  if (spec.kind == TokenizerSpec::Kind::None) CLLM_FAIL("the checkpoint has no tokenizer to export");
+}
+
 void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
   namespace fs = std::filesystem;
+  check_tokenizer_exportable(spec);
   switch (spec.kind) {
     case TokenizerSpec::Kind::GgufBpe:
       write_hf_tokenizer_json(spec, out + "/tokenizer.json");
@@ -35,10 +44,8 @@ void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
       return;
     }
     case TokenizerSpec::Kind::GgufSpm:
-      CLLM_FAIL("exporting a GGUF sentencepiece vocabulary to tokenizer.model is not supported; "
-                "convert from the original HF directory instead");
     case TokenizerSpec::Kind::None:
-      CLLM_FAIL("the checkpoint has no tokenizer to export");
+      break;  // refused by check_tokenizer_exportable
   }
 }
 
@@ -74,6 +81,7 @@ void remove_stale_weights(const std::string& dir) {
 
 void write_hf_dir(const CheckpointReader& ckpt, const std::string& out, DType dt) {
   const ModelConfig& cfg = ckpt.config();
+  check_tokenizer_exportable(ckpt.tokenizer());  // before the weights: no directory left without a tokenizer
   std::filesystem::create_directories(out);
   const TensorManifest manifest = make_tensor_manifest(cfg);
   const std::vector<const TensorSpec*> specs = manifest.all();

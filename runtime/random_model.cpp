@@ -169,6 +169,7 @@ void write_random_model(const ModelConfig& cfg, const std::string& dir, const Ra
   validate(cfg, "random-model shape");
   CLLM_CHECK(opts.dtype == DType::F32 || opts.dtype == DType::F16 || opts.dtype == DType::BF16,
              "random-model writes F32, F16 or BF16 only");
+  const TokenizerSpec tok = make_byte_level_spec(cfg.vocab_size);  // refuses a vocabulary too small before any write
   std::filesystem::create_directories(dir);
   const std::vector<PlannedTensor> tensors = plan(cfg);
 
@@ -213,7 +214,6 @@ void write_random_model(const ModelConfig& cfg, const std::string& dir, const Ra
     std::ofstream(dir + "/model.safetensors.index.json") << index.dump(2) << "\n";
   }
   write_hf_config(cfg, dir);
-  const TokenizerSpec tok = make_byte_level_spec(cfg.vocab_size);
   write_hf_tokenizer_json(tok, dir + "/tokenizer.json");
 }
 

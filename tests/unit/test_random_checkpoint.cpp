@@ -12,6 +12,16 @@
 namespace cllm {
 namespace {
 
+// A shape whose vocabulary cannot hold the byte-level tokenizer is refused before any file is
+// written: no weights left behind without a tokenizer (or beside an earlier run's).
+TEST(RandomCheckpoint, TooSmallVocabularyWritesNothing) {
+  const std::string dir = test::temp_dir("random_small_vocab").string() + "/model";
+  ModelConfig c = random_model_shape("tiny");
+  c.vocab_size = 10;
+  EXPECT_THROW(write_random_model(c, dir, RandomModelOptions{}), std::exception);
+  EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
 TEST(RandomCheckpoint, EqualsTheWrittenOne) {
   auto file = open_checkpoint(test::random_model_dir("tiny", 7));
   auto mem = random_checkpoint(random_model_shape("tiny"), 7);
