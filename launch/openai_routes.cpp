@@ -158,6 +158,7 @@ void Routes::tokenize(const http::Request& req, http::Responder& res, bool forwa
 // harness's remote tokenizer reads the special tokens' text from it).
 std::string Routes::token_text(int32_t id) const {
   std::string t = tok_->token_bytes(id);
+  if (t.empty()) t = tok_->token_string(id);  // a control token: its name ("<|endoftext|>")
   if (t.empty() && id == tok_->eos_id()) return cfg_.eos_token;
   if (t.empty() && id == tok_->bos_id()) return cfg_.bos_token;
   return t;
@@ -295,6 +296,14 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         if (want_lp) {
           delta.tokens.push_back({token_text(spec.prompt[0]), std::nan(""), {}, tok_->token_bytes(spec.prompt[0]).size()});
           for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
+          // A special token written in the prompt ("<|im_start|>") has no bytes of its own but
+          // stands in the echoed text as written; one the tokenizer added (BOS) stands nowhere.
+          size_t at = 0;
+          for (TokenInfo& t : delta.tokens) {
+            const bool literal = t.text_bytes == 0 && !t.token.empty() && echo_text.compare(at, t.token.size(), t.token) == 0;
+            if (literal) t.text_bytes = t.token.size();
+            at += t.text_bytes;
+          }
         }
       }
       if (!r.echo_only) {

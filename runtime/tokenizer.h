@@ -27,6 +27,9 @@ class Tokenizer {
   virtual int eos_id() const = 0;
   // Id of an exact token string (special tokens included), or -1.
   virtual int32_t token_id(std::string_view token) const = 0;
+  // The token string token_id() maps to `id` ("<|endoftext|>" for a control token whose
+  // token_bytes are ""), or "" when no string maps to it.
+  virtual std::string token_string(int32_t id) const = 0;
 };
 
 // model_vocab: the rows of the model's embedding. Checkpoints pad it past the tokenizer's ids (to a

@@ -72,6 +72,7 @@ class PaddedVocabTokenizer final : public Tokenizer {
   int bos_id() const override { return inner_->bos_id(); }
   int eos_id() const override { return inner_->eos_id(); }
   int32_t token_id(std::string_view token) const override { return inner_->token_id(token); }
+  std::string token_string(int32_t id) const override { return padded(id) ? "" : inner_->token_string(id); }
 
  private:
   bool padded(int32_t id) const { return id >= inner_->vocab_size() && id < model_vocab_; }

@@ -2,6 +2,7 @@
 // strings to ids, BOS/EOS. Subclasses (byte-level BPE, sentencepiece, GGUF SPM) fill the tables
 // and implement encode().
 #pragma once
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -36,6 +37,15 @@ class TokenTable : public Tokenizer {
     auto it = ids_.find(std::string(token));
     return it == ids_.end() ? -1 : it->second;
   }
+  std::string token_string(int32_t id) const override {
+    check_id(id);
+    std::call_once(strings_once_, [this] {  // built on first use: the tables are final by then
+      strings_.assign(bytes_.size(), "");
+      for (const auto& [text, i] : ids_)
+        if (i >= 0 && static_cast<size_t>(i) < strings_.size()) strings_[i] = text;
+    });
+    return strings_[id];
+  }
 
  protected:
   void check_id(int32_t id) const {
@@ -45,6 +55,10 @@ class TokenTable : public Tokenizer {
   std::unordered_map<std::string, int32_t> ids_;  // exact token string -> id
   int bos_ = -1, eos_ = -1;
   bool strip_leading_space_ = false;
+
+ private:
+  mutable std::once_flag strings_once_;
+  mutable std::vector<std::string> strings_;  // id -> token string, from ids_
 };
 
 }  // namespace cllm

@@ -173,3 +173,16 @@ def test_echo_text_offsets_with_a_bos_token():
 def test_completion_text_offsets_point_into_the_text(base_url, auth):
     out = post(base_url, auth, "/v1/completions", prompt=PROMPT, max_tokens=6, echo=True, logprobs=0)
     text_offsets_point_into_the_text(out["choices"][0])
+
+
+def test_echo_text_offsets_with_special_tokens_in_the_prompt(base_url, auth):
+    # A special token written in the prompt stands in the echoed text as written (and is named so
+    # in tokens); its offset and every later one point at their own text.
+    for prompt in ("a<|im_start|>b c", "x<|endoftext|>yz", "<|im_start|>"):
+        out = post(base_url, auth, "/v1/completions", prompt=prompt, max_tokens=2, echo=True, logprobs=0)
+        c = out["choices"][0]
+        assert c["text"].startswith(prompt)
+        lp = c["logprobs"]
+        assert "<|im_start|>" in lp["tokens"] or "<|endoftext|>" in lp["tokens"], lp["tokens"]
+        for tok, off in zip(lp["tokens"], lp["text_offset"]):
+            assert c["text"][off:off + len(tok)] == tok, (prompt, tok, off, c["text"])
