@@ -1,7 +1,9 @@
 // CheckpointReader over a Hugging Face directory: config.json (+ generation_config.json),
 // model.safetensors or model.safetensors.index.json + shards (all mmapped), and the tokenizer
 // files (tokenizer.json or tokenizer.model, tokenizer_config.json).
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -27,36 +29,99 @@ json read_json(const std::string& path) {
   }
 }
 
-// Number of pieces in a sentencepiece ModelProto: top-level field 1 (repeated SentencePiece),
-// counted by walking the protobuf wire format so loaders need not link sentencepiece.
-int64_t count_spm_pieces(const std::string& path) {
-  const MappedFile f(path);
-  const uint8_t* p = f.data();
+// Walks the top-level fields of a protobuf message (wire format): calls on_field(number, wire type,
+// bytes of a length-delimited field). Loaders read the sentencepiece ModelProto this way so they need
+// not link sentencepiece.
+void walk_protobuf(const uint8_t* p, size_t size, const std::string& where,
+                   const std::function<void(uint64_t, int, const uint8_t*, size_t)>& on_field) {
   size_t pos = 0;
   const auto varint = [&]() {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
-      CLLM_CHECK(pos < f.size(), path << ": truncated protobuf varint at byte " << pos);
+      CLLM_CHECK(pos < size, where << ": truncated protobuf varint at byte " << pos);
       const uint8_t b = p[pos++];
       v |= static_cast<uint64_t>(b & 0x7F) << shift;
       if ((b & 0x80) == 0) return v;
     }
-    CLLM_FAIL(path << ": malformed protobuf varint at byte " << pos);
+    CLLM_FAIL(where << ": malformed protobuf varint at byte " << pos);
   };
-  int64_t pieces = 0;
-  while (pos < f.size()) {
+  while (pos < size) {
     const uint64_t tag = varint();
     uint64_t skip = 0;
     switch (tag & 7) {
       case 0: varint(); break;
       case 1: skip = 8; break;
-      case 2: skip = varint(); pieces += (tag >> 3) == 1; break;
+      case 2: skip = varint(); break;
       case 5: skip = 4; break;
-      default: CLLM_FAIL(path << ": not a sentencepiece model (protobuf wire type " << (tag & 7) << " at byte " << pos << ")");
+      default: CLLM_FAIL(where << ": not a sentencepiece model (protobuf wire type " << (tag & 7) << " at byte " << pos << ")");
     }
-    CLLM_CHECK(skip <= f.size() - pos, path << ": truncated protobuf field at byte " << pos);
+    CLLM_CHECK(skip <= size - pos, where << ": truncated protobuf field at byte " << pos);
+    on_field(tag >> 3, static_cast<int>(tag & 7), p + pos, static_cast<size_t>(skip));
     pos += skip;
   }
+}
+
+// A sentencepiece precompiled_charsmap (NormalizerSpec field 2): u32 trie size, a Darts double-array
+// trie of that many bytes, then NUL-terminated replacement strings. sentencepiece trusts it and reads
+// out of bounds on a damaged one, so every trie node reachable from the root must keep its children
+// (256 units from base) and its leaf values (string offsets, each with a NUL after it) in bounds.
+void check_precompiled_charsmap(const uint8_t* blob, size_t size, const std::string& where) {
+  if (size == 0) return;  // no normaliser
+  CLLM_CHECK(size >= 4, where << ": precompiled_charsmap of " << size << " bytes is shorter than its header");
+  uint32_t trie_bytes = 0;
+  std::memcpy(&trie_bytes, blob, 4);
+  CLLM_CHECK(trie_bytes >= 4 && trie_bytes % 4 == 0 && trie_bytes <= size - 4,
+             where << ": precompiled_charsmap trie of " << trie_bytes << " bytes does not fit its " << size << " bytes");
+  const size_t units = trie_bytes / 4;
+  const uint8_t* strings = blob + 4 + trie_bytes;
+  const size_t strings_size = size - 4 - trie_bytes;
+  auto unit = [&](size_t i) {
+    uint32_t u = 0;
+    std::memcpy(&u, blob + 4 + 4 * i, 4);
+    return u;
+  };
+  // Darts-clone's unit layout: offset in bits 10.. (shifted by 8 more when bit 9 is set), leaf flag
+  // bit 8, label in bits 0..7 and 31, value in bits 0..30 of a leaf unit.
+  auto base_of = [&](size_t i) { const uint32_t u = unit(i); return i ^ ((u >> 10) << ((u & (1u << 9)) >> 6)); };
+  std::vector<bool> seen(units, false);
+  std::vector<size_t> todo = {0};
+  seen[0] = true;
+  while (!todo.empty()) {
+    const size_t node = todo.back();
+    todo.pop_back();
+    const size_t base = base_of(node);
+    CLLM_CHECK((base | 0xFF) < units, where << ": precompiled_charsmap trie node " << node << " points past the trie");
+    if (unit(node) & (1u << 8)) {  // has a leaf: its value is at base
+      const uint32_t value = unit(base) & 0x7FFFFFFFu;
+      CLLM_CHECK(value < strings_size && std::memchr(strings + value, 0, strings_size - value) != nullptr,
+                 where << ": precompiled_charsmap trie value " << value << " is outside its " << strings_size
+                       << " bytes of strings");
+    }
+    for (uint32_t c = 1; c < 256; ++c) {  // children: the units whose label is their byte
+      const size_t child = base ^ c;
+      if ((unit(child) & ((1u << 31) | 0xFFu)) == c && !seen[child]) {
+        seen[child] = true;
+        todo.push_back(child);
+      }
+    }
+  }
+}
+
+// Number of pieces in a sentencepiece ModelProto (top-level field 1, repeated SentencePiece), after
+// checking its normaliser tables (fields 3 and 5, NormalizerSpec: field 2 the precompiled charsmap).
+int64_t count_spm_pieces(const std::string& path) {
+  const MappedFile f(path);
+  int64_t pieces = 0;
+  walk_protobuf(f.data(), f.size(), path, [&](uint64_t field, int wire, const uint8_t* p, size_t n) {
+    if (wire != 2) return;
+    if (field == 1) ++pieces;
+    if (field == 3 || field == 5) {
+      const std::string spec = path + (field == 3 ? ": normalizer_spec" : ": denormalizer_spec");
+      walk_protobuf(p, n, spec, [&](uint64_t f2, int w2, const uint8_t* q, size_t m) {
+        if (f2 == 2 && w2 == 2) check_precompiled_charsmap(q, m, spec);
+      });
+    }
+  });
   return pieces;
 }
 

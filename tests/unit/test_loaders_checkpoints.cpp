@@ -385,6 +385,30 @@ TEST(Checkpoints, FifoRefusedWithoutBlocking) {
   expect_error([&] { open_checkpoint(hf.string()); }, {"model.safetensors", "not a regular file"});
 }
 
+// A tokenizer.model whose normaliser table is damaged is refused naming it; sentencepiece itself
+// would read out of bounds. The protobuf field appended here (normalizer_spec { precompiled_charsmap })
+// overrides the file's own, as a parser merges repeated messages.
+TEST(HfCheckpoint, DamagedSentencepieceCharsmapRefused) {
+  const fs::path d = temp_dir() / "spm_charsmap";
+  fs::create_directories(d);
+  write_hf(tiny_model(), d);
+  fs::remove(d / "tokenizer.json");
+  std::ifstream in(std::string(CLLM_SOURCE_DIR) + "/tests/fixtures/tokenizer/tiny_sp.model", std::ios::binary);
+  const std::string model((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(model.empty());
+  // Its own tables pass: what stops this checkpoint is the vocabulary size (1000 pieces, 64 rows).
+  write_file(d / "tokenizer.model", model);
+  expect_error([&] { open_checkpoint(d.string()); }, {"1000 tokens"});
+  const std::vector<std::string> bad_tries = {
+      std::string("\0\0\0\0abc", 7),                                    // a trie of 0 bytes
+      std::string("\x08\0\0\0\xff\xff\xff\xff\xff\xff\xff\xff", 12)};  // its root points far away
+  for (const std::string& charsmap : bad_tries) {
+    const std::string normalizer = std::string("\x12") + static_cast<char>(charsmap.size()) + charsmap;  // field 2
+    write_file(d / "tokenizer.model", model + "\x1a" + static_cast<char>(normalizer.size()) + normalizer);  // field 3
+    expect_error([&] { open_checkpoint(d.string()); }, {"tokenizer.model", "normalizer_spec", "precompiled_charsmap"});
+  }
+}
+
 // One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values
 // here: multiples of 1/64); other weights of the same shape fingerprint differently, tensor by tensor.
 TEST(Checkpoints, TensorFingerprintNamesTheCheckpoint) {
