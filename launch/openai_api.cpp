@@ -49,16 +49,22 @@ bool bool_field(const json& v, const std::string& key) {
 }
 
 void parse_prompt(const json& v, const std::string& key, ApiRequest& r) {
+  auto wrong_shape = [&] {
+    bad(key, key + " must be a string, a one-string array, an array of token ids or a one-array batch of them "
+                   "(batched prompts are not supported)");
+  };
   if (v.is_string()) {
     r.prompt = v.get<std::string>();
   } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {
     r.prompt = v[0].get<std::string>();
   } else if (v.is_array() && !v.empty() && (v[0].is_number_integer() || (v.size() == 1 && v[0].is_array()))) {
     // Token ids, or a batch of one id list ([[ids]], as lm-evaluation-harness sends them).
-    for (const json& t : v[0].is_array() ? v[0] : v) r.prompt_ids.push_back(int_field(t, key, 0, INT32_MAX));
+    for (const json& t : v[0].is_array() ? v[0] : v) {
+      if (t.is_array() || t.is_string()) wrong_shape();
+      r.prompt_ids.push_back(int_field(t, key, 0, INT32_MAX));
+    }
   } else {
-    bad(key, key + " must be a string, a one-string array, an array of token ids or a one-array batch of them "
-                   "(batched prompts are not supported)");
+    wrong_shape();
   }
   if (r.prompt.empty() && r.prompt_ids.empty()) bad(key, key + " is empty");
 }
@@ -72,7 +78,7 @@ void parse_messages(const json& v, const std::string& key, ApiRequest& r) {
       bad(p, p + " must be an object with a string role and a content");
     const std::string role = m["role"].get<std::string>();
     const std::string canonical = canonical_chat_role(role);
-    if (canonical.empty()) bad(p, p + ".role must be system, user or assistant, got '" + role + "'");
+    if (canonical.empty()) bad(p, p + ".role must be system, developer, user or assistant, got '" + role + "'");
     r.messages.push_back({canonical, text_content(m["content"], p + ".content")});
   }
 }
@@ -147,7 +153,8 @@ void neutral_only(const json& v, const std::string& key, ApiRequest&) {
 }
 bool is_one(const json& v) { return v.is_number_integer() && v.get<int64_t>() == 1; }
 bool is_zero(const json& v) { return v.is_number() && v.get<double>() == 0; }
-bool is_false(const json& v) { return v.is_boolean() && !v.get<bool>(); }
+bool is_boolean(const json& v) { return v.is_boolean(); }
+bool is_none_or_auto(const json& v) { return v == "none" || v == "auto"; }
 bool is_empty_object(const json& v) { return v.is_object() && v.empty(); }
 bool is_empty_string(const json& v) { return v.is_string() && v.get<std::string>().empty(); }
 bool is_empty_array(const json& v) { return v.is_array() && v.empty(); }
@@ -214,7 +221,9 @@ const Field kFields[] = {
     {"best_of", Endpoint::Both, true, neutral_only<is_one>},
     {"frequency_penalty", Endpoint::Both, true, neutral_only<is_zero>},
     {"presence_penalty", Endpoint::Both, true, neutral_only<is_zero>},
-    {"parallel_tool_calls", Endpoint::Both, true, neutral_only<is_false>},
+    // Without tools (only [] is accepted) every value of these is neutral.
+    {"parallel_tool_calls", Endpoint::Both, true, neutral_only<is_boolean>},
+    {"tool_choice", Endpoint::Both, true, neutral_only<is_none_or_auto>},
     {"logit_bias", Endpoint::Both, true, neutral_only<is_empty_object>},
     {"suffix", Endpoint::Both, true, neutral_only<is_empty_string>},
     {"tools", Endpoint::Both, true, neutral_only<is_empty_array>},

@@ -41,7 +41,7 @@ PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::strin
     const std::string mw = where + ": messages[" + std::to_string(k) + "]";
     CLLM_CHECK(ms[k].is_object(), mw << " must be an object with 'role' and 'content'");
     const std::string role = json_string(ms[k], "role", mw), canonical = canonical_chat_role(role);
-    CLLM_CHECK(!canonical.empty(), mw << ": role must be system, user or assistant, got '" << role << "'");
+    CLLM_CHECK(!canonical.empty(), mw << ": role must be system, developer, user or assistant, got '" << role << "'");
     p.messages.push_back({canonical, json_string(ms[k], "content", mw)});
   }
   return p;

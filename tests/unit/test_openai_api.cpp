@@ -90,6 +90,21 @@ TEST(OpenAiParse, MaxCompletionTokensWinsAndStreamOptionsNeedStream) {
                   .include_usage);
 }
 
+// Fields cllm does not implement are accepted at their neutral values only: without tools, any
+// parallel_tool_calls and a tool_choice of "none" or "auto". A prompt nested past one batch level is
+// refused with the shape message, not as a bad integer.
+TEST(OpenAiParse, NeutralToolFieldsAndPromptShapes) {
+  EXPECT_NO_THROW(parse_request(R"({"prompt": "x", "parallel_tool_calls": true, "tool_choice": "none"})", false));
+  EXPECT_NO_THROW(parse_request(R"({"prompt": "x", "parallel_tool_calls": false, "tool_choice": "auto"})", false));
+  EXPECT_NO_THROW(parse_request(R"({"prompt": "x", "tool_choice": null})", false));
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "tool_choice": "required"})").param, "tool_choice");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "parallel_tool_calls": 1})").param, "parallel_tool_calls");
+  for (const char* body : {R"({"prompt": [[["a"]]]})", R"({"prompt": [[[1]]]})", R"({"prompt": [["a"]]})"})
+    EXPECT_NE(std::string(parse_error(body).what()).find("one-array batch"), std::string::npos) << body;
+  EXPECT_NE(std::string(parse_error(R"({"messages": [{"role": "x", "content": "y"}]})", true).what()).find("developer"),
+            std::string::npos);
+}
+
 TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
   const ApiRequest r = parse_request(R"({"prompt": "x", "max_tokens": null, "temperature": null, "stop": null,
                                          "n": null, "user": null})", false);
