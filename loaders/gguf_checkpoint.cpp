@@ -114,6 +114,7 @@ ModelConfig config_from_gguf(const GgufFile& g) {
 
 TokenizerSpec tokenizer_from_gguf(const GgufFile& g, const ModelConfig& c) {
   TokenizerSpec t;
+  t.path = g.filename;
   t.bos_id = c.bos_token_id;
   t.eos_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids[0];
   if (g.find("tokenizer.chat_template")) t.chat_template = g.get_string("tokenizer.chat_template");

@@ -14,7 +14,7 @@ BpeVocab gguf_bpe_vocab(const TokenizerSpec& spec) {
   v.tokens = spec.tokens;
   v.merges = spec.merges;
   CLLM_CHECK(spec.token_types.empty() || spec.token_types.size() == spec.tokens.size(),
-             "GGUF BPE tokenizer: " << spec.token_types.size() << " token types for " << spec.tokens.size() << " tokens");
+             spec.path << ": GGUF BPE tokenizer: " << spec.token_types.size() << " token types for " << spec.tokens.size() << " tokens");
   v.attrs.assign(spec.tokens.size(), TokenAttr::Normal);
   for (size_t id = 0; id < spec.token_types.size(); ++id) {
     switch (spec.token_types[id]) {
@@ -96,7 +96,7 @@ std::unique_ptr<Tokenizer> make_unpadded_tokenizer(const TokenizerSpec& spec) {
   switch (spec.kind) {
     case TokenizerSpec::Kind::SentencePieceModel: return make_sentencepiece_tokenizer(spec);
     case TokenizerSpec::Kind::GgufSpm: return make_gguf_spm_tokenizer(spec);
-    case TokenizerSpec::Kind::GgufBpe: return make_bpe_tokenizer(gguf_bpe_vocab(spec), "GGUF BPE tokenizer");
+    case TokenizerSpec::Kind::GgufBpe: return make_bpe_tokenizer(gguf_bpe_vocab(spec), spec.path + ": GGUF BPE tokenizer");
     case TokenizerSpec::Kind::HfJson: {
       BpeVocab v = load_hf_bpe_vocab(spec.path);
       if (v.spm.on && !spec.spm_prepend.empty()) {  // as transformers' LlamaTokenizer rebuilds it

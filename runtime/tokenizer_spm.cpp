@@ -7,6 +7,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include <cctype>
 #include <queue>
 #include <unordered_map>
 
@@ -24,7 +25,9 @@ constexpr std::string_view kUnkSurface = " \xE2\x81\x87 ";     // sentencepiece'
 
 // "<0x41>" -> 0x41; -1 when the piece is not a byte piece.
 int parse_byte_piece(const std::string& p) {
-  if (p.size() != 6 || p.compare(0, 3, "<0x") != 0 || p[5] != '>') return -1;
+  if (p.size() != 6 || p.compare(0, 3, "<0x") != 0 || p[5] != '>' || !std::isxdigit(static_cast<unsigned char>(p[3])) ||
+      !std::isxdigit(static_cast<unsigned char>(p[4])))
+    return -1;
   return static_cast<int>(std::stoul(p.substr(3, 2), nullptr, 16));
 }
 
@@ -50,7 +53,9 @@ class SentencePieceTokenizer : public SpmBase {
       } else if (sp_.IsUnknown(id)) {
         bytes_[id] = kUnkSurface;
       } else if (sp_.IsByte(id)) {
-        bytes_[id] = std::string(1, static_cast<char>(parse_byte_piece(piece)));
+        const int b = parse_byte_piece(piece);
+        CLLM_CHECK(b >= 0, spec.path << ": byte piece " << id << " '" << piece << "' is not <0xNN>");
+        bytes_[id] = std::string(1, static_cast<char>(b));
       } else {
         bytes_[id] = replace_all(piece, kSpace, " ");
       }
@@ -93,7 +98,7 @@ class GgufSpmTokenizer : public SpmBase {
   GgufSpmTokenizer(const TokenizerSpec& spec, bool add_space_prefix) : add_space_prefix_(add_space_prefix) {
     const size_t n = spec.tokens.size();
     CLLM_CHECK(n > 0 && spec.scores.size() == n && spec.token_types.size() == n,
-               "GGUF SPM tokenizer: " << n << " tokens, " << spec.scores.size() << " scores, "
+               spec.path << ": GGUF SPM tokenizer: " << n << " tokens, " << spec.scores.size() << " scores, "
                                       << spec.token_types.size() << " token types (must match)");
     scores_ = spec.scores;
     bytes_.resize(n);
@@ -109,7 +114,7 @@ class GgufSpmTokenizer : public SpmBase {
         case 5: break;
         case 6: {
           int b = parse_byte_piece(t);
-          CLLM_CHECK(b >= 0, "GGUF SPM tokenizer: byte token " << id << " '" << t << "' is not <0xNN>");
+          CLLM_CHECK(b >= 0, spec.path << ": GGUF SPM tokenizer: byte token " << id << " '" << t << "' is not <0xNN>");
           bytes_[id] = std::string(1, static_cast<char>(b));
           byte_id_[b] = static_cast<int32_t>(id);
           break;
