@@ -194,8 +194,8 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
       SequenceSpec one_token = spec;
       one_token.gen.max_new_tokens = 1;
       const bool prompt_fits = engine.check(one_token).empty();
-      for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, "max_tokens");
-      throw ApiError(400, why, prompt_fits ? "max_tokens" : "prompt", "context_length_exceeded");
+      for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, r.max_tokens_field);
+      throw ApiError(400, why, prompt_fits ? r.max_tokens_field : "prompt", "context_length_exceeded");
     }
   } catch (const ApiError& e) {
     return error(res, e.status, e.what(), e.code, e.param);

@@ -57,15 +57,17 @@ std::string context_limit_error(const ModelConfig& cfg, int64_t prompt_tokens, i
                                 int64_t kv_capacity) {
   const std::string sum = "prompt (" + std::to_string(prompt_tokens) + " tokens) + max_new_tokens (" +
                           std::to_string(max_new_tokens) + ")";
+  const int64_t rows = kv_rows_needed(prompt_tokens, max_new_tokens, block);
+  const bool over_kv = kv_capacity > 0 && rows > kv_capacity;
+  const std::string kv = sum + " + block (" + std::to_string(block) + ") = " + std::to_string(rows) +
+                         " KV rows, over the KV capacity of " + std::to_string(kv_capacity) + " rows per sequence";
+  // A KV capacity below the model's positions (a server's --max-context) is the limit to name.
+  if (over_kv && kv_capacity < cfg.max_position_embeddings) return kv;
   const int64_t positions = prompt_tokens + max_new_tokens;
   if (positions > cfg.max_position_embeddings)
     return sum + " = " + std::to_string(positions) + " positions, beyond the model's " +
            std::to_string(cfg.max_position_embeddings) + " (max_position_embeddings)";
-  const int64_t rows = kv_rows_needed(prompt_tokens, max_new_tokens, block);
-  if (kv_capacity > 0 && rows > kv_capacity)
-    return sum + " + block (" + std::to_string(block) + ") = " + std::to_string(rows) +
-           " KV rows, over the KV capacity of " + std::to_string(kv_capacity) + " rows per sequence";
-  return "";
+  return over_kv ? kv : "";
 }
 
 GenerateResult generate_ar(BlockPredictor& model, const std::vector<int32_t>& prompt,

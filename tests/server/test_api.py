@@ -236,3 +236,13 @@ def test_context_errors_name_the_field_that_overflows(base_url, auth):
     r = requests.post(f"{base_url}/v1/completions", json={"prompt": "word " * 2100, "max_tokens": 1}, headers=auth,
                       timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+
+
+def test_prompt_past_the_model_positions_names_the_kv_capacity(base_url, auth):
+    # A prompt longer than the model's positions (8192) is still refused against the smaller limit
+    # the server holds (its KV rows per sequence), the one a request can meet.
+    r = requests.post(f"{base_url}/v1/completions", json={"prompt": "word " * 9000, "max_tokens": 1}, headers=auth,
+                      timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "prompt" and "KV capacity of 2048" in err["message"], err
