@@ -154,6 +154,17 @@ std::vector<json> single_templates(const json& tj) {
 // Whether tokenizer.json's post-processor puts a special token first in single-sequence mode.
 // One after the text (an appended EOS) is refused: cllm's prompts end in their last text token.
 bool post_processor_adds_bos(const json& tj, const std::string& source) {
+  // BertProcessing / RobertaProcessing add CLS and SEP around the text: not a decoder's prompt.
+  const json pp = tj.value("post_processor", json());
+  const auto check_kind = [&](const json& p) {
+    const std::string type = p.is_object() ? p.value("type", std::string()) : std::string();
+    CLLM_CHECK(p.is_null() || type == "TemplateProcessing" || type == "ByteLevel" || type == "Sequence",
+               source << ": post_processor '" << type << "' is not supported (TemplateProcessing, ByteLevel or a "
+                                                             "Sequence of them)");
+  };
+  check_kind(pp);
+  if (pp.is_object() && pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array())
+    for (const auto& p : pp["processors"]) check_kind(p);
   bool bos = false;
   for (const json& single : single_templates(tj)) {
     bool text_seen = false;

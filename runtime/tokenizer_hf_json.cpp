@@ -102,6 +102,15 @@ BpeVocab load_hf_bpe_vocab(const std::string& path) {
     const json& model = j.at("model");
     CLLM_CHECK(model.value("type", "BPE") == "BPE",
                path << ": model type '" << model.value("type", "") << "' is not supported (byte-level BPE only)");
+    // BPE settings whose effect cllm does not reproduce: refused unless at their neutral values.
+    auto neutral = [&](const char* key, const json& ok) {
+      CLLM_CHECK(!model.contains(key) || model[key].is_null() || model[key] == ok,
+                 path << ": model." << key << " = " << model[key].dump() << " is not supported (only " << ok.dump()
+                      << " or null)");
+    };
+    neutral("dropout", 0.0);
+    neutral("continuing_subword_prefix", "");
+    neutral("end_of_word_suffix", "");
     BpeVocab v;
     v.spm.on = model.value("byte_fallback", false);
     if (v.spm.on) {
@@ -131,13 +140,19 @@ BpeVocab load_hf_bpe_vocab(const std::string& path) {
       t.content = a.at("content").get<std::string>();
       t.lstrip = a.value("lstrip", false);
       t.rstrip = a.value("rstrip", false);
+      CLLM_CHECK(!a.value("single_word", false),
+                 path << ": added token '" << t.content << "' has single_word = true, which is not supported");
       place(t.id, t.content, a.value("special", false) ? TokenAttr::Control : TokenAttr::UserDefined);
       v.added.push_back(std::move(t));
     }
     for (size_t id = 0; id < v.tokens.size(); ++id) {
       CLLM_CHECK(v.attrs[id] != TokenAttr::Unused || !v.tokens[id].empty(), path << ": token id " << id << " is missing");
     }
-    for (const json& m : model.at("merges")) {
+    const json& merges = model.at("merges");
+    CLLM_CHECK(merges.is_array(), path << ": model.merges must be a list of \"left right\" strings or [left, right] pairs");
+    for (const json& m : merges) {
+      CLLM_CHECK(m.is_string() || (m.is_array() && m.size() == 2),
+                 path << ": merge " << m.dump() << " is not a \"left right\" string or a [left, right] pair");
       v.merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
     }
     v.ignore_merges = model.value("ignore_merges", false);

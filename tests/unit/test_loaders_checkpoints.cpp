@@ -409,6 +409,20 @@ TEST(HfCheckpoint, DamagedSentencepieceCharsmapRefused) {
   }
 }
 
+// A BERT-style post-processor (CLS / SEP around the text) is refused, not silently dropped.
+TEST(HfCheckpoint, BertPostProcessorRefused) {
+  const fs::path d = temp_dir() / "bert_pp";
+  fs::create_directories(d);
+  write_hf(tiny_model(), d);
+  write_tokenizer_json(d, 64);
+  nlohmann::json tj = nlohmann::json::parse(std::ifstream(d / "tokenizer.json"));
+  for (const char* type : {"BertProcessing", "RobertaProcessing"}) {
+    tj["post_processor"] = {{"type", type}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 1}}};
+    std::ofstream(d / "tokenizer.json") << tj.dump();
+    expect_error([&] { open_checkpoint(d.string()); }, {"tokenizer.json", std::string("post_processor '") + type + "'"});
+  }
+}
+
 // One checkpoint fingerprints alike whatever its format (HF f32/bf16 and GGUF hold the same values
 // here: multiples of 1/64); other weights of the same shape fingerprint differently, tensor by tensor.
 TEST(Checkpoints, TensorFingerprintNamesTheCheckpoint) {

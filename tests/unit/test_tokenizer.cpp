@@ -205,6 +205,26 @@ TEST(TokenizerHfJson, RefusesWhatItCannotReproduce) {
   std::ofstream(dir / "bad2.json") << j.dump();
   expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad2.json").string())); }, "unsupported Split regex");
   expect_error([&] { make_tokenizer(hf_json_spec((dir / "absent.json").string())); }, "cannot open");
+  // BPE settings whose effect is not reproduced are refused unless neutral (null and "" / 0 pass).
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> refused = {
+      {[](json& t) { t["model"]["dropout"] = 0.1; }, "model.dropout = 0.1"},
+      {[](json& t) { t["model"]["continuing_subword_prefix"] = "##"; }, "model.continuing_subword_prefix"},
+      {[](json& t) { t["model"]["end_of_word_suffix"] = "</w>"; }, "model.end_of_word_suffix"},
+      {[](json& t) { t["added_tokens"][0]["single_word"] = true; }, "single_word = true"},
+      {[](json& t) { t["model"]["merges"] = "a b"; }, "model.merges must be a list"},
+      {[](json& t) { t["model"]["merges"][0] = json::array({"a", "b", "c"}); }, "is not a \"left right\" string"},
+  };
+  for (const auto& [change, needle] : refused) {
+    j = read_json("gpt2_tiny.json");
+    change(j);
+    std::ofstream(dir / "bad3.json") << j.dump();
+    expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad3.json").string())); }, needle);
+  }
+  j = read_json("gpt2_tiny.json");
+  j["model"]["dropout"] = nullptr;
+  j["model"]["continuing_subword_prefix"] = "";
+  std::ofstream(dir / "ok.json") << j.dump();
+  EXPECT_NO_THROW(make_tokenizer(hf_json_spec((dir / "ok.json").string())));
   fs::remove_all(dir);
 
   TokenizerSpec spec = smollm2_spec();
