@@ -85,8 +85,11 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   if (scaling == "none" && g.find(key("rope.scale_linear"))) scaling = "linear";  // pre-2024 key
   if (scaling == "linear") {
     c.rope_scaling.type = "linear";
-    c.rope_scaling.factor = static_cast<float>(
-        g.find(key("rope.scaling.factor")) ? g.get_float(key("rope.scaling.factor")) : g.get_float(key("rope.scale_linear")));
+    const bool factor = g.find(key("rope.scaling.factor")) != nullptr;
+    CLLM_CHECK(factor || g.find(key("rope.scale_linear")), g.filename << ": llama.rope.scaling.type is linear but "
+                                                                       << key("rope.scaling.factor") << " is missing");
+    c.rope_scaling.factor =
+        static_cast<float>(factor ? g.get_float(key("rope.scaling.factor")) : g.get_float(key("rope.scale_linear")));
   } else {
     CLLM_CHECK(scaling == "none", g.filename << ": llama.rope.scaling.type '" << scaling
                                              << "' is not supported (accepted: none, linear)");

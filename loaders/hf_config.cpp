@@ -242,9 +242,12 @@ void merge_generation_config(ModelConfig& cfg, const std::string& json_text, con
 ModelConfig load_hf_config(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   ModelConfig cfg = parse_hf_config(read_text_file(path), path);
-  const std::string gen = (std::filesystem::path(dir) / "generation_config.json").string();
-  if (std::filesystem::exists(gen)) merge_generation_config(cfg, read_text_file(gen), gen);
   validate(cfg, path);
+  const std::string gen = (std::filesystem::path(dir) / "generation_config.json").string();
+  if (std::filesystem::exists(gen)) {
+    merge_generation_config(cfg, read_text_file(gen), gen);
+    validate(cfg, gen);  // what generation_config.json added is blamed on it
+  }
   return cfg;
 }
 
