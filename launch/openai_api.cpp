@@ -375,6 +375,7 @@ std::string chunk_event(const ApiRequest& r, const std::string& id, int64_t crea
     choice["text"] = delta.text;
   }
   j["choices"] = json::array({choice});
+  if (r.include_usage) j["usage"] = nullptr;  // as OpenAI: null in every chunk, the totals in the last
   if (usage) j["cllm"] = cllm_json(*usage);
   return "data: " + dump(j) + "\n\n";
 }

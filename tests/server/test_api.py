@@ -246,3 +246,21 @@ def test_prompt_past_the_model_positions_names_the_kv_capacity(base_url, auth):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "prompt" and "KV capacity of 2048" in err["message"], err
+
+
+def test_stream_usage_is_null_in_every_chunk_but_the_last(base_url, api_key):
+    # OpenAI's shape with stream_options.include_usage: "usage": null in each chunk, the totals in a
+    # last chunk with no choices; without include_usage, no usage key at all.
+    for include in (True, False):
+        body = {"prompt": "One, two,", "max_tokens": 4, "stream": True}
+        if include:
+            body["stream_options"] = {"include_usage": True}
+        out = subprocess.run(["curl", "-sN", f"{base_url}/v1/completions", "-H", f"Authorization: Bearer {api_key}",
+                              "-H", "Content-Type: application/json", "-d", json.dumps(body)],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        chunks = [json.loads(e[6:]) for e in out.split("\n\n") if e and e != "data: [DONE]"]
+        if include:
+            assert all("usage" in c and c["usage"] is None for c in chunks[:-1]), chunks
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 4
+        else:
+            assert all("usage" not in c for c in chunks), chunks
