@@ -4,7 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "launch/json_depth.h"
+#include "launch/json_input.h"
 #include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 #include "runtime/scheduler.h"
@@ -242,7 +242,7 @@ const Field* find_field(const std::string& key, bool chat) {
 json parse_body(const std::string& body) {
   json j;
   try {
-    j = cli::parse_json_with_depth_limit(body);  // rejects invalid UTF-8 inside strings
+    j = cli::parse_untrusted_json(body);  // rejects invalid UTF-8 inside strings
   } catch (const json::exception& e) {
     bad("", std::string("the body is not valid JSON: ") + e.what());
   } catch (const std::invalid_argument& e) {

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
-#include "launch/json_depth.h"
+#include "launch/json_input.h"
 #include "runtime/chat_template.h"
 #include "runtime/unicode_text.h"
 
@@ -21,7 +21,7 @@ std::string json_string(const nlohmann::json& j, const char* key, const std::str
 PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::string& where) {
   nlohmann::json j;
   try {
-    j = parse_json_with_depth_limit(line);
+    j = parse_untrusted_json(line);
   } catch (const nlohmann::json::exception& e) {
     CLLM_FAIL(where << ": not valid JSON: " << e.what());
   } catch (const std::invalid_argument& e) {

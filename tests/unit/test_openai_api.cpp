@@ -75,6 +75,9 @@ TEST(OpenAiParse, DeeplyNestedBodiesAreRefused) {
   }
   EXPECT_NE(std::string(parse_error(nested("stop", 63)).what()).find("stop"), std::string::npos);  // parsed, then refused as a stop
   EXPECT_THROW(parse_body("[1]"), ApiError);  // not an object
+  // A NUL byte ends nlohmann's input: what follows it would be ignored, so the body is refused.
+  const ApiError nul = parse_error(std::string("{\"prompt\": \"x\"}\0garbage", 24));
+  EXPECT_NE(std::string(nul.what()).find("NUL byte at offset 15"), std::string::npos) << nul.what();
 }
 
 // max_completion_tokens (OpenAI's newer name) wins over max_tokens in either order, and errors name
