@@ -106,7 +106,7 @@ class GgufSpmTokenizer : public SpmBase {
     std::vector<AddedToken> added;
     for (size_t id = 0; id < n; ++id) {
       const std::string& t = spec.tokens[id];
-      ids_.emplace(t, static_cast<int32_t>(id));
+      ids_[t] = static_cast<int32_t>(id);  // a string listed twice means its last id, as llama.cpp reads it
       switch (spec.token_types[id]) {
         case 2: bytes_[id] = kUnkSurface; unk_ = static_cast<int32_t>(id); break;
         case 3: added.push_back({static_cast<int32_t>(id), t}); break;

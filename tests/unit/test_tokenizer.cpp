@@ -350,6 +350,9 @@ TEST(TokenizerGgufSpm, HighestScoreMergesFirstWithByteFallback) {
   EXPECT_EQ(tok->encode("a<s>a", false), (std::vector<int32_t>{sp_a, bos, a}));
   EXPECT_EQ(tok->decode({bos, sp_a, bc, sp, c}), "abc c");
   EXPECT_EQ(stream_all(*tok, {bos, sp_a, bc, sp, 3 + 0xC3, 3 + 0xA9}), "abc é");
+  // A string listed twice stands for its last id, as llama.cpp builds its token-to-id map.
+  const int32_t ab_again = add("ab", -3, 1);
+  EXPECT_EQ(make_tokenizer(spec)->encode("ab", false), (std::vector<int32_t>{sp, ab_again}));
   EXPECT_EQ(tok->encode("ba", false), (std::vector<int32_t>{sp, b, a}));
 }
 
