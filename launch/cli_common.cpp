@@ -135,9 +135,6 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   else
     m.checkpoint = open_checkpoint(path);
   if (comm.size() > 1) agree_on_config(*m.checkpoint, comm);  // before the collective load
-  CLLM_CHECK(!lead || m.checkpoint->tokenizer().kind != TokenizerSpec::Kind::None,
-             m.checkpoint->source() << ": the checkpoint has no tokenizer (no tokenizer.json, tokenizer.model or GGUF "
-                                       "vocabulary)");
   if (lead) m.tokenizer = make_tokenizer(m.checkpoint->tokenizer(), m.checkpoint->config().vocab_size);
   if (lead && !m.checkpoint->tokenizer().note.empty())
     std::fprintf(stderr, "tokenizer: %s\n", m.checkpoint->tokenizer().note.c_str());

@@ -20,7 +20,7 @@
 namespace cllm::cli {
 namespace {
 
-// Throws when export_tokenizer cannot write this kind, before anything is written.
+// Throws when export_tokenizer cannot write this kind; write_hf_dir calls it before writing anything.
 void check_tokenizer_exportable(const TokenizerSpec& spec) {
   if (spec.kind == TokenizerSpec::Kind::GgufSpm)
     CLLM_FAIL("exporting a GGUF sentencepiece vocabulary to tokenizer.model is not supported; "
@@ -30,7 +30,6 @@ void check_tokenizer_exportable(const TokenizerSpec& spec) {
 
 void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
   namespace fs = std::filesystem;
-  check_tokenizer_exportable(spec);
   switch (spec.kind) {
     case TokenizerSpec::Kind::GgufBpe:
       write_hf_tokenizer_json(spec, out + "/tokenizer.json");
@@ -45,7 +44,7 @@ void export_tokenizer(const TokenizerSpec& spec, const std::string& out) {
     }
     case TokenizerSpec::Kind::GgufSpm:
     case TokenizerSpec::Kind::None:
-      break;  // refused by check_tokenizer_exportable
+      break;  // refused by check_tokenizer_exportable before any file is written
   }
 }
 

@@ -255,7 +255,6 @@ json parse_body(const std::string& body) {
 ApiRequest parse_request(const std::string& body, bool chat) { return parse_request_object(parse_body(body), chat); }
 
 ApiRequest parse_request_object(const json& j, bool chat) {
-  if (!j.is_object()) bad("", "the body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
   for (const auto& [key, v] : j.items()) {

@@ -18,7 +18,8 @@ namespace cllm {
 struct TokenizerSpec {
   enum class Kind { None, SentencePieceModel, HfJson, GgufBpe, GgufSpm };
   Kind kind = Kind::None;
-  std::string path;                 // tokenizer.model / tokenizer.json (file kinds); the .gguf (GGUF kinds, messages)
+  std::string path;                 // tokenizer.model / tokenizer.json (file kinds); for messages: the .gguf (GGUF
+                                    // kinds), the directory that has no tokenizer (None, HF)
   std::string pre;                  // GGUF pre-tokenizer name: "smollm", "llama-bpe", "gpt2", ...
   std::vector<std::string> tokens;  // GGUF kinds: id -> token text
   std::vector<std::string> merges;  // GgufBpe: "a b" ranked by order

@@ -16,9 +16,11 @@ void check_tensors(const CheckpointReader& r, const ModelConfig& cfg, int64_t to
   CLLM_CHECK(r.has_tensor(last), r.source() << ": num_hidden_layers is " << cfg.num_layers
                                             << ", but the checkpoint has no tensor '" << last << "'");
   const TensorManifest manifest = make_tensor_manifest(cfg);
-  for (const TensorSpec* t : manifest.all()) check_shape(r, *t);
   std::unordered_set<std::string> used;
-  for (const TensorSpec* t : manifest.all()) used.insert(t->name);
+  for (const TensorSpec* t : manifest.all()) {
+    check_shape(r, *t);
+    used.insert(t->name);
+  }
   std::sort(held.begin(), held.end(), [](const HeldTensor& a, const HeldTensor& b) { return a.file_name < b.file_name; });
   const std::string ignored = ".rotary_emb.inv_freq";  // a buffer transformers recomputes (older LLaMA files)
   for (const HeldTensor& t : held) {

@@ -83,12 +83,13 @@ void check_precompiled_charsmap(const uint8_t* blob, size_t size, const std::str
   // Darts-clone's unit layout: offset in bits 10.. (shifted by 8 more when bit 9 is set), leaf flag
   // bit 8, label in bits 0..7 and 31, value in bits 0..30 of a leaf unit.
   auto base_of = [&](size_t i) { const uint32_t u = unit(i); return i ^ ((u >> 10) << ((u & (1u << 9)) >> 6)); };
+  // Depth-first over the nodes reachable from the root (unit 0), each once.
   std::vector<bool> seen(units, false);
-  std::vector<size_t> todo = {0};
+  std::vector<size_t> unvisited = {0};
   seen[0] = true;
-  while (!todo.empty()) {
-    const size_t node = todo.back();
-    todo.pop_back();
+  while (!unvisited.empty()) {
+    const size_t node = unvisited.back();
+    unvisited.pop_back();
     const size_t base = base_of(node);
     CLLM_CHECK((base | 0xFF) < units, where << ": precompiled_charsmap trie node " << node << " points past the trie");
     if (unit(node) & (1u << 8)) {  // has a leaf: its value is at base
@@ -101,7 +102,7 @@ void check_precompiled_charsmap(const uint8_t* blob, size_t size, const std::str
       const size_t child = base ^ c;
       if ((unit(child) & ((1u << 31) | 0xFFu)) == c && !seen[child]) {
         seen[child] = true;
-        todo.push_back(child);
+        unvisited.push_back(child);
       }
     }
   }
@@ -135,19 +136,23 @@ std::string special_token_text(const json& cfg, const char* key, const std::stri
   return v["content"].get<std::string>();
 }
 
-// The single-sequence templates of tokenizer.json's TemplateProcessing post-processors (one, or
-// those inside a Sequence): e.g. [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}].
+// tokenizer.json's post-processors: the one named, or those inside a Sequence.
+std::vector<json> post_processors(const json& tj) {
+  const json pp = tj.value("post_processor", json());
+  if (pp.is_object() && pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array())
+    return pp["processors"].get<std::vector<json>>();
+  return {pp};
+}
+
+// The single-sequence templates of tokenizer.json's TemplateProcessing post-processors:
+// e.g. [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}].
 std::vector<json> single_templates(const json& tj) {
   std::vector<json> out;
-  const auto add = [&](const json& pp) {
-    if (!pp.is_object() || pp.value("type", "") != "TemplateProcessing") return;
+  for (const json& pp : post_processors(tj)) {
+    if (!pp.is_object() || pp.value("type", "") != "TemplateProcessing") continue;
     const json single = pp.value("single", json::array());
     if (single.is_array()) out.push_back(single);
-  };
-  const json pp = tj.value("post_processor", json());
-  add(pp);
-  if (pp.is_object() && pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array())
-    for (const auto& p : pp["processors"]) add(p);
+  }
   return out;
 }
 
@@ -155,16 +160,12 @@ std::vector<json> single_templates(const json& tj) {
 // One after the text (an appended EOS) is refused: cllm's prompts end in their last text token.
 bool post_processor_adds_bos(const json& tj, const std::string& source) {
   // BertProcessing / RobertaProcessing add CLS and SEP around the text: not a decoder's prompt.
-  const json pp = tj.value("post_processor", json());
-  const auto check_kind = [&](const json& p) {
+  for (const json& p : post_processors(tj)) {
     const std::string type = p.is_object() ? p.value("type", std::string()) : std::string();
     CLLM_CHECK(p.is_null() || type == "TemplateProcessing" || type == "ByteLevel" || type == "Sequence",
                source << ": post_processor '" << type << "' is not supported (TemplateProcessing, ByteLevel or a "
                                                              "Sequence of them)");
-  };
-  check_kind(pp);
-  if (pp.is_object() && pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array())
-    for (const auto& p : pp["processors"]) check_kind(p);
+  }
   bool bos = false;
   for (const json& single : single_templates(tj)) {
     bool text_seen = false;
@@ -212,6 +213,8 @@ TokenizerSpec load_tokenizer(const fs::path& dir, const ModelConfig& cfg, int64_
     t.path = spm_path.string();
     *vocab = count_spm_pieces(t.path);
     default_add_bos = true;  // LlamaTokenizer's default
+  } else {
+    t.path = dir.string();  // no tokenizer (Kind::None): make_tokenizer's refusal names the directory
   }
   t.add_bos = default_add_bos;
 

@@ -80,18 +80,6 @@ class PaddedVocabTokenizer final : public Tokenizer {
   int model_vocab_;
 };
 
-std::unique_ptr<Tokenizer> make_unpadded_tokenizer(const TokenizerSpec& spec);
-
-}  // namespace
-
-std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec, int model_vocab) {
-  std::unique_ptr<Tokenizer> tok = make_unpadded_tokenizer(spec);
-  if (model_vocab > tok->vocab_size()) return std::make_unique<PaddedVocabTokenizer>(std::move(tok), model_vocab);
-  return tok;
-}
-
-namespace {
-
 std::unique_ptr<Tokenizer> make_unpadded_tokenizer(const TokenizerSpec& spec) {
   switch (spec.kind) {
     case TokenizerSpec::Kind::SentencePieceModel: return make_sentencepiece_tokenizer(spec);
@@ -110,10 +98,17 @@ std::unique_ptr<Tokenizer> make_unpadded_tokenizer(const TokenizerSpec& spec) {
     }
     case TokenizerSpec::Kind::None: break;
   }
-  CLLM_FAIL("checkpoint has no tokenizer (no tokenizer.model, tokenizer.json or GGUF vocab)");
+  CLLM_FAIL((spec.path.empty() ? "" : spec.path + ": ")
+            << "the checkpoint has no tokenizer (no tokenizer.model, tokenizer.json or GGUF vocab)");
 }
 
 }  // namespace
+
+std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerSpec& spec, int model_vocab) {
+  std::unique_ptr<Tokenizer> tok = make_unpadded_tokenizer(spec);
+  if (model_vocab > tok->vocab_size()) return std::make_unique<PaddedVocabTokenizer>(std::move(tok), model_vocab);
+  return tok;
+}
 
 std::string StreamDecoder::push(int32_t id) {
   std::string bytes = tok_.token_bytes(id);
