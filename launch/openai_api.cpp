@@ -74,12 +74,19 @@ void parse_messages(const json& v, const std::string& key, ApiRequest& r) {
   for (size_t i = 0; i < v.size(); ++i) {
     const std::string p = key + "[" + std::to_string(i) + "]";
     const json& m = v[i];
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
       bad(p, p + " must be an object with a string role and a content");
     const std::string role = m["role"].get<std::string>();
     const std::string canonical = canonical_chat_role(role);
     if (canonical.empty()) bad(p, p + ".role must be system, developer, user or assistant, got '" + role + "'");
-    r.messages.push_back({canonical, text_content(m["content"], p + ".content")});
+    // An assistant turn may leave its content out or null (OpenAI's schema: it then carries tool
+    // calls, which the chat template here cannot render); every other turn needs one.
+    const bool no_content = !m.contains("content") || m["content"].is_null();
+    if (canonical == "assistant" && m.contains("tool_calls") && !m["tool_calls"].is_null() &&
+        !(m["tool_calls"].is_array() && m["tool_calls"].empty()))
+      bad(p + ".tool_calls", p + ".tool_calls: tool calls in the conversation are not supported");
+    if (no_content && canonical != "assistant") bad(p + ".content", p + ".content is missing (a " + role + " message needs one)");
+    r.messages.push_back({canonical, no_content ? std::string() : text_content(m["content"], p + ".content")});
   }
 }
 

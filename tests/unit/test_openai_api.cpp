@@ -108,6 +108,22 @@ TEST(OpenAiParse, NeutralToolFieldsAndPromptShapes) {
             std::string::npos);
 }
 
+TEST(OpenAiParse, AssistantTurnsMayLeaveTheirContentOut) {
+  const ApiRequest r = parse_request(R"({"messages": [{"role": "user", "content": "a"},
+      {"role": "assistant", "content": null}, {"role": "assistant"}, {"role": "assistant", "tool_calls": []},
+      {"role": "user", "content": "b"}]})", true);
+  ASSERT_EQ(r.messages.size(), 5u);
+  EXPECT_EQ(r.messages[1].content, "");
+  EXPECT_EQ(r.messages[2].content, "");
+  EXPECT_EQ(parse_error(R"({"messages": [{"role": "user"}]})", true).param, "messages[0].content");
+  EXPECT_EQ(parse_error(R"({"messages": [{"role": "system", "content": null}]})", true).param, "messages[0].content");
+  const ApiError tools = parse_error(R"({"messages": [{"role": "user", "content": "a"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+       "function": {"name": "f", "arguments": "{}"}}]}]})", true);
+  EXPECT_EQ(tools.param, "messages[1].tool_calls");
+  EXPECT_NE(std::string(tools.what()).find("not supported"), std::string::npos);
+}
+
 TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
   const ApiRequest r = parse_request(R"({"prompt": "x", "max_tokens": null, "temperature": null, "stop": null,
                                          "n": null, "user": null})", false);
