@@ -4,6 +4,8 @@
 #pragma once
 #include <hdf5.h>
 
+#include <algorithm>
+
 #include <string>
 
 #include "core/check.h"
@@ -85,15 +87,20 @@ void h5_write_attr(hid_t obj, const char* name, hid_t type, T value) {
   CLLM_H5(H5Awrite(attr, type, &value));
 }
 
-// A variable-length UTF-8 string attribute (h5py reads it as str).
+// A fixed-length UTF-8 string attribute (h5py reads it as bytes). Fixed, not variable-length: a
+// variable-length string lives in the file's global heap, which carries no checksum, and HDF5
+// follows a damaged heap reference wherever it points (a crash, not an error); a fixed string sits in
+// the attribute's own header message, read with the bounds the header gives.
 inline void h5_write_string_attr(hid_t obj, const char* name, const std::string& value) {
   H5Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
-  CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
+  CLLM_H5(H5Tset_size(type, std::max<size_t>(value.size(), 1)));  // HDF5 refuses a 0-byte string type
+  CLLM_H5(H5Tset_strpad(type, H5T_STR_NULLPAD));
   CLLM_H5(H5Tset_cset(type, H5T_CSET_UTF8));
   H5Handle space(CLLM_H5(H5Screate(H5S_SCALAR)), H5Sclose);
   H5Handle attr(CLLM_H5(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
-  const char* p = value.c_str();
-  CLLM_H5(H5Awrite(attr, type, &p));
+  std::string padded = value;
+  padded.resize(std::max<size_t>(value.size(), 1), '\0');
+  CLLM_H5(H5Awrite(attr, type, padded.data()));
 }
 
 // A scalar attribute converted to `type`; `where` names the file/object in messages.
@@ -108,15 +115,28 @@ T h5_read_attr(hid_t obj, const char* name, hid_t type, const std::string& where
   return value;
 }
 
+// A string attribute, fixed-length (what cllm writes) or variable-length (files written before, and
+// by other tools).
 inline std::string h5_read_string_attr(hid_t obj, const char* name, const std::string& where) {
   CLLM_CHECK(H5Aexists(obj, name) > 0, where << ": missing attribute '" << name << "'");
   H5Handle attr(CLLM_H5(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  H5Handle space(CLLM_H5(H5Aget_space(attr)), H5Sclose);
   H5Handle ftype(CLLM_H5(H5Aget_type(attr)), H5Tclose);
-  CLLM_CHECK(H5Tget_class(ftype) == H5T_STRING && H5Tis_variable_str(ftype) > 0,
-             where << ": attribute '" << name << "' is not a variable-length string");
+  CLLM_CHECK(H5Tget_class(ftype) == H5T_STRING && H5Sget_simple_extent_npoints(space) == 1,
+             where << ": attribute '" << name << "' is not a string");
+  if (H5Tis_variable_str(ftype) <= 0) {
+    const size_t size = H5Tget_size(ftype);
+    CLLM_CHECK(size > 0 && size <= (size_t{1} << 30), where << ": attribute '" << name << "' has a string size of "
+                                                             << size << " bytes");
+    std::string s(size, '\0');
+    H5Handle type(CLLM_H5(H5Tcopy(ftype)), H5Tclose);
+    CLLM_H5(H5Aread(attr, type, s.data()));
+    s.resize(std::min(s.size(), s.find('\0')));  // NULLPAD and NULLTERM both end at the first NUL
+    return s;
+  }
   H5Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
   CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
-  CLLM_H5(H5Tset_cset(type, H5T_CSET_UTF8));
+  CLLM_H5(H5Tset_cset(type, H5Tget_cset(ftype)));  // HDF5 converts neither UTF-8 to ASCII nor back
   char* p = nullptr;
   CLLM_H5(H5Aread(attr, type, &p));
   std::string s = p ? p : "";

@@ -317,6 +317,15 @@ class H5Reader final : public CheckpointReader {
     H5E_END_TRY;
     CLLM_CHECK(has_fletcher > 0, where << " has no Fletcher32 checksum (cllm convert writes one on every chunk, "
                                           "so corruption cannot be detected); re-convert it");
+    // Chunks inside the tensor's shape, as cllm convert writes them: HDF5 trusts a chunk shape read
+    // from a damaged header and copies past its buffers.
+    hsize_t chunk[2] = {0, 0};
+    CLLM_CHECK(H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, chunk) == rank,
+               where << " is not stored in chunks of its own rank");
+    for (int i = 0; i < rank; ++i)
+      CLLM_CHECK(chunk[i] >= 1 && chunk[i] <= dims[i], where << ": chunk dimension " << i << " is " << chunk[i]
+                                                         << ", outside 1.." << dims[i]
+                                                         << " (the tensor's shape): the file is damaged");
     return e;
   }
 

@@ -101,7 +101,14 @@ std::vector<int32_t> read_ints(hid_t group, const char* name, hsize_t cols, cons
   CLLM_H5(H5Sget_simple_extent_dims(space, dims, nullptr));
   if (cols)
     CLLM_CHECK(dims[1] == cols, where << "/" << name << ": " << dims[1] << " columns, expected the block size " << cols);
-  std::vector<int32_t> data(dims[0] * (cols ? cols : 1));
+  // The shape against the bytes stored before anything is allocated: a damaged header can claim any
+  // shape (cllm writes these datasets whole, int32).
+  const hsize_t elements = dims[0] * (cols ? cols : 1);
+  const hsize_t stored = H5Dget_storage_size(ds);
+  CLLM_CHECK(elements <= (hsize_t{1} << 40) && stored == elements * sizeof(int32_t),
+             where << "/" << name << ": shape [" << dims[0] << (cols ? ", " + std::to_string(cols) : "") << "] needs "
+                   << elements * sizeof(int32_t) << " bytes but " << stored << " are stored: the file is damaged");
+  std::vector<int32_t> data(elements);
   if (!data.empty()) CLLM_H5(H5Dread(ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()));
   return data;
 }
@@ -148,7 +155,10 @@ hid_t open_existing(const std::string& path, unsigned flags) {
   H5E_BEGIN_TRY { is_h5 = H5Fis_hdf5(path.c_str()); }
   H5E_END_TRY;
   CLLM_CHECK(is_h5 > 0, path << " is not an HDF5 file");
-  return checked_file_id(H5Fopen(path.c_str(), flags, H5P_DEFAULT), path);
+  // Closing the file closes whatever of it is still open, even after an error in a damaged file.
+  H5Handle fapl(CLLM_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
+  CLLM_H5(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG));
+  return checked_file_id(H5Fopen(path.c_str(), flags, fapl), path);
 }
 
 }  // namespace

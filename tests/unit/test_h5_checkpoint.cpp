@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <random>
 
 #include "core/tensor_manifest.h"
 #include "loaders/h5_check.h"
@@ -278,12 +280,18 @@ TEST(H5Checkpoint, MissingDatasetIsRefused) {
 }
 
 // Replaces a dataset by a float32 one of `dims`, written like cllm writes (chunked, Fletcher32).
-void replace_dataset(hid_t f, const std::string& name, std::vector<hsize_t> dims, bool fletcher = true) {
+// chunk: the chunk shape (empty: the whole tensor); a chunk wider than the tensor needs unlimited
+// maximum dimensions, which HDF5 then allows.
+void replace_dataset(hid_t f, const std::string& name, std::vector<hsize_t> dims, bool fletcher = true,
+                     std::vector<hsize_t> chunk = {}) {
   const std::string full = "/tensors/" + name;
   CLLM_H5(H5Ldelete(f, full.c_str(), H5P_DEFAULT));
-  H5Handle space(CLLM_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)), H5Sclose);
+  const std::vector<hsize_t> unlimited(dims.size(), H5S_UNLIMITED);
+  H5Handle space(CLLM_H5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(),
+                                          chunk.empty() ? nullptr : unlimited.data())),
+                 H5Sclose);
   H5Handle dcpl(CLLM_H5(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
-  CLLM_H5(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data()));
+  CLLM_H5(H5Pset_chunk(dcpl, static_cast<int>(dims.size()), chunk.empty() ? dims.data() : chunk.data()));
   if (fletcher) CLLM_H5(H5Pset_fletcher32(dcpl));
   H5Handle ds(CLLM_H5(H5Dcreate2(f, full.c_str(), H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)), H5Dclose);
   detail::h5_write_string_attr(ds, "dtype", "f32");
@@ -294,6 +302,15 @@ TEST(H5Checkpoint, WrongShapeIsRefused) {
   edit(path, [](hid_t f) { replace_dataset(f, "model.layers.0.self_attn.k_proj.weight", {48, 64}); });
   expect_error([&] { open_checkpoint(path); },
                {path, "'model.layers.0.self_attn.k_proj.weight'", "[48, 64]", "the config implies [32, 64]"});
+}
+
+// A chunk shape wider than its tensor (as a damaged layout message reads) is refused before any
+// read: HDF5 trusts it and copied past its buffers.
+TEST(H5Checkpoint, ChunkWiderThanItsTensorIsRefused) {
+  const std::string path = tiny_copy();
+  edit(path, [](hid_t f) { replace_dataset(f, "model.embed_tokens.weight", {320, 64}, true, {40, 16448}); });
+  expect_error([&] { open_checkpoint(path); },
+               {path, "'model.embed_tokens.weight'", "chunk dimension 1 is 16448, outside 1..64", "damaged"});
 }
 
 TEST(H5Checkpoint, DatasetWithoutChecksumIsRefused) {
@@ -338,6 +355,60 @@ TEST(H5Checkpoint, WrongAttributesAreRefused) {
     needles.insert(needles.end(), c.needles.begin(), c.needles.end());
     expect_error([&] { open_checkpoint(path); }, needles);
   }
+}
+
+// String attributes are fixed-length: a variable-length one lives in the global heap, which has no
+// checksum, and HDF5 dereferenced a damaged heap address (a crash in H5HG_read). Files from before,
+// with variable-length strings, still load.
+TEST(H5Checkpoint, StringAttributesAreFixedLengthAndOldOnesStillLoad) {
+  const std::string path = tiny_copy();
+  {
+    H5Handle f(CLLM_H5(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)), H5Fclose);
+    H5Handle a(CLLM_H5(H5Aopen(f, "format", H5P_DEFAULT)), H5Aclose);
+    H5Handle t(CLLM_H5(H5Aget_type(a)), H5Tclose);
+    EXPECT_EQ(H5Tis_variable_str(t), 0);
+  }
+  edit(path, [](hid_t f) {  // "architecture" as the writer stored it before: variable-length UTF-8
+    const std::string value = detail::h5_read_string_attr(f, "architecture", "test");
+    CLLM_H5(H5Adelete(f, "architecture"));
+    H5Handle type(CLLM_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
+    CLLM_H5(H5Tset_size(type, H5T_VARIABLE));
+    H5Handle space(CLLM_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+    H5Handle a(CLLM_H5(H5Acreate2(f, "architecture", type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+    const char* p = value.c_str();
+    CLLM_H5(H5Awrite(a, type, &p));
+  });
+  EXPECT_EQ(open_checkpoint(path)->config().architecture, open_checkpoint(tiny_h5())->config().architecture);
+}
+
+// Random bit flips in a checkpoint's metadata (its first and last 64 KiB) and anywhere: each load
+// ends in a model or in an error, never a crash or a hang. Among the flips this test once met: a
+// damaged heap address under a variable-length string attribute, and a chunk shape wider than its
+// tensor (HDF5 copied past its buffers).
+TEST(H5Checkpoint, RandomBitFlipsEndInAnErrorOrAModel) {
+  const std::string clean = tiny_h5();
+  std::ifstream in(clean, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const fs::path path = test::temp_dir("h5") / "flipped.h5";
+  std::mt19937_64 rng(20261207);
+  int loaded = 0, refused = 0;
+  for (int trial = 0; trial < 1500; ++trial) {
+    std::string b = bytes;
+    for (int k = 0, flips = 1 + static_cast<int>(rng() % 3); k < flips; ++k) {
+      const size_t region = rng() % 5, window = std::min<size_t>(65536, b.size());
+      const size_t at = region < 2 ? rng() % window : region < 4 ? b.size() - 1 - rng() % window : rng() % b.size();
+      b[at] = static_cast<char>(b[at] ^ (1 << (rng() % 8)));
+    }
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << b;
+    try {
+      make_model(*open_checkpoint(path.string()), Device::Cpu);
+      ++loaded;
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 1000);  // most flips land in metadata or a checksummed chunk
+  EXPECT_EQ(loaded + refused, 1500);
 }
 
 TEST(H5Checkpoint, NotAnHdf5File) {

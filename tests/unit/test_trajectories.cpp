@@ -3,13 +3,17 @@
 // without duplicates or losses, and collecting many prompts at once in one batched forward per
 // step gives every prompt the trajectory it gets alone.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <numeric>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -299,6 +303,61 @@ TEST(Trajectories, ResumeRefusesDifferentSettingsOrPrompts) {
                  "init = random but this run asks for pad");
   TrajectoryWriter w(path, info_for(o, 1));
   EXPECT_THROW(collect_trajectories(*tiny().model, {test_prompts()[1]}, w, o, 1), Error);
+}
+
+// A resumed file whose sample claims more tokens than it stores (a damaged header) is refused
+// before anything is allocated; random bit flips anywhere in the file end in a resumed run or an
+// error, never in a crash or a hang (a flipped dimension once asked for an 8 GB vector).
+TEST(Trajectories, DamagedFilesAreRefusedOnResume) {
+  const auto path = (test::temp_dir("traj_damaged") / "t.h5").string();
+  const TrajectoryOptions o = small_opts(4);
+  const std::vector<std::vector<int32_t>> prompts = {test_prompts()[0], test_prompts()[1]};
+  {
+    TrajectoryWriter w(path, info_for(o, 1));
+    collect_trajectories(*tiny().model, prompts, w, o, 1);
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const auto damaged = (test::temp_dir("traj_damaged") / "d.h5").string();
+  {
+    std::ofstream(damaged, std::ios::binary) << bytes;
+    const hid_t f = H5Fopen(damaged.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    ASSERT_GE(H5Ldelete(f, "/samples/00000001/prompt", H5P_DEFAULT), 0);
+    const hsize_t dims[1] = {1u << 20};  // never written: nothing stored
+    const hid_t space = H5Screate_simple(1, dims, nullptr);
+    const hid_t ds = H5Dcreate2(f, "/samples/00000001/prompt", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                                H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    H5Dclose(ds), H5Sclose(space), H5Fclose(f);
+  }
+  try {
+    TrajectoryWriter w(damaged, info_for(o, 1));
+    collect_trajectories(*tiny().model, prompts, w, o, 1);  // checks the stored prompts against these
+    ADD_FAILURE() << "a sample that claims 2^20 tokens and stores none was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the file is damaged"), std::string::npos) << e.what();
+  }
+  std::mt19937_64 rng(20261207);
+  int resumed = 0, refused = 0;
+  for (int trial = 0; trial < 600; ++trial) {
+    std::string b = bytes;
+    for (int k = 0, flips = 1 + static_cast<int>(rng() % 3); k < flips; ++k) {
+      const size_t at = rng() % b.size();
+      b[at] = static_cast<char>(b[at] ^ (1 << (rng() % 8)));
+    }
+    std::ofstream(damaged, std::ios::binary | std::ios::trunc) << b;
+    try {
+      TrajectoryWriter w(damaged, info_for(o, 1));
+      collect_trajectories(*tiny().model, prompts, w, o, 1);
+      ++resumed;
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(resumed + refused, 600);
+  EXPECT_GT(refused, 0);
 }
 
 TEST(Trajectories, DegenerateSamplesAreDroppedAndRemembered) {
