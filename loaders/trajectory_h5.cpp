@@ -149,16 +149,28 @@ hid_t checked_file_id(hid_t id, const std::string& path) {
   CLLM_FAIL(path << ": cannot open or create the trajectory file" << why);
 }
 
+// Walks every group and object header of the file, read-only, and refuses the file when a part of
+// it cannot be read. Run before a file is opened for writing: HDF5 writing into a damaged group
+// fails in ways that leave the file impossible to close, and the library then crashes at exit.
+void check_structure(const std::string& path) {
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) return;  // the open for writing that follows reports it
+  const auto visit = [](hid_t, const char*, const H5O_info_t*, void*) -> herr_t { return 0; };
+  const herr_t walked = H5Ovisit(id, H5_INDEX_NAME, H5_ITER_INC, visit, nullptr);
+  const std::string why = walked < 0 ? h5_error_text() : "";
+  const herr_t closed = H5Fclose(id);
+  CLLM_CHECK(walked >= 0 && closed >= 0, path << ": the file is damaged: part of its structure cannot be read"
+                                               << why << "; resume into a new --out, or repair or remove it");
+}
+
 hid_t open_existing(const std::string& path, unsigned flags) {
   CLLM_CHECK(std::filesystem::exists(path), path << ": no such file");
   htri_t is_h5 = 0;
   H5E_BEGIN_TRY { is_h5 = H5Fis_hdf5(path.c_str()); }
   H5E_END_TRY;
   CLLM_CHECK(is_h5 > 0, path << " is not an HDF5 file");
-  // Closing the file closes whatever of it is still open, even after an error in a damaged file.
-  H5Handle fapl(CLLM_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
-  CLLM_H5(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG));
-  return checked_file_id(H5Fopen(path.c_str(), flags, fapl), path);
+  if (flags == H5F_ACC_RDWR) check_structure(path);
+  return checked_file_id(H5Fopen(path.c_str(), flags, H5P_DEFAULT), path);
 }
 
 }  // namespace
@@ -194,6 +206,7 @@ TrajectoryWriter::TrajectoryWriter(const std::string& path, const TrajectoryFile
 TrajectoryWriter::~TrajectoryWriter() = default;
 
 std::vector<int32_t> TrajectoryWriter::stored_prompt(int64_t index) const {
+  H5QuietErrors quiet;
   const std::string kept = sample_name("samples", index);
   const std::string name = h5_link_exists(file_->id, kept) ? kept : sample_name("dropped", index);
   CLLM_CHECK(h5_link_exists(file_->id, name), path_ << ": prompt " << index << " is not in the file");
@@ -202,6 +215,7 @@ std::vector<int32_t> TrajectoryWriter::stored_prompt(int64_t index) const {
 }
 
 void TrajectoryWriter::write(int64_t index, const Trajectory& t) {
+  H5QuietErrors quiet;
   CLLM_CHECK(!done_.count(index), path_ << ": prompt " << index << " is already in the file");
   const size_t n = static_cast<size_t>(t.block);
   CLLM_CHECK(n >= 1 && t.states.size() % n == 0 && t.fixed_points.size() == t.iterations.size() * n &&
@@ -225,6 +239,7 @@ void TrajectoryWriter::write(int64_t index, const Trajectory& t) {
 }
 
 void TrajectoryWriter::write_dropped(int64_t index, const std::vector<int32_t>& prompt) {
+  H5QuietErrors quiet;
   CLLM_CHECK(!done_.count(index), path_ << ": prompt " << index << " is already in the file");
   {
     H5Handle g(CLLM_H5(H5Gcreate2(file_->id, kTempName, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)), H5Gclose);
@@ -243,16 +258,24 @@ struct TrajectoryReader::File {
 };
 
 TrajectoryReader::TrajectoryReader(const std::string& path) : file_(std::make_unique<File>()), path_(path) {
+  H5QuietErrors quiet;
   file_->id = open_existing(path, H5F_ACC_RDONLY);
   info_ = read_info(file_->id, path);
 }
 
 TrajectoryReader::~TrajectoryReader() = default;
 
-std::vector<int64_t> TrajectoryReader::samples() const { return list_indices(file_->id, "/samples", path_); }
-std::vector<int64_t> TrajectoryReader::dropped() const { return list_indices(file_->id, "/dropped", path_); }
+std::vector<int64_t> TrajectoryReader::samples() const {
+  H5QuietErrors quiet;
+  return list_indices(file_->id, "/samples", path_);
+}
+std::vector<int64_t> TrajectoryReader::dropped() const {
+  H5QuietErrors quiet;
+  return list_indices(file_->id, "/dropped", path_);
+}
 
 Trajectory TrajectoryReader::read(int64_t index) const {
+  H5QuietErrors quiet;
   const std::string name = sample_name("samples", index);
   const std::string where = path_ + ":" + name;
   CLLM_CHECK(h5_link_exists(file_->id, name), path_ << ": no sample for prompt " << index);

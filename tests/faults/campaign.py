@@ -466,6 +466,31 @@ def h5_cases(cli, h5, work, rng, n_random):
     return cases
 
 
+def trajectory_cases(cli, model, work, rng, n_random):
+    """A trajectory file damaged by bit flips, resumed by `cllm trajectories`: it finishes (exit 0)
+    or refuses the file with a cause line; never a crash, an HDF5 error dump or a hang."""
+    out = os.path.join(work, "traj")
+    os.makedirs(out, exist_ok=True)
+    prompts = os.path.join(out, "prompts.txt")
+    with open(prompts, "w") as f:
+        f.write("The quick brown fox\nOnce upon a time\nwrite a function\n")
+    clean = os.path.join(out, "clean.h5")
+    argv = lambda path: cli.cmd("trajectories", "--model", model, "--prompts", prompts, "--out", path, "--block", "4",
+                                "--max-new-tokens", "8", "--max-repeat", "0", "--threads", "1")
+    sh(*argv(clean))
+    raw = open(clean, "rb").read()
+    cases = []
+    for i in range(n_random * 4):
+        edits = []
+        for _ in range(rng.choice([1, 1, 2, 4])):
+            pos = rng.randrange(len(raw))
+            edits.append((pos, bytes([raw[pos] ^ (1 << rng.randrange(8))])))
+        p = os.path.join(out, f"flip_{i}.h5")
+        cases.append(Case(f"trajectory/flip_{i}", "trajectory", lambda p=p, e=edits: (write_variant(clean, p, e), argv(p))[1],
+                          "any_bounded", r"\.h5|HDF5|damaged|prompt|file"))
+    return cases
+
+
 # ---------------------------------------------------------------------------------------------
 # Flags and prompts
 
@@ -729,6 +754,7 @@ def main():
         outputs[key] = generated_text(r.stdout.decode("utf-8", "replace"))
     cases = (gguf_cases(cli, a.model, work, rng, n_random) + safetensors_cases(cli, models["kv4"], work, rng, n_random) +
              safetensors_cases(cli, models["bf16"], work, rng, n_random // 2, "hf_bf16") + h5_cases(cli, models["kv4.h5"], work, rng, n_random) +
+             trajectory_cases(cli, models["kv4"], work, rng, n_random) +
              flag_cases(cli, models["kv4"], work) + prompt_cases(cli, models["kv4"], 512, work))
     # the bf16 copy's own output is its baseline
     r = subprocess.run(cli.gen(models["bf16"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True)

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -76,6 +78,44 @@ std::string random_model_with_config(const std::string& shape, uint64_t seed, co
   }
   std::ofstream(dir / "config.json") << c.dump(2);
   return dir.string();
+}
+
+std::string run_in_child(const std::string& what, const std::function<std::string()>& fn) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    ADD_FAILURE() << what << ": pipe() failed";
+    return "";
+  }
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    std::string out;
+    try {
+      out = fn();
+    } catch (const std::exception& e) {
+      out = std::string("exception: ") + e.what();
+    }
+    for (size_t done = 0; done < out.size();) {
+      const ssize_t n = write(fds[1], out.data() + done, out.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    _exit(0);  // not exit(): no atexit handlers (a library's teardown of state that fn damaged)
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+    ADD_FAILURE() << what << ": fork or waitpid failed";
+    return "";
+  }
+  if (WIFSIGNALED(status)) ADD_FAILURE() << what << ": the child died of signal " << WTERMSIG(status);
+  else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ADD_FAILURE() << what << ": the child exited abnormally";
+  return out;
 }
 
 }  // namespace cllm::test

@@ -2,6 +2,7 @@
 // cached tiny random checkpoint.
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace cllm::test {
@@ -28,5 +29,11 @@ std::string random_model_dir(const std::string& shape, uint64_t seed);
 // `fields_json`, a JSON object (a null value removes the field); the tensors are unchanged.
 std::string random_model_with_config(const std::string& shape, uint64_t seed, const std::string& name,
                                      const std::string& fields_json);
+
+// Runs fn in a forked child process and returns what it returned; a child that dies (a signal, or
+// no answer) fails the calling test with `what` and the way it died. For tests that feed a library
+// damaged input: its global state (HDF5's open files) stays in the child, which leaves with _exit.
+// fn must not need threads that exist only in the parent.
+std::string run_in_child(const std::string& what, const std::function<std::string()>& fn);
 
 }  // namespace cllm::test
