@@ -12,8 +12,7 @@
 // the kernel is built to stream W once with as many 16-byte loads in flight as the SMs can hold:
 //  - CTA = 8 warps = 16*RT rows of W (RT "row tiles" of 16) x 8*NT tokens over the whole K; warp w
 //    computes K class w (so the CTA reads 8 groups = 2 KiB contiguous of each of its rows per step),
-//    UL chunks of its group per load round; with two stages a warp issues the next round's loads
-//    before it multiplies the current one. The warps' partials are added in shared memory in class
+//    UL chunks of its group per load round. The warps' partials are added in shared memory in class
 //    order at the end: deterministic, no workspace, no atomics.
 //  - N/(16*RT) x M/(8*NT) CTAs, the M tiles of one W tile adjacent in launch order (blockIdx.x), so a
 //    W tile read from HBM by the first is an L2 hit for the others. At M <= 16 all CTAs of an
@@ -148,13 +147,12 @@ constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see
 constexpr int kTiledMinM = kSkinnyFusedMaxM + 1;  // rows from which tiled_gemm_kernel (below) takes over
 
 // NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
-// kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__;
-// STAGES: load rounds in flight per warp (1 or 2, below). IN: how x is read (XIn). The output goes to
-// io.y, or is added into io.res_out (io.y null).
-template <int NT, int RT, int UL, int MIN_CTAS, int STAGES, XIn IN>
+// kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__.
+// IN: how x is read (XIn). The output goes to io.y, or is added into io.res_out (io.y null).
+template <int NT, int RT, int UL, int MIN_CTAS, XIn IN>
 __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     skinny_gemm_kernel(const SkinnyIo io, const __nv_bfloat16* __restrict__ w, int M, int N, int K) {
-  static_assert(kGroup % UL == 0 && (STAGES == 1 || STAGES == 2));
+  static_assert(kGroup % UL == 0);
   constexpr bool NORMED = IN == XIn::kNormed;
   using XElem = std::conditional_t<NORMED, float, __nv_bfloat16>;
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
@@ -224,69 +222,45 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[rt][nt][e] = 0.f;
 
-  // Warp w = K class w: groups w, w + 8, w + 16, ..., each chunk of a group in order, UL chunks a
-  // load round. STAGES 2 pipelines the rounds: round r + 1's loads go out before round r's maths, so
-  // the warp keeps a round in flight while it waits and multiplies (twice the registers: few tiles
-  // and short rounds only). Only when loads are issued moves, never the order of the sums.
-  // NORMED: b and more_v hold the two halves of 8 fp32 residual elements, gamma_v the weights.
-  struct Round {
-    uint32_t a[UL][RT][2][4], b[UL][NT][4], more_v[NORMED ? UL : 1][NORMED ? NT : 1][4];
-    uint32_t gamma_v[NORMED ? UL : 1][4];
-  };
-  auto load_round = [&](Round& r, int grp, int c_in) {
+  // Warp w = K class w: groups w, w + 8, w + 16, ..., each chunk of a group in order.
+  for (int grp = warp; grp < n_groups; grp += kWarps) {
 #pragma unroll
-    for (int u = 0; u < UL; ++u) {
-      const int k = (grp * kGroup + c_in + u) * kChunk;
-      const bool k_ok = k + t * 8 < K;  // K % 8 == 0: a vector lies wholly inside or outside
+    for (int c_in = 0; c_in < kGroup; c_in += UL) {
+      // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
+      // NORMED: b and more_v hold the two halves of 8 fp32 residual elements, gamma_v the weights.
+      uint32_t a[UL][RT][2][4], b[UL][NT][4], more_v[NORMED ? UL : 1][NORMED ? NT : 1][4];
+      uint32_t gamma_v[NORMED ? UL : 1][4];
 #pragma unroll
-      for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) load_w(r.a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
-      if constexpr (NORMED) load_x(r.gamma_v[u], io.gamma + (t * 8 + k), k_ok);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        load_x(r.b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
-        if constexpr (NORMED) load_x(r.more_v[u][nt], x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
-      }
-    }
-  };
-  auto multiply_round = [&](Round& r) {
-    if constexpr (NORMED) {
-#pragma unroll
-      for (int u = 0; u < UL; ++u)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) norm_x(r.b[u][nt], r.b[u][nt], r.more_v[u][nt], r.gamma_v[u], inv_rms[nt]);
-    }
-#pragma unroll
-    for (int u = 0; u < UL; ++u)
-#pragma unroll
-      for (int s = 0; s < 2; ++s)
+      for (int u = 0; u < UL; ++u) {
+        const int k = (grp * kGroup + c_in + u) * kChunk;
+        const bool k_ok = k + t * 8 < K;  // K % 8 == 0: a vector lies wholly inside or outside
 #pragma unroll
         for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-            detail::mma_bf16(acc[rt][nt], r.a[u][rt][0][2 * s], r.a[u][rt][1][2 * s], r.a[u][rt][0][2 * s + 1],
-                             r.a[u][rt][1][2 * s + 1], r.b[u][nt][2 * s], r.b[u][nt][2 * s + 1]);
-  };
-  if constexpr (STAGES == 1) {
-    for (int grp = warp; grp < n_groups; grp += kWarps)
+          for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
+        if constexpr (NORMED) load_x(gamma_v[u], io.gamma + (t * 8 + k), k_ok);
 #pragma unroll
-      for (int c_in = 0; c_in < kGroup; c_in += UL) {
-        Round r;
-        load_round(r, grp, c_in);  // all of the round's loads first (UL * (2 RT + NT) vectors), then the maths
-        multiply_round(r);
+        for (int nt = 0; nt < NT; ++nt) {
+          load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+          if constexpr (NORMED) load_x(more_v[u][nt], x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
+        }
       }
-  } else {
-    Round cur, next;
-    int grp = warp, c_in = 0;
-    if (grp < n_groups) load_round(cur, grp, c_in);
-    while (grp < n_groups) {
-      int next_grp = grp, next_c = c_in + UL;
-      if (next_c == kGroup) next_c = 0, next_grp += kWarps;
-      if (next_grp < n_groups) load_round(next, next_grp, next_c);
-      multiply_round(cur);
-      cur = next;
-      grp = next_grp, c_in = next_c;
+#pragma unroll
+      for (int u = 0; u < UL; ++u)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          if constexpr (NORMED) norm_x(b[u][nt], b[u][nt], more_v[u][nt], gamma_v[u], inv_rms[nt]);
+        }
+#pragma unroll
+      for (int u = 0; u < UL; ++u)
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+          for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+              detail::mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
+                       a[u][rt][1][2 * s + 1], b[u][nt][2 * s], b[u][nt][2 * s + 1]);
     }
   }
 
@@ -341,17 +315,16 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     }
 }
 
-template <int NT, int RT, int UL, int MIN_CTAS, int STAGES>
+template <int NT, int RT, int UL, int MIN_CTAS = 2>
 void launch(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K, cudaStream_t stream) {
   const dim3 grid((M + 8 * NT - 1) / (8 * NT), (N + 16 * RT - 1) / (16 * RT));
   switch (in) {
     case XIn::kBf16:
-      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, STAGES, XIn::kBf16>, grid, kThreads, 0, stream, io, w,
-                        M, N, K);
+      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kBf16>, grid, kThreads, 0, stream, io, w, M, N, K);
       break;
     case XIn::kNormed:
-      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, STAGES, XIn::kNormed>, grid, kThreads, 0, stream, io,
-                        w, M, N, K);
+      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kNormed>, grid, kThreads, 0, stream, io, w, M,
+                        N, K);
       break;
   }
 }
@@ -504,22 +477,15 @@ struct TileVariant {
   SkinnyTileShape shape;
   LaunchFn fn;
 };
-#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC, ST) \
-  TileVariant{SkinnyTileShape{NT, RT, UL, MC, ST}, &launch<NT, RT, UL, MC, ST>}
+#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC) TileVariant{SkinnyTileShape{NT, RT, UL, MC}, &launch<NT, RT, UL, MC>}
 constexpr TileVariant kTileVariants[] = {
-    CLLM_SKINNY_VARIANT(1, 1, 4, 2, 1), CLLM_SKINNY_VARIANT(1, 1, 2, 2, 1), CLLM_SKINNY_VARIANT(1, 1, 4, 1, 1),
-    CLLM_SKINNY_VARIANT(1, 2, 2, 2, 1), CLLM_SKINNY_VARIANT(1, 2, 4, 1, 1), CLLM_SKINNY_VARIANT(2, 1, 4, 2, 1),
-    CLLM_SKINNY_VARIANT(2, 1, 2, 2, 1), CLLM_SKINNY_VARIANT(2, 1, 4, 1, 1), CLLM_SKINNY_VARIANT(2, 2, 4, 2, 1),
-    CLLM_SKINNY_VARIANT(2, 2, 2, 2, 1), CLLM_SKINNY_VARIANT(2, 2, 4, 1, 1), CLLM_SKINNY_VARIANT(2, 2, 2, 1, 1),
-    CLLM_SKINNY_VARIANT(4, 1, 2, 2, 1), CLLM_SKINNY_VARIANT(4, 2, 2, 2, 1), CLLM_SKINNY_VARIANT(4, 2, 1, 2, 1),
-    CLLM_SKINNY_VARIANT(4, 2, 2, 1, 1), CLLM_SKINNY_VARIANT(4, 1, 4, 1, 1), CLLM_SKINNY_VARIANT(8, 2, 1, 1, 1),
-    CLLM_SKINNY_VARIANT(8, 1, 2, 1, 1), CLLM_SKINNY_VARIANT(8, 1, 1, 2, 1), CLLM_SKINNY_VARIANT(8, 2, 2, 1, 1),
-    // two stages: as many bytes in flight as twice the chunks per round, and never a gap between rounds
-    CLLM_SKINNY_VARIANT(1, 1, 1, 2, 2), CLLM_SKINNY_VARIANT(1, 1, 2, 2, 2), CLLM_SKINNY_VARIANT(1, 1, 2, 1, 2),
-    CLLM_SKINNY_VARIANT(1, 2, 1, 2, 2), CLLM_SKINNY_VARIANT(1, 2, 2, 1, 2), CLLM_SKINNY_VARIANT(2, 1, 1, 2, 2),
-    CLLM_SKINNY_VARIANT(2, 1, 2, 2, 2), CLLM_SKINNY_VARIANT(2, 1, 2, 1, 2), CLLM_SKINNY_VARIANT(2, 2, 1, 2, 2),
-    CLLM_SKINNY_VARIANT(4, 1, 1, 2, 2), CLLM_SKINNY_VARIANT(4, 1, 2, 1, 2), CLLM_SKINNY_VARIANT(4, 2, 1, 1, 2),
-    CLLM_SKINNY_VARIANT(8, 1, 1, 1, 2),
+    CLLM_SKINNY_VARIANT(1, 1, 4, 2), CLLM_SKINNY_VARIANT(1, 1, 2, 2), CLLM_SKINNY_VARIANT(1, 1, 4, 1),
+    CLLM_SKINNY_VARIANT(1, 2, 2, 2), CLLM_SKINNY_VARIANT(1, 2, 4, 1), CLLM_SKINNY_VARIANT(2, 1, 4, 2),
+    CLLM_SKINNY_VARIANT(2, 1, 2, 2), CLLM_SKINNY_VARIANT(2, 1, 4, 1), CLLM_SKINNY_VARIANT(2, 2, 4, 2),
+    CLLM_SKINNY_VARIANT(2, 2, 2, 2), CLLM_SKINNY_VARIANT(2, 2, 4, 1), CLLM_SKINNY_VARIANT(2, 2, 2, 1),
+    CLLM_SKINNY_VARIANT(4, 1, 2, 2), CLLM_SKINNY_VARIANT(4, 2, 2, 2), CLLM_SKINNY_VARIANT(4, 2, 1, 2),
+    CLLM_SKINNY_VARIANT(4, 2, 2, 1), CLLM_SKINNY_VARIANT(4, 1, 4, 1), CLLM_SKINNY_VARIANT(8, 2, 1, 1),
+    CLLM_SKINNY_VARIANT(8, 1, 2, 1), CLLM_SKINNY_VARIANT(8, 1, 1, 2), CLLM_SKINNY_VARIANT(8, 2, 2, 1),
 };
 #undef CLLM_SKINNY_VARIANT
 
@@ -537,10 +503,10 @@ const TileVariant& find_variant(const SkinnyTileShape& s) {
 // 16% less at M = 16, 8% at 32 and 5% at 64; the 135M layer's 24% and 42% less at 32 and 64.
 SkinnyTileShape pick_tile_shape(int M, int N) {
   const bool wide = N >= 4096;
-  if (M <= 8) return {1, 1, 2, 2, 1};
-  if (M <= 16) return wide ? SkinnyTileShape{2, 1, 4, 2, 1} : SkinnyTileShape{1, 1, 4, 2, 1};
-  if (M <= 32) return wide ? SkinnyTileShape{4, 2, 2, 1, 1} : SkinnyTileShape{2, 1, 4, 1, 1};
-  return wide ? SkinnyTileShape{8, 1, 1, 2, 1} : SkinnyTileShape{4, 1, 2, 2, 1};
+  if (M <= 8) return {1, 1, 2, 2};
+  if (M <= 16) return wide ? SkinnyTileShape{2, 1, 4, 2} : SkinnyTileShape{1, 1, 4, 2};
+  if (M <= 32) return wide ? SkinnyTileShape{4, 2, 2, 1} : SkinnyTileShape{2, 1, 4, 1};
+  return wide ? SkinnyTileShape{8, 1, 1, 2} : SkinnyTileShape{4, 1, 2, 2};
 }
 
 // The register-tiled kernel with the given tile shape; fused inputs and outputs take it up to

@@ -80,18 +80,17 @@ void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, con
 
 // Tuning: the register-tiled kernel's tile shapes that are built (each gives the same bits; only the
 // speed differs): 8*tokens8 tokens x 16*rows16 W rows per CTA, chunks_per_round 32-wide K chunks per
-// load round, min_ctas CTAs per SM (the register cap), stages load rounds in flight per warp (2: the
-// next round's loads go out before this round's maths). For benches that time them side by side.
+// load round, min_ctas CTAs per SM (the register cap). For benches that time them side by side.
 struct SkinnyTileShape {
-  int tokens8 = 1, rows16 = 1, chunks_per_round = 4, min_ctas = 2, stages = 1;
+  int tokens8 = 1, rows16 = 1, chunks_per_round = 4, min_ctas = 2;
   constexpr bool operator==(const SkinnyTileShape& o) const {
     return tokens8 == o.tokens8 && rows16 == o.rows16 && chunks_per_round == o.chunks_per_round &&
-           min_ctas == o.min_ctas && stages == o.stages;
+           min_ctas == o.min_ctas;
   }
-  // "NTxRTxUL/minCTAs", and "sS" after it for S stages > 1, as benches and messages name it.
+  // "NTxRTxUL/minCTAs", as benches and messages name it.
   std::string name() const {
     return std::to_string(tokens8) + "x" + std::to_string(rows16) + "x" + std::to_string(chunks_per_round) + "/" +
-           std::to_string(min_ctas) + (stages > 1 ? "s" + std::to_string(stages) : "");
+           std::to_string(min_ctas);
   }
 };
 std::vector<SkinnyTileShape> skinny_tile_shapes();
