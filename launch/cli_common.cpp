@@ -262,6 +262,8 @@ void check_lookahead_flags(const JacobiOptions& jac) {
              "--blocks must be in 1.." << kMaxBlockRows << ", got " << jac.blocks);
   CLLM_CHECK(jac.blocks == 1 || !jac.adaptive, "--blocks " << jac.blocks << " needs a fixed --block N: --block auto "
                                                "picks one block's size per step");
+  CLLM_CHECK(jac.later_after >= 0 && jac.later_after <= 1,
+             "--later-block-after must be in [0, 1], got " << jac.later_after);
   CLLM_CHECK(jac.candidates >= 0, "--candidates must be >= 0, got " << jac.candidates);
   CLLM_CHECK(jac.ngram >= 2, "--ngram must be >= 2 (a key token and a continuation), got " << jac.ngram);
   const std::string blocks = jac.blocks > 1 ? " x --blocks (" + std::to_string(jac.blocks) + ")" : "";

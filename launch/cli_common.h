@@ -86,6 +86,11 @@ int invariant_decode_rows(const JacobiOptions& jac);
 inline constexpr const char* kChatTemplateFlagHelp =
     "chat template family (chatml, llama-2, llama-3, vicuna) instead of the checkpoint's, for --chat and chat "
     "messages";
+// --later-block-after, for generate and serve (JacobiOptions::later_after).
+inline constexpr const char* kLaterBlockAfterHelp =
+    "multi-block: a later block joins once an iteration settles (makes final, or leaves unchanged) this "
+    "fraction of the frontier's guesses, and leaves when the frontier block is done (Jacobi Forcing's "
+    "rule); 0: every block in flight from the start";
 inline constexpr const char* kBlockFlagHelp =
     "Jacobi block: auto (picked each iteration from 1..--max-block to maximise tokens/s) or a fixed N";
 void apply_block_flags(const std::string& block, int max_block, bool max_block_given, JacobiOptions& jac);

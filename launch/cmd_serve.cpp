@@ -37,6 +37,7 @@ struct Flags {
   int port = 8000, max_batch = 8, max_queue = 64, max_block = 0, max_context = 2048, threads = 0;
   int max_step_rows = 512, max_connections = 512;
   int candidates = JacobiOptions{}.candidates, ngram = JacobiOptions{}.ngram, blocks = JacobiOptions{}.blocks;
+  double later_block_after = JacobiOptions{}.later_after;
   double header_timeout_s = 10, body_timeout_s = 60, idle_timeout_s = 30;
   int default_chat_max_tokens = 256;
   size_t max_body = 1 << 20;
@@ -119,6 +120,8 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
       ("blocks", po::value(&f.blocks)->default_value(f.blocks),
        "default multi-block: Jacobi blocks of --block guesses in flight (1: one block; more need a fixed --block "
        "N; requests: cllm_blocks)")
+      ("later-block-after", po::value(&f.later_block_after)->default_value(f.later_block_after),
+       std::string(kLaterBlockAfterHelp) + "; requests: cllm_later_block_after")
       ("chat-template", po::value(&f.chat_template), kChatTemplateFlagHelp)
       ("default-chat-max-tokens", po::value(&f.default_chat_max_tokens)->default_value(256),
        "max_tokens of a chat request that gives none")
@@ -157,6 +160,7 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   jacobi.candidates = f.candidates;
   jacobi.ngram = f.ngram;
   jacobi.blocks = f.blocks;
+  jacobi.later_after = f.later_block_after;
   apply_block_flags(f.block, f.max_block == 0 ? kMaxBlockRows : f.max_block, f.max_block != 0, jacobi);
   check_lookahead_flags(jacobi);
   // The smallest request (one prompt token, one new token) with the default block must fit a slot.

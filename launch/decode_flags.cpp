@@ -24,6 +24,7 @@ DecodeFlags::DecodeFlags(po::options_description& opts, GenerateOptions& gen, Ja
       ("blocks", po::value(&jac.blocks)->default_value(jac.blocks),
        "multi-block: Jacobi blocks of --block guesses in flight, later ones drafting ahead of the frontier "
        "(1: one block; more need a fixed --block N)")
+      ("later-block-after", po::value(&jac.later_after)->default_value(jac.later_after), kLaterBlockAfterHelp)
       ("ngram", po::value(&jac.ngram)->default_value(jac.ngram), "lookahead: n-gram size (its first token, then ngram - 1 rows)")
       ("pool", po::value(&pool_)->default_value(pool_), "lookahead pool: prompt (prompt, generated text, trajectory) | generated (no prompt)");
 }
@@ -50,6 +51,8 @@ void DecodeFlags::finish() {
     CLLM_FAIL("--init must be random, repeat or pad, got '" << init_ << "'");
   apply_block_flags(block_, max_block_ == 0 ? kMaxBlockRows : max_block_, max_block_ != 0, jac_);
   check_lookahead_flags(jac_);
+  CLLM_CHECK(jac_.later_after == 0 || jac_.blocks > 1,
+             "--later-block-after " << jac_.later_after << " decides when a later block joins: it needs --blocks > 1");
 }
 
 }  // namespace cllm::cli

@@ -210,6 +210,8 @@ const Field kFields[] = {
      [](const json& v, const std::string& key, ApiRequest& r) { r.ngram = int_field(v, key, 2, kMaxBlockRows); }},
     {"cllm_blocks", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.blocks = int_field(v, key, 1, kMaxBlockRows); }},
+    {"cllm_later_block_after", Endpoint::Both, false,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.later_block_after = number_field(v, key, 0, 1); }},
     {"cllm_window", Endpoint::Both, false, parse_window},
     {"cllm_ignore_eos", Endpoint::Both, false,
      [](const json& v, const std::string& key, ApiRequest& r) { r.ignore_eos = bool_field(v, key); }},

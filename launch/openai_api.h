@@ -54,6 +54,7 @@ struct ApiRequest {
   int candidates = -1;                  // cllm_candidates: lookahead n-grams per iteration (-1: --candidates)
   int ngram = 0;                        // cllm_ngram: their size (0: the server's --ngram)
   int blocks = 0;                       // cllm_blocks: Jacobi blocks in flight (0: the server's --blocks)
+  double later_block_after = -1;        // cllm_later_block_after: in [0, 1] (-1: the server's --later-block-after)
   std::string window;                   // cllm_window: "sliding" or "blockwise" ("": the server's --window)
   bool ignore_eos = false;              // cllm_ignore_eos: no stop ids
   // Log-probabilities: -1 none, else of each token with that many alternatives (chat: logprobs

@@ -38,6 +38,7 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
   if (r.candidates >= 0) spec.jacobi.candidates = r.candidates;
   if (r.ngram > 0) spec.jacobi.ngram = r.ngram;
   if (r.blocks > 0) spec.jacobi.blocks = r.blocks;
+  if (r.later_block_after >= 0) spec.jacobi.later_after = r.later_block_after;
   if (!r.window.empty()) spec.jacobi.window = r.window == "blockwise" ? JacobiWindow::Blockwise : JacobiWindow::Sliding;
   // The per-step adaptive block runs only when the request decodes with greedy Jacobi (AR and
   // sampling take one block of 1 below): only then do settings that need a fixed block conflict.

@@ -38,6 +38,13 @@ struct JacobiOptions {
   // causal run; block 1 sits at the frontier, blocks 2..K draft further ahead and become the
   // frontier already refined. 1: a single block. Needs a fixed block (not adaptive).
   int blocks = 1;
+  // Jacobi Forcing's rule for when a later block joins (multi-block only): 0, every block is in
+  // flight from the start; r in (0, 1], one more block joins (up to `blocks`) after an iteration
+  // that settles at least ceil(r x (block - 1)) (and at least one) of the frontier's block - 1
+  // guesses: made them final, or left them unchanged (the model predicted at each the guess it
+  // already held); a block leaves when the frontier block is done. Until the frontier settles,
+  // drafting further ahead is mostly wasted rows.
+  double later_after = 0;
   // Rows of the lookahead candidates: ngram - 1 branch rows each.
   int candidate_rows() const { return candidates > 0 ? candidates * (ngram - 1) : 0; }
   // Rows one iteration forwards: the blocks and every candidate's rows.

@@ -1,6 +1,7 @@
 #include "runtime/jacobi.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/check.h"
 #include "runtime/acceptance.h"
@@ -44,11 +45,21 @@ JacobiDecoder::JacobiDecoder(const JacobiOptions& opts, std::vector<int32_t> con
                                                       << ") + candidates (" << opts_.candidates << ") x (ngram "
                                                       << opts_.ngram << " - 1) = " << opts_.rows()
                                                       << " rows per iteration, over " << kMaxBlockRows);
+  CLLM_CHECK(opts_.later_after >= 0 && opts_.later_after <= 1,
+             "the later-block threshold must be in [0, 1], got " << opts_.later_after);
   if (opts_.candidates > 0 && opts_.prompt_pool) pool_.add_text(context_.data(), static_cast<int>(context_.size()));
+  in_flight_ = opts_.later_after > 0 ? 1 : opts_.blocks;
   block_.push_back(first);
   block_end_ = position() + opts_.block;
-  append_guesses(opts_.block * opts_.blocks - 1);
+  append_guesses(opts_.block * in_flight_ - 1);
   lay_out();
+}
+
+void JacobiDecoder::update_in_flight(int blocks_done, int settled) {
+  if (opts_.later_after <= 0) return;  // every block always in flight
+  in_flight_ = std::max(1, in_flight_ - blocks_done);
+  const int needed = static_cast<int>(std::ceil(opts_.later_after * (opts_.block - 1) - 1e-9));  // of block - 1 guesses
+  if (in_flight_ < opts_.blocks && settled >= std::max(needed, 1)) ++in_flight_;
 }
 
 int JacobiDecoder::frontier_rows() const {
@@ -89,7 +100,7 @@ void JacobiDecoder::set_block(int n) {
   CLLM_CHECK(opts_.window == JacobiWindow::Sliding, "the Jacobi block can change between iterations only with the "
                                                     "sliding window");
   opts_.block = n;
-  fill_guesses(n * opts_.blocks);
+  fill_guesses(n * in_flight_);
   CLLM_CHECK(opts_.rows() <= kMaxBlockRows, "block (" << n << ") x blocks + lookahead rows = " << opts_.rows()
                                                       << " rows per iteration, over " << kMaxBlockRows);
   lay_out();  // the candidates' rows follow the block's new length
@@ -134,7 +145,8 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   const int pos = position();
   const Verdict v = verify_block(rows_tokens_.data(), y, L, pos, rows_.empty() ? nullptr : rows_.data());
   const int m = v.accepted;
-  const Sources src = accepted_sources(v, n, frontier_rows());
+  const int frontier = frontier_rows();
+  const Sources src = accepted_sources(v, n, frontier);
   const int from_block = src.block + src.later;  // tokens from the guesses, any block
   accepted_block_ += src.block;
   accepted_later_ += src.later;
@@ -181,18 +193,29 @@ std::vector<int32_t> JacobiDecoder::accept(const int32_t* y) {
   // predictions past the accepted path, each at the position it predicts.
   std::vector<int32_t> next = {next0};
   for (int j = m + 1; j < n; ++j) next.push_back(y[j]);
+  // Settled, for JacobiOptions::later_after: of the frontier's guesses g[1..frontier), those this
+  // iteration made final or left unchanged (the prediction at the guess's position is the guess).
+  int settled = 0;
+  for (int j = 1; j < std::min(frontier, n); ++j) settled += j <= m || y[j - 1] == block_[j];
   block_ = std::move(next);
   if (opts_.window == JacobiWindow::Sliding) {
-    fill_guesses(opts_.block * opts_.blocks);
+    int done = 0;
+    for (frontier_done_ += m + 1; frontier_done_ >= opts_.block; frontier_done_ -= opts_.block) ++done;
+    update_in_flight(done, settled);
+    fill_guesses(opts_.block * in_flight_);
   } else {
     // The blocks keep their ends. Fixed blocks leave the front (the next one in flight becomes the
     // frontier, its guesses refined) and fresh ones join at the far end; a path past every block
     // in flight starts a new frontier at the new position.
-    if (position() >= block_end_ + (opts_.blocks - 1) * opts_.block)
+    int done = 0;
+    if (position() >= block_end_ + (in_flight_ - 1) * opts_.block) {
+      done = in_flight_;
       block_end_ = position() + opts_.block;
-    else
-      while (position() >= block_end_) block_end_ += opts_.block;
-    fill_guesses(block_end_ + (opts_.blocks - 1) * opts_.block - position());
+    } else {
+      for (; position() >= block_end_; ++done) block_end_ += opts_.block;
+    }
+    update_in_flight(done, settled);
+    fill_guesses(block_end_ + (in_flight_ - 1) * opts_.block - position());
   }
   lay_out();
   return final_tokens;

@@ -13,7 +13,9 @@
 // run into a later block (its guesses were conditioned on tokens now final, so it is exact), and a
 // later block keeps its refined guesses when it becomes the frontier. With the blockwise window the
 // blocks have fixed ends: when the frontier block is fixed, the next one takes its place and a
-// fresh block joins at the far end. Every block's trajectory feeds the n-gram pool (recycled).
+// fresh block joins at the far end. With JacobiOptions::later_after, later blocks join only once the
+// frontier has partly settled, and leave as frontier blocks are done (blocks_in_flight()).
+// Every block's trajectory feeds the n-gram pool (recycled).
 // g[0] is always final (the argmax at the last committed position), so every iteration commits
 // at least one token and the committed sequence equals greedy AR with exact arithmetic.
 // Tested with a fake model that follows an oracle (tests/unit/test_jacobi.cpp).
@@ -68,6 +70,8 @@ class JacobiDecoder {
   int block_rows() const { return static_cast<int>(block_.size()); }
   // Of those, the frontier block's (the first ones).
   int frontier_rows() const;
+  // Blocks whose guesses the next forward holds (JacobiOptions::blocks, or fewer under later_after).
+  int blocks_in_flight() const { return in_flight_; }
 
   // Consumes the predictions for block(); returns the tokens that became final in this iteration
   // (the accepted path's tokens after g[0], then the prediction after them).
@@ -93,6 +97,9 @@ class JacobiDecoder {
   void append_guesses(int count);
   void fill_guesses(int count);  // cuts block_ to count guesses or appends fresh ones
   void lay_out();  // block() and rows() from block_ and the pool's candidates for block_[0]
+  // later_after: the blocks in flight after an iteration that finished `blocks_done` frontier
+  // blocks and left `settled` leading frontier guesses unchanged.
+  void update_in_flight(int blocks_done, int settled);
 
   JacobiOptions opts_;
   std::vector<int32_t> context_;   // committed tokens: exact KV for all of them
@@ -100,6 +107,8 @@ class JacobiDecoder {
   std::vector<int32_t> previous_;  // the block forwarded in the previous iteration
   int previous_pos_ = -1;          // its first position
   int block_end_ = 0;              // blockwise mode: one past the last position of the frontier block
+  int in_flight_ = 1;              // blocks whose guesses block_ holds
+  int frontier_done_ = 0;          // sliding window, later_after: tokens final since the frontier block began
   std::mt19937_64 rng_;
   NgramPool pool_;
   std::vector<int32_t> rows_tokens_;  // block_, then each candidate's ngram - 1 tokens

@@ -396,15 +396,18 @@ TEST(MultiBlock, MatchesOracleForEveryModeAndSize) {
         for (int candidates : {0, 3})
           for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise})
             for (int lookahead : {0, 3})
-              for (bool local : {false, true}) {
+              for (bool local : {false, true})
+                for (double later_after : {0.0, 0.5, 1.0}) {
                 OracleModel model(oracle, lookahead, local);
                 GenerateOptions gen;
                 gen.max_new_tokens = 100;
-                const JacobiOptions jac{.block = n, .window = w, .candidates = candidates, .ngram = 4, .blocks = blocks};
+                const JacobiOptions jac{.block = n, .window = w, .candidates = candidates, .ngram = 4, .blocks = blocks,
+                                        .later_after = later_after};
                 const GenerateResult r = generate_jacobi(model, prompt, gen, jac);
                 const std::string what = "K=" + std::to_string(blocks) + " n=" + std::to_string(n) + " G=" +
                                          std::to_string(candidates) + " window " + std::to_string(static_cast<int>(w)) +
-                                         " lookahead " + std::to_string(lookahead) + " local " + std::to_string(local);
+                                         " lookahead " + std::to_string(lookahead) + " local " + std::to_string(local) +
+                                         " later_after " + std::to_string(later_after);
                 ASSERT_EQ(r.tokens, expected) << what;
                 EXPECT_EQ(r.stats.iterations, model.forwards) << what;
                 EXPECT_EQ(r.stats.fast_forwarded, r.stats.accepted_by_sources()) << what;
@@ -482,6 +485,39 @@ TEST(MultiBlock, BlockwiseBlocksKeepTheirEnds) {
   EXPECT_EQ(dec.position(), 11);
   EXPECT_EQ(dec.frontier_rows(), 4);
   EXPECT_EQ(dec.block_rows(), 8);
+}
+
+// Rows forwarded over a decode: sum over iterations of their rows (stats.block_iterations).
+int rows_forwarded(const DecodeStats& s) {
+  int rows = 0;
+  for (size_t r = 0; r < s.block_iterations.size(); ++r) rows += static_cast<int>(r) * s.block_iterations[r];
+  return rows;
+}
+
+TEST(MultiBlock, LaterBlocksJoinOnceTheFrontierSettles) {
+  // Jacobi Forcing's rule (JacobiOptions::later_after): the decode starts with the frontier alone and
+  // a later block joins after an iteration that settles half the frontier's guesses. On a CLLM-like
+  // model (right 6 positions past a wrong token) blocks join and give accepted tokens; on a plain
+  // causal model little settles, so most of the later blocks' rows are saved.
+  const std::vector<int32_t> oracle = make_oracle(400, 41);
+  for (JacobiWindow w : {JacobiWindow::Sliding, JacobiWindow::Blockwise}) {
+    const JacobiOptions always{.block = 4, .window = w, .blocks = 3};
+    JacobiOptions settle = always;
+    settle.later_after = 0.5;
+    JacobiDecoder first(settle, {oracle.begin(), oracle.begin() + 10}, oracle[10]);
+    EXPECT_EQ(first.block_rows(), 4);
+    EXPECT_EQ(first.blocks_in_flight(), 1);
+    const GenerateResult cllm = decode_oracle(oracle, 10, 200, settle, 6);
+    EXPECT_GT(cllm.stats.accepted_later, 0) << "window " << static_cast<int>(w);
+    int widest = 0;
+    for (size_t r = 0; r < cllm.stats.block_iterations.size(); ++r)
+      if (cllm.stats.block_iterations[r] > 0) widest = static_cast<int>(r);
+    EXPECT_GE(widest, 8) << "a later block in flight at some iteration; window " << static_cast<int>(w);
+    const GenerateResult plain_always = decode_oracle(oracle, 10, 200, always, 0);
+    const GenerateResult plain_settle = decode_oracle(oracle, 10, 200, settle, 0);
+    EXPECT_LT(rows_forwarded(plain_settle.stats), rows_forwarded(plain_always.stats) / 2)
+        << "window " << static_cast<int>(w);
+  }
 }
 
 TEST(MultiBlock, AdaptiveBlockIsRefused) {

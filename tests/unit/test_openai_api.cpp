@@ -258,6 +258,12 @@ TEST_F(OpenAiSpec, DecodingChoices) {
   EXPECT_EQ(spec(R"({"prompt": "x", "cllm_blocks": 3, "cllm_decode": "ar"})").jacobi.blocks, 1);
   EXPECT_EQ(spec(R"({"prompt": "x", "cllm_blocks": 3, "temperature": 0.5})").jacobi.blocks, 1);
   EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_blocks": 0})").param, "cllm_blocks");
+  EXPECT_EQ(spec(R"({"prompt": "x", "cllm_block": 4, "cllm_blocks": 3, "cllm_later_block_after": 0.5})").jacobi.later_after,
+            0.5);
+  EXPECT_EQ(spec(R"({"prompt": "x"})").jacobi.later_after, 0);
+  for (const char* bad : {R"({"prompt": "x", "cllm_later_block_after": 1.5})", R"({"prompt": "x", "cllm_later_block_after": -0.1})",
+                          R"({"prompt": "x", "cllm_later_block_after": "half"})"})
+    EXPECT_EQ(spec_error(bad).param, "cllm_later_block_after") << bad;
   EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_block": 32, "cllm_blocks": 3})").param, "cllm_blocks");
   cfg_.jacobi.adaptive = true;  // the server's --block auto: a request's blocks need its own block
   EXPECT_EQ(spec_error(R"({"prompt": "x", "cllm_blocks": 2})").param, "cllm_blocks");
