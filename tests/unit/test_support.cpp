@@ -7,9 +7,13 @@
 
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
+#include <sstream>
+#include <random>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/check.h"
 #include "runtime/random_model.h"
 
 namespace cllm::test {
@@ -78,6 +82,34 @@ std::string random_model_with_config(const std::string& shape, uint64_t seed, co
   }
   std::ofstream(dir / "config.json") << c.dump(2);
   return dir.string();
+}
+
+FlipCounts bit_flip_trials(const std::string& bytes, const std::filesystem::path& path, int trials, size_t hot_window,
+                           const std::function<void()>& use) {
+  const std::string counts = run_in_child("bit-flipped copies of " + path.filename().string(), [&] {
+    std::mt19937_64 rng(20261207);
+    int used = 0, refused = 0;
+    for (int trial = 0; trial < trials; ++trial) {
+      std::string b = bytes;
+      for (int k = 0, flips = 1 + static_cast<int>(rng() % 3); k < flips; ++k) {
+        const size_t region = hot_window > 0 ? rng() % 5 : 4, window = std::min(hot_window, b.size());
+        const size_t at = region < 2 ? rng() % window : region < 4 ? b.size() - 1 - rng() % window : rng() % b.size();
+        b[at] = static_cast<char>(b[at] ^ (1 << (rng() % 8)));
+      }
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << b;
+      try {
+        use();
+        ++used;
+      } catch (const Error&) {
+        ++refused;
+      }
+    }
+    return std::to_string(used) + " " + std::to_string(refused);
+  });
+  FlipCounts c;
+  std::istringstream(counts) >> c.used >> c.refused;
+  EXPECT_EQ(c.used + c.refused, trials) << counts;
+  return c;
 }
 
 std::string run_in_child(const std::string& what, const std::function<std::string()>& fn) {

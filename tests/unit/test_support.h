@@ -36,4 +36,15 @@ std::string random_model_with_config(const std::string& shape, uint64_t seed, co
 // fn must not need threads that exist only in the parent.
 std::string run_in_child(const std::string& what, const std::function<std::string()>& fn);
 
+// Damaged-file trials, in a child process (run_in_child): `trials` times, `bytes` with 1 to 3 random
+// bit flips (seeded) is written to `path` and `use` opens and uses it. hot_window > 0: four flips in
+// five land in the first or the last hot_window bytes (where formats keep their metadata). Returns
+// how many uses ended normally and how many threw cllm::Error; a crash or another exception fails
+// the calling test.
+struct FlipCounts {
+  int used = -1, refused = -1;
+};
+FlipCounts bit_flip_trials(const std::string& bytes, const std::filesystem::path& path, int trials, size_t hot_window,
+                           const std::function<void()>& use);
+
 }  // namespace cllm::test
