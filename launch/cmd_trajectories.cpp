@@ -102,7 +102,7 @@ int trajectories_main(int argc, char** argv) {
   to.stop_ids = m.model->config().eos_token_ids;
 
   TrajectoryWriter out(out_path, {model_path, to.block, seed, m.tokenizer->vocab_size(), to.max_new_tokens,
-                                  to.augment, to.max_repeat, to.blocks, init});
+                                  to.augment, to.max_repeat, to.blocks, init, checkpoint_fingerprint(*m.checkpoint)});
   std::fprintf(stderr, "model loaded in %.2f s; %zu prompts (shard %d/%d), %zu already in %s\n", m.load_seconds,
                prompts.size(), plan.shard, plan.num_shards, out.done().size(), out_path.c_str());
   // Prompts finish in completion order with --batch > 1: count them, and name each by its index.

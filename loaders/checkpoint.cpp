@@ -73,6 +73,16 @@ void CheckpointReader::read_f32(const std::string& name, const TensorRange& rang
 
 uint64_t CheckpointReader::fingerprint(const std::string& name) const { return probe_fingerprint(*this, name); }
 
+uint64_t checkpoint_fingerprint(const CheckpointReader& ckpt) {
+  uint64_t h = fnv1a(nullptr, 0);
+  const TensorManifest manifest = make_tensor_manifest(ckpt.config());
+  for (const TensorSpec* t : manifest.all()) {
+    const uint64_t f = ckpt.fingerprint(t->name);
+    h = fnv1a(&f, sizeof f, h);
+  }
+  return h;
+}
+
 uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name) {
   constexpr int64_t kProbes = 4, kWindow = 16;
   const std::vector<int64_t> shape = ckpt.shape(name);

@@ -108,6 +108,10 @@ inline uint64_t fnv1a(const void* data, size_t bytes, uint64_t h = 1469598103934
 // the probe does not.
 uint64_t probe_fingerprint(const CheckpointReader& ckpt, const std::string& name);
 
+// The whole checkpoint's identity: fnv1a over the fingerprints of every tensor of its manifest, in
+// manifest order. Equal for copies of one checkpoint wherever they sit; different for other weights.
+uint64_t checkpoint_fingerprint(const CheckpointReader& ckpt);
+
 // Opens a GGUF file, an HF checkpoint directory (config.json + safetensors [+ index]) or a
 // cllm .h5 checkpoint, and validates the config against the tensor shapes before returning.
 std::unique_ptr<CheckpointReader> open_checkpoint(const std::string& path);

@@ -33,6 +33,7 @@ std::string sample_name(const char* group, int64_t index) {
 void write_info(hid_t file, const TrajectoryFileInfo& info) {
   h5_write_attr<int32_t>(file, "format_version", H5T_NATIVE_INT32, kFormatVersion);
   h5_write_string_attr(file, "model", info.model);
+  h5_write_attr<uint64_t>(file, "model_fingerprint", H5T_NATIVE_UINT64, info.model_fingerprint);
   h5_write_attr<int32_t>(file, "block", H5T_NATIVE_INT32, info.block);
   h5_write_attr<uint64_t>(file, "seed", H5T_NATIVE_UINT64, info.seed);
   h5_write_attr<int32_t>(file, "vocab_size", H5T_NATIVE_INT32, info.vocab_size);
@@ -49,6 +50,8 @@ TrajectoryFileInfo read_info(hid_t file, const std::string& path) {
              path << ": trajectory format_version " << version << ", this build reads " << kFormatVersion);
   TrajectoryFileInfo info;
   info.model = h5_read_string_attr(file, "model", path);
+  if (H5Aexists(file, "model_fingerprint") > 0)
+    info.model_fingerprint = h5_read_attr<uint64_t>(file, "model_fingerprint", H5T_NATIVE_UINT64, path);
   info.block = h5_read_attr<int32_t>(file, "block", H5T_NATIVE_INT32, path);
   info.seed = h5_read_attr<uint64_t>(file, "seed", H5T_NATIVE_UINT64, path);
   info.vocab_size = h5_read_attr<int32_t>(file, "vocab_size", H5T_NATIVE_INT32, path);
@@ -67,7 +70,16 @@ void check_same_info(const TrajectoryFileInfo& file, const TrajectoryFileInfo& r
     CLLM_CHECK(a == b, path << " was collected with " << what << " = " << a << " but this run asks for " << b
                             << "; use another --out or delete the file to start over");
   };
-  differ("model", file.model, run.model);
+  // The weights, not the path: a checkpoint retrained into the same directory is another model, and
+  // one model named by another path is the same. Files from before the fingerprint: the path.
+  if (file.model_fingerprint != 0 && run.model_fingerprint != 0)
+    CLLM_CHECK(file.model_fingerprint == run.model_fingerprint,
+               path << " was collected with other model weights (" << file.model << ", fingerprint " << std::hex
+                    << file.model_fingerprint << ") than this run's (" << run.model << ", fingerprint "
+                    << run.model_fingerprint << std::dec
+                    << "); use another --out or delete the file to start over");
+  else
+    differ("model", file.model, run.model);
   differ("block", file.block, run.block);
   differ("seed", file.seed, run.seed);
   differ("vocab_size", file.vocab_size, run.vocab_size);

@@ -49,7 +49,7 @@ struct Trajectory {
 
 // The root attributes: how the file was collected. A resumed run must ask for the same.
 struct TrajectoryFileInfo {
-  std::string model;
+  std::string model;  // the --model path, as given
   int block = 0;
   uint64_t seed = 0;
   int vocab_size = 0;
@@ -58,6 +58,7 @@ struct TrajectoryFileInfo {
   int max_repeat = 0;
   int blocks = 1;  // multi-block collection: blocks in flight
   std::string init = "random";  // the initial guesses (cllm trajectories --init)
+  uint64_t model_fingerprint = 0;  // checkpoint_fingerprint of the weights (0: a file from before it was kept)
   bool operator==(const TrajectoryFileInfo&) const = default;
 };
 

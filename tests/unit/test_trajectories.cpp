@@ -349,6 +349,35 @@ TEST(Trajectories, DamagedFilesAreRefusedOnResume) {
   EXPECT_GT(c.refused, 0);
 }
 
+// A resumed file is matched on the weights' fingerprint when both sides have one: another path to
+// the same weights resumes; other weights under the same path are refused. A file without one
+// (written before) is matched on the path.
+TEST(Trajectories, ResumeComparesTheWeightsNotThePath) {
+  const auto path = (test::temp_dir("traj_fp") / "t.h5").string();
+  const TrajectoryOptions o = small_opts(4);
+  TrajectoryFileInfo info = info_for(o, 1);
+  info.model = "models/a";
+  info.model_fingerprint = 5;
+  { TrajectoryWriter w(path, info); }
+  TrajectoryFileInfo moved = info;
+  moved.model = "./models/../models/a";
+  EXPECT_NO_THROW(TrajectoryWriter(path, moved));
+  TrajectoryFileInfo retrained = info;
+  retrained.model_fingerprint = 6;
+  try {
+    TrajectoryWriter w(path, retrained);
+    ADD_FAILURE() << "other weights under the same path were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("other model weights"), std::string::npos) << e.what();
+  }
+  const auto old = (test::temp_dir("traj_fp") / "old.h5").string();
+  TrajectoryFileInfo before = info;
+  before.model_fingerprint = 0;
+  { TrajectoryWriter w(old, before); }
+  EXPECT_NO_THROW(TrajectoryWriter(old, info));
+  EXPECT_THROW(TrajectoryWriter(old, moved), Error);
+}
+
 TEST(Trajectories, DegenerateSamplesAreDroppedAndRemembered) {
   const auto path = (test::temp_dir("traj_drop") / "t.h5").string();
   TrajectoryOptions o = small_opts(4);
