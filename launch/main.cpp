@@ -1,6 +1,8 @@
 // `cllm SUBCOMMAND [flags]`: dispatches to the subcommand table below.
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <exception>
 #include <new>
 #include <string>
@@ -33,6 +35,19 @@ void usage(FILE* out) {
   for (const Subcommand& s : kSubcommands) std::fprintf(out, "  %-14s %s\n", s.name, s.summary);
 }
 
+// A run's output is its result: a failed write to stdout (a full disk, a closed descriptor) turns
+// exit status 0 into 1 with a message, as coreutils do. Called once the subcommand has returned.
+int checked_stdout(int rc, const char* name) {
+  std::cout.flush();
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  const int why = errno;
+  if ((flushed && !std::ferror(stdout) && std::cout.good()) || rc != 0) return rc;
+  std::fprintf(stderr, "cllm%s%s: error: writing to standard output failed%s%s\n", *name ? " " : "", name,
+               why != 0 ? ": " : "", why != 0 ? std::strerror(why) : "");
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -43,12 +58,12 @@ int main(int argc, char** argv) {
   const std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") {
     usage(stdout);
-    return 0;
+    return checked_stdout(0, "");
   }
   for (const Subcommand& s : kSubcommands) {
     if (name != s.name) continue;
     try {
-      return s.main(argc - 1, argv + 1);
+      return checked_stdout(s.main(argc - 1, argv + 1), s.name);
     } catch (const std::bad_alloc&) {
       // Sizes the flags name are checked against memory where they are known (the KV cache); this is
       // what got past those checks.
