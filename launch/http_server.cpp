@@ -48,6 +48,43 @@ std::string error_json(const std::string& message, const std::string& type, cons
 
 namespace {
 
+// The path of a request target: origin-form "/a%2Fb?q" or absolute-form "http://host/a?q" (RFC 9112
+// 3.2), without the query, percent-decoded (RFC 3986 2.1: clients such as the OpenAI SDK escape a
+// model id's "/"). ok = false for a malformed escape.
+std::string request_path(const std::string& target, bool& ok) {
+  std::string t = target.substr(0, target.find('?'));
+  if (const size_t scheme = t.find("://"); scheme != std::string::npos && t[0] != '/') {
+    const size_t slash = t.find('/', scheme + 3);
+    t = slash == std::string::npos ? "/" : t.substr(slash);
+  }
+  std::string out;
+  ok = true;
+  const auto hex = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+  };
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i] != '%') {
+      out += t[i];
+      continue;
+    }
+    const int hi = i + 2 < t.size() ? hex(t[i + 1]) : -1, lo = i + 2 < t.size() ? hex(t[i + 2]) : -1;
+    if (hi < 0 || lo < 0) {
+      ok = false;
+      return t;
+    }
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+// True when a Transfer-Encoding value is the one coding this server implements: chunked.
+bool only_chunked(std::string te) {
+  for (char& c : te) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const size_t a = te.find_first_not_of(" \t"), b = te.find_last_not_of(" \t");
+  return a != std::string::npos && te.substr(a, b - a + 1) == "chunked";
+}
+
 double steady_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -379,8 +416,7 @@ void Server::serve(std::unique_ptr<Connection> conn) {
     if (parser.is_header_done()) {
       const auto& msg = parser.get();
       req.method = std::string(msg.method_string());
-      const std::string target(msg.target());
-      req.path = target.substr(0, target.find('?'));
+      req.path = request_path(std::string(msg.target()), req.path_ok);
       for (const auto& f : msg) {
         std::string name(f.name_string());
         for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -394,8 +430,10 @@ void Server::serve(std::unique_ptr<Connection> conn) {
     if (!ec) {
       const auto& h = parser.get();
       const std::string te(h[bhttp::field::transfer_encoding]);
-      if (!te.empty() && !parser.chunked()) {
-        refuse = 400, why = "Transfer-Encoding '" + te + "' is not supported (only chunked)";
+      if (!te.empty() && !only_chunked(te)) {  // RFC 9112 6.1: a coding the server does not know is 501
+        refuse = 501, why = "Transfer-Encoding '" + te + "' is not implemented (only chunked)";
+      } else if (!req.path_ok) {
+        refuse = 400, why = "the request target's path has a malformed percent-escape";
       } else if (h.version() >= 11 && h.find(bhttp::field::host) == h.end()) {
         refuse = 400, why = "an HTTP/1.1 request needs a Host header";
       } else if (h.method() == bhttp::verb::post && !parser.content_length() && !parser.chunked()) {

@@ -25,7 +25,8 @@ namespace cllm::http {
 
 struct Request {
   std::string method;  // "GET", "POST", ...
-  std::string path;    // the target without its query string
+  std::string path;    // the target's path: no query string, percent-decoded
+  bool path_ok = true;  // false: a malformed percent-escape (the request is refused with 400)
   std::string id;      // X-Request-Id: the client's, or a fresh random one; sent back on the response
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;

@@ -158,14 +158,21 @@ template <bool (*Neutral)(const json&)>
 void neutral_only(const json& v, const std::string& key, ApiRequest&) {
   if (!Neutral(v)) bad(key, key + " is not supported by cllm (only its default value is accepted)");
 }
-bool is_one(const json& v) { return v.is_number_integer() && v.get<int64_t>() == 1; }
 bool is_zero(const json& v) { return v.is_number() && v.get<double>() == 0; }
 bool is_boolean(const json& v) { return v.is_boolean(); }
 bool is_none_or_auto(const json& v) { return v == "none" || v == "auto"; }
-bool is_empty_object(const json& v) { return v.is_object() && v.empty(); }
 bool is_empty_string(const json& v) { return v.is_string() && v.get<std::string>().empty(); }
 bool is_empty_array(const json& v) { return v.is_array() && v.empty(); }
 bool is_text_format(const json& v) { return v.is_object() && v.value("type", "") == "text"; }
+bool is_number_one(const json& v) { return v.is_number() && v.get<double>() == 1; }
+bool is_no_top_k(const json& v) { return v.is_number_integer() && (v.get<int64_t>() == -1 || v.get<int64_t>() == 0); }
+// logit_bias {} or every bias 0 (token id -> bias, OpenAI's shape).
+bool is_zero_bias(const json& v) {
+  if (!v.is_object()) return false;
+  for (const auto& [token, bias] : v.items())
+    if (!bias.is_number() || bias.get<double>() != 0) return false;
+  return true;
+}
 
 void ignore(const json&, const std::string&, ApiRequest&) {}
 
@@ -182,7 +189,8 @@ struct Field {
 };
 
 const Field kFields[] = {
-    {"model", Endpoint::Both, false,
+    // null: the served model, as vLLM takes it.
+    {"model", Endpoint::Both, true,
      [](const json& v, const std::string& key, ApiRequest& r) {
        if (!v.is_string()) bad(key, key + " must be a string");
        r.model = v.get<std::string>();
@@ -227,13 +235,19 @@ const Field kFields[] = {
     {"top_logprobs", Endpoint::Both, true,
      [](const json& v, const std::string& key, ApiRequest& r) { r.top_logprobs = int_field(v, key, 0, kMaxTopLogprobs); }},
     {"echo", Endpoint::Both, true, parse_echo},
-    {"best_of", Endpoint::Both, true, neutral_only<is_one>},
+    // best_of equal to n (checked once every field is read): as many candidates as choices, none dropped.
+    {"best_of", Endpoint::Both, true,
+     [](const json& v, const std::string& key, ApiRequest& r) { r.best_of = int_field(v, key, 1, kMaxChoices); }},
     {"frequency_penalty", Endpoint::Both, true, neutral_only<is_zero>},
     {"presence_penalty", Endpoint::Both, true, neutral_only<is_zero>},
     // Without tools (only [] is accepted) every value of these is neutral.
     {"parallel_tool_calls", Endpoint::Both, true, neutral_only<is_boolean>},
     {"tool_choice", Endpoint::Both, true, neutral_only<is_none_or_auto>},
-    {"logit_bias", Endpoint::Both, true, neutral_only<is_empty_object>},
+    {"logit_bias", Endpoint::Both, true, neutral_only<is_zero_bias>},
+    // vLLM's sampling extensions, at the values that turn them off.
+    {"top_k", Endpoint::Both, true, neutral_only<is_no_top_k>},
+    {"min_p", Endpoint::Both, true, neutral_only<is_zero>},
+    {"repetition_penalty", Endpoint::Both, true, neutral_only<is_number_one>},
     {"suffix", Endpoint::Both, true, neutral_only<is_empty_string>},
     {"tools", Endpoint::Both, true, neutral_only<is_empty_array>},
     {"response_format", Endpoint::Both, true, neutral_only<is_text_format>},
@@ -280,6 +294,9 @@ ApiRequest parse_request_object(const json& j, bool chat) {
   if (chat && r.logprobs >= 0) r.logprobs = std::max(r.top_logprobs, 0);
   if (r.echo_only && !r.echo) bad(r.max_tokens_field, r.max_tokens_field + " must be positive (0 only with echo)");
   if (r.stream_options && !r.stream) bad("stream_options", "stream_options needs stream: true");
+  if (r.best_of > 0 && r.best_of != r.n)
+    bad("best_of", "best_of is not supported by cllm beyond n (" + std::to_string(r.n) + "): it would rank " +
+                       std::to_string(r.best_of) + " candidates and return " + std::to_string(r.n));
   if (r.decode == "jacobi" && r.temperature > 0)
     bad("cllm_decode", "Jacobi decoding is greedy: use temperature 0, or cllm_decode \"ar\" to sample");
   return r;

@@ -63,6 +63,7 @@ struct ApiRequest {
   bool echo = false;                    // completions: the answer starts with the prompt
   bool echo_only = false;               // echo with max_tokens 0: the prompt (and its logprobs) only
   int n = 1;                            // independent choices
+  int best_of = 0;                      // 0: not given; else must equal n
   int top_logprobs = -1;                // chat's top_logprobs as given (-1: absent)
 };
 constexpr int kMaxChoices = 16;

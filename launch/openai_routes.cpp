@@ -68,8 +68,8 @@ const Route* find_route(const std::string& path) {
   return nullptr;
 }
 
-json model_json(const std::string& name) {
-  return {{"id", name}, {"object", "model"}, {"created", 0}, {"owned_by", "cllm"}};
+json model_json(const std::string& name, int64_t created) {
+  return {{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "cllm"}};
 }
 
 }  // namespace
@@ -112,9 +112,9 @@ void Routes::handle(const http::Request& req, http::Responder& res) {
   if (route->prefix) {
     const std::string id = req.path.substr(endpoint.size() + 1);
     if (id != cfg_.model_name) return error(res, 404, "model '" + id + "' is not served here", "model_not_found", "model");
-    return reply(res, 200, model_json(id));
+    return reply(res, 200, model_json(id, created_));
   }
-  if (endpoint == "/v1/models") return reply(res, 200, {{"object", "list"}, {"data", {model_json(cfg_.model_name)}}});
+  if (endpoint == "/v1/models") return reply(res, 200, {{"object", "list"}, {"data", {model_json(cfg_.model_name, created_)}}});
   if (!engine) return error(res, 503, "the model is still loading");
   if (endpoint == "/tokenizer_info") return tokenizer_info(res);
   if (endpoint == "/tokenize" || endpoint == "/detokenize") return tokenize(req, res, endpoint == "/tokenize");

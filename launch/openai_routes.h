@@ -5,6 +5,7 @@
 // whoever answered it (this class, or the server itself for 400/408/413).
 #pragma once
 #include <atomic>
+#include <ctime>
 #include <string>
 
 #include "launch/http_metrics.h"
@@ -46,6 +47,7 @@ class Routes {
   std::string token_text(int32_t id) const;
 
   RouteConfig cfg_;
+  const int64_t created_ = static_cast<int64_t>(std::time(nullptr));  // the model's "created": the server's start
   http::Metrics& metrics_;
   std::atomic<Engine*> engine_{nullptr};
   const Tokenizer* tok_ = nullptr;

@@ -85,9 +85,12 @@ def test_head_is_get_without_a_body_and_405_says_what_is_allowed(srv):
 
 
 def test_bodies_the_server_cannot_frame_are_refused_and_the_connection_closed(srv):
-    # A transfer coding other than chunked: the body's end is unknown (RFC 9112 6.1).
+    # A transfer coding other than chunked, alone or before chunked: 501 (RFC 9112 6.1).
     status, _, body = one_exchange(srv, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc")
-    assert status == 400 and b"Transfer-Encoding 'gzip'" in body, body
+    assert status == 501 and b"Transfer-Encoding 'gzip'" in body, body
+    status, _, body = one_exchange(srv, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo, chunked\r\n\r\n"
+                                        b"1e\r\n{\"prompt\":\"Hi\",\"max_tokens\":2}\r\n0\r\n\r\n")
+    assert status == 501 and b"'foo, chunked'" in body, body
     # A POST with neither Content-Length nor chunked: 411, not a "body is not valid JSON".
     status, _, body = one_exchange(srv, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 411 and b"Content-Length" in body, body
@@ -108,6 +111,15 @@ def test_a_client_still_sending_a_too_large_body_reads_the_413(srv):
               headers={"Content-Type": "application/json"})
     r = c.getresponse()
     assert r.status == 413 and b"exceeds" in r.read()
+
+
+def test_targets_are_percent_decoded_and_may_be_absolute(srv):
+    # RFC 3986 2.1 and RFC 9112 3.2.2: "/%68ealth" is "/health"; so is "http://host/health".
+    for target in (b"/%68ealth", b"http://127.0.0.1/health", b"/health?x=%zz"):
+        status, _, body = one_exchange(srv, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status == 200, (target, status, body)
+    status, _, body = one_exchange(srv, b"GET /heal%zzth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 400 and b"percent" in body, body
 
 
 def test_stalled_and_idle_sockets_are_dropped(srv):

@@ -45,6 +45,11 @@ def test_tokenize_and_detokenize(base_url, auth):
 def test_model_by_id_and_lowercase_bearer(base_url, auth, api_key, model_name):
     r = requests.get(f"{base_url}/v1/models/{model_name}", headers={"Authorization": f"bearer {api_key}"}, timeout=10)
     assert r.status_code == 200 and r.json()["id"] == model_name, r.text
+    # The id percent-escaped, as the OpenAI SDK sends it (an "org/model" name escapes its "/").
+    escaped = "".join(f"%{b:02X}" for b in model_name.encode())
+    r = requests.get(f"{base_url}/v1/models/{escaped}", headers=auth, timeout=10)
+    assert r.status_code == 200 and r.json()["id"] == model_name, r.text
+    assert r.json()["created"] > 1_700_000_000, r.json()  # the server's start, not 1970
     r = requests.get(f"{base_url}/v1/models/other-model", headers=auth, timeout=10)
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
 

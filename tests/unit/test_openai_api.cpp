@@ -129,8 +129,27 @@ TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
                                          "n": null, "user": null})", false);
   EXPECT_EQ(r.max_tokens, 0);
   EXPECT_EQ(r.temperature, 0);
-  EXPECT_EQ(parse_error(R"({"prompt": "x", "model": null})").param, "model");
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "model": null})", false).model, "");  // the served model, as vLLM
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "model": 3})").param, "model");
   EXPECT_EQ(parse_error(R"({"prompt": "x", "cllm_block": null})").param, "cllm_block");
+}
+
+// Fields cllm does not implement pass at the values that turn them off, as clients send them by
+// default (vLLM's top_k -1, min_p 0, repetition_penalty 1; a logit_bias of zeros; best_of = n).
+TEST(OpenAiParse, NeutralValuesOfUnimplementedFieldsPass) {
+  for (const char* body :
+       {R"({"prompt": "x", "top_k": -1, "min_p": 0, "repetition_penalty": 1.0})", R"({"prompt": "x", "top_k": 0})",
+        R"({"prompt": "x", "logit_bias": {"1": 0, "50": 0.0}})", R"({"prompt": "x", "best_of": 2, "n": 2})",
+        R"({"prompt": "x", "n": 3, "best_of": 3})", R"({"prompt": "x", "best_of": 1})"})
+    EXPECT_NO_THROW(parse_request(body, false)) << body;
+  const std::vector<std::pair<const char*, const char*>> refused = {
+      {R"({"prompt": "x", "top_k": 40})", "top_k"},
+      {R"({"prompt": "x", "min_p": 0.1})", "min_p"},
+      {R"({"prompt": "x", "repetition_penalty": 1.1})", "repetition_penalty"},
+      {R"({"prompt": "x", "logit_bias": {"1": 5}})", "logit_bias"},
+      {R"({"prompt": "x", "best_of": 3, "n": 2})", "best_of"},
+      {R"({"prompt": "x", "best_of": 2})", "best_of"}};
+  for (const auto& [body, field] : refused) EXPECT_EQ(parse_error(body).param, field) << body;
 }
 
 // Each bad value is refused with 400, and both the message and error.param name its field.
