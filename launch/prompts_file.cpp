@@ -1,7 +1,9 @@
 #include "launch/prompts_file.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include <nlohmann/json.hpp>
 
@@ -49,8 +51,27 @@ PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::strin
 
 }  // namespace
 
+// True when a file's first non-empty line makes it JSONL: it parses as a JSON object, or (a .jsonl or
+// .json file, whose malformed first line is then reported) it starts with '{'.
+bool first_line_is_jsonl(const std::string& line, const std::string& path) {
+  if (line[line.find_first_not_of(" \t")] != '{') return false;
+  const auto ends_with = [&](const char* ext) {
+    const std::string e(ext);
+    return path.size() >= e.size() && path.compare(path.size() - e.size(), e.size(), e) == 0;
+  };
+  if (ends_with(".jsonl") || ends_with(".json")) return true;
+  try {
+    return parse_untrusted_json(line).is_object();
+  } catch (const std::exception&) {
+    return false;  // text that starts with a brace: a code prompt
+  }
+}
+
 std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
-  std::ifstream in(path);
+  CLLM_CHECK(path == "-" || !std::filesystem::is_directory(path), path << " is a directory, not a prompts file");
+  std::ifstream file;
+  if (path != "-") file.open(path);
+  std::istream& in = path == "-" ? std::cin : file;
   CLLM_CHECK(in, "cannot read the prompts file " << path);
   std::vector<PromptLine> out;
   std::string line;
@@ -62,7 +83,7 @@ std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
     // A UTF-8 byte order mark (what some editors write first) is not part of the first prompt.
     if (line_no == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    if (jsonl < 0) jsonl = line[line.find_first_not_of(" \t")] == '{';
+    if (jsonl < 0) jsonl = first_line_is_jsonl(line, path);
     const std::string where = path + ":" + std::to_string(line_no);
     // A prompt is text: bytes that are not UTF-8 would be tokenized as something else or dropped.
     const std::string valid = unicode::to_valid_utf8(line);
@@ -81,6 +102,7 @@ std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
       if (chat) p.messages.push_back({"user", line});
       out.push_back(std::move(p));
     }
+    out.back().line = line_no;
   }
   CLLM_CHECK(!out.empty(), path << " holds no prompts");
   return out;
@@ -93,7 +115,8 @@ std::vector<std::vector<int32_t>> tokenize_prompts(const std::vector<PromptLine>
   for (const PromptLine& p : lines) {
     prompts.push_back(p.messages.empty() ? tokenizer.encode(p.text, add_bos)
                                          : encode_chat(tokenizer, chat_template, p.messages, add_bos));
-    CLLM_CHECK(!prompts.back().empty(), path << ": prompt " << prompts.size() - 1 << " encodes to no tokens");
+    CLLM_CHECK(!prompts.back().empty(), path << ":" << p.line << ": prompt " << prompts.size() - 1
+                                              << " (counting from 0) encodes to no tokens");
   }
   return prompts;
 }

@@ -1,10 +1,13 @@
 // Prompts files, shared by `cllm trajectories` and `cllm generate --prompts` so that training and
-// evaluation read the same prompts the same way. Format, decided by the first non-empty line:
-//   JSONL (first line starts with '{'): one object per line, {"prompt": "text"} or
+// evaluation read the same prompts the same way ("-": standard input). Format, decided by the first
+// non-empty line:
+//   JSONL (the first line is a JSON object; for a .jsonl or .json file, starts with '{'): one object
+//     per line, {"prompt": "text"} or
 //     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}; "messages"
 //     always go through the model's chat template (ending with the assistant header), "prompt"
 //     only with chat; other keys (e.g. "source") are ignored;
-//   plain text otherwise: one prompt per line (wrapped as a user message with chat).
+//   plain text otherwise (a code prompt such as "{ int x = 1; }" too): one prompt per line (wrapped
+//     as a user message with chat).
 // Empty lines are skipped; prompt i is the i-th non-empty line. Malformed lines, and lines that
 // are not valid UTF-8, throw with file:line.
 #pragma once
@@ -20,6 +23,7 @@ namespace cllm::cli {
 struct PromptLine {
   std::vector<ChatMessage> messages;  // non-empty: render with the chat template
   std::string text;                   // used as is otherwise
+  int line = 0;                       // its line in the file (1-based), for messages
 };
 
 std::vector<PromptLine> read_prompts(const std::string& path, bool chat);
