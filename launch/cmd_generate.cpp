@@ -22,6 +22,7 @@
 #include "runtime/block_rows.h"
 #include "runtime/chat_template.h"
 #include "runtime/generate.h"
+#include "runtime/unicode_text.h"
 
 namespace cllm::cli {
 namespace {
@@ -211,6 +212,9 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
     if (json.is_open()) {
       json << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
       CLLM_CHECK(json.good(), "cannot write --json-out " << f.json_out << " (prompt " << i << "): " << std::strerror(errno));
+    } else {  // no --json-out: the texts go to stdout, each after a header line naming its prompt and decoding
+      for (const Run& r : runs)
+        std::printf("--- prompt %zu, %s ---\n%s\n", i, r.name, unicode::to_valid_utf8(m.tokenizer->decode(r.result.tokens)).c_str());
     }
     if (!f.quiet) {
       std::fprintf(stderr, "[%zu/%zu] %zu prompt tokens", i + 1, prompts.size(), prompts[i].size());
@@ -255,7 +259,8 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
        "batch mode: decode every prompt of this file (JSONL or plain text, as cllm trajectories reads) instead of --prompt")
       ("json-out", po::value(&f.json_out),
        "write one JSON line per prompt: prompt_ids and, per decoding, ids, text (decoded, special tokens skipped), tokens, iterations, tokens_per_iteration, "
-       "prefill_seconds, decode_seconds, finish (with --decode both: identical)")
+       "prefill_seconds, decode_seconds, finish (with --decode both: identical); without it, --prompts prints "
+       "each prompt's texts on stdout")
       ("limit", po::value(&f.limit)->default_value(0), "batch mode: the first N prompts only (0: all)")
       ("warmup-tokens", po::value(&f.warmup_tokens)->default_value(16),
        "batch mode: first decode the first prompt untimed, this many tokens (0: no warm-up)");
