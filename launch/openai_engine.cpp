@@ -47,6 +47,13 @@ void Stream::fail(const std::string& why) {
 }
 
 // A request inside the engine: its stream and the text state the engine thread keeps for it.
+// A token's log-probability waiting for its text to be published, with the output offsets [begin,
+// end) of that text: it goes out with the text up to `end`.
+struct HeldLogprob {
+  TokenLogprob lp;
+  size_t begin, end;
+};
+
 struct Engine::Live {
   Live(uint64_t id, const Tokenizer& tok) : id(id), decoder(tok) {}
   uint64_t id;
@@ -55,9 +62,7 @@ struct Engine::Live {
   std::vector<std::string> stop;
   std::string held;  // decoded text not yet published: it may be the start of a stop string
   size_t published = 0;  // bytes of text published before `held`
-  // Log-probabilities of tokens not yet published, each with the text offset (from the start of the
-  // output) where its text ends: it goes out with the text up to there.
-  std::vector<std::pair<TokenLogprob, size_t>> held_lp;
+  std::vector<HeldLogprob> held_lp;  // of tokens not yet published
   std::vector<TokenLogprob> prompt_lp;  // published with the first update
   Clock::time_point arrived = Clock::now(), last_delivery;
   bool delivered = false;
@@ -118,10 +123,10 @@ bool Engine::draining() const {
 
 // The log-probabilities of the held tokens whose text ends at or before `end` (an output offset),
 // removed from held_lp.
-static std::vector<TokenLogprob> take_logprobs(std::vector<std::pair<TokenLogprob, size_t>>& held, size_t end) {
+static std::vector<TokenLogprob> take_logprobs(std::vector<HeldLogprob>& held, size_t end) {
   std::vector<TokenLogprob> out;
   size_t k = 0;
-  for (; k < held.size() && held[k].second <= end; ++k) out.push_back(std::move(held[k].first));
+  for (; k < held.size() && held[k].end <= end; ++k) out.push_back(std::move(held[k].lp));
   held.erase(held.begin(), held.begin() + k);
   return out;
 }
@@ -129,14 +134,13 @@ static std::vector<TokenLogprob> take_logprobs(std::vector<std::pair<TokenLogpro
 void Engine::finish(Live& l, const std::string& reason) {
   metrics_.add_tokens(0, l.tokens);  // before the client can see the end and read /metrics
   // After a stop string cut the text, the tokens whose text starts before the cut keep their
-  // logprobs (the last one holds the cut); those wholly past it do not.
+  // logprobs (the last one holds the cut, even when part of its text was published before); those
+  // wholly past it do not. A token with no text (a special token) at the cut stays.
   const size_t end = l.published + l.held.size();
   std::vector<TokenLogprob> lp;
-  size_t start = l.published;
-  for (auto& [t, t_end] : l.held_lp) {
-    if (reason == "stop" && start >= end && t_end > start) break;
-    lp.push_back(std::move(t));
-    start = t_end;
+  for (HeldLogprob& h : l.held_lp) {
+    if (reason == "stop" && h.begin >= end && h.end > h.begin) break;
+    lp.push_back(std::move(h.lp));
   }
   l.held_lp.clear();
   l.stream->publish(l.held, true, reason, l.tokens, l.iterations, l.ttft_s, seconds(Clock::now() - l.arrived),
@@ -168,8 +172,9 @@ bool Engine::on_event(const SequenceEvent& ev) {
   l.tokens = ev.generated;
   l.iterations = ev.iterations;
   for (size_t i = 0; i < ev.tokens.size(); ++i) {
+    const size_t begin = l.published + l.held.size();
     l.held += l.decoder.push(ev.tokens[i]);
-    if (i < ev.logprobs.size()) l.held_lp.push_back({ev.logprobs[i], l.published + l.held.size()});
+    if (i < ev.logprobs.size()) l.held_lp.push_back({ev.logprobs[i], begin, l.published + l.held.size()});
   }
   if (ev.done) l.held += l.decoder.flush();
   l.prompt_lp.insert(l.prompt_lp.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());

@@ -186,3 +186,34 @@ def test_echo_text_offsets_with_special_tokens_in_the_prompt(base_url, auth):
         assert "<|im_start|>" in lp["tokens"] or "<|endoftext|>" in lp["tokens"], lp["tokens"]
         for tok, off in zip(lp["tokens"], lp["text_offset"]):
             assert c["text"][off:off + len(tok)] == tok, (prompt, tok, off, c["text"])
+
+
+def test_a_stop_string_inside_a_token_keeps_that_tokens_logprob(base_url, auth):
+    # The logprobs cover the returned text: the token in which a stop string begins keeps its
+    # logprob whether the stop string starts at its first byte or inside it, and even when part of
+    # its text was already streamed before the stop string completed; later tokens are dropped.
+    prose = "Once upon a time, in a small village by the sea,"
+    full = post(base_url, auth, "/v1/completions", prompt=prose, max_tokens=16, logprobs=0)["choices"][0]
+    tokens = full["logprobs"]["tokens"]
+    starts = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    cases = 0
+    for i in range(2, len(tokens) - 1):
+        if len(tokens[i]) < 2 or not tokens[i + 1]:
+            continue
+        for k in (starts[i], starts[i] + 1):  # at the token's first byte, then inside it
+            stop = full["text"][k:starts[i + 1] + len(tokens[i + 1])]
+            if full["text"].find(stop) != k:
+                continue
+            for stream in (False, True):
+                if stream:
+                    events = sse(base_url, auth, "/v1/completions", prompt=prose, max_tokens=16, logprobs=0, stop=stop)
+                    text = "".join(e["choices"][0]["text"] for e in events if e["choices"])
+                    got = [t for e in events if e["choices"] and e["choices"][0].get("logprobs")
+                           for t in e["choices"][0]["logprobs"]["tokens"]]
+                else:
+                    c = post(base_url, auth, "/v1/completions", prompt=prose, max_tokens=16, logprobs=0, stop=stop)["choices"][0]
+                    text, got = c["text"], c["logprobs"]["tokens"]
+                assert text == full["text"][:k], (stop, text)
+                assert got == tokens[:i + 1] if k > starts[i] else got == tokens[:i], (stop, k, starts[i], got)
+                cases += 1
+    assert cases >= 4
