@@ -176,7 +176,9 @@ bool Engine::on_event(const SequenceEvent& ev) {
     l.held += l.decoder.push(ev.tokens[i]);
     if (i < ev.logprobs.size()) l.held_lp.push_back({ev.logprobs[i], begin, l.published + l.held.size()});
   }
-  if (ev.done) l.held += l.decoder.flush();
+  // At the end, bytes held back for an unfinished character (max_tokens cut it) are dropped, as vLLM
+  // does: the text ends at the last whole character, never in U+FFFD.
+  if (ev.done) l.decoder.flush();
   l.prompt_lp.insert(l.prompt_lp.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
 
   // Stop strings act on text, so they match across token boundaries; the text ends before them.

@@ -1,6 +1,8 @@
 # What OpenAI clients and operators expect beyond generation: fresh sampling without a seed, the
 # neutral top_logprobs, unique ids and X-Request-Id, /tokenize and /detokenize, /v1/models/ID,
 # a case-insensitive Bearer scheme, every status counted, and metric sums at full precision.
+import json
+
 import requests
 
 
@@ -90,3 +92,22 @@ def test_max_model_len_is_what_a_request_may_use(base_url, auth):
     assert ok.status_code == 200, ok.text
     over = post(base_url, auth, "/v1/completions", prompt=ids[:n], max_tokens=1)
     assert over.status_code == 400 and over.json()["error"]["param"] == "prompt", over.text
+
+
+def test_text_cut_inside_a_character_ends_before_it(base_url, auth):
+    # Emoji take several tokens each: a max_tokens that ends inside one leaves no U+FFFD in the
+    # text (the unfinished character is dropped, as vLLM does), streamed or not.
+    body = {"messages": [{"role": "user", "content": "Reply with emoji only: 😀🎉👨‍👩‍👧🌍🚀"}]}
+    cut = 0
+    for max_tokens in range(1, 13):
+        r = requests.post(f"{base_url}/v1/chat/completions", json=dict(body, max_tokens=max_tokens), headers=auth, timeout=60)
+        assert r.status_code == 200, r.text
+        text = r.json()["choices"][0]["message"]["content"]
+        assert "\ufffd" not in text, (max_tokens, text)
+        cut += r.json()["usage"]["completion_tokens"] == max_tokens
+        s = requests.post(f"{base_url}/v1/chat/completions", json=dict(body, max_tokens=max_tokens, stream=True),
+                          headers=auth, stream=True, timeout=60)
+        streamed = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+                           for line in s.iter_lines() if line.startswith(b"data: {") and b'"choices":[{' in line)
+        assert streamed == text, (max_tokens, streamed, text)
+    assert cut > 0
