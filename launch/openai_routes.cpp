@@ -194,8 +194,15 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
       SequenceSpec one_token = spec;
       one_token.gen.max_new_tokens = 1;
       const bool prompt_fits = engine.check(one_token).empty();
-      for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, r.max_tokens_field);
-      throw ApiError(400, why, prompt_fits ? r.max_tokens_field : "prompt", "context_length_exceeded");
+      // (a request without max_tokens was given the default completion length: named as such)
+      const std::string named = r.max_tokens > 0 ? r.max_tokens_field : "default completion length";
+      for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, named);
+      if (!prompt_fits)  // vLLM's words first: the limit in tokens a request may use, then the detail
+        why = "This model's maximum context length is " + std::to_string(cfg_.max_model_len()) +
+              " tokens (prompt and completion); the " + (chat ? "messages are " : "prompt is ") +
+              std::to_string(spec.prompt.size()) + " tokens, leaving no room for one more (" + why + ")";
+      throw ApiError(400, why, prompt_fits ? r.max_tokens_field : (chat ? "messages" : "prompt"),
+                     "context_length_exceeded");
     }
   } catch (const ApiError& e) {
     return error(res, e.status, e.what(), e.code, e.param);

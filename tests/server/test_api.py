@@ -236,6 +236,15 @@ def test_context_errors_name_the_field_that_overflows(base_url, auth):
     r = requests.post(f"{base_url}/v1/completions", json={"prompt": "word " * 2100, "max_tokens": 1}, headers=auth,
                       timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    # The limit a client can act on comes first, in tokens (max_model_len of /tokenize).
+    limit = requests.post(f"{base_url}/tokenize", json={"prompt": "x"}, headers=auth, timeout=60).json()["max_model_len"]
+    assert r.json()["error"]["message"].startswith(f"This model's maximum context length is {limit} tokens"), r.text
+    # Chat without max_tokens: the messages are blamed, and no max_tokens the client never sent.
+    r = requests.post(f"{base_url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hello " * 2100}]},
+                      headers=auth, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages", r.text
+    assert "the messages are" in r.json()["error"]["message"], r.text
+    assert "max_tokens" not in r.json()["error"]["message"], r.text
 
 
 def test_prompt_past_the_model_positions_names_the_kv_capacity(base_url, auth):
