@@ -283,6 +283,18 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");
   CLLM_CHECK(f.decode == "ar" || f.decode == "jacobi" || f.decode == "both",
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");
+  // A flag the run would not use is refused rather than silently ignored.
+  if (f.decode == "ar")
+    for (const char* flag : {"block", "max-block", "blocks", "later-block-after", "window", "init", "seed", "pad-id",
+                             "candidates", "ngram", "pool"})
+      CLLM_CHECK(!vm.given(flag), "--" << flag << " applies to Jacobi decoding, which --decode ar does not run");
+  for (const char* flag : {"ngram", "pool"})
+    CLLM_CHECK(!vm.given(flag) || f.jac.candidates > 0, "--" << flag << " applies to lookahead: give --candidates G > 0");
+  CLLM_CHECK(!vm.given("pad-id") || f.jac.init == InitialGuess::Pad, "--pad-id applies to --init pad");
+  for (const char* flag : {"limit", "warmup-tokens"})
+    CLLM_CHECK(!vm.given(flag) || batch, "--" << flag << " applies to --prompts (batch mode)");
+  CLLM_CHECK(!vm.given("chat-template") || f.chat || batch,
+             "--chat-template applies to chat prompts: give --chat (or a --prompts file with messages)");
   comm.set_deadline_seconds(f.comm_flags.deadline_s);
   set_cpu_threads(f.threads, comm);
   f.comm_flags.lookahead_rows = invariant_decode_rows(f.jac);

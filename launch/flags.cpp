@@ -78,10 +78,10 @@ void store(const parsed_options& parsed, variables_map& vm) {
   for (const auto& [name, text] : parsed.values) {
     const options_description::option* opt = parsed.desc->find(name);
     if (opt->value) opt->value->parse(name, text);
-    vm.mark(name);
+    vm.mark(name, true);
   }
   for (const options_description::option& o : parsed.desc->options())
-    if (o.value && !o.value->default_text().empty()) vm.mark(o.name);
+    if (o.value && !o.value->default_text().empty()) vm.mark(o.name, false);
   vm.desc = parsed.desc;
 }
 

@@ -127,11 +127,17 @@ class variables_map {
  public:
   const options_description* desc = nullptr;  // the table of the last store(), for notify()
 
+  // Given on the command line or holding a default value.
   size_t count(const std::string& name) const { return present_.count(name); }
-  void mark(const std::string& name) { present_[name] = true; }
+  // Given on the command line.
+  bool given(const std::string& name) const {
+    const auto it = present_.find(name);
+    return it != present_.end() && it->second;
+  }
+  void mark(const std::string& name, bool given) { present_[name] = present_[name] || given; }
 
  private:
-  std::map<std::string, bool> present_;
+  std::map<std::string, bool> present_;  // name -> given on the command line
 };
 
 struct parsed_options {
