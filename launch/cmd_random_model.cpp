@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "core/check.h"
 #include "launch/cli_common.h"
@@ -54,6 +55,8 @@ int random_model_main(int argc, char** argv) {
     cfg.bos_token_id = random_model_shape("tiny").bos_token_id;
     cfg.eos_token_ids = random_model_shape("tiny").eos_token_ids;
   } else {
+    for (const char* f : {"vocab", "hidden", "ffn", "layers", "heads", "kv-heads", "ctx", "tied"})
+      CLLM_CHECK(!vm.given(f), "--" << f << " applies to --shape custom; --shape " << shape << " fixes it");
     cfg = random_model_shape(shape);
   }
   validate(cfg, "--shape " + shape);  // every size positive, heads dividing, before anything is written
@@ -70,6 +73,19 @@ int random_model_main(int argc, char** argv) {
                                   << " --hidden " << cfg.hidden_size << " --ffn " << cfg.intermediate_size << " --layers "
                                   << cfg.num_layers << ") has a tensor larger than this machine's " << machine / 1e9
                                   << " GB of memory, or more than 100000 layers");
+  // The directory must not hold another checkpoint's files: a loader would read its tokenizer config
+  // or weight shards beside the new model. (The files this writes, from an earlier run, are fine.)
+  if (std::filesystem::is_directory(out)) {
+    std::string others;
+    for (const auto& e : std::filesystem::directory_iterator(out)) {
+      const std::string name = e.path().filename().string();
+      if (name != "config.json" && name != "generation_config.json" && name != "model.safetensors" &&
+          name != "tokenizer.json")
+        others += (others.empty() ? "" : ", ") + name;
+    }
+    CLLM_CHECK(others.empty(), "--out " << out << " holds files of another checkpoint (" << others
+                                        << "); give a new or empty directory");
+  }
   write_random_model(cfg, out, ro, [](int done, int total) {
     if (done == total || done % 16 == 0) std::fprintf(stderr, "\rwriting tensors %d/%d", done, total);
     if (done == total) std::fprintf(stderr, "\n");
