@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 
@@ -64,6 +65,17 @@ void report_progress(double done, double total, const std::string& name) {
 
 // Weight files of an earlier checkpoint in the output directory (other shards, an index naming
 // them, PyTorch weights) would sit beside the new model.safetensors and make the directory mean two
+// SIGINT or SIGTERM during an .h5 conversion: the temporary file (model-sized) is removed, a line
+// says why the run ended, and the signal then ends the process as it would have.
+char g_temp_path[4096];
+extern "C" void remove_temp_and_reraise(int sig) {
+  if (g_temp_path[0] != '\0') unlink(g_temp_path);
+  static const char kMsg[] = "\ncllm convert: interrupted; the partial output was removed\n";
+  (void)!write(STDERR_FILENO, kMsg, sizeof kMsg - 1);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 // models: removed, as transformers' save_pretrained removes stale shards. Other files stay.
 void remove_stale_weights(const std::string& dir) {
   namespace fs = std::filesystem;
@@ -136,7 +148,14 @@ int convert_main(int argc, char** argv) {
     wo.dtype = dt;
     wo.tp_chunks = tp_chunks;
     wo.progress = report_progress;
+    const std::string temp = h5_checkpoint_temp_path(out);
+    CLLM_CHECK(temp.size() < sizeof g_temp_path, "--out path too long: " << out);
+    std::snprintf(g_temp_path, sizeof g_temp_path, "%s", temp.c_str());
+    std::signal(SIGINT, remove_temp_and_reraise);
+    std::signal(SIGTERM, remove_temp_and_reraise);
     write_h5_checkpoint(*ckpt, out, wo);
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
   } else {
     write_hf_dir(*ckpt, out, dt);
   }

@@ -50,6 +50,9 @@ struct H5WriteOptions {
 // one chunk at a time (host memory: about one chunk in fp32). Writes `path`.tmp and renames it, so
 // an interrupted conversion leaves no file that looks complete.
 void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, const H5WriteOptions& opts);
+// The temporary file write_h5_checkpoint writes before the rename (for a caller that cleans up
+// after a signal).
+std::string h5_checkpoint_temp_path(const std::string& path);
 
 // Chunks along a split dimension of `dim` elements (gcd(tp_chunks, dim), at least 1).
 int64_t h5_chunk_count(int64_t dim, int tp_chunks);

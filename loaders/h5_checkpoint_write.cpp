@@ -143,6 +143,8 @@ void write_tensor(hid_t group, const CheckpointReader& in, const TensorSpec& e, 
 }  // namespace
 }  // namespace detail
 
+std::string h5_checkpoint_temp_path(const std::string& path) { return path + ".tmp"; }
+
 void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, const H5WriteOptions& opts) {
   using namespace detail;
   namespace fs = std::filesystem;
@@ -150,7 +152,7 @@ void write_h5_checkpoint(const CheckpointReader& in, const std::string& path, co
   h5_chunk_count(1, opts.tp_chunks);
   // Checked before the conversion's work, not at the rename after it.
   CLLM_CHECK(!fs::is_directory(path), path << " is a directory: the .h5 checkpoint is one file; name a file");
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = h5_checkpoint_temp_path(path);
   const ModelConfig& cfg = in.config();
   const TensorManifest manifest = make_tensor_manifest(cfg);
   const double total = static_cast<double>(manifest.bytes(sizeof(float)));
