@@ -252,6 +252,9 @@ class SocketResponder final : public Responder {
     res.set(bhttp::field::server, "cllm");
     res.set(bhttp::field::content_type, content_type);
     if (!req_.id.empty()) res.set("X-Request-Id", req_.id);
+    // CORS, as vLLM answers by default: any origin may read the answers (a browser front end on
+    // another port); credentials are not allowed, so cookies never ride along.
+    if (!req_.header("origin").empty()) res.set(bhttp::field::access_control_allow_origin, "*");
   }
   void set_status(int status) {
     if (status_) return;

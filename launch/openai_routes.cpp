@@ -94,6 +94,14 @@ void Routes::handle(const http::Request& req, http::Responder& res) {
   if (!route) return error(res, 404, "no route " + req.method + " " + req.path);
   const std::string endpoint = route->path;
   const std::string allowed = std::string(route->method) == "GET" ? "GET, HEAD" : route->method;
+  // A browser's CORS preflight: the route's method and whatever headers it asks to send.
+  if (req.method == "OPTIONS" && !req.header("access-control-request-method").empty()) {
+    const std::string asked = req.header("access-control-request-headers");
+    return res.send(204, "text/plain", "",
+                    {{"Access-Control-Allow-Methods", allowed + ", OPTIONS"},
+                     {"Access-Control-Allow-Headers", asked.empty() ? "Authorization, Content-Type" : asked},
+                     {"Access-Control-Max-Age", "600"}});
+  }
   // HEAD is GET without the body (the server writes the header only).
   const std::string method = req.method == "HEAD" ? "GET" : req.method;
   if (method != route->method)

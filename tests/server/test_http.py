@@ -206,6 +206,22 @@ def test_access_log_has_one_line_per_request(srv):
     assert len(lines) == 1 and re.search(r"GET /health 200 \d+ [\d.]+s access-log-probe$", lines[0]), lines
 
 
+def test_cors_preflight_and_origin(srv):
+    # A browser front end on another origin: the preflight is answered (no API key needed, as the
+    # browser sends none), and every answer to a request with an Origin may be read by it.
+    status, headers, _ = one_exchange(srv, b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                           b"Origin: http://localhost:3000\r\nAccess-Control-Request-Method: POST\r\n"
+                                           b"Access-Control-Request-Headers: authorization, content-type\r\n\r\n")
+    assert status == 204, (status, headers)
+    assert headers["access-control-allow-origin"] == "*", headers
+    assert "POST" in headers["access-control-allow-methods"], headers
+    assert headers["access-control-allow-headers"] == "authorization, content-type", headers
+    status, headers, _ = one_exchange(srv, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: http://a\r\n\r\n")
+    assert status == 200 and headers["access-control-allow-origin"] == "*", headers
+    status, headers, _ = one_exchange(srv, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert "access-control-allow-origin" not in headers, headers
+
+
 def test_drain_answers_503_json_on_kept_alive_connections(srv):
     # Last in this module: it stops the server. A long request keeps the drain open meanwhile.
     kept = connect(srv.url)
@@ -229,4 +245,3 @@ def test_drain_answers_503_json_on_kept_alive_connections(srv):
     assert status == 503 and json.loads(payload)["error"]["type"] == "service_unavailable", payload
     assert headers.get("connection", "").lower() == "close"
     long.join()
-
