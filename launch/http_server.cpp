@@ -469,13 +469,15 @@ void Server::serve(std::unique_ptr<Connection> conn) {
     if (ec) {
       if (ec == asio::error::shut_down || ec == asio::error::operation_aborted || joining_) break;
       const bool too_big = ec == bhttp::error::body_limit;
+      const bool header_too_big = ec == bhttp::error::header_limit;  // RFC 6585 5: 431
       const bool slow = ec == beast::error::timeout;
-      const int status = too_big ? 413 : slow ? 408 : 400;
+      const int status = too_big ? 413 : header_too_big ? 431 : slow ? 408 : 400;
       SocketResponder r(s, opts_, 11, false, req, observer_);
       r.send(status, "application/json",
-             error_json(too_big ? "request body exceeds " + std::to_string(opts_.max_body) + " bytes"
-                        : slow  ? "the request did not arrive in time"
-                                : "malformed HTTP request: " + ec.message(),
+             error_json(too_big          ? "request body exceeds " + std::to_string(opts_.max_body) + " bytes"
+                        : header_too_big ? "request header fields exceed 64 KiB"
+                        : slow           ? "the request did not arrive in time"
+                                         : "malformed HTTP request: " + ec.message(),
                         "invalid_request_error"),
              {});
       if (observer_.on_done) observer_.on_done(req, status, r.bytes(), steady_now() - t0);

@@ -206,6 +206,15 @@ def test_access_log_has_one_line_per_request(srv):
     assert len(lines) == 1 and re.search(r"GET /health 200 \d+ [\d.]+s access-log-probe$", lines[0]), lines
 
 
+def test_oversized_header_fields_get_431(srv):
+    # RFC 6585 5: header fields too large for the server (past 64 KiB) get 431, and the server lives on.
+    big = b"X-Big: " + b"a" * (80 * 1024) + b"\r\n"
+    status, _, body = one_exchange(srv, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + big + b"\r\n")
+    assert status == 431 and b"64 KiB" in body, (status, body)
+    status, _, _ = one_exchange(srv, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200
+
+
 def test_cors_preflight_and_origin(srv):
     # A browser front end on another origin: the preflight is answered (no API key needed, as the
     # browser sends none), and every answer to a request with an Origin may be read by it.
