@@ -50,9 +50,23 @@ bool bool_field(const json& v, const std::string& key) {
 
 void parse_prompt(const json& v, const std::string& key, ApiRequest& r) {
   auto wrong_shape = [&] {
-    bad(key, key + " must be a string, a one-string array, an array of token ids or a one-array batch of them "
-                   "(batched prompts are not supported)");
+    bad(key, key + " must be a string, an array of token ids, or a batch: an array of strings or of token-id "
+                   "arrays");
   };
+  // A batch of several prompts: each parsed as a prompt of its own.
+  if (v.is_array() && v.size() > 1 && (v[0].is_string() || v[0].is_array())) {
+    if (v.size() > static_cast<size_t>(kMaxBatchPrompts))
+      bad(key, key + " holds " + std::to_string(v.size()) + " prompts, over " + std::to_string(kMaxBatchPrompts));
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i].is_string() != v[0].is_string()) wrong_shape();
+      ApiRequest one;
+      parse_prompt(v[i].is_string() ? v[i] : json::array({v[i]}), key + "[" + std::to_string(i) + "]", one);
+      r.batch.push_back({one.prompt, one.prompt_ids});
+    }
+    r.prompt = r.batch[0].text;
+    r.prompt_ids = r.batch[0].ids;
+    return;
+  }
   if (v.is_string()) {
     r.prompt = v.get<std::string>();
   } else if (v.is_array() && v.size() == 1 && v[0].is_string()) {

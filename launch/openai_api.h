@@ -38,6 +38,13 @@ struct ApiRequest {
   std::string model;
   std::string prompt;                   // completions: text ("" when prompt_ids is used)
   std::vector<int32_t> prompt_ids;      // completions: a prompt given as token ids
+  // completions: a batch of prompts (["a", "b"] or [[ids], [ids]]), each with n choices, choice
+  // index = prompt * n + j as OpenAI numbers them; prompt / prompt_ids then hold the first.
+  struct PromptInput {
+    std::string text;
+    std::vector<int32_t> ids;
+  };
+  std::vector<PromptInput> batch;
   std::vector<ChatMessage> messages;    // chat
   int max_tokens = 0;                   // 0: not given
   std::string max_tokens_field = "max_tokens";  // the field it came from (errors name it)
@@ -67,6 +74,7 @@ struct ApiRequest {
   int top_logprobs = -1;                // chat's top_logprobs as given (-1: absent)
 };
 constexpr int kMaxChoices = 16;
+constexpr int kMaxBatchPrompts = 256;  // prompts in one completions request
 
 // Throws ApiError (400) naming the field at fault.
 ApiRequest parse_request(const std::string& body, bool chat);

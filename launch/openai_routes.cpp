@@ -190,27 +190,37 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   if (!current) return error(res, 503, "the engine is not available");
   Engine& engine = *current;
   ApiRequest r;
-  SequenceSpec spec;
+  std::vector<SequenceSpec> specs;  // one per prompt (a completions batch has several)
+  std::vector<std::string> prompt_texts;
   try {
     r = parse_request(req.body, chat);
     // Sampling without a seed differs run to run, as OpenAI's does; a seed makes it reproducible.
     if (r.temperature > 0 && !r.seed_given) r.seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
-    spec = request_spec(r, cfg_, *tok_);
-    std::string why = engine.check(spec);
-    if (!why.empty()) {
-      // Named as the API names it (max_tokens), and blamed on max_tokens when the prompt alone fits.
-      SequenceSpec one_token = spec;
-      one_token.gen.max_new_tokens = 1;
-      const bool prompt_fits = engine.check(one_token).empty();
-      // (a request without max_tokens was given the default completion length: named as such)
-      const std::string named = r.max_tokens > 0 ? r.max_tokens_field : "default completion length";
-      for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, named);
-      if (!prompt_fits)  // vLLM's words first: the limit in tokens a request may use, then the detail
-        why = "This model's maximum context length is " + std::to_string(cfg_.max_model_len()) +
-              " tokens (prompt and completion); the " + (chat ? "messages are " : "prompt is ") +
-              std::to_string(spec.prompt.size()) + " tokens, leaving no room for one more (" + why + ")";
-      throw ApiError(400, why, prompt_fits ? r.max_tokens_field : (chat ? "messages" : "prompt"),
-                     "context_length_exceeded");
+    const std::vector<ApiRequest::PromptInput> inputs =
+        r.batch.empty() ? std::vector<ApiRequest::PromptInput>{{r.prompt, r.prompt_ids}} : r.batch;
+    for (const ApiRequest::PromptInput& in : inputs) {
+      ApiRequest one = r;
+      one.prompt = in.text;
+      one.prompt_ids = in.ids;
+      SequenceSpec spec = request_spec(one, cfg_, *tok_);
+      std::string why = engine.check(spec);
+      if (!why.empty()) {
+        // Named as the API names it (max_tokens), and blamed on max_tokens when the prompt alone fits.
+        SequenceSpec one_token = spec;
+        one_token.gen.max_new_tokens = 1;
+        const bool prompt_fits = engine.check(one_token).empty();
+        // (a request without max_tokens was given the default completion length: named as such)
+        const std::string named = r.max_tokens > 0 ? r.max_tokens_field : "default completion length";
+        for (size_t at; (at = why.find("max_new_tokens")) != std::string::npos;) why.replace(at, 14, named);
+        if (!prompt_fits)  // vLLM's words first: the limit in tokens a request may use, then the detail
+          why = "This model's maximum context length is " + std::to_string(cfg_.max_model_len()) +
+                " tokens (prompt and completion); the " + (chat ? "messages are " : "prompt is ") +
+                std::to_string(spec.prompt.size()) + " tokens, leaving no room for one more (" + why + ")";
+        throw ApiError(400, why, prompt_fits ? r.max_tokens_field : (chat ? "messages" : "prompt"),
+                       "context_length_exceeded");
+      }
+      prompt_texts.push_back(chat ? "" : one.prompt_ids.empty() ? one.prompt : tok_->decode(spec.prompt));
+      specs.push_back(std::move(spec));
     }
   } catch (const ApiError& e) {
     return error(res, e.status, e.what(), e.code, e.param);
@@ -220,16 +230,18 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   // n choices are n sequences; a sampled one gets seed + index, so each choice is reproducible
   // on its own and they differ from each other.
   // More choices than the server ever holds at once would meet 429 however long the client waits.
-  if (cfg_.max_sequences > 0 && r.n > cfg_.max_sequences)
+  const int total = r.n * static_cast<int>(specs.size());  // choices: prompt p's j-th is p * n + j
+  if (cfg_.max_sequences > 0 && total > cfg_.max_sequences)
     return error(res, 400,
-                 "n (" + std::to_string(r.n) + ") is more than this server holds at once (" +
+                 (specs.size() > 1 ? std::to_string(specs.size()) + " prompts x " : std::string()) + "n (" +
+                     std::to_string(r.n) + ") is more than this server holds at once (" +
                      std::to_string(cfg_.max_sequences) + " sequences: --max-batch + --max-queue)",
-                 "", "n");
+                 "", specs.size() > 1 ? "prompt" : "n");
   std::vector<std::shared_ptr<Stream>> streams;
-  for (int i = 0; i < r.n; ++i) {
-    SequenceSpec si = spec;
-    si.sampling.seed += static_cast<uint64_t>(i);
-    si.jacobi.seed += static_cast<uint64_t>(i);
+  for (int i = 0; i < total; ++i) {
+    SequenceSpec si = specs[i / r.n];
+    si.sampling.seed += static_cast<uint64_t>(i % r.n);
+    si.jacobi.seed += static_cast<uint64_t>(i % r.n);
     std::shared_ptr<Stream> stream;
     const Engine::Admission a = engine.submit(si, r.stop, &stream);
     if (a != Engine::Admission::Accepted) {
@@ -248,8 +260,8 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
     return t;
   };
   // echo: the answer starts with the prompt, and its logprobs with the prompt's (none for the first).
-  const std::string prompt_text = chat ? "" : r.prompt_ids.empty() ? r.prompt : tok_->decode(spec.prompt);
-  const std::string echo_text = r.echo ? prompt_text : "";
+  auto prompt_of = [&](size_t choice) -> const SequenceSpec& { return specs[choice / r.n]; };
+  auto echo_of = [&](size_t choice) { return r.echo ? prompt_texts[choice / r.n] : std::string(); };
   struct Progress {
     Choice all;       // the whole choice so far
     size_t offset = 0;  // completions: text_offset of the next token
@@ -259,11 +271,11 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   std::vector<Progress> choices(streams.size());
   for (size_t i = 0; i < choices.size(); ++i) {
     choices[i].all.index = static_cast<int>(i);
-    choices[i].offset = r.echo ? 0 : prompt_text.size();  // offsets count from the prompt's start
+    choices[i].offset = r.echo ? 0 : prompt_texts[i / r.n].size();  // offsets count from the prompt's start
     choices[i].all.text_offset = choices[i].offset;
   }
   Usage usage;
-  usage.prompt_tokens = static_cast<int>(spec.prompt.size());
+  for (const SequenceSpec& s : specs) usage.prompt_tokens += static_cast<int>(s.prompt.size());  // each prompt once
   auto update_usage = [&] {
     usage.completion_tokens = usage.iterations = 0;
     for (const Progress& c : choices) {
@@ -307,9 +319,11 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
       delta.text_offset = c.offset;
       if (r.echo && !c.echoed && (u.done || !u.text.empty() || !u.logprobs.empty() || !u.prompt_logprobs.empty())) {
         c.echoed = true;
+        const std::string echo_text = echo_of(i);
+        const std::vector<int32_t>& prompt = prompt_of(i).prompt;
         delta.text = echo_text;
         if (want_lp) {
-          delta.tokens.push_back({token_text(spec.prompt[0]), std::nan(""), {}, tok_->token_bytes(spec.prompt[0]).size()});
+          delta.tokens.push_back({token_text(prompt[0]), std::nan(""), {}, tok_->token_bytes(prompt[0]).size()});
           for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
           // A special token written in the prompt ("<|im_start|>") has no bytes of its own but
           // stands in the echoed text as written; one the tokenizer added (BOS) stands nowhere.

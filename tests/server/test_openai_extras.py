@@ -111,3 +111,34 @@ def test_text_cut_inside_a_character_ends_before_it(base_url, auth):
                            for line in s.iter_lines() if line.startswith(b"data: {") and b'"choices":[{' in line)
         assert streamed == text, (max_tokens, streamed, text)
     assert cut > 0
+
+
+def test_batched_completion_prompts(base_url, auth):
+    # A batch of prompts (as lm-evaluation-harness sends them): one choice per prompt and n, numbered
+    # prompt * n + j as OpenAI does, each the same as that prompt asked alone; usage counts every
+    # prompt once. Token-id batches too, and streamed.
+    prompts = ["The capital of France is", "def add(a, b):", "Once upon a time"]
+    alone = [requests.post(f"{base_url}/v1/completions", json={"prompt": p, "max_tokens": 6}, headers=auth,
+                           timeout=60).json() for p in prompts]
+    r = requests.post(f"{base_url}/v1/completions", json={"prompt": prompts, "max_tokens": 6, "n": 2}, headers=auth,
+                      timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [c["index"] for c in out["choices"]] == list(range(6)), out
+    for p in range(3):
+        for j in range(2):
+            assert out["choices"][p * 2 + j]["text"] == alone[p]["choices"][0]["text"], (p, j, out)
+    assert out["usage"]["prompt_tokens"] == sum(a["usage"]["prompt_tokens"] for a in alone), out["usage"]
+    ids = [requests.post(f"{base_url}/tokenize", json={"prompt": p}, headers=auth, timeout=60).json()["tokens"]
+           for p in prompts[:2]]
+    by_ids = requests.post(f"{base_url}/v1/completions", json={"prompt": ids, "max_tokens": 6}, headers=auth,
+                           timeout=60).json()
+    assert [c["text"] for c in by_ids["choices"]] == [a["choices"][0]["text"] for a in alone[:2]], by_ids
+    s = requests.post(f"{base_url}/v1/completions", json={"prompt": prompts, "max_tokens": 6, "stream": True},
+                      headers=auth, stream=True, timeout=60)
+    texts = ["", "", ""]
+    for line in s.iter_lines():
+        if line.startswith(b"data: {"):
+            for c in json.loads(line[6:])["choices"]:
+                texts[c["index"]] += c["text"]
+    assert texts == [a["choices"][0]["text"] for a in alone], texts

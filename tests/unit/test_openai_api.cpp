@@ -102,8 +102,9 @@ TEST(OpenAiParse, NeutralToolFieldsAndPromptShapes) {
   EXPECT_NO_THROW(parse_request(R"({"prompt": "x", "tool_choice": null})", false));
   EXPECT_EQ(parse_error(R"({"prompt": "x", "tool_choice": "required"})").param, "tool_choice");
   EXPECT_EQ(parse_error(R"({"prompt": "x", "parallel_tool_calls": 1})").param, "parallel_tool_calls");
-  for (const char* body : {R"({"prompt": [[["a"]]]})", R"({"prompt": [[[1]]]})", R"({"prompt": [["a"]]})"})
-    EXPECT_NE(std::string(parse_error(body).what()).find("one-array batch"), std::string::npos) << body;
+  for (const char* body : {R"({"prompt": [[["a"]]]})", R"({"prompt": [[[1]]]})", R"({"prompt": [["a"]]})",
+                           R"({"prompt": ["a", [1]]})", R"({"prompt": [[1], ["a"]]})"})
+    EXPECT_NE(std::string(parse_error(body).what()).find("a batch"), std::string::npos) << body;
   EXPECT_NE(std::string(parse_error(R"({"messages": [{"role": "x", "content": "y"}]})", true).what()).find("developer"),
             std::string::npos);
 }
@@ -122,6 +123,24 @@ TEST(OpenAiParse, AssistantTurnsMayLeaveTheirContentOut) {
        "function": {"name": "f", "arguments": "{}"}}]}]})", true);
   EXPECT_EQ(tools.param, "messages[1].tool_calls");
   EXPECT_NE(std::string(tools.what()).find("not supported"), std::string::npos);
+}
+
+// A completions batch: several prompts, as text or as token ids, each its own entry; the first also
+// in prompt / prompt_ids.
+TEST(OpenAiParse, BatchedPrompts) {
+  const ApiRequest text = parse_request(R"({"prompt": ["a", "bc", "d"]})", false);
+  ASSERT_EQ(text.batch.size(), 3u);
+  EXPECT_EQ(text.batch[1].text, "bc");
+  EXPECT_EQ(text.prompt, "a");
+  const ApiRequest ids = parse_request(R"({"prompt": [[1, 2], [3]]})", false);
+  ASSERT_EQ(ids.batch.size(), 2u);
+  EXPECT_EQ(ids.batch[1].ids, std::vector<int32_t>({3}));
+  EXPECT_EQ(ids.prompt_ids, std::vector<int32_t>({1, 2}));
+  EXPECT_TRUE(parse_request(R"({"prompt": ["a"]})", false).batch.empty());  // one prompt is not a batch
+  EXPECT_EQ(parse_error(R"({"prompt": ["a", ""]})").param, "prompt[1]");
+  std::string many = R"({"prompt": [)";
+  for (int i = 0; i <= kMaxBatchPrompts; ++i) many += std::string(i ? "," : "") + "\"x\"";
+  EXPECT_EQ(parse_error(many + "]}").param, "prompt");
 }
 
 TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
