@@ -63,8 +63,6 @@ void report_progress(double done, double total, const std::string& name) {
   last_decile = pct / 10;
 }
 
-// Weight files of an earlier checkpoint in the output directory (other shards, an index naming
-// them, PyTorch weights) would sit beside the new model.safetensors and make the directory mean two
 // SIGINT or SIGTERM during an .h5 conversion: the temporary file (model-sized) is removed, a line
 // says why the run ended, and the signal then ends the process as it would have.
 char g_temp_path[4096];
@@ -76,6 +74,8 @@ extern "C" void remove_temp_and_reraise(int sig) {
   std::raise(sig);
 }
 
+// Weight files of an earlier checkpoint in the output directory (other shards, an index naming
+// them, PyTorch weights) would sit beside the new model.safetensors and make the directory mean two
 // models: removed, as transformers' save_pretrained removes stale shards. Other files stay.
 void remove_stale_weights(const std::string& dir) {
   namespace fs = std::filesystem;

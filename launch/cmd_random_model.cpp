@@ -79,9 +79,7 @@ int random_model_main(int argc, char** argv) {
     std::string others;
     for (const auto& e : std::filesystem::directory_iterator(out)) {
       const std::string name = e.path().filename().string();
-      if (name != "config.json" && name != "generation_config.json" && name != "model.safetensors" &&
-          name != "tokenizer.json")
-        others += (others.empty() ? "" : ", ") + name;
+      if (!is_random_model_file(name)) others += (others.empty() ? "" : ", ") + name;
     }
     CLLM_CHECK(others.empty(), "--out " << out << " holds files of another checkpoint (" << others
                                         << "); give a new or empty directory");

@@ -434,7 +434,7 @@ void Server::serve(std::unique_ptr<Connection> conn) {
       const auto& h = parser.get();
       const std::string te(h[bhttp::field::transfer_encoding]);
       if (!te.empty() && !only_chunked(te)) {  // RFC 9112 6.1: a coding the server does not know is 501
-        refuse = 501, why = "Transfer-Encoding '" + te + "' is not implemented (only chunked)";
+        refuse = 501, why = "Transfer-Encoding '" + te + "' cannot be decoded here: the server takes chunked alone";
       } else if (!req.path_ok) {
         refuse = 400, why = "the request target's path has a malformed percent-escape";
       } else if (h.version() >= 11 && h.find(bhttp::field::host) == h.end()) {

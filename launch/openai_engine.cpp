@@ -46,7 +46,6 @@ void Stream::fail(const std::string& why) {
   cv_.notify_all();
 }
 
-// A request inside the engine: its stream and the text state the engine thread keeps for it.
 // A token's log-probability waiting for its text to be published, with the output offsets [begin,
 // end) of that text: it goes out with the text up to `end`.
 struct HeldLogprob {
@@ -54,6 +53,7 @@ struct HeldLogprob {
   size_t begin, end;
 };
 
+// A request inside the engine: its stream and the text state the engine thread keeps for it.
 struct Engine::Live {
   Live(uint64_t id, const Tokenizer& tok) : id(id), decoder(tok) {}
   uint64_t id;

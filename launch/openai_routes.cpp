@@ -196,8 +196,9 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
     r = parse_request(req.body, chat);
     // Sampling without a seed differs run to run, as OpenAI's does; a seed makes it reproducible.
     if (r.temperature > 0 && !r.seed_given) r.seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
-    const std::vector<ApiRequest::PromptInput> inputs =
-        r.batch.empty() ? std::vector<ApiRequest::PromptInput>{{r.prompt, r.prompt_ids}} : r.batch;
+    std::vector<ApiRequest::PromptInput> inputs = std::move(r.batch);  // out of r: not copied per prompt
+    r.batch.clear();
+    if (inputs.empty()) inputs.push_back({r.prompt, r.prompt_ids});
     for (const ApiRequest::PromptInput& in : inputs) {
       ApiRequest one = r;
       one.prompt = in.text;

@@ -164,6 +164,15 @@ std::unique_ptr<CheckpointReader> random_checkpoint(const ModelConfig& cfg, uint
   return std::make_unique<RandomCheckpoint>(cfg, seed);
 }
 
+bool is_random_model_file(const std::string& name) {
+  const auto ends_with = [&](const std::string& tail) {
+    return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  return name == "config.json" || name == "generation_config.json" || name == "tokenizer.json" ||
+         name == "model.safetensors" || name == "model.safetensors.index.json" ||
+         (name.rfind("model-", 0) == 0 && ends_with(".safetensors"));
+}
+
 void write_random_model(const ModelConfig& cfg, const std::string& dir, const RandomModelOptions& opts,
                         const std::function<void(int, int)>& progress) {
   validate(cfg, "random-model shape");

@@ -23,6 +23,10 @@ struct RandomModelOptions {
   double shard_bytes = 2e9;           // start a new safetensors shard past this size
 };
 
+// True for a file name write_random_model writes (config, generation config, tokenizer.json, the
+// safetensors file or shards and their index): a directory holding others holds another checkpoint.
+bool is_random_model_file(const std::string& name);
+
 // Writes the checkpoint into `dir` (created if needed). progress(done, total) counts tensors.
 void write_random_model(const ModelConfig& cfg, const std::string& dir, const RandomModelOptions& opts,
                         const std::function<void(int, int)>& progress = {});

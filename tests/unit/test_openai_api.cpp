@@ -155,7 +155,7 @@ TEST(OpenAiParse, NullMeansAbsentOnlyWhereADefaultExists) {
 
 // Fields cllm does not implement pass at the values that turn them off, as clients send them by
 // default (vLLM's top_k -1, min_p 0, repetition_penalty 1; a logit_bias of zeros; best_of = n).
-TEST(OpenAiParse, NeutralValuesOfUnimplementedFieldsPass) {
+TEST(OpenAiParse, NeutralValuesOfUnsupportedFieldsPass) {
   for (const char* body :
        {R"({"prompt": "x", "top_k": -1, "min_p": 0, "repetition_penalty": 1.0})", R"({"prompt": "x", "top_k": 0})",
         R"({"prompt": "x", "logit_bias": {"1": 0, "50": 0.0}})", R"({"prompt": "x", "best_of": 2, "n": 2})",

@@ -62,5 +62,16 @@ TEST(RandomCheckpoint, EqualsTheWrittenOne) {
   EXPECT_EQ(tok->encode("Hi", false), (std::vector<int32_t>{2 + 'H', 2 + 'i'}));
 }
 
+// What random-model accepts in its --out directory: every file a random checkpoint is written as,
+// sharded or not, and nothing another checkpoint brings.
+TEST(RandomCheckpoint, KnowsItsOwnFiles) {
+  for (const char* name : {"config.json", "generation_config.json", "tokenizer.json", "model.safetensors",
+                           "model.safetensors.index.json", "model-1-of-3.safetensors"})
+    EXPECT_TRUE(is_random_model_file(name)) << name;
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                           "pytorch_model.bin", "model-1-of-3.bin", "notes.txt"})
+    EXPECT_FALSE(is_random_model_file(name)) << name;
+}
+
 }  // namespace
 }  // namespace cllm
