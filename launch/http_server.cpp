@@ -389,6 +389,26 @@ void linger_close(tcp::socket& s, DeadlineStream& io) {
   for (size_t dropped = 0; !ec && dropped < (64u << 20);) dropped += io.read_some(asio::buffer(sink), ec);
 }
 
+// RFC 9112 2.2: a server SHOULD ignore at least one empty line (CRLF) received before the
+// request-line; some clients send one after a POST body. Drops up to kMaxEmptyLines of them from the
+// front of buf, reading more while buf holds nothing else, so the parser sees the request-line first.
+// More than that is no request: the parser then refuses it as malformed.
+void skip_empty_lines(DeadlineStream& io, beast::flat_buffer& buf, beast::error_code& ec) {
+  constexpr size_t kMaxEmptyLines = 4;  // 2 bytes each
+  for (size_t dropped = 0; !ec && dropped < 2 * kMaxEmptyLines;) {
+    if (buf.size() == 0) {
+      buf.commit(io.read_some(buf.prepare(4096), ec));
+      continue;
+    }
+    const char* p = static_cast<const char*>(buf.data().data());
+    size_t n = 0;
+    while (n < buf.size() && dropped + n < 2 * kMaxEmptyLines && (p[n] == '\r' || p[n] == '\n')) ++n;
+    if (n == 0) return;
+    buf.consume(n);
+    dropped += n;
+  }
+}
+
 void Server::serve(std::unique_ptr<Connection> conn) {
   tcp::socket& s = conn->socket;
   const int fd = s.native_handle();
@@ -409,7 +429,8 @@ void Server::serve(std::unique_ptr<Connection> conn) {
     parser.header_limit(64 * 1024);
     beast::error_code ec;
     io.expires_after(opts_.header_timeout_s);
-    bhttp::read_header(io, buf, parser, ec);
+    skip_empty_lines(io, buf, ec);
+    if (!ec) bhttp::read_header(io, buf, parser, ec);
     {
       // Until its header is in, a connection may be evicted (a slow header is as idle as none).
       std::lock_guard<std::mutex> lock(mu_);
@@ -441,6 +462,8 @@ void Server::serve(std::unique_ptr<Connection> conn) {
         refuse = 400, why = "an HTTP/1.1 request needs a Host header";
       } else if (h.method() == bhttp::verb::post && !parser.content_length() && !parser.chunked()) {
         refuse = 411, why = "a POST needs a Content-Length (or a chunked body)";
+      } else if (const std::string expect(h[bhttp::field::expect]); !expect.empty() && !iequals(expect, "100-continue")) {
+        refuse = 417, why = "Expect '" + expect + "' cannot be met here: the server knows 100-continue alone";
       }
     }
     if (refuse) {

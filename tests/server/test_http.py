@@ -196,6 +196,27 @@ def test_expect_100_continue(srv):
     s.close()
 
 
+def test_an_expectation_other_than_100_continue_gets_417(srv):
+    head, body = request_bytes("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2},
+                               headers=["Expect: something-else", "Connection: close"])
+    status, _, answer = one_exchange(srv, head + body)
+    assert status == 417 and b"100-continue" in answer, answer
+
+
+def test_empty_lines_before_the_request_line_are_ignored(srv):
+    # RFC 9112 2.2: a CRLF a client sends after a POST body, or before its first request.
+    s = connect(srv.url)
+    head, body = request_bytes("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 2})
+    s.sendall(b"\r\n" + head + body + b"\r\n")
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = read_until_closed(s)
+    first, _, rest = raw.partition(b"HTTP/1.1 200 OK\r\n")
+    assert first == b"" and rest.count(b"HTTP/1.1 200 OK\r\n") == 1 and rest.endswith(b'{"status":"ok"}'), raw
+    # Past a few empty lines it is not a request: refused as malformed, not waited on.
+    status, _, _ = one_exchange(srv, b"\r\n" * 64 + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400
+
+
 def test_access_log_has_one_line_per_request(srv):
     r = requests.get(srv.url + "/health", headers={"X-Request-Id": "access-log-probe"}, timeout=10)
     assert r.status_code == 200
