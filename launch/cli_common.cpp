@@ -1,6 +1,7 @@
 #include "launch/cli_common.h"
 
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -285,6 +286,13 @@ void check_output_is_not_input(const char* out_flag, const std::string& out, con
   std::error_code ec;
   CLLM_CHECK(out.empty() || in.empty() || !std::filesystem::equivalent(out, in, ec),
              out_flag << " " << out << " is the " << in_flag << " input: writing it would overwrite the input");
+}
+
+bool output_is_stdout(const std::string& path) {
+  if (path == "-") return true;
+  struct stat out {}, file {};
+  return ::fstat(STDOUT_FILENO, &out) == 0 && ::stat(path.c_str(), &file) == 0 && out.st_dev == file.st_dev &&
+         out.st_ino == file.st_ino;
 }
 
 void set_cpu_threads(int requested, const Comm& comm) {

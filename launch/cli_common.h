@@ -105,6 +105,10 @@ void set_cpu_threads(int requested, const Comm& comm);
 void write_output_file(const char* flag, const std::string& path, const std::string& text);
 // Throws when a flag's output file is one of the command's input files (it would overwrite it).
 void check_output_is_not_input(const char* out_flag, const std::string& out, const char* in_flag, const std::string& in);
+// True when an output path is "-" or names the file this process's stdout already writes to
+// (/dev/stdout, or the file stdout is redirected into): what else the command prints must then go to
+// stderr, or it would land between the output's lines.
+bool output_is_stdout(const std::string& path);
 
 // Rank 0 runs lead(model) where model is what decoders use: the local model with one rank, a
 // CoordinatorModel over the group with several. The other ranks serve it (worker_loop) until

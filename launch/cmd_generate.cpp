@@ -172,11 +172,19 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
   if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
   std::fprintf(stderr, "model loaded in %.2f s; %zu prompts from %s\n", m.load_seconds, prompts.size(),
                f.prompts_path.c_str());
-  std::ofstream json;
-  if (!f.json_out.empty()) {
+  // JSON lines into a file, or onto stdout ("-", /dev/stdout, or the file stdout goes to): the
+  // summary lines then go to stderr, so stdout holds nothing but JSON lines.
+  std::ofstream json_file;
+  std::ostream* json = nullptr;
+  const bool json_on_stdout = !f.json_out.empty() && output_is_stdout(f.json_out);
+  FILE* const summary = json_on_stdout ? stderr : stdout;
+  if (json_on_stdout) {
+    json = &std::cout;
+  } else if (!f.json_out.empty()) {
     check_output_is_not_input("--json-out", f.json_out, "--prompts", f.prompts_path);
-    json.open(f.json_out);
-    CLLM_CHECK(json, "cannot write --json-out " << f.json_out << ": " << std::strerror(errno));
+    json_file.open(f.json_out);
+    CLLM_CHECK(json_file, "cannot write --json-out " << f.json_out << ": " << std::strerror(errno));
+    json = &json_file;
   }
   // The first decodes pay one-time costs (GPU graphs, allocator, caches): run them untimed.
   if (f.warmup_tokens > 0) {
@@ -209,9 +217,9 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
       identical += same;
     }
     // A text cut inside a UTF-8 sequence (at --max-new-tokens) gets U+FFFD instead of a throw.
-    if (json.is_open()) {
-      json << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
-      CLLM_CHECK(json.good(), "cannot write --json-out " << f.json_out << " (prompt " << i << "): " << std::strerror(errno));
+    if (json != nullptr) {
+      *json << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+      CLLM_CHECK(json->good(), "cannot write --json-out " << f.json_out << " (prompt " << i << "): " << std::strerror(errno));
     } else {  // no --json-out: the texts go to stdout, each after a header line naming its prompt and decoding
       for (const Run& r : runs)
         std::printf("--- prompt %zu, %s ---\n%s\n", i, r.name, unicode::to_valid_utf8(m.tokenizer->decode(r.result.tokens)).c_str());
@@ -226,16 +234,16 @@ int decode_batch(Model& model, const LoadedModel& m, Flags f) {
   }
   for (const auto& [name, s] : {std::pair<const char*, const DecodeStats&>{"ar", ar_sum}, {"jacobi", jac_sum}})
     if (s.iterations)
-      std::printf("[%s] %zu prompts: %d tokens, %d iterations (%.3f tokens/iteration), decode %.3f s (%.1f tokens/s)\n",
-                  name, prompts.size(), s.tokens, s.iterations, s.tokens_per_iteration(), s.decode_seconds,
-                  s.decode_seconds > 0 ? s.tokens / s.decode_seconds : 0.0);
+      std::fprintf(summary, "[%s] %zu prompts: %d tokens, %d iterations (%.3f tokens/iteration), decode %.3f s (%.1f tokens/s)\n",
+                   name, prompts.size(), s.tokens, s.iterations, s.tokens_per_iteration(), s.decode_seconds,
+                   s.decode_seconds > 0 ? s.tokens / s.decode_seconds : 0.0);
   if (jac_sum.iterations)
-    std::printf("[jacobi] accepted beyond the first token of an iteration: block %d, later blocks %d, pool %d, "
-                "recycled %d\n", jac_sum.accepted_block, jac_sum.accepted_later, jac_sum.accepted_pool,
-                jac_sum.accepted_recycled);
+    std::fprintf(summary, "[jacobi] accepted beyond the first token of an iteration: block %d, later blocks %d, pool %d, "
+                 "recycled %d\n", jac_sum.accepted_block, jac_sum.accepted_later, jac_sum.accepted_pool,
+                 jac_sum.accepted_recycled);
   if (ar_sum.iterations && jac_sum.iterations) {
-    std::printf("jacobi vs ar: decode speedup %.2fx (Jacobi / AR decode tokens per second), %d/%zu outputs identical\n",
-                decode_speedup(ar_sum, jac_sum), identical, prompts.size());
+    std::fprintf(summary, "jacobi vs ar: decode speedup %.2fx (Jacobi / AR decode tokens per second), %d/%zu outputs identical\n",
+                 decode_speedup(ar_sum, jac_sum), identical, prompts.size());
     // As in the single-prompt mode: on the CPU decoding is bit-exact, so a difference is a bug.
     if (identical != static_cast<int>(prompts.size()) && f.device == "cpu") return 3;
   }
@@ -259,8 +267,8 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
        "batch mode: decode every prompt of this file (JSONL or plain text, as cllm trajectories reads) instead of --prompt")
       ("json-out", po::value(&f.json_out),
        "write one JSON line per prompt: prompt_ids and, per decoding, ids, text (decoded, special tokens skipped), tokens, iterations, tokens_per_iteration, "
-       "prefill_seconds, decode_seconds, finish (with --decode both: identical); without it, --prompts prints "
-       "each prompt's texts on stdout")
+       "prefill_seconds, decode_seconds, finish (with --decode both: identical); '-' (or stdout's own file): onto stdout, "
+       "the summary then on stderr; without it, --prompts prints each prompt's texts on stdout")
       ("limit", po::value(&f.limit)->default_value(0), "batch mode: the first N prompts only (0: all)")
       ("warmup-tokens", po::value(&f.warmup_tokens)->default_value(16),
        "batch mode: first decode the first prompt untimed, this many tokens (0: no warm-up)");
