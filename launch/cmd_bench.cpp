@@ -83,9 +83,9 @@ struct Flags {
   double load_seconds = 0;  // slowest rank's checkpoint load, measured before the benchmark
   bool json = false;
   // --json onto stdout ("-", /dev/stdout, or the file stdout is redirected into): the tables then go
-  // to stderr (report), so stdout holds the JSON document alone.
+  // to stderr, so stdout holds the JSON document alone.
   bool json_on_stdout = false;
-  FILE* report = stdout;
+  FILE* report() const { return json_on_stdout ? stderr : stdout; }
 };
 
 // FLOPs of one rank's forward (tensor parallel over `ranks`) of `rows` token rows whose attention
@@ -143,9 +143,9 @@ nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int 
   const double weights = model.step_bytes(0);
   nlohmann::json rows = nlohmann::json::array();
   const bool compute = matmul_tflops > 0;
-  std::fprintf(f.report, "\nbatched steps after a context of %d tokens per sequence\n%6s %4s %6s %10s %12s %12s %10s %9s%s\n", ctx,
-                         "B", "n", "rows", "step ms", "rows/s", "seq-steps/s", "floor ms", "floor x",
-                         compute ? "  compute ms  roofline x" : "");
+  std::fprintf(f.report(), "\nbatched steps after a context of %d tokens per sequence\n%6s %4s %6s %10s %12s %12s %10s %9s%s\n", ctx,
+                           "B", "n", "rows", "step ms", "rows/s", "seq-steps/s", "floor ms", "floor x",
+                           compute ? "  compute ms  roofline x" : "");
   for (int count : sizes) {
     for (int n : ns) {
       fill(count, ctx, n);
@@ -161,10 +161,10 @@ nlohmann::json bench_batches(Model& model, const Flags& f, double read_gbs, int 
       // Each sequence's query i (position ctx + i) sees keys 0 .. ctx + i.
       const double pairs = static_cast<double>(count) * (static_cast<double>(n) * ctx + n * (n + 1.0) / 2);
       const double compute_s = compute ? forward_flops(model.config(), count * n, pairs, ranks) / (matmul_tflops * 1e12) : 0;
-      std::fprintf(f.report, "%6d %4d %6d %10.3f %12.0f %12.1f %10.3f %8.2fx", count, n, count * n, t * 1e3, count * n / t,
-                             count / t, floor_s * 1e3, t / floor_s);
-      if (compute) std::fprintf(f.report, "  %10.3f %10.2fx", compute_s * 1e3, t / std::max(floor_s, compute_s));
-      std::fprintf(f.report, "\n");
+      std::fprintf(f.report(), "%6d %4d %6d %10.3f %12.0f %12.1f %10.3f %8.2fx", count, n, count * n, t * 1e3, count * n / t,
+                               count / t, floor_s * 1e3, t / floor_s);
+      if (compute) std::fprintf(f.report(), "  %10.3f %10.2fx", compute_s * 1e3, t / std::max(floor_s, compute_s));
+      std::fprintf(f.report(), "\n");
       nlohmann::json row = {{"batch", count},
                             {"n", n},
                             {"context", ctx},
@@ -217,13 +217,13 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   auto node_bytes = [&](int context) { return model.step_bytes(context) * sharing; };
   const int group = f.comm_flags.stand_in_size > 0 ? f.comm_flags.stand_in_size : comm.size();
   if (f.comm_flags.stand_in_size > 0)
-    std::fprintf(f.report, "rank %d of a tensor-parallel group of %d, alone on this GPU (all-reduces over local stand-ins); "
-                           "floor = this rank's shard over its GPU's bandwidth\n", f.comm_flags.stand_in_rank, group);
+    std::fprintf(f.report(), "rank %d of a tensor-parallel group of %d, alone on this GPU (all-reduces over local stand-ins); "
+                             "floor = this rank's shard over its GPU's bandwidth\n", f.comm_flags.stand_in_rank, group);
   if (comm.size() > 1)
-    std::fprintf(f.report, "tensor parallel: %d ranks, %d on this node; floor = %s\n", comm.size(), node_ranks,
-                           gpu ? "one rank's shard over its GPU's bandwidth" : "the node's shards over the node's bandwidth");
+    std::fprintf(f.report(), "tensor parallel: %d ranks, %d on this node; floor = %s\n", comm.size(), node_ranks,
+                             gpu ? "one rank's shard over its GPU's bandwidth" : "the node's shards over the node's bandwidth");
 
-  std::fprintf(f.report, "load: %.2f s (slowest of %d ranks)\n", f.load_seconds, comm.size());
+  std::fprintf(f.report(), "load: %.2f s (slowest of %d ranks)\n", f.load_seconds, comm.size());
 
   // 1. Bandwidth, with a buffer well past the last-level cache.
   double read_gbs = 0, copy_gbs = 0;
@@ -232,7 +232,7 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     read_gbs = cuda::measure_device_read_bandwidth_gbs(size_t{2} << 30, 5);
     copy_gbs = cuda::measure_device_copy_bandwidth_gbs(size_t{1} << 30, 5);
 #endif
-    std::fprintf(f.report, "device memory bandwidth: read %.1f GB/s, copy %.1f GB/s\n", read_gbs, copy_gbs);
+    std::fprintf(f.report(), "device memory bandwidth: read %.1f GB/s, copy %.1f GB/s\n", read_gbs, copy_gbs);
   } else {
     // The node's bandwidth, with all its cores: the other ranks idle while rank 0 measures.
     const int rank_threads = cpu::pool_size();
@@ -240,8 +240,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
     const size_t bw_bytes = size_t{1} << 30;
     read_gbs = cpu::measure_read_bandwidth_gbs(bw_bytes, 5);
     copy_gbs = cpu::measure_copy_bandwidth_gbs(bw_bytes / 2, 5);
-    std::fprintf(f.report, "memory bandwidth: read %.2f GB/s, copy %.2f GB/s (%d threads)\n", read_gbs, copy_gbs,
-                           cpu::pool_size());
+    std::fprintf(f.report(), "memory bandwidth: read %.2f GB/s, copy %.2f GB/s (%d threads)\n", read_gbs, copy_gbs,
+                             cpu::pool_size());
     if (node_ranks > 1) cpu::set_num_threads(rank_threads);
   }
   // A multi-token step on int8 blocks can be compute-bound: its floor is then its int8
@@ -249,8 +249,8 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   const double int8_macs = gpu ? 0 : model.step_int8_macs();
   const double int8_gmacs = int8_macs > 0 ? cpu::measure_int8_gmacs(cpu::quant_best_path(), 5) : 0;
   if (int8_gmacs > 0)
-    std::fprintf(f.report, "int8 multiply-add rate: %.1f GMAC/s (%s, %d threads); one token: %.1f M int8 multiply-adds\n",
-                           int8_gmacs, cpu::quant_path_name(cpu::quant_best_path()), cpu::pool_size(), int8_macs / 1e6);
+    std::fprintf(f.report(), "int8 multiply-add rate: %.1f GMAC/s (%s, %d threads); one token: %.1f M int8 multiply-adds\n",
+                             int8_gmacs, cpu::quant_path_name(cpu::quant_best_path()), cpu::pool_size(), int8_macs / 1e6);
 
   // 2. AR decode after a short prompt of synthetic ids.
   std::vector<int32_t> prompt(16);
@@ -265,16 +265,16 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
   const double ar_tps = (ar.stats.tokens - 1) / ar.stats.decode_seconds;  // first token comes from prefill
   const int ar_ctx = static_cast<int>(prompt.size()) + tokens / 2;
   const double floor_s = node_bytes(ar_ctx) / (read_gbs * 1e9);
-  std::fprintf(f.report, "AR decode: %.2f tokens/s (%.2f ms/token); floor %.2f ms/token (%.1f MB/step): %.0f%% of the bandwidth floor\n",
-                         ar_tps, 1e3 / ar_tps, floor_s * 1e3, node_bytes(ar_ctx) / 1e6, 100.0 * floor_s * ar_tps);
+  std::fprintf(f.report(), "AR decode: %.2f tokens/s (%.2f ms/token); floor %.2f ms/token (%.1f MB/step): %.0f%% of the bandwidth floor\n",
+                           ar_tps, 1e3 / ar_tps, floor_s * 1e3, node_bytes(ar_ctx) / 1e6, 100.0 * floor_s * ar_tps);
 
   // 3. One forward over n tokens at positions context .. context+n-1.
   std::vector<int32_t> ids(std::max({max_ctx + max_n, prefill})), out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 104729 + 7) % cfg.vocab_size);
   nlohmann::json rows = nlohmann::json::array();
   const std::string vs_first = "vs n=" + std::to_string(ns.front());  // ns ascending: the smallest block
-  std::fprintf(f.report, "\n%8s %6s %12s %14s %10s %10s%s\n", "context", "n", "forward ms", "ms per token", vs_first.c_str(), "floor x",
-                         int8_gmacs > 0 ? "  MAC floor x" : "");
+  std::fprintf(f.report(), "\n%8s %6s %12s %14s %10s %10s%s\n", "context", "n", "forward ms", "ms per token", vs_first.c_str(), "floor x",
+                           int8_gmacs > 0 ? "  MAC floor x" : "");
   for (int context : contexts) {
     model.predict(ids.data(), context, 0, out.data());
     double t1 = 0;
@@ -288,14 +288,14 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
       const double t = median(times);
       if (n == ns.front()) t1 = t;
       const double floor_n = node_bytes(context + n) / (read_gbs * 1e9);
-      std::fprintf(f.report, "%8d %6d %12.3f %14.3f %9.2fx %9.2fx", context, n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
+      std::fprintf(f.report(), "%8d %6d %12.3f %14.3f %9.2fx %9.2fx", context, n, t * 1e3, t * 1e3 / n, t / t1, t / floor_n);
       nlohmann::json row = {{"context", context}, {"n", n}, {"forward_ms", t * 1e3}, {"floor_ms", floor_n * 1e3}};
       if (int8_gmacs > 0) {  // the int8 work alone, at the dot-product rate: no step of n tokens is faster
         const double mac_floor = n * int8_macs / (int8_gmacs * 1e9);
-        std::fprintf(f.report, "  %10.2fx", t / mac_floor);
+        std::fprintf(f.report(), "  %10.2fx", t / mac_floor);
         row["mac_floor_ms"] = mac_floor * 1e3;
       }
-      std::fprintf(f.report, "\n");
+      std::fprintf(f.report(), "\n");
       rows.push_back(row);
     }
   }
@@ -312,12 +312,12 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
       times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     prefill_ms = median(times) * 1e3;
-    std::fprintf(f.report, "\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
+    std::fprintf(f.report(), "\nprefill of %d tokens: %.1f ms\n", prefill, prefill_ms);
 #ifdef CLLM_HAVE_CUDA
     if (gpu) {  // prefill is compute-bound: its floor is its FLOPs over the bf16 matmul rate of this GPU
       prefill_floor_ms = prefill_flops(cfg, prefill, group) / (matmul_tflops * 1e12) * 1e3;
-      std::fprintf(f.report, "bf16 matmul rate: %.0f TFLOP/s; prefill compute floor %.1f ms: %.2fx the floor\n", matmul_tflops,
-                             prefill_floor_ms, prefill_ms / prefill_floor_ms);
+      std::fprintf(f.report(), "bf16 matmul rate: %.0f TFLOP/s; prefill compute floor %.1f ms: %.2fx the floor\n", matmul_tflops,
+                               prefill_floor_ms, prefill_ms / prefill_floor_ms);
     }
 #endif
   }
@@ -344,12 +344,12 @@ int run_bench(Model& model, const Flags& f, const Comm& comm) {
                         {"matmul_tflops", matmul_tflops},
                         {"forward", rows},
                         {"batch", batch}};
+    const std::string text = j.dump(2) + "\n";
     if (f.json_on_stdout) {
-      const std::string text = j.dump(2) + "\n";
       CLLM_CHECK(std::fwrite(text.data(), 1, text.size(), stdout) == text.size() && std::fflush(stdout) == 0,
                  "cannot write --json " << f.json_path << ": " << std::strerror(errno));
     } else {
-      write_output_file("--json", f.json_path, j.dump(2) + "\n");
+      write_output_file("--json", f.json_path, text);
       std::fprintf(stderr, "wrote %s\n", f.json_path.c_str());
     }
   }
@@ -389,7 +389,6 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.reps <= 1000, "--reps must be at most 1000, got " << f.reps);
   f.json = vm.count("json") > 0;
   f.json_on_stdout = f.json && output_is_stdout(f.json_path);
-  if (f.json_on_stdout) f.report = stderr;
   // A --json path that cannot be written is refused before the benchmark, not after it.
   if (f.json && !f.json_on_stdout && comm.rank() == 0)
     CLLM_CHECK(std::ofstream(f.json_path, std::ios::app), "cannot write --json " << f.json_path << ": "

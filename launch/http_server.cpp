@@ -79,10 +79,9 @@ std::string request_path(const std::string& target, bool& ok) {
 }
 
 // True when a Transfer-Encoding value is the one coding this server implements: chunked.
-bool only_chunked(std::string te) {
-  for (char& c : te) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+bool only_chunked(std::string_view te) {
   const size_t a = te.find_first_not_of(" \t"), b = te.find_last_not_of(" \t");
-  return a != std::string::npos && te.substr(a, b - a + 1) == "chunked";
+  return a != std::string_view::npos && iequals(te.substr(a, b - a + 1), "chunked");
 }
 
 double steady_now() {
