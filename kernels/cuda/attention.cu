@@ -173,9 +173,17 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
       detail::cp_async_16(vs + j * kPitch + c * 8, v_cache + off, ok);
     }
   };
+  // Two tiles in flight from the start (one commit group each, q in the first): a CTA of a
+  // fixed-length chunk has only two or three tiles, so waiting for each tile before asking for the
+  // next would expose the memory latency once per tile.
   if (c0 < c1) load_tile(t_begin, 0);
   detail::cp_async_commit();
+  if (t_begin + kTile < c1) load_tile(t_begin + kTile, 1);
+  detail::cp_async_commit();
 
+  // A warp whose 16 rows all lie past the block (at n = 1 on a model without GQA, 3 warps of 4)
+  // only helps load the tiles: it skips the maths, which changes no other row's bits.
+  const bool warp_has_rows = row0 + warp * 16 < rows_total;  // warp-uniform
   // This lane's rows: r_lo = warp * 16 + g and r_hi = r_lo + 8 of the CTA; the first and last key
   // each may see.
   int first_key[2], last_key[2];
@@ -194,80 +202,83 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(const AttnP
   uint32_t qf[kKSteps][4];  // A fragments of this warp's 16 q rows
 
   for (int t0 = t_begin, st = 0; t0 < c1; t0 += kTile, st ^= 1) {
-    detail::cp_async_wait_all();
-    __syncthreads();  // tile t0 (and, first pass, q) landed; every warp is done with the other stage
-    if (t0 == t_begin)
+    detail::cp_async_wait_all_but<1>();  // tile t0 (and, first pass, q) landed; tile t0 + kTile may not have
+    __syncthreads();
+    if (warp_has_rows) {
+      if (t0 == t_begin)
 #pragma unroll
-      for (int kk = 0; kk < kKSteps; ++kk)
-        ldmatrix_x4(qf[kk], q_s + (warp * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + kk * 16 + 8 * (lane / 16));
-    if (t0 + kTile < c1) load_tile(t0 + kTile, st ^ 1);
-    detail::cp_async_commit();
-    const __nv_bfloat16* ks = kv_s + st * 2 * kTile * kPitch;
-    const __nv_bfloat16* vs = ks + kTile * kPitch;
+        for (int kk = 0; kk < kKSteps; ++kk)
+          ldmatrix_x4(qf[kk], q_s + (warp * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + kk * 16 + 8 * (lane / 16));
+      const __nv_bfloat16* ks = kv_s + st * 2 * kTile * kPitch;
+      const __nv_bfloat16* vs = ks + kTile * kPitch;
 
-    // S = Q K^T for 8 key tiles of 8: s[nt] holds keys t0 + 8 nt + 2t (+1) of rows g and g + 8.
-    float s[kTile / 8][4];
+      // S = Q K^T for 8 key tiles of 8: s[nt] holds keys t0 + 8 nt + 2t (+1) of rows g and g + 8.
+      float s[kTile / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
+      for (int nt = 0; nt < kTile / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+        for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < kKSteps; kk += 2) {
-        uint32_t kf[4];  // b0, b1 of k-step kk, then of kk + 1
-        ldmatrix_x4(kf, ks + (nt * 8 + lane % 8) * kPitch + kk * 16 + 8 * (lane / 8));
-        detail::mma_bf16(s[nt], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kf[0], kf[1]);
-        detail::mma_bf16(s[nt], qf[kk + 1][0], qf[kk + 1][1], qf[kk + 1][2], qf[kk + 1][3], kf[2], kf[3]);
-      }
-    }
-    // Online softmax per row (its 64 keys are spread over the 4 lanes of a quad).
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int visible_end = min(last_key[h], c1 - 1);
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < kTile / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = t0 + nt * 8 + 2 * t + e;
-          float& v = s[nt][2 * h + e];
-          v = key <= visible_end && key >= first_key[h] ? v * p.scale : -INFINITY;
-          tile_max = fmaxf(tile_max, v);
+        for (int kk = 0; kk < kKSteps; kk += 2) {
+          uint32_t kf[4];  // b0, b1 of k-step kk, then of kk + 1
+          ldmatrix_x4(kf, ks + (nt * 8 + lane % 8) * kPitch + kk * 16 + 8 * (lane / 8));
+          detail::mma_bf16(s[nt], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], kf[0], kf[1]);
+          detail::mma_bf16(s[nt], qf[kk + 1][0], qf[kk + 1][1], qf[kk + 1][2], qf[kk + 1][3], kf[2], kf[3]);
         }
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      const float m_new = fmaxf(m[h], tile_max);
-      const float alpha = m_new == -INFINITY ? 1.f : __expf(m[h] - m_new);  // 0 when m was -inf
-      float sum = 0.f;
+      }
+      // Online softmax per row (its 64 keys are spread over the 4 lanes of a quad).
 #pragma unroll
-      for (int nt = 0; nt < kTile / 8; ++nt)
+      for (int h = 0; h < 2; ++h) {
+        const int visible_end = min(last_key[h], c1 - 1);
+        float tile_max = -INFINITY;
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& v = s[nt][2 * h + e];
-          v = m_new == -INFINITY ? 0.f : __expf(v - m_new);
-          sum += v;
+        for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = t0 + nt * 8 + 2 * t + e;
+            float& v = s[nt][2 * h + e];
+            v = key <= visible_end && key >= first_key[h] ? v * p.scale : -INFINITY;
+            tile_max = fmaxf(tile_max, v);
+          }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float m_new = fmaxf(m[h], tile_max);
+        const float alpha = m_new == -INFINITY ? 1.f : __expf(m[h] - m_new);  // 0 when m was -inf
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kTile / 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& v = s[nt][2 * h + e];
+            v = m_new == -INFINITY ? 0.f : __expf(v - m_new);
+            sum += v;
+          }
+        m[h] = m_new;
+        l[h] = l[h] * alpha + sum;
+#pragma unroll
+        for (int d = 0; d < kDimTiles; ++d) {
+          o[d][2 * h] *= alpha;
+          o[d][2 * h + 1] *= alpha;
         }
-      m[h] = m_new;
-      l[h] = l[h] * alpha + sum;
-#pragma unroll
-      for (int d = 0; d < kDimTiles; ++d) {
-        o[d][2 * h] *= alpha;
-        o[d][2 * h + 1] *= alpha;
       }
-    }
-    // O += P V, P in bf16 as the A operand (keys 16 j .. 16 j + 15 from score tiles 2j, 2j + 1).
+      // O += P V, P in bf16 as the A operand (keys 16 j .. 16 j + 15 from score tiles 2j, 2j + 1).
 #pragma unroll
-    for (int j = 0; j < kTile / 16; ++j) {
-      const uint32_t a0 = pack_bf16x2(s[2 * j][0], s[2 * j][1]), a1 = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
-      const uint32_t a2 = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
-      const uint32_t a3 = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
+      for (int j = 0; j < kTile / 16; ++j) {
+        const uint32_t a0 = pack_bf16x2(s[2 * j][0], s[2 * j][1]), a1 = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
+        const uint32_t a2 = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
+        const uint32_t a3 = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
 #pragma unroll
-      for (int d = 0; d < kDimTiles; d += 2) {
-        uint32_t vf[4];  // b0, b1 of dim tile d, then of d + 1
-        ldmatrix_x4_trans(vf, vs + (j * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + d * 8 + 8 * (lane / 16));
-        detail::mma_bf16(o[d], a0, a1, a2, a3, vf[0], vf[1]);
-        detail::mma_bf16(o[d + 1], a0, a1, a2, a3, vf[2], vf[3]);
+        for (int d = 0; d < kDimTiles; d += 2) {
+          uint32_t vf[4];  // b0, b1 of dim tile d, then of d + 1
+          ldmatrix_x4_trans(vf, vs + (j * 16 + lane % 8 + 8 * ((lane / 8) % 2)) * kPitch + d * 8 + 8 * (lane / 16));
+          detail::mma_bf16(o[d], a0, a1, a2, a3, vf[0], vf[1]);
+          detail::mma_bf16(o[d + 1], a0, a1, a2, a3, vf[2], vf[3]);
+        }
       }
-    }
+    }  // warp_has_rows
+    __syncthreads();  // every warp is done with stage st: the tile two ahead may go there
+    if (t0 + 2 * kTile < c1) load_tile(t0 + 2 * kTile, st);
+    detail::cp_async_commit();
   }
 
 #pragma unroll
@@ -310,13 +321,36 @@ __global__ void attention_combine_kernel(const AttnParams p, int head_dim) {
   const int d = threadIdx.x;
   const size_t stride = static_cast<size_t>(b.n) * p.n_heads;  // between chunks
   const size_t r = b.part_base + static_cast<size_t>(row - b.q_row) * p.n_heads + h;
+  // kBatch chunks' values are loaded before any is used, so a context of C chunks costs about
+  // 2 C / kBatch dependent trips to L2 instead of 2 C. The sums still run over c = 0, 1, ... in
+  // order, and the maximum is exact in any order: the same bits as one chunk at a time.
+  constexpr int kBatch = 8;
   float m_max = -INFINITY;
-  for (int c = 0; c < b.n_chunks; ++c) m_max = fmaxf(m_max, p.part_m[c * stride + r]);
+  for (int c0 = 0; c0 < b.n_chunks; c0 += kBatch) {
+    float mv[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) mv[j] = c0 + j < b.n_chunks ? p.part_m[(c0 + j) * stride + r] : -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) m_max = fmaxf(m_max, mv[j]);
+  }
   float num = 0.f, den = 0.f;
-  for (int c = 0; c < b.n_chunks; ++c) {
-    const float w = __expf(p.part_m[c * stride + r] - m_max);  // 0 for chunks the row cannot see
-    den += w * p.part_l[c * stride + r];
-    num += w * p.part_acc[(c * stride + r) * head_dim + d];
+  for (int c0 = 0; c0 < b.n_chunks; c0 += kBatch) {
+    float mv[kBatch], lv[kBatch], av[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const bool ok = c0 + j < b.n_chunks;
+      const size_t at = (c0 + j) * stride + r;
+      mv[j] = ok ? p.part_m[at] : 0.f;
+      lv[j] = ok ? p.part_l[at] : 0.f;
+      av[j] = ok ? p.part_acc[at * head_dim + d] : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (c0 + j >= b.n_chunks) break;
+      const float w = __expf(mv[j] - m_max);  // 0 for chunks the row cannot see
+      den += w * lv[j];
+      num += w * av[j];
+    }
   }
   p.out[(static_cast<size_t>(row) * p.n_heads + h) * head_dim + d] = __float2bfloat16_rn(num / den);
 }

@@ -49,13 +49,18 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // 16 bytes global -> shared without a register stop (cp.async); valid = false writes zeros and
-// reads nothing. Commit closes the group of copies issued so far; wait_all waits for all groups.
+// reads nothing. Commit closes the group of copies issued so far; wait_all waits for all groups,
+// wait_all_but<N> for all but the N most recently committed.
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_all_but() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 // Programmatic dependent launch (kernels/cuda/launch.cuh): wait_prior_grids() returns once the kernel
 // launched before this one has completed and its memory is visible; allow_dependents() lets the

@@ -501,8 +501,14 @@ const TileVariant& find_variant(const SkinnyTileShape& s) {
 // projections, at the 7B shape (N >= 4096) and at the 135M one (below: few CTAs, so smaller tiles).
 // Against the shapes before (RT = 2 from 9 rows on) the 7B layer's GEMMs take 3% less at M <= 8,
 // 16% less at M = 16, 8% at 32 and 5% at 64; the 135M layer's 24% and 42% less at 32 and 64.
-SkinnyTileShape pick_tile_shape(int M, int N) {
+// A normalised input (XIn::kNormed) is fp32, and every CTA re-reads all M rows of it from L2: at the
+// 7B shape and M = 16 that is 256 KiB per CTA against 128 KiB of W in a 16-row tile, so at 9-16 rows
+// a wide projection takes 32-row tiles (RT = 2), which halve that traffic: 8-9% less time for the 7B
+// qkv and gate|up projections at M = 16 (1x H100 tile sweep, docs/benchmarks.md). At M <= 8 the
+// 32-row tile was 14-17% slower than the plain shape.
+SkinnyTileShape pick_tile_shape(int M, int N, bool normed) {
   const bool wide = N >= 4096;
+  if (normed && wide && M > 8 && M <= 16) return {2, 2, 4, 1};
   if (M <= 8) return {1, 1, 2, 2};
   if (M <= 16) return wide ? SkinnyTileShape{2, 1, 4, 2} : SkinnyTileShape{1, 1, 4, 2};
   if (M <= 32) return wide ? SkinnyTileShape{4, 2, 2, 1} : SkinnyTileShape{2, 1, 4, 1};
@@ -537,7 +543,7 @@ void invoke_skinny_gemm(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfl
                                            << kSkinnyGemmMaxM << ", N <= " << kSkinnyGemmMaxN
                                            << ", K % 8 == 0, x and W 16-byte aligned)");
   if (M < kTiledMinM)
-    launch_register_tiled(pick_tile_shape(M, N),
+    launch_register_tiled(pick_tile_shape(M, N, false),
                           SkinnyIo{x, nullptr, nullptr, 0.f, y, nullptr, nullptr, SkinnyRopeKv{}, false}, XIn::kBf16,
                           w, M, N, K, stream);
   else
@@ -572,7 +578,7 @@ bool skinny_gemm_fused_supported(int M, int N, int K, const SkinnyInput& in, con
 
 void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, const SkinnyOutput& out, int M, int N,
                               int K, cudaStream_t stream) {
-  invoke_skinny_gemm_tiles(pick_tile_shape(M, N), in, w, out, M, N, K, stream);
+  invoke_skinny_gemm_tiles(pick_tile_shape(M, N, in.residual != nullptr), in, w, out, M, N, K, stream);
 }
 
 std::vector<SkinnyTileShape> skinny_tile_shapes() {
@@ -581,7 +587,7 @@ std::vector<SkinnyTileShape> skinny_tile_shapes() {
   return shapes;
 }
 
-SkinnyTileShape skinny_default_tile_shape(int M, int N) { return pick_tile_shape(M, N); }
+SkinnyTileShape skinny_default_tile_shape(int M, int N, bool normed) { return pick_tile_shape(M, N, normed); }
 
 void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,
                               const SkinnyOutput& out, int M, int N, int K, cudaStream_t stream) {

@@ -94,8 +94,9 @@ struct SkinnyTileShape {
   }
 };
 std::vector<SkinnyTileShape> skinny_tile_shapes();
-// The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs.
-SkinnyTileShape skinny_default_tile_shape(int M, int N);
+// The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs; normed:
+// the input is the fp32 residual normalised on the fly (SkinnyInput::residual).
+SkinnyTileShape skinny_default_tile_shape(int M, int N, bool normed = false);
 // invoke_skinny_gemm_fused with the given tile shape; throws cllm::Error
 // when the shape is not one of skinny_tile_shapes() or the operands are unsupported.
 void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,

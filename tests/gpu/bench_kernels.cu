@@ -132,49 +132,72 @@ std::string fmt(const char* f, int a, int b = 0, int c = 0) {
   return buf;
 }
 
-// --tile-sweep: every built tile shape of the skinny GEMM at the 7B and 135M projection shapes, plain
-// and with the SwiGLU epilogue (gate|up into silu(gate) * up), M = 1..64: one row per run, then the
+// --tile-sweep: every built tile shape of the skinny GEMM at the 7B and 135M projection shapes, plain,
+// with the SwiGLU epilogue (gate|up into silu(gate) * up) and with the fused layer's normalised fp32
+// input ("normed": the residual and its RMS partials), M = 1..64: one row per run, then the
 // fastest shape per case beside the default dispatch's. The shapes give the same bits (BatchInvariance tests), so the
 // dispatch may take whichever is fastest.
 void tile_sweep(Bench& b) {
   struct Case {
     const char* name;
     int N, K;
-    bool swiglu;
+    bool swiglu, normed;
   };
-  const Case cases[] = {{"7b qkv", 12288, 4096, false},     {"7b o", 4096, 4096, false},
-                        {"7b gate_up", 22016, 4096, false}, {"7b down", 4096, 11008, false},
-                        {"7b gate_up swiglu", 22016, 4096, true}, {"7b lm_head", 32000, 4096, false},
-                        {"135m qkv", 960, 576, false},      {"135m o", 576, 576, false},
-                        {"135m gate_up", 3072, 576, false}, {"135m gate_up swiglu", 3072, 576, true},
-                        {"135m lm_head", 49152, 576, false}};
+  const Case cases[] = {{"7b qkv", 12288, 4096, false, false},
+                        {"7b qkv normed", 12288, 4096, false, true},
+                        {"7b o", 4096, 4096, false, false},
+                        {"7b gate_up", 22016, 4096, false, false},
+                        {"7b down", 4096, 11008, false, false},
+                        {"7b gate_up swiglu", 22016, 4096, true, false},
+                        {"7b gate_up swiglu normed", 22016, 4096, true, true},
+                        {"7b lm_head", 32000, 4096, false, false},
+                        {"135m qkv", 960, 576, false, false},
+                        {"135m o", 576, 576, false, false},
+                        {"135m gate_up", 3072, 576, false, false},
+                        {"135m gate_up swiglu", 3072, 576, true, false},
+                        {"135m gate_up swiglu normed", 3072, 576, true, true},
+                        {"135m lm_head", 49152, 576, false, false}};
   const cudaStream_t s = b.stream;
   bf16* weight = alloc<bf16>(size_t{49152} * 4096);  // the largest N*K above
   bf16* x = alloc<bf16>(size_t{64} * 2 * 11008);
   bf16* y = alloc<bf16>(size_t{64} * 49152);
+  // The normalised input: residual [64, K], gamma [K], RMS partials [64, rms_segments(K)]; the partials
+  // are a positive constant (bytes 0x3f: 0.75 each), so every row's inverse rms is finite.
+  float* residual = alloc<float>(size_t{64} * 4096);
+  bf16* gamma = alloc<bf16>(4096);
+  float* rms_parts = alloc<float>(size_t{64} * cu::rms_segments(4096));
+  CLLM_CUDA_CHECK(cudaMemset(rms_parts, 0x3f, sizeof(float) * 64 * cu::rms_segments(4096)));
   CLLM_CUDA_CHECK(cudaDeviceSynchronize());
   std::printf("| case            | M  | tiles NTxRTxUL/minCTAs |   time us | %%copy  |\n");
   std::vector<std::string> best_rows;
   for (const Case& c : cases)
     for (const int m : {1, 4, 8, 16, 32, 64}) {
-      const double bytes = 2.0 * (double(c.N) * c.K + double(m) * c.K + double(m) * c.N / (c.swiglu ? 2 : 1));
-      const cu::SkinnyTileShape def = cu::skinny_default_tile_shape(m, c.N);
+      const double bytes =
+          2.0 * (double(c.N) * c.K + (c.normed ? 2.0 : 1.0) * m * c.K + double(m) * c.N / (c.swiglu ? 2 : 1));
+      const cu::SkinnyTileShape def = cu::skinny_default_tile_shape(m, c.N, c.normed);
       double best_us = 1e30, def_us = 0;
       cu::SkinnyTileShape best{};
       for (const cu::SkinnyTileShape& t : cu::skinny_tile_shapes()) {
         cu::SkinnyInput in;
-        in.x = x;
+        if (c.normed) {
+          in.residual = residual;
+          in.gamma = gamma;
+          in.rms_parts = rms_parts;
+          in.eps = 1e-5f;
+        } else {
+          in.x = x;
+        }
         cu::SkinnyOutput out{y};
         out.swiglu = c.swiglu;
         const double us = b.time_us([&] { cu::invoke_skinny_gemm_tiles(t, in, weight, out, m, c.N, c.K, s); });
         const bool is_def = t == def;
-        std::printf("| %-15s | %2d | %-22s | %9.2f | %5.1f%% |\n", c.name, m,
+        std::printf("| %-26s | %2d | %-22s | %9.2f | %5.1f%% |\n", c.name, m,
                     (t.name() + (is_def ? " default" : "")).c_str(), us, 100.0 * bytes / (us * 1e3) / b.copy_gbs);
         if (is_def) def_us = us;
         if (us < best_us) best_us = us, best = t;
       }
       char line[160];
-      std::snprintf(line, sizeof line, "| %-15s | %2d | default %-7s %8.2f us %5.1f%% | best %-7s %8.2f us %5.1f%% |",
+      std::snprintf(line, sizeof line, "| %-26s | %2d | default %-7s %8.2f us %5.1f%% | best %-7s %8.2f us %5.1f%% |",
                     c.name, m, def.name().c_str(), def_us, 100.0 * bytes / (def_us * 1e3) / b.copy_gbs,
                     best.name().c_str(), best_us, 100.0 * bytes / (best_us * 1e3) / b.copy_gbs);
       best_rows.push_back(line);
