@@ -12,15 +12,31 @@
 
 namespace cllm::detail {
 
+// HDF5 closes every id still open in an atexit handler. A file whose write or close failed (a full
+// disk) stays open in the library, and closing it again at exit crashed (H5F__close_cb, SIGSEGV)
+// after cllm had reported the error. Every file is closed through H5Handle or a reader's destructor,
+// so the handler has nothing to do on success: it is turned off before HDF5's first call.
+inline const bool kH5NoCloseAtExit = H5dont_atexit() >= 0;
+
 // The messages of HDF5's current error stack, innermost last: " (HDF5: a; b; c)", or "" when empty.
 // Call it right after the failing call: the next HDF5 API call clears the stack.
 inline std::string h5_error_text() {
   std::string text;
   const auto walk = [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
     auto& s = *static_cast<std::string*>(out);
-    const std::string d = e->desc ? e->desc : "";
-    const bool repeat = s.size() >= d.size() && s.compare(s.size() - d.size(), d.size(), d) == 0;
-    if (!d.empty() && !repeat) s += (s.empty() ? "" : "; ") + d;
+    std::string d = e->desc ? e->desc : "";
+    // A failed system call's message spans lines (time, buffer address, byte counts): keep the
+    // file and the system's message, e.g. "'/x/t.h5': No space left on device".
+    const auto quoted = [&d](const char* key) {
+      const size_t at = d.find(key);
+      if (at == std::string::npos) return std::string();
+      const size_t from = at + std::string(key).size(), to = d.find('\'', from);
+      return to == std::string::npos ? std::string() : d.substr(from, to - from);
+    };
+    const std::string sys = quoted("error message = '");
+    const std::string file = quoted("filename = '");
+    if (!sys.empty()) d = (file.empty() ? "" : "'" + file + "': ") + sys;
+    if (!d.empty() && s.find(d) == std::string::npos) s += (s.empty() ? "" : "; ") + d;
     return 0;
   };
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &text);

@@ -155,7 +155,7 @@ void ensure_group(hid_t file, const char* name) {
 hid_t checked_file_id(hid_t id, const std::string& path) {
   if (id >= 0) return id;
   const std::string why = h5_error_text();
-  CLLM_CHECK(why.find("lock") == std::string::npos,
+  CLLM_CHECK(why.find("unable to lock the file") == std::string::npos,
              path << ": the file is locked by another process: another cllm trajectories (or a reader) has it open; "
                      "each process needs its own --out (several processes: --shard I/K, one file each)");
   CLLM_FAIL(path << ": cannot open or create the trajectory file" << why);
@@ -190,6 +190,7 @@ hid_t open_existing(const std::string& path, unsigned flags) {
 struct TrajectoryWriter::File {
   hid_t id = -1;
   ~File() {
+    H5QuietErrors quiet;  // a close that fails (a full disk) was reported by the write before it
     if (id >= 0) H5Fclose(id);
   }
 };
@@ -265,6 +266,7 @@ void TrajectoryWriter::write_dropped(int64_t index, const std::vector<int32_t>& 
 struct TrajectoryReader::File {
   hid_t id = -1;
   ~File() {
+    H5QuietErrors quiet;  // a close that fails (a full disk) was reported by the write before it
     if (id >= 0) H5Fclose(id);
   }
 };
