@@ -173,7 +173,8 @@ class H5Reader final : public CheckpointReader {
     H5E_BEGIN_TRY { is_h5 = H5Fis_hdf5(path.c_str()); }
     H5E_END_TRY;
     CLLM_CHECK(is_h5 > 0, path << " is not an HDF5 file");
-    file_ = CLLM_H5(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    CLLM_CHECK(file_ >= 0, path << ": cannot open the checkpoint (damaged or truncated?)" << h5_error_text());
     const std::string format = h5_read_string_attr(file_, "format", path);
     CLLM_CHECK(format == kFormatName, path << ": attribute format is '" << format << "', not '" << kFormatName
                                            << "' (write one with cllm convert --to h5)");

@@ -356,6 +356,13 @@ TEST(H5Checkpoint, WrongAttributesAreRefused) {
   }
 }
 
+// A checkpoint cut short (a copy that stopped half way) is refused naming the file.
+TEST(H5Checkpoint, TruncatedFileIsRefusedNamingIt) {
+  const std::string path = tiny_copy();
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  expect_error([&] { open_checkpoint(path); }, {path, "cannot open the checkpoint", "truncated"});
+}
+
 // String attributes are fixed-length: a variable-length one lives in the global heap, which has no
 // checksum, and HDF5 dereferenced a damaged heap address (a crash in H5HG_read). Files from before,
 // with variable-length strings, still load.
