@@ -154,6 +154,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.default_chat_max_tokens >= 1, "--default-chat-max-tokens must be >= 1, got " << f.default_chat_max_tokens);
   CLLM_CHECK(f.max_body >= 1, "--max-body must be >= 1 byte (every POST would get 413), got " << f.max_body);
   CLLM_CHECK(f.grace_s >= 0, "--grace must be >= 0 seconds, got " << f.grace_s);
+  // `--api-key "$KEY"` with KEY unset must not serve without authentication.
+  CLLM_CHECK(!vm.count("api-key") || !f.api_key.empty(),
+             "--api-key is empty: give the key clients must send, or leave the flag out to serve without one");
   CLLM_CHECK(f.window == "sliding" || f.window == "blockwise", "--window must be sliding or blockwise");
   JacobiOptions jacobi;
   jacobi.window = f.window == "sliding" ? JacobiWindow::Sliding : JacobiWindow::Blockwise;
