@@ -286,6 +286,8 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(!batch || f.prompt_text == kDefaultPrompt, "give --prompt or --prompts, not both");
   CLLM_CHECK(!batch || !f.has_system, "--system applies to --prompt only; give system messages in the --prompts file");
   CLLM_CHECK(!f.has_system || f.chat, "--system needs --chat (it is a chat message)");
+  check_utf8_text(f.prompt_text, "--prompt", "the text", "give the prompt as UTF-8 text");
+  check_utf8_text(f.system, "--system", "the text", "give the system message as UTF-8 text");
   if (!f.chat_template.empty()) f.chat_template = chat_template_family(f.chat_template);  // refused unless a family
   CLLM_CHECK(batch || f.json_out.empty(), "--json-out needs --prompts (batch mode)");
   CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");

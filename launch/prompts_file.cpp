@@ -67,6 +67,16 @@ bool first_line_is_jsonl(const std::string& line, const std::string& path) {
   }
 }
 
+void check_utf8_text(const std::string& text, const std::string& where, const char* what, const char* should) {
+  const std::string valid = unicode::to_valid_utf8(text);
+  if (valid == text) return;
+  size_t col = 0;
+  while (col < text.size() && text[col] == valid[col]) ++col;
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[col]));
+  CLLM_FAIL(where << ": invalid UTF-8 (byte " << hex << " at byte " << col + 1 << " of " << what << "); " << should);
+}
+
 std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
   CLLM_CHECK(path == "-" || !std::filesystem::is_directory(path), path << " is a directory, not a prompts file");
   std::ifstream file;
@@ -85,16 +95,7 @@ std::vector<PromptLine> read_prompts(const std::string& path, bool chat) {
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     if (jsonl < 0) jsonl = first_line_is_jsonl(line, path);
     const std::string where = path + ":" + std::to_string(line_no);
-    // A prompt is text: bytes that are not UTF-8 would be tokenized as something else or dropped.
-    const std::string valid = unicode::to_valid_utf8(line);
-    if (valid != line) {
-      size_t col = 0;
-      while (col < line.size() && line[col] == valid[col]) ++col;
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(line[col]));
-      CLLM_FAIL(where << ": invalid UTF-8 (byte " << hex << " at byte " << col + 1
-                      << " of the line); a prompts file must be UTF-8 text");
-    }
+    check_utf8_text(line, where, "the line", "a prompts file must be UTF-8 text");
     if (jsonl) {
       out.push_back(parse_jsonl_line(line, chat, where));
     } else {

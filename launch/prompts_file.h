@@ -28,6 +28,10 @@ struct PromptLine {
 
 std::vector<PromptLine> read_prompts(const std::string& path, bool chat);
 
+// Throws "WHERE: invalid UTF-8 (byte 0xNN at byte K of WHAT); SHOULD" when text is not valid
+// UTF-8: a prompt is text, and other bytes would be tokenized as something else or dropped.
+void check_utf8_text(const std::string& text, const std::string& where, const char* what, const char* should);
+
 // Token ids of every prompt (chat template and BOS applied as the model asks); throws on a prompt
 // that encodes to nothing.
 std::vector<std::vector<int32_t>> tokenize_prompts(const std::vector<PromptLine>& lines, const Tokenizer& tokenizer,
