@@ -372,7 +372,7 @@ json completion_logprobs(const std::vector<TokenInfo>& tokens, size_t offset) {
     for (const auto& [alt, lp] : t.top) top[alt] = lp;
     j["top_logprobs"].push_back(std::isnan(t.logprob) ? json(nullptr) : top);
     j["text_offset"].push_back(offset);
-    offset += t.text_bytes;
+    offset += t.text_chars;
   }
   return j;
 }

@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "launch/openai_api.h"
 #include "runtime/chat_template.h"
+#include "runtime/unicode_text.h"
 
 namespace cllm::openai {
 namespace {
@@ -256,7 +257,8 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   const int64_t created = unix_now();
   const bool want_lp = r.logprobs >= 0;
   auto token_info = [&](const TokenLogprob& lp) {
-    TokenInfo t{token_text(lp.token), lp.logprob, {}, tok_->token_bytes(lp.token).size()};
+    const std::string bytes = tok_->token_bytes(lp.token);
+    TokenInfo t{token_text(lp.token), lp.logprob, {}, bytes.size(), unicode::code_points(bytes)};
     for (const auto& [alt, alt_lp] : lp.top) t.top.push_back({token_text(alt), alt_lp});
     return t;
   };
@@ -265,14 +267,15 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   auto echo_of = [&](size_t choice) { return r.echo ? prompt_texts[choice / r.n] : std::string(); };
   struct Progress {
     Choice all;       // the whole choice so far
-    size_t offset = 0;  // completions: text_offset of the next token
+    size_t offset = 0;  // completions: text_offset of the next token, in characters
     bool first = true, done = false, echoed = false;
     Stream::Update last;
   };
   std::vector<Progress> choices(streams.size());
   for (size_t i = 0; i < choices.size(); ++i) {
     choices[i].all.index = static_cast<int>(i);
-    choices[i].offset = r.echo ? 0 : prompt_texts[i / r.n].size();  // offsets count from the prompt's start
+    // Offsets count characters (as OpenAI's do) from the prompt's start.
+    choices[i].offset = r.echo ? 0 : unicode::code_points(prompt_texts[i / r.n]);
     choices[i].all.text_offset = choices[i].offset;
   }
   Usage usage;
@@ -324,14 +327,18 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         const std::vector<int32_t>& prompt = prompt_of(i).prompt;
         delta.text = echo_text;
         if (want_lp) {
-          delta.tokens.push_back({token_text(prompt[0]), std::nan(""), {}, tok_->token_bytes(prompt[0]).size()});
+          const std::string first = tok_->token_bytes(prompt[0]);
+          delta.tokens.push_back({token_text(prompt[0]), std::nan(""), {}, first.size(), unicode::code_points(first)});
           for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
           // A special token written in the prompt ("<|im_start|>") has no bytes of its own but
           // stands in the echoed text as written; one the tokenizer added (BOS) stands nowhere.
           size_t at = 0;
           for (TokenInfo& t : delta.tokens) {
             const bool literal = t.text_bytes == 0 && !t.token.empty() && echo_text.compare(at, t.token.size(), t.token) == 0;
-            if (literal) t.text_bytes = t.token.size();
+            if (literal) {
+              t.text_bytes = t.token.size();
+              t.text_chars = unicode::code_points(t.token);
+            }
             at += t.text_bytes;
           }
         }
@@ -341,7 +348,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         if (want_lp)
           for (const TokenLogprob& lp : u.logprobs) delta.tokens.push_back(token_info(lp));
       }
-      for (const TokenInfo& t : delta.tokens) c.offset += t.text_bytes;
+      for (const TokenInfo& t : delta.tokens) c.offset += t.text_chars;
       c.all.text += delta.text;
       c.all.tokens.insert(c.all.tokens.end(), delta.tokens.begin(), delta.tokens.end());
       if (r.stream && (!delta.text.empty() || !delta.tokens.empty() || (c.first && chat))) {

@@ -125,6 +125,12 @@ std::string to_valid_utf8(std::string_view s) {
   return out;
 }
 
+size_t code_points(std::string_view s) {
+  size_t n = 0;
+  for (const char c : s) n += (static_cast<uint8_t>(c) & 0xC0) != 0x80;
+  return n;
+}
+
 size_t complete_prefix_len(std::string_view s) {
   // A held-back tail is at most 3 bytes: the start of a 4-byte sequence.
   size_t start = s.size() > 3 ? s.size() - 3 : 0;

@@ -32,6 +32,10 @@ bool is_whitespace(uint32_t cp);  // \s as Oniguruma reads it: the White_Space p
 // (which HF tokenizers' decode uses): one U+FFFD per maximal invalid subpart.
 std::string to_valid_utf8(std::string_view s);
 
+// Characters (code points) of UTF-8 text: its bytes that do not continue a sequence. What Python's
+// len() and JavaScript's codePointAt count in the decoded text (OpenAI's text_offset unit).
+size_t code_points(std::string_view s);
+
 // Length of the longest prefix of s that does not end inside a UTF-8 sequence that later
 // bytes could still complete. Streaming emits that prefix and holds back the rest.
 size_t complete_prefix_len(std::string_view s);

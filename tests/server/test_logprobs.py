@@ -217,3 +217,17 @@ def test_a_stop_string_inside_a_token_keeps_that_tokens_logprob(base_url, auth):
                 assert got == tokens[:i + 1] if k > starts[i] else got == tokens[:i], (stop, k, starts[i], got)
                 cases += 1
     assert cases >= 4
+
+
+def test_text_offsets_count_characters_not_bytes(base_url, auth):
+    # As OpenAI's: offsets index the decoded text, so a client can slice it (18 bytes, 6 characters).
+    prompt = "日本の首都は"
+    plain = post(base_url, auth, "/v1/completions", prompt=prompt, max_tokens=4, logprobs=0)
+    assert plain["choices"][0]["logprobs"]["text_offset"][0] == len(prompt)
+    echoed = post(base_url, auth, "/v1/completions", prompt=prompt, max_tokens=4, echo=True, logprobs=0)
+    c = echoed["choices"][0]
+    offsets = c["logprobs"]["text_offset"]
+    assert offsets == sorted(offsets) and offsets[-1] <= len(c["text"])
+    for tok, off in zip(c["logprobs"]["tokens"], offsets):
+        if "\ufffd" not in tok:  # a token holding part of a character shows as U+FFFD
+            assert c["text"][off:off + len(tok)] == tok, (tok, off, c["text"])
