@@ -84,6 +84,24 @@ int random_model_main(int argc, char** argv) {
     CLLM_CHECK(others.empty(), "--out " << out << " holds files of another checkpoint (" << others
                                         << "); give a new or empty directory");
   }
+  // Refused up front rather than after filling the disk: the bytes against the free space where
+  // the directory is (or will be), counting the files of an earlier run that are rewritten.
+  namespace fs = std::filesystem;
+  fs::path where = fs::absolute(out);
+  while (!fs::exists(where) && where.has_parent_path() && where != where.parent_path()) where = where.parent_path();
+  std::error_code ec;
+  const fs::space_info space = fs::space(where, ec);
+  if (!ec) {
+    double reusable = 0;
+    if (fs::is_directory(out))
+      for (const auto& e : fs::directory_iterator(out))
+        if (e.is_regular_file() && is_random_model_file(e.path().filename().string()))
+          reusable += static_cast<double>(e.file_size());
+    const double free_bytes = static_cast<double>(space.available) + reusable;
+    CLLM_CHECK(bytes <= free_bytes, "a random " << shape << " model needs " << bytes / 1e9 << " GB on disk (--dtype "
+                                                << dtype << "), but " << where.string() << " has "
+                                                << free_bytes / 1e9 << " GB free");
+  }
   write_random_model(cfg, out, ro, [](int done, int total) {
     if (done == total || done % 16 == 0) std::fprintf(stderr, "\rwriting tensors %d/%d", done, total);
     if (done == total) std::fprintf(stderr, "\n");
