@@ -31,8 +31,10 @@ std::string text_content(const json& content, const std::string& param) {
 
 int int_field(const json& v, const std::string& key, int lo, int hi) {
   if (!v.is_number_integer()) bad(key, key + " must be an integer");
-  const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) bad(key, key + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + std::to_string(x));
+  // An unsigned value past INT64_MAX would wrap in get<int64_t>(); the message shows the value as sent.
+  const bool above = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+  const int64_t x = above ? INT64_MAX : v.get<int64_t>();
+  if (x < lo || x > hi) bad(key, key + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + v.dump());
   return static_cast<int>(x);
 }
 
@@ -112,8 +114,10 @@ void parse_max_tokens(const json& v, const std::string& key, ApiRequest& r) {
   if (!v.is_number_unsigned() && v.get<int64_t>() < 0)
     bad(key, key + " must be positive, got " + std::to_string(v.get<int64_t>()));
   if (key == "max_tokens" && r.max_tokens_field == "max_completion_tokens") return;
+  // Held at INT32_MAX (beyond any context, refused with it), the value as sent kept for the message.
   r.max_tokens = v.is_number_unsigned() ? static_cast<int>(std::min<uint64_t>(v.get<uint64_t>(), INT32_MAX))
                                         : static_cast<int>(std::min<int64_t>(v.get<int64_t>(), INT32_MAX));
+  r.max_tokens_sent = v.dump();
   r.max_tokens_field = key;
   r.echo_only = r.max_tokens == 0;
 }

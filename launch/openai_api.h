@@ -48,6 +48,7 @@ struct ApiRequest {
   std::vector<ChatMessage> messages;    // chat
   int max_tokens = 0;                   // 0: not given
   std::string max_tokens_field = "max_tokens";  // the field it came from (errors name it)
+  std::string max_tokens_sent;                  // its value as the client wrote it (errors show it)
   std::vector<std::string> stop;
   double temperature = 0;
   double top_p = 1;

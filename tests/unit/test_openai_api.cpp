@@ -172,6 +172,15 @@ TEST(OpenAiParse, NeutralValuesOfUnsupportedFieldsPass) {
 }
 
 // Each bad value is refused with 400, and both the message and error.param name its field.
+// Integers past int32 (and past int64) are shown as the client sent them in errors, not clamped
+// or wrapped (max_tokens is held at INT32_MAX, beyond any context, and refused with its value as sent).
+TEST(OpenAiParse, HugeIntegersAreShownAsSent) {
+  EXPECT_EQ(parse_request(R"({"prompt": "x", "max_tokens": 1000000000000})", false).max_tokens_sent, "1000000000000");
+  const ApiError id = parse_error(R"({"prompt": [18446744073709551615]})");
+  EXPECT_EQ(id.param, "prompt");
+  EXPECT_NE(std::string(id.what()).find("got 18446744073709551615"), std::string::npos) << id.what();
+}
+
 TEST(OpenAiParse, ErrorsNameTheirField) {
   const std::pair<std::string, std::string> cases[] = {
       {R"({"prompt": 5})", "prompt"},
