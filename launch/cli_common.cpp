@@ -293,6 +293,20 @@ void check_output_is_not_input(const char* out_flag, const std::string& out, con
              out_flag << " " << out << " is the " << in_flag << " input: writing it would overwrite the input");
 }
 
+void check_output_writable(const char* flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  CLLM_CHECK(!fs::is_directory(path, ec), "cannot write " << flag << " " << path << ": it is a directory");
+  if (fs::exists(path, ec)) {
+    CLLM_CHECK(::access(path.c_str(), W_OK) == 0, "cannot write " << flag << " " << path << ": " << std::strerror(errno));
+    return;
+  }
+  const fs::path parent = fs::path(path).has_parent_path() ? fs::path(path).parent_path() : fs::path(".");
+  CLLM_CHECK(fs::is_directory(parent, ec), "cannot write " << flag << " " << path << ": no directory " << parent.string());
+  CLLM_CHECK(::access(parent.c_str(), W_OK) == 0,
+             "cannot write " << flag << " " << path << " in " << parent.string() << ": " << std::strerror(errno));
+}
+
 bool output_is_stdout(const std::string& path) {
   if (path == "-") return true;
   struct stat out {}, file {};

@@ -104,6 +104,10 @@ void set_cpu_threads(int requested, const Comm& comm);
 // path and the system's reason (a missing directory, a full disk), so a lost result is never
 // reported as written.
 void write_output_file(const char* flag, const std::string& path, const std::string& text);
+// Throws naming the flag and the path when an output file could not be written (its directory is
+// missing or not writable, or the file exists read-only): checked before the work, not after it.
+// Creates nothing.
+void check_output_writable(const char* flag, const std::string& path);
 // Throws when a flag's output file is one of the command's input files (it would overwrite it).
 void check_output_is_not_input(const char* out_flag, const std::string& out, const char* in_flag, const std::string& in);
 // True when an output path is "-" or names the file this process's stdout already writes to

@@ -118,6 +118,8 @@ int decode_and_print(Model& model, const LoadedModel& m, Flags f) {
   } else {
     prompt = m.tokenizer->encode(f.prompt_text, ts.add_bos);
   }
+  // Refused before any output: an empty prompt (no BOS) has nothing to condition on.
+  CLLM_CHECK(!prompt.empty(), "--prompt is empty and the model adds no BOS token: nothing to condition on");
   if (f.gen.stop_ids.empty()) f.gen.stop_ids = model.config().eos_token_ids;
   std::fprintf(stderr, "model loaded in %.2f s; prompt: %zu tokens\n", m.load_seconds, prompt.size());
 
@@ -290,6 +292,7 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   check_utf8_text(f.system, "--system", "the text", "give the system message as UTF-8 text");
   if (!f.chat_template.empty()) f.chat_template = chat_template_family(f.chat_template);  // refused unless a family
   CLLM_CHECK(batch || f.json_out.empty(), "--json-out needs --prompts (batch mode)");
+  if (!f.json_out.empty() && !output_is_stdout(f.json_out)) check_output_writable("--json-out", f.json_out);
   CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");
   CLLM_CHECK(f.decode == "ar" || f.decode == "jacobi" || f.decode == "both",
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");

@@ -233,6 +233,9 @@ int serve_on_rank(int argc, char** argv, Comm& comm) {
   rc.eos_token = token_name(m.tokenizer->eos_id());
   rc.bos_token = token_name(m.tokenizer->bos_id());
   rc.max_context = std::min(f.max_context, m.model->config().max_position_embeddings);
+  if (vm.given("max-context") && rc.max_context < f.max_context)
+    std::fprintf(stderr, "cllm serve: warning: --max-context %d is beyond the model's %d positions "
+                         "(max_position_embeddings): slots hold %d\n", f.max_context, rc.max_context, rc.max_context);
 
   std::unique_ptr<CoordinatorModel> group;
   if (comm.size() > 1) group = std::make_unique<CoordinatorModel>(*m.model, comm);

@@ -177,6 +177,7 @@ void check_structure(const std::string& path) {
 
 hid_t open_existing(const std::string& path, unsigned flags) {
   CLLM_CHECK(std::filesystem::exists(path), path << ": no such file");
+  CLLM_CHECK(!std::filesystem::is_directory(path), path << " is a directory: a trajectory file (.h5) is one file");
   htri_t is_h5 = 0;
   H5E_BEGIN_TRY { is_h5 = H5Fis_hdf5(path.c_str()); }
   H5E_END_TRY;
