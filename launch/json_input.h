@@ -3,6 +3,7 @@
 // recurse once per level: a few hundred KB of '[' would overflow a thread's stack. No request or
 // prompt needs more than a handful of levels.
 #pragma once
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +26,22 @@ inline nlohmann::json parse_untrusted_json(const std::string& text) {
     return true;
   };
   return nlohmann::json::parse(text, limit);
+}
+
+// A chat message's content as text: a string, or OpenAI's content parts [{"type": "text", "text":
+// "..."}, ...] joined; nullopt for anything else (other part types, other shapes). The one rule the
+// server's requests and prompts files share.
+inline std::optional<std::string> message_text(const nlohmann::json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return std::nullopt;
+  std::string out;
+  for (const nlohmann::json& part : content) {
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      return std::nullopt;
+    out += part["text"].get<std::string>();
+  }
+  return out;
 }
 
 }  // namespace cllm::cli

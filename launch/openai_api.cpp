@@ -17,16 +17,9 @@ using json = nlohmann::json;
 [[noreturn]] void bad(const std::string& param, const std::string& message) { throw ApiError(400, message, param); }
 
 std::string text_content(const json& content, const std::string& param) {
-  if (content.is_string()) return content.get<std::string>();
-  // Content parts: [{"type": "text", "text": "..."}] joined; other part types are refused.
+  if (std::optional<std::string> text = cli::message_text(content)) return *text;
   if (!content.is_array()) bad(param, param + " must be a string or an array of text parts");
-  std::string out;
-  for (const json& part : content) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
-      bad(param, param + ": only {\"type\": \"text\", \"text\": ...} parts are supported");
-    out += part["text"].get<std::string>();
-  }
-  return out;
+  bad(param, param + ": only {\"type\": \"text\", \"text\": ...} parts are supported");
 }
 
 int int_field(const json& v, const std::string& key, int lo, int hi) {

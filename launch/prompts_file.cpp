@@ -44,7 +44,10 @@ PromptLine parse_jsonl_line(const std::string& line, bool chat, const std::strin
     CLLM_CHECK(ms[k].is_object(), mw << " must be an object with 'role' and 'content'");
     const std::string role = json_string(ms[k], "role", mw), canonical = canonical_chat_role(role);
     CLLM_CHECK(!canonical.empty(), mw << ": role must be system, developer, user or assistant, got '" << role << "'");
-    p.messages.push_back({canonical, json_string(ms[k], "content", mw)});
+    const std::optional<std::string> content =
+        ms[k].contains("content") ? message_text(ms[k]["content"]) : std::nullopt;
+    CLLM_CHECK(content, mw << ": 'content' must be a string or a list of {\"type\": \"text\", \"text\": ...} parts");
+    p.messages.push_back({canonical, *content});
   }
   return p;
 }

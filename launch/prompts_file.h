@@ -3,7 +3,8 @@
 // non-empty line:
 //   JSONL (the first line is a JSON object; for a .jsonl or .json file, starts with '{'): one object
 //     per line, {"prompt": "text"} or
-//     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}; "messages"
+//     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]} (a content may
+//     also be OpenAI's text parts, [{"type": "text", "text": "..."}, ...], joined); "messages"
 //     always go through the model's chat template (ending with the assistant header), "prompt"
 //     only with chat; other keys (e.g. "source") are ignored;
 //   plain text otherwise (a code prompt such as "{ int x = 1; }" too): one prompt per line (wrapped

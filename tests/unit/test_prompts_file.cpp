@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "loaders/hf_config.h"
 #include "test_support.h"
@@ -42,6 +44,37 @@ TEST(PromptsFile, DeeplyNestedLineRefused) {
 
 // A JSONL file that an editor started with a UTF-8 byte order mark is still JSONL: its first prompt
 // is the JSON's text, not the raw line.
+// A message's content may be OpenAI's text parts, as in a server request: the same prompt as the
+// joined string; other part types are refused naming the line.
+TEST(PromptsFile, ContentPartsAreTheirJoinedText) {
+  const std::filesystem::path dir = test::temp_dir("prompts_parts");
+  const std::filesystem::path prompts = dir / "p.jsonl", out = dir / "out.jsonl", bad = dir / "bad.jsonl";
+  std::ofstream(prompts) << R"({"messages": [{"role": "user", "content": "hi"}]})" << "\n"
+                         << R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "h"}, )"
+                         << R"({"type": "text", "text": "i"}]}]})" << "\n";
+  const std::string run = std::string(CLLM_BINARY_DIR) + "/cllm generate --model random:tiny --chat-template chatml " +
+                          "--max-new-tokens 2 --decode ar --quiet --prompts ";
+  const std::string cmd = run + prompts.string() + " --json-out " + out.string() + " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(out);
+  std::string lines[2];
+  std::getline(in, lines[0]);
+  std::getline(in, lines[1]);
+  const auto ids = [](const std::string& line) {
+    const size_t at = line.find("\"prompt_ids\":[");
+    return at == std::string::npos ? std::string() : line.substr(at, line.find(']', at) - at);
+  };
+  ASSERT_FALSE(ids(lines[0]).empty()) << lines[0];
+  EXPECT_EQ(ids(lines[0]), ids(lines[1]));
+  std::ofstream(bad) << R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]})"
+                     << "\n";
+  const std::string refused = run + bad.string() + " > " + (dir / "err.txt").string() + " 2>&1";
+  ASSERT_NE(std::system(refused.c_str()), 0);
+  std::ifstream err(dir / "err.txt");
+  const std::string text((std::istreambuf_iterator<char>(err)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("bad.jsonl:1: messages[0]: 'content' must be a string or a list of"), std::string::npos) << text;
+}
+
 TEST(PromptsFile, ByteOrderMarkIsSkipped) {
   const std::filesystem::path dir = test::temp_dir("prompts_bom");
   const std::filesystem::path prompts = dir / "p.jsonl", out = dir / "out.jsonl";
