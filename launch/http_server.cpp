@@ -408,6 +408,14 @@ void skip_empty_lines(DeadlineStream& io, beast::flat_buffer& buf, beast::error_
   }
 }
 
+// True when the first line in buf ends with a bare LF: HTTP/1.1 lines end with CRLF (RFC 9112 2.2),
+// and the parser's own word for it ("bad version") would not tell a client why.
+bool first_line_ends_bare_lf(const beast::flat_buffer& buf) {
+  const std::string_view head(static_cast<const char*>(buf.data().data()), buf.size());
+  const size_t lf = head.find('\n');
+  return lf != std::string_view::npos && (lf == 0 || head[lf - 1] != '\r');
+}
+
 void Server::serve(std::unique_ptr<Connection> conn) {
   tcp::socket& s = conn->socket;
   const int fd = s.native_handle();
@@ -499,7 +507,9 @@ void Server::serve(std::unique_ptr<Connection> conn) {
              error_json(too_big          ? "request body exceeds " + std::to_string(opts_.max_body) + " bytes"
                         : header_too_big ? "request header fields exceed 64 KiB"
                         : slow           ? "the request did not arrive in time"
-                                         : "malformed HTTP request: " + ec.message(),
+                        : first_line_ends_bare_lf(buf)
+                            ? std::string("malformed HTTP request: its lines must end with CRLF (\\r\\n), not a bare LF")
+                            : "malformed HTTP request: " + ec.message(),
                         "invalid_request_error"),
              {});
       if (observer_.on_done) observer_.on_done(req, status, r.bytes(), steady_now() - t0);

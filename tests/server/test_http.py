@@ -217,6 +217,12 @@ def test_empty_lines_before_the_request_line_are_ignored(srv):
     assert status == 400
 
 
+def test_bare_lf_line_endings_are_refused_saying_so(srv):
+    # HTTP/1.1 lines end with CRLF; a client that sends bare LFs learns that, not "bad version".
+    status, _, payload = one_exchange(srv, b"GET /health HTTP/1.1\nHost: x\nConnection: close\n\n")
+    assert status == 400 and "CRLF" in json.loads(payload)["error"]["message"], payload
+
+
 def test_access_log_has_one_line_per_request(srv):
     r = requests.get(srv.url + "/health", headers={"X-Request-Id": "access-log-probe"}, timeout=10)
     assert r.status_code == 200
