@@ -127,7 +127,6 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   numerics.cpu_native_weights = parse_weights(flags.weights, comm.size());
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
-  numerics.cuda_shared_carveout = parse_cuda_carveout(flags.cuda_carveout);
   numerics.cuda_fused_layer_rows = parse_cuda_layer(flags.cuda_layer);
   numerics.cuda_graphs = parse_cuda_graphs(flags.cuda_graphs);
   LoadedModel m;
@@ -215,10 +214,6 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("fused"),
        "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed in the epilogue of "
        "the gate|up projection's small-M GEMM: one kernel fewer a layer, the same bits)")
-      ("cuda-carveout", po::value(&flags.cuda_carveout)->default_value("auto"),
-       "with --device cuda: auto (the driver picks each kernel's split of L1 and shared memory) or shared (every "
-       "kernel asks for the largest shared memory, so consecutive kernels need no reconfiguration of an SM; the "
-       "same bits; for comparison)")
       ("cuda-layer", po::value(&flags.cuda_layer)->default_value("fused"),
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "

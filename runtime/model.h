@@ -103,10 +103,6 @@ struct ModelOptions {
   // the model's hidden size (16384 / hidden, at most 16).
   static constexpr int kAutoFusedLayerRows = -1;
   int cuda_fused_layer_rows = kAutoFusedLayerRows;
-  // CUDA: every kernel asks for the SM's largest shared-memory carveout (kernels/cuda/launch.cuh),
-  // so consecutive kernels need no L1/shared reconfiguration; false: the driver's choice per kernel.
-  // An A/B switch, off until timed.
-  bool cuda_shared_carveout = false;
   // CUDA: how device forwards are launched. kReplay: cached graphs, replayed while the step's launch
   // shape is unchanged; kRecapture: every step captured and patched into its graph (A/B timings);
   // kOff: kernels enqueued directly.
@@ -125,8 +121,6 @@ ModelOptions parse_numerics(const std::string& name);
 // "separate" (false). Throw naming the valid ones.
 bool parse_cuda_launch(const std::string& name);
 bool parse_cuda_swiglu(const std::string& name);
-// --cuda-carveout: "shared" (true) or "auto" (false). Throws naming the valid ones.
-bool parse_cuda_carveout(const std::string& name);
 // --cuda-layer: "fused" (kAutoFusedLayerRows), "fused:N" (forwards of up to N rows, 1..64) or
 // "separate" (0). Throws naming the valid ones.
 int parse_cuda_layer(const std::string& name);

@@ -15,20 +15,10 @@
 // set_launch_overlap(false) launches them as plain kernels instead (for A/B timings: whether the
 // overlap pays on a given GPU). Process-wide, because kernels take no model handle; set it before
 // any launch or graph capture, as CudaModel's constructor does from CudaModelOptions.
-//
-// set_launch_shared_carveout(true) asks, for every kernel launched here, for the largest shared-memory
-// carveout of the SM's L1/shared storage (cudaFuncAttributePreferredSharedMemoryCarveout = 100),
-// once per kernel before its first launch. Why one might: the attention kernel needs ~88 KiB of
-// shared memory per CTA and the GEMMs next to none, so by default the driver gives them different
-// L1/shared splits, and an SM must drain before it switches; that may keep the next kernel's CTAs
-// (the early-scheduled weight prefetch above) off an SM until the one before has left it. The cost:
-// less L1 for the GEMMs' activations. Off by default until timed (an A/B switch, like the overlap).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <mutex>
-#include <unordered_map>
 
 #include "kernels/cuda/cuda_check.cuh"
 
@@ -36,28 +26,9 @@ namespace cllm::cuda {
 
 namespace detail {
 inline std::atomic<bool> launch_overlap{true};
-inline std::atomic<bool> launch_shared_carveout{false};
-
-// Gives `kernel` the carveout preference of the current setting, once per kernel and change.
-// Kernels never launched with the shared carveout keep the driver's default: nothing is set.
-inline void apply_carveout(const void* kernel) {
-  static std::mutex mu;
-  static std::unordered_map<const void*, bool> shared_now;  // kernel -> its preference set last
-  const bool shared = launch_shared_carveout.load(std::memory_order_relaxed);
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = shared_now.find(kernel);
-  if (it == shared_now.end() ? !shared : it->second == shared) return;
-  CLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                       shared ? static_cast<int>(cudaSharedmemCarveoutMaxShared)
-                                              : static_cast<int>(cudaSharedmemCarveoutDefault)));
-  shared_now[kernel] = shared;
-}
 }  // namespace detail
 inline void set_launch_overlap(bool on) { detail::launch_overlap.store(on, std::memory_order_relaxed); }
 inline bool launch_overlap() { return detail::launch_overlap.load(std::memory_order_relaxed); }
-inline void set_launch_shared_carveout(bool on) {
-  detail::launch_shared_carveout.store(on, std::memory_order_relaxed);
-}
 
 template <typename... Params, typename... Args>
 void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
@@ -72,7 +43,6 @@ void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = launch_overlap() ? 1 : 0;
-  detail::apply_carveout(reinterpret_cast<const void*>(kernel));
   CLLM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
   CLLM_CUDA_LAUNCH_CHECK(stream);
 }

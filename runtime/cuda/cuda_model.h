@@ -80,7 +80,6 @@ struct CudaModelOptions {
   bool overlap_launches = ModelOptions{}.cuda_overlap_launches;  // see ModelOptions
   bool fuse_swiglu = ModelOptions{}.cuda_fuse_swiglu;
   int fused_layer_rows = ModelOptions{}.cuda_fused_layer_rows;  // see ModelOptions; 0: separate kernels
-  bool shared_carveout = ModelOptions{}.cuda_shared_carveout;    // see ModelOptions
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
   // None: the fastest kernels (skinny up to kSkinnyBestMaxM rows, cuBLASLt above, adaptive chunks).
@@ -91,7 +90,6 @@ struct CudaModelOptions {
     o.overlap_launches = m.cuda_overlap_launches;
     o.fuse_swiglu = m.cuda_fuse_swiglu;
     o.fused_layer_rows = m.cuda_fused_layer_rows;
-    o.shared_carveout = m.cuda_shared_carveout;
     o.use_graphs = m.cuda_graphs != ModelOptions::CudaGraphs::kOff;
     o.replay_graphs = m.cuda_graphs == ModelOptions::CudaGraphs::kReplay;
     return o;

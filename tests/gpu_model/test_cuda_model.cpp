@@ -27,7 +27,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/launch.cuh"
 #include "runtime/cuda/cuda_model.h"
 #include "runtime/generate.h"
 #include "runtime/model.h"
@@ -225,23 +224,17 @@ TEST(CudaModel, SmolLM2MatchesCpu) {
 // a and b give the same ids and logits bits on the same steps. Positions advance by uneven amounts
 // and blocks change size (1 to 64 rows); the second half runs after a reset that reallocates the KV
 // cache, so graphs must pick up the new buffer.
-// Forwards of 1-64 rows over a 160-token sequence, some overwriting rows of the one before (as a
-// Jacobi block does): the steps the model comparisons below run.
-struct Step {
-  int n, pos;
-};
-const std::vector<Step>& comparison_steps() {
-  static const std::vector<Step> steps = {{37, 0}, {1, 37}, {1, 38}, {7, 39}, {7, 41}, {7, 47}, {64, 50},
-                                          {16, 60}, {1, 76}, {1, 77}, {64, 78}, {7, 100}};
-  return steps;
-}
-
 void expect_same_outputs(CudaModel& a, CudaModel& b, const std::vector<int32_t>& ids, const std::string& what) {
   const int V = a.config().vocab_size;
+  struct Step {
+    int n, pos;
+  };
+  const std::vector<Step> steps = {{37, 0}, {1, 37}, {1, 38}, {7, 39}, {7, 41}, {7, 47}, {64, 50},
+                                   {16, 60}, {1, 76}, {1, 77}, {64, 78}, {7, 100}};
   for (int capacity : {160, 400}) {
     a.reset(capacity);
     b.reset(capacity);
-    for (const Step& s : comparison_steps()) {
+    for (const Step& s : steps) {
       const std::vector<int32_t> block(ids.begin() + s.pos, ids.begin() + s.pos + s.n);
       const Output g = run(a, block, s.pos, V), e = run(b, block, s.pos, V);
       ASSERT_EQ(g.ids, e.ids) << what << ": capacity " << capacity << " n=" << s.n << " pos=" << s.pos;
@@ -269,29 +262,6 @@ TEST(CudaModel, GraphEqualsEagerRandom) {
 TEST(CudaModel, GraphEqualsEagerSmolLM2) {
   Models& m = smollm2();
   expect_graph_equals_eager(m, text_ids(m, 160));
-}
-
-// The shared-memory carveout (--cuda-carveout shared) moves where kernels run, never what they
-// compute: the same bits as the driver's choice. The setting is process-wide, so the two runs take
-// turns on the eager model (graphs would keep the attributes of their capture).
-TEST(CudaModel, SharedCarveoutEqualsAutoRandom) {
-  Models& m = random_models();
-  const std::vector<int32_t> ids = synthetic_ids(m.vocab(), 160, 2);
-  const int V = m.vocab();
-  auto outputs = [&](bool shared) {
-    cuda::set_launch_shared_carveout(shared);
-    m.eager->reset(160);
-    std::vector<Output> out;
-    for (const Step& s : comparison_steps())
-      out.push_back(run(*m.eager, std::vector<int32_t>(ids.begin() + s.pos, ids.begin() + s.pos + s.n), s.pos, V));
-    return out;
-  };
-  const std::vector<Output> by_default = outputs(false), shared = outputs(true);
-  cuda::set_launch_shared_carveout(false);
-  for (size_t i = 0; i < by_default.size(); ++i) {
-    EXPECT_EQ(by_default[i].ids, shared[i].ids) << "step " << i;
-    EXPECT_TRUE(by_default[i].logits == shared[i].logits) << "step " << i;
-  }
 }
 
 // The fused kernels (silu(gate) * up in the gate|up GEMM; residual add, RMSNorm, RoPE and the KV

@@ -172,14 +172,6 @@ TEST(DecodeEquivalence, WeightsAutoIsNativeOnOneRank) {
   EXPECT_THROW(parse_weights("fp32", 1), std::exception);
 }
 
-// --cuda-carveout: "shared" or "auto", anything else refused naming the flag.
-TEST(DecodeEquivalence, CudaCarveoutFlagIsSharedOrAuto) {
-  EXPECT_TRUE(parse_cuda_carveout("shared"));
-  EXPECT_FALSE(parse_cuda_carveout("auto"));
-  for (const char* bad : {"", "Shared", "max", "100"})
-    EXPECT_THROW(parse_cuda_carveout(bad), std::exception) << bad;
-}
-
 // --cuda-layer: "fused" is the shape-dependent limit, "separate" none, "fused:N" N rows (1..64).
 TEST(DecodeEquivalence, CudaLayerFlagParsesItsRowLimit) {
   EXPECT_EQ(parse_cuda_layer("fused"), ModelOptions::kAutoFusedLayerRows);
