@@ -292,7 +292,9 @@ int generate_on_rank(int argc, char** argv, Comm& comm) {
   check_utf8_text(f.system, "--system", "the text", "give the system message as UTF-8 text");
   if (!f.chat_template.empty()) f.chat_template = chat_template_family(f.chat_template);  // refused unless a family
   CLLM_CHECK(batch || f.json_out.empty(), "--json-out needs --prompts (batch mode)");
-  if (!f.json_out.empty() && !output_is_stdout(f.json_out)) check_output_writable("--json-out", f.json_out);
+  // Rank 0 writes it (the other ranks may run on hosts without that directory).
+  if (comm.rank() == 0 && !f.json_out.empty() && !output_is_stdout(f.json_out))
+    check_output_writable("--json-out", f.json_out);
   CLLM_CHECK(f.limit >= 0 && f.warmup_tokens >= 0, "--limit and --warmup-tokens must be >= 0");
   CLLM_CHECK(f.decode == "ar" || f.decode == "jacobi" || f.decode == "both",
              "--decode must be ar, jacobi or both, got '" << f.decode << "'");

@@ -507,7 +507,7 @@ void Server::serve(std::unique_ptr<Connection> conn) {
              error_json(too_big          ? "request body exceeds " + std::to_string(opts_.max_body) + " bytes"
                         : header_too_big ? "request header fields exceed 64 KiB"
                         : slow           ? "the request did not arrive in time"
-                        : first_line_ends_bare_lf(buf)
+                        : !parser.is_header_done() && first_line_ends_bare_lf(buf)
                             ? std::string("malformed HTTP request: its lines must end with CRLF (\\r\\n), not a bare LF")
                             : "malformed HTTP request: " + ec.message(),
                         "invalid_request_error"),

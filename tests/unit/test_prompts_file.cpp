@@ -42,8 +42,6 @@ TEST(PromptsFile, DeeplyNestedLineRefused) {
   EXPECT_NE(out.find(prompts.string() + ":2: JSON nests deeper than 64 levels"), std::string::npos) << out;
 }
 
-// A JSONL file that an editor started with a UTF-8 byte order mark is still JSONL: its first prompt
-// is the JSON's text, not the raw line.
 // A message's content may be OpenAI's text parts, as in a server request: the same prompt as the
 // joined string; other part types are refused naming the line.
 TEST(PromptsFile, ContentPartsAreTheirJoinedText) {
@@ -75,6 +73,8 @@ TEST(PromptsFile, ContentPartsAreTheirJoinedText) {
   EXPECT_NE(text.find("bad.jsonl:1: messages[0]: 'content' must be a string or a list of"), std::string::npos) << text;
 }
 
+// A JSONL file that an editor started with a UTF-8 byte order mark is still JSONL: its first prompt
+// is the JSON's text, not the raw line.
 TEST(PromptsFile, ByteOrderMarkIsSkipped) {
   const std::filesystem::path dir = test::temp_dir("prompts_bom");
   const std::filesystem::path prompts = dir / "p.jsonl", out = dir / "out.jsonl";
