@@ -74,29 +74,29 @@ int random_model_main(int argc, char** argv) {
                                   << cfg.num_layers << ") has a tensor larger than this machine's " << machine / 1e9
                                   << " GB of memory, or more than 100000 layers");
   // The directory must not hold another checkpoint's files: a loader would read its tokenizer config
-  // or weight shards beside the new model. (The files this writes, from an earlier run, are fine.)
-  if (std::filesystem::is_directory(out)) {
+  // or weight shards beside the new model. (The files this writes, from an earlier run, are fine,
+  // and their bytes count as free below: they are rewritten.)
+  namespace fs = std::filesystem;
+  double reusable = 0;
+  if (fs::is_directory(out)) {
     std::string others;
-    for (const auto& e : std::filesystem::directory_iterator(out)) {
+    for (const auto& e : fs::directory_iterator(out)) {
       const std::string name = e.path().filename().string();
-      if (!is_random_model_file(name)) others += (others.empty() ? "" : ", ") + name;
+      if (!is_random_model_file(name))
+        others += (others.empty() ? "" : ", ") + name;
+      else if (e.is_regular_file())
+        reusable += static_cast<double>(e.file_size());
     }
     CLLM_CHECK(others.empty(), "--out " << out << " holds files of another checkpoint (" << others
                                         << "); give a new or empty directory");
   }
   // Refused up front rather than after filling the disk: the bytes against the free space where
-  // the directory is (or will be), counting the files of an earlier run that are rewritten.
-  namespace fs = std::filesystem;
+  // the directory is (or will be).
   fs::path where = fs::absolute(out);
   while (!fs::exists(where) && where.has_parent_path() && where != where.parent_path()) where = where.parent_path();
   std::error_code ec;
   const fs::space_info space = fs::space(where, ec);
   if (!ec) {
-    double reusable = 0;
-    if (fs::is_directory(out))
-      for (const auto& e : fs::directory_iterator(out))
-        if (e.is_regular_file() && is_random_model_file(e.path().filename().string()))
-          reusable += static_cast<double>(e.file_size());
     const double free_bytes = static_cast<double>(space.available) + reusable;
     CLLM_CHECK(bytes <= free_bytes, "a random " << shape << " model needs " << bytes / 1e9 << " GB on disk (--dtype "
                                                 << dtype << "), but " << where.string() << " has "

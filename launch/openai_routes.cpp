@@ -327,8 +327,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         const std::vector<int32_t>& prompt = prompt_of(i).prompt;
         delta.text = echo_text;
         if (want_lp) {
-          const std::string first = tok_->token_bytes(prompt[0]);
-          delta.tokens.push_back({token_text(prompt[0]), std::nan(""), {}, first.size(), unicode::code_points(first)});
+          delta.tokens.push_back(token_info(TokenLogprob{prompt[0], std::nanf(""), {}}));  // no logprob of its own
           for (const TokenLogprob& lp : u.prompt_logprobs) delta.tokens.push_back(token_info(lp));
           // A special token written in the prompt ("<|im_start|>") has no bytes of its own but
           // stands in the echoed text as written; one the tokenizer added (BOS) stands nowhere.

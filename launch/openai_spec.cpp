@@ -73,7 +73,7 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
     spec.jacobi.candidates = 0;
   }
   if (r.max_tokens > cfg.max_context)
-    throw ApiError(400, r.max_tokens_field + " " + (r.max_tokens_sent.empty() ? std::to_string(r.max_tokens) : r.max_tokens_sent) + " is beyond the context of " +
+    throw ApiError(400, r.max_tokens_field + " " + r.max_tokens_sent + " is beyond the context of " +
                             std::to_string(cfg.max_context), r.max_tokens_field, "context_length_exceeded");
   spec.gen.max_new_tokens = r.max_tokens;
   if (r.max_tokens == 0)  // OpenAI's defaults: 16 for completions; chat: what fits, capped
