@@ -76,10 +76,10 @@ SequenceSpec request_spec(const ApiRequest& r, const RouteConfig& cfg, const Tok
     throw ApiError(400, r.max_tokens_field + " " + r.max_tokens_sent + " is beyond the context of " +
                             std::to_string(cfg.max_context), r.max_tokens_field, "context_length_exceeded");
   spec.gen.max_new_tokens = r.max_tokens;
-  if (r.max_tokens == 0)  // OpenAI's defaults: 16 for completions; chat: what fits, capped
-    spec.gen.max_new_tokens = r.chat ? std::max(1, std::min(cfg.default_chat_max_tokens,
-                                                            cfg.max_context - prompt_len - spec.jacobi.rows()))
-                                     : 16;
+  if (r.max_tokens == 0) {  // OpenAI's defaults (16 for completions, chat ours), cut to what fits
+    const int room = cfg.max_context - prompt_len - spec.jacobi.rows();
+    spec.gen.max_new_tokens = std::max(1, std::min(r.chat ? cfg.default_chat_max_tokens : 16, room));
+  }
   // Echo with max_tokens 0 generates nothing the client sees; one token runs (the engine needs a
   // positive count) and the answer drops it.
   if (r.echo_only) spec.gen.max_new_tokens = 1;

@@ -36,7 +36,7 @@ struct RouteConfig {
 // The sequence a request asks for: its prompt ids (chat template applied; given ids checked
 // against the vocabulary), its decoding (the server's Jacobi options, cllm_block, cllm_decode "ar"
 // or sampling at temperature > 0: both one token per iteration), max_new_tokens (OpenAI's
-// defaults when absent: 16 for completions, for chat what fits up to default_chat_max_tokens)
+// defaults when absent, cut to what fits: 16 for completions, default_chat_max_tokens for chat)
 // the stop ids (the model's EOS unless cllm_ignore_eos) and the logprobs asked for (the prompt's
 // too with echo). Throws ApiError naming the field:
 // 404 for another model's name, 400 otherwise. Whether the sequence fits a KV slot is the

@@ -247,6 +247,20 @@ def test_context_errors_name_the_field_that_overflows(base_url, auth):
     assert "max_tokens" not in r.json()["error"]["message"], r.text
 
 
+def test_completion_without_max_tokens_near_the_limit_gets_what_fits(base_url, auth):
+    # OpenAI's default completion length (16) cut to the room the prompt leaves, as chat's default
+    # is: a prompt 5 tokens short of the model's length is answered, not refused.
+    limit = requests.post(f"{base_url}/tokenize", json={"prompt": "x"}, headers=auth, timeout=60).json()["max_model_len"]
+    r = requests.post(f"{base_url}/v1/completions", json={"prompt": [42] * (limit - 5), "cllm_ignore_eos": True},
+                      headers=auth, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 5 and r.json()["choices"][0]["finish_reason"] == "length", r.text
+    # With room to spare the default stays 16.
+    r = requests.post(f"{base_url}/v1/completions", json={"prompt": "Hello", "cllm_ignore_eos": True}, headers=auth,
+                      timeout=120)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16, r.text
+
+
 def test_prompt_past_the_model_positions_names_the_kv_capacity(base_url, auth):
     # A prompt longer than the model's positions (8192) is still refused against the smaller limit
     # the server holds (its KV rows per sequence), the one a request can meet.
