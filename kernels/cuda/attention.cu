@@ -65,7 +65,7 @@ struct AttnParams {
   float scale;  // 1/sqrt(head_dim), folded into q
 };
 
-// 12 bits of block, 10 of chunk (1024 chunks: 131072 keys at kInvariantChunkKeys), 10 of row tile.
+// 12 bits of block, 10 of chunk (1024 chunks: 131072 keys at 128-key chunks), 10 of row tile.
 constexpr int kWorkBlockShift = 20, kWorkChunkShift = 10;
 constexpr uint32_t kWorkChunkMask = 1023, kWorkTileMask = 1023;
 // A work item that does nothing: plans pad their work lists with it so that the grid (a launch

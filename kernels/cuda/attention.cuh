@@ -93,12 +93,20 @@ struct BatchedAttentionPlan {
 // with room for splitting the context into chunks (the planner never needs more).
 size_t batched_attention_table_bytes(int max_rows, int max_blocks, int n_heads, int n_kv);
 
-// Keys per split-K chunk of the batch-invariant plan (a multiple of 64). With it, chunk c of every
-// block covers keys [c * 128, (c + 1) * 128) whatever else is in the batch, so a query row's output
-// depends on its position and its keys only, never on its block's size or the other blocks; the
-// adaptive plan (chunk_keys = 0) sizes chunks to the batch instead, which is faster for some
-// batches but lets a token's bits change with what shares its forward.
-constexpr int kInvariantChunkKeys = 128;
+// Keys per split-K chunk of the batch-invariant plan (a multiple of 64) of a model with
+// `model_kv_heads` KV heads. With it, chunk c of every block covers keys [c * L, (c + 1) * L)
+// whatever else is in the batch, so a query row's output depends on its position and its keys
+// only, never on its block's size or the other blocks; the adaptive plan (chunk_keys = 0) sizes
+// chunks to the batch instead, which is faster for some batches but lets a token's bits change with
+// what shares its forward. The length is the model's, never the batch's: a model with many KV heads
+// has CTAs enough (KV heads x chunks x row tiles) with longer chunks, and fewer partial results to
+// merge (1x H100, random weights: 256 keys took 2-4% off the LLaMA-2-7B shape's 16-token step
+// against 128; SmolLM2's 3 KV heads did best with 128). The count of the whole model, not of a
+// tensor-parallel rank's share, so every TP degree cuts the same chunks.
+constexpr int kInvariantChunkKeysMin = 128;
+constexpr int invariant_chunk_keys(int model_kv_heads) {
+  return model_kv_heads >= 16 ? 2 * kInvariantChunkKeysMin : kInvariantChunkKeysMin;
+}
 
 // Fills `plan` for blocks[0..count). chunk_keys > 0 (a multiple of 64): that chunk length for every
 // block; the plan then needs what it needs, and the caller sizes the workspace (plan.partials slots

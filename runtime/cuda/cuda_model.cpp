@@ -30,15 +30,18 @@ static_assert(kTableOffsetMax % 16 == 0);
 // Shared cuBLASLt workspace: the most any GemmPlan may ask for (GemmPlan's default).
 constexpr size_t kGemmWorkspaceBytes = size_t{8} << 20;
 
-// Tokens in the next device forward of a longer one with `remaining` tokens left: at most
-// kExactMax exactly, else the largest of 256, 128, 64 that fits (see CudaModel::kMaxBlock).
-int next_block(int remaining) {
-  static_assert(CudaModel::kMaxBlock == 256 && CudaModel::kExactMax == 64);
-  if (remaining <= CudaModel::kExactMax) return remaining;
-  return remaining >= 256 ? 256 : remaining >= 128 ? 128 : 64;
-}
-
 }  // namespace
+
+// Tokens in the next device forward of a longer one with `remaining` tokens left: at most
+// kExactMax exactly, else the largest power of two from 64 up to the block limit that fits (see
+// CudaModel::kMaxBlock).
+int CudaModel::next_block(int remaining) const {
+  static_assert(kExactMax == 64 && (kMaxBlock & (kMaxBlock - 1)) == 0 && kMaxInvariantBlock <= kMaxBlock);
+  if (remaining <= kExactMax) return remaining;
+  int block = opts_.batch_invariant() ? kMaxInvariantBlock : kMaxBlock;
+  while (block > remaining) block /= 2;
+  return block;
+}
 
 CudaModel::Handles::Handles() {
   CLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -109,7 +112,9 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
   gate_up_ = bf16_rows(kMaxRows, 2 * f);
   act_ = bf16_rows(kMaxRows, f);
   logits_ = bf16_rows(kMaxRows, dims_.vocab);
-  attn_ws_ = DeviceBuffer(block_attention_workspace_bytes(kMaxBlock, plan_.heads, cfg_.head_dim));
+  // Room for a 256-row block's partial results (adaptive plans fit within what there is; fixed-chunk
+  // plans grow it, fit_attention_plan).
+  attn_ws_ = DeviceBuffer(block_attention_workspace_bytes(kMaxInvariantBlock, plan_.heads, cfg_.head_dim));
   argmax_ws_ = DeviceBuffer(argmax_workspace_bytes(kMaxRows, dims_.vocab));
   gemm_ws_ = DeviceBuffer(kGemmWorkspaceBytes);
   // The GEMMs read rows past a step's real ones (gemm_rows padding): start them as zeros, not
@@ -258,7 +263,7 @@ void CudaModel::run_device_forward(const int32_t* tokens, const SeqBlock* blocks
     for (const RowRun& r : row_runs_) attn.push_back({row + r.first, r.pos, r.n, blocks[b].slot, r.base, r.shift});
   }
   plan_batched_attention(attn.data(), static_cast<int>(attn.size()), plan_.heads, plan_.kv_heads, cfg_.head_dim, attn_ws_.bytes(),
-                         table_bytes_, invariant_step() ? kInvariantChunkKeys : 0, attn_plan_, cfg_.sliding_window);
+                         table_bytes_, invariant_step() ? invariant_chunk_keys(cfg_.num_kv_heads) : 0, attn_plan_, cfg_.sliding_window);
   fit_attention_plan();  // may reallocate io_host_: fill it only after
 
   int32_t* io = io_host_.as<int32_t>();

@@ -69,7 +69,7 @@ struct CudaModelOptions {
   // forward (its block's size, other sequences, prefill chunking), so greedy Jacobi equals greedy AR
   // and a request's answer does not depend on the load. Device forwards of at most this many rows
   // run the invariant kernels: the GEMM with one reduction order for every M (skinny_gemm.cuh) and
-  // attention chunks at fixed key boundaries (kInvariantChunkKeys); larger ones run cuBLASLt (its
+  // attention chunks at fixed key boundaries (invariant_chunk_keys); larger ones run cuBLASLt (its
   // algorithm and split-K change with M) and chunks sized to the batch. Any two forwards within the
   // limit give a token the same bits. The default, 16, covers decoding and Jacobi blocks of up to 16
   // tokens (measured on 1x H100: 0-13% of a 7B step at n = 16, none for SmolLM2); every forward
@@ -117,10 +117,14 @@ struct CudaModelOptions {
 class CudaModel final : public Model {
  public:
   // One sequence's device forward handles at most this many tokens; longer forwards (prompt
-  // prefill) run as a sequence of blocks of kMaxBlock, 128 and 64 tokens and a rest of at most
-  // kExactMax, each over the KV the previous ones wrote, which is the same computation. So a single
-  // sequence needs GEMM plans and graphs for at most 66 distinct block sizes.
-  static constexpr int kMaxBlock = 256;
+  // prefill) run as a sequence of blocks of kMaxBlock, 512, 256, 128 and 64 tokens and a rest of at
+  // most kExactMax, each over the KV the previous ones wrote, which is the same computation. So a
+  // single sequence needs GEMM plans and graphs for at most 68 distinct block sizes. A 1024-row
+  // block runs its GEMMs near the bf16 matmul rate, a 256-row one at ~80% of it, and needs no
+  // split-K attention; under batch-invariant numerics (every forward's attention cut into
+  // fixed-length chunks, whose partial results grow with rows x context) the blocks stay at most
+  // kMaxInvariantBlock.
+  static constexpr int kMaxBlock = CudaModelOptions::kMaxRowsPerForward, kMaxInvariantBlock = 256;
   static constexpr int kExactMax = kMaxBlockRows;
   // Rows of one batched device forward (e.g. 64 sequences x 16); all scratch is sized for it.
   static constexpr int kMaxRows = CudaModelOptions::kMaxRowsPerForward;
@@ -225,6 +229,7 @@ class CudaModel final : public Model {
             DeviceAllReduce* all_reduce, Comm* comm);
   BlockPlans& plans_for(int gemm_rows);
   // One sequence on one slot: device forwards of at most kMaxBlock tokens (see kMaxBlock).
+  int next_block(int remaining) const;
   void run_sequence(const int32_t* tokens, int n, int pos, int slot, int32_t* out_ids, float* logits);
   // Blocks of several sequences (or branch rows): consecutive rows in device forwards of at most
   // kMaxRows; a block may be cut between two, the first writing its KV before the second reads it.

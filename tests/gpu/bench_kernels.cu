@@ -298,7 +298,7 @@ int run(int argc, char** argv) {
     for (const int kv : {32, 8})
       for (const int B : {1, 4, 16, 64})
         for (const int n : {1, 16})
-          for (const int chunk_keys : {0, cu::kInvariantChunkKeys}) {
+          for (const int chunk_keys : {0, cu::invariant_chunk_keys(kv)}) {
           std::vector<cu::AttnBlock> blocks;
           for (int i = 0; i < B; ++i) blocks.push_back({i * n, bctx - n, n, i});
           cu::BatchedAttentionPlan plan;

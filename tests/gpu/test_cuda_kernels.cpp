@@ -600,12 +600,12 @@ const std::vector<Op>& ops() {
       {"batched_attention_no_ws", kTolDot, batched_attention_shapes({5}),
        [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, true); }},
       {"batched_attention_invariant", kTolDot, batched_attention_shapes({1, 5, 16}),
-       [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false, cu::kInvariantChunkKeys); }},
+       [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false, cu::invariant_chunk_keys(s.kv)); }},
       {"batched_attention_branches", kTolDot, batched_attention_shapes({2, 5}),
        [](const Shape& s, std::mt19937& rng) { return run_batched_attention(s, rng, false, 0, true); }},
       {"batched_attention_branches_invariant", kTolDot, batched_attention_shapes({5}),
        [](const Shape& s, std::mt19937& rng) {
-         return run_batched_attention(s, rng, false, cu::kInvariantChunkKeys, true);
+         return run_batched_attention(s, rng, false, cu::invariant_chunk_keys(s.kv), true);
        }},
       {"kv_move", kExact, rows_by({64, 1024}), run_kv_move},
       {"silu_mul", kTolElementwise, rows_by({1536, 11008, 14336}), run_silu_mul},
@@ -932,7 +932,7 @@ TEST(BatchInvariance, AttentionRowIndependentOfBatch) {
   std::mt19937 rng(11);
   Stream st;
   for (const Heads h : {Heads{9, 3, 64}, Heads{32, 32, 128}, Heads{32, 8, 128}})
-    for (const int p : {0, 5, 127, 128, 300, 1000, 2047}) {
+    for (const int p : {0, 5, 127, 128, 255, 256, 300, 1000, 2047}) {  // chunk boundaries of 128 and 256 keys
       const int q_w = h.heads * h.hd, kv_w = h.kv * h.hd, stride = q_w + 2 * kv_w;
       const int slots = 6, capacity = 2048 + 64;
       const size_t slot_elems = static_cast<size_t>(capacity) * kv_w;
@@ -950,7 +950,7 @@ TEST(BatchInvariance, AttentionRowIndependentOfBatch) {
         std::copy(probe_q.begin(), probe_q.end(), qkv.begin() + static_cast<size_t>(probe_row) * stride);
         cu::BatchedAttentionPlan plan;
         cu::plan_batched_attention(blocks.data(), static_cast<int>(blocks.size()), h.heads, h.kv, h.hd, 0, 0,
-                                   cu::kInvariantChunkKeys, plan);
+                                   cu::invariant_chunk_keys(h.kv), plan);
         auto d_qkv = upload_bf16(qkv);
         auto d_table = upload(plan.table);
         const size_t ws_bytes = cu::attention_partials_bytes(plan.partials, h.hd);

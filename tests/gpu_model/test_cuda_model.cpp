@@ -64,36 +64,35 @@ Models open_models(const std::string& path) {
 
 // The "tiny" random shape (GQA, llama3 RoPE scaling, untied head) widened to head_dim 64, the
 // smallest head the CUDA attention takes: d 128, 2 heads, 1 KV head, 2 layers, vocab 320.
+ModelConfig tiny_hd64() {
+  ModelConfig c = random_model_shape("tiny");
+  c.hidden_size = 128;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 64;
+  return c;
+}
+
+// A random checkpoint of shape c with weights from `seed`, written under the build's test_tmp/name.
+Models write_and_open(const ModelConfig& c, const std::string& name, uint64_t seed) {
+  const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/" + name;
+  RandomModelOptions opts;
+  opts.seed = seed;
+  write_random_model(c, dir, opts);
+  return open_models(dir);
+}
+
 Models& random_models() {
-  static Models m = [] {
-    ModelConfig c = random_model_shape("tiny");
-    c.hidden_size = 128;
-    c.num_heads = 2;
-    c.num_kv_heads = 1;
-    c.head_dim = 64;
-    const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_model_random_hd64";
-    RandomModelOptions opts;
-    opts.seed = 7;
-    write_random_model(c, dir, opts);
-    return open_models(dir);
-  }();
+  static Models m = write_and_open(tiny_hd64(), "gpu_model_random_hd64", 7);
   return m;
 }
 
 // The same random shape as a Mistral checkpoint with a sliding window of `window` keys (the CPU
 // model's window is checked against transformers in test_logits.cpp).
 Models open_window_models(int window) {
-  ModelConfig c = random_model_shape("tiny");
-  c.hidden_size = 128;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 64;
+  ModelConfig c = tiny_hd64();
   c.sliding_window = window;  // > 0: written as MistralForCausalLM
-  const std::string dir = std::string(CLLM_BINARY_DIR) + "/test_tmp/gpu_model_window" + std::to_string(window);
-  RandomModelOptions opts;
-  opts.seed = 7;
-  write_random_model(c, dir, opts);
-  Models m = open_models(dir);
+  Models m = write_and_open(c, "gpu_model_window" + std::to_string(window), 7);
   EXPECT_EQ(m.ckpt->config().sliding_window, window);
   return m;
 }
@@ -198,6 +197,15 @@ TEST(CudaModel, RandomCheckpointMatchesCpu) {
   compare_with_cpu(m, synthetic_ids(m.vocab(), 40 + 64, 1), 40, kTolRandom, "random");
 }
 
+// A prompt longer than one device block: 1100 tokens run as blocks of 1024, 64 and 12 rows (256 at
+// most under batch-invariant numerics), each over the KV the ones before wrote.
+TEST(CudaModel, RandomLongPromptMatchesCpu) {
+  ModelConfig c = tiny_hd64();
+  c.max_position_embeddings = 1400;
+  Models m = write_and_open(c, "gpu_model_random_long", 11);
+  compare_with_cpu(m, synthetic_ids(m.vocab(), 1100 + 64, 5), 1100, kTolRandom, "1100-token prompt");
+}
+
 // Sliding-window attention: a prompt of 180 positions (several key tiles and, for blocks of up to
 // 16 rows, several 128-key chunks), then blocks past it. Windows of 8 (inside one tile), 100 (across
 // tiles and chunks) and 200 (wider than the prompt: full attention until the blocks pass it).
@@ -216,7 +224,7 @@ TEST(CudaModel, RandomSlidingWindowMatchesCpu) {
 
 TEST(CudaModel, SmolLM2MatchesCpu) {
   Models& m = smollm2();
-  // 300 > CudaModel::kMaxBlock: the prompt runs as two device blocks (256 + 44).
+  // 300 > 256: the prompt runs as two device blocks (256 + 44).
   compare_with_cpu(m, text_ids(m, 300 + 64), 300, kTolSmol, "SmolLM2");
 }
 
