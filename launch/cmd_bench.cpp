@@ -389,10 +389,9 @@ int bench_on_rank(int argc, char** argv, Comm& comm) {
   CLLM_CHECK(f.reps <= 1000, "--reps must be at most 1000, got " << f.reps);
   f.json = vm.count("json") > 0;
   f.json_on_stdout = f.json && output_is_stdout(f.json_path);
-  // A --json path that cannot be written is refused before the benchmark, not after it.
-  if (f.json && !f.json_on_stdout && comm.rank() == 0)
-    CLLM_CHECK(std::ofstream(f.json_path, std::ios::app), "cannot write --json " << f.json_path << ": "
-                                                                                 << std::strerror(errno));
+  // A --json path that cannot be written is refused before the benchmark, not after it (and no
+  // empty file is left behind when the benchmark then fails).
+  if (f.json && !f.json_on_stdout && comm.rank() == 0) check_output_writable("--json", f.json_path);
   if (!f.tp_rank_text.empty()) {
     std::tie(f.comm_flags.stand_in_rank, f.comm_flags.stand_in_size) = parse_tp_rank(f.tp_rank_text);
     CLLM_CHECK(comm.size() == 1, "--tp-rank runs one process; started as " << comm.size() << " ranks");
