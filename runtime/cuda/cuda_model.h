@@ -119,9 +119,10 @@ class CudaModel final : public Model {
   // One sequence's device forward handles at most this many tokens; longer forwards (prompt
   // prefill) run as a sequence of blocks of kMaxBlock, 512, 256, 128 and 64 tokens and a rest of at
   // most kExactMax, each over the KV the previous ones wrote, which is the same computation. So a
-  // single sequence needs GEMM plans and graphs for at most 68 distinct block sizes. A 1024-row
-  // block runs its GEMMs near the bf16 matmul rate, a 256-row one at ~80% of it, and needs no
-  // split-K attention; under batch-invariant numerics (every forward's attention cut into
+  // single sequence needs GEMM plans and graphs for at most 68 distinct block sizes. On the 7B
+  // shape 256-row blocks ran the GEMMs at 55-83% of the bf16 matmul rate and split the attention's
+  // context into chunks; 1024-row blocks took a 2048-token prefill from 72 to 56 ms (1x H100,
+  // docs/benchmarks.md). Under batch-invariant numerics (every forward's attention cut into
   // fixed-length chunks, whose partial results grow with rows x context) the blocks stay at most
   // kMaxInvariantBlock.
   static constexpr int kMaxBlock = CudaModelOptions::kMaxRowsPerForward, kMaxInvariantBlock = 256;
