@@ -21,8 +21,12 @@ void validate(const ModelConfig& c, const std::string& source) {
   CLLM_CHECK(c.num_heads % c.num_kv_heads == 0, source << ": num_attention_heads " << c.num_heads
                                                         << " is not a multiple of num_key_value_heads " << c.num_kv_heads);
   CLLM_CHECK(c.head_dim % 2 == 0, source << ": head_dim " << c.head_dim << " must be even (RoPE rotates pairs)");
-  CLLM_CHECK(static_cast<int64_t>(c.num_heads) * c.head_dim <= INT32_MAX,
-             source << ": num_attention_heads * head_dim overflows");
+  // The widths the model code computes in int: the fused q|k|v projection's and the fused gate|up's.
+  CLLM_CHECK((static_cast<int64_t>(c.num_heads) + 2 * static_cast<int64_t>(c.num_kv_heads)) * c.head_dim <= INT32_MAX,
+             source << ": (num_attention_heads " << c.num_heads << " + 2 x num_key_value_heads " << c.num_kv_heads
+                    << ") x head_dim " << c.head_dim << " (the fused q|k|v width) overflows int32");
+  CLLM_CHECK(2 * static_cast<int64_t>(c.intermediate_size) <= INT32_MAX,
+             source << ": 2 x intermediate_size " << c.intermediate_size << " (the fused gate|up width) overflows int32");
   // An epsilon of 1 or more outweighs the mean square of any normalised activation (the models use
   // 1e-6..1e-5): such a value is a corrupted field, not a setting.
   CLLM_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0 && c.rms_norm_eps < 1,

@@ -137,9 +137,13 @@ void check_refused_fields(const json& j, const std::string& source) {
   CLLM_CHECK(!get_bool(j, "mlp_bias", false, source), source << ": field 'mlp_bias' = true is not supported");
   CLLM_CHECK(!get_bool(j, "is_encoder_decoder", false, source),
              source << ": field 'is_encoder_decoder' = true is not supported (decoder-only LLaMA family)");
-  CLLM_CHECK(!present(j, "quantization_config"),
-             source << ": field 'quantization_config' (a " << j.value("quantization_config", json::object()).value("quant_method", std::string("?"))
-                    << "-quantized checkpoint) is not supported; use the unquantized checkpoint or a GGUF file");
+  if (!present(j, "quantization_config")) return;
+  const json& q = j["quantization_config"];  // its method named when it says one (any JSON may stand here)
+  const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+                                 ? q["quant_method"].get<std::string>()
+                                 : "?";
+  CLLM_FAIL(source << ": field 'quantization_config' (a " << method
+                   << "-quantized checkpoint) is not supported; use the unquantized checkpoint or a GGUF file");
 }
 
 }  // namespace

@@ -84,6 +84,8 @@ TEST(ConfigFields, UnsupportedValuesRefusedByName) {
       {"mlp_bias", true},
       {"is_encoder_decoder", true},
       {"quantization_config", json{{"quant_method", "gptq"}, {"bits", 4}}},
+      {"quantization_config", 2},  // not an object: still refused by name (found by fuzzing)
+      {"quantization_config", json{{"quant_method", 4}}},
       {"layer_types", json::array({"sliding_attention", "full_attention"})},
       {"hidden_act", "gelu"},
       {"model_type", "qwen2"},

@@ -287,5 +287,12 @@ TEST(HfConfig, MissingAndIllTypedFields) {
   ModelConfig c = parse_hf_config(R"({"vocab_size":10,"hidden_size":12,"intermediate_size":16,"num_hidden_layers":1,
       "num_attention_heads":3,"num_key_value_heads":2})", "d/config.json");
   expect_error([&] { validate(c, "d/config.json"); }, {"d/config.json", "num_attention_heads 3", "num_key_value_heads 2"});
+  // Widths past int32 (found by tests/fuzz/fuzz_hf_config.cpp): refused, not computed with overflow.
+  c = parse_hf_config(R"({"vocab_size":10,"hidden_size":12,"intermediate_size":16,"num_hidden_layers":1,
+      "num_attention_heads":1,"num_key_value_heads":1,"head_dim":1073741824})", "d/config.json");
+  expect_error([&] { validate(c, "d/config.json"); }, {"d/config.json", "head_dim 1073741824", "q|k|v", "overflows"});
+  c = parse_hf_config(R"({"vocab_size":10,"hidden_size":12,"intermediate_size":2000000000,"num_hidden_layers":1,
+      "num_attention_heads":3})", "d/config.json");
+  expect_error([&] { validate(c, "d/config.json"); }, {"d/config.json", "intermediate_size 2000000000", "overflows"});
 }
 
