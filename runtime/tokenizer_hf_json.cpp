@@ -14,6 +14,15 @@ namespace {
 
 using nlohmann::json;
 
+// obj[key] of a const JSON value, or null when obj is no object or has no such member (const
+// operator[] on a missing key is undefined behaviour in nlohmann::json; found by fuzzing).
+const json& member(const json& obj, const char* key) {
+  static const json kNull;
+  if (!obj.is_object()) return kNull;
+  const auto it = obj.find(key);
+  return it == obj.end() ? kNull : *it;
+}
+
 void add_pre_tokenizer(const json& pt, const std::string& path, BpeVocab& v) {
   if (pt.is_null()) return;
   const std::string type = pt.value("type", "");
@@ -45,15 +54,15 @@ constexpr const char* kSpmSpace = "\xE2\x96\x81";  // "▁"
 //   legacy:  normalizer Sequence[Prepend "▁", Replace " " -> "▁"], no pre-tokenizer;
 //   current: no normalizer, pre_tokenizer Metaspace(replacement "▁", prepend_scheme, split).
 void read_spm_spaces(const json& j, const std::string& path, BpeVocab::Spm& spm) {
-  const json& norm = j["normalizer"];
-  const json& pre = j["pre_tokenizer"];
+  const json& norm = member(j, "normalizer");
+  const json& pre = member(j, "pre_tokenizer");
   if (!norm.is_null()) {
-    const bool legacy = norm.value("type", "") == "Sequence" && norm["normalizers"].size() == 2 &&
-                        norm["normalizers"][0].value("type", "") == "Prepend" &&
-                        norm["normalizers"][0].value("prepend", "") == kSpmSpace &&
-                        norm["normalizers"][1].value("type", "") == "Replace" &&
-                        norm["normalizers"][1]["pattern"].value("String", "") == " " &&
-                        norm["normalizers"][1].value("content", "") == kSpmSpace;
+    const json& steps = member(norm, "normalizers");
+    const bool legacy = norm.value("type", "") == "Sequence" && steps.is_array() && steps.size() == 2 &&
+                        steps[0].value("type", "") == "Prepend" && steps[0].value("prepend", "") == kSpmSpace &&
+                        steps[1].value("type", "") == "Replace" &&
+                        member(steps[1], "pattern").value("String", "") == " " &&
+                        steps[1].value("content", "") == kSpmSpace;
     CLLM_CHECK(legacy && pre.is_null(), path << ": normalizer " << norm.dump().substr(0, 160)
                                              << " is not supported for a byte_fallback BPE (accepted: "
                                                 "Prepend \"\u2581\" + Replace \" \" -> \"\u2581\", or a Metaspace pre-tokenizer)");
@@ -124,8 +133,15 @@ BpeVocab load_hf_bpe_vocab(const std::string& path) {
       CLLM_CHECK(dec.is_null() || dec.value("type", "") == "ByteLevel",
                  path << ": decoder '" << dec.value("type", "") << "' is not supported (ByteLevel only)");
     }
-    auto place = [&](int64_t id, const std::string& text, TokenAttr attr) {
-      CLLM_CHECK(id >= 0 && id < (1 << 24), path << ": token id " << id << " out of range");
+    // A token's id as the file gives it: an integer in [0, 2^24) (a float or a huge number would
+    // not convert to an integer soundly; found by fuzzing).
+    auto id_of = [&](const json& id, const std::string& text) {
+      CLLM_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < (1 << 24),
+                 path << ": token '" << text.substr(0, 40) << "' has id " << id.dump() << ", expected an integer in 0.."
+                      << (1 << 24) - 1);
+      return static_cast<int32_t>(id.get<int64_t>());
+    };
+    auto place = [&](int32_t id, const std::string& text, TokenAttr attr) {
       if (static_cast<size_t>(id) >= v.tokens.size()) {
         v.tokens.resize(id + 1);
         v.attrs.resize(id + 1, TokenAttr::Unused);
@@ -133,11 +149,11 @@ BpeVocab load_hf_bpe_vocab(const std::string& path) {
       v.tokens[id] = text;
       v.attrs[id] = attr;
     };
-    for (const auto& [text, id] : model.at("vocab").items()) place(id.get<int64_t>(), text, TokenAttr::Normal);
+    for (const auto& [text, id] : model.at("vocab").items()) place(id_of(id, text), text, TokenAttr::Normal);
     for (const json& a : j.value("added_tokens", json::array())) {
       AddedToken t;
-      t.id = a.at("id").get<int32_t>();
       t.content = a.at("content").get<std::string>();
+      t.id = id_of(a.at("id"), t.content);
       t.lstrip = a.value("lstrip", false);
       t.rstrip = a.value("rstrip", false);
       CLLM_CHECK(!a.value("single_word", false),

@@ -213,6 +213,10 @@ TEST(TokenizerHfJson, RefusesWhatItCannotReproduce) {
       {[](json& t) { t["added_tokens"][0]["single_word"] = true; }, "single_word = true"},
       {[](json& t) { t["model"]["merges"] = "a b"; }, "model.merges must be a list"},
       {[](json& t) { t["model"]["merges"][0] = json::array({"a", "b", "c"}); }, "is not a \"left right\" string"},
+      // Ids that are no integer in range (found by fuzzing: a float id converted with undefined behaviour).
+      {[](json& t) { t["model"]["vocab"].begin().value() = 3.9e93; }, "has id 3.9e+93, expected an integer"},
+      {[](json& t) { t["model"]["vocab"].begin().value() = 1.5; }, "has id 1.5"},
+      {[](json& t) { t["added_tokens"][0]["id"] = 5000000000LL; }, "has id 5000000000"},
   };
   for (const auto& [change, needle] : refused) {
     j = read_json("gpt2_tiny.json");
@@ -387,6 +391,20 @@ TEST(TokenizerHfJsonSpm, RefusesOtherNormalizers) {
   j["normalizer"] = {{"type", "NFKC"}};
   std::ofstream(dir / "bad.json") << j.dump();
   expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad.json").string())); }, "normalizer");
+  // Members missing where the reader looks (found by fuzzing: a const lookup of a missing key was
+  // undefined behaviour): no pre_tokenizer key at all, and a Sequence normalizer without its list.
+  json no_pre = read_json("tiny_sp_prepend.json");
+  no_pre.erase("pre_tokenizer");
+  std::ofstream(dir / "no_pre.json") << no_pre.dump();
+  EXPECT_NO_THROW(make_tokenizer(hf_json_spec((dir / "no_pre.json").string())));  // the legacy form needs none
+  json no_list = read_json("tiny_sp_prepend.json");
+  no_list["normalizer"] = {{"type", "Sequence"}};
+  std::ofstream(dir / "no_list.json") << no_list.dump();
+  expect_error([&] { make_tokenizer(hf_json_spec((dir / "no_list.json").string())); }, "normalizer");
+  json metaspace = read_json("tiny_sp_always.json");
+  metaspace.erase("pre_tokenizer");
+  std::ofstream(dir / "no_metaspace.json") << metaspace.dump();
+  expect_error([&] { make_tokenizer(hf_json_spec((dir / "no_metaspace.json").string())); }, "pre_tokenizer");
   fs::remove_all(dir);
 }
 
