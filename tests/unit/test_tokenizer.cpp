@@ -387,24 +387,23 @@ TEST(TokenizerHfJsonSpm, PrependNormalizerMatchesHuggingFace) { expect_matches_s
 TEST(TokenizerHfJsonSpm, RefusesOtherNormalizers) {
   fs::path dir = fs::temp_directory_path() / ("cllm_tok_spm_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  json j = read_json("tiny_sp_prepend.json");
-  j["normalizer"] = {{"type", "NFKC"}};
-  std::ofstream(dir / "bad.json") << j.dump();
-  expect_error([&] { make_tokenizer(hf_json_spec((dir / "bad.json").string())); }, "normalizer");
+  // The tokenizer of fixture `name` edited by `change`, written to a file of its own and loaded.
+  auto load_edited = [&](const std::string& name, const std::function<void(json&)>& change) {
+    json j = read_json(name + ".json");
+    change(j);
+    const fs::path path = dir / ("edited_" + name + ".json");
+    std::ofstream(path) << j.dump();
+    return make_tokenizer(hf_json_spec(path.string()));
+  };
+  expect_error([&] { load_edited("tiny_sp_prepend", [](json& j) { j["normalizer"] = {{"type", "NFKC"}}; }); },
+               "normalizer");
   // Members missing where the reader looks (found by fuzzing: a const lookup of a missing key was
-  // undefined behaviour): no pre_tokenizer key at all, and a Sequence normalizer without its list.
-  json no_pre = read_json("tiny_sp_prepend.json");
-  no_pre.erase("pre_tokenizer");
-  std::ofstream(dir / "no_pre.json") << no_pre.dump();
-  EXPECT_NO_THROW(make_tokenizer(hf_json_spec((dir / "no_pre.json").string())));  // the legacy form needs none
-  json no_list = read_json("tiny_sp_prepend.json");
-  no_list["normalizer"] = {{"type", "Sequence"}};
-  std::ofstream(dir / "no_list.json") << no_list.dump();
-  expect_error([&] { make_tokenizer(hf_json_spec((dir / "no_list.json").string())); }, "normalizer");
-  json metaspace = read_json("tiny_sp_always.json");
-  metaspace.erase("pre_tokenizer");
-  std::ofstream(dir / "no_metaspace.json") << metaspace.dump();
-  expect_error([&] { make_tokenizer(hf_json_spec((dir / "no_metaspace.json").string())); }, "pre_tokenizer");
+  // undefined behaviour): no pre_tokenizer key at all (the legacy form needs none; the Metaspace
+  // form is refused), and a Sequence normalizer without its list.
+  EXPECT_NO_THROW(load_edited("tiny_sp_prepend", [](json& j) { j.erase("pre_tokenizer"); }));
+  expect_error([&] { load_edited("tiny_sp_always", [](json& j) { j.erase("pre_tokenizer"); }); }, "pre_tokenizer");
+  expect_error([&] { load_edited("tiny_sp_prepend", [](json& j) { j["normalizer"] = {{"type", "Sequence"}}; }); },
+               "normalizer");
   fs::remove_all(dir);
 }
 
