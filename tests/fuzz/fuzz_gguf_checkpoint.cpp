@@ -4,36 +4,19 @@
 // fixed text encoded and decoded. fuzz_gguf covers the container alone; this one the meaning of
 // its keys. A cllm::Error is a clean refusal. Any other exception, crash or sanitizer report is a
 // bug, and so is an id outside the vocabulary.
-#include <unistd.h>
-
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 
 #include "core/check.h"
 #include "loaders/checkpoint.h"
 #include "runtime/tokenizer.h"
-
-namespace {
-
-// open_checkpoint takes a path: each input goes through one scratch file per process, removed at exit.
-struct ScratchFile {
-  std::string path = "/tmp/cllm_fuzz_checkpoint_" + std::to_string(::getpid()) + ".gguf";
-  ~ScratchFile() { std::remove(path.c_str()); }
-};
-
-}  // namespace
+#include "tests/fuzz/scratch_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const ScratchFile file;
-  {
-    std::ofstream out(file.path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  const std::string& path = cllm::fuzz::write_scratch_file("checkpoint", ".gguf", data, size);
   try {
-    const auto checkpoint = cllm::open_checkpoint(file.path);
+    const auto checkpoint = cllm::open_checkpoint(path);
     const auto tok = cllm::make_tokenizer(checkpoint->tokenizer(), checkpoint->config().vocab_size);
     static const std::string text = "Hello, w\xc3\xb6rld! \xe4\xbd\xa0\xe5\xa5\xbd 123 <|im_start|><s>";
     const std::vector<int32_t> ids = tok->encode(text, true);

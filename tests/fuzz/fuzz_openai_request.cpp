@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       require(r.chat == chat);
       require(r.max_tokens >= 0 && r.n >= 1 && r.n <= cllm::openai::kMaxChoices);
       require(r.logprobs >= -1 && r.batch.size() <= static_cast<size_t>(cllm::openai::kMaxBatchPrompts));
-      require(chat ? !r.messages.empty() : true);
+      require(!chat || !r.messages.empty());
     } catch (const cllm::openai::ApiError& e) {
       require(e.status >= 400 && e.status < 500 && *e.what() != '\0');
     }

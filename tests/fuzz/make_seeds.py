@@ -9,9 +9,13 @@ Usage: python3 tests/fuzz/make_seeds.py  (from the repository root; needs `pip i
 import json
 import os
 import struct
+import sys
 
 import gguf
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from byte_level import byte_level_chars  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -72,19 +76,6 @@ def gguf_file(name, quant_types, version_2=False):
             f.write(struct.pack("<I", 2))
 
 
-def byte_level_alphabet():
-    """GPT-2's byte -> printable character map (byte-level BPE token text)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
-        list(range(ord("\u00ae"), ord("\u00ff") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def gguf_checkpoint(name, spm):
     """A whole one-layer LLaMA (d 16, 2 heads, 1 KV head) with its tokenizer: byte-level BPE (gpt2)
     or sentencepiece-style (llama, byte tokens and scores). cllm generates from both; ~32 KB each,
@@ -108,7 +99,7 @@ def gguf_checkpoint(name, spm):
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
     else:
-        alphabet = byte_level_alphabet()
+        alphabet = byte_level_chars()
         tokens = [alphabet[b] for b in range(256)] + ["\u0120t", "he", "\u0120the", "<|im_start|>", "<|im_end|>"]
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre("gpt2")

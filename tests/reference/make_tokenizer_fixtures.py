@@ -36,6 +36,8 @@ import tempfile
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from byte_level import byte_level_chars
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 GGUF = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -137,18 +139,6 @@ def decoded(tok, ids):
 
 def ids_of(tok, strings):
     return [tok.encode(x, add_special_tokens=False).ids for x in strings]
-
-
-def byte_level_chars():
-    """GPT-2's byte -> printable char table."""
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def check_decode(tok, strings, ids, name):
