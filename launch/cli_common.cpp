@@ -127,6 +127,7 @@ LoadedModel load_model(const std::string& path, Device device, Comm& comm, const
   numerics.cpu_native_weights = parse_weights(flags.weights, comm.size());
   numerics.cuda_overlap_launches = parse_cuda_launch(flags.cuda_launch);
   numerics.cuda_fuse_swiglu = parse_cuda_swiglu(flags.cuda_swiglu);
+  numerics.cuda_gemm_ring = parse_cuda_gemm_loads(flags.cuda_gemm_loads);
   numerics.cuda_fused_layer_rows = parse_cuda_layer(flags.cuda_layer);
   numerics.cuda_graphs = parse_cuda_graphs(flags.cuda_graphs);
   LoadedModel m;
@@ -214,6 +215,10 @@ void add_comm_flags(po::options_description& opts, CommFlags& flags) {
       ("cuda-swiglu", po::value(&flags.cuda_swiglu)->default_value("fused"),
        "with --device cuda: separate (silu(gate) * up in its own kernel) or fused (computed in the epilogue of "
        "the gate|up projection's small-M GEMM: one kernel fewer a layer, the same bits)")
+      ("cuda-gemm-loads", po::value(&flags.cuda_gemm_loads)->default_value("registers"),
+       "with --device cuda: registers (the small-M GEMM loads each round of weights into registers and waits "
+       "for it) or ring (at up to 16 rows it copies them through a ring in shared memory, several rounds in "
+       "flight; not yet timed against registers). The same bits either way")
       ("cuda-layer", po::value(&flags.cuda_layer)->default_value("fused"),
        "with --device cuda on one GPU: separate (residual add + RMSNorm and RoPE + KV write kernels) or fused "
        "(the o and down projections add into the residual, the qkv and gate|up projections normalise it as they "

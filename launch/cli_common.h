@@ -56,6 +56,7 @@ struct CommFlags {
 
   std::string cuda_launch = "overlapped";  // --cuda-launch (parse_cuda_launch)
   std::string cuda_swiglu = "fused";        // --cuda-swiglu (parse_cuda_swiglu)
+  std::string cuda_gemm_loads = "registers";  // --cuda-gemm-loads (parse_cuda_gemm_loads)
   std::string cuda_layer = "fused";          // --cuda-layer (parse_cuda_layer)
   std::string cuda_graphs = "replay";      // --cuda-graphs (parse_cuda_graphs)
   // cllm bench --tp-rank R/N: load only rank R's shard of a TP=N group and run it alone on this

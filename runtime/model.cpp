@@ -105,6 +105,9 @@ bool parse_switch(const char* flag, const std::string& name, const char* on, con
 
 bool parse_cuda_launch(const std::string& name) { return parse_switch("--cuda-launch", name, "overlapped", "serial"); }
 bool parse_cuda_swiglu(const std::string& name) { return parse_switch("--cuda-swiglu", name, "fused", "separate"); }
+bool parse_cuda_gemm_loads(const std::string& name) {
+  return parse_switch("--cuda-gemm-loads", name, "ring", "registers");
+}
 int parse_cuda_layer(const std::string& name) {
   if (name.rfind("fused:", 0) == 0) {
     const std::string digits = name.substr(6);

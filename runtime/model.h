@@ -96,6 +96,11 @@ struct ModelOptions {
   // a layer, the same bits) for the forwards that run the small-M GEMM; false: a separate kernel. On
   // by default: 7% of a 135M step at n <= 4, 1% of a 7B step, on 1x H100 (docs/benchmarks.md).
   bool cuda_fuse_swiglu = true;
+  // CUDA: the small-M GEMM's default tile shapes at up to 16 rows keep their weight loads in flight
+  // through a ring in shared memory (cp.async, several load rounds ahead); false: each round loaded
+  // into registers and waited for (kernels/cuda/skinny_gemm.cuh). The same bits either way. Off by
+  // default until a GPU run times it against the register loads (tests/gpu/run's A/B).
+  bool cuda_gemm_ring = false;
   // CUDA, one rank: residual adds, RMSNorms, RoPE and the KV write inside the neighbouring small-M
   // GEMMs (three kernels fewer a layer, the same bits: kernels/cuda/skinny_gemm.cuh), in forwards of
   // up to this many rows (at most 64); 0: the add_rmsnorm and rope_kv_write kernels everywhere;
@@ -121,6 +126,8 @@ ModelOptions parse_numerics(const std::string& name);
 // "separate" (false). Throw naming the valid ones.
 bool parse_cuda_launch(const std::string& name);
 bool parse_cuda_swiglu(const std::string& name);
+// --cuda-gemm-loads: "ring" (true) or "registers" (false). Throws naming the valid ones.
+bool parse_cuda_gemm_loads(const std::string& name);
 // --cuda-layer: "fused" (kAutoFusedLayerRows), "fused:N" (forwards of up to N rows, 1..64) or
 // "separate" (0). Throws naming the valid ones.
 int parse_cuda_layer(const std::string& name);

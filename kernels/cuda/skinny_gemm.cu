@@ -17,6 +17,12 @@
 //  - N/(16*RT) x M/(8*NT) CTAs, the M tiles of one W tile adjacent in launch order (blockIdx.x), so a
 //    W tile read from HBM by the first is an L2 hit for the others. At M <= 16 all CTAs of an
 //    N = 4096 projection are co-resident; the wide ones (qkv, gate|up, LM head) take several waves.
+//  - Load rounds: a warp's loads of one round (UL chunks) go out together. Registers (stages 0): the
+//    warp waits for the round, multiplies it, then issues the next, so the memory pipe idles at each
+//    round's end. The ring (stages S): each lane copies its vectors (cp.async) into its own slots of
+//    an S-deep ring in shared memory and reads them back S - 1 rounds later, so S - 1 rounds stay
+//    in flight all along, without the registers; the first S - 1 rounds of W go out while the kernel
+//    before is still finishing. Only where the bytes wait moves; the sums are the same.
 //  - W is read with ld.global.nc.L1::no_allocate.L2::256B (streamed past L1, whole 256-byte L2
 //    lines requested); x, the small operand every CTA re-reads, with plain ld.global.nc so it stays
 //    in L1/L2. Every load is a predicated 16-byte vector; rows >= N, tokens >= M and K past the end
@@ -39,6 +45,7 @@
 #include "kernels/cuda/rope_rotate.cuh"
 #include "kernels/cuda/skinny_gemm.cuh"
 
+#include <atomic>
 #include <type_traits>
 
 namespace cllm::cuda {
@@ -146,15 +153,79 @@ __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefe
 constexpr int kGroup = 4;  // chunks per group: a K class owns whole groups (see the top)
 constexpr int kTiledMinM = kSkinnyFusedMaxM + 1;  // rows from which tiled_gemm_kernel (below) takes over
 
+// 16 bytes global -> this lane's slot of the shared-memory ring (the pipelined form below), or zeros
+// and no request when !pred: W streamed past L1 with whole 256-byte L2 lines requested, x cached in
+// L1 (every CTA on the SM re-reads it), as load_w and load_x.
+__device__ __forceinline__ void copy_w(uint4* slot, const void* p, bool pred) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(p), "r"(pred ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void copy_x(uint4* slot, const void* p, bool pred) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(p), "r"(pred ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ void read_slot(uint32_t (&v)[4], const uint4* slot) {
+  const uint4 s = *slot;
+  v[0] = s.x, v[1] = s.y, v[2] = s.z, v[3] = s.w;
+}
+
+// One load round of a lane: UL chunks of its RT row tiles' W rows (a) and of its NT token tiles' x
+// (b; NORMED: b and more hold the two fp32 halves of 8 residual elements, gamma their weights), and
+// the products of the round, which both load forms share.
+template <int NT, int RT, int UL, bool NORMED>
+struct Round {
+  // 16-byte vectors of one chunk: W rows, then gamma (NORMED), then per token tile b (and more).
+  static constexpr int kVecs = 2 * RT + (NORMED ? 1 + 2 * NT : NT);
+  __host__ __device__ static constexpr int a_at(int u, int rt, int h) { return u * kVecs + 2 * rt + h; }
+  __host__ __device__ static constexpr int gamma_at(int u) { return u * kVecs + 2 * RT; }
+  __host__ __device__ static constexpr int b_at(int u, int nt) { return u * kVecs + 2 * RT + (NORMED ? 1 + 2 * nt : nt); }
+
+  uint32_t a[UL][RT][2][4], b[UL][NT][4], more[NORMED ? UL : 1][NORMED ? NT : 1][4];
+  uint32_t gamma[NORMED ? UL : 1][4];
+
+  // Normalise x (NORMED), then two mma k-steps per chunk (the fragment trick at the top).
+  __device__ __forceinline__ void multiply(float (&acc)[RT][NT][4], const float (&inv_rms)[NT]) {
+#pragma unroll
+    for (int u = 0; u < UL; ++u)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        if constexpr (NORMED) norm_x(b[u][nt], b[u][nt], more[u][nt], gamma[u], inv_rms[nt]);
+      }
+#pragma unroll
+    for (int u = 0; u < UL; ++u)
+#pragma unroll
+      for (int s = 0; s < 2; ++s)
+#pragma unroll
+        for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+            detail::mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
+                             a[u][rt][1][2 * s + 1], b[u][nt][2 * s], b[u][nt][2 * s + 1]);
+  }
+};
+
+// Dynamic shared memory of the pipelined form: STAGES rounds of every lane's vectors.
+template <int NT, int RT, int UL, int STAGES, XIn IN>
+constexpr size_t ring_bytes() {
+  return size_t{STAGES} * UL * Round<NT, RT, UL, IN == XIn::kNormed>::kVecs * kThreads * sizeof(uint4);
+}
+
 // NT: 8-token tiles per CTA; RT: 16-row tiles of W per CTA; UL: chunks per load round (divides
 // kGroup; it sets the bytes in flight, never the order of the sums); MIN_CTAS: for __launch_bounds__.
+// STAGES: 0, each round loaded into registers and waited for before the next is issued; S >= 2, the
+// rounds copied (cp.async) into an S-deep ring in shared memory, S - 1 of them in flight while one
+// is multiplied. Each lane copies and reads back only its own slots, so the ring needs no barrier.
 // IN: how x is read (XIn). The output goes to io.y, or is added into io.res_out (io.y null).
-template <int NT, int RT, int UL, int MIN_CTAS, XIn IN>
+template <int NT, int RT, int UL, int MIN_CTAS, int STAGES, XIn IN>
 __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     skinny_gemm_kernel(const SkinnyIo io, const __nv_bfloat16* __restrict__ w, int M, int N, int K) {
   static_assert(kGroup % UL == 0);
+  static_assert(STAGES == 0 || STAGES >= 2);
   constexpr bool NORMED = IN == XIn::kNormed;
   using XElem = std::conditional_t<NORMED, float, __nv_bfloat16>;
+  using RoundT = Round<NT, RT, UL, NORMED>;
   const int warp = threadIdx.x / detail::kWarp, lane = threadIdx.x % detail::kWarp;
   const int g = lane / 4, t = lane % 4;
   const int tok0 = blockIdx.x * (8 * NT);  // M tiles vary fastest: CTAs sharing a W tile run together
@@ -184,10 +255,54 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     x_off[nt] = tok * x_stride;
   }
 
+  // Warp w = K class w: groups w, w + 8, w + 16, ..., each chunk of a group in order, kGroup / UL
+  // load rounds a group. K offset of chunk u of this warp's round r:
+  constexpr int kRoundsPerGroup = kGroup / UL;
+  const int rounds = (warp < n_groups ? (n_groups - 1 - warp) / kWarps + 1 : 0) * kRoundsPerGroup;
+  auto chunk_k = [&](int r, int u) {
+    return ((warp + kWarps * (r / kRoundsPerGroup)) * kGroup + (r % kRoundsPerGroup) * UL + u) * kChunk;
+  };
+  // The ring (STAGES > 0): round r's vector v in slot [r % STAGES][v][thread].
+  extern __shared__ uint4 ring[];
+  auto slot = [&](int r, int v) { return ring + ((r % (STAGES > 0 ? STAGES : 1)) * (UL * RoundT::kVecs) + v) * kThreads + threadIdx.x; };
+  auto copy_round_w = [&](int r) {
+    if (r >= rounds) return;
+#pragma unroll
+    for (int u = 0; u < UL; ++u) {
+      const int k = chunk_k(r, u);
+      const bool k_ok = k + t * 8 < K;  // K % 8 == 0: a vector lies wholly inside or outside
+#pragma unroll
+      for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          copy_w(slot(r, RoundT::a_at(u, rt, h)), w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
+    }
+  };
+  auto copy_round_x = [&](int r) {
+    if (r >= rounds) return;
+#pragma unroll
+    for (int u = 0; u < UL; ++u) {
+      const int k = chunk_k(r, u);
+      const bool k_ok = k + t * 8 < K;
+      if constexpr (NORMED) copy_x(slot(r, RoundT::gamma_at(u)), io.gamma + (t * 8 + k), k_ok);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        copy_x(slot(r, RoundT::b_at(u, nt)), x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+        if constexpr (NORMED) copy_x(slot(r, RoundT::b_at(u, nt) + 1), x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
+      }
+    }
+  };
+
   // W does not depend on the kernels before this one (kernels/cuda/launch.cuh): while they finish,
-  // ask L2 for this warp's first group of each of its rows; x is read only after the wait.
+  // ask for this warp's first rounds of W (the ring: copied in, one commit group a round; registers:
+  // its first group of each row into L2). x is read only after the wait.
   detail::allow_dependents();
-  if (warp < n_groups)
+  if constexpr (STAGES > 0) {
+    for (int r = 0; r < STAGES - 1; ++r) {
+      copy_round_w(r);
+      detail::cp_async_commit();
+    }
+  } else if (warp < n_groups) {
 #pragma unroll
     for (int c = 0; c < kGroup; ++c) {
       const int k = (warp * kGroup + c) * kChunk;
@@ -197,7 +312,14 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
         for (int h = 0; h < 2; ++h)
           if (k + t * 8 < K && w_ok[rt][h]) prefetch_l2(w_base + (w_off[rt][h] + k));
     }
+  }
   detail::wait_prior_grids();
+  if constexpr (STAGES > 0) {
+    for (int r = 0; r < STAGES - 1; ++r) {
+      copy_round_x(r);
+      detail::cp_async_commit();
+    }
+  }
 
   // NORMED: each token's inverse rms from the partials of the kernel before (rms_sum.cuh).
   float inv_rms[NT];
@@ -222,45 +344,53 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[rt][nt][e] = 0.f;
 
-  // Warp w = K class w: groups w, w + 8, w + 16, ..., each chunk of a group in order.
-  for (int grp = warp; grp < n_groups; grp += kWarps) {
-#pragma unroll
-    for (int c_in = 0; c_in < kGroup; c_in += UL) {
-      // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
-      // NORMED: b and more_v hold the two halves of 8 fp32 residual elements, gamma_v the weights.
-      uint32_t a[UL][RT][2][4], b[UL][NT][4], more_v[NORMED ? UL : 1][NORMED ? NT : 1][4];
-      uint32_t gamma_v[NORMED ? UL : 1][4];
+  if constexpr (STAGES > 0) {
+    for (int r = 0; r < rounds; ++r) {
+      // Round r's copies were the (STAGES - 1)-th last group committed; round r + STAGES - 1 then goes
+      // into the slots round r - 1 left (read into registers and multiplied last iteration).
+      detail::cp_async_wait_all_but<STAGES - 2>();
+      copy_round_w(r + STAGES - 1);
+      copy_round_x(r + STAGES - 1);
+      detail::cp_async_commit();
+      RoundT q;
 #pragma unroll
       for (int u = 0; u < UL; ++u) {
-        const int k = (grp * kGroup + c_in + u) * kChunk;
-        const bool k_ok = k + t * 8 < K;  // K % 8 == 0: a vector lies wholly inside or outside
 #pragma unroll
         for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) load_w(a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
-        if constexpr (NORMED) load_x(gamma_v[u], io.gamma + (t * 8 + k), k_ok);
+          for (int h = 0; h < 2; ++h) read_slot(q.a[u][rt][h], slot(r, RoundT::a_at(u, rt, h)));
+        if constexpr (NORMED) read_slot(q.gamma[u], slot(r, RoundT::gamma_at(u)));
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          load_x(b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
-          if constexpr (NORMED) load_x(more_v[u][nt], x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
+          read_slot(q.b[u][nt], slot(r, RoundT::b_at(u, nt)));
+          if constexpr (NORMED) read_slot(q.more[u][nt], slot(r, RoundT::b_at(u, nt) + 1));
         }
       }
+      q.multiply(acc, inv_rms);
+    }
+  } else {
+    for (int grp = warp; grp < n_groups; grp += kWarps) {
 #pragma unroll
-      for (int u = 0; u < UL; ++u)
+      for (int c_in = 0; c_in < kGroup; c_in += UL) {
+        // All of this round's loads first (UL * (2 RT + NT) 16-byte vectors in flight), then the maths.
+        RoundT q;
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          if constexpr (NORMED) norm_x(b[u][nt], b[u][nt], more_v[u][nt], gamma_v[u], inv_rms[nt]);
-        }
-#pragma unroll
-      for (int u = 0; u < UL; ++u)
-#pragma unroll
-        for (int s = 0; s < 2; ++s)
+        for (int u = 0; u < UL; ++u) {
+          const int k = (grp * kGroup + c_in + u) * kChunk;
+          const bool k_ok = k + t * 8 < K;
 #pragma unroll
           for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-              detail::mma_bf16(acc[rt][nt], a[u][rt][0][2 * s], a[u][rt][1][2 * s], a[u][rt][0][2 * s + 1],
-                       a[u][rt][1][2 * s + 1], b[u][nt][2 * s], b[u][nt][2 * s + 1]);
+            for (int h = 0; h < 2; ++h) load_w(q.a[u][rt][h], w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
+          if constexpr (NORMED) load_x(q.gamma[u], io.gamma + (t * 8 + k), k_ok);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            load_x(q.b[u][nt], x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
+            if constexpr (NORMED) load_x(q.more[u][nt], x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
+          }
+        }
+        q.multiply(acc, inv_rms);
+      }
     }
   }
 
@@ -315,16 +445,28 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     }
 }
 
-template <int NT, int RT, int UL, int MIN_CTAS = 2>
-void launch(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K, cudaStream_t stream) {
+template <int NT, int RT, int UL, int MIN_CTAS, int STAGES, XIn IN>
+void launch_as(const SkinnyIo& io, const __nv_bfloat16* w, int M, int N, int K, cudaStream_t stream) {
+  constexpr auto kernel = skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, STAGES, IN>;
+  constexpr size_t smem = STAGES > 0 ? ring_bytes<NT, RT, UL, STAGES, IN>() : 0;
+  static_assert(smem <= 227 * 1024, "the ring exceeds a CTA's shared memory");
+  if constexpr (smem > 48 * 1024) {
+    static const cudaError_t attr =  // once, before any launch (and any graph capture)
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    CLLM_CUDA_CHECK(attr);
+  }
   const dim3 grid((M + 8 * NT - 1) / (8 * NT), (N + 16 * RT - 1) / (16 * RT));
+  launch_overlapped(kernel, grid, kThreads, smem, stream, io, w, M, N, K);
+}
+
+template <int NT, int RT, int UL, int MIN_CTAS, int STAGES>
+void launch(const SkinnyIo& io, XIn in, const __nv_bfloat16* w, int M, int N, int K, cudaStream_t stream) {
   switch (in) {
     case XIn::kBf16:
-      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kBf16>, grid, kThreads, 0, stream, io, w, M, N, K);
+      launch_as<NT, RT, UL, MIN_CTAS, STAGES, XIn::kBf16>(io, w, M, N, K, stream);
       break;
     case XIn::kNormed:
-      launch_overlapped(skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, XIn::kNormed>, grid, kThreads, 0, stream, io, w, M,
-                        N, K);
+      launch_as<NT, RT, UL, MIN_CTAS, STAGES, XIn::kNormed>(io, w, M, N, K, stream);
       break;
   }
 }
@@ -468,8 +610,8 @@ void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
 }
 
 // Every register-tiled variant that is built (each the same bits: see the top), for the dispatch
-// below and for tuning benches (invoke_skinny_gemm_tiles). Bytes in flight per warp: UL * RT KiB of W;
-// x is re-read from L2 once per CTA: 8*NT*K*2 bytes against 16*RT*K*2 of W. MIN_CTAS sets the
+// below and for tuning benches (invoke_skinny_gemm_tiles). Bytes in flight per warp: UL * RT KiB of W
+// in bursts of one round (registers), or (STAGES - 1) * UL * RT KiB all along (the ring); x is re-read from L2 once per CTA: 8*NT*K*2 bytes against 16*RT*K*2 of W. MIN_CTAS sets the
 // register cap (255 at 1, 128 at 2): a cap that is too low makes the compiler spill or serialise
 // the round's loads.
 using LaunchFn = void (*)(const SkinnyIo&, XIn, const __nv_bfloat16*, int, int, int, cudaStream_t);
@@ -477,7 +619,8 @@ struct TileVariant {
   SkinnyTileShape shape;
   LaunchFn fn;
 };
-#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC) TileVariant{SkinnyTileShape{NT, RT, UL, MC}, &launch<NT, RT, UL, MC>}
+#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC) TileVariant{SkinnyTileShape{NT, RT, UL, MC, 0}, &launch<NT, RT, UL, MC, 0>}
+#define CLLM_SKINNY_RING(NT, RT, UL, MC, S) TileVariant{SkinnyTileShape{NT, RT, UL, MC, S}, &launch<NT, RT, UL, MC, S>}
 constexpr TileVariant kTileVariants[] = {
     CLLM_SKINNY_VARIANT(1, 1, 4, 2), CLLM_SKINNY_VARIANT(1, 1, 2, 2), CLLM_SKINNY_VARIANT(1, 1, 4, 1),
     CLLM_SKINNY_VARIANT(1, 2, 2, 2), CLLM_SKINNY_VARIANT(1, 2, 4, 1), CLLM_SKINNY_VARIANT(2, 1, 4, 2),
@@ -486,8 +629,13 @@ constexpr TileVariant kTileVariants[] = {
     CLLM_SKINNY_VARIANT(4, 1, 2, 2), CLLM_SKINNY_VARIANT(4, 2, 2, 2), CLLM_SKINNY_VARIANT(4, 2, 1, 2),
     CLLM_SKINNY_VARIANT(4, 2, 2, 1), CLLM_SKINNY_VARIANT(4, 1, 4, 1), CLLM_SKINNY_VARIANT(8, 2, 1, 1),
     CLLM_SKINNY_VARIANT(8, 1, 2, 1), CLLM_SKINNY_VARIANT(8, 1, 1, 2), CLLM_SKINNY_VARIANT(8, 2, 2, 1),
+    // The ring: shared memory a CTA = STAGES x UL x (2 RT + NT) x 4 KiB (normalised input: 2 RT + 1 + 2 NT).
+    CLLM_SKINNY_RING(1, 1, 1, 2, 4), CLLM_SKINNY_RING(1, 1, 1, 2, 6), CLLM_SKINNY_RING(1, 1, 2, 2, 3),
+    CLLM_SKINNY_RING(1, 2, 1, 2, 4), CLLM_SKINNY_RING(2, 1, 1, 2, 3), CLLM_SKINNY_RING(2, 1, 1, 2, 4),
+    CLLM_SKINNY_RING(2, 2, 1, 1, 4), CLLM_SKINNY_RING(4, 1, 1, 2, 3),
 };
 #undef CLLM_SKINNY_VARIANT
+#undef CLLM_SKINNY_RING
 
 // The built variant of a tile shape; throws when it is not one of kTileVariants.
 const TileVariant& find_variant(const SkinnyTileShape& s) {
@@ -506,8 +654,18 @@ const TileVariant& find_variant(const SkinnyTileShape& s) {
 // a wide projection takes 32-row tiles (RT = 2), which halve that traffic: 8-9% less time for the 7B
 // qkv and gate|up projections at M = 16 (1x H100 tile sweep, docs/benchmarks.md). At M <= 8 the
 // 32-row tile was 14-17% slower than the plain shape.
+//
+// The ring (set_skinny_ring, off by default): at M <= 16 a W tile's rounds stream through shared
+// memory, several in flight along the whole K instead of one round at a time. Its shapes below are
+// first picks by the bytes each keeps in flight (5 KiB a warp at M <= 8 on wide projections, 3 KiB
+// elsewhere), not yet timed: the tile sweep (`cllm_gpu_bench --tile-sweep`) times every built shape.
+std::atomic<bool> ring_on{false};
 SkinnyTileShape pick_tile_shape(int M, int N, bool normed) {
   const bool wide = N >= 4096;
+  if (ring_on.load(std::memory_order_relaxed) && M <= 16) {
+    if (M <= 8) return wide && !normed ? SkinnyTileShape{1, 1, 1, 2, 6} : SkinnyTileShape{1, 1, 1, 2, 4};
+    if (!normed || !wide) return wide ? SkinnyTileShape{2, 1, 1, 2, 4} : SkinnyTileShape{2, 1, 1, 2, 3};
+  }
   if (normed && wide && M > 8 && M <= 16) return {2, 2, 4, 1};
   if (M <= 8) return {1, 1, 2, 2};
   if (M <= 16) return wide ? SkinnyTileShape{2, 1, 4, 2} : SkinnyTileShape{1, 1, 4, 2};
@@ -588,6 +746,9 @@ std::vector<SkinnyTileShape> skinny_tile_shapes() {
 }
 
 SkinnyTileShape skinny_default_tile_shape(int M, int N, bool normed) { return pick_tile_shape(M, N, normed); }
+
+void set_skinny_ring(bool on) { ring_on.store(on, std::memory_order_relaxed); }
+bool skinny_ring() { return ring_on.load(std::memory_order_relaxed); }
 
 void invoke_skinny_gemm_tiles(const SkinnyTileShape& tiles, const SkinnyInput& in, const __nv_bfloat16* w,
                               const SkinnyOutput& out, int M, int N, int K, cudaStream_t stream) {

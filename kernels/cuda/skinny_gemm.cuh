@@ -80,20 +80,27 @@ void invoke_skinny_gemm_fused(const SkinnyInput& in, const __nv_bfloat16* w, con
 
 // Tuning: the register-tiled kernel's tile shapes that are built (each gives the same bits; only the
 // speed differs): 8*tokens8 tokens x 16*rows16 W rows per CTA, chunks_per_round 32-wide K chunks per
-// load round, min_ctas CTAs per SM (the register cap). For benches that time them side by side.
+// load round, min_ctas CTAs per SM (the register cap), stages: 0 loads each round into registers and
+// waits for it before the next is issued; S >= 2 copies rounds into an S-deep shared-memory ring
+// (cp.async), S - 1 rounds in flight while one is multiplied. For benches that time them side by side.
 struct SkinnyTileShape {
-  int tokens8 = 1, rows16 = 1, chunks_per_round = 4, min_ctas = 2;
+  int tokens8 = 1, rows16 = 1, chunks_per_round = 4, min_ctas = 2, stages = 0;
   constexpr bool operator==(const SkinnyTileShape& o) const {
     return tokens8 == o.tokens8 && rows16 == o.rows16 && chunks_per_round == o.chunks_per_round &&
-           min_ctas == o.min_ctas;
+           min_ctas == o.min_ctas && stages == o.stages;
   }
-  // "NTxRTxUL/minCTAs", as benches and messages name it.
+  // "NTxRTxUL/minCTAs", and "/sS" for a ring of S stages, as benches and messages name it.
   std::string name() const {
     return std::to_string(tokens8) + "x" + std::to_string(rows16) + "x" + std::to_string(chunks_per_round) + "/" +
-           std::to_string(min_ctas);
+           std::to_string(min_ctas) + (stages > 0 ? "/s" + std::to_string(stages) : "");
   }
 };
 std::vector<SkinnyTileShape> skinny_tile_shapes();
+// Whether the default tile shapes below may use the shared-memory ring (SkinnyTileShape::stages):
+// off by default (every default shape on register loads); on, for A/B timings, rows up to 16 take it. Process-wide, as
+// set_launch_overlap (launch.cuh): set it before any launch or graph capture.
+void set_skinny_ring(bool on);
+bool skinny_ring();
 // The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs; normed:
 // the input is the fp32 residual normalised on the fly (SkinnyInput::residual).
 SkinnyTileShape skinny_default_tile_shape(int M, int N, bool normed = false);

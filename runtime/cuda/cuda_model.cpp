@@ -90,6 +90,7 @@ CudaModel::CudaModel(const ModelConfig& cfg, DeviceWeights weights, const CudaMo
   if (opts_.fused_layer_rows == ModelOptions::kAutoFusedLayerRows)
     opts_.fused_layer_rows = CudaModelOptions::auto_fused_layer_rows(dims_.d);
   set_launch_overlap(opts_.overlap_launches);
+  set_skinny_ring(opts_.gemm_ring);
   const int d = dims_.d, q = dims_.q, kv = dims_.kv, f = dims_.ffn;
   const std::vector<float> inv_freq = rope_inv_freq(cfg_);
   inv_freq_ = DeviceBuffer(inv_freq.size() * sizeof(float));

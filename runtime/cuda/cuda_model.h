@@ -79,6 +79,7 @@ struct CudaModelOptions {
   int invariant_max_rows = ModelOptions{}.cuda_invariant_max_rows;
   bool overlap_launches = ModelOptions{}.cuda_overlap_launches;  // see ModelOptions
   bool fuse_swiglu = ModelOptions{}.cuda_fuse_swiglu;
+  bool gemm_ring = ModelOptions{}.cuda_gemm_ring;  // see ModelOptions
   int fused_layer_rows = ModelOptions{}.cuda_fused_layer_rows;  // see ModelOptions; 0: separate kernels
 
   static CudaModelOptions invariant() { return with(parse_numerics("invariant")); }  // every forward
@@ -89,6 +90,7 @@ struct CudaModelOptions {
     o.invariant_max_rows = m.cuda_invariant_max_rows;
     o.overlap_launches = m.cuda_overlap_launches;
     o.fuse_swiglu = m.cuda_fuse_swiglu;
+    o.gemm_ring = m.cuda_gemm_ring;
     o.fused_layer_rows = m.cuda_fused_layer_rows;
     o.use_graphs = m.cuda_graphs != ModelOptions::CudaGraphs::kOff;
     o.replay_graphs = m.cuda_graphs == ModelOptions::CudaGraphs::kReplay;
