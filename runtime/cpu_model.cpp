@@ -96,14 +96,21 @@ void CpuModel::grow_scratch(int n) {
   positions_.resize(sn);
 }
 
-void CpuModel::linear(const float* x, const LinearWeight& w, float* y, int n, int r0, int r1, int in) const {
+void CpuModel::linear(const float* x, const cpu::QuantActivations* xq, const LinearWeight& w, float* y, int n, int r0,
+                      int r1, int in) const {
   // Blocks: batch-invariant for every n, prefill included (there is no BLAS for them).
-  if (w.quantized()) return cpu::matmul_wt_quant(x, w.q, y, n, r0, r1);
+  if (w.quantized()) return xq ? cpu::matmul_wt_quant(*xq, w.q, y, r0, r1) : cpu::matmul_wt_quant(x, w.q, y, n, r0, r1);
   const float* rows = w.f32.data() + static_cast<size_t>(r0) * in;
   if (blas_)
     cpu::matmul_wt(x, rows, y, n, r1 - r0, in);
   else
     cpu::matmul_wt_invariant(x, rows, y, n, r1 - r0, in);
+}
+
+const cpu::QuantActivations* CpuModel::quantize_for(const float* x, int n, int in, const LinearWeight& w) {
+  if (!w.quantized()) return nullptr;
+  cpu::quantize_activations(x, n, in, xq_);
+  return &xq_;
 }
 
 void CpuModel::all_reduce(float* x, size_t count, const CommPhase& phase) {
@@ -148,7 +155,7 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
   if (logits) {
     if (comm_) logits_.resize(static_cast<size_t>(n) * vs);
     float* local = comm_ ? logits_.data() : logits;  // [n, vs]: this rank's shard
-    linear(h, w_.head(), local, n, 0, vs, d);
+    linear(h, nullptr, w_.head(), local, n, 0, vs, d);
     best_of(local, vs, plan_.vocab_begin);
   } else {
     // Only the argmax is wanted: the head in vocab chunks with a running max, so the scratch stays
@@ -156,9 +163,10 @@ void CpuModel::lm_head(const float* h, int n, int32_t* out_ids, float* logits) {
     // logit is the same number either way (each output of the GEMM is computed on its own).
     const int chunk = std::min(vs, std::max((2 << 20) / n, 256));  // 256..vs ids (vs may be < 256)
     logits_.resize(static_cast<size_t>(n) * chunk);
+    const cpu::QuantActivations* hq = quantize_for(h, n, d, w_.head());  // once for every chunk
     for (int v0 = 0; v0 < vs; v0 += chunk) {
       const int cols = std::min(chunk, vs - v0);
-      linear(h, w_.head(), logits_.data(), n, v0, v0 + cols, d);
+      linear(h, hq, w_.head(), logits_.data(), n, v0, v0 + cols, d);
       best_of(logits_.data(), cols, plan_.vocab_begin + v0);
     }
   }
@@ -237,9 +245,10 @@ void CpuModel::forward_rows(const int32_t* tokens, const SeqBlock* blocks, int c
     // rows then go to its slot's cache rows [pos, pos + n), and each block attends over its
     // slot. o is row-parallel: h holds a partial sum until the all-reduce.
     cpu::rmsnorm(x, L.attn_norm.data(), h, n, d, cfg_.rms_norm_eps);
-    linear(h, L.wq, q_.data(), n, 0, qd_, d);
-    linear(h, L.wk, k_new_.data(), n, 0, kvd_, d);
-    linear(h, L.wv, v_new_.data(), n, 0, kvd_, d);
+    const cpu::QuantActivations* hq = quantize_for(h, n, d, L.wq);
+    linear(h, hq, L.wq, q_.data(), n, 0, qd_, d);
+    linear(h, hq, L.wk, k_new_.data(), n, 0, kvd_, d);
+    linear(h, hq, L.wv, v_new_.data(), n, 0, kvd_, d);
     cpu::rope(q_.data(), positions_.data(), n, plan_.heads, hd, inv_freq_.data());
     cpu::rope(k_new_.data(), positions_.data(), n, plan_.kv_heads, hd, inv_freq_.data());
     for (int b = 0, row = 0; b < count; row += blocks[b++].n) {
@@ -252,15 +261,16 @@ void CpuModel::forward_rows(const int32_t* tokens, const SeqBlock* blocks, int c
       attn_blocks_[b] = {kc, vc, s.n, s.pos, cfg_.sliding_window, plain ? nullptr : layout_.data() + 2 * row};
     }
     cpu::batch_attention(q_.data(), att_.data(), attn_blocks_.data(), count, plan_.heads, plan_.kv_heads, hd);
-    linear(att_.data(), L.wo, h, n, 0, d, qd_);
+    linear(att_.data(), nullptr, L.wo, h, n, 0, d, qd_);
     all_reduce(h, static_cast<size_t>(n) * d, {"attention", l});
     cpu::add_inplace(x, h, static_cast<size_t>(n) * d);
     // SwiGLU MLP over this rank's FFN units; down is row-parallel like o.
     cpu::rmsnorm(x, L.ffn_norm.data(), h, n, d, cfg_.rms_norm_eps);
-    linear(h, L.w_gate, gate_.data(), n, 0, ffn_, d);
-    linear(h, L.w_up, up_.data(), n, 0, ffn_, d);
+    const cpu::QuantActivations* mq = quantize_for(h, n, d, L.w_gate);
+    linear(h, mq, L.w_gate, gate_.data(), n, 0, ffn_, d);
+    linear(h, mq, L.w_up, up_.data(), n, 0, ffn_, d);
     cpu::silu_mul(gate_.data(), up_.data(), gate_.data(), static_cast<size_t>(n) * ffn_);
-    linear(gate_.data(), L.w_down, h, n, 0, d, ffn_);
+    linear(gate_.data(), nullptr, L.w_down, h, n, 0, d, ffn_);
     all_reduce(h, static_cast<size_t>(n) * d, {"mlp", l});
     cpu::add_inplace(x, h, static_cast<size_t>(n) * d);
   }

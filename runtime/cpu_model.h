@@ -14,6 +14,7 @@
 
 #include "core/comm.h"
 #include "core/shard_plan.h"
+#include "kernels/cpu/gemm_quant.h"
 #include "kernels/cpu/ops.h"
 #include "runtime/model.h"
 #include "runtime/weights.h"
@@ -44,8 +45,13 @@ class CpuModel final : public Model {
 
  private:
   CpuModel(const ModelConfig& cfg, ModelWeights weights, const ShardPlan& plan, Comm* comm);
-  // y[n, r1 - r0] = x[n, in] · w[r0:r1]^T, on w's fp32 values or its blocks.
-  void linear(const float* x, const LinearWeight& w, float* y, int n, int r0, int r1, int in) const;
+  // y[n, r1 - r0] = x[n, in] · w[r0:r1]^T, on w's fp32 values or its blocks. xq: x quantized
+  // (quantize_for), read instead of quantizing x again where w is kept in blocks; or null.
+  void linear(const float* x, const cpu::QuantActivations* xq, const LinearWeight& w, float* y, int n, int r0, int r1,
+              int in) const;
+  // x[n, in] quantized into xq_ when w is kept in blocks (for every layer that reads x: q, k and v
+  // read one input, gate and up another); null otherwise.
+  const cpu::QuantActivations* quantize_for(const float* x, int n, int in, const LinearWeight& w);
   void grow_scratch(int n);
   void all_reduce(float* x, size_t count, const CommPhase& phase);
   // x[n, d] = rows of the embedding; a vocab shard contributes only the ids it holds.
@@ -74,6 +80,7 @@ class CpuModel final : public Model {
   std::vector<float> x_, h_, q_, att_, gate_, up_;  // [n, d], [n, d], [n, qd_] x2, [n, ffn_] x2
   std::vector<float> k_new_, v_new_;      // [n, kvd_]: the batch's keys and values before they go to their slots
   std::vector<float> logits_;             // [n, vocab chunk], or [n, plan_.vocab] when logits are asked for
+  cpu::QuantActivations xq_;              // a linear input quantized once for the layers that share it
   std::vector<float> gathered_;           // [size, n, plan_.vocab]: every shard, when logits are asked for
   std::vector<ValueIndex> best_;          // [n]: per-token (max logit, id) for the max-loc
   std::vector<int32_t> positions_;        // [n]

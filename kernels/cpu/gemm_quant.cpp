@@ -17,15 +17,8 @@ namespace {
 
 constexpr int QK = kQuantBlock, G = kQuantGroup;
 
-// x quantized per row and 32-block, as llama.cpp's Q8_0/Q8_1 activations: q = round(x / d) with
-// d = max|x| / 127, so |q| <= 127 (the int8 dot products cannot overflow int16 pairs).
-struct QuantRows {
-  std::vector<int8_t> q;   // [M, K]
-  std::vector<float> d;    // [M, K / 32]
-  std::vector<float> s;    // [M, K / 32]: d * Σ q, the Q4_1 minimum's factor
-  std::vector<int32_t> c;  // [M, K / 32]: -128 Σ q, taking back Q8_0's stored + 128
-};
-
+// One 32-block of x (QuantActivations); |q| <= 127, so the int8 dot products cannot overflow int16
+// pairs.
 void quantize_block_portable(const float* xb, int8_t* q, float& d, int& sum) {
   float amax = 0;
   for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
@@ -50,7 +43,7 @@ int packed_weight(QuantFormat f, const uint8_t* blk, int r, int i) {
 // The reference every SIMD path matches bit for bit: per (token, row), per block in k order, the
 // exact int dot, then fma(dw * dx, isum, acc) and, for Q4_1, fma(mw, s, acc). out[t * ldo + r]: the
 // group's 16 outputs of token t.
-void group_portable(const QuantRows& xq, const QuantMatrix& w, int g, int M, float* out, size_t ldo) {
+void group_portable(const QuantActivations& xq, const QuantMatrix& w, int g, int M, float* out, size_t ldo) {
   const int K = w.cols, nb = K / QK;
   const size_t gb = w.group_block_bytes();
   for (int t = 0; t < M; ++t)
@@ -97,7 +90,7 @@ namespace avx512vnni {
 }  // namespace avx512vnni
 #pragma GCC pop_options
 
-using GroupFn = void (*)(const QuantRows&, const QuantMatrix&, int, int, float*, size_t);
+using GroupFn = void (*)(const QuantActivations&, const QuantMatrix&, int, int, float*, size_t);
 using QuantizeFn = void (*)(const float*, int8_t*, float&, int&);
 
 bool cpu_has(QuantPath p) {
@@ -132,19 +125,34 @@ GroupFn group_fn(QuantPath p) {
   return group_portable;
 }
 
-void quantize_rows(const float* x, int M, int K, QuantRows& out, QuantizeFn quantize) {
+// Blocks from which quantize_rows splits the work across the threads: below, the wake-up costs
+// more than the ~20 ns a block that it would share.
+constexpr size_t kParallelQuantizeBlocks = 512;
+
+void quantize_rows(const float* x, int M, int K, QuantActivations& out, QuantizeFn quantize) {
+  CLLM_CHECK(M >= 0 && K > 0 && K % QK == 0, "quantize_activations: shape [" << M << ", " << K << "]: columns must be a positive multiple of " << QK);
   const size_t blocks = static_cast<size_t>(M) * (K / QK);
+  out.rows = M;
+  out.cols = K;
   out.q.resize(static_cast<size_t>(M) * K);
   out.d.resize(blocks);
   out.s.resize(blocks);
   out.c.resize(blocks);
-  for (size_t b = 0; b < blocks; ++b) {
-    int sum = 0;
-    quantize(x + b * QK, out.q.data() + b * QK, out.d[b], sum);
-    out.s[b] = out.d[b] * static_cast<float>(sum);
-    out.c[b] = -128 * sum;
-  }
+  auto run = [&](size_t b0, size_t b1) {
+    for (size_t b = b0; b < b1; ++b) {
+      int sum = 0;
+      quantize(x + b * QK, out.q.data() + b * QK, out.d[b], sum);
+      out.s[b] = out.d[b] * static_cast<float>(sum);
+      out.c[b] = -128 * sum;
+    }
+  };
+  if (blocks >= kParallelQuantizeBlocks)
+    parallel_for_range(blocks, 64, run);
+  else
+    run(0, blocks);
 }
+
+QuantizeFn quantize_fn(QuantPath p) { return p == QuantPath::Scalar ? quantize_block_portable : avx2::quantize_block; }
 
 void check_shapes(const QuantMatrix& w) {
   const size_t gblocks = static_cast<size_t>(w.groups()) * w.blocks_per_row();
@@ -153,17 +161,18 @@ void check_shapes(const QuantMatrix& w) {
              "quantized matrix [" << w.rows << ", " << w.cols << "] has inconsistent block arrays");
 }
 
-void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1, QuantPath path) {
+// y = xq . W[r0:r1]^T through `path`.
+void matmul_quantized(const QuantActivations& xq, const QuantMatrix& w, float* y, int r0, int r1, QuantPath path) {
   CLLM_CHECK(quant_path_supported(path), "quantized GEMM path " << quant_path_name(path) << " is not supported by this CPU");
   check_shapes(w);
+  CLLM_CHECK(xq.cols == w.cols && xq.q.size() == static_cast<size_t>(xq.rows) * xq.cols,
+             "quantized GEMM: activations [" << xq.rows << ", " << xq.cols << "] against a matrix of " << w.cols
+                                             << " columns");
   if (r1 < 0) r1 = w.rows;
   CLLM_CHECK(0 <= r0 && r0 <= r1 && r1 <= w.rows, "row range [" << r0 << ", " << r1 << ") of " << w.rows << " rows");
+  const int M = xq.rows;
   if (M <= 0 || r0 == r1) return;
   const int ldy = r1 - r0;
-  // The caller's scratch; the workers must see this one, not their own thread_local copies.
-  thread_local QuantRows scratch;
-  QuantRows& xq = scratch;
-  quantize_rows(x, M, w.cols, xq, path == QuantPath::Scalar ? quantize_block_portable : avx2::quantize_block);
   const GroupFn group = group_fn(path);
   // Whole groups of 16 weight rows per item: each group's blocks are read from memory once per
   // call; a range that cuts a group computes it whole and keeps its own rows.
@@ -184,6 +193,15 @@ void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r
                     static_cast<size_t>(n1 - n0) * sizeof(float));
     }
   });
+}
+
+void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1, QuantPath path) {
+  CLLM_CHECK(quant_path_supported(path), "quantized GEMM path " << quant_path_name(path) << " is not supported by this CPU");
+  if (M <= 0) return;
+  // The caller's scratch; the workers must see this one, not their own thread_local copies.
+  thread_local QuantActivations scratch;
+  quantize_rows(x, M, w.cols, scratch, quantize_fn(path));
+  matmul_quantized(scratch, w, y, r0, r1, path);
 }
 
 }  // namespace
@@ -261,6 +279,14 @@ const char* quant_path_name(QuantPath p) {
 
 void matmul_wt_quant(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1) {
   matmul(x, w, y, M, r0, r1, kBestPath);
+}
+
+void quantize_activations(const float* x, int M, int K, QuantActivations& out) {
+  quantize_rows(x, M, K, out, quantize_fn(kBestPath));
+}
+
+void matmul_wt_quant(const QuantActivations& xq, const QuantMatrix& w, float* y, int r0, int r1) {
+  matmul_quantized(xq, w, y, r0, r1, kBestPath);
 }
 
 void matmul_wt_quant_path(const float* x, const QuantMatrix& w, float* y, int M, QuantPath path, int r0, int r1) {

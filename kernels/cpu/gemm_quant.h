@@ -74,9 +74,26 @@ QuantMatrix pack_quant(QuantFormat f, int rows, int cols, const uint8_t* qs, con
 // tests' dequantize-then-multiply reference.
 void dequantize_quant_row(const QuantMatrix& w, int r, float* out);
 
+// x[M, K] quantized per row and 32-block, as llama.cpp's Q8_0/Q8_1 activations: q = round(x / d)
+// with d = max|x| / 127 (so |q| <= 127), s = d * Σ q (the Q4_1 minimum's factor) and c = -128 Σ q
+// (taking back Q8_0's stored + 128). The GEMMs below take x in this form, so layers that read the
+// same input (q, k and v; gate and up) quantize it once.
+struct QuantActivations {
+  int rows = 0, cols = 0;
+  std::vector<int8_t> q;   // [M, K]
+  std::vector<float> d;    // [M, K / 32]
+  std::vector<float> s;    // [M, K / 32]
+  std::vector<int32_t> c;  // [M, K / 32]
+};
+// out = x[M, K] quantized (K a positive multiple of 32); large inputs are split across the threads,
+// which does not change a value (each block is its own).
+void quantize_activations(const float* x, int M, int K, QuantActivations& out);
+
 // y[M, r1 - r0] = x[M, w.cols] · W[r0:r1]^T (r1 = -1: w.rows); x is fp32 and is quantized per row
 // inside. A row range (the LM head in vocab chunks) gives the same bits as the whole matrix.
 void matmul_wt_quant(const float* x, const QuantMatrix& w, float* y, int M, int r0 = 0, int r1 = -1);
+// The same from x already quantized (xq.cols == w.cols): the same bits.
+void matmul_wt_quant(const QuantActivations& xq, const QuantMatrix& w, float* y, int r0 = 0, int r1 = -1);
 
 // The instruction sets the kernel has a path for, each able to run where the later ones can. All
 // give the same bits (the int dot products are exact and the fp32 order is the same).

@@ -167,6 +167,37 @@ TEST(GemmQuant, BestPathIsSupportedAndUnsupportedPathsThrow) {
     if (!cpu::quant_path_supported(p)) EXPECT_THROW(cpu::matmul_wt_quant_path(x.data(), w, y.data(), 1, p), std::exception);
 }
 
+// x quantized once (quantize_activations, split across the threads from 512 blocks on) and read by
+// several GEMMs gives the bits of each GEMM quantizing x itself; activations of another width are
+// refused naming both.
+TEST(GemmQuant, PreQuantizedInputGivesTheSameBits) {
+  for (cpu::QuantFormat f : kFormats)
+    for (auto [M, N, K] : {std::tuple{1, 67, 576}, {16, 48, 576}, {64, 33, 1536}}) {
+      const auto x = random_vec(static_cast<size_t>(M) * K, 21);
+      const cpu::QuantMatrix w = random_quant(f, N, K, 22).w;
+      std::vector<float> direct(static_cast<size_t>(M) * N), shared(direct.size(), -1.0f);
+      cpu::matmul_wt_quant(x.data(), w, direct.data(), M);
+      cpu::QuantActivations xq;
+      cpu::quantize_activations(x.data(), M, K, xq);
+      EXPECT_EQ(xq.rows, M);
+      EXPECT_EQ(xq.cols, K);
+      cpu::matmul_wt_quant(xq, w, shared.data());
+      EXPECT_EQ(0, std::memcmp(shared.data(), direct.data(), direct.size() * sizeof(float)))
+          << format_name(f) << " M=" << M << " K=" << K;
+      const cpu::QuantMatrix narrower = random_quant(f, N, K - 32, 23).w;
+      try {
+        cpu::matmul_wt_quant(xq, narrower, shared.data());
+        ADD_FAILURE() << "activations of " << K << " columns accepted against " << K - 32;
+      } catch (const std::exception& e) {
+        EXPECT_NE(std::string(e.what()).find("activations [" + std::to_string(M) + ", " + std::to_string(K) + "]"),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  cpu::QuantActivations bad;
+  EXPECT_THROW(cpu::quantize_activations(nullptr, 1, 40, bad), std::exception);  // K % 32 != 0
+}
+
 // Batch invariance on every path: each row of a random block of M = 1..64 tokens (every token
 // tiling) has the bits it has alone (M = 1), and a row range that cuts the 16-row groups (the LM
 // head's vocab chunks) the bits of the whole matrix.
