@@ -55,11 +55,13 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool v
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+// The "memory" clobbers keep the compiler from moving shared-memory reads of the copied data above
+// the wait (a kernel that reads back only its own copies has no barrier that would).
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait_all_but() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Programmatic dependent launch (kernels/cuda/launch.cuh): wait_prior_grids() returns once the kernel

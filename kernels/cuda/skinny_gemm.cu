@@ -155,15 +155,19 @@ constexpr int kTiledMinM = kSkinnyFusedMaxM + 1;  // rows from which tiled_gemm_
 
 // 16 bytes global -> this lane's slot of the shared-memory ring (the pipelined form below), or zeros
 // and no request when !pred: W streamed past L1 with whole 256-byte L2 lines requested, x cached in
-// L1 (every CTA on the SM re-reads it), as load_w and load_x.
-__device__ __forceinline__ void copy_w(uint4* slot, const void* p, bool pred) {
+// L1 (every CTA on the SM re-reads it), as load_w and load_x. A copy that is off names `base` (the
+// operand's first element) instead of p, which may lie past the operand: nothing is read, and no
+// L2 line past the operand is asked for either.
+__device__ __forceinline__ void copy_w(uint4* slot, const void* p, const void* base, bool pred) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(p), "r"(pred ? 16 : 0)
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(pred ? p : base),
+               "r"(pred ? 16 : 0)
                : "memory");
 }
-__device__ __forceinline__ void copy_x(uint4* slot, const void* p, bool pred) {
+__device__ __forceinline__ void copy_x(uint4* slot, const void* p, const void* base, bool pred) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(slot));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(p), "r"(pred ? 16 : 0) : "memory");
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(pred ? p : base), "r"(pred ? 16 : 0)
+               : "memory");
 }
 
 __device__ __forceinline__ void read_slot(uint32_t (&v)[4], const uint4* slot) {
@@ -275,7 +279,7 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
       for (int rt = 0; rt < RT; ++rt)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          copy_w(slot(r, RoundT::a_at(u, rt, h)), w_base + (w_off[rt][h] + k), k_ok && w_ok[rt][h]);
+          copy_w(slot(r, RoundT::a_at(u, rt, h)), w_base + (w_off[rt][h] + k), w, k_ok && w_ok[rt][h]);
     }
   };
   auto copy_round_x = [&](int r) {
@@ -284,11 +288,12 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
     for (int u = 0; u < UL; ++u) {
       const int k = chunk_k(r, u);
       const bool k_ok = k + t * 8 < K;
-      if constexpr (NORMED) copy_x(slot(r, RoundT::gamma_at(u)), io.gamma + (t * 8 + k), k_ok);
+      if constexpr (NORMED) copy_x(slot(r, RoundT::gamma_at(u)), io.gamma + (t * 8 + k), io.gamma, k_ok);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
-        copy_x(slot(r, RoundT::b_at(u, nt)), x_base + (x_off[nt] + k), k_ok && x_ok[nt]);
-        if constexpr (NORMED) copy_x(slot(r, RoundT::b_at(u, nt) + 1), x_base + (x_off[nt] + k + 4), k_ok && x_ok[nt]);
+        copy_x(slot(r, RoundT::b_at(u, nt)), x_base + (x_off[nt] + k), io.x, k_ok && x_ok[nt]);
+        if constexpr (NORMED)
+          copy_x(slot(r, RoundT::b_at(u, nt) + 1), x_base + (x_off[nt] + k + 4), io.x, k_ok && x_ok[nt]);
       }
     }
   };
@@ -346,8 +351,10 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
 
   if constexpr (STAGES > 0) {
     for (int r = 0; r < rounds; ++r) {
-      // Round r's copies were the (STAGES - 1)-th last group committed; round r + STAGES - 1 then goes
-      // into the slots round r - 1 left (read into registers and multiplied last iteration).
+      // At most STAGES - 2 groups may still be in flight: those of rounds after r (for r < STAGES - 1
+      // the x groups of the first rounds, issued after every W group of them), so round r's W and x
+      // have landed. Round r + STAGES - 1 then goes into the slots round r - 1 left: this thread
+      // read them into registers and multiplied them last iteration, before these copies issue.
       detail::cp_async_wait_all_but<STAGES - 2>();
       copy_round_w(r + STAGES - 1);
       copy_round_x(r + STAGES - 1);
@@ -449,8 +456,11 @@ template <int NT, int RT, int UL, int MIN_CTAS, int STAGES, XIn IN>
 void launch_as(const SkinnyIo& io, const __nv_bfloat16* w, int M, int N, int K, cudaStream_t stream) {
   constexpr auto kernel = skinny_gemm_kernel<NT, RT, UL, MIN_CTAS, STAGES, IN>;
   constexpr size_t smem = STAGES > 0 ? ring_bytes<NT, RT, UL, STAGES, IN>() : 0;
-  static_assert(smem <= 227 * 1024, "the ring exceeds a CTA's shared memory");
-  if constexpr (smem > 48 * 1024) {
+  // The kernel's static arrays (the class reduction, ~6 KiB) come on top of the ring.
+  static_assert(smem + 8 * 1024 <= 227 * 1024, "the ring exceeds a CTA's shared memory");
+  if constexpr (smem > 0) {
+    // Always: past 48 KiB of dynamic and static shared memory together a launch needs the opt-in,
+    // and a 48 KiB ring plus the static arrays is past it.
     static const cudaError_t attr =  // once, before any launch (and any graph capture)
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     CLLM_CUDA_CHECK(attr);
@@ -656,9 +666,11 @@ const TileVariant& find_variant(const SkinnyTileShape& s) {
 // 32-row tile was 14-17% slower than the plain shape.
 //
 // The ring (set_skinny_ring, off by default): at M <= 16 a W tile's rounds stream through shared
-// memory, several in flight along the whole K instead of one round at a time. Its shapes below are
-// first picks by the bytes each keeps in flight (5 KiB a warp at M <= 8 on wide projections, 3 KiB
-// elsewhere), not yet timed: the tile sweep (`cllm_gpu_bench --tile-sweep`) times every built shape.
+// memory, several in flight along the whole K instead of one round at a time (not for a normalised
+// input into a wide projection at 9-16 rows, whose 32-row register tiles halve its fp32 reads). Its
+// shapes below are first picks by the bytes each keeps in flight (5 KiB of W a warp at M <= 8 on
+// wide projections, 2-3 KiB elsewhere), not yet timed: the tile sweep (`cllm_gpu_bench
+// --tile-sweep`) times every built shape.
 std::atomic<bool> ring_on{false};
 SkinnyTileShape pick_tile_shape(int M, int N, bool normed) {
   const bool wide = N >= 4096;

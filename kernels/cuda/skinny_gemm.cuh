@@ -97,7 +97,8 @@ struct SkinnyTileShape {
 };
 std::vector<SkinnyTileShape> skinny_tile_shapes();
 // Whether the default tile shapes below may use the shared-memory ring (SkinnyTileShape::stages):
-// off by default (every default shape on register loads); on, for A/B timings, rows up to 16 take it. Process-wide, as
+// off by default (every default shape on register loads); on, for A/B timings, rows up to 16 take it
+// (but a normalised input into a projection of 4096 or more outputs at 9-16 rows). Process-wide, as
 // set_launch_overlap (launch.cuh): set it before any launch or graph capture.
 void set_skinny_ring(bool on);
 bool skinny_ring();

@@ -816,7 +816,7 @@ TEST(FusedKernels, SwigluEpilogueEqualsGemmThenSiluMul) {
 // then a GEMM that normalises the residual as it loads it, give the bits of GEMM -> add_rmsnorm ->
 // GEMM: the new residual and the second output, for every row count the fused forms take, at the
 // 135M, 7B and 70B-rank (TP=4) widths.
-TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
+void check_layer_boundary_fusion() {
   struct Widths {
     int d, k_in, n_out;  // residual width, first GEMM's K (its input), second GEMM's N
   };
@@ -881,7 +881,7 @@ TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
 // The qkv projection's RoPE + KV write epilogue: q in y, k and v in the caches with the bits of the
 // GEMM followed by invoke_rope_kv_write, for every row count the fused forms take, at the 135M, 7B
 // and 70B-rank head layouts; positions past 2048 and tokens in different cache slots (cache rows).
-TEST(FusedKernels, QkvRopeEpilogueEqualsRopeKvWrite) {
+void check_qkv_rope_fusion() {
   struct Heads {
     int d, heads, kv, hd;
   };
@@ -928,6 +928,29 @@ TEST(FusedKernels, QkvRopeEpilogueEqualsRopeKvWrite) {
       EXPECT_TRUE(download_bits(d_v_fused, 0, cache_elems) == download_bits(d_v_ref, 0, cache_elems)) << tag << ": V";
     }
   }
+}
+
+// The default dispatch's shapes: register loads, and the shared-memory ring (set_skinny_ring), whose
+// shapes then carry the fused layer's residual output, normalised input and RoPE epilogue.
+struct RingDefaults {
+  explicit RingDefaults(bool on) { cu::set_skinny_ring(on); }
+  ~RingDefaults() { cu::set_skinny_ring(false); }
+};
+TEST(FusedKernels, LayerBoundaryEqualsAddRmsnorm) {
+  RingDefaults registers(false);
+  check_layer_boundary_fusion();
+}
+TEST(FusedKernels, LayerBoundaryEqualsAddRmsnormRing) {
+  RingDefaults ring(true);
+  check_layer_boundary_fusion();
+}
+TEST(FusedKernels, QkvRopeEpilogueEqualsRopeKvWrite) {
+  RingDefaults registers(false);
+  check_qkv_rope_fusion();
+}
+TEST(FusedKernels, QkvRopeEpilogueEqualsRopeKvWriteRing) {
+  RingDefaults ring(true);
+  check_qkv_rope_fusion();
 }
 
 // The batch-invariant attention plan: a query row at position p gives the same bits as a lone
