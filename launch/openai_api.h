@@ -101,8 +101,9 @@ struct TokenInfo {
   std::string token;  // as shown: a special token by its name ("<s>")
   double logprob = 0;
   std::vector<std::pair<std::string, double>> top;
-  size_t text_bytes = 0;  // bytes it adds to the answer's text (0 for a special token)
-  size_t text_chars = 0;  // characters (code points) of those bytes: the text_offset steps
+  std::string bytes;       // what it adds to the answer's text, raw (empty for a special token)
+  size_t text_chars = 0;   // characters of the answer's text it completes (Utf8CharCounter): the
+                           // text_offset steps
 };
 
 // One choice of an answer, or what a chunk adds to it.

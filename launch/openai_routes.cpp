@@ -257,8 +257,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   const int64_t created = unix_now();
   const bool want_lp = r.logprobs >= 0;
   auto token_info = [&](const TokenLogprob& lp) {
-    const std::string bytes = tok_->token_bytes(lp.token);
-    TokenInfo t{token_text(lp.token), lp.logprob, {}, bytes.size(), unicode::code_points(bytes)};
+    TokenInfo t{token_text(lp.token), lp.logprob, {}, tok_->token_bytes(lp.token), 0};
     for (const auto& [alt, alt_lp] : lp.top) t.top.push_back({token_text(alt), alt_lp});
     return t;
   };
@@ -268,6 +267,7 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
   struct Progress {
     Choice all;       // the whole choice so far
     size_t offset = 0;  // completions: text_offset of the next token, in characters
+    unicode::Utf8CharCounter chars;  // of the answer's bytes so far: each token's text_chars
     bool first = true, done = false, echoed = false;
     Stream::Update last;
   };
@@ -333,12 +333,9 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
           // stands in the echoed text as written; one the tokenizer added (BOS) stands nowhere.
           size_t at = 0;
           for (TokenInfo& t : delta.tokens) {
-            const bool literal = t.text_bytes == 0 && !t.token.empty() && echo_text.compare(at, t.token.size(), t.token) == 0;
-            if (literal) {
-              t.text_bytes = t.token.size();
-              t.text_chars = unicode::code_points(t.token);
-            }
-            at += t.text_bytes;
+            const bool literal = t.bytes.empty() && !t.token.empty() && echo_text.compare(at, t.token.size(), t.token) == 0;
+            if (literal) t.bytes = t.token;
+            at += t.bytes.size();
           }
         }
       }
@@ -347,7 +344,10 @@ void Routes::generate(const http::Request& req, http::Responder& res, bool chat)
         if (want_lp)
           for (const TokenLogprob& lp : u.logprobs) delta.tokens.push_back(token_info(lp));
       }
-      for (const TokenInfo& t : delta.tokens) c.offset += t.text_chars;
+      for (TokenInfo& t : delta.tokens) {
+        t.text_chars = c.chars.add(t.bytes);
+        c.offset += t.text_chars;
+      }
       c.all.text += delta.text;
       c.all.tokens.insert(c.all.tokens.end(), delta.tokens.begin(), delta.tokens.end());
       if (r.stream && (!delta.text.empty() || !delta.tokens.empty() || (c.first && chat))) {

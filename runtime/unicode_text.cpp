@@ -144,6 +144,14 @@ size_t complete_prefix_len(std::string_view s) {
   return s.size();
 }
 
+size_t Utf8CharCounter::add(std::string_view bytes) {
+  pending_.append(bytes);
+  const size_t done = complete_prefix_len(pending_);
+  const size_t chars = code_points(to_valid_utf8(std::string_view(pending_).substr(0, done)));
+  pending_.erase(0, done);
+  return chars;
+}
+
 std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
   std::string out;
   for (size_t pos = 0;;) {

@@ -40,6 +40,20 @@ size_t code_points(std::string_view s);
 // bytes could still complete. Streaming emits that prefix and holds back the rest.
 size_t complete_prefix_len(std::string_view s);
 
+// Characters of a text that arrives in pieces of raw bytes (tokens), as to_valid_utf8 decodes the
+// whole: add() returns how many characters a piece completes. A character counts with the piece
+// that completes it; an invalid byte counts as its U+FFFD once the bytes after it show it cannot be
+// completed. So the counts add up to the decoded text's length before any piece, whatever the
+// pieces split: the text_offset of the next piece, which plain code_points() of each piece loses
+// on bytes that are not valid UTF-8 on their own.
+class Utf8CharCounter {
+ public:
+  size_t add(std::string_view bytes);
+
+ private:
+  std::string pending_;  // the tail that later bytes could still complete (at most 3 bytes)
+};
+
 // s with every occurrence of `from` (non-empty) replaced by `to`, left to right.
 std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
 

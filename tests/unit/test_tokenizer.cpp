@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
@@ -502,4 +503,41 @@ TEST(TokenizerHfDir, JsonAndModelTogetherUseTheFastTokenizer) {
   std::ofstream(dir / "tokenizer.json") << tj.dump();
   refused("tokenizer.json: post_processor appends special token </s> after the text");
   fs::remove_all(dir);
+}
+
+// The characters a token completes (completions' text_offset steps) add up to the length of the
+// decoded text before the next token, for any split of the bytes: valid text, a character split
+// across tokens, bytes that are invalid on their own (lone continuations, a lead byte followed by
+// ASCII, 0xFF) and random byte pieces, against to_valid_utf8 of the whole.
+TEST(Unicode, CharCounterAddsUpToTheDecodedText) {
+  auto check = [](const std::vector<std::string>& pieces) {
+    unicode::Utf8CharCounter counter;
+    std::string so_far;
+    size_t counted = 0;
+    for (const std::string& p : pieces) {
+      counted += counter.add(p);
+      so_far += p;
+      const std::string done = so_far.substr(0, unicode::complete_prefix_len(so_far));
+      ASSERT_EQ(counted, unicode::code_points(unicode::to_valid_utf8(done)))
+          << "after " << so_far.size() << " bytes";
+    }
+  };
+  check({"h\xC3", "\xA9", "llo"});                           // é split across two tokens
+  check({"\xE4\xB8", "\x96", "\xE7\x95\x8C"});                  // 世界
+  check({"\x80", "\x80\x80", "a"});                             // lone continuation bytes: one U+FFFD each
+  check({"\xE4\xB8", "A", "\xF0\x9F", "\x98\x80"});             // a cut sequence, then an emoji in two
+  check({"\xFF", "b", "\xC3", "\xC3\xA9"});                     // an invalid byte, a lead followed by a lead
+  std::mt19937 rng(5);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::string> pieces(1 + rng() % 12);
+    for (std::string& p : pieces) {
+      p.resize(rng() % 5);
+      for (char& c : p) c = static_cast<char>(rng() % 4 == 0 ? rng() % 256 : 0x80 + rng() % 0x40);
+    }
+    check(pieces);
+  }
+  // What the counts say in the end: every character but a held-back tail.
+  unicode::Utf8CharCounter counter;
+  EXPECT_EQ(counter.add("\xE4\xB8"), 0u);
+  EXPECT_EQ(counter.add("\x96!"), 2u);
 }
