@@ -99,7 +99,9 @@ std::vector<SkinnyTileShape> skinny_tile_shapes();
 // Whether the default tile shapes below may use the shared-memory ring (SkinnyTileShape::stages):
 // off by default (every default shape on register loads); on, for A/B timings, rows up to 16 take it
 // (but a normalised input into a projection of 4096 or more outputs at 9-16 rows). Process-wide, as
-// set_launch_overlap (launch.cuh): set it before any launch or graph capture.
+// set_launch_overlap (launch.cuh): set it before any launch or graph capture. A ring shape reads its
+// first rounds of W before the kernel launched before it has finished (launch.cuh): W must not be
+// written by that kernel (weights are uploaded before any forward).
 void set_skinny_ring(bool on);
 bool skinny_ring();
 // The shape invoke_skinny_gemm and invoke_skinny_gemm_fused run for M rows into N outputs; normed:
