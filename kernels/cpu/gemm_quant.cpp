@@ -130,7 +130,8 @@ GroupFn group_fn(QuantPath p) {
 constexpr size_t kParallelQuantizeBlocks = 512;
 
 void quantize_rows(const float* x, int M, int K, QuantActivations& out, QuantizeFn quantize) {
-  CLLM_CHECK(M >= 0 && K > 0 && K % QK == 0, "quantize_activations: shape [" << M << ", " << K << "]: columns must be a positive multiple of " << QK);
+  CLLM_CHECK(M >= 0 && K > 0 && K % QK == 0,
+             "quantize_activations: shape [" << M << ", " << K << "]: columns must be a positive multiple of " << QK);
   const size_t blocks = static_cast<size_t>(M) * (K / QK);
   out.rows = M;
   out.cols = K;
@@ -161,9 +162,13 @@ void check_shapes(const QuantMatrix& w) {
              "quantized matrix [" << w.rows << ", " << w.cols << "] has inconsistent block arrays");
 }
 
+void check_path(QuantPath path) {
+  CLLM_CHECK(quant_path_supported(path), "quantized GEMM path " << quant_path_name(path) << " is not supported by this CPU");
+}
+
 // y = xq . W[r0:r1]^T through `path`.
 void matmul_quantized(const QuantActivations& xq, const QuantMatrix& w, float* y, int r0, int r1, QuantPath path) {
-  CLLM_CHECK(quant_path_supported(path), "quantized GEMM path " << quant_path_name(path) << " is not supported by this CPU");
+  check_path(path);
   check_shapes(w);
   CLLM_CHECK(xq.cols == w.cols && xq.q.size() == static_cast<size_t>(xq.rows) * xq.cols,
              "quantized GEMM: activations [" << xq.rows << ", " << xq.cols << "] against a matrix of " << w.cols
@@ -196,7 +201,7 @@ void matmul_quantized(const QuantActivations& xq, const QuantMatrix& w, float* y
 }
 
 void matmul(const float* x, const QuantMatrix& w, float* y, int M, int r0, int r1, QuantPath path) {
-  CLLM_CHECK(quant_path_supported(path), "quantized GEMM path " << quant_path_name(path) << " is not supported by this CPU");
+  check_path(path);  // before quantizing: the quantizer is the path's too
   if (M <= 0) return;
   // The caller's scratch; the workers must see this one, not their own thread_local copies.
   thread_local QuantActivations scratch;

@@ -268,7 +268,9 @@ __global__ void __launch_bounds__(kThreads, MIN_CTAS)
   };
   // The ring (STAGES > 0): round r's vector v in slot [r % STAGES][v][thread].
   extern __shared__ uint4 ring[];
-  auto slot = [&](int r, int v) { return ring + ((r % (STAGES > 0 ? STAGES : 1)) * (UL * RoundT::kVecs) + v) * kThreads + threadIdx.x; };
+  auto slot = [&](int r, int v) {
+    return ring + ((r % (STAGES > 0 ? STAGES : 1)) * (UL * RoundT::kVecs) + v) * kThreads + threadIdx.x;
+  };
   auto copy_round_w = [&](int r) {
     if (r >= rounds) return;
 #pragma unroll
@@ -620,17 +622,19 @@ void launch_tiled(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16*
 }
 
 // Every register-tiled variant that is built (each the same bits: see the top), for the dispatch
-// below and for tuning benches (invoke_skinny_gemm_tiles). Bytes in flight per warp: UL * RT KiB of W
-// in bursts of one round (registers), or (STAGES - 1) * UL * RT KiB all along (the ring); x is re-read from L2 once per CTA: 8*NT*K*2 bytes against 16*RT*K*2 of W. MIN_CTAS sets the
-// register cap (255 at 1, 128 at 2): a cap that is too low makes the compiler spill or serialise
-// the round's loads.
+// below and for tuning benches (invoke_skinny_gemm_tiles). Bytes in flight per warp: UL * RT KiB of
+// W in bursts of one round (registers), or (STAGES - 1) * UL * RT KiB all along (the ring); x is
+// re-read from L2 once per CTA: 8*NT*K*2 bytes against 16*RT*K*2 of W. MIN_CTAS sets the register
+// cap (255 at 1, 128 at 2): a cap that is too low makes the compiler spill or serialise the round's
+// loads.
 using LaunchFn = void (*)(const SkinnyIo&, XIn, const __nv_bfloat16*, int, int, int, cudaStream_t);
 struct TileVariant {
   SkinnyTileShape shape;
   LaunchFn fn;
 };
-#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC) TileVariant{SkinnyTileShape{NT, RT, UL, MC, 0}, &launch<NT, RT, UL, MC, 0>}
-#define CLLM_SKINNY_RING(NT, RT, UL, MC, S) TileVariant{SkinnyTileShape{NT, RT, UL, MC, S}, &launch<NT, RT, UL, MC, S>}
+#define CLLM_SKINNY_RING(NT, RT, UL, MC, S) \
+  TileVariant { SkinnyTileShape{NT, RT, UL, MC, S}, &launch<NT, RT, UL, MC, S> }
+#define CLLM_SKINNY_VARIANT(NT, RT, UL, MC) CLLM_SKINNY_RING(NT, RT, UL, MC, 0)
 constexpr TileVariant kTileVariants[] = {
     CLLM_SKINNY_VARIANT(1, 1, 4, 2), CLLM_SKINNY_VARIANT(1, 1, 2, 2), CLLM_SKINNY_VARIANT(1, 1, 4, 1),
     CLLM_SKINNY_VARIANT(1, 2, 2, 2), CLLM_SKINNY_VARIANT(1, 2, 4, 1), CLLM_SKINNY_VARIANT(2, 1, 4, 2),
