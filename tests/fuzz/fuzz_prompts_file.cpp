@@ -4,7 +4,6 @@
 // refuses roles that do not alternate). An accepted file must give prompts as it promises: line
 // numbers from 1 in file order, valid UTF-8 text, known roles, and a chat line for every prompt
 // read with the template.
-#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -33,8 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const std::vector<cllm::cli::PromptLine> lines = cllm::cli::read_prompts(path, chat);
       int last = 0;
       for (const cllm::cli::PromptLine& p : lines) {
-        require(p.line == 0 || p.line > last);
-        last = std::max(last, p.line);
+        require(p.line > last);
+        last = p.line;
         require(valid_utf8(p.text));
         require(!chat || !p.messages.empty());
         for (const cllm::ChatMessage& m : p.messages) {
